@@ -1,0 +1,175 @@
+"""The ``headcast`` command: a thin front end over the pipeline stages.
+
+User errors end with one line on stderr and exit status 2; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from headcast import __version__
+from headcast.errors import HeadcastError
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- model
+def cmd_model_build_ict(a: argparse.Namespace) -> None:
+    from headcast.model.head_model import save_model
+    from headcast.model.ict import build_ict_model
+    from headcast.model.registry import model_path
+
+    out = Path(a.out) if a.out else model_path("ict")
+    if a.if_missing and out.is_file():
+        _say(f"headcast: default head model present: {out}")
+        return
+    t0 = time.perf_counter()
+    model = build_ict_model(src=Path(a.src) if a.src else None, progress=_say)
+    save_model(model, out)
+    _say(f"headcast: wrote {out} ({model.n_vertices} vertices, {model.n_shape} identity, "
+         f"{model.n_expr} expression components) in {time.perf_counter() - t0:.1f} s")
+
+
+def cmd_model_import_flame(a: argparse.Namespace) -> None:
+    from headcast.model.flame import import_flame
+    from headcast.model.head_model import save_model
+    from headcast.model.registry import model_path
+
+    model = import_flame(Path(a.pkl), landmark_paths=[Path(p) for p in a.landmarks],
+                         masks_path=Path(a.masks) if a.masks else None,
+                         template_obj=Path(a.template_obj) if a.template_obj else None,
+                         name=a.name, progress=_say)
+    out = Path(a.out) if a.out else model_path(model.name)
+    save_model(model, out)
+    _say(f"headcast: wrote {out} ({model.name}: {model.n_vertices} vertices, "
+         f"{'dynamic' if model.has_dynamic_contour else 'static'} contour)")
+
+
+def cmd_model_info(a: argparse.Namespace) -> None:
+    import json
+
+    from headcast.model.registry import resolve_model
+
+    m = resolve_model(a.model, progress=_say)
+    info = {k: v for k, v in m.meta.items() if k not in ("attribution", "expression_names")}
+    info.update(vertices=m.n_vertices, triangles=int(m.faces.shape[0]), n_shape=m.n_shape, n_expr=m.n_expr,
+                joints=m.n_joints, dynamic_contour=m.has_dynamic_contour,
+                masks={k: int(v.size) for k, v in m.masks.items()})
+    print(json.dumps(info, indent=2))
+
+
+def cmd_model_list(a: argparse.Namespace) -> None:
+    from headcast.paths import models_dir
+
+    for p in sorted(models_dir().glob("*.npz")):
+        print(f"{p.stem}\t{p}")
+
+
+# ---------------------------------------------------------------- synth
+def cmd_synth(a: argparse.Namespace) -> None:
+    from headcast.model.registry import resolve_model
+    from headcast.synth import synth
+
+    w, h = _parse_size(a.size)
+    model = resolve_model(a.model, progress=_say)
+    paths = synth(model, Path(a.out), n=a.n, seed=a.seed, profile=a.noise, width=w, height=h,
+                  background=not a.no_background, progress=_say)
+    _say(f"headcast: wrote {len(paths)} synthetic RGB-D frame(s) to {a.out}")
+
+
+def _parse_size(s: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in s.lower().split("x"))
+    except ValueError:
+        raise HeadcastError(f"--size must look like 640x480, not {s!r}") from None
+    if not (32 <= w <= 8192 and 32 <= h <= 8192):
+        raise HeadcastError(f"--size {s} is out of range (32..8192 pixels a side)")
+    return w, h
+
+
+# ---------------------------------------------------------------- demo
+def cmd_demo(a: argparse.Namespace) -> None:
+    from headcast.demo import run_demo
+
+    run_demo(Path(a.out), model_spec=a.model, seed=a.seed, progress=_say)
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="headcast", description=(
+        "An animatable 3D head from one RGB-D photo, driven by any video, on a CPU."))
+    p.add_argument("--version", action="version", version=f"headcast {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pm = sub.add_parser("model", help="build, import and inspect head models")
+    msub = pm.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    b = msub.add_parser("build-ict", help="convert ICT-FaceKit Light (MIT) into the default model 'ict'")
+    b.add_argument("--src", help="local copy of the ICT-FaceKit repository (folder holding FaceXModel/); "
+                                 "without it the pinned commit is downloaded")
+    b.add_argument("--out", help="output .npz (default: the model directory's ict.npz)")
+    b.add_argument("--if-missing", action="store_true", help="do nothing when the model exists")
+    b.set_defaults(func=cmd_model_build_ict)
+    f = msub.add_parser("import-flame", help="import an official FLAME pickle (2020, 2023, 2023 Open) safely")
+    f.add_argument("pkl", help="generic_model.pkl, flame2023.pkl or flame2023_Open.pkl")
+    f.add_argument("--landmarks", nargs="*", default=[], metavar="FILE",
+                   help="flame_static_embedding.pkl, DECA landmark_embedding.npy, mediapipe_landmark_embedding.npz")
+    f.add_argument("--masks", help="FLAME_masks.pkl (region masks); default: masks from geometry")
+    f.add_argument("--template-obj", help="head_template.obj with FLAME's UV layout")
+    f.add_argument("--name", help="model name (default from the file: flame2020, flame2023, flame2023_open)")
+    f.add_argument("--out", help="output .npz (default: the model directory)")
+    f.set_defaults(func=cmd_model_import_flame)
+    i = msub.add_parser("info", help="print a model's sizes and metadata")
+    i.add_argument("model", nargs="?", default="ict", help="name or .npz path (default: ict)")
+    i.set_defaults(func=cmd_model_info)
+    ls = msub.add_parser("list", help="list the models in the model directory")
+    ls.set_defaults(func=cmd_model_list)
+
+    s = sub.add_parser("synth", help="render synthetic RGB-D subjects with ground truth")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--model", default="ict", help="head model name or .npz (default: ict)")
+    s.add_argument("--n", type=int, default=1, help="number of subjects (default: 1)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--noise", choices=("none", "truedepth", "zed2"), default="truedepth",
+                   help="depth sensor profile (default: truedepth)")
+    s.add_argument("--size", default="640x480", help="image size WxH (default: 640x480)")
+    s.add_argument("--no-background", action="store_true", help="no wall and shoulders")
+    s.set_defaults(func=cmd_synth)
+
+    d = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic subject")
+    d.add_argument("--out", default="headcast-demo", help="output folder (default: ./headcast-demo)")
+    d.add_argument("--model", default="ict", help="head model (default: ict)")
+    d.add_argument("--seed", type=int, default=0, help="subject seed (default: 0)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        a.func(a)
+    except HeadcastError as e:
+        if a.debug:
+            raise
+        print(f"headcast: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("headcast: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line unless --debug
+        if a.debug:
+            raise
+        print(f"headcast: internal error: {e.__class__.__name__}: {e} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

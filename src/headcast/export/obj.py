@@ -1,0 +1,131 @@
+"""Wavefront OBJ reading and writing (plain ``.obj`` or xz-compressed ``.obj.xz``).
+
+Polygons are fan-triangulated on reading. Texture coordinates keep the OBJ
+convention (origin bottom-left).
+"""
+
+from __future__ import annotations
+
+import lzma
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from headcast.errors import HeadcastError
+
+
+@dataclass
+class ObjMesh:
+    """vertices (V, 3), faces (F, 3) int32, uv (T, 2) or None, uv_faces (F, 3) or None,
+    materials: per-triangle material name index into ``material_names`` (F,) or None."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray | None = None
+    uv_faces: np.ndarray | None = None
+    face_material: np.ndarray | None = None
+    material_names: tuple[str, ...] = ()
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise HeadcastError(f"mesh file {path} does not exist")
+    opener = lzma.open if path.suffix == ".xz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def read_obj_vertices(path: str | Path) -> np.ndarray:
+    """Only the ``v`` lines of an OBJ as (V, 3) float64 (fast: for meshes sharing a topology)."""
+    text = _read_text(Path(path))
+    rows = [ln[2:] for ln in text.splitlines() if ln.startswith("v ")]
+    return np.array(" ".join(rows).split(), dtype=np.float64).reshape(len(rows), -1)[:, :3]
+
+
+def read_obj(path: str | Path) -> ObjMesh:
+    """Read an OBJ's vertices, triangulated faces, texture coordinates and materials."""
+    path = Path(path)
+    verts, uvs, faces, uv_faces, mats = [], [], [], [], []
+    names: dict[str, int] = {}
+    current = -1
+    for ln in _read_text(path).splitlines():
+        if ln.startswith("v "):
+            verts.append(ln[2:])
+        elif ln.startswith("vt "):
+            uvs.append(ln[3:])
+        elif ln.startswith("usemtl "):
+            current = names.setdefault(ln[7:].strip(), len(names))
+        elif ln.startswith("f "):
+            corners = [c.split("/") for c in ln[2:].split()]
+            vi = [int(c[0]) for c in corners]
+            ti = [int(c[1]) if len(c) > 1 and c[1] else 0 for c in corners]
+            for k in range(1, len(vi) - 1):
+                faces.append((vi[0], vi[k], vi[k + 1]))
+                uv_faces.append((ti[0], ti[k], ti[k + 1]))
+                mats.append(current)
+    if not verts or not faces:
+        raise HeadcastError(f"{path} has no vertices or faces")
+    V = np.array(" ".join(verts).split(), dtype=np.float64).reshape(len(verts), -1)[:, :3]
+    f = np.array(faces, dtype=np.int64)
+    f = np.where(f < 0, f + len(V), f - 1)  # OBJ: 1-based, negative = relative
+    uv = uvf = None
+    if uvs:
+        uv = np.array(" ".join(uvs).split(), dtype=np.float64).reshape(len(uvs), -1)[:, :2]
+        t = np.array(uv_faces, dtype=np.int64)
+        if (t != 0).all():
+            uvf = np.where(t < 0, t + len(uv), t - 1).astype(np.int32)
+    fm = np.array(mats, dtype=np.int32) if names else None
+    return ObjMesh(V, f.astype(np.int32), uv, uvf if uv is not None else None, fm, tuple(names))
+
+
+def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None,
+              uv_faces: np.ndarray | None = None, mtl_name: str | None = None,
+              material: str | None = None) -> None:
+    """Write a triangle mesh; with ``uv`` and ``uv_faces`` also texture coordinates.
+
+    ``mtl_name`` adds ``mtllib``; ``material`` adds ``usemtl``.
+    """
+    lines = []
+    if mtl_name:
+        lines.append(f"mtllib {mtl_name}")
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, dtype=np.float64)]
+    f1 = np.asarray(faces) + 1
+    if uv is not None and uv_faces is not None:
+        lines += [f"vt {u:.6f} {v:.6f}" for u, v in np.asarray(uv, dtype=np.float64)]
+        if material:
+            lines.append(f"usemtl {material}")
+        t1 = np.asarray(uv_faces) + 1
+        lines += [f"f {a}/{ta} {b}/{tb} {c}/{tc}" for (a, b, c), (ta, tb, tc) in zip(f1, t1)]
+    else:
+        if material:
+            lines.append(f"usemtl {material}")
+        lines += [f"f {a} {b} {c}" for a, b, c in f1]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray | None = None,
+              colors: np.ndarray | None = None) -> None:
+    """Binary little-endian PLY: vertices (V, 3) metres, optional faces (F, 3), colors (V, 3) uint8."""
+    v = np.asarray(vertices, dtype=np.float32)
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(v)}",
+              "property float x", "property float y", "property float z"]
+    vdt = [("p", "<f4", 3)]
+    if colors is not None:
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+        vdt.append(("c", "u1", 3))
+    if faces is not None:
+        header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
+    header.append("end_header")
+    rec = np.zeros(len(v), dtype=vdt)
+    rec["p"] = v
+    if colors is not None:
+        rec["c"] = np.asarray(colors, dtype=np.uint8)
+    with open(path, "wb") as fh:
+        fh.write(("\n".join(header) + "\n").encode())
+        fh.write(rec.tobytes())
+        if faces is not None:
+            frec = np.zeros(len(faces), dtype=[("n", "u1"), ("i", "<i4", 3)])
+            frec["n"] = 3
+            frec["i"] = np.asarray(faces)
+            fh.write(frec.tobytes())

@@ -1,0 +1,44 @@
+"""Find a head model by name or path: ``ict`` (the open default, built on first use), a name
+in the model directory (``flame2020``...), or a path to a .npz file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from headcast.errors import HeadcastError
+from headcast.model.head_model import HeadModel, load_model
+from headcast.paths import models_dir
+
+DEFAULT_MODEL = "ict"
+
+
+def model_path(name: str) -> Path:
+    """Where the model called ``name`` lives in the model directory."""
+    return models_dir() / f"{name}.npz"
+
+
+def resolve_model(spec: str = DEFAULT_MODEL, *, build_missing: bool = True, progress=print) -> HeadModel:
+    """Load the model named or pointed to by ``spec``.
+
+    ``ict`` is converted from ICT-FaceKit when missing (see ``headcast model build-ict``);
+    other names must have been imported (``headcast model import-flame``).
+    """
+    p = Path(spec).expanduser()
+    if p.suffix == ".npz" or p.is_file():
+        return load_model(p)
+    path = model_path(spec)
+    if path.is_file():
+        return load_model(path)
+    if spec == DEFAULT_MODEL and build_missing:
+        from headcast.model.ict import build_ict_model  # heavy; only when needed
+
+        progress(f"headcast: building the default head model ({spec}) into {path} ...")
+        from headcast.model.head_model import save_model
+
+        model = build_ict_model(src=None, progress=progress)
+        save_model(model, path)
+        return model
+    known = sorted(q.stem for q in models_dir().glob("*.npz"))
+    hint = f"; models here: {', '.join(known)}" if known else ""
+    raise HeadcastError(f"no head model {spec!r} in {models_dir()}{hint} "
+                        "(import FLAME with 'headcast model import-flame PKL')")
