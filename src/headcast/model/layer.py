@@ -49,7 +49,8 @@ class HeadLayer(nn.Module):
         self.register_buffer("v_template", t(model.v_template))
         self.register_buffer("shapedirs", t(shapedirs))
         self.register_buffer("exprdirs", t(exprdirs))
-        self.register_buffer("posedirs", t(model.posedirs))
+        self.has_posedirs = bool(np.any(model.posedirs))  # ICT has none: skip that term
+        self.register_buffer("posedirs", t(model.posedirs) if self.has_posedirs else torch.zeros(0))
         self.register_buffer("lbs_weights", t(model.lbs_weights))
         self.register_buffer("j_template", t(jr @ model.v_template))
         self.register_buffer("j_shapedirs", t(np.einsum("jv,vck->jck", jr, shapedirs)))
@@ -94,10 +95,15 @@ class HeadLayer(nn.Module):
             bary[:, :N_CONTOUR] = dyn_b
         return faces, bary
 
+    def vertices(self, beta: torch.Tensor, psi: torch.Tensor, theta: torch.Tensor,
+                 ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Posed vertices (B, V, 3), or only the rows ``ids`` (B, len(ids), 3); exact either way."""
+        return self._run(beta, psi, theta, ids)[0]
+
     def _run(self, beta, psi, theta, rows: torch.Tensor | None):
         pick = (lambda a: a) if rows is None else (lambda a: a[rows])  # noqa: E731
         return L.lbs(beta, psi, theta, pick(self.v_template), pick(self.shapedirs), pick(self.exprdirs),
-                     pick(self.posedirs), self.j_template, self.j_shapedirs, self.j_exprdirs,
+                     pick(self.posedirs) if self.has_posedirs else None, self.j_template, self.j_shapedirs, self.j_exprdirs,
                      self.parents, pick(self.lbs_weights))
 
     def forward(self, beta: torch.Tensor, psi: torch.Tensor, theta: torch.Tensor) -> HeadOutput:

@@ -71,7 +71,7 @@ def lbs(
     v_template: torch.Tensor,
     shapedirs: torch.Tensor,
     exprdirs: torch.Tensor,
-    posedirs: torch.Tensor,
+    posedirs: torch.Tensor | None,
     j_template: torch.Tensor,
     j_shapedirs: torch.Tensor,
     j_exprdirs: torch.Tensor,
@@ -88,7 +88,8 @@ def lbs(
         betas: (B, S) identity coefficients.
         expr: (B, E) expression coefficients.
         pose: (B, J * 3) axis-angle per joint.
-        v_template, shapedirs, exprdirs, posedirs, lbs_weights: per-vertex data, any subset of rows.
+        v_template, shapedirs, exprdirs, posedirs, lbs_weights: per-vertex data, any subset of rows;
+            ``posedirs`` may be None when the model has no pose correctives.
 
     Returns:
         vertices (B, V, 3) and posed joints (B, J, 3).
@@ -98,12 +99,13 @@ def lbs(
     v_shaped = v_template + blend_shapes(betas, shapedirs) + blend_shapes(expr, exprdirs)
     joints = j_template + blend_shapes(betas, j_shapedirs) + blend_shapes(expr, j_exprdirs)
     rot_mats = batch_rodrigues(pose.reshape(-1, 3)).view(B, J, 3, 3)
-    eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
-    pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)  # (B, 9 * (J - 1))
-    v_posed = v_shaped + blend_shapes(pose_feature, posedirs)
+    if posedirs is not None:
+        eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
+        pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)  # (B, 9 * (J - 1))
+        v_shaped = v_shaped + blend_shapes(pose_feature, posedirs)
     posed_joints, rel = batch_rigid_transform(rot_mats, joints, parents)
-    T = torch.einsum("vj,bjrc->bvrc", lbs_weights, rel)  # (B, V, 4, 4)
-    verts = (T[..., :3, :3] @ v_posed.unsqueeze(-1)).squeeze(-1) + T[..., :3, 3]
+    T = torch.einsum("vj,bjrc->bvrc", lbs_weights, rel[:, :, :3, :])  # (B, V, 3, 4)
+    verts = torch.einsum("bvrc,bvc->bvr", T[..., :3], v_shaped) + T[..., 3]
     return verts, posed_joints
 
 

@@ -1,0 +1,23 @@
+"""Settings of the RGB-D fit (kept free of heavy imports so the CLI can show its defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class FitConfig:
+    """Weights and iteration counts. Lengths in metres; weights multiply mean squared errors."""
+
+    w_landmarks_block2: float = 0.005 # landmark term beside L3D (detected landmarks carry mm-level bias)
+    w_beta: float = 1e-9              # identity prior ||beta||^2 (beta ~ N(0, 1))
+    w_psi: float = 1e-9               # expression prior ||psi||^2
+    w_jaw: float = 1e-6               # jaw rotation prior (radians^2)
+    w_log_scale: float = 1e-4         # placement scale prior (depth is metric: s near 1)
+    iters_block1: int = 8
+    iters_block2: int = 14
+    iters_block3: int = 10
+    iters_2d: int = 25
+    max_points: int = 3000            # face points used per step (random, seeded)
+    trim_mm: float = 10.0             # correspondences farther than this are ignored after block 1
+    seed: int = 0

@@ -1,0 +1,81 @@
+"""The fitted parameters of a head in a camera: FLAME's beta, psi, theta and the placement eta.
+
+The placement is a similarity from the model frame to the camera frame,
+``X_cam = s * FLIP @ X_model + t`` (see headcast.camera). The paper's eta is an
+orthographic projection (scale and 2D translation); :meth:`HeadParams.paper_eta`
+gives its equivalent for this camera.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from headcast.camera import FLIP, Intrinsics
+from headcast.errors import HeadcastError
+from headcast.model.layer import HeadLayer
+
+N_POSE = 15  # [root | neck | jaw | left eye | right eye] axis-angle
+
+
+@dataclass
+class HeadParams:
+    """beta (S,), psi (E,), theta (15,) radians, scale s (unitless), t (3,) metres, model name."""
+
+    beta: np.ndarray
+    psi: np.ndarray
+    theta: np.ndarray
+    scale: float = 1.0
+    translation: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    model: str = "ict"
+
+    @classmethod
+    def neutral(cls, layer: HeadLayer, model: str) -> "HeadParams":
+        return cls(np.zeros(layer.n_shape), np.zeros(layer.n_expr), np.zeros(N_POSE), 1.0, np.zeros(3), model)
+
+    def vertices(self, layer: HeadLayer) -> np.ndarray:
+        """Camera-frame vertices (V, 3) in metres."""
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=layer.v_template.dtype)[None]  # noqa: E731
+        with torch.no_grad():
+            v = layer.vertices(t(self.beta), t(self.psi), t(self.theta))[0].double().numpy()
+        return to_camera(v, self.scale, self.translation)
+
+    def paper_eta(self, K: Intrinsics) -> np.ndarray:
+        """The paper's orthographic eta = (s, tx, ty): pixels = s * (x, y) + (tx, ty), for model-frame x, y
+        after FLIP, linearised at the head's depth (weak perspective)."""
+        tz = float(self.translation[2])
+        s = K.fx * self.scale / tz
+        return np.array([s, K.fx * self.translation[0] / tz + K.cx, K.fy * self.translation[1] / tz + K.cy])
+
+    def save(self, folder: Path, K: Intrinsics | None = None) -> None:
+        """Write params.npz and params.json (units: metres, radians)."""
+        d = dict(beta=self.beta, psi=self.psi, theta=self.theta, scale=np.float64(self.scale),
+                 translation=self.translation)
+        eta = self.paper_eta(K) if K is not None else None
+        np.savez(folder / "params.npz", model=np.str_(self.model), **d,
+                 **({"eta": eta} if eta is not None else {}))
+        js = {k: np.asarray(v).tolist() for k, v in d.items()}
+        js.update(model=self.model, units={"length": "m", "angle": "rad (axis-angle)"},
+                  theta_layout="[root | neck | jaw | left eye | right eye]",
+                  placement="X_cam = scale * diag(1,-1,-1) @ X_model + translation")
+        if eta is not None:
+            js["eta"] = eta.tolist()
+            js["eta_definition"] = "weak-perspective (s px/m, tx px, ty px), the paper's orthographic projection"
+        (folder / "params.json").write_text(json.dumps(js, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> "HeadParams":
+        p = Path(folder) / "params.npz"
+        if not p.is_file():
+            raise HeadcastError(f"{folder} has no params.npz (is it a reconstruction folder?)")
+        with np.load(p, allow_pickle=False) as z:
+            return cls(z["beta"], z["psi"], z["theta"], float(z["scale"]), z["translation"], str(z["model"]))
+
+
+def to_camera(vertices: np.ndarray, scale: float, translation: np.ndarray) -> np.ndarray:
+    """Model-frame points (..., 3) -> camera frame: ``scale * FLIP @ v + translation``."""
+    return scale * vertices @ FLIP.T.astype(vertices.dtype) + translation

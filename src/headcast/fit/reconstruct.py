@@ -1,0 +1,150 @@
+"""``headcast reconstruct``: one RGB-D frame in, a fitted head and its report out.
+
+Output folder (written whole or not at all):
+params.npz / params.json, mesh.obj / mesh.ply (camera frame, metres), fit_report.json,
+landmarks.png, overlay.png, depth_residual.png, and the upright input (color.png, depth_mm.png,
+intrinsics.json) so later stages can work from the folder alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from headcast.camera import project
+from headcast.errors import HeadcastError
+from headcast.export.obj import write_obj, write_ply
+from headcast.fit.correspond import closest_points_on_mesh
+from headcast.fit.params import HeadParams
+from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
+from headcast.model.head_model import HeadModel
+from headcast.model.layer import HeadLayer
+from headcast.outdir import staged_output
+from headcast.preprocess.preprocess import Observation
+from headcast.render import images
+
+
+@dataclass
+class Reconstruction:
+    """A fitted frame: parameters, camera-frame vertices (V, 3) metres, and the report dict."""
+
+    params: HeadParams
+    vertices: np.ndarray
+    report: dict
+
+
+def make_fitter(model: HeadModel, config: FitConfig | None = None,
+                progress: Callable[[str], None] | None = None) -> RGBDFitter:
+    """A fitter for ``model`` (float64 layer; expression bounds from the model's metadata)."""
+    rng = model.meta.get("expr_range")
+    return RGBDFitter(HeadLayer(model, dtype=torch.float64), model.name, tuple(rng) if rng else None, config, progress)
+
+
+def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") -> Reconstruction:
+    """Run ``method`` on a preprocessed frame and measure the result against the observation."""
+    t0 = time.perf_counter()
+    targets = Targets(obs.landmarks3d, obs.valid, obs.points, obs.landmarks2d, obs.frame.K)
+    res: FitResult = fitter.fit(targets, method)
+    seconds = time.perf_counter() - t0
+    verts = res.params.vertices(fitter.layer)
+    report = res.report()
+    report["paper_losses"] = paper_losses(report["blocks"])
+    report.update(method=method, model=fitter.model_name, seconds_fit=seconds,
+                  points=obs.counts(), **measure(fitter, res.params, verts, obs))
+    return Reconstruction(res.params, verts, report)
+
+
+def measure(fitter: RGBDFitter, params: HeadParams, verts: np.ndarray, obs: Observation) -> dict:
+    """Landmark errors (mm) and point-to-mesh distances (mm) of the face points to the fitted mesh."""
+    with torch.no_grad():
+        x = fitter.pk.pack(params)
+        lmk = fitter.landmarks_cam(x).numpy()
+    inner = np.array([i for i in INNER if obs.valid[i]])
+    e3 = np.linalg.norm(lmk[inner] - obs.landmarks3d[inner], axis=1) * 1000
+    e2 = np.linalg.norm(project(lmk, obs.frame.K) - obs.landmarks2d, axis=1)
+    _, _, d = closest_points_on_mesh(verts, fitter.layer.model.faces, obs.points)
+    d = d * 1000
+    return {
+        "landmarks_3d_mm": {"mean": float(e3.mean()), "median": float(np.median(e3)), "n": int(len(inner))},
+        "landmarks_2d_px": {"mean": float(e2.mean()), "median": float(np.median(e2))},
+        "point_to_mesh_mm": {"median": float(np.median(d)), "mean": float(d.mean()),
+                             "p95": float(np.percentile(d, 95)), "n_points": int(len(d))},
+    }
+
+
+def paper_losses(blocks: list[dict]) -> dict:
+    """The paper's Table 1 quantities from the block reports: Loss1 = landmark L2 (RMSE) after block 1,
+    Loss2 = landmark L2 + L3D after block 2, Loss3 = L3D after block 3; lengths in mm, L3D in mm^2."""
+    b = {x["name"]: x for x in blocks}
+    out = {}
+    if "block1" in b:
+        out["loss1_landmarks_l2_mm"] = b["block1"]["landmark_rmse_mm"]
+    if "block2" in b:
+        out["loss2_landmarks_l2_mm"] = b["block2"]["landmark_rmse_mm"]
+        out["loss2_l3d_mm2"] = b["block2"]["l3d_mm2"]
+    if "block3" in b:
+        out["loss3_l3d_mm2"] = b["block3"]["l3d_mm2"]
+    return out
+
+
+def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, model: HeadModel,
+                         extra_report: dict | None = None) -> Path:
+    """Write every output of a reconstruction into ``out_dir`` atomically."""
+    frame = obs.frame
+    with staged_output(out_dir) as tmp:
+        rec.params.save(tmp, frame.K)
+        write_obj(tmp / "mesh.obj", rec.vertices, model.faces, model.uv, model.uv_faces)
+        write_ply(tmp / "mesh.ply", rec.vertices, model.faces)
+        images.save_png(tmp / "color.png", frame.color)
+        images.save_depth_mm(tmp / "depth_mm.png", frame.depth)
+        frame.K.to_json(tmp / "intrinsics.json")
+        lmk_model = project(_model_landmarks(rec, model), frame.K)
+        images.save_png(tmp / "landmarks.png", landmark_picture(obs, lmk_model))
+        hits, shaded = images.render_shaded(rec.vertices, model.faces, frame.K)
+        images.save_png(tmp / "overlay.png", images.blend(frame.color, shaded, hits.hit, 0.6))
+        images.save_png(tmp / "depth_residual.png",
+                        images.depth_residual_image(frame.color, frame.depth, hits.depth, _face_pixels(obs)))
+        report = dict(rec.report, **(extra_report or {}))
+        report["input"] = {"color": str(frame.color_path) if frame.color_path else None,
+                           "depth": str(frame.depth_path) if frame.depth_path else None,
+                           "rotation_deg_cw": frame.rotation, "size": [frame.K.width, frame.K.height]}
+        (tmp / "fit_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return Path(out_dir)
+
+
+def landmark_picture(obs: Observation, model_uv: np.ndarray) -> np.ndarray:
+    """Detected landmarks (dots by region, crosses where not lifted) and the fitted model's (red rings)."""
+    from headcast.preprocess.overlay import overlay_image
+
+    H, W = obs.frame.shape
+    s = float(np.clip(900 / max(H, W), 0.4, 4.0))
+    img = overlay_image(obs.frame.color, obs.landmarks2d, obs.valid, labels=False, scale=s,
+                        text="dots: detected   red rings: fitted model")
+    return images.draw_points(img, model_uv * s, (255, 0, 0), radius=max(3, round(2 * s)))
+
+
+def _model_landmarks(rec: Reconstruction, model: HeadModel) -> np.ndarray:
+    layer = HeadLayer(model, dtype=torch.float64)
+    p = rec.params
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))[None]  # noqa: E731
+    with torch.no_grad():
+        lmk = layer.landmarks(t(p.beta), t(p.psi), t(p.theta))[0].numpy()
+    from headcast.fit.params import to_camera
+
+    return to_camera(lmk, p.scale, p.translation)
+
+
+def _face_pixels(obs: Observation) -> np.ndarray:
+    """(H, W) bool: pixels of the face points (the region the fit saw)."""
+    H, W = obs.frame.shape
+    uv = np.round(project(obs.points, obs.frame.K)).astype(int)
+    ok = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    m = np.zeros((H, W), bool)
+    m[uv[ok, 1], uv[ok, 0]] = True
+    return m

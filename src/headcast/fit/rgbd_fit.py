@@ -1,0 +1,358 @@
+"""The paper's three optimisation blocks on RGB-D observations, and two baselines.
+
+Block 1: root rotation and placement on the 3D landmarks without the 17 contour points (eq. 1, 3).
+Block 2: beta, psi, root and jaw rotation, placement on landmarks + L3D (eq. 2, 4).
+Block 3: beta alone on L3D (eq. 5).
+
+L3D is the mean squared exact point-to-triangle distance from the face points to the
+mesh; correspondences (closest triangle and barycentric point) are recomputed before
+every Levenberg-Marquardt step. The landmark term is the mean squared 3D landmark error
+(the square of the paper's L2), so every block minimises a sum of squares.
+
+Baselines: ``landmarks-3d`` (blocks 1 and 2 without L3D) and ``rgb-2d`` (the classical
+fit to 2D landmarks alone through the pinhole camera, no depth).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from headcast.camera import FLIP, Intrinsics
+from headcast.errors import HeadcastError
+from headcast.fit.config import FitConfig
+from headcast.fit.correspond import closest_points_on_mesh
+from headcast.fit.params import N_POSE, HeadParams, to_camera
+from headcast.fit.solver import LMState, lm_step
+from headcast.model.head_model import N_CONTOUR
+from headcast.model.layer import HeadLayer
+
+METHODS = ("full", "landmarks-3d", "rgb-2d")
+INNER = np.arange(N_CONTOUR, 68)  # landmarks without the face oval
+
+
+@dataclass
+class Targets:
+    """What the fit matches, camera frame: landmarks3d (68, 3) m with valid (68,), face points (N, 3) m,
+    landmarks2d (68, 2) pixels and the intrinsics."""
+
+    landmarks3d: np.ndarray | None
+    valid3d: np.ndarray | None
+    points: np.ndarray | None
+    landmarks2d: np.ndarray
+    K: Intrinsics
+
+
+@dataclass
+class BlockReport:
+    name: str
+    iterations: int
+    seconds: float
+    landmark_rmse_mm: float | None = None
+    l3d_mm2: float | None = None
+    loss: float | None = None
+
+
+@dataclass
+class FitResult:
+    params: HeadParams
+    blocks: list[BlockReport] = field(default_factory=list)
+
+    def report(self) -> dict:
+        return {"blocks": [asdict(b) for b in self.blocks]}
+
+
+class _Packing:
+    """Maps the active parameters to one vector: [beta | psi | root 3 | jaw 3 | log s | t 3]."""
+
+    def __init__(self, layer: HeadLayer):
+        S, E = layer.n_shape, layer.n_expr
+        self.sl = {"beta": slice(0, S), "psi": slice(S, S + E), "root": slice(S + E, S + E + 3),
+                   "jaw": slice(S + E + 3, S + E + 6), "log_s": slice(S + E + 6, S + E + 7),
+                   "t": slice(S + E + 7, S + E + 10)}
+        self.size = S + E + 10
+
+    def pack(self, p: HeadParams) -> torch.Tensor:
+        x = torch.zeros(self.size, dtype=torch.float64)
+        x[self.sl["beta"]] = torch.as_tensor(p.beta)
+        x[self.sl["psi"]] = torch.as_tensor(p.psi)
+        x[self.sl["root"]] = torch.as_tensor(p.theta[:3])
+        x[self.sl["jaw"]] = torch.as_tensor(p.theta[6:9])
+        x[self.sl["log_s"]] = float(np.log(p.scale))
+        x[self.sl["t"]] = torch.as_tensor(p.translation)
+        return x
+
+    def unpack(self, x: torch.Tensor, model: str) -> HeadParams:
+        x = x.detach().numpy()
+        theta = np.zeros(N_POSE)
+        theta[:3] = x[self.sl["root"]]
+        theta[6:9] = x[self.sl["jaw"]]
+        return HeadParams(x[self.sl["beta"]].copy(), x[self.sl["psi"]].copy(), theta,
+                          float(np.exp(x[self.sl["log_s"]][0])), x[self.sl["t"]].copy(), model)
+
+    def mask(self, *names: str) -> torch.Tensor:
+        m = torch.zeros(self.size, dtype=torch.bool)
+        for n in names:
+            m[self.sl[n]] = True
+        return m
+
+
+class RGBDFitter:
+    """Holds the layer (float64) and runs the blocks for one frame."""
+
+    def __init__(self, layer: HeadLayer, model_name: str, expr_range: tuple[float, float] | None,
+                 config: FitConfig | None = None, progress: Callable[[str], None] | None = None):
+        self.layer = layer
+        self.model_name = model_name
+        self.cfg = config or FitConfig()
+        self.pk = _Packing(layer)
+        self.progress = progress or (lambda s: None)
+        self.flip = torch.tensor(np.diag(FLIP), dtype=torch.float64)
+        lo = torch.full((self.pk.size,), -torch.inf, dtype=torch.float64)
+        hi = torch.full((self.pk.size,), torch.inf, dtype=torch.float64)
+        if expr_range is not None:
+            lo[self.pk.sl["psi"]] = expr_range[0]
+            hi[self.pk.sl["psi"]] = expr_range[1]
+        self.lower, self.upper = lo, hi
+
+    # -- model evaluation on the full vector -------------------------------------------------
+    def _split(self, x: torch.Tensor):
+        sl = self.pk.sl
+        theta = torch.zeros(N_POSE, dtype=x.dtype)
+        theta = torch.cat([x[sl["root"]], theta[3:6], x[sl["jaw"]], theta[9:]])
+        return x[sl["beta"]][None], x[sl["psi"]][None], theta[None], torch.exp(x[sl["log_s"]]), x[sl["t"]]
+
+    def _camera(self, v: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return s * v * self.flip + t
+
+    def landmarks_cam(self, x: torch.Tensor) -> torch.Tensor:
+        beta, psi, theta, s, t = self._split(x)
+        return self._camera(self.layer.landmarks(beta, psi, theta)[0], s, t)
+
+    def vertices_cam(self, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        beta, psi, theta, s, t = self._split(x)
+        return self._camera(self.layer.vertices(beta, psi, theta, ids)[0], s, t)
+
+    # -- residual pieces ------------------------------------------------------------------
+    def _priors(self, x: torch.Tensor, active: torch.Tensor) -> list[torch.Tensor]:
+        c, sl = self.cfg, self.pk.sl
+        out = []
+        for name, w in (("beta", c.w_beta), ("psi", c.w_psi), ("jaw", c.w_jaw), ("log_s", c.w_log_scale)):
+            if active[sl[name]].any():
+                out.append(np.sqrt(w) * x[sl[name]])
+        return out
+
+    def _point_term(self, x: torch.Tensor, pts: np.ndarray, trim_m: float | None):
+        """Correspondences at x, then a residual closure for the point-to-surface term."""
+        faces = self.layer.model.faces
+        v = self.vertices_cam(x).detach().numpy()
+        tri, bary, dist = closest_points_on_mesh(v, faces, pts)
+        keep = dist < trim_m if trim_m is not None else np.ones(len(pts), bool)
+        if keep.sum() < 0.3 * len(pts):  # far from the surface: do not trim yet
+            keep[:] = True
+        corners = faces[tri[keep]]  # (n, 3)
+        ids, inv = np.unique(corners, return_inverse=True)
+        ids_t = torch.as_tensor(ids)
+        inv_t = torch.as_tensor(inv.reshape(-1, 3))
+        bary_t = torch.as_tensor(bary[keep])
+        target = torch.as_tensor(pts[keep], dtype=torch.float64)
+        n = int(keep.sum())
+        normal = torch.as_tensor(self._distance_directions(v, tri[keep], bary[keep], pts[keep]))
+
+        def residual(xx: torch.Tensor) -> torch.Tensor:
+            vs = self.vertices_cam(xx, ids_t)  # (k, 3)
+            q = torch.einsum("nk,nkc->nc", bary_t, vs[inv_t])
+            return ((q - target) * normal).sum(1) / np.sqrt(n)
+
+        return residual, float((dist[keep] ** 2).mean())
+
+    def _landmark_term(self, tgt: torch.Tensor, idx: torch.Tensor):
+        def residual(xx: torch.Tensor) -> torch.Tensor:
+            return ((self.landmarks_cam(xx)[idx] - tgt) / np.sqrt(len(idx))).reshape(-1)
+
+        return residual
+
+    def _distance_directions(self, v: np.ndarray, tri: np.ndarray, bary: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        """Unit directions (n, 3) along which each point's distance to the mesh is measured.
+
+        The residual (q - p) . n equals the point-to-triangle distance at the current mesh while
+        letting the surface slide under the point (point-to-plane Gauss-Newton), which converges
+        in a few steps where fixed point-to-point correspondences crawl.
+        """
+        corners = v[self.layer.model.faces[tri]]
+        q = np.einsum("nk,nkc->nc", bary, corners)
+        d = pts - q
+        dn = np.linalg.norm(d, axis=1, keepdims=True)
+        fn = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        fn /= np.linalg.norm(fn, axis=1, keepdims=True) + 1e-18
+        fn *= np.sign((fn * d).sum(1, keepdims=True) + 1e-30)
+        return np.where(dn > 1e-7, d / np.maximum(dn, 1e-18), fn)
+
+    # -- the optimisation loop -------------------------------------------------------------
+    def _run_block(self, name: str, x: torch.Tensor, active_names: tuple[str, ...], iters: int,
+                   make_terms: Callable[[torch.Tensor], list[tuple[float, Callable]]]) -> tuple[torch.Tensor, float]:
+        """LM over the active parameters; ``make_terms(x)`` returns (weight, residual fn) pairs and is
+        called before every step so correspondences follow the mesh."""
+        active = self.pk.mask(*active_names)
+        state = LMState()
+        cost = float("nan")
+        for it in range(iters):
+            terms = make_terms(x)
+            full = x.clone()
+
+            def fn(xa: torch.Tensor) -> torch.Tensor:
+                xx = full.clone()
+                xx[active] = xa
+                parts = [np.sqrt(w) * f(xx) for w, f in terms] + self._priors(xx, active)
+                return torch.cat(parts)
+
+            xa, before, after = lm_step(fn, x[active], state, self.lower[active], self.upper[active])
+            x = x.clone()
+            x[active] = xa
+            cost = after
+            self.progress(f"  {name}: iteration {it + 1}/{iters}  loss {after:.3e}")
+            if before - after < 1e-6 * before:
+                break
+        return x, cost
+
+    def fit(self, tg: Targets, method: str = "full") -> FitResult:
+        """Fit a head to the targets with ``method`` in METHODS."""
+        if method not in METHODS:
+            raise HeadcastError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        torch.manual_seed(self.cfg.seed)
+        if method == "rgb-2d":
+            return self._fit_2d(tg)
+        valid = np.asarray(tg.valid3d, bool)
+        inner = np.array([i for i in INNER if valid[i]])
+        if len(inner) < 6:
+            raise HeadcastError(f"only {len(inner)} inner landmarks have depth; at least 6 are needed")
+        lmk_tgt = torch.as_tensor(tg.landmarks3d[inner], dtype=torch.float64)
+        idx = torch.as_tensor(inner)
+        res = FitResult(HeadParams.neutral(self.layer, self.model_name))
+        x = self.pk.pack(self._init_similarity(tg.landmarks3d[inner], inner))
+        lmk_term = self._landmark_term(lmk_tgt, idx)
+
+        t0 = time.perf_counter()
+        self.progress("block 1: pose and placement on 3D landmarks")
+        x, cost = self._run_block("block 1", x, ("root", "log_s", "t"), self.cfg.iters_block1,
+                                  lambda _x: [(1.0, lmk_term)])
+        res.blocks.append(BlockReport("block1", self.cfg.iters_block1, time.perf_counter() - t0,
+                                      landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx), loss=cost))
+        pts = None
+        if method == "full":
+            if tg.points is None or len(tg.points) < 50:
+                raise HeadcastError("the face point cloud has fewer than 50 points; cannot fit L3D")
+            rng = np.random.default_rng(self.cfg.seed)
+            pts = tg.points
+            if len(pts) > self.cfg.max_points:
+                pts = pts[rng.choice(len(pts), self.cfg.max_points, replace=False)]
+        trim = self.cfg.trim_mm / 1000.0
+        l3d = {}
+
+        def terms_block2(xx):
+            out = [(self.cfg.w_landmarks_block2 if pts is not None else 1.0, lmk_term)]
+            if pts is not None:
+                f, l3d["v"] = self._point_term(xx, pts, trim)
+                out.append((1.0, f))
+            return out
+
+        t0 = time.perf_counter()
+        self.progress("block 2: shape, expression, pose and placement on landmarks" +
+                      (" + point cloud" if pts is not None else ""))
+        x, cost = self._run_block("block 2", x, ("beta", "psi", "root", "jaw", "log_s", "t"),
+                                  self.cfg.iters_block2, terms_block2)
+        res.blocks.append(BlockReport("block2", self.cfg.iters_block2, time.perf_counter() - t0,
+                                      landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx),
+                                      l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
+        if pts is not None:
+            def terms_block3(xx):
+                f, l3d["v"] = self._point_term(xx, pts, trim)
+                return [(1.0, f)]
+
+            t0 = time.perf_counter()
+            self.progress("block 3: shape on the point cloud")
+            x, cost = self._run_block("block 3", x, ("beta",), self.cfg.iters_block3, terms_block3)
+            res.blocks.append(BlockReport("block3", self.cfg.iters_block3, time.perf_counter() - t0,
+                                          landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx),
+                                          l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
+        res.params = self.pk.unpack(x, self.model_name)
+        return res
+
+    # -- helpers --------------------------------------------------------------------------
+    def _lmk_rmse(self, x, tgt, idx) -> float:
+        with torch.no_grad():
+            d = self.landmarks_cam(x)[idx] - tgt
+        return float(torch.sqrt((d ** 2).sum(1).mean())) * 1000
+
+    def _l3d_mm2(self, x, pts) -> float | None:
+        if pts is None:
+            return None
+        with torch.no_grad():
+            v = self.vertices_cam(x).numpy()
+        _, _, d = closest_points_on_mesh(v, self.layer.model.faces, pts)
+        return float((d ** 2).mean()) * 1e6
+
+    def _template_landmarks(self) -> np.ndarray:
+        with torch.no_grad():
+            z = self.layer.zeros(1)
+            return self.layer.landmarks(z["beta"], z["psi"], z["theta"])[0].double().numpy()
+
+    def _init_similarity(self, target: np.ndarray, idx: np.ndarray) -> HeadParams:
+        """Closed-form similarity (Umeyama) from template landmarks to the 3D targets."""
+        src = self._template_landmarks()[idx]
+        mu_s, mu_t = src.mean(0), target.mean(0)
+        a, b = src - mu_s, target - mu_t
+        U, S, Vt = np.linalg.svd(b.T @ a / len(src))
+        d = np.sign(np.linalg.det(U @ Vt))
+        D = np.diag([1, 1, d])
+        Ru = U @ D @ Vt
+        s = float((S * np.diag(D)).sum() / (a ** 2).sum(1).mean())
+        t_u = mu_t - s * Ru @ mu_s
+        return self._params_from_camera_rotation(Ru, s, t_u)
+
+    def _params_from_camera_rotation(self, Ru: np.ndarray, s: float, t_u: np.ndarray) -> HeadParams:
+        """X_cam = s Ru v + t_u  ->  root rotation about joint 0 and translation."""
+        from scipy.spatial.transform import Rotation
+
+        F = np.diag(FLIP).astype(np.float64)
+        R = np.diag(F) @ Ru  # FLIP is its own inverse
+        j0 = self.layer.j_template[0].double().numpy()
+        t = t_u - s * F * (j0 - R @ j0)
+        p = HeadParams.neutral(self.layer, self.model_name)
+        p.theta[:3] = Rotation.from_matrix(R).as_rotvec()
+        p.scale, p.translation = s, t
+        return p
+
+    # -- the classical RGB baseline -----------------------------------------------------------
+    def _fit_2d(self, tg: Targets) -> FitResult:
+        K = tg.K
+        src = self._template_landmarks()[INNER]
+        ok, rvec, tvec = cv2.solvePnP(src.astype(np.float64), tg.landmarks2d[INNER].astype(np.float64), K.K, None,
+                                      flags=cv2.SOLVEPNP_EPNP)
+        if not ok:
+            raise HeadcastError("could not place the head from the 2D landmarks")
+        Ru = cv2.Rodrigues(rvec)[0]
+        x = self.pk.pack(self._params_from_camera_rotation(Ru, 1.0, tvec.ravel()))
+        tgt = torch.as_tensor(tg.landmarks2d, dtype=torch.float64)
+        depth = float(tvec.ravel()[2])
+        fx, fy, cx, cy = K.fx, K.fy, K.cx, K.cy
+
+        def lmk2d(xx: torch.Tensor) -> torch.Tensor:
+            p = self.landmarks_cam(xx)
+            uv = torch.stack([fx * p[:, 0] / p[:, 2] + cx, fy * p[:, 1] / p[:, 2] + cy], dim=1)
+            return ((uv - tgt) * (depth / fx) / np.sqrt(68)).reshape(-1)  # pixels -> metres at the face
+
+        res = FitResult(HeadParams.neutral(self.layer, self.model_name))
+        t0 = time.perf_counter()
+        self.progress("rgb-2d: pose, shape and expression on 2D landmarks")
+        x, cost = self._run_block("rgb-2d", x, ("root", "t"), 6, lambda _x: [(1.0, lmk2d)])
+        x, cost = self._run_block("rgb-2d", x, ("beta", "psi", "root", "jaw", "t"), self.cfg.iters_2d,
+                                  lambda _x: [(1.0, lmk2d)])
+        res.blocks.append(BlockReport("rgb2d", self.cfg.iters_2d, time.perf_counter() - t0, loss=cost))
+        res.params = self.pk.unpack(x, self.model_name)
+        return res

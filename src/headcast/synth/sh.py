@@ -1,0 +1,73 @@
+"""Second-order spherical-harmonics (SH) lighting, in the convention of DECA-style FLAME fitters.
+
+Lambertian irradiance from distant light is approximated by 9 SH terms per colour channel
+(Ramamoorthi & Hanrahan 2001). For a unit normal ``n = (x, y, z)`` the shading is
+
+    shading(n) = sum_k  L[k] * SH_CONST[k] * b_k(n)            (one value per RGB channel)
+
+    b(n)      = [1, x, y, z, x*y, x*z, y*z, x^2 - y^2, 3*z^2 - 1]
+    SH_CONST  = [1/sqrt(4 pi),
+                 (2 pi/3) sqrt(3/(4 pi))  (x3),
+                 (pi/4) 3 sqrt(5/(12 pi)) (x3),
+                 (pi/4) (3/2) sqrt(5/(12 pi)),
+                 (pi/4) (1/2) sqrt(5/(4 pi))]
+
+so ``SH_CONST[k] * b_k`` is the real orthonormal SH function Y_k times the clamped-cosine
+factor A_l (A_0 = pi, A_1 = 2 pi / 3, A_2 = pi / 4) for k >= 1; the constant term carries
+no factor pi (as DECA does), so ``L[0]`` is pi times the radiance coefficient. The image is
+``albedo * shading``; ``L`` is a (9, 3) array (term, RGB) and a grey light of L[0] = sqrt(4 pi)
+~ 3.545 alone gives shading 1.
+
+Normals are in the **view frame**: camera axes with y and z negated (x right in the image, y up,
+z towards the camera), i.e. ``n_view = FLIP @ n_cam``. That is the posed FLAME frame in which
+DECA's renderer shades, so (9, 3) light arrays from such fitters can be used as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SH_CONST = np.array(
+    [1 / np.sqrt(4 * np.pi)]
+    + [(2 * np.pi / 3) * np.sqrt(3 / (4 * np.pi))] * 3
+    + [(np.pi / 4) * 3 * np.sqrt(5 / (12 * np.pi))] * 3
+    + [(np.pi / 4) * 1.5 * np.sqrt(5 / (12 * np.pi)), (np.pi / 4) * 0.5 * np.sqrt(5 / (4 * np.pi))]
+)
+_A = np.array([np.pi] + [2 * np.pi / 3] * 3 + [np.pi / 4] * 5)  # clamped-cosine factor per term
+
+
+def sh_basis(normals: np.ndarray) -> np.ndarray:
+    """The 9 shading basis values ``SH_CONST[k] * b_k(n)`` for unit normals (..., 3) -> (..., 9)."""
+    n = np.asarray(normals, dtype=np.float64)
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    b = np.stack([np.ones_like(x), x, y, z, x * y, x * z, y * z, x * x - y * y, 3 * z * z - 1], axis=-1)
+    return b * SH_CONST
+
+
+def sh_shading(normals: np.ndarray, sh: np.ndarray) -> np.ndarray:
+    """Irradiance (..., 3) at unit view-frame normals (..., 3) under SH light ``sh`` (9, 3)."""
+    n = np.asarray(normals, dtype=np.float64)
+    c = SH_CONST[:, None] * np.asarray(sh, dtype=np.float64)  # (9, 3)
+    x, y, z = (n[..., k : k + 1] for k in range(3))
+    # term by term: much faster than a tall (N, 9) @ (9, 3) product
+    return (c[0] - c[8] + x * c[1] + y * c[2] + z * c[3] + (x * y) * c[4] + (x * z) * c[5]
+            + (y * z) * c[6] + (x * x - y * y) * c[7] + (3 * z * z) * c[8])
+
+
+def sh_directional(direction: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """SH coefficients (9, 3) of a distant light from unit ``direction`` (view frame, pointing from
+    the surface to the light) whose clamped-cosine irradiance is ``color * max(0, n . direction)``."""
+    d = np.asarray(direction, dtype=np.float64)
+    d = d / np.linalg.norm(d)
+    # a delta light's radiance coefficients are Y_k(d) = SH_CONST[k] * b_k(d) / A_l for k >= 1;
+    # the constant term is pi * Y_0(d) because SH_CONST[0] = Y_0 carries no factor pi
+    y = sh_basis(d) / _A
+    y[0] = np.pi * SH_CONST[0]
+    return y[:, None] * np.asarray(color, dtype=np.float64)[None, :]
+
+
+def sh_ambient(color: np.ndarray) -> np.ndarray:
+    """SH coefficients (9, 3) of a uniform irradiance ``color`` (RGB) from every direction."""
+    sh = np.zeros((9, 3))
+    sh[0] = np.asarray(color, dtype=np.float64) / SH_CONST[0]
+    return sh
