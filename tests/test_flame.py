@@ -172,14 +172,19 @@ def test_landmark_combinations(fixture_pkl, assets, model):
         import_flame(fixture_pkl, [assets / "mediapipe_landmark_embedding.npz"], **obj)
 
 
-def test_flame_pytorch_dynamic_embedding_layout(assets, tmp_path):
+def test_flame_pytorch_dynamic_embedding_layout(assets, tmp_path, fixture_pkl):
     deca = load_npy_safe(assets / "landmark_embedding.npy")
     p = tmp_path / "flame_dynamic_embedding.npy"
     np.save(p, np.array({"lmk_face_idx": deca["dynamic_lmk_faces_idx"],
                          "lmk_b_coords": deca["dynamic_lmk_bary_coords"]}, dtype=object), allow_pickle=True)
     lf = read_landmark_file(p)
     assert lf.kind == "dynamic"
-    np.testing.assert_array_equal(lf.arrays["dyn_faces"], read_landmark_file(assets / "landmark_embedding.npy").arrays["dyn_faces"])
+    deca_rows = read_landmark_file(assets / "landmark_embedding.npy").arrays["dyn_faces"]
+    np.testing.assert_array_equal(lf.arrays["dyn_faces"], deca_rows)
+    m = import_flame(fixture_pkl, [assets / "flame_static_embedding.pkl", p],
+                     template_obj=assets / "head_template.obj", **QUIET)
+    assert m.has_dynamic_contour and m.meta["sources"]["contour"].endswith("(yaw 0)")
+    np.testing.assert_array_equal(m.lmk_faces[:17], deca["dynamic_lmk_faces_idx"][0])  # DECA's row for 0
 
 
 @pytest.mark.parametrize("source", ["landmark_embedding.npy", "flame_static_embedding.pkl"])
@@ -307,7 +312,8 @@ def test_hostile_payloads_are_live(hostile, name):
                                         ("torch_storage", "posix.system")])
 def test_hostile_pickles_are_refused(hostile, assets, name, asks):
     files, marker = hostile
-    with pytest.raises(HeadcastError, match=f"refusing to load .*{name}.*: it asks for {asks}, which a FLAME file never"):
+    refusal = f"refusing to load .*{name}.*: it asks for {asks}, which a FLAME file never contains"
+    with pytest.raises(HeadcastError, match=refusal):
         if name.endswith(("payload", "storage")):
             read_landmark_file(files[name])
         else:
@@ -357,3 +363,24 @@ def test_deca_file_reads_like_numpy_with_torch(assets):
         v = v.numpy() if hasattr(v, "numpy") else v
         assert ours[k].dtype == v.dtype
         np.testing.assert_array_equal(ours[k], v)
+
+
+def test_safe_unpickler_reads_sparse_and_python2_objects():
+    import scipy.sparse as sp
+
+    from headcast.model.safe_pickle import ChumpyStub, loads_safe, to_array
+
+    dense = np.arange(12.0).reshape(3, 4) * (np.arange(12).reshape(3, 4) % 3 == 0)
+    for make in (sp.csc_matrix, sp.csr_matrix, sp.coo_matrix):
+        back = loads_safe(pickle.dumps({"m": make(dense)}, protocol=2))["m"]
+        np.testing.assert_array_equal(to_array(back), dense)
+    # protocol 0 as Python 2 wrote a new-style object: copy_reg._reconstructor(Ch, object, None)
+    text = (b"ccopy_reg\n_reconstructor\np0\n(cchumpy.ch\nCh\np1\nc__builtin__\nobject\np2\nNtp3\nRp4\n"
+            b"(dp5\nS'x'\np6\n(lp7\nF1.5\naF2.5\nasb.")
+    ch = loads_safe(text)
+    assert isinstance(ch, ChumpyStub) and ch.chumpy_class == "chumpy.ch.Ch"
+    np.testing.assert_array_equal(to_array(ch), [1.5, 2.5])
+    with pytest.raises(HeadcastError, match="asks for copy_reg._reconstructor|_reconstructor used"):
+        loads_safe(text.replace(b"cchumpy.ch\nCh", b"cnumpy\nndarray"))
+    with pytest.raises(HeadcastError, match="asks for collections.Counter"):
+        loads_safe(pickle.dumps(__import__("collections").Counter("ab"), protocol=2))

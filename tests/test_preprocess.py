@@ -13,9 +13,10 @@ from conftest import shared_path
 from headcast.camera import Intrinsics, backproject, depth_to_points
 from headcast.errors import HeadcastError
 from headcast.export.obj import write_ply
+from headcast.render.images import save_png
 from headcast.preprocess import (
     RGBDFrame, camera_rotation, detect_faces, detect_landmarks, find_upright_rotation, lift_landmarks, load_rgbd,
-    mediapipe_to_ibug68, observation_overlay, preprocess, rotate_frame, save_png,
+    mediapipe_to_ibug68, observation_overlay, preprocess, rotate_frame,
 )
 from headcast.preprocess.cloud import HULL_MARGIN
 from headcast.preprocess.ibug68 import MEDIAPIPE_TO_IBUG68, inter_ocular, mediapipe_to_ibug68_matrix
@@ -77,6 +78,7 @@ def test_mannequin_turned_upright(frames):
         assert fr.color.shape == (320, 240, 3) and fr.depth.shape == (320, 240) and fr.depth.dtype == np.float32
         assert (fr.K.width, fr.K.height) == (240, 320)
         assert fr.color_path.name == f"frame-{n}_color.png" and fr.depth_path.name == f"frame-{n}_depth_mm.png"
+        assert find_upright_rotation(iio.imread(mannequin(n) + "_color.png"), "dlib")[0] == 90  # HOG, no upsampling
 
 
 def test_rotation_keeps_the_3d_points(raw050):
@@ -343,3 +345,11 @@ def test_overlay_png(tmp_path, observations):
 def test_detect_faces_left_to_right():
     faces = detect_faces(photo("two_people"))
     assert len(faces) == 2 and faces[0].bbox[0] < faces[1].bbox[0] and all(0.5 < f.score <= 1 for f in faces)
+
+
+def test_point_subset_is_seeded(frames, observations):
+    full = observations["065", "mediapipe"]
+    a, b, c = (preprocess(frames["065"], max_points=3000, seed=s) for s in (1, 1, 2))
+    assert len(a.points) == 3000 and np.array_equal(a.points, b.points) and not np.array_equal(a.points, c.points)
+    rows = {tuple(p) for p in full.points}
+    assert all(tuple(p) in rows for p in a.points)

@@ -14,8 +14,8 @@ from headcast.errors import HeadcastError
 from headcast.export.obj import read_obj
 from headcast.model.layer import HeadLayer
 from headcast.model.lbs import head_yaw_degrees
-from headcast.synth import (PROFILES, SynthSubject, default_intrinsics, random_subject, read_sample, render_rgbd,
-                            subject_geometry, synth)
+from headcast.synth import (GT_KEYS, PROFILES, SynthSubject, default_intrinsics, random_subject, read_sample,
+                            render_rgbd, subject_geometry, synth)
 from headcast.synth.sensor import depth_jumps
 from headcast.synth.sh import SH_CONST, sh_ambient, sh_basis, sh_directional, sh_shading
 
@@ -144,15 +144,19 @@ def test_scene_has_wall_torso_and_head(frames):
 def test_no_background(model, subject):
     f = render_rgbd(model, subject, K_SMALL, profile="none", background=False)
     assert set(np.unique(f.labels)) == {-1, 0}
-    assert (f.depth[f.labels == -1] == 0).all() and (f.color[f.labels == -1] == 0).all()
+    empty = f.labels == -1
+    assert (f.depth[empty] == 0).all()
+    away = ~ndimage.binary_dilation(~empty)  # anti-aliasing mixes the head into its edge pixels
+    assert (f.color[away] == 0).all() and f.color[empty & ~away].any()
 
 
 def test_face_mask_covers_the_face(frames):
     f = frames["none"]
     assert (f.face_mask <= (f.labels == 0)).all()
     inner = np.round(f.landmarks_2d[17:]).astype(int)  # brows, eyes, nose, mouth
-    hit = f.face_mask[inner[:, 1], inner[:, 0]]
-    assert hit.mean() > 0.95
+    near_face = ndimage.binary_dilation(f.face_mask, iterations=2)  # eyelid and lip points may see eyeball or mouth
+    assert near_face[inner[:, 1], inner[:, 0]].all()
+    assert f.face_mask[inner[:, 1], inner[:, 0]].mean() > 0.9
     assert f.face_mask.sum() > 0.3 * (f.labels == 0).sum()
 
 
@@ -221,6 +225,7 @@ def test_files_read_back(written, model):
     gt = s["gt"]
     assert s["color"].shape == (240, 320, 3) and s["depth"].shape == (240, 320)
     assert str(gt["model"]) == model.name and gt["vertices"].shape == (model.n_vertices, 3)
+    assert set(gt) == set(GT_KEYS)  # the documented keys are exactly the written ones
     # the PNG is the in-memory depth rounded to millimetres
     np.testing.assert_allclose(s["depth"], np.round(gt["depth"] * 1000) / 1000, atol=1e-6)
     # and matches the clean depth within the truedepth noise and the rounding
@@ -248,7 +253,8 @@ def test_gt_mesh_projects_onto_the_face_pixels(written):
     gt, K = smp["gt"], smp["K"]
     mesh = read_obj(out / "frame-000_gt_mesh.obj")
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)), o3d.core.Tensor(mesh.faces.astype(np.uint32)))
+    scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)),
+                        o3d.core.Tensor(mesh.faces.astype(np.uint32)))
     v, u = np.nonzero(gt["face_mask"])
     X = backproject(np.stack([u, v], -1).astype(float), gt["depth_clean"][v, u].astype(np.float64), K)
     d = scene.compute_distance(o3d.core.Tensor(X.astype(np.float32))).numpy()
@@ -270,8 +276,61 @@ def test_synth_is_byte_reproducible(written, model, tmp_path):
     assert (one / "frame-000_depth_mm.png").read_bytes() == (out / "frame-001_depth_mm.png").read_bytes()
 
 
+def test_read_sample_reads_the_real_captures():
+    folder = shared_path("samples", "rgbd", "truedepth-mannequin")
+    s = read_sample(folder, "frame-050")
+    assert s["color"].shape == (240, 320, 3) and "gt" not in s
+    assert s["K"].width == 320 and 0.2 < np.median(s["depth"][s["depth"] > 0]) < 5
+
+
 def test_synth_bad_output(model, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(HeadcastError, match="not a folder"):
         synth(model, f, n=1, width=64, height=48, progress=lambda s: None)
+
+
+# --- the default model: a face a detector recognises ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def ict_model():
+    from headcast.model.ict import build_ict_model
+
+    return build_ict_model(src=shared_path("models", "ict-facekit"), progress=lambda s: None)
+
+
+@pytest.mark.slow
+def test_ict_render_is_a_face_mediapipe_finds(ict_model):
+    import mediapipe as mp
+
+    pairs = np.array([[33, 36], [263, 45], [4, 30], [61, 48], [291, 54]])  # MediaPipe -> iBUG-68
+    K = default_intrinsics(640, 480)
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as fm:
+        for seed in (0, 1):
+            s = random_subject(ict_model, seed)
+            f = render_rgbd(ict_model, s, K, profile="truedepth", seed=seed)
+            res = fm.process(f.color)
+            assert res.multi_face_landmarks, f"no face found in the render of seed {seed}"
+            pts = np.array([(p.x * K.width, p.y * K.height) for p in res.multi_face_landmarks[0].landmark])
+            iod = np.linalg.norm(f.landmarks_2d[36] - f.landmarks_2d[45])
+            err = np.linalg.norm(pts[pairs[:, 0]] - f.landmarks_2d[pairs[:, 1]], axis=1)
+            assert err.max() < 0.08 * iod, err / iod
+            assert f.face_mask[np.round(pts[4, 1]).astype(int), np.round(pts[4, 0]).astype(int)]
+
+
+def test_cli_helpers(written, model, tmp_path):
+    from headcast.synth import load_beta, parse_expressions
+
+    out, _ = written
+    gt = read_sample(out, "frame-000")["gt"]
+    np.testing.assert_array_equal(load_beta(out / "frame-000_gt.npz"), gt["beta"])
+    (tmp_path / "b.txt").write_text("0.5 -1\n2")
+    np.testing.assert_array_equal(load_beta(tmp_path / "b.txt"), [0.5, -1, 2])
+    (tmp_path / "bad.txt").write_text("0.5 x")
+    with pytest.raises(HeadcastError, match="not a list of numbers"):
+        load_beta(tmp_path / "bad.txt")
+    assert parse_expressions(["jawOpen=0.4", "3=0.2"]) == {"jawOpen": 0.4, "3": 0.2}
+    with pytest.raises(HeadcastError, match="NAME=WEIGHT"):
+        parse_expressions(["jawOpen"])
+    s = random_subject(model, 0, beta=load_beta(tmp_path / "b.txt"), expression=parse_expressions(["3=0.2"]))
+    assert s.beta[:3].tolist() == [0.5, -1, 2] and s.psi[3] == 0.2

@@ -107,7 +107,8 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
     if frame.rotation:
         _say(f"headcast: turned the capture {frame.rotation} degrees clockwise to make the face upright")
     model = resolve_model(a.model, progress=_say)
-    obs = preprocess(frame, a.landmarks, face=a.face, forehead=a.forehead, progress=_say, warn=warn, seed=a.seed)
+    obs = preprocess(frame, a.landmarks, face=a.face, forehead=a.forehead, progress=_say, warn=warn,
+                     hull_margin=a.hull_margin, seed=a.seed)
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, seed=a.seed)
     fitter = make_fitter(model, cfg, progress=None if a.quiet else _say)
     rec = fit_observation(obs, fitter, a.method)
@@ -125,7 +126,8 @@ def cmd_bench_reconstruct(a: argparse.Namespace) -> None:
     from headcast.bench.reconstruct import run_reconstruct_bench
 
     run_reconstruct_bench(n=a.n, noise=a.noise, model_spec=a.model, methods=a.methods.split(","), seed=a.seed,
-                          out=Path(a.out) if a.out else None, progress=_say)
+                          out=Path(a.out) if a.out else None, samples=Path(a.samples) if a.samples else None,
+                          figures=Path(a.figures) if a.figures else None, progress=_say)
 
 
 # ---------------------------------------------------------------- demo
@@ -191,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--landmarks", default="mediapipe", choices=("mediapipe", "dlib"), help="2D landmark detector")
     r.add_argument("--face", type=int, help="which face when several (0 = leftmost); default the largest")
     r.add_argument("--forehead", action="store_true", help="extend the face point cloud to the forehead")
+    r.add_argument("--hull-margin", type=float, default=0.02,
+                   help="metres the landmark hull is widened along the camera rays so cheeks and nose stay in "
+                        "(0 = the paper's hull of the landmarks alone; default %(default)g)")
     r.add_argument("--w-beta", type=float, default=FitConfig.w_beta,
                    help="identity prior weight on ||beta||^2 (default %(default)g)")
     r.add_argument("--w-psi", type=float, default=FitConfig.w_psi,
@@ -208,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--model", default="ict", help="head model (default ict)")
     br.add_argument("--seed", type=int, default=1000, help="first subject seed (default 1000)")
     br.add_argument("--out", help="folder for per-subject results and the summary JSON")
+    br.add_argument("--samples", help="the real samples folder (default ../shared/samples)")
+    br.add_argument("--figures", help="folder for one overlay figure per real frame (e.g. bench/figures)")
     br.set_defaults(func=cmd_bench_reconstruct)
 
     d = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic subject")

@@ -12,6 +12,8 @@ class FitConfig:
     w_landmarks_block2: float = 0.005 # landmark term beside L3D (detected landmarks carry mm-level bias)
     w_beta: float = 1e-9              # identity prior ||beta||^2 (beta ~ N(0, 1))
     w_psi: float = 1e-9               # expression prior ||psi||^2
+    w_beta_sparse: float = 1e-6       # the same priors when only landmarks constrain the shape
+    w_psi_sparse: float = 1e-6        # (landmarks-3d and rgb-2d baselines)
     w_jaw: float = 1e-6               # jaw rotation prior (radians^2)
     w_log_scale: float = 1e-4         # placement scale prior (depth is metric: s near 1)
     iters_block1: int = 8

@@ -28,7 +28,8 @@ from headcast.errors import HeadcastError
 from headcast.fit.config import FitConfig
 from headcast.fit.correspond import closest_points_on_mesh
 from headcast.fit.params import N_POSE, HeadParams, to_camera
-from headcast.fit.solver import LMState, lm_step
+from headcast.fit.solver import LMState, lm_step_jac
+from headcast.model import lbs
 from headcast.model.head_model import N_CONTOUR
 from headcast.model.layer import HeadLayer
 
@@ -119,12 +120,13 @@ class RGBDFitter:
             lo[self.pk.sl["psi"]] = expr_range[0]
             hi[self.pk.sl["psi"]] = expr_range[1]
         self.lower, self.upper = lo, hi
+        self.dense = True
 
     # -- model evaluation on the full vector -------------------------------------------------
     def _split(self, x: torch.Tensor):
         sl = self.pk.sl
-        theta = torch.zeros(N_POSE, dtype=x.dtype)
-        theta = torch.cat([x[sl["root"]], theta[3:6], x[sl["jaw"]], theta[9:]])
+        zero = torch.zeros(3, dtype=x.dtype)
+        theta = torch.cat([x[sl["root"]], zero, x[sl["jaw"]], zero, zero])
         return x[sl["beta"]][None], x[sl["psi"]][None], theta[None], torch.exp(x[sl["log_s"]]), x[sl["t"]]
 
     def _camera(self, v: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -138,44 +140,124 @@ class RGBDFitter:
         beta, psi, theta, s, t = self._split(x)
         return self._camera(self.layer.vertices(beta, psi, theta, ids)[0], s, t)
 
-    # -- residual pieces ------------------------------------------------------------------
-    def _priors(self, x: torch.Tensor, active: torch.Tensor) -> list[torch.Tensor]:
+    def vertices_jacobian(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Camera-frame vertices ``ids`` (k, 3) and their Jacobian (k, 3, P) for the packed vector x.
+
+        Shaped vertices and rest joints are linear in beta and psi, and skinning is linear in both
+        for a fixed pose, so dV/d(beta, psi) = M_v @ dirs + dV/dJ @ joint dirs, with M_v the blended
+        skinning rotation of each vertex; only the 25 pose, placement and joint directions need
+        forward-mode autodiff instead of all P parameters.
+        """
+        L, sl = self.layer, self.pk.sl
+        beta, psi = x[sl["beta"]][None], x[sl["psi"]][None]
+        sd, ed = L.shapedirs[ids], L.exprdirs[ids]
+        v_shaped = L.v_template[ids] + lbs.blend_shapes(beta, sd)[0] + lbs.blend_shapes(psi, ed)[0]
+        joints = L.j_template + lbs.blend_shapes(beta, L.j_shapedirs)[0] + lbs.blend_shapes(psi, L.j_exprdirs)[0]
+        weights = L.lbs_weights[ids]
+        zero = torch.zeros(3, dtype=x.dtype)
+
+        def pose_map(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """z = [joints 15 | root 3 | jaw 3 | log s | t 3] -> camera vertices (k, 3) and T (k, 3, 4)."""
+            theta = torch.cat([z[15:18], zero, z[18:21], zero, zero])
+            rot = lbs.batch_rodrigues(theta.view(-1, 3)).unsqueeze(0)
+            _, rel = lbs.batch_rigid_transform(rot, z[:15].view(1, 5, 3), L.parents)
+            T = torch.einsum("vj,jrc->vrc", weights, rel[0, :, :3, :])
+            v = torch.einsum("vrc,vc->vr", T[..., :3], v_shaped) + T[..., 3]
+            return torch.exp(z[21]) * v * self.flip + z[22:25], T
+
+        z = torch.cat([joints.reshape(-1), x[sl["root"]], x[sl["jaw"]], x[sl["log_s"]], x[sl["t"]]])
+        V, T = pose_map(z)
+        Jz = torch.func.jacfwd(lambda zz: pose_map(zz)[0])(z)  # (k, 3, 25)
+        M = torch.exp(x[sl["log_s"]]) * self.flip[None, :, None] * T[..., :3]  # (k, 3, 3)
+        dJ = Jz[..., :15]
+        S, E = L.n_shape, L.n_expr
+        jac = torch.zeros(V.shape[0], 3, self.pk.size, dtype=x.dtype)
+        jac[..., sl["beta"]] = torch.einsum("vab,vbk->vak", M, sd) + dJ @ L.j_shapedirs.reshape(15, S)
+        jac[..., sl["psi"]] = torch.einsum("vab,vbk->vak", M, ed) + dJ @ L.j_exprdirs.reshape(15, E)
+        jac[..., sl["root"]] = Jz[..., 15:18]
+        jac[..., sl["jaw"]] = Jz[..., 18:21]
+        jac[..., sl["log_s"]] = Jz[..., 21:22]
+        jac[..., sl["t"]] = Jz[..., 22:25]
+        return V, jac
+
+    def _surface_points(self, x: torch.Tensor, corners: np.ndarray, bary: np.ndarray, with_jac: bool):
+        """Points (n, 3) = bary-weighted triangle corners (n, 3 vertex ids), and (n, 3, P) Jacobian."""
+        ids, inv = np.unique(corners, return_inverse=True)
+        ids_t, inv_t = torch.as_tensor(ids), torch.as_tensor(inv.reshape(-1, 3))
+        b = torch.as_tensor(bary, dtype=torch.float64)
+        if not with_jac:
+            V = self.vertices_cam(x, ids_t)
+            return torch.einsum("nk,nkc->nc", b, V[inv_t]), None
+        V, J = self.vertices_jacobian(x, ids_t)
+        return torch.einsum("nk,nkc->nc", b, V[inv_t]), torch.einsum("nk,nkcp->ncp", b, J[inv_t])
+
+    # -- residual terms: evaluate(x, with_jac) -> r or (r, J over the full vector) ----------------
+    def _priors(self, x: torch.Tensor, active: torch.Tensor, with_jac: bool):
         c, sl = self.cfg, self.pk.sl
-        out = []
-        for name, w in (("beta", c.w_beta), ("psi", c.w_psi), ("jaw", c.w_jaw), ("log_s", c.w_log_scale)):
+        wb, wp = (c.w_beta, c.w_psi) if self.dense else (c.w_beta_sparse, c.w_psi_sparse)
+        rs, Js = [], []
+        for name, w in (("beta", wb), ("psi", wp), ("jaw", c.w_jaw), ("log_s", c.w_log_scale)):
             if active[sl[name]].any():
-                out.append(np.sqrt(w) * x[sl[name]])
-        return out
+                rs.append(np.sqrt(w) * x[sl[name]])
+                J = torch.zeros(rs[-1].numel(), self.pk.size, dtype=x.dtype)
+                J[:, sl[name]] = np.sqrt(w) * torch.eye(rs[-1].numel(), dtype=x.dtype)
+                Js.append(J)
+        return rs, Js
 
     def _point_term(self, x: torch.Tensor, pts: np.ndarray, trim_m: float | None):
-        """Correspondences at x, then a residual closure for the point-to-surface term."""
+        """Correspondences at x, then the point-to-surface term's evaluate function."""
         faces = self.layer.model.faces
         v = self.vertices_cam(x).detach().numpy()
         tri, bary, dist = closest_points_on_mesh(v, faces, pts)
         keep = dist < trim_m if trim_m is not None else np.ones(len(pts), bool)
         if keep.sum() < 0.3 * len(pts):  # far from the surface: do not trim yet
             keep[:] = True
-        corners = faces[tri[keep]]  # (n, 3)
-        ids, inv = np.unique(corners, return_inverse=True)
-        ids_t = torch.as_tensor(ids)
-        inv_t = torch.as_tensor(inv.reshape(-1, 3))
-        bary_t = torch.as_tensor(bary[keep])
+        corners, b = faces[tri[keep]], bary[keep]
         target = torch.as_tensor(pts[keep], dtype=torch.float64)
         n = int(keep.sum())
-        normal = torch.as_tensor(self._distance_directions(v, tri[keep], bary[keep], pts[keep]))
+        normal = torch.as_tensor(self._distance_directions(v, tri[keep], b, pts[keep]))
 
-        def residual(xx: torch.Tensor) -> torch.Tensor:
-            vs = self.vertices_cam(xx, ids_t)  # (k, 3)
-            q = torch.einsum("nk,nkc->nc", bary_t, vs[inv_t])
-            return ((q - target) * normal).sum(1) / np.sqrt(n)
+        def evaluate(xx: torch.Tensor, with_jac: bool):
+            q, J = self._surface_points(xx, corners, b, with_jac)
+            r = ((q - target) * normal).sum(1) / np.sqrt(n)
+            return (r, torch.einsum("nc,ncp->np", normal, J) / np.sqrt(n)) if with_jac else r
 
-        return residual, float((dist[keep] ** 2).mean())
+        return evaluate
 
-    def _landmark_term(self, tgt: torch.Tensor, idx: torch.Tensor):
-        def residual(xx: torch.Tensor) -> torch.Tensor:
-            return ((self.landmarks_cam(xx)[idx] - tgt) / np.sqrt(len(idx))).reshape(-1)
+    def _landmark_term(self, tgt: torch.Tensor, idx: np.ndarray):
+        """3D landmark term on the static (inner) landmarks ``idx``."""
+        m = self.layer.model
+        corners, b = m.faces[m.lmk_faces[idx]], m.lmk_bary[idx].astype(np.float64)
+        scale = 1.0 / np.sqrt(len(idx))
 
-        return residual
+        def evaluate(xx: torch.Tensor, with_jac: bool):
+            q, J = self._surface_points(xx, corners, b, with_jac)
+            r = ((q - tgt) * scale).reshape(-1)
+            return (r, J.reshape(-1, self.pk.size) * scale) if with_jac else r
+
+        return evaluate
+
+    def _landmark2d_term(self, x: torch.Tensor, tgt: torch.Tensor, K: Intrinsics, depth: float):
+        """All 68 landmarks (contour chosen by the yaw at x) projected through K; pixel residuals are
+        scaled by depth / fx so they read as metres at the face."""
+        _, _, theta, _, _ = self._split(x)
+        faces, bary = self.layer.landmark_embedding(theta.to(self.layer.v_template.dtype))
+        corners = self.layer.model.faces[faces[0].numpy()]
+        b = bary[0].double().numpy()
+        k = depth / K.fx / np.sqrt(68)
+
+        def evaluate(xx: torch.Tensor, with_jac: bool):
+            p, J = self._surface_points(xx, corners, b, with_jac)
+            z = p[:, 2]
+            uv = torch.stack([K.fx * p[:, 0] / z + K.cx, K.fy * p[:, 1] / z + K.cy], dim=1)
+            r = ((uv - tgt) * k).reshape(-1)
+            if not with_jac:
+                return r
+            du = (K.fx / z)[:, None] * J[:, 0] - (K.fx * p[:, 0] / z ** 2)[:, None] * J[:, 2]
+            dv = (K.fy / z)[:, None] * J[:, 1] - (K.fy * p[:, 1] / z ** 2)[:, None] * J[:, 2]
+            return r, torch.stack([du, dv], dim=1).reshape(-1, self.pk.size) * k
+
+        return evaluate
 
     def _distance_directions(self, v: np.ndarray, tri: np.ndarray, bary: np.ndarray, pts: np.ndarray) -> np.ndarray:
         """Unit directions (n, 3) along which each point's distance to the mesh is measured.
@@ -196,7 +278,7 @@ class RGBDFitter:
     # -- the optimisation loop -------------------------------------------------------------
     def _run_block(self, name: str, x: torch.Tensor, active_names: tuple[str, ...], iters: int,
                    make_terms: Callable[[torch.Tensor], list[tuple[float, Callable]]]) -> tuple[torch.Tensor, float]:
-        """LM over the active parameters; ``make_terms(x)`` returns (weight, residual fn) pairs and is
+        """LM over the active parameters; ``make_terms(x)`` returns (weight, evaluate) pairs and is
         called before every step so correspondences follow the mesh."""
         active = self.pk.mask(*active_names)
         state = LMState()
@@ -205,13 +287,18 @@ class RGBDFitter:
             terms = make_terms(x)
             full = x.clone()
 
-            def fn(xa: torch.Tensor) -> torch.Tensor:
+            def evaluate(xa: torch.Tensor, with_jac: bool):
                 xx = full.clone()
                 xx[active] = xa
-                parts = [np.sqrt(w) * f(xx) for w, f in terms] + self._priors(xx, active)
-                return torch.cat(parts)
+                out = [f(xx, with_jac) for _, f in terms]
+                pr, pj = self._priors(xx, active, with_jac)
+                r = torch.cat([np.sqrt(w) * (o[0] if with_jac else o) for (w, _), o in zip(terms, out)] + pr)
+                if not with_jac:
+                    return r
+                J = torch.cat([np.sqrt(w) * o[1] for (w, _), o in zip(terms, out)] + pj)
+                return r, J[:, active]
 
-            xa, before, after = lm_step(fn, x[active], state, self.lower[active], self.upper[active])
+            xa, before, after = lm_step_jac(evaluate, x[active], state, self.lower[active], self.upper[active])
             x = x.clone()
             x[active] = xa
             cost = after
@@ -225,6 +312,7 @@ class RGBDFitter:
         if method not in METHODS:
             raise HeadcastError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         torch.manual_seed(self.cfg.seed)
+        self.dense = method == "full"  # priors: a point cloud constrains shape far more than landmarks
         if method == "rgb-2d":
             return self._fit_2d(tg)
         valid = np.asarray(tg.valid3d, bool)
@@ -235,7 +323,7 @@ class RGBDFitter:
         idx = torch.as_tensor(inner)
         res = FitResult(HeadParams.neutral(self.layer, self.model_name))
         x = self.pk.pack(self._init_similarity(tg.landmarks3d[inner], inner))
-        lmk_term = self._landmark_term(lmk_tgt, idx)
+        lmk_term = self._landmark_term(lmk_tgt, inner)
 
         t0 = time.perf_counter()
         self.progress("block 1: pose and placement on 3D landmarks")
@@ -252,13 +340,11 @@ class RGBDFitter:
             if len(pts) > self.cfg.max_points:
                 pts = pts[rng.choice(len(pts), self.cfg.max_points, replace=False)]
         trim = self.cfg.trim_mm / 1000.0
-        l3d = {}
 
         def terms_block2(xx):
             out = [(self.cfg.w_landmarks_block2 if pts is not None else 1.0, lmk_term)]
             if pts is not None:
-                f, l3d["v"] = self._point_term(xx, pts, trim)
-                out.append((1.0, f))
+                out.append((1.0, self._point_term(xx, pts, trim)))
             return out
 
         t0 = time.perf_counter()
@@ -271,8 +357,7 @@ class RGBDFitter:
                                       l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
         if pts is not None:
             def terms_block3(xx):
-                f, l3d["v"] = self._point_term(xx, pts, trim)
-                return [(1.0, f)]
+                return [(1.0, self._point_term(xx, pts, trim))]
 
             t0 = time.perf_counter()
             self.progress("block 3: shape on the point cloud")
@@ -339,20 +424,14 @@ class RGBDFitter:
         Ru = cv2.Rodrigues(rvec)[0]
         x = self.pk.pack(self._params_from_camera_rotation(Ru, 1.0, tvec.ravel()))
         tgt = torch.as_tensor(tg.landmarks2d, dtype=torch.float64)
-        depth = float(tvec.ravel()[2])
-        fx, fy, cx, cy = K.fx, K.fy, K.cx, K.cy
-
-        def lmk2d(xx: torch.Tensor) -> torch.Tensor:
-            p = self.landmarks_cam(xx)
-            uv = torch.stack([fx * p[:, 0] / p[:, 2] + cx, fy * p[:, 1] / p[:, 2] + cy], dim=1)
-            return ((uv - tgt) * (depth / fx) / np.sqrt(68)).reshape(-1)  # pixels -> metres at the face
+        lmk2d = lambda xx: self._landmark2d_term(xx, tgt, K, float(tvec.ravel()[2]))  # noqa: E731
 
         res = FitResult(HeadParams.neutral(self.layer, self.model_name))
         t0 = time.perf_counter()
         self.progress("rgb-2d: pose, shape and expression on 2D landmarks")
-        x, cost = self._run_block("rgb-2d", x, ("root", "t"), 6, lambda _x: [(1.0, lmk2d)])
+        x, cost = self._run_block("rgb-2d", x, ("root", "t"), 6, lambda xx: [(1.0, lmk2d(xx))])
         x, cost = self._run_block("rgb-2d", x, ("beta", "psi", "root", "jaw", "t"), self.cfg.iters_2d,
-                                  lambda _x: [(1.0, lmk2d)])
+                                  lambda xx: [(1.0, lmk2d(xx))])
         res.blocks.append(BlockReport("rgb2d", self.cfg.iters_2d, time.perf_counter() - t0, loss=cost))
         res.params = self.pk.unpack(x, self.model_name)
         return res

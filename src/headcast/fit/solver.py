@@ -1,4 +1,4 @@
-"""Levenberg-Marquardt on a residual vector with forward-mode Jacobians (torch.func)."""
+"""Levenberg-Marquardt steps on a residual vector, with a given or forward-mode Jacobian."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import torch
 from torch.func import jacfwd
 
 Residual = Callable[[torch.Tensor], torch.Tensor]
+# evaluate(x, with_jacobian) -> residuals (M,) or (residuals (M,), Jacobian (M, P))
+Evaluate = Callable[[torch.Tensor, bool], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
 
 @dataclass
@@ -18,31 +20,38 @@ class LMState:
     damping: float = 1e-3
 
 
-def lm_step(fn: Residual, x: torch.Tensor, state: LMState, lower: torch.Tensor | None = None,
-            upper: torch.Tensor | None = None, max_tries: int = 8) -> tuple[torch.Tensor, float, float]:
-    """One Levenberg-Marquardt update of ``x`` (P,) for the residuals ``fn(x)`` (M,).
+def lm_step_jac(evaluate: Evaluate, x: torch.Tensor, state: LMState, lower: torch.Tensor | None = None,
+                upper: torch.Tensor | None = None, max_tries: int = 8) -> tuple[torch.Tensor, float, float]:
+    """One Levenberg-Marquardt update of ``x`` (P,) given residuals and their Jacobian.
 
-    Bounds are applied by clipping the proposed step. Returns the new x, the cost
-    (sum of squared residuals) before and after; x is unchanged when no step lowers the cost.
+    Bounds are applied by clipping the proposed step. Returns the new x and the cost (sum of
+    squared residuals) before and after; x is unchanged when no step lowers the cost.
     """
-    r = fn(x)
+    r, J = evaluate(x, True)
     cost = float(r @ r)
-    J = jacfwd(fn)(x)  # (M, P)
     H = J.T @ J
     g = J.T @ r
     diag = torch.diagonal(H).clamp_min(1e-12)
     for _ in range(max_tries):
-        A = H + state.damping * torch.diag(diag)
-        step = torch.linalg.solve(A, -g)
+        step = torch.linalg.solve(H + state.damping * torch.diag(diag), -g)
         xn = x + step
         if lower is not None:
             xn = torch.maximum(xn, lower)
         if upper is not None:
             xn = torch.minimum(xn, upper)
-        rn = fn(xn)
+        rn = evaluate(xn, False)
         new = float(rn @ rn)
         if new < cost:
             state.damping = max(state.damping / 3.0, 1e-9)
             return xn, cost, new
         state.damping *= 4.0
     return x, cost, cost
+
+
+def lm_step(fn: Residual, x: torch.Tensor, state: LMState, lower: torch.Tensor | None = None,
+            upper: torch.Tensor | None = None, max_tries: int = 8) -> tuple[torch.Tensor, float, float]:
+    """:func:`lm_step_jac` with the Jacobian of ``fn`` by forward-mode autodiff."""
+    def evaluate(xx: torch.Tensor, with_jac: bool):
+        return (fn(xx), jacfwd(fn)(xx)) if with_jac else fn(xx)
+
+    return lm_step_jac(evaluate, x, state, lower, upper, max_tries)

@@ -436,8 +436,9 @@ def import_flame(pkl_path: str | Path, landmark_paths=(), masks_path: str | Path
         pkl_path: generic_model.pkl (FLAME 2020), flame2023.pkl or flame2023_Open.pkl.
         landmark_paths: any of flame_static_embedding.pkl, DECA's landmark_embedding.npy,
             flame_dynamic_embedding.npy, mediapipe_landmark_embedding.npz (recognised by content).
-            Static 51 points: flame_static_embedding.pkl when given, else DECA's; contour: DECA's
-            (its yaw-0 points and the table by yaw), else traced with :func:`derive_contour`.
+            Static 51 points: flame_static_embedding.pkl when given, else DECA's. Contour: DECA's
+            yaw-0 points, else the yaw-0 row of a table by yaw, else traced with :func:`derive_contour`;
+            the table by yaw from DECA's file or flame_dynamic_embedding.npy.
         masks_path: FLAME_masks.pkl; without it masks come from :func:`geometric_masks`.
         name: model name (default flame2020, flame2023, flame2023_open, or flame if the name does not say).
         template_obj: a FLAME head_template.obj for the UV layout (FLAME pickles have none).
@@ -477,16 +478,19 @@ def import_flame(pkl_path: str | Path, landmark_paths=(), masks_path: str | Path
                             "or DECA's landmark_embedding.npy")
     sf, sb = static.arrays["faces"], static.arrays["bary"]
     sources = {"static_51": static.path.name}
+    dyn = by_kind.get("deca") or by_kind.get("dynamic")
+    dyn_faces = dyn.arrays["dyn_faces"] if dyn else None
+    dyn_bary = dyn.arrays["dyn_bary"] if dyn else None
     if "deca" in by_kind:
         cf, cb = by_kind["deca"].arrays["contour_faces"], by_kind["deca"].arrays["contour_bary"]
         sources["contour"] = by_kind["deca"].path.name
+    elif dyn:
+        cf, cb = dyn_faces[DYN_YAW_MAX_DEG], dyn_bary[DYN_YAW_MAX_DEG]  # the yaw-0 row
+        sources["contour"] = f"{dyn.path.name} (yaw 0)"
     else:
         progress("landmarks: no contour points given; tracing the face outline on the template")
         cf, cb = derive_contour(v, f, sf, sb)
         sources["contour"] = "traced on the template (headcast.model.flame.derive_contour)"
-    dyn = by_kind.get("deca") or by_kind.get("dynamic")
-    dyn_faces = dyn.arrays["dyn_faces"] if dyn else None
-    dyn_bary = dyn.arrays["dyn_bary"] if dyn else None
     if dyn:
         sources["dynamic_contour"] = dyn.path.name
     lmk_faces = np.concatenate([cf, sf])

@@ -24,16 +24,21 @@ that reproduces the chosen point on the template, so the joints follow beta and 
 Skinning weights. Eyeballs are rigid on their eye joint. The jaw weight w of a vertex is the
 least-squares value for which linear blend skinning's ``v + w (T_jaw v - v)`` reproduces its
 ``jawOpen`` offset, in [0, 1], regularised by the strain the jaw rotation puts on each edge (no
-edge stretches or shrinks more than 2.5x at the full jawOpen angle), and 0 on the upper lip and
-above. The rest, ``1 - w``, is rigid on the neck joint above the plane through the nape and the
-cervicomental point and fades (smoothstep) to the root at the bottom rim. No pose correctives
-(posedirs are zero); parents ``[-1, 0, 1, 1, 1]``.
+edge stretches or shrinks more than 2.5x at the full jawOpen angle, on the mean head and on 8
+random identities), and 0 on the upper lip and above. The rest, ``1 - w``, is rigid on the neck
+joint above the plane through the nape and the cervicomental point and fades (smoothstep) to the
+root at the bottom rim. No pose correctives (posedirs are zero); parents ``[-1, 0, 1, 1, 1]``.
 
 Landmarks: upstream's 68 vertices (iBUG-68 order) as barycentric corners. Dynamic contour (rows
 are yaw -39..39 degrees; positive yaw turns the face towards +x, as ``lbs.head_yaw_degrees``):
 on the side turning away, each contour point slides along the horizontal slice of the face at
-its own height to the point outermost along x after the yaw (never behind its frontal point);
-the near side and the chin keep their frontal points.
+its own height to the point outermost along x after the yaw, but never behind its frontal point
+(so the points beside the chin, which sit inside the frontal silhouette, move only once the
+silhouette reaches them); the near side and the chin keep their frontal points.
+
+UV: upstream's tiles packed into one [0, 1] atlas: face top-left, back of head and eye sockets
+top-right, left eyeball bottom-left, right eyeball bottom-right (``meta["uv_layout"]``: u0, v0,
+u1, v1 per region).
 
 Masks: face (upstream's narrow face area), eyes (sockets and eyeballs), lips (inside the outer
 lip landmarks grown by 3 mm), nose, forehead, scalp (above the neck, outside the face area,
@@ -43,6 +48,7 @@ without the ears), neck (below the head/neck plane), left_eyeball, right_eyeball
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import shutil
 import tarfile
@@ -81,10 +87,15 @@ EYEBALL_L = (21451, 23020)
 EYEBALL_R = (23021, 24590)
 KEEP = (FACE, HEAD_NECK, EYE_SOCKET_L, EYE_SOCKET_R, EYEBALL_L, EYEBALL_R)
 
+# Upstream UV is UDIM-like (face in u 0..1, back of head and eye sockets in 1..2, each eyeball its
+# own 0..1); the model packs them into quadrants (column, row) of one [0, 1] atlas, v up.
+UV_QUADRANTS = {"M_Face": (0, 1), "M_BackHead": (1, 1), "M_ScleraLeft": (0, 0), "M_IrisLeft": (0, 0),
+                "M_ScleraRight": (1, 0), "M_IrisRight": (1, 0)}
 CM = 0.01  # upstream centimetres -> metres
 N_ANCHORS = 96  # skin anchor vertices of the jaw and neck joints
 STILL = 2e-3  # m: those anchors move less than this under every expression
-MAX_JAW_STRETCH = 2.5  # edge length ratio allowed at the full jawOpen angle
+MAX_JAW_STRETCH = 2.5  # edge length ratio allowed at the full jawOpen angle ...
+N_VARIANTS = 8  # ... on the mean head and on this many random identities (seed 0)
 CHIN, NOSE_BASE = 8, 33  # iBUG-68 indices
 
 
@@ -204,12 +215,20 @@ class IctSource:
     licence: str
 
 
-def _mesh_file(folder: Path, stem: str) -> Path:
+def mesh_file(folder: Path, stem: str) -> Path:
+    """``folder/stem.obj`` or else ``folder/stem.obj.xz``; HeadcastError when neither exists."""
     for suffix in (".obj", ".obj.xz"):
         if (folder / f"{stem}{suffix}").is_file():
             return folder / f"{stem}{suffix}"
     raise HeadcastError(f"{folder.parent} is not a complete ICT-FaceKit copy: "
                         f"FaceXModel/{stem}.obj (or .obj.xz) is missing")
+
+
+def _vertices(path: Path) -> np.ndarray:
+    try:
+        return read_obj_vertices(path)
+    except (lzma.LZMAError, EOFError, ValueError) as e:
+        raise HeadcastError(f"{path} is not a readable OBJ ({e.__class__.__name__}: {e})") from None
 
 
 def read_source(root: Path, n_shape: int = 100, progress=print) -> IctSource:
@@ -231,17 +250,21 @@ def read_source(root: Path, n_shape: int = 100, progress=print) -> IctSource:
         raise HeadcastError(f"{index_file} is not ICT-FaceKit's vertex index file ({e!r})") from None
     if landmarks.shape != (68,) or "jawOpen" not in names:
         raise HeadcastError(f"{index_file}: expected 68 landmark vertices and a jawOpen expression")
-    mesh = read_obj(_mesh_file(folder, "generic_neutral_mesh"))
+    neutral = mesh_file(folder, "generic_neutral_mesh")
+    try:
+        mesh = read_obj(neutral)
+    except (lzma.LZMAError, EOFError, ValueError, IndexError) as e:
+        raise HeadcastError(f"{neutral} is not a readable OBJ ({e.__class__.__name__}: {e})") from None
     N = len(mesh.vertices)
     if N != N_SOURCE_VERTICES or mesh.uv_faces is None or mesh.face_material is None:
         raise HeadcastError(f"{folder}/generic_neutral_mesh has {N} vertices; ICT-FaceKit Light has "
                             f"{N_SOURCE_VERTICES}, with texture coordinates and materials")
-    files = [_mesh_file(folder, f"identity{k:03d}") for k in range(n_shape)]
-    files += [_mesh_file(folder, name) for name in names]
+    files = [mesh_file(folder, f"identity{k:03d}") for k in range(n_shape)]
+    files += [mesh_file(folder, name) for name in names]
     progress(f"ICT-FaceKit: reading {len(files) + 1} meshes from {folder} ...")
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as ex:  # lzma releases the GIL
-        meshes = list(ex.map(read_obj_vertices, files))
+        meshes = list(ex.map(_vertices, files))
     for f, v in zip(files, meshes):
         if v.shape != (N, 3):
             raise HeadcastError(f"{f} has {len(v)} vertices, the neutral mesh {N}: not the same topology")
@@ -257,22 +280,34 @@ def read_source(root: Path, n_shape: int = 100, progress=print) -> IctSource:
 # geometry helpers (arrays in, arrays out)
 
 
-def submesh(faces: np.ndarray, uv_faces: np.ndarray, keep: np.ndarray):
-    """Triangles whose corners are all kept, re-indexed.
+def submesh(faces: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Triangles (F, 3) whose corners are all kept (``keep``: (N,) bool), re-indexed.
 
-    Args:
-        faces, uv_faces: (F, 3) triangles and their texture-coordinate triangles.
-        keep: (N,) bool vertex mask.
-
-    Returns:
-        remap (N,) new index or -1, face_ids (F',) kept triangles, faces (F', 3),
-        uv_ids (T',) texture coordinates used, uv_faces (F', 3) indexing them.
+    Returns remap (N,) new vertex index or -1, face_ids (F',) kept triangles, faces (F', 3).
     """
     remap = np.full(len(keep), -1, dtype=np.int64)
     remap[keep] = np.arange(int(keep.sum()))
     face_ids = np.flatnonzero(keep[faces].all(1))
-    uv_ids, uvf = np.unique(uv_faces[face_ids], return_inverse=True)
-    return remap, face_ids, remap[faces[face_ids]], uv_ids, uvf.reshape(-1, 3)
+    return remap, face_ids, remap[faces[face_ids]]
+
+
+def pack_uv(uv: np.ndarray, uv_faces: np.ndarray, quadrant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move each triangle's texture coordinates from its unit UDIM tile into a quadrant of [0, 1]^2.
+
+    Args:
+        uv: (T, 2) upstream coordinates; uv_faces (F, 3) per corner.
+        quadrant: (F, 2) int (column, row) of each triangle's quadrant.
+
+    Returns:
+        packed uv (T', 2) in [0, 1] and uv_faces (F, 3) into it (a coordinate shared by triangles
+        of two quadrants is split).
+    """
+    corners = uv[uv_faces]  # (F, 3, 2)
+    tile = np.floor(corners[..., 0].min(1) + 1e-6)  # each triangle's UDIM column
+    packed = (corners - np.stack([tile, np.zeros_like(tile)], -1)[:, None] + quadrant[:, None]) / 2
+    keys = np.column_stack([uv_faces.ravel(), np.repeat(quadrant, 3, axis=0)])
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return packed.reshape(-1, 2)[first], inverse.reshape(-1, 3)
 
 
 def affine_weights(anchors: np.ndarray, point: np.ndarray) -> np.ndarray:
@@ -312,12 +347,6 @@ def rotation_x(angle: float) -> np.ndarray:
     """Rotation (3, 3) about +x by ``angle`` radians (positive moves +z towards -y: opens a jaw)."""
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def rotation_y(angle: float) -> np.ndarray:
-    """Rotation (3, 3) about +y by ``angle`` radians (positive turns +z towards +x)."""
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
 
 
 def mesh_edges(faces: np.ndarray) -> np.ndarray:
@@ -422,32 +451,40 @@ def mouth_rim(v: np.ndarray, faces: np.ndarray, lip_point: np.ndarray) -> tuple[
 def upper_face(v: np.ndarray, faces: np.ndarray, skin: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Skin vertices on the upper lip or above (the jaw leaves them alone): the mouth rim's upper
     arc and corners, the vertices between and above the corners geodesically nearer that arc than
-    the lower one (within 2 cm), and everything above the nose base."""
+    the lower one (within 2 cm), and everything from the nose base (iBUG 33) up."""
     upper_arc, lower_arc = mouth_rim(v, faces, landmarks[[62, 66]].mean(0))
     near = geodesic_nearer(v, mesh_edges(faces), upper_arc[1:-1], lower_arc, 0.02)
     corners = v[upper_arc[[0, -1]]]
     near = near[(np.abs(v[near, 0]) <= np.abs(corners[:, 0]).max()) & (v[near, 1] >= corners[:, 1].mean())]
-    above = skin[v[skin, 1] > landmarks[NOSE_BASE, 1]]
+    above = skin[v[skin, 1] >= landmarks[NOSE_BASE, 1]]
     return np.unique(np.concatenate([upper_arc, near, above]))
 
 
+def _strain(ratio: np.ndarray) -> np.ndarray:
+    """Length ratios as a stretch factor >= 1: shrinking counts like stretching."""
+    return np.maximum(ratio, 1.0 / np.maximum(ratio, 1e-9))
+
+
 def jaw_weights(v: np.ndarray, faces: np.ndarray, jaw_open: np.ndarray, pivot: np.ndarray, angle: float,
-                zero: np.ndarray, max_stretch: float = MAX_JAW_STRETCH) -> np.ndarray:
+                zero: np.ndarray, max_stretch: float = MAX_JAW_STRETCH,
+                variants: np.ndarray | None = None) -> np.ndarray:
     """Jaw skinning weights (V,) in [0, 1] that reproduce ``jaw_open`` without tearing.
 
     Rotating by ``angle`` about x through ``pivot`` moves vertex i by d_i; LBS with jaw weight
     w_i moves it by w_i d_i. Minimise sum_i |w_i d_i - jaw_open_i|^2 plus the strain penalty
     sum_edges h^2 |d_e|^2 (w_a - w_b)^2 / |e|^2 (h = 2 mm), with w = 0 on ``zero``. Edges that the
-    full rotation stretches or shrinks more than ``max_stretch`` times get heavier penalties
-    until none does.
+    full rotation stretches or shrinks more than ``max_stretch`` times, on ``v`` or on any of the
+    ``variants`` (K, V, 3) (other identities), get heavier penalties until none does.
 
     Args:
         v: (V, 3) rest vertices, metres; faces (F, 3); jaw_open (V, 3) blendshape offsets.
         pivot: (3,) rotation centre; angle: the rotation (radians) ``jaw_open`` corresponds to.
         zero: vertex indices held at weight 0.
     """
+    shapes = [v] if variants is None else [v, *variants]
+    R = rotation_x(angle)
     V = len(v)
-    d = (v - pivot) @ rotation_x(angle).T + pivot - v
+    d = (v - pivot) @ R.T + pivot - v
     d2 = (d * d).sum(1)
     target = np.clip((jaw_open * d).sum(1) / (d2 + 1e-12), 0.0, 1.0)
     edges = mesh_edges(faces)
@@ -462,8 +499,8 @@ def jaw_weights(v: np.ndarray, faces: np.ndarray, jaw_open: np.ndarray, pivot: n
         M = (sp.diags(d2 + np.asarray(A.sum(1)).ravel()) - A).tocsr()
         w[free] = spl.spsolve(M[free][:, free].tocsc(), (d2 * target)[free])
         w = np.clip(w, 0.0, 1.0)
-        s = edge_stretch(v, v + w[:, None] * d, edges)
-        s = np.maximum(s, 1.0 / np.maximum(s, 1e-9))  # shrinking counts like stretching
+        s = np.max([_strain(edge_stretch(x, x + w[:, None] * ((x - pivot) @ R.T + pivot - x), edges))
+                    for x in shapes], axis=0)
         if s.max() <= max_stretch:
             break
         bad = s > 0.95 * max_stretch
@@ -500,7 +537,7 @@ class Rig:
 
 def design_rig(v: np.ndarray, faces: np.ndarray, parts: dict[str, np.ndarray], jaw_open: np.ndarray,
                expressions: np.ndarray, teeth: tuple[np.ndarray, np.ndarray],
-               sclera: dict[str, np.ndarray], landmarks: np.ndarray) -> Rig:
+               sclera: dict[str, np.ndarray], landmarks: np.ndarray, variants: np.ndarray | None = None) -> Rig:
     """Joints, regressor and skinning weights of the kept mesh (see the module docstring).
 
     Args:
@@ -511,6 +548,7 @@ def design_rig(v: np.ndarray, faces: np.ndarray, parts: dict[str, np.ndarray], j
         teeth: rest and jawOpen positions (K, 3) of the lower teeth (not part of the mesh).
         sclera: "left"/"right" -> (K, 3) sclera points.
         landmarks: (68, 3) iBUG-68 points of the template.
+        variants: (K, V, 3) other identities the jaw weights must not tear either.
     """
     V = len(v)
     open_angle, jaw, teeth_residual = jaw_motion(*teeth)
@@ -530,7 +568,8 @@ def design_rig(v: np.ndarray, faces: np.ndarray, parts: dict[str, np.ndarray], j
         jr[j, parts[s]] = affine_weights(v[parts[s]], joints[j])
 
     eyeballs = np.concatenate([parts["left_eyeball"], parts["right_eyeball"]])
-    w_jaw = jaw_weights(v, faces, jaw_open, jaw, open_angle, np.concatenate([eyeballs, parts["upper"]]))
+    w_jaw = jaw_weights(v, faces, jaw_open, jaw, open_angle, np.concatenate([eyeballs, parts["upper"]]),
+                        variants=variants)
     normal = np.cross([1.0, 0.0, 0.0], throat - nape)
     normal *= np.sign(normal[1]) / np.linalg.norm(normal)  # up, into the head
     height = (v - nape) @ normal
@@ -542,7 +581,7 @@ def design_rig(v: np.ndarray, faces: np.ndarray, parts: dict[str, np.ndarray], j
     W[eyeballs] = 0.0
     W[parts["left_eyeball"], 3] = 1.0
     W[parts["right_eyeball"], 4] = 1.0
-    info = {"joints_m": joints.round(5).tolist(), "jaw_open_angle_rad": round(open_angle, 5),
+    info = {"joints_m": joints.round(5).tolist(), "jaw_open_angle_rad": round(float(open_angle), 5),
             "jaw_teeth_fit_residual_mm": round(teeth_residual * 1e3, 3),
             "eye_radius_mm": [round(eyes[s][1] * 1e3, 2) for s in ("left", "right")],
             "nape_m": nape.round(5).tolist(), "cervicomental_m": throat.round(5).tolist(),
@@ -682,13 +721,19 @@ def build_ict_model(src: Path | str | None = None, progress=print, n_shape: int 
     keep = np.zeros(N_SOURCE_VERTICES, bool)
     for r in KEEP:
         keep[_span(r)] = True
-    remap, face_ids, faces, uv_ids, uv_faces = submesh(s.faces, s.uv_faces, keep)
+    remap, face_ids, faces = submesh(s.faces, keep)
+    materials = [s.material_names[i] for i in s.face_material[face_ids]]
+    unknown = sorted(set(materials) - set(UV_QUADRANTS))
+    if unknown:
+        raise HeadcastError(f"{s.root}: unexpected materials {unknown} on the kept head (not ICT-FaceKit Light?)")
+    uv, uv_faces = pack_uv(s.uv, s.uv_faces[face_ids], np.array([UV_QUADRANTS[m] for m in materials]))
     loose = np.setdiff1d(np.flatnonzero(keep), s.faces[face_ids])
     if len(loose):
         raise HeadcastError(f"{s.root}: {len(loose)} kept vertices lie on no kept triangle (not ICT-FaceKit Light?)")
     part = lambda r: remap[_span(r)]  # noqa: E731
     v = s.vertices[keep] * CM
-    expr = s.expressions[:, keep] * CM
+    shape = s.identity[:, keep] * CM  # (S, V, 3)
+    expr = s.expressions[:, keep] * CM  # (E, V, 3)
 
     lm_ids = remap[s.landmarks]
     if (lm_ids < 0).any():
@@ -712,9 +757,11 @@ def build_ict_model(src: Path | str | None = None, progress=print, n_shape: int 
     eyeballs = {"left_eyeball": part(EYEBALL_L), "right_eyeball": part(EYEBALL_R)}
     sockets = np.concatenate([part(EYE_SOCKET_L), part(EYE_SOCKET_R)])
     upper = upper_face(v, faces, np.concatenate([skin, sockets]), landmarks)
+    variants = v + np.einsum("ks,svc->kvc", np.random.default_rng(0).normal(size=(N_VARIANTS, n_shape)), shape)
     rig = design_rig(v, faces, {"skin": skin, "upper": upper, **eyeballs},
                      expr[s.expression_names.index("jawOpen")], expr,
-                     (s.vertices[lower] * CM, (s.vertices[lower] + jaw_full[lower]) * CM), sclera, landmarks)
+                     (s.vertices[lower] * CM, (s.vertices[lower] + jaw_full[lower]) * CM), sclera, landmarks,
+                     variants=variants)
     face_tris = np.flatnonzero((faces <= part(FACE_NARROW).max()).all(1))
     dyn_faces, dyn_bary = dynamic_contour_table(v, faces, lmk_faces, lmk_bary, face_tris)
     masks = region_masks(v, {"face": part(FACE_NARROW), "skin": skin,
@@ -736,17 +783,20 @@ def build_ict_model(src: Path | str | None = None, progress=print, n_shape: int 
         "shape_prior": "beta ~ N(0, 1), one unit = one standard deviation",
         "expression_names": list(s.expression_names),
         "expr_range": [0, 1],
+        "uv_layout": {"face": [0, 0.5, 0.5, 1], "back_of_head_and_eye_sockets": [0.5, 0.5, 1, 1],
+                      "left_eyeball": [0, 0, 0.5, 0.5], "right_eyeball": [0.5, 0, 1, 0.5]},
         "rig": rig.info,
     }
     model = HeadModel(
         v_template=v, faces=faces,
-        shapedirs=(s.identity[:, keep] * CM).transpose(1, 2, 0), exprdirs=expr.transpose(1, 2, 0),
+        shapedirs=shape.transpose(1, 2, 0), exprdirs=expr.transpose(1, 2, 0),
         posedirs=np.zeros((V, 3, 36), np.float32), j_regressor=rig.j_regressor,
         parents=np.array([-1, 0, 1, 1, 1]), lbs_weights=rig.lbs_weights,
-        uv=s.uv[uv_ids], uv_faces=uv_faces, lmk_faces=lmk_faces, lmk_bary=lmk_bary,
+        uv=uv, uv_faces=uv_faces, lmk_faces=lmk_faces, lmk_bary=lmk_bary,
         dyn_lmk_faces=dyn_faces, dyn_lmk_bary=dyn_bary, masks=masks, meta=meta)
     eye_mm = np.linalg.norm(rig.joints[3] - rig.joints[4]) * 1e3
+    jaw_deg = np.rad2deg(rig.info["jaw_open_angle_rad"])
     progress(f"ICT-FaceKit: built model 'ict' ({V} vertices, {len(faces)} triangles, {n_shape} identity and "
-             f"{len(s.expression_names)} expression components; jawOpen = {np.rad2deg(rig.info['jaw_open_angle_rad']):.1f} "
-             f"deg, eyes {eye_mm:.1f} mm apart) in {time.perf_counter() - t0:.1f} s (reading {t_read:.1f} s)")
+             f"{len(s.expression_names)} expression components; jawOpen = {jaw_deg:.1f} deg, eyes "
+             f"{eye_mm:.1f} mm apart) in {time.perf_counter() - t0:.1f} s (reading {t_read:.1f} s)")
     return model

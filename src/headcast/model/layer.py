@@ -85,7 +85,7 @@ class HeadLayer(nn.Module):
                 "psi": torch.zeros(batch, self.n_expr, **kw),
                 "theta": torch.zeros(batch, 3 * self.n_joints, **kw)}
 
-    def _landmark_embedding(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def landmark_embedding(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B = theta.shape[0]
         faces = self.lmk_faces.unsqueeze(0).expand(B, -1).clone()
         bary = self.lmk_bary.unsqueeze(0).expand(B, -1, -1).clone()
@@ -109,7 +109,7 @@ class HeadLayer(nn.Module):
     def forward(self, beta: torch.Tensor, psi: torch.Tensor, theta: torch.Tensor) -> HeadOutput:
         """Full mesh: beta (B, S), psi (B, E), theta (B, 3J) -> HeadOutput."""
         verts, joints = self._run(beta, psi, theta, None)
-        faces, bary = self._landmark_embedding(theta)
+        faces, bary = self.landmark_embedding(theta)
         lmk = L.vertices2landmarks(verts, self.faces, faces, bary)
         return HeadOutput(vertices=verts, joints=joints, landmarks=lmk)
 
@@ -119,5 +119,5 @@ class HeadLayer(nn.Module):
         Equal to ``forward(...).landmarks``; tracking uses it every frame.
         """
         verts, _ = self._run(beta, psi, theta, self.fast_vertex_ids)
-        faces, bary = self._landmark_embedding(theta)
+        faces, bary = self.landmark_embedding(theta)
         return L.vertices2landmarks(verts, self.fast_faces, faces, bary)

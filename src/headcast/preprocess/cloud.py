@@ -97,19 +97,17 @@ def statistical_inliers(points: np.ndarray, neighbours: int = 20, std_ratio: flo
     that over all points plus ``std_ratio`` standard deviations (PCL's statistical outlier removal)."""
     if len(points) <= neighbours:
         return np.ones(len(points), bool)
-    # scipy's single-threaded k-d tree, not open3d's: open3d's OpenMP threads keep spinning after the
-    # call and slowed the next numpy/qhull steps 10-100x on a loaded 2-core machine.
     dist, _ = cKDTree(points).query(points, k=neighbours + 1)
     mean = dist[:, 1:].mean(axis=1)
     return mean <= mean.mean() + std_ratio * mean.std()
 
 
 def face_point_cloud(depth: np.ndarray, color: np.ndarray, K: Intrinsics, landmarks3d: np.ndarray,
-                     valid: np.ndarray, forehead: bool = False, margin: float = HULL_MARGIN, neighbours: int = 20, std_ratio: float = 2.0,
-                     max_points: int | None = None, seed: int = 0) -> FaceCloud:
+                     valid: np.ndarray, forehead: bool = False, margin: float = HULL_MARGIN, neighbours: int = 20,
+                     std_ratio: float = 2.0, max_points: int | None = None, seed: int = 0) -> FaceCloud:
     """Face points of an (H, W) depth map in metres, with their colors from the (H, W, 3) image.
 
-    Keeps the points inside the hull of the valid 3D landmarks (see ``hull_points``), removes
+    Keeps the points inside the hull of the valid (68, 3) landmarks (see ``hull_points``), removes
     statistical outliers, then (``max_points``) draws a random subset with ``seed``.
     """
     pts, uv = depth_to_points(depth, K)

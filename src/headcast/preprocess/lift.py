@@ -19,7 +19,8 @@ from headcast.preprocess.ibug68 import INNER
 
 @dataclass(frozen=True)
 class Landmarks3D:
-    """points: (L, 3) float64 camera frame, metres (NaN where not lifted); valid: (L,) bool; radius: window half-size, px."""
+    """points: (L, 3) float64 camera frame, metres (NaN where not lifted); valid: (L,) bool;
+    radius: half-size of the depth window in pixels."""
 
     points: np.ndarray
     valid: np.ndarray

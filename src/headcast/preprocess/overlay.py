@@ -58,8 +58,9 @@ def overlay_image(color: np.ndarray, landmarks2d: np.ndarray, valid: np.ndarray 
         else:
             cv2.drawMarker(img, p, (255, 0, 0), cv2.MARKER_TILTED_CROSS, 3 * rad, 2)
         if labels:
-            cv2.putText(img, str(k), (p[0] + rad + 1, p[1] - rad), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(img, str(k), (p[0] + rad + 1, p[1] - rad), cv2.FONT_HERSHEY_SIMPLEX, font, _region_color(k), 1, cv2.LINE_AA)
+            at = (p[0] + rad + 1, p[1] - rad)
+            cv2.putText(img, str(k), at, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(img, str(k), at, cv2.FONT_HERSHEY_SIMPLEX, font, _region_color(k), 1, cv2.LINE_AA)
     if text:
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
         cv2.rectangle(img, (0, 0), (tw + 16, th + 16), (0, 0, 0), -1)
@@ -74,12 +75,3 @@ def observation_overlay(obs, labels: bool = True, mesh: bool = False) -> np.ndar
             f"rotated {obs.frame.rotation} deg")
     return overlay_image(obs.frame.color, obs.landmarks2d, obs.valid, obs.points, obs.frame.K,
                          mesh=obs.detection.mesh if mesh else None, labels=labels, text=text)
-
-
-def save_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write an (H, W, 3) uint8 RGB image as PNG."""
-    import imageio.v3 as iio
-
-    path = Path(path)
-    iio.imwrite(path, np.asarray(image, dtype=np.uint8))
-    return path

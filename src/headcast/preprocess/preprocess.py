@@ -52,7 +52,8 @@ def preprocess(frame: RGBDFrame, method: str = "mediapipe", face: int | None = N
 
     method: 'mediapipe' or 'dlib'. face: which face (left to right) when there are several.
     forehead: extend the hull above the brows. hull_margin: metres the landmark hull is widened along
-    the camera rays (0 = the paper's hull of the landmarks alone). max_points: random subset of the face points (seeded).
+    the camera rays (0 = the paper's hull of the landmarks alone). max_points: keep a random subset
+    of the face points (drawn with ``seed``).
     HeadcastError when no face is found or there is no valid depth around it.
     """
     say = progress or (lambda s: None)

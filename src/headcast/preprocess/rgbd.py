@@ -134,11 +134,9 @@ def clean_depth(raw: np.ndarray, scale: float) -> np.ndarray:
     return d.astype(np.float32)
 
 
-def default_depth_scale(path: str | Path, raw_dtype: np.dtype | None = None) -> float:
-    """Metres per stored unit when not given: 0.001 for integer images (millimetres), else 1."""
-    if raw_dtype is not None:
-        return 0.001 if np.dtype(raw_dtype).kind in "ui" else 1.0
-    return 1.0 if Path(path).suffix.lower() in (".npy", ".exr", ".ply") else 0.001
+def default_depth_scale(dtype: np.dtype) -> float:
+    """Metres per stored unit when not given: 0.001 for integer images (millimetres), 1 for floats (metres)."""
+    return 0.001 if np.dtype(dtype).kind in "ui" else 1.0
 
 
 def check_depth_units(depth: np.ndarray, scale: float, name: str) -> None:
@@ -278,13 +276,15 @@ def load_rgbd(color: str | Path, depth: str | Path | None = None, intrinsics: st
     if depth_scale is not None and not (np.isfinite(depth_scale) and depth_scale > 0):
         raise HeadcastError(f"--depth-scale must be a positive number, not {depth_scale}")
     degrees = parse_rotation(rotate)
-    color_path, depth_path, K_path = resolve_paths(color, depth, intrinsics if not isinstance(intrinsics, Intrinsics) else None)
+    given_K = intrinsics if isinstance(intrinsics, Intrinsics) else None
+    color_path, depth_path, K_path = resolve_paths(color, depth, None if given_K else intrinsics)
     img = read_color(color_path)
     H, W = img.shape[:2]
-    if isinstance(intrinsics, Intrinsics):
-        K, K_name = intrinsics.check(), "given"
+    if given_K is not None:
+        K, K_name = given_K.check(), "given"
     elif K_path is None:
-        raise HeadcastError(f"no intrinsics for {color_path}: pass --intrinsics K.json (fx, fy, cx, cy, width, height)")
+        raise HeadcastError(f"no intrinsics for {color_path}: pass --intrinsics K.json "
+                            "(fx, fy, cx, cy, width, height)")
     else:
         K, K_name = Intrinsics.from_json(K_path), str(K_path)
     K = fit_intrinsics(K, H, W, K_name, warn)
@@ -297,7 +297,7 @@ def load_rgbd(color: str | Path, depth: str | Path | None = None, intrinsics: st
         if raw.shape != (H, W):
             raise HeadcastError(f"color {color_path.name} is {W}x{H} but depth {depth_path.name} is "
                                 f"{raw.shape[1]}x{raw.shape[0]}: they must be aligned pixel for pixel")
-        scale = default_depth_scale(depth_path, raw.dtype) if depth_scale is None else float(depth_scale)
+        scale = default_depth_scale(raw.dtype) if depth_scale is None else float(depth_scale)
         d = clean_depth(raw, scale)
     check_depth_units(d, scale, str(depth_path))
 

@@ -88,3 +88,10 @@ def draw_points(image: np.ndarray, uv: np.ndarray, color: tuple[int, int, int], 
     for u, v in np.rint(uv).astype(int):
         cv2.circle(out, (int(u), int(v)), radius, color, 1, cv2.LINE_AA)
     return out
+
+
+def side_by_side(pictures: list[np.ndarray], height: int) -> np.ndarray:
+    """Resize RGB pictures to one ``height`` and put them in a row."""
+    row = [cv2.resize(p[..., :3], (round(p.shape[1] * height / p.shape[0]), height), interpolation=cv2.INTER_AREA)
+           for p in pictures]
+    return np.hstack(row)

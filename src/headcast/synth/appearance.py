@@ -17,7 +17,7 @@ SKIN_TONES = np.array([[0.95, 0.80, 0.72], [0.86, 0.66, 0.55], [0.74, 0.53, 0.41
                        [0.58, 0.40, 0.29], [0.40, 0.27, 0.19]])
 HAIR_COLORS = np.array([[0.07, 0.05, 0.04], [0.18, 0.11, 0.06], [0.33, 0.21, 0.12],
                         [0.55, 0.42, 0.26], [0.45, 0.20, 0.10], [0.50, 0.48, 0.46]])
-IRIS_COLORS = np.array([[0.30, 0.17, 0.08], [0.17, 0.10, 0.06], [0.42, 0.32, 0.15],
+IRIS_COLORS = np.array([[0.30, 0.17, 0.08], [0.17, 0.10, 0.06], [0.42, 0.32, 0.15],  # browns first
                         [0.30, 0.40, 0.25], [0.30, 0.44, 0.60], [0.42, 0.47, 0.52]])
 IRIS_RADIUS = 0.006  # metres (human iris diameter ~12 mm)
 PUPIL_RADIUS = 0.002
@@ -41,8 +41,8 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.n
     return np.linalg.norm(p - (a + s[:, None] * ab), axis=1), s
 
 
-def _brow_weight(v: np.ndarray, brow: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Soft eyebrow coverage (V,) around a 5-point brow polyline (inner end last or first)."""
+def _brow_distance(v: np.ndarray, brow: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (V,) of every vertex to a brow polyline (outer end first) and the position 0..1 along it."""
     pts = brow - 0.0025 * up  # iBUG brow points trace the brow's upper edge; centre the band below it
     best = np.full(len(v), np.inf)
     pos = np.zeros(len(v))
@@ -60,20 +60,22 @@ def skin_albedo(model: HeadModel, rng: np.random.Generator, tone: float | None =
 
     Skin of a random tone (0 light .. 1 dark) with low-frequency blotches and fine grain, darker
     redder lips (mask ``lips``), eyebrows along the brow landmarks 17-26, cheeks slightly redder,
-    eyeballs (mask ``eyes``) with white sclera, coloured iris and dark pupil around each eye joint's
-    forward axis, and optionally short hair on the ``scalp`` mask.
+    eyeballs (masks ``left_eyeball`` and ``right_eyeball``, else ``eyes``) with white sclera, a
+    coloured iris and a dark pupil around each eye joint's forward (+z) axis, and optionally short
+    hair on the ``scalp`` mask.
     """
     v = model.v_template.astype(np.float64)
     V = len(v)
     op = M.smoothing_operator(model.faces, V)
-    tone = rng.uniform(0, 1) if tone is None else float(tone)
-    hair = rng.random() < 0.65 if hair is None else bool(hair)
+    drawn_tone, drawn_hair = rng.uniform(0, 1), rng.random() < 0.65  # drawn even when overridden
+    tone = drawn_tone if tone is None else float(tone)
+    hair = drawn_hair if hair is None else bool(hair)
     x = tone * (len(SKIN_TONES) - 1)
     i = min(int(x), len(SKIN_TONES) - 2)
     skin = SKIN_TONES[i] + (x - i) * (SKIN_TONES[i + 1] - SKIN_TONES[i])
     skin = skin * np.array([1.0, rng.uniform(0.96, 1.03), rng.uniform(0.95, 1.04)])  # hue jitter
     hair_rgb = HAIR_COLORS[rng.integers(len(HAIR_COLORS))] * rng.uniform(0.85, 1.15)
-    iris_rgb = IRIS_COLORS[rng.integers(len(IRIS_COLORS))] * rng.uniform(0.85, 1.15)
+    iris_rgb = IRIS_COLORS[rng.integers(3 if tone > 0.55 else len(IRIS_COLORS))] * rng.uniform(0.85, 1.15)
 
     blotch = smooth_field(v, rng, (0.03, 0.10))
     redness = smooth_field(v, rng, (0.02, 0.06))
@@ -94,10 +96,10 @@ def skin_albedo(model: HeadModel, rng: np.random.Generator, tone: float | None =
 
     not_eye = ~np.isin(np.arange(V), model.masks["eyes"])
     density = rng.uniform(0.5, 0.85)
-    brow_rgb = np.minimum(hair_rgb, 0.3) * 0.8  # brows darker than the hair; grey hair keeps dark brows
+    brow_rgb = np.minimum(np.minimum(hair_rgb, 0.3), 0.5 * skin) * 0.9  # always darker than hair and skin
     fibres = np.clip(1 + 0.35 * smooth_field(v, rng, (0.002, 0.005), terms=12), 0, 1.3)
     for brow in (lmk[17:22], lmk[22:27][::-1]):  # both polylines run from the outer end inwards
-        d, s = _brow_weight(v, brow, up)
+        d, s = _brow_distance(v, brow, up)
         half = 0.0018 + 0.0028 * s  # thin tail, thicker head
         w = np.clip(density * fibres * np.clip((half + 0.0012 - d) / 0.0024, 0, 1), 0, 1) * not_eye
         albedo = albedo * (1 - w[:, None]) + w[:, None] * brow_rgb[None, :]
@@ -147,8 +149,9 @@ def _eye_colors(model: HeadModel, v: np.ndarray, iris_rgb: np.ndarray, rng: np.r
 def random_lighting(rng: np.random.Generator) -> np.ndarray:
     """SH lighting (9, 3): grey-ish ambient plus a key light from the front upper hemisphere.
 
-    The irradiance of the mean surface facing the camera is about 0.9-1.1, so albedo maps to
-    colours without clipping in most pixels.
+    Ambient 0.45-0.65 and key 0.3-0.55 (irradiance units, slightly tinted), the key light within
+    55 degrees left or right and -5..45 degrees up: surfaces facing the camera get 0.6-1.2, so skin
+    albedo maps to colours without clipping in most pixels.
     """
     tint = 1 + rng.uniform(-0.06, 0.06, 3)
     ambient = rng.uniform(0.45, 0.65)

@@ -203,3 +203,48 @@ def synth(model: HeadModel, out_dir: str | Path, n: int = 1, seed: int = 0, prof
         return [out / f"{p}_color.png" for p in prefixes]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_beta(path: str | Path) -> np.ndarray:
+    """Identity coefficients from a file: ``.npy`` (a vector), ``.npz`` or ``.json`` with a ``beta``
+    entry (a ``_gt.npz`` / ``params.npz`` reuses an identity), or whitespace-separated text."""
+    path = Path(path)
+    if not path.is_file():
+        raise HeadcastError(f"beta file {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            beta = np.load(path, allow_pickle=False)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if "beta" not in z.files:
+                    raise HeadcastError(f"{path} has no 'beta' array (it has {', '.join(z.files)})")
+                beta = z["beta"]
+        elif path.suffix == ".json":
+            d = json.loads(path.read_text())
+            beta = d["beta"] if isinstance(d, dict) else d
+        else:
+            beta = np.array(path.read_text().split(), dtype=np.float64)
+        beta = np.asarray(beta, dtype=np.float64)
+    except HeadcastError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise HeadcastError(f"beta file {path} is not a list of numbers ({e.__class__.__name__})") from None
+    if beta.ndim == 2 and beta.shape[0] == 1:
+        beta = beta[0]
+    if beta.ndim != 1 or not np.isfinite(beta).all():
+        raise HeadcastError(f"beta file {path} must hold one vector of finite numbers, not shape {beta.shape}")
+    return beta
+
+
+def parse_expressions(items: list[str]) -> dict[str, float]:
+    """``["jawOpen=0.4", "3=0.2"]`` -> ``{"jawOpen": 0.4, "3": 0.2}`` (names or component indices)."""
+    out = {}
+    for item in items:
+        name, sep, w = item.partition("=")
+        try:
+            out[name.strip()] = float(w)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise HeadcastError(f"--expression wants NAME=WEIGHT (e.g. jawOpen=0.4), not {item!r}")
+    return out

@@ -4,8 +4,8 @@ Open3D's RaycastingScene (Embree, CPU) finds the triangle each pixel's ray hits;
 recomputed in float64 as the exact intersection of the pixel-centre ray with that triangle, so
 ``depth_clean`` back-projects onto the ground-truth mesh to float64 precision. Colour is
 ``albedo * SH shading`` of barycentric-interpolated vertex albedo and normals (see
-:mod:`headcast.synth.sh`), averaged over ``aa x aa`` rays per pixel; the sensor profile then adds
-depth noise and holes (:mod:`headcast.synth.sensor`).
+:mod:`headcast.synth.sh`), averaged over ``aa x aa`` rays on silhouette and depth-edge pixels; the
+sensor profile then adds depth noise and holes (:mod:`headcast.synth.sensor`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from headcast.errors import HeadcastError
 from headcast.model.head_model import HeadModel
 from headcast.synth import mesh as M
 from headcast.synth.appearance import smooth_field
-from headcast.synth.sensor import get_profile, sensor_depth
+from headcast.synth.sensor import depth_jumps, get_profile, sensor_depth
 from headcast.synth.sh import sh_shading
 from headcast.synth.subject import SynthSubject, streams, subject_geometry
 
@@ -115,12 +115,23 @@ def _wall(z_wall: float, K: Intrinsics, rng: np.random.Generator) -> _Object:
     return _Object(verts, f, np.clip(albedo, 0, 1), normals)
 
 
-def _rays(K: Intrinsics, offsets: np.ndarray) -> np.ndarray:
-    """Ray directions (H, W, S, 3) with z = 1 for sub-pixel offsets (S, 2) around pixel centres."""
-    v, u = np.mgrid[0:K.height, 0:K.width].astype(np.float64)
-    uu = u[..., None] + offsets[:, 0]
-    vv = v[..., None] + offsets[:, 1]
+def _rays(K: Intrinsics, u: np.ndarray, v: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Ray directions (N, S, 3) with z = 1 through pixels (u, v) (N,) shifted by offsets (S, 2)."""
+    uu = u[:, None] + offsets[None, :, 0]
+    vv = v[:, None] + offsets[None, :, 1]
     return np.stack([(uu - K.cx) / K.fx, (vv - K.cy) / K.fy, np.ones_like(uu)], axis=-1)
+
+
+def _edges(labels: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Pixels (H, W) whose 4-neighbours show another object or lie across a depth jump."""
+    out = depth_jumps(depth, 0.01, 0.02)
+    for axis in (0, 1):
+        d = np.diff(labels, axis=axis) != 0
+        pad_lo = [(0, 0), (0, 0)]
+        pad_hi = [(0, 0), (0, 0)]
+        pad_lo[axis], pad_hi[axis] = (1, 0), (0, 1)
+        out |= np.pad(d, pad_lo) | np.pad(d, pad_hi)
+    return out
 
 
 def _cast(scene, origins: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:
@@ -141,6 +152,15 @@ def _interp(objects: list[_Object], hit: dict[str, np.ndarray], attrs: tuple[str
             u, v = uv[m, 0:1], uv[m, 1:2]
             out[m] = (1 - u - v) * table[tri[:, 0]] + u * table[tri[:, 1]] + v * table[tri[:, 2]]
     return [out[:, 3 * i : 3 * i + 3] for i in range(len(attrs))]
+
+
+def _shade(objects: list[_Object], hit: dict[str, np.ndarray], lighting: np.ndarray):
+    """Colour (N, 3) in 0..1 of every ray hit (black on misses) and the unit camera-frame normals."""
+    albedo, n = _interp(objects, hit, ("albedo", "normals"))
+    n = _unit(n)
+    rgb = albedo * sh_shading(n * np.diag(FLIP), lighting)
+    ok = hit["geometry_ids"] != o3d.t.geometry.RaycastingScene.INVALID_ID
+    return np.where(ok[:, None], np.clip(rgb, 0, 1), 0.0), n
 
 
 def _unit(n: np.ndarray) -> np.ndarray:
@@ -173,7 +193,8 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
         background: add a wall behind the head and shoulders under it (same scene, so occlusions
             are right); without it only the head is drawn, on black, with no depth elsewhere.
         seed: seed of the sensor noise (depth noise, holes, colour noise).
-        aa: colour rays per pixel side (anti-aliasing); depth always uses the pixel-centre ray.
+        aa: anti-aliasing: pixels on silhouettes and depth edges average aa x aa colour rays (other
+            pixels use their centre ray); depth always uses the pixel-centre ray.
 
     Returns:
         A :class:`SynthFrame`. Same inputs give identical arrays.
@@ -200,12 +221,13 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
     miss = o3d.t.geometry.RaycastingScene.INVALID_ID
 
     # pixel centres: depth, labels, incidence, projector/second-camera visibility
-    d0 = _rays(K, np.zeros((1, 2))).reshape(-1, 3)
+    v_pix, u_pix = (a.ravel().astype(np.float64) for a in np.mgrid[0:H, 0:W])
+    d0 = _rays(K, u_pix, v_pix, np.zeros((1, 2)))[:, 0]
     hit = _cast(scene, np.zeros(3), d0)
     ok = hit["geometry_ids"] != miss
     z = np.where(ok, _exact_depth(objects, hit, d0), 0.0)
     labels = np.where(ok, hit["geometry_ids"].astype(np.int64), -1)
-    normals = _unit(_interp(objects, hit, ("normals",))[0])
+    rgb, normals = _shade(objects, hit, subject.lighting)
     cos_inc = np.abs(np.einsum("nc,nc->n", normals, d0)) / np.linalg.norm(d0, axis=1)
     shadowed = np.zeros(len(d0), dtype=bool)
     if prof.baseline is not None and ok.any():
@@ -221,15 +243,15 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
     rng = np.random.default_rng(seed)
     depth = sensor_depth(z.reshape(H, W), cos_inc.reshape(H, W), shadowed.reshape(H, W), K.fx, prof, rng)
 
-    # colour: aa x aa rays per pixel, albedo * SH shading on view-frame normals
-    offs = (np.arange(aa) + 0.5) / aa - 0.5
-    sub = np.stack(np.meshgrid(offs, offs, indexing="xy"), -1).reshape(-1, 2)
-    dirs = _rays(K, sub).reshape(-1, 3)
-    chit = hit if aa == 1 else _cast(scene, np.zeros(3), dirs)
-    cok = chit["geometry_ids"] != miss
-    albedo, n = _interp(objects, chit, ("albedo", "normals"))
-    rgb = albedo * sh_shading(_unit(n) * np.diag(FLIP), subject.lighting)
-    rgb = np.where(cok[:, None], np.clip(rgb, 0, 1), 0.0).reshape(H, W, aa * aa, 3).mean(2)
+    # anti-aliasing: aa x aa colour rays on silhouettes and depth edges
+    if aa > 1:
+        edge = np.flatnonzero(_edges(labels.reshape(H, W), z.reshape(H, W)).ravel())
+        offs = (np.arange(aa) + 0.5) / aa - 0.5
+        sub = np.stack(np.meshgrid(offs, offs, indexing="xy"), -1).reshape(-1, 2)
+        dirs = _rays(K, u_pix[edge], v_pix[edge], sub).reshape(-1, 3)
+        rgb[edge] = _shade(objects, _cast(scene, np.zeros(3), dirs), subject.lighting)[0].reshape(
+            -1, aa * aa, 3).mean(1)
+    rgb = rgb.reshape(H, W, 3)
     if prof.color_noise > 0:
         rgb = rgb + prof.color_noise * rng.standard_normal(rgb.shape)
     color = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)

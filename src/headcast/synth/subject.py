@@ -125,8 +125,9 @@ def random_subject(model: HeadModel, seed: int = 0, *, yaw_range_deg: float = 30
     within their ranges, composed as R = Rz(roll) Ry(yaw) Rx(pitch); the root joint (body and
     shoulders) takes a yaw within ``body_yaw_range_deg`` and the neck the rest, so root then neck
     give R and :func:`headcast.model.lbs.head_yaw_degrees` returns the yaw. Jaw opened by
-    0..``jaw_max_rad`` (closed in 40 % of subjects); both eyes turned by the same small gaze. Placement: the centre of the inner 51 landmarks at a
-    depth uniform in ``distance_range`` metres, within a few centimetres of the optical axis; s = 1.
+    0..``jaw_max_rad`` (closed in 40 % of subjects); both eyes turned by the same small gaze.
+    Placement: the centre of the inner 51 landmarks at a depth uniform in ``distance_range`` metres,
+    within a few centimetres of the optical axis; s = 1.
 
     Any of beta, expression (dict name-or-index -> weight, or a full (E,) array), yaw/pitch/roll
     (degrees), distance (metres) and skin_tone (0 light .. 1 dark) overrides the random draw
@@ -178,8 +179,8 @@ def random_subject(model: HeadModel, seed: int = 0, *, yaw_range_deg: float = 30
     light = random_lighting(r_light)
     names = expression_names(model)
     active = {(names[i] if names else str(i)): round(float(psi[i]), 4) for i in np.flatnonzero(psi)}
-    info = dict(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll, body_yaw_deg=body_yaw, jaw_rad=float(jaw), gaze_rad=gaze.tolist(),
-                distance_m=z, expressions=active, **look)
+    info = dict(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll, body_yaw_deg=body_yaw, jaw_rad=float(jaw),
+                gaze_rad=gaze.tolist(), distance_m=z, expressions=active, **look)
     return SynthSubject(beta=b, psi=psi, theta=theta, s=s, t=t, albedo=albedo, lighting=light,
                         seed=int(seed), info=info)
 

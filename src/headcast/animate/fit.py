@@ -1,0 +1,357 @@
+"""Per-frame fitting of pose, expression and the orthographic placement eta to 2D landmarks (Loss5).
+
+The paper's Loss5 (equation 7) is the L2 of equation (1) between the detected 2D landmarks and the
+model's landmarks under the orthographic projection eta:
+
+    uv = s * (x, -y) + (tx, ty)          (model-frame x, y in metres; s in pixels per metre)
+    Loss5 = sqrt(mean_i |uv_i - uv*_i|^2) / h
+
+over the 68 iBUG points, where ``h`` is half the side of the square bounding the detected 68 points
+(so coordinates are the [-1, 1] face-crop coordinates FLAME fitters work in; for a frontal face h
+is close to the outer-eye-corner distance). The optimiser minimises a weighted version of the
+same squared error (eyelid and inner-lip points count more, the contour less, the pupils drive the
+eye joints) plus priors: expression magnitude, a pull towards the previous frame's parameters
+(temporal regularisation, so a still face stays still) and, when estimating a driver's identity,
+the identity prior. Levenberg-Marquardt on the analytic Jacobian of :class:`PointRig`, warm-started
+from the previous frame; bounds (expression range, jaw and eye angles) by an active set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from headcast.animate.rig import PointRig, matrix_to_rotvec, rotvec_to_matrix, yaw_degrees
+from headcast.model.head_model import N_CONTOUR
+
+P2 = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # model x, y -> image u, v (the camera FLIP)
+EYE_POINTS = np.arange(36, 48)
+INNER_LIPS = np.arange(60, 68)
+
+
+@dataclass
+class TrackConfig:
+    """Settings of the tracker. Weights multiply squared normalised errors (Loss5 units squared);
+    angles in radians."""
+
+    threshold: float = 0.04        # the paper's Loss5 stop threshold
+    max_iters: int = 6             # per frame (warm start)
+    min_iters: int = 1             # always move at least once: a blink changes Loss5 by ~0.01 only
+    init_iters: int = 30           # first frame, or a face after frames without one
+    w_contour: float = 0.5         # face-oval points (their definition differs most between detector and model)
+    w_eyes: float = 3.0            # eyelid points: blinks
+    w_inner_lips: float = 2.0      # mouth opening
+    w_pupil: float = 1.0           # iris centres -> eye joints
+    w_psi: float = 2e-5            # ||psi||^2
+    w_eye_prior: float = 2e-5      # eye joint angles^2
+    w_beta: float = 2e-5           # driver identity ||beta||^2 (beta ~ N(0, 1))
+    w_smooth_psi: float = 5e-5     # (psi - psi_prev)^2
+    w_smooth_pose: float = 5e-3    # root rotation change^2
+    w_smooth_jaw: float = 2e-4     # jaw angle change^2
+    w_smooth_eyes: float = 2e-4    # eye angle change^2
+    w_smooth_eta: float = 1e-3     # (log s change)^2 + (translation change / h)^2
+    jaw_range: tuple[float, float] = (-0.05, 0.6)
+    eye_max: float = 0.6
+    dynamic_contour: bool = False  # MediaPipe's contour points are fixed face points, not the silhouette
+    identity_frames: int = 30      # frames with a face used to estimate the driver's shape
+    identity_components: int = 30  # leading identity components estimated
+    identity_rounds: int = 8
+
+
+@dataclass
+class Observation:
+    """Detected points of one frame in pixels: landmarks (68, 2), pupils (2, 2) (left eye, right eye)
+    or None."""
+
+    landmarks: np.ndarray
+    pupils: np.ndarray | None = None
+
+    @property
+    def half_size(self) -> float:
+        """h: half the side of the square bounding the 68 landmarks, pixels (Loss5's unit)."""
+        lo, hi = self.landmarks.min(0), self.landmarks.max(0)
+        return float(max(hi - lo) / 2)
+
+
+@dataclass
+class FrameState:
+    """Tracked parameters: root rotation R0 (3, 3), jaw angle (rad, about the model x axis), eye
+    rotations (2, 3, 3) (left, right), coefficients z (the rig's layout), log s (s in px/m), t (2,) px."""
+
+    R0: np.ndarray
+    jaw: float
+    eyes: np.ndarray
+    z: np.ndarray
+    log_s: float
+    t: np.ndarray
+
+    def copy(self) -> "FrameState":
+        return FrameState(self.R0.copy(), self.jaw, self.eyes.copy(), self.z.copy(), self.log_s, self.t.copy())
+
+    def rotations(self) -> np.ndarray:
+        """(3, 3, 3) local rotations of jaw, left eye, right eye."""
+        return np.stack([rotvec_to_matrix([self.jaw, 0.0, 0.0]), self.eyes[0], self.eyes[1]])
+
+    def theta(self) -> np.ndarray:
+        """FLAME pose (15,): root | neck (0) | jaw | left eye | right eye, axis-angle."""
+        th = np.zeros(15)
+        th[0:3] = matrix_to_rotvec(self.R0)
+        th[6] = self.jaw
+        th[9:12] = matrix_to_rotvec(self.eyes[0])
+        th[12:15] = matrix_to_rotvec(self.eyes[1])
+        return th
+
+    def eta(self) -> np.ndarray:
+        """The paper's eta (s px/m, tx px, ty px)."""
+        return np.array([np.exp(self.log_s), self.t[0], self.t[1]])
+
+
+@dataclass
+class Residuals:
+    """r (2K,) weighted normalised residuals, Loss5, uv (K, 2) model points in pixels, the point rows,
+    the per-point residual scale (K,), s; with a Jacobian: J (2K, n), its column layout and
+    d x / d z (K, 3, Z) for every coefficient."""
+
+    r: np.ndarray
+    loss5: float
+    uv: np.ndarray
+    rows: np.ndarray
+    scale: np.ndarray
+    s: float
+    J: np.ndarray | None = None
+    layout: dict | None = None
+    dz_all: np.ndarray | None = None
+
+
+@dataclass
+class FitResult:
+    state: FrameState
+    loss: float          # Loss5 after the fit
+    iterations: int
+    landmarks: np.ndarray  # (68, 2) the model's projected landmarks, pixels
+
+
+class FrameFitter:
+    """LM fitting of :class:`FrameState` to observations for one :class:`PointRig`.
+
+    ``free_z`` selects which coefficients move (all by default); ``id_block`` marks the rig's identity
+    columns (prior ``w_beta``), the rest are expressions (prior ``w_psi``, bounds ``expr_range``).
+    """
+
+    def __init__(self, rig: PointRig, config: TrackConfig | None = None,
+                 expr_range: tuple[float, float] | None = None, free_z: np.ndarray | None = None):
+        self.rig = rig
+        self.cfg = config or TrackConfig()
+        Z = rig.Z
+        self.free_z = np.ones(Z, bool) if free_z is None else np.asarray(free_z, bool)
+        self.lo = np.full(Z, -np.inf)
+        self.hi = np.full(Z, np.inf)
+        if expr_range is not None:
+            self.lo[rig.n_id:] = expr_range[0] - rig.psi0[rig.expr_cols]
+            self.hi[rig.n_id:] = expr_range[1] - rig.psi0[rig.expr_cols]
+        self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta), np.full(rig.n_expr, self.cfg.w_psi)]
+        w = np.ones(68)
+        w[:N_CONTOUR] = self.cfg.w_contour
+        w[EYE_POINTS] = self.cfg.w_eyes
+        w[INNER_LIPS] = self.cfg.w_inner_lips
+        self.w68 = w
+        self.has_pupils = rig.pts.has_pupils
+
+    # -- parameter layout: [root 3 | jaw 1 | left eye 2 | right eye 2 | z free | log s | t 2] ----
+    def _layout(self, pupils: bool) -> dict[str, slice]:
+        nz = int(self.free_z.sum())
+        ne = 2 if pupils else 0
+        o = {"root": slice(0, 3), "jaw": slice(3, 4), "eyes": slice(4, 4 + 2 * ne)}
+        k = 4 + 2 * ne
+        o["z"] = slice(k, k + nz)
+        o["log_s"] = slice(k + nz, k + nz + 1)
+        o["t"] = slice(k + nz + 1, k + nz + 3)
+        o["n"] = k + nz + 3
+        return o
+
+    def initial_state(self, obs: Observation, z: np.ndarray | None = None) -> FrameState:
+        """A frontal head placed by a 2D similarity of the inner landmarks (scale, in-plane angle, shift)."""
+        z = np.zeros(self.rig.Z) if z is None else z.copy()
+        st = FrameState(np.eye(3), 0.0, np.stack([np.eye(3)] * 2), z, 0.0, np.zeros(2))
+        rows = self.rig.pts.rows_for(0.0, pupils=False)
+        x = self.rig.points(rows, st.R0, st.rotations(), z, jacobian=False)
+        src = (x @ P2.T)[N_CONTOUR:]
+        dst = obs.landmarks[N_CONTOUR:]
+        a, b = src - src.mean(0), dst - dst.mean(0)
+        s = np.sqrt((b ** 2).sum() / (a ** 2).sum())
+        # in-plane angle: image v points down, so an image rotation by phi is a model rotation by -phi about z
+        phi = np.arctan2((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum(), (a * b).sum())
+        st.R0 = rotvec_to_matrix([0.0, 0.0, -phi])
+        x = self.rig.points(rows, st.R0, st.rotations(), z, jacobian=False)
+        st.log_s = float(np.log(s))
+        st.t = dst.mean(0) - s * (x @ P2.T)[N_CONTOUR:].mean(0)
+        return st
+
+    # -- residuals -----------------------------------------------------------------------------
+    def _data(self, st: FrameState, obs: Observation, jac: bool) -> "Residuals":
+        """Weighted, normalised landmark residuals at ``st`` (and their Jacobian when ``jac``)."""
+        use_pupils = self.has_pupils and obs.pupils is not None
+        rows = self.rig.pts.rows_for(yaw_degrees(st.R0), pupils=use_pupils)
+        out = self.rig.points(rows, st.R0, st.rotations(), st.z, jacobian=jac)
+        x = out[0] if jac else out
+        s = np.exp(st.log_s)
+        uv = s * x @ P2.T + st.t
+        target = obs.landmarks if not use_pupils else np.vstack([obs.landmarks, obs.pupils])
+        w = self.w68 if not use_pupils else np.r_[self.w68, self.cfg.w_pupil, self.cfg.w_pupil]
+        h = obs.half_size
+        scale = np.sqrt(w / w[:68].sum()) / h  # sum of squares = weighted mean, in Loss5 units
+        r = ((uv - target) * scale[:, None]).ravel()
+        loss5 = float(np.sqrt(((uv[:68] - obs.landmarks) ** 2).sum(1).mean()) / h)
+        res = Residuals(r, loss5, uv, rows, scale, s)
+        if not jac:
+            return res
+        _, d_root, d_g, d_z = out
+        L = self._layout(use_pupils)
+        K = len(rows)
+        Jm = np.zeros((K, 2, L["n"]))
+        Jm[:, :, L["root"]] = s * np.einsum("ab,kbc->kac", P2, d_root)
+        Jm[:, :, L["jaw"]] = s * np.einsum("ab,kbc->kac", P2, d_g[0][:, :, :1])
+        if use_pupils:
+            Jm[:, :, L["eyes"]] = s * np.einsum("ab,kbc->kac", P2, np.concatenate([d_g[1][:, :, :2], d_g[2][:, :, :2]], 2))
+        Jm[:, :, L["z"]] = s * np.einsum("ab,kbz->kaz", P2, d_z[:, :, self.free_z])
+        Jm[:, :, L["log_s"]] = (uv - st.t)[:, :, None]
+        Jm[:, 0, L["t"].start] = 1.0
+        Jm[:, 1, L["t"].start + 1] = 1.0
+        Jm *= scale[:, None, None]
+        res.J = Jm.reshape(2 * K, -1)
+        res.layout = L
+        res.dz_all = d_z
+        return res
+
+    def _priors(self, st: FrameState, L: dict, prev: FrameState | None, h: float):
+        """Prior residual rows (r, J) at ``st``."""
+        c = self.cfg
+        rows_r, rows_J = [], []
+
+        def add(res, cols, weight, jac=None):
+            res = np.atleast_1d(res)
+            J = np.zeros((len(res), L["n"]))
+            J[:, cols] = np.eye(len(res)) if jac is None else jac
+            rows_r.append(np.sqrt(weight) * res)
+            rows_J.append(np.sqrt(weight) * J)
+
+        fz = self.free_z
+        add(st.z[fz] * np.sqrt(self.prior[fz] / self.prior[fz].max()), L["z"], self.prior[fz].max(),
+            np.diag(np.sqrt(self.prior[fz] / self.prior[fz].max())))
+        use_eyes = L["eyes"].stop > L["eyes"].start
+        if use_eyes:
+            e = np.concatenate([matrix_to_rotvec(st.eyes[0])[:2], matrix_to_rotvec(st.eyes[1])[:2]])
+            add(e, L["eyes"], c.w_eye_prior)
+        if prev is not None:
+            add(st.z[fz] - prev.z[fz], L["z"], c.w_smooth_psi)
+            add(matrix_to_rotvec(st.R0 @ prev.R0.T), L["root"], c.w_smooth_pose)
+            add(st.jaw - prev.jaw, L["jaw"], c.w_smooth_jaw)
+            if use_eyes:
+                e = np.concatenate([matrix_to_rotvec(st.eyes[0] @ prev.eyes[0].T)[:2],
+                                    matrix_to_rotvec(st.eyes[1] @ prev.eyes[1].T)[:2]])
+                add(e, L["eyes"], c.w_smooth_eyes)
+            add(st.log_s - prev.log_s, L["log_s"], c.w_smooth_eta)
+            add((st.t - prev.t) / h, L["t"], c.w_smooth_eta, np.eye(2) / h)
+        return np.concatenate(rows_r), np.vstack(rows_J)
+
+    def cost(self, st: FrameState, obs: Observation, prev: FrameState | None) -> tuple[float, float]:
+        d = self._data(st, obs, False)
+        L = self._layout(self.has_pupils and obs.pupils is not None)
+        rp, _ = self._priors(st, L, prev, obs.half_size)
+        return float(d.r @ d.r + rp @ rp), d.loss5
+
+    # -- update --------------------------------------------------------------------------------
+    def _apply(self, st: FrameState, d: np.ndarray, L: dict) -> FrameState:
+        c = self.cfg
+        n = st.copy()
+        n.R0 = rotvec_to_matrix(d[L["root"]]) @ st.R0
+        n.jaw = float(np.clip(st.jaw + d[L["jaw"]][0], *c.jaw_range))
+        if L["eyes"].stop > L["eyes"].start:
+            de = d[L["eyes"]].reshape(2, 2)
+            for i in range(2):
+                R = rotvec_to_matrix([de[i, 0], de[i, 1], 0.0]) @ st.eyes[i]
+                rv = matrix_to_rotvec(R)
+                a = np.linalg.norm(rv)
+                n.eyes[i] = rotvec_to_matrix(rv * min(1.0, c.eye_max / a)) if a > c.eye_max else R
+        z = n.z.copy()
+        z[self.free_z] = np.clip(st.z[self.free_z] + d[L["z"]], self.lo[self.free_z], self.hi[self.free_z])
+        n.z = z
+        n.log_s = st.log_s + float(d[L["log_s"]][0])
+        n.t = st.t + d[L["t"]]
+        return n
+
+    def _bounded_solve(self, H: np.ndarray, g: np.ndarray, st: FrameState, L: dict) -> np.ndarray:
+        """Newton step with variables at a bound that the gradient pushes outward held fixed."""
+        n = L["n"]
+        lo = np.full(n, -np.inf)
+        hi = np.full(n, np.inf)
+        cur = np.zeros(n)
+        lo[L["z"]], hi[L["z"]] = self.lo[self.free_z], self.hi[self.free_z]
+        cur[L["z"]] = st.z[self.free_z]
+        lo[L["jaw"]], hi[L["jaw"]] = self.cfg.jaw_range
+        cur[L["jaw"]] = st.jaw
+        eps = 1e-9
+        held = ((cur <= lo + eps) & (g > 0)) | ((cur >= hi - eps) & (g < 0))
+        d = np.zeros(n)
+        for _ in range(3):
+            f = ~held
+            d[:] = 0
+            d[f] = np.linalg.solve(H[np.ix_(f, f)], -g[f])
+            new = cur + d
+            out = ((new < lo - eps) & (d < 0)) | ((new > hi + eps) & (d > 0))
+            if not out.any():
+                break
+            # hold the worst offenders at their bound and re-solve
+            held |= out & (np.abs(d) > 0.5 * np.abs(d[out]).max())
+        return d
+
+    def fit(self, obs: Observation, start: FrameState, prev: FrameState | None = None,
+            max_iters: int | None = None, min_iters: int | None = None,
+            threshold: float | None = None) -> FitResult:
+        """Fit one frame from ``start``; ``prev`` (the previous frame's result) anchors the temporal prior.
+
+        Stops once Loss5 < threshold after at least ``min_iters`` updates, when an update no longer
+        lowers the cost, or after ``max_iters`` updates.
+        """
+        c = self.cfg
+        max_iters = c.max_iters if max_iters is None else max_iters
+        min_iters = c.min_iters if min_iters is None else min_iters
+        threshold = c.threshold if threshold is None else threshold
+        h = obs.half_size
+        st = start.copy()
+        damping = 1e-4
+        it = 0
+        d = self._data(st, obs, True)
+        L = d.layout
+        rp, Jp = self._priors(st, L, prev, h)
+        cost = float(d.r @ d.r + rp @ rp)
+        loss5 = d.loss5
+        while it < max_iters and not (it >= min_iters and loss5 < threshold):
+            Ja = np.vstack([d.J, Jp])
+            ra = np.concatenate([d.r, rp])
+            H = Ja.T @ Ja
+            g = Ja.T @ ra
+            dg = np.diag(H).copy()
+            accepted = False
+            for _ in range(6):
+                step = self._bounded_solve(H + np.diag(damping * dg + 1e-12), g, st, L)
+                cand = self._apply(st, step, L)
+                new_cost, new_loss = self.cost(cand, obs, prev)
+                if new_cost < cost:
+                    damping = max(damping / 4, 1e-7)
+                    accepted = True
+                    break
+                damping *= 8
+            it += 1
+            if not accepted:
+                break
+            gain = cost - new_cost
+            st, cost, loss5 = cand, new_cost, new_loss
+            if gain < 1e-6 * cost or (it >= min_iters and loss5 < threshold) or it >= max_iters:
+                break
+            d = self._data(st, obs, True)
+            L = d.layout
+            rp, Jp = self._priors(st, L, prev, h)
+        d = self._data(st, obs, False)
+        return FitResult(st, d.loss5, it, d.uv[:68])

@@ -1,0 +1,233 @@
+"""The few model points tracking needs, as closed-form functions of pose and coefficients.
+
+Tracking evaluates only the 68 landmarks (with every contour row of the dynamic embedding) and
+the two pupils. Each is a barycentric mix of three vertices, and linear blend skinning is linear in
+the rest vertices, so for the pose the tracker fits (a root rotation R0 plus local rotations of the
+jaw and the eyes; the neck is left at rest, so it moves with the root) a point is exactly
+
+    y = a_0 + sum_g [R_g (a_g - c_g J_g) + c_g J_g] - J_0,      x = R0 y + J_0,
+
+where g runs over jaw, left eye, right eye, a_g is the point's rest position weighted by its
+skinning weights on joint g (a_0: on the root and neck), c_g the sum of those weights and J_g the
+rest joint position. The a_g and J_g are affine in the coefficients z (identity beta and/or
+expression psi), so the point and its Jacobian follow from a few small matrix products
+(:meth:`PointRig.points`); ``tests/test_animate.py`` checks them against :class:`HeadLayer`.
+Model frame, metres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from headcast.model.head_model import DYN_YAW_MAX_DEG, N_CONTOUR, HeadModel
+
+ROOT, JAW, LEFT_EYE, RIGHT_EYE = 0, 2, 3, 4
+GROUP_JOINTS = (ROOT, JAW, LEFT_EYE, RIGHT_EYE)  # group 0 also takes the neck's weights
+N_ROWS = 2 * DYN_YAW_MAX_DEG + 1
+
+
+def skew(w: np.ndarray) -> np.ndarray:
+    """Cross-product matrices (..., 3, 3) of vectors (..., 3): skew(w) @ v = w x v."""
+    z = np.zeros(w.shape[:-1])
+    return np.stack([z, -w[..., 2], w[..., 1], w[..., 2], z, -w[..., 0], -w[..., 1], w[..., 0], z],
+                    axis=-1).reshape(*w.shape[:-1], 3, 3)
+
+
+def rotvec_to_matrix(r: np.ndarray) -> np.ndarray:
+    """Axis-angle (3,) radians -> rotation (3, 3) (Rodrigues)."""
+    r = np.asarray(r, dtype=np.float64)
+    a = float(np.linalg.norm(r))
+    if a < 1e-12:
+        return np.eye(3) + skew(r)
+    K = skew(r / a)
+    return np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K
+
+
+def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
+    """Rotation (3, 3) -> axis-angle (3,) radians."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(R).as_rotvec()
+
+
+def yaw_degrees(R0: np.ndarray) -> float:
+    """Head yaw of a root rotation, as :func:`headcast.model.lbs.head_yaw_degrees` (neck at rest)."""
+    return float(np.degrees(np.arctan2(-R0[2, 0], np.hypot(R0[0, 0], R0[1, 0]))))
+
+
+def pupil_vertices(model: HeadModel) -> tuple[int, int] | None:
+    """Vertex ids (left eye, right eye) of each eyeball's most forward point (the pupil), or None
+    when the model has no separate eyeballs."""
+    if model.n_joints < 5 or not {"left_eyeball", "right_eyeball"} <= set(model.masks):
+        return None
+    v = model.v_template.astype(np.float64)
+    out = []
+    for joint, mask in ((LEFT_EYE, "left_eyeball"), (RIGHT_EYE, "right_eyeball")):
+        ids = model.masks[mask]
+        if ids.size == 0:
+            return None
+        centre = model.j_regressor[joint].astype(np.float64) @ v
+        out.append(int(ids[np.argmax(v[ids, 2] - centre[2])]))  # eyes look along +z at rest
+    return out[0], out[1]
+
+
+@dataclass
+class PointSet:
+    """Embedding of the rig's points: vertex ids (K, 3) and barycentric weights (K, 3).
+
+    Rows: the 51 inner landmarks (iBUG 17..67), then the contour (iBUG 0..16) for every yaw row
+    (``N_ROWS`` x 17; one row when the model has a static contour only), then the pupils (left,
+    right) when the model has them.
+    """
+
+    vids: np.ndarray
+    bary: np.ndarray
+    n_rows: int
+    has_pupils: bool
+
+    @property
+    def landmark_index(self) -> np.ndarray:
+        """(K,) iBUG-68 index of each row (-1 for the pupils)."""
+        idx = [np.arange(N_CONTOUR, 68), np.tile(np.arange(N_CONTOUR), self.n_rows)]
+        if self.has_pupils:
+            idx.append(np.array([-1, -1]))
+        return np.concatenate(idx)
+
+    @classmethod
+    def from_model(cls, model: HeadModel, dynamic: bool = True) -> "PointSet":
+        f, b = model.lmk_faces, model.lmk_bary
+        vids = [model.faces[f[N_CONTOUR:]]]
+        bary = [b[N_CONTOUR:]]
+        if dynamic and model.has_dynamic_contour:
+            vids.append(model.faces[model.dyn_lmk_faces.reshape(-1)])
+            bary.append(model.dyn_lmk_bary.reshape(-1, 3))
+            n_rows = N_ROWS
+        else:
+            vids.append(model.faces[f[:N_CONTOUR]])
+            bary.append(b[:N_CONTOUR])
+            n_rows = 1
+        pupils = pupil_vertices(model)
+        if pupils is not None:
+            vids.append(np.repeat(np.array(pupils)[:, None], 3, axis=1))
+            bary.append(np.tile([1.0, 0.0, 0.0], (2, 1)))
+        return cls(np.concatenate(vids).astype(np.int64), np.concatenate(bary).astype(np.float64),
+                   n_rows, pupils is not None)
+
+    def rows_for(self, yaw_deg: float, pupils: bool = True) -> np.ndarray:
+        """Point rows in iBUG-68 order for a head yaw (degrees), then the pupils when asked."""
+        n_inner = 68 - N_CONTOUR
+        if self.n_rows == 1:
+            row = 0
+        else:
+            row = int(np.clip(np.round(yaw_deg), -DYN_YAW_MAX_DEG, DYN_YAW_MAX_DEG)) + DYN_YAW_MAX_DEG
+        contour = n_inner + row * N_CONTOUR + np.arange(N_CONTOUR)
+        ids = [contour, np.arange(n_inner)]
+        if pupils and self.has_pupils:
+            ids.append(len(self.vids) - 2 + np.arange(2))
+        return np.concatenate(ids)
+
+
+class PointRig:
+    """Closed-form points and Jacobians for one coefficient layout.
+
+    The coefficients z (Z,) are ``beta[id_cols]`` then ``psi[expr_cols]``; every other beta and psi
+    entry is held at ``beta0`` / ``psi0``. All arrays are float64, metres.
+
+    Args:
+        model: the head model.
+        beta0: (S,) fixed identity (zeros when None).
+        id_cols: identity components that are variables (for estimating a driver's shape).
+        expr_cols: expression components that are variables.
+        dynamic: use the model's yaw-dependent contour when it has one.
+    """
+
+    def __init__(self, model: HeadModel, beta0: np.ndarray | None = None, id_cols=(), expr_cols=None,
+                 dynamic: bool = True, psi0: np.ndarray | None = None):
+        self.model = model
+        self.pts = PointSet.from_model(model, dynamic)
+        self.id_cols = np.asarray(id_cols, dtype=np.int64)
+        self.expr_cols = np.arange(model.n_expr) if expr_cols is None else np.asarray(expr_cols, dtype=np.int64)
+        beta0 = np.zeros(model.n_shape) if beta0 is None else np.asarray(beta0, dtype=np.float64)
+        psi0 = np.zeros(model.n_expr) if psi0 is None else np.asarray(psi0, dtype=np.float64)
+        self.beta0, self.psi0 = beta0, psi0
+        self.n_id, self.n_expr = len(self.id_cols), len(self.expr_cols)
+        self.Z = self.n_id + self.n_expr
+
+        sd = model.shapedirs.astype(np.float64)
+        ed = model.exprdirs.astype(np.float64)
+        vids, bary = self.pts.vids, self.pts.bary
+        rest = (model.v_template.astype(np.float64) + sd @ beta0 + ed @ psi0)[vids]  # (K, 3, 3)
+        basis = np.concatenate([sd[:, :, self.id_cols], ed[:, :, self.expr_cols]], axis=2)[vids]  # (K, 3c, 3, Z)
+        W = model.lbs_weights.astype(np.float64)
+        Wg = np.stack([W[:, 0] + W[:, 1], W[:, JAW], W[:, LEFT_EYE], W[:, RIGHT_EYE]], axis=1)[vids]  # (K, 3c, 4)
+        bw = bary[:, :, None] * Wg  # (K, 3c, 4)
+        self.c = bw.sum(1).T.copy()  # (4, K)
+        self.a0 = np.einsum("kcg,kcd->gkd", bw, rest)  # (4, K, 3)
+        self.A = np.einsum("kcg,kcdz->gkdz", bw, basis)  # (4, K, 3, Z)
+        jr = model.j_regressor.astype(np.float64)[list(GROUP_JOINTS)]  # (4, V)
+        self.j0 = jr @ (model.v_template.astype(np.float64) + sd @ beta0 + ed @ psi0)  # (4, 3)
+        self.JZ = np.einsum("jv,vdz->jdz", jr, np.concatenate([sd[:, :, self.id_cols], ed[:, :, self.expr_cols]],
+                                                               axis=2))  # (4, 3, Z)
+        self.offsets = np.zeros((68, 3))
+
+    def set_offsets(self, offsets: np.ndarray) -> None:
+        """Move each of the 68 landmarks by a rest-pose offset (68, 3) metres (it then skins with the
+        landmark): the per-driver correction of the detector's landmark definitions."""
+        lmk = self.pts.landmark_index
+        rows = lmk >= 0
+        delta = np.asarray(offsets, dtype=np.float64) - self.offsets
+        self.a0[:, rows] += self.c[:, rows, None] * delta[lmk[rows]][None]
+        self.offsets = np.array(offsets, dtype=np.float64)
+
+    def offset_jacobian(self, rows: np.ndarray, R0: np.ndarray, Rg: np.ndarray) -> np.ndarray:
+        """d x / d offset (K, 3, 3) of each row with respect to its own landmark's offset."""
+        c = self.c[:, rows]
+        M = c[0][:, None, None] * np.eye(3) + np.einsum("gk,gab->kab", c[1:], Rg)
+        return np.einsum("ab,kbc->kac", R0, M)
+
+    def coefficients(self, beta: np.ndarray | None = None, psi: np.ndarray | None = None) -> np.ndarray:
+        """z (Z,) from full beta (S,) and psi (E,) (entries outside the columns are ignored)."""
+        beta = self.beta0 if beta is None else beta
+        psi = self.psi0 if psi is None else psi
+        return np.concatenate([np.asarray(beta)[self.id_cols] - self.beta0[self.id_cols],
+                               np.asarray(psi)[self.expr_cols] - self.psi0[self.expr_cols]])
+
+    def full(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full beta (S,) and psi (E,) from z."""
+        beta, psi = self.beta0.copy(), self.psi0.copy()
+        beta[self.id_cols] += z[: self.n_id]
+        psi[self.expr_cols] += z[self.n_id:]
+        return beta, psi
+
+    def points(self, rows: np.ndarray, R0: np.ndarray, Rg: np.ndarray, z: np.ndarray, jacobian: bool = True):
+        """Model-frame points x (K, 3) and, when asked, their derivatives.
+
+        Args:
+            rows: (K,) point rows (see :meth:`PointSet.rows_for`).
+            R0: (3, 3) root rotation; Rg: (3, 3, 3) local rotations of jaw, left eye, right eye.
+            z: (Z,) coefficients.
+
+        Returns:
+            x (K, 3); with ``jacobian``: d_root (K, 3, 3) for a left perturbation R0 <- exp(d) R0,
+            d_g (3, K, 3, 3) for Rg <- exp(d) Rg, and d_z (K, 3, Z).
+        """
+        J = self.j0 + self.JZ @ z  # (4, 3)
+        a = self.a0[:, rows] + self.A[:, rows] @ z  # (4, K, 3)
+        c = self.c[:, rows]  # (4, K)
+        q = a[1:] - c[1:, :, None] * J[1:, None, :]  # (3, K, 3)
+        rq = np.einsum("gab,gkb->gka", Rg, q)  # (3, K, 3)
+        y = a[0] + (rq + c[1:, :, None] * J[1:, None, :]).sum(0) - J[0]
+        w = y @ R0.T
+        x = w + J[0]
+        if not jacobian:
+            return x
+        d_root = -skew(w)  # d(exp(d) R0 y)/dd at d = 0
+        d_g = np.einsum("ab,gkbc->gkac", R0, -skew(rq))  # (3, K, 3, 3)
+        A = self.A[:, rows]
+        dq = A[1:] - c[1:, :, None, None] * self.JZ[1:, None]  # (3, K, 3, Z)
+        dy = A[0] - self.JZ[0][None] + np.einsum("gab,gkbz->kaz", Rg, dq) + \
+            (c[1:, :, None, None] * self.JZ[1:, None]).sum(0)
+        d_z = np.einsum("ab,kbz->kaz", R0, dy) + self.JZ[0][None]
+        return x, d_root, d_g, d_z

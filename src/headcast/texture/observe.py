@@ -1,0 +1,141 @@
+"""What the camera sees of a posed mesh: per-pixel surface data and per-point visibility.
+
+Visibility is decided by ray casting (:func:`headcast.render.raycast.raycast`): a surface point
+is seen when the ray through its pixel hits its own triangle, one sharing a corner with it, or a
+surface within a few millimetres of it. Each seen point gets a confidence in [0, 1] that falls
+to 0 at grazing view angles and next to the silhouette (where photo pixels mix head and
+background).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt
+
+from headcast.camera import FLIP, Intrinsics, project
+from headcast.render.raycast import RayHits, raycast
+from headcast.texture.atlas import sample
+
+DEPTH_TOL = 0.003  # metres: a surface this close to the first hit along the ray counts as seen
+COS_RAMP = (0.15, 0.5)  # cosine of the view angle: confidence 0 below the first, 1 above the second
+EDGE_RAMP = (1.0, 3.0)  # pixels from the silhouette or image border: confidence 0 .. 1
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (V, 3) of a mesh whose triangles turn counter-clockwise outward."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def interpolate(faces: np.ndarray, tri: np.ndarray, bary: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation of per-vertex ``values`` (V, C) at points on triangles ``tri`` (N,)
+    with weights ``bary`` (N, 3) -> (N, C)."""
+    return np.einsum("nk,nkc->nc", np.asarray(bary, dtype=np.float64), np.asarray(values)[np.asarray(faces)[tri]])
+
+
+def to_view(normals_cam: np.ndarray) -> np.ndarray:
+    """Camera-frame normals (..., 3) -> the view frame of the SH lighting (x right, y up, z to the camera)."""
+    return np.asarray(normals_cam) * np.diag(FLIP)
+
+
+@dataclass
+class View:
+    """A posed mesh (camera frame, metres) seen through ``K``, with the photo it was fitted to.
+
+    Attributes:
+        vertices: (V, 3) camera-frame vertices.
+        faces: (F, 3) triangles.
+        normals: (V, 3) unit vertex normals (camera frame).
+        image: (H, W, 3) float32 photo in 0..1.
+        K: intrinsics of the photo.
+        hits: ray-cast of the mesh at every pixel centre.
+        edge_dist: (H, W) float32 pixels from the nearest pixel that misses the mesh or lies outside.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    normals: np.ndarray
+    image: np.ndarray
+    K: Intrinsics
+    hits: RayHits
+    edge_dist: np.ndarray
+
+    @classmethod
+    def make(cls, vertices: np.ndarray, faces: np.ndarray, image: np.ndarray, K: Intrinsics) -> "View":
+        v = np.asarray(vertices, dtype=np.float64)
+        hits = raycast([(v, faces)], K)
+        pad = np.pad(hits.hit, 1, constant_values=False)
+        edge = distance_transform_edt(pad)[1:-1, 1:-1].astype(np.float32)
+        img = np.asarray(image)
+        img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+        return cls(v, np.asarray(faces), vertex_normals(v, faces), img, K, hits, edge)
+
+    def pixel_normals(self) -> np.ndarray:
+        """(H, W, 3) unit smooth normals (camera frame) of the surface at each pixel, 0 where none."""
+        hit = self.hits.hit
+        out = np.zeros(hit.shape + (3,))
+        n = interpolate(self.faces, self.hits.tri[hit], self.hits.bary[hit], self.normals)
+        out[hit] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def pixel_values(self, values: np.ndarray) -> np.ndarray:
+        """Per-vertex ``values`` (V, C) interpolated at the pixels that see the mesh -> (H, W, C), 0 elsewhere."""
+        hit = self.hits.hit
+        out = np.zeros(hit.shape + (np.asarray(values).shape[1],))
+        out[hit] = interpolate(self.faces, self.hits.tri[hit], self.hits.bary[hit], values)
+        return out
+
+    def region_pixels(self, face_mask: np.ndarray, erode_px: float = 1.5) -> np.ndarray:
+        """(H, W) bool pixels whose ray hits a triangle in ``face_mask`` (F,) bool and lie at least
+        ``erode_px`` pixels inside the silhouette."""
+        hit = self.hits.hit
+        m = np.zeros(hit.shape, bool)
+        m[hit] = face_mask[self.hits.tri[hit]]
+        return m & (self.edge_dist >= erode_px)
+
+    def observe(self, points: np.ndarray, normals: np.ndarray, tri: np.ndarray | None = None,
+                vertex_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Photo colours (N, 3) at surface ``points`` (N, 3) and their confidence (N,) in [0, 1].
+
+        ``normals`` (N, 3) are unit camera-frame normals. Give ``tri`` (N,) for points inside
+        triangles or ``vertex_ids`` (N,) for mesh vertices, so a hit on an adjacent triangle counts
+        as seen. Confidence is 0 for points the camera does not see.
+        """
+        pts = np.asarray(points, dtype=np.float64)
+        K = self.K
+        z = pts[:, 2]
+        uv = project(pts, K)
+        ok = (z > 1e-6) & np.isfinite(uv).all(1)
+        uv = np.where(ok[:, None], uv, -1)
+        col = np.rint(uv[:, 0]).astype(np.int64)
+        row = np.rint(uv[:, 1]).astype(np.int64)
+        ok &= (col >= 0) & (col < K.width) & (row >= 0) & (row < K.height)
+        col, row = np.where(ok, col, 0), np.where(ok, row, 0)
+        ht = self.hits.tri[row, col]
+        ok &= ht >= 0
+        hf = self.faces[np.maximum(ht, 0)]
+        if tri is not None:
+            own = self.faces[np.asarray(tri)]
+            adjacent = (own[:, :, None] == hf[:, None, :]).any((1, 2))
+        elif vertex_ids is not None:
+            adjacent = (hf == np.asarray(vertex_ids)[:, None]).any(1)
+        else:
+            adjacent = np.zeros(len(pts), bool)
+        near = np.abs(self.hits.depth[row, col] - z) < DEPTH_TOL
+        ok &= adjacent | near
+        view = -pts / np.maximum(np.linalg.norm(pts, axis=1, keepdims=True), 1e-12)
+        cos = np.einsum("nc,nc->n", np.asarray(normals, dtype=np.float64), view)
+        w = np.clip((cos - COS_RAMP[0]) / (COS_RAMP[1] - COS_RAMP[0]), 0, 1)
+        w *= np.clip((self.edge_dist[row, col] - EDGE_RAMP[0]) / (EDGE_RAMP[1] - EDGE_RAMP[0]), 0, 1)
+        w = np.where(ok, w, 0.0)
+        colors = np.zeros((len(pts), 3), np.float32)
+        if ok.any():
+            colors[ok] = sample(self.image, uv[ok])
+        return colors, w
