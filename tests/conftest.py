@@ -14,3 +14,29 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"needs {p} (the shared assets folder beside the repository), which is absent")
     return p
+
+
+@pytest.fixture(scope="session")
+def ict_model():
+    """The default model converted once per session from ../shared's ICT-FaceKit copy."""
+    from headcast.model.ict import build_ict_model
+
+    return build_ict_model(src=shared_path("models", "ict-facekit"), progress=lambda s: None)
+
+
+@pytest.fixture(scope="session")
+def headcast_home(ict_model, tmp_path_factory):
+    """A HEADCAST_HOME holding models/ict.npz, set in the environment for the session (CLI subprocesses too)."""
+    import os
+
+    from headcast.model.head_model import save_model
+
+    home = tmp_path_factory.mktemp("headcast-home")
+    save_model(ict_model, home / "models" / "ict.npz")
+    old = os.environ.get("HEADCAST_HOME")
+    os.environ["HEADCAST_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("HEADCAST_HOME", None)
+    else:
+        os.environ["HEADCAST_HOME"] = old

@@ -24,8 +24,8 @@ def src():
 
 
 @pytest.fixture(scope="module")
-def model(src):
-    return ict.build_ict_model(src, progress=lambda msg: None)
+def model(ict_model):
+    return ict_model
 
 
 @pytest.fixture(scope="module")

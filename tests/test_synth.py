@@ -292,13 +292,6 @@ def test_synth_bad_output(model, tmp_path):
 
 # --- the default model: a face a detector recognises ----------------------------------------------
 
-@pytest.fixture(scope="module")
-def ict_model():
-    from headcast.model.ict import build_ict_model
-
-    return build_ict_model(src=shared_path("models", "ict-facekit"), progress=lambda s: None)
-
-
 @pytest.mark.slow
 def test_ict_render_is_a_face_mediapipe_finds(ict_model):
     import mediapipe as mp

@@ -76,10 +76,18 @@ def cmd_synth(a: argparse.Namespace) -> None:
     from headcast.model.registry import resolve_model
     from headcast.synth import synth
 
+    from headcast.synth import load_beta, parse_expressions
+
     w, h = _parse_size(a.size)
     model = resolve_model(a.model, progress=_say)
+    subject = {k: v for k, v in dict(yaw_deg=a.yaw, pitch_deg=a.pitch, roll_deg=a.roll, distance=a.distance,
+                                     yaw_range_deg=a.yaw_range, skin_tone=a.skin_tone).items() if v is not None}
+    if a.beta_file:
+        subject["beta"] = load_beta(a.beta_file)
+    if a.expression:
+        subject["expression"] = parse_expressions(a.expression)
     paths = synth(model, Path(a.out), n=a.n, seed=a.seed, profile=a.noise, width=w, height=h,
-                  background=not a.no_background, progress=_say)
+                  hfov_deg=a.fov, background=not a.no_background, progress=_say, **subject)
     _say(f"headcast: wrote {len(paths)} synthetic RGB-D frame(s) to {a.out}")
 
 
@@ -177,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="depth sensor profile (default: truedepth)")
     s.add_argument("--size", default="640x480", help="image size WxH (default: 640x480)")
     s.add_argument("--no-background", action="store_true", help="no wall and shoulders")
+    s.add_argument("--fov", type=float, help="horizontal field of view in degrees (default 56, as TrueDepth)")
+    s.add_argument("--yaw", type=float, help="head yaw in degrees (default: random)")
+    s.add_argument("--pitch", type=float, help="head pitch in degrees (default: random)")
+    s.add_argument("--roll", type=float, help="head roll in degrees (default: random)")
+    s.add_argument("--yaw-range", type=float, help="random yaw within +-this many degrees (default 30)")
+    s.add_argument("--distance", type=float, help="head distance in metres (default: random 0.35-0.6)")
+    s.add_argument("--skin-tone", type=float, help="0 (light) .. 1 (dark) (default: random)")
+    s.add_argument("--beta-file", help="identity: .npy, .json, or a params.npz / _gt.npz with 'beta'")
+    s.add_argument("--expression", action="append", metavar="NAME=W",
+                   help="expression weight by name or index, repeatable (default: random)")
     s.set_defaults(func=cmd_synth)
 
     r = sub.add_parser("reconstruct", help="fit a head to one RGB-D frame (the paper's three blocks)")

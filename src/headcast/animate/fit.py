@@ -57,6 +57,11 @@ class TrackConfig:
     identity_frames: int = 30      # frames with a face used to estimate the driver's shape
     identity_components: int = 30  # leading identity components estimated
     identity_rounds: int = 8
+    identity_stride: int = 2       # use every n-th frame with a face (a wider look at the driver)
+    offset_dims: int = 2           # 2: offsets in the model's x-y plane; 3: also in depth
+    w_offset: float = 0.5          # driver landmark offsets ||offset||^2 (metres^2); 0 turns them off
+    w_psi_identity: float = 3e-3   # expression prior while estimating the identity: what all calibration
+                                   # frames share is the driver's neutral face, not an expression
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """What the camera sees of a posed mesh: per-pixel surface data and per-point visibility.
 
 Visibility is decided by ray casting (:func:`headcast.render.raycast.raycast`): a surface point
-is seen when the ray through its pixel hits its own triangle, one sharing a corner with it, or a
-surface within a few millimetres of it. Each seen point gets a confidence in [0, 1] that falls
+is seen when the ray through its pixel hits its own triangle, one sharing a corner with it, or
+the same connected part of the mesh within a few millimetres of it (so an eyeball behind the
+eyelid's skin stays hidden). Each seen point gets a confidence in [0, 1] that falls
 to 0 at grazing view angles and next to the silhouette (where photo pixels mix head and
 background).
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.ndimage import distance_transform_edt
+from scipy.sparse.csgraph import connected_components
 
 from headcast.camera import FLIP, Intrinsics, project
 from headcast.render.raycast import RayHits, raycast
@@ -32,6 +35,13 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     for k in range(3):
         np.add.at(n, f[:, k], fn)
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def mesh_parts(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(V,) connected part of each vertex (vertices joined by triangle edges)."""
+    f = np.asarray(faces, dtype=np.int64)
+    g = sp.coo_matrix((np.ones(f.size), (f.ravel(), np.roll(f, 1, axis=1).ravel())), shape=(n_vertices,) * 2)
+    return connected_components(g, directed=False)[1]
 
 
 def interpolate(faces: np.ndarray, tri: np.ndarray, bary: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -57,6 +67,7 @@ class View:
         K: intrinsics of the photo.
         hits: ray-cast of the mesh at every pixel centre.
         edge_dist: (H, W) float32 pixels from the nearest pixel that misses the mesh or lies outside.
+        part: (V,) connected part of each vertex.
     """
 
     vertices: np.ndarray
@@ -66,6 +77,7 @@ class View:
     K: Intrinsics
     hits: RayHits
     edge_dist: np.ndarray
+    part: np.ndarray
 
     @classmethod
     def make(cls, vertices: np.ndarray, faces: np.ndarray, image: np.ndarray, K: Intrinsics) -> "View":
@@ -75,7 +87,8 @@ class View:
         edge = distance_transform_edt(pad)[1:-1, 1:-1].astype(np.float32)
         img = np.asarray(image)
         img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-        return cls(v, np.asarray(faces), vertex_normals(v, faces), img, K, hits, edge)
+        f = np.asarray(faces)
+        return cls(v, f, vertex_normals(v, f), img, K, hits, edge, mesh_parts(f, len(v)))
 
     def pixel_normals(self) -> np.ndarray:
         """(H, W, 3) unit smooth normals (camera frame) of the surface at each pixel, 0 where none."""
@@ -124,11 +137,15 @@ class View:
         if tri is not None:
             own = self.faces[np.asarray(tri)]
             adjacent = (own[:, :, None] == hf[:, None, :]).any((1, 2))
+            same = self.part[own[:, 0]] == self.part[hf[:, 0]]
         elif vertex_ids is not None:
-            adjacent = (hf == np.asarray(vertex_ids)[:, None]).any(1)
+            vid = np.asarray(vertex_ids)
+            adjacent = (hf == vid[:, None]).any(1)
+            same = self.part[vid] == self.part[hf[:, 0]]
         else:
             adjacent = np.zeros(len(pts), bool)
-        near = np.abs(self.hits.depth[row, col] - z) < DEPTH_TOL
+            same = np.ones(len(pts), bool)
+        near = same & (np.abs(self.hits.depth[row, col] - z) < DEPTH_TOL)
         ok &= adjacent | near
         view = -pts / np.maximum(np.linalg.norm(pts, axis=1, keepdims=True), 1e-12)
         cos = np.einsum("nc,nc->n", np.asarray(normals, dtype=np.float64), view)

@@ -1,0 +1,231 @@
+"""Texturing one frame: SH lighting and an albedo map in the model's UV atlas from a photo.
+
+The paper's stage: lambda (SH light, 27 numbers) and the albedo minimise Loss4, the mean absolute
+difference between the photo and the rendered textured model over the face pixels. Two albedos:
+
+- from an albedo model (``albedo_model``, FLAME UV layout): rho and lambda by IRLS on Loss4;
+- by default, from the photo: lambda by a robust fit with a uniform albedo on the face's skin,
+  then per texel ``albedo = photo / shading`` where the camera sees the surface, mirrored across
+  the face's symmetry plane where only the other side was seen, and a smooth completion towards
+  the mean skin tone elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from headcast.camera import Intrinsics
+from headcast.errors import HeadcastError
+from headcast.model.head_model import HeadModel
+from headcast.texture import fill
+from headcast.texture.albedo_model import AlbedoModel, check_flame_layout, fit_albedo_model
+from headcast.texture.atlas import Atlas, TexelMap, build_atlas, dilate, rasterize_uv, sample, uv_to_texel
+from headcast.texture.lighting import fit_light, loss4, normalise_light, sh_shading
+from headcast.texture.observe import View, interpolate, to_view
+from headcast.texture.render import render_textured
+
+MIN_SHADING = 0.05  # below this the photo says nothing reliable about the albedo
+MIRROR_TRUST = 0.9  # a mirrored texel counts a little less than one seen directly
+FILL_DECAY = 0.03  # metres over which the completion fades to the mean skin tone
+
+
+@dataclass
+class TextureSpace:
+    """A model's atlas, its texel map at one size, and the mirror of every covered texel."""
+
+    atlas: Atlas
+    texmap: TexelMap
+    mirror_xy: np.ndarray  # (N, 2) texel position of each covered texel's mirror image
+    mirror_ok: np.ndarray  # (N,) bool
+    sym: np.ndarray  # (V,) mirror vertex, -1 none
+
+
+_SPACES: dict[str, TextureSpace] = {}
+
+
+def texture_space(model: HeadModel, size: int) -> TextureSpace:
+    """The model's :class:`TextureSpace` at ``size`` (cached per model content and size)."""
+    h = hashlib.sha1()
+    for a in (model.uv, model.uv_faces, model.faces, model.v_template):
+        h.update(np.ascontiguousarray(a).tobytes())
+    key = f"{h.hexdigest()}-{size}"
+    if key not in _SPACES:
+        atlas = build_atlas(model.uv, model.uv_faces, model.v_template, model.faces)
+        texmap = rasterize_uv(atlas.uv, atlas.uv_faces, size)
+        sym = fill.vertex_symmetry(model.v_template)
+        xy, ok = fill.mirror_texels(texmap, atlas, model.faces, model.v_template, sym)
+        if len(_SPACES) >= 4:
+            _SPACES.pop(next(iter(_SPACES)))
+        _SPACES[key] = TextureSpace(atlas, texmap, xy, ok, sym)
+    return _SPACES[key]
+
+
+@dataclass
+class TextureResult:
+    """Everything a textured frame produces.
+
+    Attributes:
+        albedo: (S, S, 3) float32 albedo atlas in 0..1 (empty texels copied from their neighbours).
+        light: (9, 3) SH light, the paper's lambda.
+        rho: (K,) albedo-model coefficients, or None for the photo albedo.
+        space: the model's texture space (atlas UVs, texel map).
+        render: (H, W, 3) float32 the textured, lit model from the photo's camera (0 off the mesh).
+        face_pixels: (H, W) bool pixels of Loss4 (face triangles, inside the silhouette).
+        loss4: the paper's Loss4 over ``face_pixels`` (0..1).
+        seen: (S, S) float32 confidence of each texel's own observation (0 unseen).
+        stats: counts, fractions and timings.
+    """
+
+    albedo: np.ndarray
+    light: np.ndarray
+    rho: np.ndarray | None
+    space: TextureSpace
+    render: np.ndarray
+    face_pixels: np.ndarray
+    loss4: float
+    seen: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def region_faces(model: HeadModel, include: str, exclude: tuple[str, ...] = ()) -> np.ndarray:
+    """(F,) bool triangles with all corners in mask ``include`` and none in the ``exclude`` masks."""
+    f = model.faces
+    m = np.isin(f, model.masks[include]).all(1)
+    for name in exclude:
+        if name in model.masks:
+            m &= ~np.isin(f, model.masks[name]).any(1)
+    return m
+
+
+def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: Intrinsics,
+                  albedo_model: AlbedoModel | None = None, size: int = 1024,
+                  progress: Callable[[str], None] | None = None) -> TextureResult:
+    """Light and albedo of a fitted head (``vertices`` (V, 3), camera frame, metres) in a photo.
+
+    ``image`` (H, W, 3) uint8 RGB of size ``K.width`` x ``K.height``. See the module docstring.
+    """
+    say = progress or (lambda s: None)
+    t = {"start": time.perf_counter()}
+    img = np.asarray(image)
+    if img.shape[:2] != (K.height, K.width):
+        raise HeadcastError(f"the image is {img.shape[1]}x{img.shape[0]} but the intrinsics are for "
+                            f"{K.width}x{K.height}")
+    if albedo_model is not None:
+        check_flame_layout(model.n_vertices, len(model.uv), model.name, albedo_model.name)
+    space = texture_space(model, size)
+    t["texture_space"] = time.perf_counter()
+    view = View.make(vertices, model.faces, img, K)
+    face_tri = region_faces(model, "face")
+    skin_tri = region_faces(model, "face", ("eyes", "lips"))
+    face_px = view.region_pixels(face_tri)
+    fit_px = view.region_pixels(skin_tri)
+    if fit_px.sum() < 50:
+        raise HeadcastError(f"only {int(fit_px.sum())} face pixels are visible; the face must face the camera")
+    npix = view.pixel_normals()
+    nview = to_view(npix)
+    photo = view.image
+    t["view"] = time.perf_counter()
+
+    idx, tri, bary = space.texmap.texels()
+    S = space.texmap.size
+    rho = None
+    stats: dict = {}
+    if albedo_model is not None:
+        say(f"texture: fitting {albedo_model.n_components} albedo components and the SH light on "
+            f"{int(face_px.sum())} face pixels")
+        uvc = model.uv[model.uv_faces].astype(np.float64)
+        puv = np.einsum("nk,nkc->nc", view.hits.bary[face_px].astype(np.float64), uvc[view.hits.tri[face_px]])
+        mean, basis = albedo_model.sample(puv)
+        rho, light, _ = fit_albedo_model(photo[face_px], nview[face_px], mean, basis)
+        tuv = np.einsum("nk,nkc->nc", bary.astype(np.float64), uvc[tri])
+        values = sample(albedo_model.texture(rho), uv_to_texel(tuv, albedo_model.size))
+        seen = np.zeros(S * S, np.float32)
+        stats["albedo"] = f"albedo model {albedo_model.name} ({albedo_model.n_components} components)"
+    else:
+        say(f"texture: fitting the SH light on {int(fit_px.sum())} skin pixels")
+        light_raw, _ = fit_light(photo[fit_px], nview[fit_px])
+        light, k = normalise_light(light_raw, nview[face_px])
+        stats["albedo"] = "photo"
+        stats["mean_face_albedo_scale"] = k.tolist()
+        values, seen = _photo_albedo(model, view, space, light, tri, bary, say, stats)
+    t["albedo"] = time.perf_counter()
+
+    tex = np.zeros((S * S, 3), np.float32)
+    tex[idx] = np.clip(values, 0, 1)
+    tex = dilate(tex.reshape(S, S, 3), space.texmap.covered)
+    seen_img = np.zeros(S * S, np.float32)
+    seen_img[idx] = seen if seen.size == idx.size else 0
+    render, _ = render_textured(view.vertices, model.faces, space.atlas.uv, space.atlas.uv_faces, tex, light, K,
+                                hits=view.hits)
+    l4 = loss4(photo, render, face_px)
+    t["render"] = time.perf_counter()
+    stats.update(face_pixels=int(face_px.sum()), fit_pixels=int(fit_px.sum()),
+                 seconds={k: round(t[k] - t[p], 3) for p, k in zip(list(t)[:-1], list(t)[1:])})
+    say(f"texture: Loss4 {l4:.4f} over {int(face_px.sum())} face pixels")
+    return TextureResult(tex, light, rho, space, render, face_px, l4, seen_img.reshape(S, S), stats)
+
+
+def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.ndarray, tri: np.ndarray,
+                  bary: np.ndarray, say, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per covered texel: albedo (N, 3) from the photo, mirror and completion, and the confidence
+    (N,) of the texel's own observation."""
+    faces = model.faces
+    S = space.texmap.size
+    # seen texels: photo / shading
+    X = interpolate(faces, tri, bary, view.vertices)
+    n = interpolate(faces, tri, bary, view.normals)
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    col, w = view.observe(X, n, tri=tri)
+    a_s, w = _divide(col, w, sh_shading(to_view(n), light))
+
+    # the same at the vertices, for the completion
+    V = len(view.vertices)
+    col_v, w_v = view.observe(view.vertices, view.normals, vertex_ids=np.arange(V))
+    a_v, w_v = _divide(col_v, w_v, sh_shading(to_view(view.normals), light))
+    sym = space.sym
+    has = sym >= 0
+    w_mv = np.where(has, w_v[np.maximum(sym, 0)], 0.0) * MIRROR_TRUST
+    a_mv = a_v[np.maximum(sym, 0)]
+    tot = w_v + w_mv
+    data = (w_v[:, None] * a_v + w_mv[:, None] * a_mv) / np.maximum(tot, 1e-9)[:, None]
+
+    # mean skin tone: confidently seen skin texels of the face
+    skin = region_faces(model, "face", ("eyes", "lips"))[tri] & (w > 0.5)
+    if skin.sum() < 20:
+        skin = w > 0.5
+    if skin.sum() < 20:
+        raise HeadcastError("the camera sees too little of the head to estimate its albedo")
+    tone = np.median(a_s[skin], axis=0)
+    filled_v = fill.inpaint_vertices(data, np.clip(tot, 0, 1), view.vertices, faces, tone, decay=FILL_DECAY)
+    a_f = interpolate(faces, tri, bary, filled_v)
+
+    # mirror texels: premultiplied sampling of the seen albedo at each texel's mirror image
+    idx = np.flatnonzero(space.texmap.tri.ravel() >= 0)
+    pre = np.zeros((S * S, 4), np.float32)
+    pre[idx, :3] = a_s * w[:, None]
+    pre[idx, 3] = w
+    m = sample(pre.reshape(S, S, 4), space.mirror_xy)
+    w_m = np.where(space.mirror_ok, m[:, 3], 0.0)
+    a_m = m[:, :3] / np.maximum(m[:, 3:], 1e-6)
+    w_m = np.clip(w_m, 0, 1) * MIRROR_TRUST
+
+    out = w[:, None] * a_s + (1 - w)[:, None] * (w_m[:, None] * a_m + (1 - w_m)[:, None] * a_f)
+    own = w > 0.5
+    mirrored = ~own & (w_m > 0.5)
+    stats.update(skin_tone=tone.tolist(), texels=int(len(tri)), texels_seen=float(own.mean()),
+                 texels_mirrored=float(mirrored.mean()), texels_filled=float((~own & ~mirrored).mean()))
+    say(f"texture: {own.mean():.0%} of texels seen, {mirrored.mean():.0%} mirrored, "
+        f"{(~own & ~mirrored).mean():.0%} completed")
+    return out, w.astype(np.float32)
+
+
+def _divide(color: np.ndarray, weight: np.ndarray, shading: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """albedo = color / shading, clipped to 0..1; the weight drops to 0 where the shading is too dark."""
+    dark = (shading < MIN_SHADING).any(1)
+    a = np.clip(color / np.maximum(shading, MIN_SHADING), 0, 1)
+    return a, np.where(dark, 0.0, weight)

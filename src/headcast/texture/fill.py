@@ -1,0 +1,123 @@
+"""Albedo where the camera did not look: mirror across the face's symmetry plane, then inpaint.
+
+The symmetry comes from the model's mean head in the model frame (x = 0 is the symmetry plane
+of FLAME and ICT-FaceKit): each vertex's mirror is the vertex nearest its reflection, and a
+triangle's mirror is the triangle of the mirrored corners. What neither side saw is filled by a
+screened smooth interpolation on the mesh (seam-free, since it lives on vertices), which decays
+from the seen border towards the mean skin tone over a few centimetres.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import open3d as o3d
+import scipy.sparse as sp
+from scipy.sparse.linalg import splu
+from scipy.spatial import cKDTree
+
+from headcast.texture.atlas import Atlas, TexelMap, uv_to_texel
+
+SYM_TOL = 0.003  # metres: a reflected vertex farther than this from any vertex has no mirror
+
+
+def vertex_symmetry(template: np.ndarray, tol: float = SYM_TOL) -> np.ndarray:
+    """(V,) index of each vertex's mirror image across x = 0 (model frame), -1 where none is within ``tol``."""
+    v = np.asarray(template, dtype=np.float64)
+    d, j = cKDTree(v).query(v * np.array([-1.0, 1.0, 1.0]))
+    return np.where(d <= tol, j, -1).astype(np.int64)
+
+
+def face_symmetry(faces: np.ndarray, sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror triangle (F,) of each triangle (-1 none) and the corner permutation (F, 3): corner k
+    of triangle f reflects onto corner ``perm[f, k]`` of its mirror."""
+    f = np.asarray(faces, dtype=np.int64)
+    V = int(max(f.max() + 1, len(sym)))
+    key = lambda t: (np.sort(t, 1) * np.array([V * V, V, 1])).sum(1)  # noqa: E731
+    keys = key(f)
+    order = np.argsort(keys)
+    mf = sym[f]
+    valid = (mf >= 0).all(1)
+    q = key(np.where(valid[:, None], mf, 0))
+    pos = np.clip(np.searchsorted(keys[order], q), 0, len(f) - 1)
+    g = order[pos]
+    g = np.where(valid & (keys[g] == q), g, -1)
+    perm = np.argmax(f[np.maximum(g, 0)][:, None, :] == mf[:, :, None], axis=2)
+    return g, perm
+
+
+def mirror_texels(texmap: TexelMap, atlas: Atlas, faces: np.ndarray, template: np.ndarray,
+                  sym: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For every covered texel (in :meth:`TexelMap.texels` order): the continuous texel position
+    (N, 2) (column, row) of its mirror image, and (N,) bool where it has one.
+
+    Triangles with a mirror triangle map exactly (same barycentrics, permuted corners); the rest
+    use the closest point of the mean head to the reflected point, within :data:`SYM_TOL`.
+    """
+    template = np.asarray(template, dtype=np.float64)
+    sym = vertex_symmetry(template) if sym is None else sym
+    g, perm = face_symmetry(faces, sym)
+    _, tri, b = texmap.texels()
+    N = len(tri)
+    uvc = atlas.uv[atlas.uv_faces]  # (F, 3, 2)
+    out = np.zeros((N, 2))
+    ok = np.zeros(N, bool)
+    has = g[tri] >= 0
+    t, gg = tri[has], g[tri[has]]
+    # corner k of t goes to corner perm[t, k] of gg, carrying weight b[:, k]
+    uv = np.einsum("nk,nkc->nc", b[has], uvc[gg[:, None], perm[t]])
+    out[has], ok[has] = uv, True
+    rest = np.flatnonzero(~has)
+    if rest.size:
+        f = np.asarray(faces)
+        p = np.einsum("nk,nkc->nc", b[rest], template[f[tri[rest]]]) * np.array([-1.0, 1.0, 1.0])
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(template.astype(np.float32)), o3d.core.Tensor(f.astype(np.uint32)))
+        ans = scene.compute_closest_points(o3d.core.Tensor(p.astype(np.float32)))
+        tri2 = ans["primitive_ids"].numpy().astype(np.int64)
+        w = ans["primitive_uvs"].numpy().astype(np.float64)
+        b2 = np.stack([1 - w[:, 0] - w[:, 1], w[:, 0], w[:, 1]], 1)
+        close = np.linalg.norm(ans["points"].numpy() - p, axis=1) <= SYM_TOL
+        out[rest] = np.einsum("nk,nkc->nc", b2, uvc[tri2])
+        ok[rest] = close
+    return uv_to_texel(out, texmap.size), ok
+
+
+def mesh_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """Graph Laplacian (V, V) of the mesh's edges (unit weights): sum over edges of (x_i - x_j)^2 = x' L x."""
+    f = np.asarray(faces, dtype=np.int64)
+    i = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
+    j = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+    a = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices)).tocsr()
+    a = ((a + a.T) > 0).astype(np.float64)
+    return (sp.diags(np.asarray(a.sum(1)).ravel()) - a).tocsr()
+
+
+def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V,) a third of the area (m^2) of the triangles around each vertex."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces)
+    a = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+    out = np.zeros(len(v))
+    for k in range(3):
+        np.add.at(out, f[:, k], a / 3)
+    return out
+
+
+def inpaint_vertices(values: np.ndarray, weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                     prior: np.ndarray, decay: float = 0.03, fidelity: float = 0.002) -> np.ndarray:
+    """Smoothly complete per-vertex ``values`` (V, C) known with confidence ``weight`` (V,) in [0, 1].
+
+    Minimises the mesh's Dirichlet energy plus, per vertex area, ``weight / fidelity^2`` times the
+    squared distance to the data and ``1 / decay^2`` times the squared distance to ``prior`` (C,):
+    seen vertices keep (a smoothed copy of) their values, and the completion fades from the seen
+    border to ``prior`` over about ``decay`` metres. Returns (V, C).
+    """
+    vals = np.asarray(values, dtype=np.float64)
+    V = len(vals)
+    A = vertex_areas(vertices, faces)
+    A = np.maximum(A, 1e-3 * max(A.mean(), 1e-12))  # isolated or degenerate vertices still get a prior
+    d = A * np.asarray(weight, dtype=np.float64) / fidelity ** 2
+    s = A / decay ** 2
+    M = (mesh_laplacian(faces, V) + sp.diags(d + s)).tocsc()
+    rhs = d[:, None] * vals + s[:, None] * np.asarray(prior, dtype=np.float64)[None, :]
+    return splu(M).solve(rhs)

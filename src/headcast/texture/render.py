@@ -1,0 +1,65 @@
+"""CPU rendering of a textured, SH-lit mesh by ray casting, and the picture beside the photo."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from headcast.camera import Intrinsics
+from headcast.render.raycast import RayHits, raycast
+from headcast.texture.atlas import sample, uv_to_texel
+from headcast.texture.lighting import sh_shading
+from headcast.texture.observe import interpolate, to_view, vertex_normals
+
+
+def render_textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, uv_faces: np.ndarray,
+                    texture: np.ndarray, light: np.ndarray | None, K: Intrinsics,
+                    hits: RayHits | None = None) -> tuple[np.ndarray, RayHits]:
+    """Render a camera-frame mesh with a texture (S, S, 3) in 0..1 on UVs (T, 2) / (F, 3).
+
+    Colour = texture x SH shading of the smooth normals (``light`` (9, 3); None: unlit albedo).
+    Returns the (H, W, 3) float image in 0..1 (0 where no surface) and the ray hits.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    hits = raycast([(v, faces)], K) if hits is None else hits
+    hit = hits.hit
+    out = np.zeros(hit.shape + (3,), np.float32)
+    if not hit.any():
+        return out, hits
+    tri, bary = hits.tri[hit], hits.bary[hit].astype(np.float64)
+    uvp = np.einsum("nk,nkc->nc", bary, np.asarray(uv, dtype=np.float64)[np.asarray(uv_faces)[tri]])
+    col = sample(texture, uv_to_texel(uvp, texture.shape[0])).astype(np.float64)
+    if light is not None:
+        n = interpolate(faces, tri, bary, vertex_normals(v, faces))
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        col = col * sh_shading(to_view(n), light)
+    out[hit] = np.clip(col, 0, 1)
+    return out, hits
+
+
+def turned(vertices: np.ndarray, degrees: float) -> np.ndarray:
+    """The mesh turned by ``degrees`` about the vertical axis through its centre (camera frame):
+    positive turns the subject's face towards their left (we see their right cheek)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    c = 0.5 * (v.min(0) + v.max(0))
+    R = Rotation.from_euler("y", -degrees, degrees=True).as_matrix()
+    return (v - c) @ R.T + c
+
+
+def comparison_picture(panels: list[np.ndarray], labels: list[str], min_height: int = 400) -> np.ndarray:
+    """Images (H, W, 3) in 0..1 or uint8 side by side, enlarged to at least ``min_height`` rows,
+    each with its label at the top-left. Returns uint8 RGB."""
+    H = panels[0].shape[0]
+    s = max(1, int(np.ceil(min_height / H)))
+    out = []
+    for img, label in zip(panels, labels):
+        a = np.asarray(img)
+        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8) if a.dtype != np.uint8 else a
+        a = cv2.resize(a, (a.shape[1] * s, a.shape[0] * s), interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
+        a = np.ascontiguousarray(a)
+        for color, th in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+            cv2.putText(a, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, th, cv2.LINE_AA)
+        out.append(a)
+        out.append(np.full((a.shape[0], 4, 3), 255, np.uint8))
+    return np.concatenate(out[:-1], axis=1)

@@ -1,0 +1,145 @@
+"""Reconstruction: the structured Jacobian, the three blocks on synthetic and real frames, the CLI and bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from headcast.bench.reconstruct import synthetic_errors
+from headcast.camera import Intrinsics
+from headcast.cli import main
+from headcast.fit.params import HeadParams
+from headcast.fit.reconstruct import fit_observation, make_fitter
+from headcast.preprocess.preprocess import preprocess
+from headcast.preprocess.rgbd import RGBDFrame
+from headcast.render.images import save_depth_mm, save_png
+from headcast.synth import default_intrinsics, random_subject, render_rgbd
+
+
+@pytest.fixture(scope="module")
+def fitter(ict_model):
+    return make_fitter(ict_model)
+
+
+@pytest.fixture(scope="module")
+def synthetic(ict_model):
+    """One synthetic subject without depth noise, preprocessed with the real detector."""
+    subject = random_subject(ict_model, seed=1001)
+    frame = render_rgbd(ict_model, subject, default_intrinsics(640, 480), profile="none", seed=1001)
+    obs = preprocess(RGBDFrame(frame.color, frame.depth, frame.K), "mediapipe")
+    return frame, obs
+
+
+def test_structured_jacobian_equals_autodiff(fitter, ict_model):
+    rng = np.random.default_rng(0)
+    x = torch.zeros(fitter.pk.size, dtype=torch.float64)
+    sl = fitter.pk.sl
+    x[sl["beta"]] = torch.tensor(rng.normal(size=ict_model.n_shape))
+    x[sl["psi"]] = torch.tensor(rng.random(ict_model.n_expr) * 0.3)
+    x[sl["root"]] = torch.tensor([0.1, 0.3, 0.05])
+    x[sl["jaw"]] = torch.tensor([0.2, 0.01, 0.02])
+    x[sl["log_s"]] = 0.03
+    x[sl["t"]] = torch.tensor([0.01, 0.02, 0.5])
+    ids = torch.as_tensor(rng.choice(ict_model.n_vertices, 300, replace=False))
+    V, J = fitter.vertices_jacobian(x, ids)
+    ref = torch.func.jacfwd(lambda xx: fitter.vertices_cam(xx, ids))(x)
+    torch.testing.assert_close(V, fitter.vertices_cam(x, ids))
+    torch.testing.assert_close(J, ref, atol=1e-10, rtol=1e-8)
+
+
+def test_full_method_recovers_synthetic_face_and_beats_baselines(fitter, ict_model, synthetic):
+    frame, obs = synthetic
+    errs = {}
+    for method in ("full", "landmarks-3d", "rgb-2d"):
+        rec = fit_observation(obs, fitter, method)
+        errs[method] = synthetic_errors(ict_model, rec.vertices, frame.vertices)
+        if method == "full":
+            blocks = [b["name"] for b in rec.report["blocks"]]
+            assert blocks == ["block1", "block2", "block3"]
+            losses = rec.report["paper_losses"]
+            assert losses["loss3_l3d_mm2"] <= losses["loss2_l3d_mm2"] + 1e-9
+            assert rec.report["point_to_mesh_mm"]["median"] < 0.5
+    surf = {m: e["surface"]["median"] for m, e in errs.items()}
+    vert = {m: e["vertex"]["median"] for m, e in errs.items()}
+    assert surf["full"] < 0.5, surf
+    assert vert["full"] < 2.0, vert
+    assert surf["full"] < surf["landmarks-3d"] < surf["rgb-2d"], surf
+    assert vert["full"] < vert["landmarks-3d"] < vert["rgb-2d"], vert
+
+
+def test_params_round_trip_and_paper_eta(tmp_path, fitter):
+    p = HeadParams(np.arange(100) * 0.01, np.zeros(53), np.r_[0.1, 0.2, 0.0, np.zeros(12)], 1.02,
+                   np.array([0.01, -0.02, 0.4]), "ict")
+    K = Intrinsics(500, 500, 320, 240, 640, 480)
+    p.save(tmp_path, K)
+    q = HeadParams.load(tmp_path)
+    np.testing.assert_allclose(q.beta, p.beta)
+    assert q.model == "ict" and q.scale == pytest.approx(1.02)
+    eta = json.loads((tmp_path / "params.json").read_text())["eta"]
+    # weak perspective at the head's depth: a point at the translation projects to (tx, ty)
+    assert eta[0] == pytest.approx(500 * 1.02 / 0.4)
+    assert eta[1] == pytest.approx(500 * 0.01 / 0.4 + 320)
+
+
+def test_cli_reconstructs_real_truedepth_frame(tmp_path, headcast_home):
+    prefix = shared_path("samples", "rgbd", "truedepth-mannequin") / "frame-050"
+    out = tmp_path / "r050"
+    run = subprocess.run([sys.executable, "-m", "headcast.cli", "reconstruct", str(prefix), "--out", str(out),
+                          "--quiet"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "turned the capture 90 degrees" in run.stderr
+    for name in ("params.npz", "params.json", "mesh.obj", "mesh.ply", "fit_report.json", "landmarks.png",
+                 "overlay.png", "depth_residual.png", "color.png", "intrinsics.json"):
+        assert (out / name).is_file(), name
+    rep = json.loads((out / "fit_report.json").read_text())
+    assert rep["point_to_mesh_mm"]["median"] < 1.5
+    assert rep["points"]["landmarks_lifted"] >= 60
+    assert rep["input"]["rotation_deg_cw"] == 90
+    assert set(rep["paper_losses"]) >= {"loss1_landmarks_l2_mm", "loss2_l3d_mm2", "loss3_l3d_mm2"}
+    obj_v = sum(1 for ln in (out / "mesh.obj").read_text().splitlines() if ln.startswith("v "))
+    assert obj_v == 15156
+
+
+def _write_frame(folder, color, depth_m, K: Intrinsics, name="x"):
+    folder.mkdir(parents=True, exist_ok=True)
+    save_png(folder / f"{name}_color.png", color)
+    save_depth_mm(folder / f"{name}_depth_mm.png", depth_m)
+    K.to_json(folder / f"{name}_intrinsics.json")
+    return folder / name
+
+
+@pytest.mark.parametrize("case", ["no-face", "size-mismatch", "absurd-intrinsics", "depth-units", "no-depth"])
+def test_bad_input_gives_one_line_and_no_output(case, tmp_path, capsys, headcast_home, synthetic):
+    frame, _ = synthetic
+    K = frame.K
+    color, depth = frame.color, frame.depth
+    if case == "no-face":
+        color = np.tile(np.linspace(0, 255, K.width, dtype=np.uint8)[None, :, None], (K.height, 1, 3))
+    elif case == "size-mismatch":
+        depth = depth[:, : K.width - 10]
+    elif case == "absurd-intrinsics":
+        K = Intrinsics(0.5, 0.5, K.cx, K.cy, K.width, K.height)
+    elif case == "depth-units":
+        depth = depth * 1000  # metres written as if millimetres were metres
+    elif case == "no-depth":
+        depth = np.zeros_like(depth)
+    if case == "absurd-intrinsics":
+        prefix = _write_frame(tmp_path / "in", color, depth, frame.K)
+        (tmp_path / "in" / "x_intrinsics.json").write_text(json.dumps(
+            {"fx": 0.5, "fy": 0.5, "cx": K.cx, "cy": K.cy, "width": K.width, "height": K.height}))
+    else:
+        prefix = _write_frame(tmp_path / "in", color, depth, K)
+    out = tmp_path / "out"
+    code = main(["reconstruct", str(prefix), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    last = err[-1]
+    assert last.startswith("headcast: error: ") and "Traceback" not in "\n".join(err)
+    expect = {"no-face": "no face found", "size-mismatch": "aligned", "absurd-intrinsics": "absurd",
+              "depth-units": "depth", "no-depth": "depth"}[case]
+    assert expect in last.lower(), last
+    assert not out.exists()
