@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libusb-1.0-0 libegl1 libgl1 libgl1-mesa-dri libegl-mesa0)
+# open3d needs libusb; the preview renderer needs EGL + Mesa; browser tests need Chromium.
+APT_PACKAGES=(libusb-1.0-0 libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 chromium)
+command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 
@@ -33,6 +35,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
   touch "$stamp"
+fi
+
+# three.js for the viewer and the Khronos glTF validator, from the npm registry (never copied in).
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm packages (three, gltf-validator)"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 # The default head model: from a local ICT-FaceKit copy when there is one, else downloaded.

@@ -138,6 +138,31 @@ def cmd_bench_reconstruct(a: argparse.Namespace) -> None:
                           figures=Path(a.figures) if a.figures else None, progress=_say)
 
 
+# ---------------------------------------------------------------- export / view
+def cmd_export(a: argparse.Namespace) -> None:
+    from headcast.export.gltf import export_glb
+
+    out = export_glb(Path(a.result_dir), Path(a.anim) if a.anim else None, Path(a.out))
+    _say(f"headcast: wrote {out} ({out.stat().st_size / 1e6:.1f} MB); look at it with: headcast view {out}")
+
+
+def cmd_view(a: argparse.Namespace) -> None:
+    from headcast.view import view
+
+    view(Path(a.target), Path(a.anim) if a.anim else None, port=a.port, open_browser=a.open)
+
+
+def cmd_bench_render(a: argparse.Namespace) -> None:
+    import json
+
+    from headcast.bench.render import markdown, run
+
+    res = run(a.size, a.frames, a.texture, a.model)
+    if a.json:
+        print(json.dumps(res, indent=2))
+    print(markdown(res))
+
+
 # ---------------------------------------------------------------- demo
 def cmd_demo(a: argparse.Namespace) -> None:
     from headcast.demo import run_demo
@@ -234,6 +259,27 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--samples", help="the real samples folder (default ../shared/samples)")
     br.add_argument("--figures", help="folder for one overlay figure per real frame (e.g. bench/figures)")
     br.set_defaults(func=cmd_bench_reconstruct)
+
+    br2 = bsub.add_parser("render", help="preview renderer (OpenGL/EGL) against the ray caster")
+    br2.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
+    br2.add_argument("--frames", type=int, default=30, help="frames timed (default 30)")
+    br2.add_argument("--texture", type=int, default=1024, help="texture side in texels (default 1024)")
+    br2.add_argument("--model", default="ict", help="head model (default ict)")
+    br2.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    br2.set_defaults(func=cmd_bench_render)
+
+    e = sub.add_parser("export", help="write a binary glTF (.glb): textured head, morph targets, skin, animation")
+    e.add_argument("result_dir", help="a reconstruction folder")
+    e.add_argument("--anim", help="an animation folder (headcast animate) to add as glTF animation")
+    e.add_argument("--out", required=True, help="output .glb")
+    e.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("view", help="show a reconstruction or .glb in the browser (local, offline)")
+    v.add_argument("target", help="a reconstruction folder or a .glb file")
+    v.add_argument("--anim", help="an animation folder to play")
+    v.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    v.add_argument("--open", action="store_true", help="open the page in the default browser")
+    v.set_defaults(func=cmd_view)
 
     d = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic subject")
     d.add_argument("--out", default="headcast-demo", help="output folder (default: ./headcast-demo)")

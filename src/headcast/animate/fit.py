@@ -43,25 +43,30 @@ class TrackConfig:
     w_eyes: float = 3.0            # eyelid points: blinks
     w_inner_lips: float = 2.0      # mouth opening
     w_pupil: float = 1.0           # iris centres -> eye joints
-    w_psi: float = 2e-5            # ||psi||^2
+    w_psi: float = 1e-4            # ||psi||^2
+    w_psi_l1: float = 0.0          # sum(psi) for expressions bounded below by 0 (a sparsity prior)
+    # expressions whose defining motion no landmark sees (gaze is on the pupils and the eye joints;
+    # the cheeks have no landmarks): their prior is w_psi times w_unseen
+    unseen_expressions: tuple[str, ...] = ("eyeLook", "cheekPuff", "cheekSquint")
+    w_unseen: float = 30.0
     w_eye_prior: float = 2e-5      # eye joint angles^2
     w_beta: float = 2e-5           # driver identity ||beta||^2 (beta ~ N(0, 1))
-    w_smooth_psi: float = 5e-5     # (psi - psi_prev)^2
-    w_smooth_pose: float = 5e-3    # root rotation change^2
-    w_smooth_jaw: float = 2e-4     # jaw angle change^2
-    w_smooth_eyes: float = 2e-4    # eye angle change^2
+    w_smooth_psi: float = 5e-4     # (psi - psi_prev)^2
+    w_smooth_pose: float = 5e-2    # root rotation change^2
+    w_smooth_jaw: float = 2e-3     # jaw angle change^2
+    w_smooth_eyes: float = 2e-3    # eye angle change^2
     w_smooth_eta: float = 1e-3     # (log s change)^2 + (translation change / h)^2
     jaw_range: tuple[float, float] = (-0.05, 0.6)
     eye_max: float = 0.6
     dynamic_contour: bool = False  # MediaPipe's contour points are fixed face points, not the silhouette
     identity_frames: int = 30      # frames with a face used to estimate the driver's shape
+    identity_window_s: float = 10.0  # ... chosen among the first seconds of the video
     identity_components: int = 30  # leading identity components estimated
-    identity_rounds: int = 8
-    identity_stride: int = 2       # use every n-th frame with a face (a wider look at the driver)
-    offset_dims: int = 2           # 2: offsets in the model's x-y plane; 3: also in depth
-    w_offset: float = 0.5          # driver landmark offsets ||offset||^2 (metres^2); 0 turns them off
-    w_psi_identity: float = 3e-3   # expression prior while estimating the identity: what all calibration
-                                   # frames share is the driver's neutral face, not an expression
+    identity_iters: int = 15       # Levenberg-Marquardt iterations of the joint calibration
+    offset_dims: int = 3           # 3: offsets in x, y and depth; 2: in the model's x-y plane only
+    w_offset: float = 0.05         # driver landmark offsets ||offset||^2 (metres^2); 0 turns them off
+    w_offset_mobile: float = 20.0  # ... times this on the eyelid and lip points, where expressions live
+    w_psi_identity: float = 1e-4   # expression prior while estimating the identity
 
 
 @dataclass
@@ -155,7 +160,13 @@ class FrameFitter:
         if expr_range is not None:
             self.lo[rig.n_id:] = expr_range[0] - rig.psi0[rig.expr_cols]
             self.hi[rig.n_id:] = expr_range[1] - rig.psi0[rig.expr_cols]
-        self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta), np.full(rig.n_expr, self.cfg.w_psi)]
+        names = list(rig.model.meta.get("expression_names") or [])
+        unseen = np.array([bool(names) and names[i].startswith(self.cfg.unseen_expressions) for i in rig.expr_cols])
+        self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta),
+                           np.where(unseen, self.cfg.w_unseen, 1.0) * self.cfg.w_psi]
+        # sum(psi) is a smooth (linear) prior only where psi cannot go below its lower bound
+        self.l1 = np.where((np.arange(Z) >= rig.n_id) & np.isfinite(self.lo), self.cfg.w_psi_l1, 0.0)
+        self.lo_finite = np.where(np.isfinite(self.lo), self.lo, 0.0)
         w = np.ones(68)
         w[:N_CONTOUR] = self.cfg.w_contour
         w[EYE_POINTS] = self.cfg.w_eyes
@@ -264,7 +275,16 @@ class FrameFitter:
         d = self._data(st, obs, False)
         L = self._layout(self.has_pupils and obs.pupils is not None)
         rp, _ = self._priors(st, L, prev, obs.half_size)
-        return float(d.r @ d.r + rp @ rp), d.loss5
+        return float(d.r @ d.r + rp @ rp) + self._linear(st), d.loss5
+
+    def linear_gradient(self, L: dict) -> np.ndarray:
+        """Half the gradient of the linear prior (cost = |r|^2 + l1 . z, so J^T r + l1 / 2) in layout L."""
+        g = np.zeros(L["n"])
+        g[L["z"]] = 0.5 * self.l1[self.free_z]
+        return g
+
+    def _linear(self, st: FrameState) -> float:
+        return float(self.l1 @ (st.z - self.lo_finite)) if self.cfg.w_psi_l1 else 0.0
 
     # -- update --------------------------------------------------------------------------------
     def _apply(self, st: FrameState, d: np.ndarray, L: dict) -> FrameState:
@@ -286,8 +306,8 @@ class FrameFitter:
         n.t = st.t + d[L["t"]]
         return n
 
-    def _bounded_solve(self, H: np.ndarray, g: np.ndarray, st: FrameState, L: dict) -> np.ndarray:
-        """Newton step with variables at a bound that the gradient pushes outward held fixed."""
+    def _bounds(self, st: FrameState, L: dict):
+        """Current values, lower and upper bounds (n,) of the bounded unknowns in layout ``L``."""
         n = L["n"]
         lo = np.full(n, -np.inf)
         hi = np.full(n, np.inf)
@@ -296,9 +316,19 @@ class FrameFitter:
         cur[L["z"]] = st.z[self.free_z]
         lo[L["jaw"]], hi[L["jaw"]] = self.cfg.jaw_range
         cur[L["jaw"]] = st.jaw
+        return cur, lo, hi
+
+    def held(self, g: np.ndarray, st: FrameState, L: dict, eps: float = 1e-9) -> np.ndarray:
+        """(n,) unknowns at a bound that the gradient ``g`` pushes outwards."""
+        cur, lo, hi = self._bounds(st, L)
+        return ((cur <= lo + eps) & (g > 0)) | ((cur >= hi - eps) & (g < 0))
+
+    def _bounded_solve(self, H: np.ndarray, g: np.ndarray, st: FrameState, L: dict) -> np.ndarray:
+        """Newton step with variables at a bound that the gradient pushes outward held fixed."""
+        cur, lo, hi = self._bounds(st, L)
         eps = 1e-9
-        held = ((cur <= lo + eps) & (g > 0)) | ((cur >= hi - eps) & (g < 0))
-        d = np.zeros(n)
+        held = self.held(g, st, L, eps)
+        d = np.zeros(L["n"])
         for _ in range(3):
             f = ~held
             d[:] = 0
@@ -330,13 +360,14 @@ class FrameFitter:
         d = self._data(st, obs, True)
         L = d.layout
         rp, Jp = self._priors(st, L, prev, h)
-        cost = float(d.r @ d.r + rp @ rp)
+        cost = float(d.r @ d.r + rp @ rp) + self._linear(st)
         loss5 = d.loss5
         while it < max_iters and not (it >= min_iters and loss5 < threshold):
             Ja = np.vstack([d.J, Jp])
             ra = np.concatenate([d.r, rp])
             H = Ja.T @ Ja
             g = Ja.T @ ra
+            g += self.linear_gradient(L)
             dg = np.diag(H).copy()
             accepted = False
             for _ in range(6):

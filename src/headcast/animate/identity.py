@@ -2,12 +2,12 @@
 the expression.
 
 Shared by all calibration frames: the identity beta (the leading ``identity_components``) and a
-small rest-pose offset of each landmark in the model's x-y plane (the detector's landmark
-definitions differ from the model's embedding: the brows, the nose bridge and the face oval by a
-few millimetres; left alone, that difference is read as an expression in every frame). Each frame
-has its own pose, expression and eta. The estimate alternates one Gauss-Newton step on the shared
-unknowns over all frames (priors ``w_beta ||beta||^2`` and ``w_offset ||offsets||^2``) and a few LM
-steps per frame with them held.
+small rest-pose offset of each landmark (the detector's landmark definitions differ from the
+model's embedding by a few millimetres: the brows, the nose bridge, the face oval; left alone,
+that difference is read as an expression in every frame). Each frame has its own pose,
+expression and eta. All of it is one sparse least-squares problem (priors ``w_beta ||beta||^2``,
+``w_offset ||offsets||^2``, ``w_psi ||psi||^2``), solved by Levenberg-Marquardt with the frames
+eliminated by the Schur complement, so each iteration costs one Jacobian per frame.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from headcast.animate.rig import PointRig
 from headcast.model.head_model import HeadModel
 
 
+MOBILE = np.arange(36, 68)  # eyelid and lip landmarks
+
+
 @dataclass
 class DriverIdentity:
     """beta (S,) and landmark offsets (68, 3) metres (model frame, rest pose) of the driver."""
@@ -29,6 +32,58 @@ class DriverIdentity:
     beta: np.ndarray
     offsets: np.ndarray
     report: dict = field(default_factory=dict)
+
+
+class _Problem:
+    """The calibration problem's pieces for one rig."""
+
+    def __init__(self, rig: PointRig, cfg: TrackConfig, expr_range, n_id: int):
+        self.rig, self.cfg, self.n_id = rig, cfg, n_id
+        free = np.r_[np.zeros(n_id, bool), np.ones(rig.n_expr, bool)]
+        self.ff = FrameFitter(rig, cfg, expr_range, free_z=free)  # frame parameters only
+        self.ff_all = FrameFitter(rig, cfg, expr_range)  # every coefficient (for the beta columns)
+        self.nd = cfg.offset_dims if cfg.w_offset > 0 else 0
+        self.n_shared = n_id + 68 * self.nd
+
+    def frame_terms(self, st: FrameState, obs: Observation):
+        """Residuals (with the frame's priors) and their Jacobians by frame (Jf) and shared (Js) unknowns."""
+        d = self.ff_all._data(st, obs, True)
+        L = d.layout
+        zc = L["z"]
+        beta_cols = np.arange(zc.start, zc.start + self.n_id)
+        keep = np.setdiff1d(np.arange(L["n"]), beta_cols)
+        Jf = d.J[:, keep]
+        Js = [d.J[:, beta_cols]]
+        if self.nd:
+            Js.append(_offset_jacobian(self.rig, d, st, self.nd))
+        Js = np.hstack(Js)
+        Lf = self.ff._layout(L["eyes"].stop > L["eyes"].start)
+        rp, Jp = self.ff._priors(st, Lf, None, obs.half_size)
+        r = np.concatenate([d.r, rp])
+        Jf = np.vstack([Jf, Jp])
+        Js = np.vstack([Js, np.zeros((len(rp), Js.shape[1]))])
+        return r, Jf, Js, Lf
+
+    def frame_cost(self, st: FrameState, obs: Observation) -> float:
+        return self.ff.cost(st, obs, None)[0]
+
+    def shared_prior(self, b: np.ndarray, off: np.ndarray, nf: int):
+        """Residuals and (diagonal) Jacobian of the shared priors, scaled by the frame count."""
+        c = self.cfg
+        r = [np.sqrt(c.w_beta * nf) * b]
+        w = [np.full(self.n_id, np.sqrt(c.w_beta * nf))]
+        if self.nd:
+            wl = np.full(68, c.w_offset)
+            wl[MOBILE] *= c.w_offset_mobile
+            wo = np.repeat(np.sqrt(wl * nf), self.nd)
+            r.append(wo * off[:, : self.nd].ravel())
+            w.append(wo)
+        return np.concatenate(r), np.concatenate(w)
+
+    def set_shared(self, states: list[FrameState], b: np.ndarray, off: np.ndarray) -> None:
+        self.rig.set_offsets(off)
+        for st in states:
+            st.z[: self.n_id] = b
 
 
 def estimate_identity(model: HeadModel, observations: list[Observation], expr_cols: np.ndarray,
@@ -40,56 +95,83 @@ def estimate_identity(model: HeadModel, observations: list[Observation], expr_co
     ident = DriverIdentity(np.zeros(model.n_shape), np.zeros((68, 3)), {"frames": len(observations)})
     if not observations or (n_id == 0 and cfg.w_offset <= 0):
         return ident
-    rig = PointRig(model, None, np.arange(n_id), expr_cols, dynamic=cfg.dynamic_contour)
     cfg = replace(cfg, w_psi=cfg.w_psi_identity)
-    free = np.r_[np.zeros(n_id, bool), np.ones(rig.n_expr, bool)]
-    ff = FrameFitter(rig, cfg, expr_range, free_z=free)
-    ff_all = FrameFitter(rig, cfg, expr_range)
+    rig = PointRig(model, None, np.arange(n_id), expr_cols, dynamic=cfg.dynamic_contour)
+    pb = _Problem(rig, cfg, expr_range, n_id)
+
+    # start: each frame fitted alone with the mean shape (warm-started along the frames)
     states: list[FrameState] = []
     prev = None
     for obs in observations:
-        st = ff.initial_state(obs) if prev is None else prev
-        prev = ff.fit(obs, st, None, max_iters=cfg.init_iters, min_iters=cfg.init_iters, threshold=0).state
+        st = pb.ff.initial_state(obs) if prev is None else prev
+        iters = cfg.init_iters if prev is None else 8
+        prev = pb.ff.fit(obs, st, None, max_iters=iters, min_iters=iters, threshold=0).state
         states.append(prev)
-    loss_before = float(np.mean([ff._data(s, o, False).loss5 for o, s in zip(observations, states)]))
+    loss_before = float(np.mean([pb.ff._data(s, o, False).loss5 for o, s in zip(observations, states)]))
 
-    use_off = cfg.w_offset > 0
-    nd = cfg.offset_dims
-    n_sh = n_id + (68 * nd if use_off else 0)
+    nf = len(observations)
     b = np.zeros(n_id)
     off = np.zeros((68, 3))
-    nf = len(observations)
-    for rnd in range(cfg.identity_rounds):
-        H = np.zeros((n_sh, n_sh))
-        g = np.zeros(n_sh)
-        H[:n_id, :n_id] += cfg.w_beta * nf * np.eye(n_id)
-        g[:n_id] += cfg.w_beta * nf * b
-        if use_off:
-            H[n_id:, n_id:] += cfg.w_offset * nf * np.eye(68 * nd)
-            g[n_id:] += cfg.w_offset * nf * off[:, :nd].ravel()
-        for obs, st in zip(observations, states):
-            st.z[:n_id] = b
-            d = ff_all._data(st, obs, True)
-            Js = [d.J[:, d.layout["z"]][:, :n_id]]
-            if use_off:
-                Js.append(_offset_jacobian(rig, d, st, nd))
-            Jsh = np.hstack(Js)
-            H += Jsh.T @ Jsh
-            g += Jsh.T @ d.r
-        step = -np.linalg.solve(H, g)
-        b = b + step[:n_id]
-        if use_off:
-            off[:, :nd] += step[n_id:].reshape(68, nd)
-            rig.set_offsets(off)
-        for i, (obs, st) in enumerate(zip(observations, states)):
-            st.z[:n_id] = b
-            states[i] = ff.fit(obs, st, None, max_iters=4, min_iters=4, threshold=0).state
+    nd = pb.nd
+    rs, ws = pb.shared_prior(b, off, nf)
+    cost = sum(pb.frame_cost(s, o) for s, o in zip(states, observations)) + float(rs @ rs)
+    damping = 1e-3
+    it = 0
+    for it in range(cfg.identity_iters):
+        terms = [pb.frame_terms(s, o) for s, o in zip(states, observations)]
+        rs, ws = pb.shared_prior(b, off, nf)
+        Hs0 = np.diag(ws ** 2)
+        gs0 = ws * rs
+        parts = []
+        for (r, Jf, Js, Lf), st in zip(terms, states):
+            Hff, Hfs, gf = Jf.T @ Jf, Jf.T @ Js, Jf.T @ r + pb.ff.linear_gradient(Lf)
+            held = pb.ff.held(gf, st, Lf)  # at a bound and pushed outwards: fixed in this step
+            Hff[held, :] = 0
+            Hff[:, held] = 0
+            Hff[held, held] = 1.0
+            Hfs[held] = 0
+            gf[held] = 0
+            parts.append((Hff, Hfs, gf, Js.T @ Js, Js.T @ r))
+        improved = False
+        for _ in range(6):
+            Hs = Hs0 + sum(p[3] for p in parts)
+            gs = gs0 + sum(p[4] for p in parts)
+            Hs = Hs + np.diag(damping * np.diag(Hs) + 1e-12)
+            solves = []
+            for Hff, Hfs, gf, _, _ in parts:
+                A = Hff + np.diag(damping * np.diag(Hff) + 1e-12)
+                X = np.linalg.solve(A, np.hstack([Hfs, gf[:, None]]))
+                solves.append((A, X))
+                Hs -= Hfs.T @ X[:, :-1]
+                gs -= Hfs.T @ X[:, -1]
+            ds = -np.linalg.solve(Hs, gs)
+            nb = b + ds[:n_id]
+            noff = off.copy()
+            if nd:
+                noff[:, :nd] += ds[n_id:].reshape(68, nd)
+            cand = []
+            for (A, X), (r, Jf, Js, Lf), (Hff, Hfs, gf, _, _), st in zip(solves, terms, parts, states):
+                df = -(X[:, -1] + X[:, :-1] @ ds)
+                cand.append(pb.ff._apply(st, df, Lf))
+            pb.set_shared(cand, nb, noff)
+            rs_new, _ = pb.shared_prior(nb, noff, nf)
+            new_cost = sum(pb.frame_cost(s, o) for s, o in zip(cand, observations)) + float(rs_new @ rs_new)
+            if new_cost < cost:
+                gain = cost - new_cost
+                states, b, off, cost = cand, nb, noff, new_cost
+                damping = max(damping / 4, 1e-7)
+                improved = True
+                break
+            pb.set_shared(states, b, off)
+            damping *= 8
         if progress:
-            progress(f"driver identity: round {rnd + 1}/{cfg.identity_rounds}")
-    loss_after = [ff._data(s, o, False).loss5 for o, s in zip(observations, states)]
+            progress(f"driver identity: iteration {it + 1}, cost {cost:.3e}")
+        if not improved or gain < 1e-5 * cost:
+            break
+    loss_after = [pb.ff._data(s, o, False).loss5 for o, s in zip(observations, states)]
     ident.beta[:n_id] = b
     ident.offsets = off
-    ident.report = {"frames": nf, "components": n_id, "beta_norm": float(np.linalg.norm(b)),
+    ident.report = {"frames": nf, "components": n_id, "iterations": it + 1, "beta_norm": float(np.linalg.norm(b)),
                     "offset_rms_mm": float(np.sqrt((off ** 2).sum(1).mean()) * 1000),
                     "loss5_before": loss_before, "loss5_after": float(np.mean(loss_after))}
     return ident

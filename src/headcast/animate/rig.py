@@ -17,6 +17,7 @@ Model frame, metres.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,21 +36,30 @@ def skew(w: np.ndarray) -> np.ndarray:
                     axis=-1).reshape(*w.shape[:-1], 3, 3)
 
 
-def rotvec_to_matrix(r: np.ndarray) -> np.ndarray:
+def rotvec_to_matrix(r) -> np.ndarray:
     """Axis-angle (3,) radians -> rotation (3, 3) (Rodrigues)."""
-    r = np.asarray(r, dtype=np.float64)
-    a = float(np.linalg.norm(r))
+    x, y, z = float(r[0]), float(r[1]), float(r[2])
+    a = math.sqrt(x * x + y * y + z * z)
     if a < 1e-12:
-        return np.eye(3) + skew(r)
-    K = skew(r / a)
-    return np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K
+        return np.array([[1.0, -z, y], [z, 1.0, -x], [-y, x, 1.0]])
+    s, c = math.sin(a) / a, (1 - math.cos(a)) / (a * a)
+    return np.array([[1 - c * (y * y + z * z), c * x * y - s * z, c * x * z + s * y],
+                     [c * x * y + s * z, 1 - c * (x * x + z * z), c * y * z - s * x],
+                     [c * x * z - s * y, c * y * z + s * x, 1 - c * (x * x + y * y)]])
 
 
 def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
-    """Rotation (3, 3) -> axis-angle (3,) radians."""
-    from scipy.spatial.transform import Rotation
+    """Rotation (3, 3) -> axis-angle (3,) radians (the log map)."""
+    v = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    cos = max(-1.0, min(1.0, (R[0, 0] + R[1, 1] + R[2, 2] - 1) / 2))
+    a = math.acos(cos)
+    if a < 1e-6:
+        return 0.5 * v
+    if a > math.pi - 1e-3:  # near a half turn the antisymmetric part vanishes
+        from scipy.spatial.transform import Rotation
 
-    return Rotation.from_matrix(R).as_rotvec()
+        return Rotation.from_matrix(R).as_rotvec()
+    return v * (a / (2 * math.sin(a)))
 
 
 def yaw_degrees(R0: np.ndarray) -> float:

@@ -85,7 +85,7 @@ def synthetic_case(model, seed: int, K, geometry: str = "gt", profile: str = "tr
         obs = preprocess(RGBDFrame(fr.color, fr.depth, K), "mediapipe", seed=seed)
         verts = fit_observation(obs, fitter, "full").vertices
     t0 = time.perf_counter()
-    res = texture_frame(model, verts, fr.color, K, size=size)
+    res = texture_frame(model, verts, fr.color, K, size=size, depth=fr.depth)
     secs = time.perf_counter() - t0
     space = res.space
     truth = bake(space.texmap, model.faces, subj.albedo)
@@ -146,7 +146,10 @@ def run_synthetic(model, n: int, seed: int, geometry: str, size: int, progress) 
 
 
 def run_real(model, samples: Path, figures: Path | None, size: int, albedo_model, progress) -> list[dict]:
-    """Reconstruct and texture the three TrueDepth frames; Loss4, timings and a figure per frame."""
+    """Reconstruct and texture the three TrueDepth frames: Loss4 and timings per frame, and one
+    figure (``figures/texture-real.png``: per frame, photo | render | turned left | turned right)."""
+    import cv2
+
     from headcast.fit.reconstruct import fit_observation, make_fitter
     from headcast.preprocess.preprocess import preprocess
     from headcast.preprocess.rgbd import load_rgbd
@@ -154,21 +157,30 @@ def run_real(model, samples: Path, figures: Path | None, size: int, albedo_model
     from headcast.texture.pipeline import picture
 
     fitter = make_fitter(model)
-    out = []
+    out, rows = [], []
     for name in REAL_FRAMES:
         frame = load_rgbd(str(samples / "rgbd" / "truedepth-mannequin" / name))
         obs = preprocess(frame, "mediapipe")
         rec = fit_observation(obs, fitter, "full")
         t0 = time.perf_counter()
-        res = texture_frame(model, rec.vertices, frame.color, frame.K, albedo_model=albedo_model, size=size)
+        res = texture_frame(model, rec.vertices, frame.color, frame.K, albedo_model=albedo_model, size=size,
+                            depth=frame.depth)
         secs = time.perf_counter() - t0
         row = {"frame": name, "loss4": res.loss4, "seconds": secs, "face_pixels": res.stats["face_pixels"],
-               "texels_seen": res.stats.get("texels_seen"), "light": res.light.tolist()}
+               "texels_seen": res.stats.get("texels_seen"), "texels_mirrored": res.stats.get("texels_mirrored"),
+               "light": res.light.tolist()}
         out.append(row)
         progress(f"  real {name}: Loss4 {res.loss4:.4f} over {row['face_pixels']} face pixels, texturing {secs:.1f} s")
         if figures is not None:
-            figures.mkdir(parents=True, exist_ok=True)
-            save_png(figures / f"texture-{name}.png", picture(model, rec.vertices, frame.color, frame.K, res))
+            rows.append(picture(model, rec.vertices, frame.color, frame.K, res))
+    if rows:
+        figures.mkdir(parents=True, exist_ok=True)
+        w = min(r.shape[1] for r in rows)
+        img = np.concatenate([cv2.resize(r, (w, round(r.shape[0] * w / r.shape[1])), interpolation=cv2.INTER_AREA)
+                              for r in rows], axis=0)
+        scale = min(1.0, 1400 / img.shape[1])
+        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        save_png(figures / "texture-real.png", img)
     return out
 
 

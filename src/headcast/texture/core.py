@@ -32,6 +32,7 @@ from headcast.texture.render import render_textured
 MIN_SHADING = 0.05  # below this the photo says nothing reliable about the albedo
 MIRROR_TRUST = 0.9  # a mirrored texel counts a little less than one seen directly
 FILL_DECAY = 0.03  # metres over which the completion fades to the mean skin tone
+PART_DECAY = 0.004  # the same on small separate parts (eyeballs): their unseen side is not their iris
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TextureSpace:
     mirror_xy: np.ndarray  # (N, 2) texel position of each covered texel's mirror image
     mirror_ok: np.ndarray  # (N,) bool
     sym: np.ndarray  # (V,) mirror vertex, -1 none
+    feature: np.ndarray  # (V,) 1 near the inner facial features (mirrored in full detail), 0 away
 
 
 _SPACES: dict[str, TextureSpace] = {}
@@ -59,9 +61,10 @@ def texture_space(model: HeadModel, size: int) -> TextureSpace:
         texmap = rasterize_uv(atlas.uv, atlas.uv_faces, size)
         sym = fill.vertex_symmetry(model.v_template)
         xy, ok = fill.mirror_texels(texmap, atlas, model.faces, model.v_template, sym)
+        feature = fill.feature_weight(model.v_template, model.landmark_vertices())
         if len(_SPACES) >= 4:
             _SPACES.pop(next(iter(_SPACES)))
-        _SPACES[key] = TextureSpace(atlas, texmap, xy, ok, sym)
+        _SPACES[key] = TextureSpace(atlas, texmap, xy, ok, sym, feature)
     return _SPACES[key]
 
 
@@ -103,11 +106,13 @@ def region_faces(model: HeadModel, include: str, exclude: tuple[str, ...] = ()) 
 
 
 def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: Intrinsics,
-                  albedo_model: AlbedoModel | None = None, size: int = 1024,
+                  albedo_model: AlbedoModel | None = None, size: int = 1024, depth: np.ndarray | None = None,
                   progress: Callable[[str], None] | None = None) -> TextureResult:
     """Light and albedo of a fitted head (``vertices`` (V, 3), camera frame, metres) in a photo.
 
-    ``image`` (H, W, 3) uint8 RGB of size ``K.width`` x ``K.height``. See the module docstring.
+    ``image`` (H, W, 3) uint8 RGB of size ``K.width`` x ``K.height``; ``depth`` (H, W) metres, the
+    measured depth (optional: it keeps photo pixels that show something else than the fitted
+    surface out of the albedo). See the module docstring.
     """
     say = progress or (lambda s: None)
     t = {"start": time.perf_counter()}
@@ -115,11 +120,14 @@ def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: 
     if img.shape[:2] != (K.height, K.width):
         raise HeadcastError(f"the image is {img.shape[1]}x{img.shape[0]} but the intrinsics are for "
                             f"{K.width}x{K.height}")
+    if depth is not None and np.asarray(depth).shape != img.shape[:2]:
+        raise HeadcastError(f"the depth map is {depth.shape[1]}x{depth.shape[0]} but the image is "
+                            f"{img.shape[1]}x{img.shape[0]}")
     if albedo_model is not None:
         check_flame_layout(model.n_vertices, len(model.uv), model.name, albedo_model.name)
     space = texture_space(model, size)
     t["texture_space"] = time.perf_counter()
-    view = View.make(vertices, model.faces, img, K)
+    view = View.make(vertices, model.faces, img, K, depth)
     face_tri = region_faces(model, "face")
     skin_tri = region_faces(model, "face", ("eyes", "lips"))
     face_px = view.region_pixels(face_tri)
@@ -144,14 +152,13 @@ def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: 
         rho, light, _ = fit_albedo_model(photo[face_px], nview[face_px], mean, basis)
         tuv = np.einsum("nk,nkc->nc", bary.astype(np.float64), uvc[tri])
         values = sample(albedo_model.texture(rho), uv_to_texel(tuv, albedo_model.size))
-        seen = np.zeros(S * S, np.float32)
+        seen = np.zeros(len(idx), np.float32)
         stats["albedo"] = f"albedo model {albedo_model.name} ({albedo_model.n_components} components)"
     else:
         say(f"texture: fitting the SH light on {int(fit_px.sum())} skin pixels")
         light_raw, _ = fit_light(photo[fit_px], nview[fit_px])
-        light, k = normalise_light(light_raw, nview[face_px])
+        light, _ = normalise_light(light_raw, nview[face_px])
         stats["albedo"] = "photo"
-        stats["mean_face_albedo_scale"] = k.tolist()
         values, seen = _photo_albedo(model, view, space, light, tri, bary, say, stats)
     t["albedo"] = time.perf_counter()
 
@@ -159,7 +166,7 @@ def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: 
     tex[idx] = np.clip(values, 0, 1)
     tex = dilate(tex.reshape(S, S, 3), space.texmap.covered)
     seen_img = np.zeros(S * S, np.float32)
-    seen_img[idx] = seen if seen.size == idx.size else 0
+    seen_img[idx] = seen
     render, _ = render_textured(view.vertices, model.faces, space.atlas.uv, space.atlas.uv_faces, tex, light, K,
                                 hits=view.hits)
     l4 = loss4(photo, render, face_px)
@@ -177,8 +184,8 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     faces = model.faces
     S = space.texmap.size
     # seen texels: photo / shading
-    X = interpolate(faces, tri, bary, view.vertices)
-    n = interpolate(faces, tri, bary, view.normals)
+    Xn = interpolate(faces, tri, bary, np.hstack([view.vertices, view.normals]))
+    X, n = Xn[:, :3], Xn[:, 3:]
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
     col, w = view.observe(X, n, tri=tri)
     a_s, w = _divide(col, w, sh_shading(to_view(n), light))
@@ -187,13 +194,6 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     V = len(view.vertices)
     col_v, w_v = view.observe(view.vertices, view.normals, vertex_ids=np.arange(V))
     a_v, w_v = _divide(col_v, w_v, sh_shading(to_view(view.normals), light))
-    sym = space.sym
-    has = sym >= 0
-    w_mv = np.where(has, w_v[np.maximum(sym, 0)], 0.0) * MIRROR_TRUST
-    a_mv = a_v[np.maximum(sym, 0)]
-    tot = w_v + w_mv
-    data = (w_v[:, None] * a_v + w_mv[:, None] * a_mv) / np.maximum(tot, 1e-9)[:, None]
-
     # mean skin tone: confidently seen skin texels of the face
     skin = region_faces(model, "face", ("eyes", "lips"))[tri] & (w > 0.5)
     if skin.sum() < 20:
@@ -201,8 +201,27 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     if skin.sum() < 20:
         raise HeadcastError("the camera sees too little of the head to estimate its albedo")
     tone = np.median(a_s[skin], axis=0)
-    filled_v = fill.inpaint_vertices(data, np.clip(tot, 0, 1), view.vertices, faces, tone, decay=FILL_DECAY)
-    a_f = interpolate(faces, tri, bary, filled_v)
+    # the neck is mostly behind clothes in photos: only skin-like colours count there
+    neck_t = region_faces(model, "neck")[tri]
+    w = np.where(neck_t, w * _skin_likeness(a_s, tone), w)
+    neck_v = np.isin(np.arange(V), model.masks["neck"])
+    w_v = np.where(neck_v, w_v * _skin_likeness(a_v, tone), w_v)
+
+    # mirrored colour: in full near the facial features, smoothed elsewhere (see fill)
+    sym = space.sym
+    has = sym >= 0
+    ms = np.maximum(sym, 0)
+    low_v, _ = fill.smooth_weighted(a_v, w_v, faces)
+    g_v = space.feature
+    w_mv = np.where(has, w_v[ms], 0.0) * MIRROR_TRUST
+    a_mv = g_v[:, None] * a_v[ms] + (1 - g_v[:, None]) * low_v[ms]
+    tot = w_v + w_mv
+    data = (w_v[:, None] * a_v + w_mv[:, None] * a_mv) / np.maximum(tot, 1e-9)[:, None]
+
+    prior, decay = _part_priors(view.part, data, np.clip(tot, 0, 1), tone)
+    filled_v = fill.inpaint_vertices(data, np.clip(tot, 0, 1), view.vertices, faces, prior, decay=decay)
+    per_texel = interpolate(faces, tri, bary, np.hstack([filled_v, low_v[ms], g_v[:, None]]))
+    a_f, low_m, g = per_texel[:, :3], per_texel[:, 3:6], per_texel[:, 6:]
 
     # mirror texels: premultiplied sampling of the seen albedo at each texel's mirror image
     idx = np.flatnonzero(space.texmap.tri.ravel() >= 0)
@@ -213,6 +232,7 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     w_m = np.where(space.mirror_ok, m[:, 3], 0.0)
     a_m = m[:, :3] / np.maximum(m[:, 3:], 1e-6)
     w_m = np.clip(w_m, 0, 1) * MIRROR_TRUST
+    a_m = g * a_m + (1 - g) * low_m
 
     out = w[:, None] * a_s + (1 - w)[:, None] * (w_m[:, None] * a_m + (1 - w_m)[:, None] * a_f)
     own = w > 0.5
@@ -222,6 +242,37 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     say(f"texture: {own.mean():.0%} of texels seen, {mirrored.mean():.0%} mirrored, "
         f"{(~own & ~mirrored).mean():.0%} completed")
     return out, w.astype(np.float32)
+
+
+def _part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray,
+                 tone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per vertex, the colour (V, 3) the completion fades to and over how many metres (V,).
+
+    The largest part of the mesh (the head) fades to the skin tone over :data:`FILL_DECAY`.
+    Smaller separate parts (eyeballs) fade quickly (:data:`PART_DECAY`) to the brighter end of
+    what was seen of them (the 95th percentile by brightness: an eyeball's sclera, not its
+    iris), or keep the skin tone when hardly any of them was seen.
+    """
+    prior = np.broadcast_to(tone, data.shape).copy()
+    decay = np.full(len(part), FILL_DECAY)
+    main = np.argmax(np.bincount(part))
+    for p in np.unique(part):
+        if p == main:
+            continue
+        on = part == p
+        decay[on] = PART_DECAY
+        sel = on & (weight > 0.5)
+        if sel.sum() >= 5:
+            seen = data[sel]
+            lum = seen.mean(1)
+            prior[on] = seen[np.argsort(lum)[int(0.95 * (len(lum) - 1))]]
+    return prior, decay
+
+
+def _skin_likeness(albedo: np.ndarray, tone: np.ndarray) -> np.ndarray:
+    """(N,) 1 for colours within a factor 1.4 of the skin tone in every channel, 0 beyond a factor 2."""
+    d = np.abs(np.log(np.maximum(albedo, 1e-3) / np.maximum(tone, 1e-3))).max(1)
+    return np.clip((np.log(2.0) - d) / (np.log(2.0) - np.log(1.4)), 0, 1)
 
 
 def _divide(color: np.ndarray, weight: np.ndarray, shading: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

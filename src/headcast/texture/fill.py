@@ -2,9 +2,12 @@
 
 The symmetry comes from the model's mean head in the model frame (x = 0 is the symmetry plane
 of FLAME and ICT-FaceKit): each vertex's mirror is the vertex nearest its reflection, and a
-triangle's mirror is the triangle of the mirrored corners. What neither side saw is filled by a
-screened smooth interpolation on the mesh (seam-free, since it lives on vertices), which decays
-from the seen border towards the mean skin tone over a few centimetres.
+triangle's mirror is the triangle of the mirrored corners. Facial features (near the inner 51
+landmarks: brows, eyes, nose, mouth) are mirrored in full detail; elsewhere only the smooth
+colour is, so asymmetric marks (a mole, a sticker, a parting) are not copied to the other side.
+What neither side saw is filled by a screened smooth interpolation on the mesh (seam-free, since
+it lives on vertices), which decays from the seen border towards the mean skin tone over a few
+centimetres.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from scipy.spatial import cKDTree
 from headcast.texture.atlas import Atlas, TexelMap, uv_to_texel
 
 SYM_TOL = 0.003  # metres: a reflected vertex farther than this from any vertex has no mirror
+FEATURE_RADIUS = (0.010, 0.018)  # metres from the inner landmarks' outlines: full-detail mirroring 1 .. 0
+# iBUG-68 outlines of the inner features: brows, nose bridge, nostrils, eyes and lips (closed loops)
+FEATURE_OUTLINES = ([*range(17, 22)], [*range(22, 27)], [*range(27, 31)], [*range(31, 36)],
+                    [*range(36, 42), 36], [*range(42, 48), 42], [*range(48, 60), 48], [*range(60, 68), 60])
 
 
 def vertex_symmetry(template: np.ndarray, tol: float = SYM_TOL) -> np.ndarray:
@@ -82,6 +89,37 @@ def mirror_texels(texmap: TexelMap, atlas: Atlas, faces: np.ndarray, template: n
     return uv_to_texel(out, texmap.size), ok
 
 
+def feature_weight(points: np.ndarray, landmarks: np.ndarray, radius: tuple[float, float] = FEATURE_RADIUS
+                   ) -> np.ndarray:
+    """(N,) 1 for model-frame ``points`` (N, 3) within ``radius[0]`` of the inner-feature outlines of
+    the 68 ``landmarks`` (68, 3), falling to 0 at ``radius[1]``."""
+    p = np.asarray(points, dtype=np.float64)
+    best = np.full(len(p), np.inf)
+    for line in FEATURE_OUTLINES:
+        q = np.asarray(landmarks, dtype=np.float64)[line]
+        for a, b in zip(q[:-1], q[1:]):
+            ab = b - a
+            t = np.clip(((p - a) @ ab) / max(ab @ ab, 1e-12), 0, 1)
+            best = np.minimum(best, np.linalg.norm(p - (a + t[:, None] * ab), axis=1))
+    return np.clip((radius[1] - best) / (radius[1] - radius[0]), 0, 1)
+
+
+def smooth_weighted(values: np.ndarray, weight: np.ndarray, faces: np.ndarray, iterations: int = 16
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised smoothing on the mesh: each vertex averages its neighbours' ``values`` (V, C)
+    by ``weight`` (V,) ``iterations`` times (about ``sqrt(iterations)`` edges wide). Returns the
+    smooth values (V, C) and the smoothed weight (V,)."""
+    V = len(values)
+    L = mesh_laplacian(faces, V)
+    deg = L.diagonal()
+    avg = sp.diags(1.0 / (deg + 1)) @ (sp.diags(deg) - L + sp.identity(V))
+    num = np.asarray(values, dtype=np.float64) * np.asarray(weight, dtype=np.float64)[:, None]
+    den = np.asarray(weight, dtype=np.float64).copy()
+    for _ in range(iterations):
+        num, den = avg @ num, avg @ den
+    return num / np.maximum(den, 1e-9)[:, None], den
+
+
 def mesh_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """Graph Laplacian (V, V) of the mesh's edges (unit weights): sum over edges of (x_i - x_j)^2 = x' L x."""
     f = np.asarray(faces, dtype=np.int64)
@@ -104,20 +142,21 @@ def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def inpaint_vertices(values: np.ndarray, weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                     prior: np.ndarray, decay: float = 0.03, fidelity: float = 0.002) -> np.ndarray:
+                     prior: np.ndarray, decay: float | np.ndarray = 0.03, fidelity: float = 0.001) -> np.ndarray:
     """Smoothly complete per-vertex ``values`` (V, C) known with confidence ``weight`` (V,) in [0, 1].
 
     Minimises the mesh's Dirichlet energy plus, per vertex area, ``weight / fidelity^2`` times the
-    squared distance to the data and ``1 / decay^2`` times the squared distance to ``prior`` (C,):
+    squared distance to the data and ``1 / decay^2`` times the squared distance to ``prior`` (C,)
+    or (V, C):
     seen vertices keep (a smoothed copy of) their values, and the completion fades from the seen
-    border to ``prior`` over about ``decay`` metres. Returns (V, C).
+    border to ``prior`` over about ``decay`` metres (a number or one per vertex (V,)). Returns (V, C).
     """
     vals = np.asarray(values, dtype=np.float64)
     V = len(vals)
     A = vertex_areas(vertices, faces)
     A = np.maximum(A, 1e-3 * max(A.mean(), 1e-12))  # isolated or degenerate vertices still get a prior
     d = A * np.asarray(weight, dtype=np.float64) / fidelity ** 2
-    s = A / decay ** 2
+    s = A / np.asarray(decay, dtype=np.float64) ** 2
     M = (mesh_laplacian(faces, V) + sp.diags(d + s)).tocsc()
-    rhs = d[:, None] * vals + s[:, None] * np.asarray(prior, dtype=np.float64)[None, :]
+    rhs = d[:, None] * vals + s[:, None] * np.broadcast_to(np.asarray(prior, dtype=np.float64), vals.shape)
     return splu(M).solve(rhs)

@@ -42,7 +42,7 @@ def robust_weights(residual: np.ndarray, kind: str = "tukey", c: float | None = 
 
 def fit_light(colors: np.ndarray, normals: np.ndarray, albedo: np.ndarray | None = None,
               weights: np.ndarray | None = None, robust: str | None = "tukey", iters: int = 8,
-              ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+              ridge: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares SH light (9, 3) for ``colors`` (N, 3) = ``albedo`` (N, 3) x shading(``normals`` (N, 3)).
 
     Without ``albedo`` it is 1 (the light then holds the mean albedo too). ``weights`` (N,) weight

@@ -3,9 +3,11 @@
 Visibility is decided by ray casting (:func:`headcast.render.raycast.raycast`): a surface point
 is seen when the ray through its pixel hits its own triangle, one sharing a corner with it, or
 the same connected part of the mesh within a few millimetres of it (so an eyeball behind the
-eyelid's skin stays hidden). Each seen point gets a confidence in [0, 1] that falls
-to 0 at grazing view angles and next to the silhouette (where photo pixels mix head and
-background).
+eyelid's skin stays hidden). Each seen point gets a confidence in [0, 1] that falls to 0 at
+grazing view angles and next to the silhouette and other depth edges (where photo pixels mix
+surfaces, and a small misfit shows the wrong one). With the measured depth map, a pixel whose
+depth disagrees with the fitted surface, or that has no depth (beyond tiny holes), is taken to
+show something else (background, clothes, a misfit ear): confidence 0 there and near it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import binary_closing, distance_transform_edt
 from scipy.sparse.csgraph import connected_components
 
 from headcast.camera import FLIP, Intrinsics, project
@@ -22,8 +24,11 @@ from headcast.render.raycast import RayHits, raycast
 from headcast.texture.atlas import sample
 
 DEPTH_TOL = 0.003  # metres: a surface this close to the first hit along the ray counts as seen
-COS_RAMP = (0.15, 0.5)  # cosine of the view angle: confidence 0 below the first, 1 above the second
-EDGE_RAMP = (1.0, 3.0)  # pixels from the silhouette or image border: confidence 0 .. 1
+COS_RAMP = (0.2, 0.7)  # cosine of the view angle: confidence 0 below the first, 1 above the second
+EDGE_RAMP = (1.0, 3.0)  # pixels from the silhouette, a depth edge or the image border: confidence 0 .. 1
+DEPTH_EDGE = 0.01  # metres between neighbouring pixels: an occlusion edge
+DEPTH_BEHIND = 0.04  # metres: measured this far behind the fitted surface, the pixel shows the background
+DEPTH_FRONT = 0.025  # metres: measured this far in front of it, something covers the surface (clothes, hands)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -46,8 +51,14 @@ def mesh_parts(faces: np.ndarray, n_vertices: int) -> np.ndarray:
 
 def interpolate(faces: np.ndarray, tri: np.ndarray, bary: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Barycentric interpolation of per-vertex ``values`` (V, C) at points on triangles ``tri`` (N,)
-    with weights ``bary`` (N, 3) -> (N, C)."""
-    return np.einsum("nk,nkc->nc", np.asarray(bary, dtype=np.float64), np.asarray(values)[np.asarray(faces)[tri]])
+    with weights ``bary`` (N, 3) -> (N, C) float64."""
+    vals = np.asarray(values, dtype=np.float64)
+    corners = np.asarray(faces)[tri]
+    b = np.asarray(bary, dtype=np.float64)
+    out = b[:, 0:1] * vals[corners[:, 0]]
+    out += b[:, 1:2] * vals[corners[:, 1]]
+    out += b[:, 2:3] * vals[corners[:, 2]]
+    return out
 
 
 def to_view(normals_cam: np.ndarray) -> np.ndarray:
@@ -66,8 +77,11 @@ class View:
         image: (H, W, 3) float32 photo in 0..1.
         K: intrinsics of the photo.
         hits: ray-cast of the mesh at every pixel centre.
-        edge_dist: (H, W) float32 pixels from the nearest pixel that misses the mesh or lies outside.
+        edge_dist: (H, W) float32 pixels from the nearest pixel that misses the mesh, lies outside
+            the image, on a depth edge of the mesh, or (with ``depth``) shows something else;
+            0 on such pixels, so nothing is sampled from them.
         part: (V,) connected part of each vertex.
+        depth: (H, W) float32 measured depth in metres (0 = none), or None.
     """
 
     vertices: np.ndarray
@@ -78,17 +92,37 @@ class View:
     hits: RayHits
     edge_dist: np.ndarray
     part: np.ndarray
+    depth: np.ndarray | None = None
 
     @classmethod
-    def make(cls, vertices: np.ndarray, faces: np.ndarray, image: np.ndarray, K: Intrinsics) -> "View":
+    def make(cls, vertices: np.ndarray, faces: np.ndarray, image: np.ndarray, K: Intrinsics,
+             depth: np.ndarray | None = None) -> "View":
+        """Ray-cast the mesh; ``depth`` (H, W) metres is the measured depth map, if any."""
         v = np.asarray(vertices, dtype=np.float64)
         hits = raycast([(v, faces)], K)
-        pad = np.pad(hits.hit, 1, constant_values=False)
+        inside = hits.hit.copy()
+        z = hits.depth
+        for axis in (0, 1):
+            jump = np.abs(np.diff(z, axis=axis)) > DEPTH_EDGE
+            lo = [slice(None), slice(None)]
+            hi = [slice(None), slice(None)]
+            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+            inside[tuple(lo)] &= ~jump
+            inside[tuple(hi)] &= ~jump
+        if depth is not None:
+            d = np.nan_to_num(np.asarray(depth, dtype=np.float32))
+            if d.shape != z.shape:
+                raise ValueError("the depth map and the image differ in size")
+            valid = d > 0
+            pinhole = binary_closing(np.pad(valid, 2, mode="edge"))[2:-2, 2:-2] & ~valid
+            inside &= pinhole | (valid & (d - z < DEPTH_BEHIND) & (z - d < DEPTH_FRONT))
+        pad = np.pad(inside, 1, constant_values=False)
         edge = distance_transform_edt(pad)[1:-1, 1:-1].astype(np.float32)
         img = np.asarray(image)
         img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
         f = np.asarray(faces)
-        return cls(v, f, vertex_normals(v, f), img, K, hits, edge, mesh_parts(f, len(v)))
+        return cls(v, f, vertex_normals(v, f), img, K, hits, edge, mesh_parts(f, len(v)),
+                   None if depth is None else np.nan_to_num(np.asarray(depth, dtype=np.float32)))
 
     def pixel_normals(self) -> np.ndarray:
         """(H, W, 3) unit smooth normals (camera frame) of the surface at each pixel, 0 where none."""

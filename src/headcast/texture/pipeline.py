@@ -33,7 +33,6 @@ from headcast.export.obj import write_obj
 from headcast.fit.params import HeadParams
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
-from headcast.render.images import save_png
 from headcast.texture.albedo_model import load_albedo_model
 from headcast.texture.core import TextureResult, texture_frame
 from headcast.texture.render import comparison_picture, render_textured, turned
@@ -94,8 +93,8 @@ def picture(model: HeadModel, vertices: np.ndarray, photo: np.ndarray, K: Intrin
     over = np.where(hit, res.render, photo.astype(np.float32) / 255 * 0.35)
     side = [render_textured(turned(vertices, deg), model.faces, a.uv, a.uv_faces, res.albedo, res.light, K)[0]
             for deg in (-60, 60)]
-    return comparison_picture([photo, over, *side],
-                              ["photo", f"textured render, Loss4 {res.loss4:.3f}", "turned 60 deg", "turned -60 deg"])
+    labels = ["photo", f"textured render, Loss4 {res.loss4:.3f}", "turned: left side", "turned: right side"]
+    return comparison_picture([photo, over, *side], labels)
 
 
 def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | None = None, size: int = 1024,
@@ -113,7 +112,13 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     params, m, photo, K = read_reconstruction(d, model)
     am = load_albedo_model(albedo_model, n_components) if albedo_model is not None else None
     verts = params.vertices(HeadLayer(m))
-    res = texture_frame(m, verts, photo, K, albedo_model=am, size=int(size), progress=say)
+    depth = None
+    if (d / "depth_mm.png").is_file():
+        depth = iio.imread(d / "depth_mm.png").astype(np.float32) / 1000.0
+        if depth.shape != photo.shape[:2]:
+            raise HeadcastError(f"{d / 'depth_mm.png'} is {depth.shape[1]}x{depth.shape[0]} but color.png is "
+                                f"{photo.shape[1]}x{photo.shape[0]}")
+    res = texture_frame(m, verts, photo, K, albedo_model=am, size=int(size), depth=depth, progress=say)
     report = {
         "model": m.name, "size": int(size), "albedo": res.stats.get("albedo"),
         "albedo_model": str(albedo_model) if albedo_model is not None else None,
@@ -131,13 +136,14 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
 
     tmp = {name: d / f".{name}.tmp-{os.getpid()}" for name in OUTPUTS}
     try:
-        iio.imwrite(tmp["albedo.png"], (np.clip(res.albedo, 0, 1) * 255).round().astype(np.uint8), extension=".png")
+        iio.imwrite(tmp["albedo.png"], (np.clip(res.albedo, 0, 1) * 255).round().astype(np.uint8), extension=".png",
+                    compress_level=3)
         (tmp["mesh_textured.mtl"]).write_text(
             "# headcast albedo (diffuse only)\nnewmtl albedo\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\n"
             "map_Kd albedo.png\n")
         write_obj(tmp["mesh_textured.obj"], verts, m.faces, res.space.atlas.uv, res.space.atlas.uv_faces,
                   mtl_name="mesh_textured.mtl", material="albedo")
-        iio.imwrite(tmp["render_vs_photo.png"], picture(m, verts, photo, K, res), extension=".png")
+        iio.imwrite(tmp["render_vs_photo.png"], picture(m, verts, photo, K, res), extension=".png", compress_level=3)
         (tmp["lighting.json"]).write_text(json.dumps(lighting, indent=2) + "\n")
         report["seconds"] = time.perf_counter() - t0
         (tmp["texture_report.json"]).write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,50 @@
+"""Measures of a tracked parameter stream: jitter on a still stretch, landmark error."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from headcast.model.head_model import HeadModel
+from headcast.model.layer import HeadLayer
+from headcast.preprocess.ibug68 import inter_ocular
+
+
+def vertex_speed_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: np.ndarray,
+                    region: str = "face", batch: int = 64) -> np.ndarray:
+    """Mean speed (N - 1,) in millimetres per frame of the ``region`` vertices of the head with identity
+    ``beta`` (S,) driven by theta (N, 15) and psi (N, E), in the model frame."""
+    layer = HeadLayer(model, dtype=torch.float32)
+    ids = torch.as_tensor(model.masks[region], dtype=torch.long)
+    out = []
+    with torch.no_grad():
+        for a in range(0, len(theta), batch):
+            b = min(len(theta), a + batch)
+            f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
+            out.append(layer.vertices(f(np.tile(beta, (b - a, 1))), f(psi[a:b]), f(theta[a:b]), ids).double().numpy())
+    v = np.concatenate(out)
+    return np.linalg.norm(np.diff(v, axis=0), axis=2).mean(1) * 1000
+
+
+def stillest_stretch(landmarks: np.ndarray, found: np.ndarray, length: int) -> tuple[int, int] | None:
+    """(start, stop) of the ``length``-frame window with the least detected landmark motion (every frame
+    with a face), or None. landmarks (N, 68, 2) pixels; motion is normalised by the inter-ocular distance."""
+    n = len(landmarks)
+    if n < length or length < 2:
+        return None
+    io = np.maximum(inter_ocular(landmarks), 1e-6)
+    step = np.linalg.norm(np.diff(landmarks, axis=0), axis=2).mean(1) / io[1:]
+    ok = found[1:] & found[:-1]
+    step = np.where(ok, step, np.inf)
+    c = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(step), step, 1e9))])
+    sums = c[length - 1:] - c[: len(c) - length + 1]
+    start = int(np.argmin(sums))
+    if sums[start] >= 1e9:
+        return None
+    return start, start + length
+
+
+def landmark_nme(model_uv: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """Mean landmark distance divided by the inter-ocular (outer eye corner) distance of the detection,
+    per frame: model_uv, detected (N, 68, 2) -> (N,)."""
+    return np.linalg.norm(model_uv - detected, axis=2).mean(1) / inter_ocular(detected)

@@ -1,0 +1,396 @@
+"""``headcast animate RECON_DIR VIDEO --out DIR``: drive a reconstructed head with a video of anyone.
+
+Stages (timed separately): decode, landmarks (MediaPipe FaceMesh in tracking mode), the driver's
+identity (once, from up to ``identity_frames`` frames of the first ``identity_window_s`` seconds),
+the per-frame fit (Loss5), and the preview video. Output folder (written whole or not at all):
+
+- ``params.npz``: per-frame arrays ``frame``, ``time`` (s), ``theta`` (N, 15), ``psi`` (N, E),
+  ``eta`` (N, 3) = (s px/m, tx px, ty px), ``loss`` (Loss5, NaN without a face), ``iterations``,
+  ``face_found``, ``landmarks`` (N, 68, 2) detected and ``model_landmarks`` (N, 68, 2) fitted
+  pixels; plus the subject's ``beta``, the driver's ``driver_beta`` and ``driver_offsets``,
+  ``model``, ``fps`` and ``threshold``. Apply theta and psi to ``beta`` to animate the subject.
+- ``frames.jsonl``: one JSON object per frame (frame, time, theta, psi, eta, loss, iterations,
+  face_found).
+- ``animation.mp4``: the input frame with its landmarks (green: detected, red: fitted model) beside
+  the reconstructed head (textured when the folder has a texture, else shaded), H.264.
+- ``report.json``: frame counts, the share of frames under the threshold, landmark errors, jitter
+  on the stillest second, per-stage times and frame rates, the driver identity, the settings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from headcast.animate.fit import Observation, TrackConfig
+from headcast.animate.identity import DriverIdentity
+from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
+from headcast.animate.track import TrackedFrame, Tracker, jaw_expressions, select_calibration
+from headcast.animate.video import VideoInfo, VideoLandmarker, read_frames, video_info
+from headcast.camera import FLIP, Intrinsics
+from headcast.errors import HeadcastError
+from headcast.fit.params import HeadParams
+from headcast.model.head_model import HeadModel
+from headcast.model.layer import HeadLayer
+from headcast.outdir import staged_output
+
+Progress = Callable[[str], None]
+PANEL = 512  # height of the output video's panels, pixels
+
+
+# ------------------------------------------------------------------------ inputs
+@dataclass
+class Subject:
+    """The reconstructed head: parameters, model, and the texture (image, uv, uv_faces) when present."""
+
+    params: HeadParams
+    model: HeadModel
+    texture: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def load_subject(recon_dir: str | Path, model_spec: str | None = None, progress: Progress | None = None) -> Subject:
+    """Read a reconstruction folder; the model must be the one it was made with."""
+    from headcast.model.registry import resolve_model
+
+    d = Path(recon_dir)
+    if not d.is_dir():
+        raise HeadcastError(f"reconstruction folder {d} does not exist")
+    try:
+        params = HeadParams.load(d)
+    except (KeyError, ValueError, OSError) as e:
+        raise HeadcastError(f"{d / 'params.npz'} is not a headcast parameter file ({e.__class__.__name__})") from None
+    model = resolve_model(model_spec or params.model, progress=progress or (lambda s: None))
+    if model.name != params.model:
+        raise HeadcastError(f"{d} was reconstructed with model '{params.model}', not '{model.name}'; "
+                            f"animate it with --model {params.model}")
+    if params.beta.shape != (model.n_shape,) or params.psi.shape != (model.n_expr,):
+        raise HeadcastError(f"{d / 'params.npz'} does not match model '{model.name}' "
+                            f"({model.n_shape} identity, {model.n_expr} expression components)")
+    return Subject(params, model, find_texture(d, model))
+
+
+def find_texture(folder: Path, model: HeadModel) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(albedo image, uv (T, 2), uv_faces (F, 3)) from a textured OBJ in ``folder`` whose material names
+    a diffuse map (``map_Kd``) and whose faces match the model's, else None."""
+    import imageio.v3 as iio
+
+    from headcast.export.obj import read_obj
+
+    for obj in sorted(folder.glob("*.obj")):
+        head = obj.read_text(errors="replace")[:4096].splitlines()
+        mtl = next((ln.split(None, 1)[1].strip() for ln in head if ln.startswith("mtllib ")), None)
+        if not mtl or not (folder / mtl).is_file():
+            continue
+        maps = [ln.split(None, 1)[1].strip() for ln in (folder / mtl).read_text(errors="replace").splitlines()
+                if ln.strip().startswith("map_Kd ")]
+        if not maps or not (folder / maps[0]).is_file():
+            continue
+        mesh = read_obj(obj)
+        if mesh.uv is None or mesh.uv_faces is None or len(mesh.faces) != len(model.faces):
+            continue
+        if not np.array_equal(mesh.faces, model.faces):
+            continue
+        image = np.asarray(iio.imread(folder / maps[0]))
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        return image[..., :3].astype(np.uint8), mesh.uv, mesh.uv_faces
+    return None
+
+
+# ------------------------------------------------------------------------ stages
+@dataclass
+class Detections:
+    """Per-frame observations (None: no face), the video's info and the stage times in seconds."""
+
+    info: VideoInfo
+    observations: list[Observation | None]
+    seconds_decode: float
+    seconds_detect: float
+
+
+def detect_video(video: str | Path, max_frames: int | None = None, progress: Progress | None = None) -> Detections:
+    """Decode every frame and find its landmarks (MediaPipe FaceMesh, tracking mode)."""
+    info = video_info(video)
+    obs: list[Observation | None] = []
+    t_dec = t_det = 0.0
+    frames = read_frames(video, max_frames)
+    with VideoLandmarker() as lm:
+        while True:
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            t1 = time.perf_counter()
+            t_dec += t1 - t0
+            if frame is None:
+                break
+            det = lm(frame)
+            t_det += time.perf_counter() - t1
+            obs.append(None if det is None else Observation(det.landmarks, det.pupils))
+            if progress and len(obs) % 100 == 0:
+                progress(f"animate: landmarks on {len(obs)} frames")
+    return Detections(info, obs, t_dec, t_det)
+
+
+@dataclass
+class Track:
+    """The parameter stream, the driver's identity, calibration frame indices, and stage times (s)."""
+
+    frames: list[TrackedFrame]
+    identity: DriverIdentity
+    calibration_frames: list[int]
+    seconds_identity: float
+    seconds_fit: float
+
+
+def track(model: HeadModel, observations: list[Observation | None], fps: float, config: TrackConfig | None = None,
+          progress: Progress | None = None) -> Track:
+    """Estimate the driver's identity, then fit every frame in order."""
+    cfg = config or TrackConfig()
+    if not any(o is not None for o in observations):
+        raise HeadcastError("no face found in any frame")
+    tracker = Tracker(model, cfg)
+    t0 = time.perf_counter()
+    window = max(1, int(round(cfg.identity_window_s * fps)))
+    cal = select_calibration(observations, cfg.identity_frames, window)
+    if progress:
+        progress(f"animate: driver identity from {len(cal)} frames of the first {min(window, len(observations))}")
+    identity = tracker.calibrate([observations[i] for i in cal])
+    t1 = time.perf_counter()
+    frames = [tracker.step(o) for o in observations]
+    t2 = time.perf_counter()
+    return Track(frames, identity, cal, t1 - t0, t2 - t1)
+
+
+# ------------------------------------------------------------------------ the preview video
+def eye_colors(model: HeadModel, base=(0.82, 0.74, 0.68)) -> np.ndarray:
+    """Per-vertex colours (V, 3) for the untextured head: clay skin, white eyeballs with a dark iris and
+    pupil around each eye's forward axis (so the gaze shows)."""
+    col = np.tile(np.asarray(base, dtype=np.float64), (model.n_vertices, 1))
+    v = model.v_template.astype(np.float64)
+    for joint, mask in ((3, "left_eyeball"), (4, "right_eyeball")):
+        if mask not in model.masks or model.n_joints <= joint:
+            continue
+        ids = model.masks[mask]
+        c = model.j_regressor[joint].astype(np.float64) @ v
+        rel = v[ids] - c
+        cos = rel[:, 2] / np.maximum(np.linalg.norm(rel, axis=1), 1e-9)
+        rgb = np.tile([0.92, 0.9, 0.86], (len(ids), 1))
+        rgb[cos > 0.92] = [0.35, 0.25, 0.18]
+        rgb[cos > 0.985] = [0.05, 0.05, 0.05]
+        col[ids] = rgb
+    return col
+
+
+class HeadView:
+    """Renders the subject's head for (theta, psi) in a fixed square camera looking at its face."""
+
+    def __init__(self, subject: Subject, size: int = PANEL):
+        from headcast.animate.builtin import head_placement
+        from headcast.render.gl import MeshRenderer
+
+        m = subject.model
+        self.model, self.beta = m, subject.params.beta.astype(np.float64)
+        self.layer = HeadLayer(m, dtype=torch.float32)
+        f = 1.9 * size
+        self.K = Intrinsics(f, f, (size - 1) / 2, (size - 1) / 2 + 0.06 * size, size, size)
+        self.t = head_placement(m, self.beta, distance=0.75)
+        if subject.texture is not None:
+            img, uv, uvf = subject.texture
+            self.renderer = MeshRenderer(m.faces, m.n_vertices, uv=uv, uv_faces=uvf, texture=img)
+        else:
+            self.renderer = MeshRenderer(m.faces, m.n_vertices, colors=eye_colors(m))
+        self.textured = subject.texture is not None
+
+    def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
+        """Camera-frame vertices (B, V, 3) for theta (B, 15), psi (B, E)."""
+        f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
+        with torch.no_grad():
+            v = self.layer.vertices(f(np.tile(self.beta, (len(theta), 1))), f(psi), f(theta)).double().numpy()
+        return v @ FLIP.astype(np.float64).T + self.t
+
+    def render(self, vertices: np.ndarray) -> np.ndarray:
+        img, _ = self.renderer.render(vertices, self.K, background=(34, 36, 40), ambient=0.5 if self.textured else 0.35)
+        return img
+
+    def release(self) -> None:
+        self.renderer.release()
+
+
+def compose(frame: np.ndarray, head: np.ndarray, detected: np.ndarray | None, fitted: np.ndarray | None,
+            text: str, warn: bool) -> np.ndarray:
+    """Input frame (scaled to the panel height) with landmarks, beside the rendered head; a caption line."""
+    import cv2
+
+    H, W = frame.shape[:2]
+    s = PANEL / H
+    w = int(round(W * s / 2)) * 2
+    left = cv2.resize(frame, (w, PANEL), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    for pts, colour, r in ((fitted, (255, 60, 60), 2), (detected, (60, 255, 60), 1)):
+        if pts is None:
+            continue
+        for x, y in np.rint((pts + 0.5) * s - 0.5).astype(int):
+            cv2.circle(left, (int(x), int(y)), r, colour, -1, cv2.LINE_AA)
+    out = np.hstack([left, head])
+    cv2.rectangle(out, (0, 0), (out.shape[1], 22), (0, 0, 0), -1)
+    cv2.putText(out, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 120, 80) if warn else (230, 230, 230), 1,
+                cv2.LINE_AA)
+    return out
+
+
+def write_preview_video(path: Path, video: str | Path, subject: Subject, det: Detections, trk: Track,
+                        threshold: float, progress: Progress | None = None) -> tuple[float, list[np.ndarray]]:
+    """Write the side-by-side MP4; returns the seconds it took and four composed frames for a still."""
+    import imageio.v2 as iio2
+
+    view = HeadView(subject)
+    fps = det.info.fps
+    n = len(trk.frames)
+    keep = set(np.linspace(0, n - 1, 4).round().astype(int).tolist()) if n else set()
+    stills = []
+    t0 = time.perf_counter()
+    writer = iio2.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=2,
+                             ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"])
+    try:
+        frames = read_frames(video, n)
+        for a in range(0, n, 16):
+            chunk = trk.frames[a:a + 16]
+            verts = view.vertices(np.array([f.theta for f in chunk]), np.array([f.psi for f in chunk]))
+            for k, (fr, v) in enumerate(zip(chunk, verts)):
+                i = a + k
+                image = next(frames)
+                obs = det.observations[i]
+                if fr.face_found:
+                    text = f"frame {i}  t {i / fps:6.2f} s  Loss5 {fr.loss:.3f}  iterations {fr.iterations}"
+                    warn = not fr.loss < threshold
+                else:
+                    text = f"frame {i}  t {i / fps:6.2f} s  no face: holding the last parameters"
+                    warn = True
+                img = compose(image, view.render(v), None if obs is None else obs.landmarks,
+                              fr.landmarks if fr.face_found else None, text, warn)
+                writer.append_data(img)
+                if i in keep:
+                    stills.append(img)
+            if progress and (a // 16) % 10 == 9:
+                progress(f"animate: video {min(a + 16, n)}/{n} frames")
+    finally:
+        writer.close()
+        view.release()
+    return time.perf_counter() - t0, stills
+
+
+# ------------------------------------------------------------------------ the whole stage
+def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | None = None,
+            threshold: float = 0.04, max_iters: int | None = None, config: TrackConfig | None = None,
+            progress: Progress | None = None, write_video: bool = True, max_frames: int | None = None) -> dict:
+    """Animate the head in ``recon_dir`` with the face in ``video``; write ``out_dir``; return the report."""
+    say = progress or (lambda s: None)
+    cfg = config or TrackConfig()
+    cfg = replace(cfg, threshold=float(threshold), **({} if max_iters is None else {"max_iters": int(max_iters)}))
+    if not (0 < cfg.threshold < 10):
+        raise HeadcastError(f"threshold must be a positive Loss5 value, not {threshold}")
+    if cfg.max_iters < 1:
+        raise HeadcastError(f"max_iters must be at least 1, not {cfg.max_iters}")
+    subject = load_subject(recon_dir, model_spec, progress)
+    info = video_info(video)
+    say(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model '{subject.model.name}'"
+        f"{', textured' if subject.texture is not None else ''}")
+    det = detect_video(video, max_frames, say)
+    n = len(det.observations)
+    found = np.array([o is not None for o in det.observations])
+    if not found.any():
+        raise HeadcastError(f"no face found in any of the {n} frames of {video}")
+    trk = track(subject.model, det.observations, det.info.fps, cfg, say)
+    report = summarise(subject, det, trk, cfg)
+    say(f"animate: {report['frames']} frames, {report['frames_with_face']} with a face; Loss5 < {cfg.threshold:g} in "
+        f"{100 * report['share_under_threshold']:.1f} %; fitting {report['fps']['fitting']:.0f} fps, "
+        f"end to end {report['fps']['end_to_end']:.1f} fps")
+    with staged_output(out_dir) as tmp:
+        write_params(tmp, subject, det, trk, cfg)
+        if write_video:
+            sec, stills = write_preview_video(tmp / "animation.mp4", video, subject, det, trk, cfg.threshold, say)
+            report["seconds"]["video"] = sec
+            if stills:
+                from headcast.render.images import save_png
+
+                save_png(tmp / "preview.png", np.vstack(stills))
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    say(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
+        f"{', animation.mp4, preview.png' if write_video else ''})")
+    return report
+
+
+def write_params(folder: Path, subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -> None:
+    """params.npz and frames.jsonl."""
+    fps = det.info.fps
+    n = len(trk.frames)
+    theta = np.array([f.theta for f in trk.frames])
+    psi = np.array([f.psi for f in trk.frames])
+    eta = np.array([f.eta for f in trk.frames])
+    loss = np.array([f.loss for f in trk.frames])
+    iters = np.array([f.iterations for f in trk.frames])
+    found = np.array([f.face_found for f in trk.frames])
+    nan68 = np.full((68, 2), np.nan)
+    lmk = np.array([nan68 if o is None else o.landmarks for o in det.observations])
+    mlmk = np.array([nan68 if f.landmarks is None else f.landmarks for f in trk.frames])
+    np.savez(folder / "params.npz", frame=np.arange(n), time=np.arange(n) / fps, theta=theta, psi=psi, eta=eta,
+             loss=loss, iterations=iters, face_found=found, landmarks=lmk, model_landmarks=mlmk,
+             beta=subject.params.beta, driver_beta=trk.identity.beta, driver_offsets=trk.identity.offsets,
+             model=np.str_(subject.model.name), fps=np.float64(fps), threshold=np.float64(cfg.threshold))
+    with open(folder / "frames.jsonl", "w") as f:
+        for i, fr in enumerate(trk.frames):
+            f.write(json.dumps({"frame": i, "time": round(i / fps, 6), "theta": np.round(fr.theta, 6).tolist(),
+                                "psi": np.round(fr.psi, 6).tolist(), "eta": np.round(fr.eta, 4).tolist(),
+                                "loss": None if not fr.face_found else round(float(fr.loss), 6),
+                                "iterations": int(fr.iterations), "face_found": bool(fr.face_found)}) + "\n")
+
+
+def summarise(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -> dict:
+    """Counts, errors, jitter and times of one run."""
+    n = len(trk.frames)
+    found = np.array([f.face_found for f in trk.frames])
+    loss = np.array([f.loss for f in trk.frames])[found]
+    iters = np.array([f.iterations for f in trk.frames])[found]
+    det68 = np.array([o.landmarks for o in det.observations if o is not None])
+    fit68 = np.array([f.landmarks for f in trk.frames if f.face_found])
+    nme = landmark_nme(fit68, det68)
+    theta = np.array([f.theta for f in trk.frames])
+    psi = np.array([f.psi for f in trk.frames])
+    fps = det.info.fps
+    still = stillest_stretch(np.array([o.landmarks if o is not None else np.zeros((68, 2)) for o in det.observations]),
+                             np.array([o is not None for o in det.observations]), max(2, int(round(fps))))
+    jitter = None
+    if still is not None:
+        a, b = still
+        speed = vertex_speed_mm(subject.model, subject.params.beta, theta[a:b], psi[a:b])
+        jitter = {"frames": [a, b], "mean_face_vertex_speed_mm_per_frame": float(speed.mean()),
+                  "mm_per_second": float(speed.mean() * fps)}
+    sec = {"decode": det.seconds_decode, "landmarks": det.seconds_detect, "identity": trk.seconds_identity,
+           "fit": trk.seconds_fit}
+    steady = sec["decode"] + sec["landmarks"] + sec["fit"]
+    names = list(subject.model.meta.get("expression_names") or [])
+    return {
+        "frames": n, "frames_with_face": int(found.sum()), "fps_video": fps,
+        "video": {"width": det.info.width, "height": det.info.height},
+        "threshold": cfg.threshold,
+        "share_under_threshold": float(np.mean(loss < cfg.threshold)),
+        "loss5": {"mean": float(loss.mean()), "median": float(np.median(loss)), "p95": float(np.percentile(loss, 95)),
+                  "max": float(loss.max())},
+        "loss5_definition": "RMS over the 68 landmarks of the 2D distance between detected and fitted (orthographic "
+                            "eta) points, divided by half the side of the square bounding the detected landmarks",
+        "landmark_error_over_interocular": {"mean": float(nme.mean()), "median": float(np.median(nme))},
+        "iterations": {"mean": float(iters.mean()), "max": int(iters.max())},
+        "still_stretch_jitter": jitter,
+        "seconds": sec,
+        "ms_per_frame": {k: 1000 * v / n for k, v in sec.items() if k != "identity"},
+        "fps": {"fitting": n / max(sec["fit"], 1e-9), "end_to_end": n / max(steady + sec["identity"], 1e-9),
+                "end_to_end_steady": n / max(steady, 1e-9)},
+        "driver_identity": dict(trk.identity.report, calibration_frames=trk.calibration_frames),
+        "expressions_replaced_by_jaw_joint": [names[i] for i in jaw_expressions(subject.model)],
+        "model": subject.model.name, "textured": subject.texture is not None,
+        "config": asdict(cfg),
+    }

@@ -1,0 +1,223 @@
+"""Authenticity: Ed25519 sender identities, per-session MAC keys, trust, and a replay window.
+
+- The sender's long-term Ed25519 key signs every INIT (and the END of a file stream).
+- Live: the receiver opens with a HELLO carrying a fresh X25519 public key; the INIT carries the
+  sender's fresh X25519 public key and echoes the receiver's. The frame MAC key is
+  ``HKDF-SHA256(X25519(sender, receiver), salt = SHA-256(signed INIT), info = "headcast/1 frame mac")``,
+  so only the two ends know it, and an INIT recorded from another session names another HELLO key.
+- File: there is no receiver to agree a key with, so the MAC key is derived from public INIT bytes
+  (it only detects corruption); authenticity comes from the END message, an Ed25519 signature over
+  the SHA-256 of every byte before it.
+- Frames carry ``HMAC-SHA256(key, header | body)[:8]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from headcast.errors import HeadcastError
+from headcast.paths import home
+from headcast.stream.wire import TAG_SIZE, ProtocolError
+
+MAC_INFO = b"headcast/1 frame mac"
+FILE_INFO = b"headcast/1 file frame mac (integrity only)"
+PUB_PREFIX = "headcast-ed25519"
+
+
+# -- keys --------------------------------------------------------------------------------------
+def keys_dir() -> Path:
+    d = home() / "keys"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def default_key_path() -> Path:
+    return keys_dir() / "sender_ed25519.pem"
+
+
+def generate_key(path: str | Path | None = None, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write a new Ed25519 private key (PEM, PKCS8, mode 600) and its public key file
+    (``<path>.pub``: ``headcast-ed25519 <64 hex digits>``). Returns both paths."""
+    p = Path(path) if path is not None else default_key_path()
+    if p.exists() and not overwrite:
+        raise HeadcastError(f"key {p} exists (delete it or pass another path)")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    pub = p.with_name(p.name + ".pub")
+    pub.write_text(f"{PUB_PREFIX} {public_bytes(key).hex()}\n")
+    return p, pub
+
+
+def load_private_key(path: str | Path | None = None, create: bool = True) -> Ed25519PrivateKey:
+    """The sender's key from a PEM file (default: HEADCAST_HOME/keys/sender_ed25519.pem, created on first use)."""
+    p = Path(path) if path is not None else default_key_path()
+    if not p.is_file():
+        if path is None and create:
+            generate_key(p)
+        else:
+            raise HeadcastError(f"no key file {p} (make one with 'headcast keygen')")
+    try:
+        key = serialization.load_pem_private_key(p.read_bytes(), password=None)
+    except (ValueError, TypeError) as e:
+        raise HeadcastError(f"{p} is not an unencrypted PEM private key ({e.__class__.__name__})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise HeadcastError(f"{p} is not an Ed25519 key")
+    return key
+
+
+def public_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_public_key(path: str | Path) -> bytes:
+    """32 raw bytes from a ``.pub`` file (``headcast-ed25519 HEX``, bare hex) or a PEM public key."""
+    p = Path(path)
+    if not p.is_file():
+        raise HeadcastError(f"no public key file {p}")
+    text = p.read_bytes()
+    if b"BEGIN PUBLIC KEY" in text:
+        try:
+            k = serialization.load_pem_public_key(text)
+        except ValueError:
+            raise HeadcastError(f"{p} is not a PEM public key") from None
+        if not isinstance(k, Ed25519PublicKey):
+            raise HeadcastError(f"{p} is not an Ed25519 public key")
+        return k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    words = text.decode("ascii", "replace").split()
+    hexs = words[-1] if words else ""
+    try:
+        raw = bytes.fromhex(hexs)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise HeadcastError(f"{p} is not a headcast public key ('{PUB_PREFIX} <64 hex digits>')")
+    return raw
+
+
+def fingerprint(pub: bytes) -> str:
+    """SHA-256 of the raw public key, first 16 bytes as hex in groups of 4."""
+    h = hashlib.sha256(pub).hexdigest()[:32]
+    return ":".join(h[i:i + 4] for i in range(0, 32, 4))
+
+
+def sign(key: Ed25519PrivateKey, data: bytes) -> bytes:
+    return key.sign(data)
+
+
+def verify(pub: bytes, sig: bytes, data: bytes, what: str) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, data)
+    except (InvalidSignature, ValueError):
+        raise ProtocolError(f"{what}: bad Ed25519 signature (forged or tampered)") from None
+
+
+# -- session keys ------------------------------------------------------------------------------
+def x25519_pair() -> tuple[X25519PrivateKey, bytes]:
+    k = X25519PrivateKey.generate()
+    return k, k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def session_mac_key(own: X25519PrivateKey, peer_pub: bytes, signed_init: bytes) -> bytes:
+    try:
+        shared = own.exchange(X25519PublicKey.from_public_bytes(peer_pub))
+    except ValueError:
+        raise ProtocolError("INIT: invalid X25519 key") from None
+    return HKDF(hashes.SHA256(), 32, hashlib.sha256(signed_init).digest(), MAC_INFO).derive(shared)
+
+
+def file_mac_key(signed_init: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, None, FILE_INFO).derive(hashlib.sha256(signed_init).digest())
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()[:TAG_SIZE]
+
+
+def check_mac(key: bytes, data: bytes, tag: bytes) -> bool:
+    return hmac.compare_digest(mac(key, data), tag)
+
+
+# -- trust -------------------------------------------------------------------------------------
+class Trust:
+    """Which sender keys a receiver accepts: one pinned key (``--trust``), or trust on first use,
+    remembering ``sender name -> key`` in ``HEADCAST_HOME/trust/known_senders.json``."""
+
+    def __init__(self, pinned: bytes | None = None, store: Path | None = None, tofu: bool = True):
+        self.pinned = pinned
+        self.tofu = tofu and pinned is None
+        self.store = store or (home() / "trust" / "known_senders.json")
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> "Trust":
+        return cls(load_public_key(path)) if path is not None else cls()
+
+    def check(self, sender: str, pub: bytes, log=None) -> None:
+        """Accept ``pub`` for ``sender`` or raise ProtocolError saying why."""
+        if self.pinned is not None:
+            if not hmac.compare_digest(pub, self.pinned):
+                raise ProtocolError(f"INIT: sender key {fingerprint(pub)} is not the trusted key {fingerprint(self.pinned)}")
+            return
+        if not self.tofu:
+            raise ProtocolError("INIT: no trusted key configured")
+        known = self._load()
+        if sender in known:
+            if known[sender] != pub.hex():
+                raise ProtocolError(f"INIT: sender {sender!r} presented key {fingerprint(pub)}, but "
+                                    f"{fingerprint(bytes.fromhex(known[sender]))} was trusted on first use ({self.store})")
+            return
+        known[sender] = pub.hex()
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.store.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=2) + "\n")
+        os.replace(tmp, self.store)
+        if log:
+            log(f"trusting sender {sender!r} on first use: key {fingerprint(pub)} (stored in {self.store})")
+
+    def _load(self) -> dict:
+        if not self.store.is_file():
+            return {}
+        try:
+            d = json.loads(self.store.read_text())
+            return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else {}
+        except (ValueError, OSError):
+            raise HeadcastError(f"trust store {self.store} is unreadable; fix or delete it") from None
+
+
+class ReplayWindow:
+    """Accepts each sequence number once, within ``size`` of the highest seen (anti-replay bitmap)."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.top = -1
+        self.seen: set[int] = set()
+
+    def check(self, seq: int) -> str | None:
+        """None when ``seq`` is new and recent enough, else the reason to reject it."""
+        if seq <= self.top - self.size:
+            return f"seq {seq} is older than the replay window (highest {self.top})"
+        if seq in self.seen:
+            return f"seq {seq} was already received (duplicate or replay)"
+        return None
+
+    def accept(self, seq: int) -> None:
+        self.seen.add(seq)
+        if seq > self.top:
+            self.top = seq
+            lo = self.top - self.size
+            if len(self.seen) > 2 * self.size:
+                self.seen = {s for s in self.seen if s > lo}

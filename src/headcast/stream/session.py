@@ -1,0 +1,279 @@
+"""Transport-free sender and receiver state machines: bytes in, bytes or decoded frames out.
+
+The live code (:mod:`headcast.stream.live`) and the file code (:mod:`headcast.stream.files`) both
+drive these. The receiver tolerates lost, duplicated and reordered frames: it keeps the decoded
+states of the last :data:`WINDOW` sequence numbers, parks frames whose reference has not arrived,
+drops frames older than the newest one it has output, and starts (or restarts) at a keyframe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from headcast.stream import auth
+from headcast.stream import codec as K
+from headcast.stream.wire import (COMPACT, END, F_KEY, F_NOFACE, FRAME, FRAME_PREFIX, HEADER_SIZE, HELLO, I_FILE,
+                                  INIT, SIGNATURE_SIZE, TAG_SIZE, TYPE_NAMES, InitInfo, ProtocolError, init_body,
+                                  pack_message, parse_init_body, parse_message)
+
+WINDOW = 128
+END_BODY = struct.Struct("<I32s")  # frames sent, SHA-256 of every stream byte before the END
+
+
+@dataclass
+class DecodedFrame:
+    """A frame as the receiver rebuilt it: seq, t (s), theta (15,), psi (E,), eta, face, keyframe."""
+
+    seq: int
+    t: float
+    theta: np.ndarray
+    psi: np.ndarray
+    eta: np.ndarray
+    face: bool
+    key: bool
+
+
+class SenderSession:
+    """Makes the INIT and the frame messages of one session.
+
+    Args:
+        template: the stream's InitInfo (model, beta, appearance, profile, steps...).
+        key: the sender's Ed25519 identity.
+        file_mode: no receiver handshake; :meth:`end` signs the whole stream.
+    """
+
+    def __init__(self, template: InitInfo, key, file_mode: bool = False):
+        self.template = template
+        self.key = key
+        self.file_mode = file_mode
+        self.info: InitInfo | None = None
+        self.mac_key: bytes | None = None
+        self.encoder: K.CompactEncoder | None = None
+        self.frames = 0
+        self._hash = hashlib.sha256()
+        self.t0: float | None = None
+
+    def init(self, hello: bytes | None = None) -> bytes:
+        """The signed INIT; live sessions pass the receiver's HELLO message."""
+        rx = b"\0" * 32
+        if not self.file_mode:
+            if hello is None:
+                raise ProtocolError("live session needs the receiver's HELLO")
+            m = parse_message(hello)
+            if m.type != HELLO or len(m.body) != 32:
+                raise ProtocolError(f"expected a 32-byte HELLO, got {TYPE_NAMES.get(m.type)} of {len(m.body)} bytes")
+            rx = m.body
+        x_priv, x_pub = auth.x25519_pair()
+        info = replace(self.template, session_id=os.urandom(8), sender_xpub=x_pub, receiver_xpub=rx,
+                       sign_pub=auth.public_bytes(self.key), flags=I_FILE if self.file_mode else 0)
+        body = init_body(info)
+        flags = I_FILE if self.file_mode else 0
+        header = pack_message(INIT, flags, b"\0" * (len(body) + SIGNATURE_SIZE))[:HEADER_SIZE]
+        signed = header + body
+        msg = signed + auth.sign(self.key, signed)
+        self.mac_key = auth.file_mac_key(signed) if self.file_mode else auth.session_mac_key(x_priv, rx, signed)
+        self.info = info
+        self.encoder = K.CompactEncoder(info) if info.profile == COMPACT else None
+        self._emit(msg)
+        return msg
+
+    def _emit(self, msg: bytes) -> None:
+        if self.file_mode:
+            self._hash.update(msg)
+
+    def frame(self, f: K.ParamFrame) -> bytes:
+        """The FRAME message of one ParamFrame."""
+        if self.info is None:
+            raise ProtocolError("frame before INIT")
+        if self.t0 is None:
+            self.t0 = f.t
+        t_ms = int(round(max(0.0, f.t - self.t0) * 1000)) & 0xFFFFFFFF
+        flags = 0
+        if not f.face:
+            flags |= F_NOFACE
+            payload = b""
+        else:
+            x = K.to_vector(f.theta, f.psi, f.eta, self.info)
+            if self.encoder is None:
+                payload, key = K.paper_encode(x), True
+            else:
+                payload, key = self.encoder.encode(x, f.seq)
+            flags |= F_KEY if key else 0
+        body = FRAME_PREFIX.pack(f.seq & 0xFFFFFFFF, t_ms) + payload
+        head = pack_message(FRAME, flags, body)
+        msg = head + auth.mac(self.mac_key, head)
+        self.frames += 1
+        self._emit(msg)
+        return msg
+
+    def end(self) -> bytes:
+        """File mode: the signed END (frame count and SHA-256 of everything before it)."""
+        body = END_BODY.pack(self.frames, self._hash.digest())
+        header = pack_message(END, 0, b"\0" * (len(body) + SIGNATURE_SIZE))[:HEADER_SIZE]
+        return header + body + auth.sign(self.key, header + body)
+
+
+class ReceiverSession:
+    """Authenticates and decodes messages.
+
+    Args:
+        trust: which sender keys to accept.
+        file_mode: accept a file INIT (no HELLO) and require the signed END.
+        log: called with one line per rejected or notable message.
+    """
+
+    def __init__(self, trust: auth.Trust, file_mode: bool = False, log: Callable[[str], None] | None = None):
+        self.trust = trust
+        self.file_mode = file_mode
+        self.log = log or (lambda s: None)
+        self._x_priv = None
+        self.hello_pub: bytes | None = None
+        self.info: InitInfo | None = None
+        self.mac_key: bytes | None = None
+        self.window = auth.ReplayWindow(WINDOW)
+        self.states: dict[int, tuple] = {}
+        self.pending: dict[int, tuple] = {}
+        self.last_out = -1
+        self.frames_received = 0
+        self.ended = False
+        self._hash = hashlib.sha256()
+        self.stats = {"rejected": 0, "late": 0, "unresolved": 0}
+
+    def hello(self) -> bytes:
+        """A fresh HELLO (starts a new session: the next INIT must echo this key)."""
+        self._x_priv, self.hello_pub = auth.x25519_pair()
+        self.info = None
+        self.mac_key = None
+        return pack_message(HELLO, 0, self.hello_pub)
+
+    def handle(self, data: bytes) -> list[DecodedFrame]:
+        """Frames decodable after this message (possibly several, possibly none); ProtocolError when
+        the message is rejected (the reason is its text)."""
+        try:
+            m = parse_message(data)
+            if m.type == INIT:
+                out = self._init(m)
+            elif m.type == FRAME:
+                out = self._frame(m)
+            elif m.type == END:
+                out = self._end(m)
+            else:
+                raise ProtocolError(f"unexpected {TYPE_NAMES[m.type]} message")
+        except ProtocolError as e:
+            self.stats["rejected"] += 1
+            self.log(f"rejected: {e}")
+            raise
+        if self.file_mode:
+            self._hash.update(data)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def _init(self, m) -> list[DecodedFrame]:
+        info, signed_body, sig = parse_init_body(m.body)
+        signed = m.raw[:HEADER_SIZE] + signed_body
+        auth.verify(info.sign_pub, sig, signed, "INIT")
+        if self.file_mode != bool(m.flags & I_FILE):
+            raise ProtocolError("INIT: file stream sent live, or live INIT in a file")
+        if not self.file_mode:
+            if self.hello_pub is None or info.receiver_xpub != self.hello_pub:
+                raise ProtocolError("INIT: not an answer to this receiver's HELLO (replayed INIT?)")
+        if self.info is not None and self.file_mode:
+            raise ProtocolError("INIT: a second INIT in one file")
+        self.trust.check(info.sender, info.sign_pub, self.log)
+        self.mac_key = auth.file_mac_key(signed) if self.file_mode else \
+            auth.session_mac_key(self._x_priv, info.sender_xpub, signed)
+        self.info = info
+        self.window = auth.ReplayWindow(WINDOW)
+        self.states.clear()
+        self.pending.clear()
+        self.last_out = -1
+        self.log(f"session {info.session_id.hex()} from {info.sender!r} ({auth.fingerprint(info.sign_pub)}): "
+                 f"model {info.model}, profile {'compact' if info.profile == COMPACT else 'paper'}, {info.fps:g} fps")
+        return []
+
+    def _end(self, m) -> list[DecodedFrame]:
+        if not self.file_mode or self.info is None:
+            raise ProtocolError("END outside a file stream")
+        if len(m.body) != END_BODY.size + SIGNATURE_SIZE:
+            raise ProtocolError(f"END body is {len(m.body)} bytes")
+        signed = m.raw[:HEADER_SIZE] + m.body[:END_BODY.size]
+        auth.verify(self.info.sign_pub, m.body[END_BODY.size:], signed, "END")
+        n, digest = END_BODY.unpack(m.body[:END_BODY.size])
+        if digest != self._hash.digest():
+            raise ProtocolError("END: the stream's bytes differ from what the sender signed (tampered)")
+        if n != self.frames_received:
+            raise ProtocolError(f"END: sender sent {n} frames, {self.frames_received} arrived")
+        self.ended = True
+        return []
+
+    def _frame(self, m) -> list[DecodedFrame]:
+        if self.info is None:
+            raise ProtocolError("FRAME before an accepted INIT")
+        if len(m.tag) != TAG_SIZE or not auth.check_mac(self.mac_key, m.raw[:-TAG_SIZE], m.tag):
+            raise ProtocolError("FRAME: bad MAC (tampered, forged or from another session)")
+        if len(m.body) < FRAME_PREFIX.size:
+            raise ProtocolError("FRAME: shorter than its sequence number and timestamp")
+        seq, t_ms = FRAME_PREFIX.unpack_from(m.body)
+        why = self.window.check(seq)
+        if why is not None:
+            raise ProtocolError(f"FRAME: {why}")
+        self.window.accept(seq)
+        self.frames_received += 1
+        payload = m.body[FRAME_PREFIX.size:]
+        if m.flags & F_NOFACE and payload:
+            raise ProtocolError("FRAME: no-face frame with a payload")
+        self.pending[seq] = (m.flags, t_ms, payload)
+        out = self._resolve(seq)
+        self._evict()
+        return out
+
+    def _resolve(self, seq: int) -> list[DecodedFrame]:
+        out = []
+        while seq in self.pending:
+            flags, t_ms, payload = self.pending[seq]
+            state = self._decode(seq, flags, payload)
+            if state is None:
+                break
+            del self.pending[seq]
+            self.states[seq] = state
+            if seq > self.last_out:
+                self.last_out = seq
+                theta, psi, eta = K.from_vector(state[2], self.info)
+                out.append(DecodedFrame(seq, t_ms / 1000.0, theta, psi, eta, not flags & F_NOFACE,
+                                        bool(flags & F_KEY)))
+            else:
+                self.stats["late"] += 1
+            seq += 1
+        return out
+
+    def _decode(self, seq: int, flags: int, payload: bytes):
+        """(q or None, scales or None, x) of a frame, or None while its reference is missing."""
+        info = self.info
+        prev = self.states.get(seq - 1)
+        if flags & F_NOFACE:
+            return prev  # hold the previous parameters
+        if info.profile != COMPACT:
+            return (None, None, K.paper_decode(payload, info))
+        if flags & F_KEY:
+            q, scales = K.compact_decode_key(payload, info)
+        elif prev is None:
+            return None
+        else:
+            q = K.compact_decode_delta(payload, prev[0], prev[1])
+            scales = prev[1]
+        return (q, scales, K.dequantise(q, info))
+
+    def _evict(self) -> None:
+        lo = self.window.top - WINDOW
+        for d in (self.states, self.pending):
+            old = [s for s in d if s <= lo]
+            if d is self.pending:
+                self.stats["unresolved"] += len(old)
+            for s in old:
+                del d[s]

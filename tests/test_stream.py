@@ -1,0 +1,407 @@
+"""Telepresence stream: wire format, both profiles, file round trip, authenticity, robustness, fuzzing."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from headcast.stream import auth
+from headcast.stream import coder as C
+from headcast.stream import codec as K
+from headcast.stream.session import ReceiverSession, SenderSession
+from headcast.stream.wire import (COMPACT, ETA_PAPER, FRAME, INIT, MAX_FRAME_BODY, PAPER, InitInfo, ProtocolError,
+                                  init_body, pack_message, parse_init_body, parse_message, split_stream)
+
+E = 12  # expression components of the synthetic streams
+
+
+def synthetic_frames(n: int, seed: int = 0, e: int = E) -> list[K.ParamFrame]:
+    """A smooth, seeded random walk of pose, expression and placement (radians, [0, 1], px/m and px)."""
+    rng = np.random.default_rng(seed)
+    th = np.cumsum(rng.normal(0, 0.004, (n, 15)), 0)
+    th[:, 3:6] = 0  # neck at rest, as the tracker leaves it
+    ps = np.clip(0.3 + np.cumsum(rng.normal(0, 0.02, (n, e)), 0), 0, 1)
+    eta = np.c_[2500 * np.exp(np.cumsum(rng.normal(0, 0.002, n))), 256 + np.cumsum(rng.normal(0, 0.5, (n, 2)), 0)]
+    return [K.ParamFrame(i, i / 25.0, th[i], ps[i], eta[i], True) for i in range(n)]
+
+
+def make_info(profile: int = COMPACT, e: int = E, key_interval: int = 10, sender: str = "alice") -> InitInfo:
+    n_pose = 15 if profile == COMPACT else 6
+    info = InitInfo("test", 8, e, np.linspace(-1, 1, 8), np.arange(27) / 27.0, None, None, 25.0, profile, n_pose,
+                    ETA_PAPER, key_interval, None, sender)
+    if profile == COMPACT:
+        info.steps = np.r_[np.full(15, 0.001), np.full(e, 0.005), 0.0005, 0.05, 0.05].astype(np.float32).astype(float)
+    return info
+
+
+@pytest.fixture(scope="module")
+def key():
+    return auth.Ed25519PrivateKey.generate()
+
+
+def live_pair(info, key, trust=None, log=None):
+    tx = SenderSession(info, key)
+    rx = ReceiverSession(trust or auth.Trust(auth.public_bytes(key)), log=log)
+    assert rx.handle(tx.init(rx.hello())) == []
+    return tx, rx
+
+
+# -- entropy coder -----------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-3000, 3000), st.integers(0, C.N_SCALES - 1)), min_size=1, max_size=80))
+def test_coder_round_trip(pairs):
+    enc = C.Encoder()
+    for r, s in pairs:
+        enc.put_residual(r, s)
+    enc.put_eg(12345)
+    dec = C.Decoder(enc.finish())
+    assert [dec.get_residual(s) for _, s in pairs] == [r for r, _ in pairs]
+    assert dec.get_eg() == 12345
+
+
+def test_coder_cost_matches_entropy():
+    rng = np.random.default_rng(1)
+    r = np.rint(rng.laplace(0, 2.0, 4000)).astype(int)
+    costs = C.residual_cost(r[:, None])[:, 0]
+    best = int(np.argmin(costs))
+    enc = C.Encoder()
+    for v in r:
+        enc.put_residual(int(v), best)
+    actual_bits = 8 * len(enc.finish())
+    assert abs(actual_bits - costs[best]) < 0.02 * costs[best] + 16
+    assert costs[best] / r.size < 3.5  # a Laplace(b=2) integer needs about 3 bits
+
+
+# -- wire format -------------------------------------------------------------------------------
+def test_init_round_trip_and_paper_sizes():
+    info = make_info(PAPER)
+    info.albedo_png = b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + (4).to_bytes(4, "big") * 2 + b"rest"
+    body = init_body(info) + bytes(64)
+    got, _, _ = parse_init_body(body)
+    assert got.model == "test" and got.sender == "alice" and got.n_pose == 6 and got.albedo_png == info.albedo_png
+    np.testing.assert_allclose(got.beta, info.beta, atol=1e-7)
+    np.testing.assert_allclose(got.lam, info.lam, atol=1e-7)
+    # the paper's per-frame payload: (6 + P + 3) float32; FLAME's P = 100 gives 436 bytes
+    flame = InitInfo("flame", 300, 100, np.zeros(300), np.zeros(27), np.zeros(50), profile=PAPER, n_pose=6)
+    x = K.to_vector(np.zeros(15), np.zeros(100), np.array([1.0, 2, 3]), flame)
+    assert len(K.paper_encode(x)) == 436
+    assert 4 * (flame.n_shape + flame.rho.size + flame.lam.size) == 1508
+
+
+def test_caps_reject_oversized_fields():
+    with pytest.raises(ProtocolError, match="cap"):
+        parse_message(pack_message(FRAME, 0, b"") [:5] + (MAX_FRAME_BODY + 1).to_bytes(4, "little"))
+    info = make_info()
+    body = bytearray(init_body(info) + bytes(64))
+    body[0] = 200  # model id length over its 64-byte cap
+    with pytest.raises(ProtocolError, match="cap"):
+        parse_init_body(bytes(body))
+    big = make_info()
+    big.albedo_png = b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + (100000).to_bytes(4, "big") * 2
+    with pytest.raises(ProtocolError, match="side cap"):
+        parse_init_body(init_body(big) + bytes(64))
+
+
+# -- profiles ----------------------------------------------------------------------------------
+def test_compact_round_trip_within_half_a_step(key):
+    info = make_info(key_interval=10)
+    frames = synthetic_frames(60)
+    tx, rx = live_pair(info, key)
+    out = []
+    for f in frames:
+        out += rx.handle(tx.frame(f))
+    assert [d.seq for d in out] == list(range(60))
+    for f, d in zip(frames, out):
+        x = K.to_vector(f.theta, f.psi, f.eta, info)
+        xd = K.to_vector(d.theta, d.psi, d.eta, info)
+        assert np.all(np.abs(x - xd) <= 0.5 * info.steps * (1 + 1e-6) + 1e-9)
+    assert sum(d.key for d in out) == 6
+
+
+def test_paper_profile_is_raw_float32(key):
+    info = make_info(PAPER)
+    tx, rx = live_pair(info, key)
+    f = synthetic_frames(3)[2]
+    msg = tx.frame(f)
+    assert len(msg) == 9 + 8 + 4 * (6 + E + 3) + 8
+    d = rx.handle(msg)[0]
+    np.testing.assert_allclose(d.theta[[0, 1, 2, 6, 7, 8]], f.theta[[0, 1, 2, 6, 7, 8]], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d.psi, f.psi, rtol=1e-6, atol=1e-7)
+    assert np.all(d.theta[[3, 4, 5, 9, 10, 11, 12, 13, 14]] == 0)  # the paper does not send neck or eyes
+
+
+def test_steps_meet_vertex_error_on_ict(ict_model):
+    """Steps from the model's sensitivities keep the mean vertex error under 0.2 mm (real model)."""
+    m = ict_model
+    frames = synthetic_frames(40, seed=3, e=m.n_expr)
+    beta = np.random.default_rng(0).normal(0, 0.5, m.n_shape)
+    meta = {"beta": beta, "model": "ict", "eta_kind": ETA_PAPER, "fps": 25.0, "n_expr": m.n_expr}
+    from headcast.stream.files import accuracy, decode_bytes, encode_frames, make_init
+
+    info = make_init(meta, "compact", model=m, eta_ref=frames[0].eta)
+    k = auth.Ed25519PrivateKey.generate()
+    data, sizes = encode_frames(frames, info, k)
+    dec = decode_bytes(data, auth.Trust(auth.public_bytes(k)))
+    acc = accuracy(m, frames, dec["frames"], info)
+    assert acc["frames_compared"] == 40
+    assert acc["vertex_error_mm_mean"] < 0.2
+    assert acc["placed_vertex_error_mm_mean"] < 0.3
+    assert np.mean(sizes) < 9 + 8 + 8 + 60
+
+
+# -- file round trip ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def anim_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("anim")
+    fr = synthetic_frames(30, seed=5)
+    face = np.ones(30, bool)
+    face[12:15] = False
+    np.savez(d / "params.npz", time=np.arange(30) / 25.0, theta=np.array([f.theta for f in fr]),
+             psi=np.array([f.psi for f in fr]), eta=np.array([f.eta for f in fr]), face_found=face,
+             beta=np.zeros(8), model=np.str_("test"), fps=np.float64(25.0))
+    return d
+
+
+def test_file_round_trip_and_tamper(anim_dir, tmp_path, key, monkeypatch):
+    from headcast.stream import files
+
+    frames, meta = files.read_animation(anim_dir)
+    meta["n_expr"] = E
+    info = make_info(key_interval=10)
+    data, _ = files.encode_frames(frames, info, key)
+    (tmp_path / "s.hcs").write_bytes(data)
+    (tmp_path / "k.pub").write_text(f"headcast-ed25519 {auth.public_bytes(key).hex()}\n")
+    rep = files.decode_file(tmp_path / "s.hcs", tmp_path / "out", trust_key=tmp_path / "k.pub")
+    assert rep["frames"] == 30 and rep["ratio_raw_256_total"] > 450
+    with np.load(tmp_path / "out" / "params.npz") as z:
+        assert z["theta"].shape == (30, 15) and not z["face_found"][12:15].any()
+        np.testing.assert_allclose(z["psi"][13], z["psi"][11])  # held through the face gap
+    assert json.loads((tmp_path / "out" / "init.json").read_text())["profile"] == "compact"
+    # one flipped bit anywhere: rejected, and nothing written
+    for pos in (20, len(data) // 2, len(data) - 70, len(data) - 1):
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        (tmp_path / "bad.hcs").write_bytes(bytes(bad))
+        with pytest.raises(ProtocolError):
+            files.decode_file(tmp_path / "bad.hcs", tmp_path / "bad_out", trust_key=tmp_path / "k.pub")
+        assert not (tmp_path / "bad_out").exists()
+    # a truncated file (no END) and another signer are rejected
+    (tmp_path / "cut.hcs").write_bytes(data[:-50])
+    with pytest.raises(ProtocolError):
+        files.decode_file(tmp_path / "cut.hcs", tmp_path / "cut_out", trust_key=tmp_path / "k.pub")
+    other, _ = files.encode_frames(frames, info, auth.Ed25519PrivateKey.generate())
+    (tmp_path / "other.hcs").write_bytes(other)
+    with pytest.raises(ProtocolError, match="not the trusted key"):
+        files.decode_file(tmp_path / "other.hcs", tmp_path / "o_out", trust_key=tmp_path / "k.pub")
+
+
+def test_trust_on_first_use(tmp_path, key):
+    store = tmp_path / "known.json"
+    t = auth.Trust(store=store)
+    info = make_info(sender="bob")
+    live_pair(info, key, trust=t)
+    assert json.loads(store.read_text()) == {"bob": auth.public_bytes(key).hex()}
+    live_pair(info, key, trust=auth.Trust(store=store))  # same key again: accepted
+    with pytest.raises(ProtocolError, match="trusted on first use"):
+        live_pair(info, auth.Ed25519PrivateKey.generate(), trust=auth.Trust(store=store))
+
+
+def test_keygen_files(tmp_path):
+    p, pub = auth.generate_key(tmp_path / "id.pem")
+    k = auth.load_private_key(p)
+    assert auth.load_public_key(pub) == auth.public_bytes(k)
+    assert (p.stat().st_mode & 0o777) == 0o600
+
+
+# -- live session robustness -------------------------------------------------------------------
+def test_loss_duplicates_reordering_and_replay(key):
+    info = make_info(key_interval=8)
+    frames = synthetic_frames(40, seed=2)
+    tx, rx = live_pair(info, key)
+    msgs = [tx.frame(f) for f in frames]
+    order = list(range(40))
+    order[5], order[6] = order[6], order[5]  # reordered pair
+    del order[order.index(20)]               # lost: 21..23 wait, the keyframe at 24 resumes
+    rng = random.Random(0)
+    out, reasons = [], []
+    for i in order:
+        for _ in range(2 if rng.random() < 0.2 else 1):  # duplicates
+            try:
+                out += rx.handle(msgs[i])
+            except ProtocolError as e:
+                reasons.append(str(e))
+    seqs = [d.seq for d in out]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert set(seqs) == set(range(20)) | set(range(24, 40))
+    assert reasons and all("already received" in r for r in reasons)
+    with pytest.raises(ProtocolError, match="already received"):
+        rx.handle(msgs[30])  # replay
+
+
+def test_forged_tampered_and_cross_session_frames_rejected(key):
+    info = make_info()
+    tx, rx = live_pair(info, key)
+    rx.handle(tx.frame(synthetic_frames(1)[0]))
+    m = bytearray(tx.frame(synthetic_frames(2)[1]))
+    m[20] ^= 1
+    with pytest.raises(ProtocolError, match="bad MAC"):
+        rx.handle(bytes(m))
+    # a recorded INIT replayed to a new HELLO is refused; frames of another session fail the MAC
+    old_init = tx.init(rx.hello())
+    rx2 = ReceiverSession(auth.Trust(auth.public_bytes(key)))
+    rx2.hello()
+    with pytest.raises(ProtocolError, match="HELLO"):
+        rx2.handle(old_init)
+    tx3, rx3 = live_pair(info, key)
+    with pytest.raises(ProtocolError, match="bad MAC"):
+        rx3.handle(tx.frame(synthetic_frames(3)[2]))
+    # an INIT signed by an untrusted key
+    evil = SenderSession(info, auth.Ed25519PrivateKey.generate())
+    with pytest.raises(ProtocolError, match="not the trusted key"):
+        rx3.handle(evil.init(rx3.hello()))
+    # an INIT whose signature does not match its fields
+    good = bytearray(SenderSession(info, key).init(rx3.hello()))
+    good[30] ^= 4
+    with pytest.raises(ProtocolError):
+        rx3.handle(bytes(good))
+
+
+# -- fuzzing -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def corpus(key):
+    info = make_info(key_interval=5)
+    tx = SenderSession(info, key)
+    rx = ReceiverSession(auth.Trust(auth.public_bytes(key)))
+    hello = rx.hello()
+    init = tx.init(hello)
+    frames = [tx.frame(f) for f in synthetic_frames(12, seed=9)]
+    return {"info": info, "hello": hello, "init": init, "frames": frames, "key": key}
+
+
+def _feed(rx, data):
+    try:
+        rx.handle(data)
+    except ProtocolError:
+        pass
+
+
+FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_fuzz_random_bytes(data):
+    rx = ReceiverSession(auth.Trust(bytes(32)))
+    rx.hello()
+    _feed(rx, data)
+    _feed(rx, b"HC\x01" + data)
+    _feed(rx, b"HC\x01\x03\x00" + len(data).to_bytes(4, "little") + data)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_truncated_and_bitflipped(corpus, data):
+    msgs = [corpus["init"]] + corpus["frames"]
+    m = bytearray(data.draw(st.sampled_from(msgs)))
+    cut = data.draw(st.integers(0, len(m)))
+    flips = data.draw(st.lists(st.integers(0, 8 * len(m) - 1), max_size=4))
+    for b in flips:
+        m[b // 8] ^= 1 << (b % 8)
+    rx = ReceiverSession(auth.Trust(auth.public_bytes(corpus["key"])))
+    rx.hello()
+    _feed(rx, bytes(m))
+    _feed(rx, bytes(m[:cut]))
+    try:
+        list(split_stream(bytes(m[:cut]) + bytes(m)))
+    except ProtocolError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=600), st.booleans())
+def test_fuzz_payload_decoders(payload, key_frame):
+    """The compact decoders on arbitrary payloads (as if the MAC had been forged): a result of the
+    right size or a ProtocolError, quickly."""
+    info = make_info()
+    try:
+        if key_frame:
+            q, s = K.compact_decode_key(payload, info)
+            assert q.shape == s.shape == (info.n_components,)
+        else:
+            q = K.compact_decode_delta(payload, np.zeros(info.n_components, np.int64),
+                                       np.arange(info.n_components) % C.N_SCALES)
+            assert q.shape == (info.n_components,)
+    except ProtocolError:
+        pass
+
+
+@FUZZ
+@given(st.binary(min_size=0, max_size=3000))
+def test_fuzz_init_parser(body):
+    try:
+        info, _, _ = parse_init_body(body)
+        assert info.n_shape <= 1024 and info.n_expr <= 1024
+    except ProtocolError:
+        pass
+
+
+# -- live over loopback ------------------------------------------------------------------------
+def test_live_loopback_with_a_dropped_connection(ict_model, headcast_home, tmp_path, key):
+    """Sender -> receiver over ws://127.0.0.1 with the connection cut mid-stream: the sender reconnects,
+    the receiver resumes at a keyframe, renders an MP4; a forged sender is rejected."""
+    import asyncio
+    import time
+
+    import imageio.v3 as iio
+
+    from headcast.stream import live
+
+    m = ict_model
+    frames = synthetic_frames(40, seed=4, e=m.n_expr)
+    info = InitInfo("ict", m.n_shape, m.n_expr, np.zeros(m.n_shape), None, None, None, 25.0, COMPACT, 15,
+                    ETA_PAPER, 10, K.steps_for(m, np.zeros(m.n_shape), 15, ETA_PAPER, frames[0].eta), "carol")
+    out = tmp_path / "received.mp4"
+    lines = []
+
+    async def main():
+        servers = []
+        ready = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        rx_task = asyncio.create_task(live.receive(
+            "127.0.0.1", 0, out, auth.Trust(auth.public_bytes(key)), log=lines.append, idle_timeout=1.5,
+            size=128, model=m, ready=lambda s: (servers.append(s), ready.set())))
+        await ready.wait()
+        port = next(iter(servers[0].sockets)).getsockname()[1]
+
+        def source():
+            for f, t in live.paced(iter(frames), realtime=True):
+                if f.seq == 15:  # cut the link from the receiver's side
+                    for c in list(servers[0].connections):
+                        loop.call_soon_threadsafe(c.transport.abort)
+                    time.sleep(0.3)
+                yield f, t
+
+        sent = await live.send(source(), info, key, f"ws://127.0.0.1:{port}", log=lines.append)
+        # a sender with an untrusted key is refused at its INIT
+        evil = await live.send(live.paced(iter(frames[:3]), False), info, auth.Ed25519PrivateKey.generate(),
+                               f"ws://127.0.0.1:{port}", log=lines.append)
+        got = await rx_task
+        return sent, evil, got
+
+    sent, evil, got = asyncio.run(main())
+    assert sent.sessions >= 2, lines
+    rendered = sorted(got.rendered_at)
+    assert len(rendered) >= 25 and rendered[-1] == 39
+    assert any("not the trusted key" in r for r in got.reasons)
+    assert evil.sessions == 1 and got.sessions == sent.sessions  # the evil INIT never opened a session
+    rep = live.latency_report(sent, got)
+    assert rep["latency_render_ms_median"] < 1000
+    video = np.stack(list(iio.imiter(out, plugin="FFMPEG")))
+    assert video.shape[1:] == (128, 128, 3) and len(video) >= 35
+    assert video[len(video) // 2].std() > 5  # a rendered head, not a blank frame
+    iio.imwrite(tmp_path / "mid.png", video[len(video) // 2])

@@ -1,0 +1,201 @@
+"""End to end in headless Chromium: `headcast view`'s page loads an exported GLB with three.js (served
+from node_modules), draws a non-blank head, and the picture changes while the animation plays.
+The browser is driven over the DevTools protocol (websocket)."""
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from headcast.camera import Intrinsics
+from headcast.errors import HeadcastError
+from headcast.export.gltf import export_glb, keyframe_animation
+from headcast.export.obj import write_obj
+from headcast.fit.params import HeadParams
+from headcast.model.layer import HeadLayer
+
+BG = np.array([0x20, 0x23, 0x28])  # the page's background colour
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
+         "--disable-background-networking", "--disable-component-update", "--no-first-run",
+         "--window-size=480,480", "--remote-debugging-port=0"]
+
+
+class Page:
+    """One Chromium tab over the DevTools protocol."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.n = 0
+
+    def call(self, method: str, timeout: float = 60, **params) -> dict:
+        self.n += 1
+        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        end = time.monotonic() + timeout
+        while True:
+            msg = json.loads(self.ws.recv(timeout=max(0.1, end - time.monotonic())))
+            if msg.get("id") == self.n:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def eval(self, expr: str):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True)
+        return r["result"].get("value")
+
+    def wait_for(self, expr: str, timeout: float = 90):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            v = self.eval(expr)
+            if v:
+                return v
+            time.sleep(0.25)
+        raise TimeoutError(f"page never satisfied {expr}; state: {self.eval('JSON.stringify(window.__headcast)')}")
+
+    def screenshot(self) -> np.ndarray:
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        return iio.imread(io.BytesIO(base64.b64decode(data)))[..., :3]
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        end = time.monotonic() + 30
+        while not port_file.is_file() or not port_file.read_text().strip():
+            if time.monotonic() > end or proc.poll() is not None:
+                pytest.fail("chromium did not start its DevTools endpoint")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        from websockets.sync.client import connect
+
+        url = next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
+        with connect(url, max_size=64 * 2 ** 20, open_timeout=20) as ws:
+            page = Page(ws)
+            page.call("Page.enable")
+            yield page
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def glb(ict_model, tmp_path_factory):
+    """An animated, textured GLB of a seeded random head (a reconstruction folder exported)."""
+    d = tmp_path_factory.mktemp("result")
+    m = ict_model
+    rng = np.random.default_rng(5)
+    p = HeadParams(rng.normal(0, 1, m.n_shape), np.zeros(m.n_expr), np.zeros(15), 1.0, np.array([0, 0, 0.5]), m.name)
+    K = Intrinsics(fx=500, fy=500, cx=160, cy=120, width=320, height=240)
+    p.save(d, K)
+    K.to_json(d / "intrinsics.json")
+    write_obj(d / "mesh_textured.obj", p.vertices(HeadLayer(m, dtype=torch.float64)), m.faces, m.uv * 0.5,
+              m.uv_faces)
+    u = np.linspace(0, 1, 128)
+    tex = np.stack([200 + 40 * u[None] + 0 * u[:, None], 150 + 50 * u[:, None] + 0 * u[None],
+                    np.full((128, 128), 120.0)], -1).astype(np.uint8)  # a smooth skin-like gradient
+    iio.imwrite(d / "albedo.png", tex, extension=".png")
+    a = keyframe_animation(m.n_expr, m.meta.get("expression_names"), seconds=4.0, fps=10)
+    return export_glb(d, out=d / "head.glb", model=m, animation=a)
+
+
+@pytest.fixture(scope="module")
+def server(glb):
+    from headcast.view import serve
+
+    try:
+        s = serve(glb)
+    except HeadcastError as e:
+        pytest.skip(str(e))  # three.js not installed (npm ci)
+    yield f"http://127.0.0.1:{s.server_port}/"
+    s.shutdown()
+    s.server_close()
+
+
+def head_pixels(img: np.ndarray) -> np.ndarray:
+    return np.abs(img.astype(int) - BG).sum(-1) > 30
+
+
+def test_page_shows_textured_head_and_plays_animation(chromium, server, tmp_path):
+    chromium.call("Page.navigate", url=server)
+    state = chromium.wait_for("window.__headcast && (window.__headcast.loaded || window.__headcast.error) "
+                              "&& window.__headcast.frames > 3 && window.__headcast")
+    assert state["error"] is None
+    assert state["loaded"] and state["textured"] and state["animations"] == 1
+    assert state["morphTargets"] == 53 and state["duration"] == pytest.approx(4.0, abs=0.01)
+
+    # playing: animation time and rendered frame count advance, and the pictures differ
+    t0, f0 = state["time"], state["frames"]
+    shot0 = chromium.screenshot()
+    time.sleep(1.0)
+    shot1 = chromium.screenshot()
+    later = chromium.eval("window.__headcast")
+    assert later["frames"] > f0 and later["time"] != t0
+    assert np.mean(np.any(shot0 != shot1, axis=-1)) > 0.005
+
+    # deterministic poses: a head covers the middle of the picture, in the texture's colours, and moves
+    chromium.eval("window.__headcast.seek(0.0)")
+    time.sleep(0.5)
+    a = chromium.screenshot()
+    chromium.eval("window.__headcast.seek(1.0)")  # head turned, jaw open
+    time.sleep(0.5)
+    b = chromium.screenshot()
+    iio.imwrite(tmp_path / "frames.png", np.hstack([a, b]))
+    H, W = a.shape[:2]
+    mask = head_pixels(a)
+    assert 0.1 < mask.mean() < 0.9, f"head covers {mask.mean():.2f} of the picture"
+    assert mask[H // 4:3 * H // 4, 2 * W // 5:3 * W // 5].mean() > 0.9  # the face, centred
+    skin = a[mask].astype(float).mean(0)
+    assert skin[0] > skin[2] + 20  # warm texture colour (red over blue), not a flat grey
+    assert np.mean(np.any(np.abs(a.astype(int) - b) > 10, axis=-1)) > 0.02
+
+
+def test_view_refuses_bad_target(tmp_path):
+    from headcast.view import head_glb
+
+    with pytest.raises(HeadcastError):
+        head_glb(tmp_path / "nothing.glb")
+
+
+def test_preview_renderer_matches_ray_caster(ict_model):
+    """render_head (OpenGL, EGL) covers the same pixels as the exact ray caster, draws the texture where
+    textured, and follows the vertices."""
+    from headcast.render.gl import render_head
+    from headcast.render.images import render_shaded
+
+    m = ict_model
+    p = HeadParams(np.zeros(m.n_shape), np.zeros(m.n_expr), np.zeros(15), 1.0, np.array([0, 0.02, 0.5]), m.name)
+    v = p.vertices(HeadLayer(m, dtype=torch.float64))
+    K = Intrinsics(fx=180, fy=180, cx=63.5, cy=63.5, width=128, height=128)
+    try:
+        shaded = render_head(v, m.faces, K)
+    except HeadcastError as e:
+        pytest.skip(str(e))  # no EGL
+    hits, _ = render_shaded(v, m.faces, K)
+    cover = np.any(shaded > 0, axis=-1)
+    assert shaded.shape == (128, 128, 3) and shaded.dtype == np.uint8
+    assert np.mean(cover == hits.hit) > 0.99
+    green = np.zeros((16, 16, 3), np.uint8)
+    green[..., 1] = 255
+    tex = render_head(v, m.faces, K, uv=m.uv * 0.5, uv_faces=m.uv_faces, texture=green)
+    assert np.all(tex[cover][:, [0, 2]] == 0) and tex[cover][:, 1].mean() > 60
+    moved = render_head(v + [0.02, 0, 0], m.faces, K)
+    shift = np.nonzero(np.any(moved > 0, axis=-1))[1].mean() - np.nonzero(cover)[1].mean()
+    assert 5 < shift < 10  # 2 cm to the right at ~0.5 m with f = 180 px: about 7 px
