@@ -122,11 +122,56 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
     rec = fit_observation(obs, fitter, a.method)
     rec.report["seconds_total"] = time.perf_counter() - t0
     write_reconstruction(Path(a.out), obs, rec, model)
+    if a.texture:
+        _texture(Path(a.out), a.albedo_model, a.texture_size, model.name, 50)
     pm = rec.report["point_to_mesh_mm"]
     _say(f"headcast: {a.method} fit in {rec.report['seconds_fit']:.1f} s; face points to mesh: median "
          f"{pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm; 3D landmarks: mean "
          f"{rec.report['landmarks_3d_mm']['mean']:.1f} mm")
     _say(f"headcast: wrote {a.out}/ (params, mesh.obj/ply, fit_report.json, landmarks/overlay/depth_residual.png)")
+
+
+# ---------------------------------------------------------------- texture
+def _texture(recon: Path, albedo_model, size: int, model, n_components: int) -> None:
+    from headcast.texture import texture_reconstruction
+
+    rep = texture_reconstruction(recon, albedo_model=albedo_model, size=size, model=model,
+                                 n_components=n_components, progress=_say)
+    _say(f"headcast: textured {recon}: Loss4 {rep['loss4']:.4f}; albedo.png, mesh_textured.obj/.mtl, "
+         f"lighting.json, render_vs_photo.png, texture_report.json")
+
+
+def cmd_texture(a: argparse.Namespace) -> None:
+    _texture(Path(a.recon_dir), a.albedo_model, a.size, a.model, a.n_components)
+
+
+# ---------------------------------------------------------------- animate
+def cmd_animate(a: argparse.Namespace) -> None:
+    from headcast.animate import animate
+
+    rep = animate(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, threshold=a.threshold,
+                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video, progress=_say)
+    _say(f"headcast: wrote {a.out}/ ({rep.get('frames', '?')} frames)")
+
+
+def cmd_bench_animate(a: argparse.Namespace) -> None:
+    import json
+
+    from headcast.bench.animate import markdown, run_animate_bench
+
+    res = run_animate_bench(a.videos or None, _say, threshold=a.threshold, builtin=not a.no_builtin,
+                            max_frames=a.max_frames)
+    if a.json:
+        print(json.dumps(res, indent=2, default=str))
+    print(markdown(res))
+
+
+def cmd_bench_texture(a: argparse.Namespace) -> None:
+    from headcast.bench.texture import run_texture_bench
+
+    run_texture_bench(n=a.n, seed=a.seed, geometry=a.geometry, model_spec=a.model, size=a.size,
+                      albedo_model=a.albedo_model, real=not a.no_real, figures=Path(a.figures) if a.figures else None,
+                      out=Path(a.out) if a.out else None, progress=_say)
 
 
 # ---------------------------------------------------------------- bench
@@ -167,7 +212,7 @@ def cmd_bench_render(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from headcast.demo import run_demo
 
-    run_demo(Path(a.out), model_spec=a.model, seed=a.seed, progress=_say)
+    run_demo(Path(a.out), model_spec=a.model, seed=a.seed, video=Path(a.video) if a.video else None, progress=_say)
 
 
 # ---------------------------------------------------------------- parser
@@ -245,7 +290,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expression prior weight on ||psi||^2 (default %(default)g)")
     r.add_argument("--seed", type=int, default=0, help="seed for point subsampling (default 0)")
     r.add_argument("--quiet", action="store_true", help="no per-iteration progress")
+    r.add_argument("--texture", action="store_true", help="also estimate lighting and an albedo map")
+    r.add_argument("--albedo-model", help="with --texture: FLAME_albedo_from_BFM.npz or FLAME_texture.npz")
+    r.add_argument("--texture-size", type=int, default=1024, help="albedo map side in texels (default 1024)")
     r.set_defaults(func=cmd_reconstruct)
+
+    t = sub.add_parser("texture", help="lighting (27 SH numbers) and an albedo map for a reconstruction")
+    t.add_argument("recon_dir", help="a reconstruction folder (headcast reconstruct)")
+    t.add_argument("--albedo-model", help="FLAME_albedo_from_BFM.npz (MU/PC) or FLAME_texture.npz (mean/tex_dir); "
+                                          "default: per-texel albedo from the photo")
+    t.add_argument("--n-components", type=int, default=50, help="albedo model coefficients rho (default 50)")
+    t.add_argument("--size", type=int, default=1024, help="albedo map side in texels (default 1024)")
+    t.add_argument("--model", help="expected head model (error when the folder used another)")
+    t.set_defaults(func=cmd_texture)
+
+    an = sub.add_parser("animate", help="drive a reconstructed head from an RGB video")
+    an.add_argument("recon_dir", help="a reconstruction folder")
+    an.add_argument("video", help="a video file with a face (any person)")
+    an.add_argument("--out", required=True, help="output folder")
+    an.add_argument("--model", help="expected head model (default: the folder's own)")
+    an.add_argument("--threshold", type=float, default=0.04, help="stop a frame at Loss5 below this (default 0.04)")
+    an.add_argument("--max-iters", type=int, help="iteration cap per frame (default 6)")
+    an.add_argument("--max-frames", type=int, help="only the first N frames")
+    an.add_argument("--no-video", action="store_true", help="parameters only, no MP4")
+    an.set_defaults(func=cmd_animate)
 
     pb = sub.add_parser("bench", help="benchmarks (figures go to bench/RESULTS.md)")
     bsub = pb.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
@@ -259,6 +327,26 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--samples", help="the real samples folder (default ../shared/samples)")
     br.add_argument("--figures", help="folder for one overlay figure per real frame (e.g. bench/figures)")
     br.set_defaults(func=cmd_bench_reconstruct)
+
+    bt = bsub.add_parser("texture", help="albedo and lighting error on synthetic subjects; Loss4 on real frames")
+    bt.add_argument("--n", type=int, default=10, help="synthetic subjects (default 10)")
+    bt.add_argument("--seed", type=int, default=2000, help="first subject seed (default 2000)")
+    bt.add_argument("--geometry", default="gt,fit", help="gt (true mesh), fit (reconstructed), or both")
+    bt.add_argument("--model", default="ict", help="head model (default ict)")
+    bt.add_argument("--size", type=int, default=1024, help="albedo map side (default 1024)")
+    bt.add_argument("--albedo-model", help="an albedo model file to test that path")
+    bt.add_argument("--no-real", action="store_true", help="skip the real TrueDepth frames")
+    bt.add_argument("--figures", help="folder for the real-frame figure")
+    bt.add_argument("--out", help="folder for the JSON and markdown summary")
+    bt.set_defaults(func=cmd_bench_texture)
+
+    ba = bsub.add_parser("animate", help="tracking speed and accuracy on videos")
+    ba.add_argument("videos", nargs="*", help="videos (default ../shared/samples/video/*.mp4)")
+    ba.add_argument("--no-builtin", action="store_true", help="skip the built-in rendered motion")
+    ba.add_argument("--max-frames", type=int, help="only the first N frames of each video")
+    ba.add_argument("--threshold", type=float, default=0.04, help="Loss5 threshold (default 0.04)")
+    ba.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    ba.set_defaults(func=cmd_bench_animate)
 
     br2 = bsub.add_parser("render", help="preview renderer (OpenGL/EGL) against the ray caster")
     br2.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
@@ -285,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="headcast-demo", help="output folder (default: ./headcast-demo)")
     d.add_argument("--model", default="ict", help="head model (default: ict)")
     d.add_argument("--seed", type=int, default=0, help="subject seed (default: 0)")
+    d.add_argument("--video", help="drive the head with this video instead of the built-in motion")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -1,7 +1,9 @@
 """``headcast demo``: every stage that exists, on a synthetic subject made on the spot.
 
 out/input/           the synthetic RGB-D frame (layout of real captures) and its ground truth
-out/reconstruction/  the fitted head (``headcast reconstruct`` outputs)
+out/reconstruction/  the fitted head (``headcast reconstruct`` outputs) with its texture
+out/animation/       the head driven by the built-in motion (or ``--video``)
+out/head.glb         textured, rigged, animated glTF
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ from headcast.model.registry import resolve_model
 from headcast.outdir import staged_output
 
 
-def run_demo(out: Path, model_spec: str = "ict", seed: int = 0, progress: Callable[[str], None] = print) -> dict:
+def run_demo(out: Path, model_spec: str = "ict", seed: int = 0, video: Path | None = None,
+             progress: Callable[[str], None] = print) -> dict:
     """Make, reconstruct and measure a synthetic subject; returns the headline figures."""
+    from headcast.animate import animate, animate_builtin
     from headcast.bench.reconstruct import synthetic_errors
+    from headcast.export.gltf import export_glb
     from headcast.fit.reconstruct import fit_observation, make_fitter, write_reconstruction
     from headcast.preprocess.preprocess import preprocess
     from headcast.preprocess.rgbd import load_rgbd
     from headcast.synth import default_intrinsics, random_subject, render_rgbd, write_sample
+    from headcast.texture import texture_reconstruction
 
     t0 = time.perf_counter()
     model = resolve_model(model_spec, progress=progress)
@@ -38,11 +44,27 @@ def run_demo(out: Path, model_spec: str = "ict", seed: int = 0, progress: Callab
         errors = synthetic_errors(model, rec.vertices, frame.vertices)
         rec.report["ground_truth_mm"] = errors
         write_reconstruction(tmp / "reconstruction", obs, rec, model)
+        v, s = errors["vertex"], errors["surface"]
+        pm = rec.report["point_to_mesh_mm"]
+        progress(f"demo: reconstructed in {rec.report['seconds_fit']:.1f} s; against the ground truth over the "
+                 f"face: vertex error median {v['median']:.2f} mm (p95 {v['p95']:.2f}), surface error median "
+                 f"{s['median']:.2f} mm; face points to mesh median {pm['median']:.2f} mm")
+        tex = texture_reconstruction(tmp / "reconstruction", model=model.name, progress=_prefixed(progress))
+        progress(f"demo: textured: Loss4 {tex['loss4']:.4f} (lighting: 27 SH numbers, albedo.png)")
+        if video is None:
+            anim = animate_builtin(tmp / "reconstruction", tmp / "animation", progress=_prefixed(progress))
+        else:
+            anim = animate(tmp / "reconstruction", video, tmp / "animation", progress=_prefixed(progress))
+        glb = export_glb(tmp / "reconstruction", tmp / "animation", tmp / "head.glb")
+        progress(f"demo: exported {out / 'head.glb'} ({glb.stat().st_size / 1e6:.1f} MB)")
     v, s = errors["vertex"], errors["surface"]
-    pm = rec.report["point_to_mesh_mm"]
-    progress(f"demo: reconstructed in {rec.report['seconds_fit']:.1f} s; against the ground truth over the face: "
-             f"vertex error median {v['median']:.2f} mm (p95 {v['p95']:.2f}), surface error median "
-             f"{s['median']:.2f} mm; face points to mesh median {pm['median']:.2f} mm")
-    progress(f"demo: outputs in {out}/ (input/, reconstruction/: mesh.obj, params.json, fit_report.json, "
-             f"overlay.png, landmarks.png, depth_residual.png); total {time.perf_counter() - t0:.0f} s")
-    return {"errors_mm": errors, "point_to_mesh_mm": pm}
+    progress(f"demo: outputs in {out}/: input/ (synthetic RGB-D + ground truth), reconstruction/ (mesh.obj, "
+             f"mesh_textured.obj, albedo.png, params.json, fit_report.json, overlay.png, render_vs_photo.png), "
+             f"animation/ (animation.mp4, frames.jsonl), head.glb; total {time.perf_counter() - t0:.0f} s")
+    progress(f"demo: look at the head in a browser: headcast view {out / 'head.glb'}")
+    return {"errors_mm": errors, "point_to_mesh_mm": pm, "loss4": tex["loss4"],
+            "animation": {k: anim.get(k) for k in ("frames", "share_under_threshold", "fps")}}
+
+
+def _prefixed(progress: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda msg: progress(f"demo: {msg}")

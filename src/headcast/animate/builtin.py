@@ -143,3 +143,45 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
         writer.close()
         renderer.release()
     return motion
+
+
+def gaps_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: np.ndarray) -> dict[str, np.ndarray]:
+    """Mouth opening (inner lips 62-66) and eyelid openings (mean of the two lid point pairs of each eye)
+    in millimetres (N,) of the head with identity ``beta`` driven by theta (N, 15), psi (N, E)."""
+    layer = HeadLayer(model, dtype=torch.float64)
+    f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
+    with torch.no_grad():
+        L = layer.landmarks(f(np.tile(beta, (len(theta), 1))), f(psi), f(theta)).numpy()
+    d = lambda a, b: np.linalg.norm(L[:, a] - L[:, b], axis=1) * 1000  # noqa: E731
+    return {"mouth": d(62, 66), "lid_left": (d(43, 47) + d(44, 46)) / 2, "lid_right": (d(37, 41) + d(38, 40)) / 2}
+
+
+def motion_recovery(model: HeadModel, beta: np.ndarray, truth: Motion, theta: np.ndarray, psi: np.ndarray,
+                    found: np.ndarray | None = None) -> dict:
+    """How much of the scripted motion a tracked stream (theta (N, 15), psi (N, E)) brings to the head
+    ``beta``: for the mouth and each eyelid opening, the tracked range over the true range and the
+    correlation over time; head yaw and pitch RMS errors (degrees); face-vertex speed on the still stretch
+    (mm per frame). Frames with ``found`` False are left out of the correlations and errors."""
+    from scipy.spatial.transform import Rotation
+
+    from headcast.animate.metrics import vertex_speed_mm
+
+    n = min(len(theta), len(truth.theta))
+    ok = np.ones(n, bool) if found is None else np.asarray(found[:n], bool)
+    g_true = gaps_mm(model, beta, truth.theta[:n], truth.psi[:n])
+    g_fit = gaps_mm(model, beta, theta[:n], psi[:n])
+    out = {}
+    for k in g_true:
+        a, b = g_true[k][ok], g_fit[k][ok]
+        out[k] = {"true_range_mm": float(a.max() - a.min()), "tracked_range_mm": float(b.max() - b.min()),
+                  "recovered": float((b.max() - b.min()) / max(a.max() - a.min(), 1e-9)),
+                  "correlation": float(np.corrcoef(a, b)[0, 1])}
+    e_true = Rotation.from_rotvec(truth.theta[:n, :3][ok]).as_euler("YXZ", degrees=True)
+    e_fit = Rotation.from_rotvec(theta[:n, :3][ok]).as_euler("YXZ", degrees=True)
+    out["yaw_rmse_deg"] = float(np.sqrt(np.mean((e_true[:, 0] - e_fit[:, 0]) ** 2)))
+    out["pitch_rmse_deg"] = float(np.sqrt(np.mean((e_true[:, 1] - e_fit[:, 1]) ** 2)))
+    a, b = truth.still
+    b = min(b, n)
+    if b - a >= 2:
+        out["still_vertex_speed_mm_per_frame"] = float(vertex_speed_mm(model, beta, theta[a:b], psi[a:b]).mean())
+    return out

@@ -44,7 +44,6 @@ class TrackConfig:
     w_inner_lips: float = 2.0      # mouth opening
     w_pupil: float = 1.0           # iris centres -> eye joints
     w_psi: float = 1e-4            # ||psi||^2
-    w_psi_l1: float = 0.0          # sum(psi) for expressions bounded below by 0 (a sparsity prior)
     # expressions whose defining motion no landmark sees (gaze is on the pupils and the eye joints;
     # the cheeks have no landmarks): their prior is w_psi times w_unseen
     unseen_expressions: tuple[str, ...] = ("eyeLook", "cheekPuff", "cheekSquint")
@@ -52,7 +51,8 @@ class TrackConfig:
     w_eye_prior: float = 2e-5      # eye joint angles^2
     w_beta: float = 2e-5           # driver identity ||beta||^2 (beta ~ N(0, 1))
     w_smooth_psi: float = 5e-4     # (psi - psi_prev)^2
-    w_smooth_pose: float = 5e-2    # root rotation change^2
+    w_smooth_pose: float = 5e-2    # root rotation change^2 on a still head; divided by 1 + (speed / pose_speed)^2
+    pose_speed: float = 0.01       # rad per frame: above it the head is turning and the pose prior fades
     w_smooth_jaw: float = 2e-3     # jaw angle change^2
     w_smooth_eyes: float = 2e-3    # eye angle change^2
     w_smooth_eta: float = 1e-3     # (log s change)^2 + (translation change / h)^2
@@ -61,6 +61,7 @@ class TrackConfig:
     dynamic_contour: bool = False  # MediaPipe's contour points are fixed face points, not the silhouette
     identity_frames: int = 30      # frames with a face used to estimate the driver's shape
     identity_window_s: float = 10.0  # ... chosen among the first seconds of the video
+    identity_quiet_share: float = 1.0  # ... among this share of them with the mouth most closed
     identity_components: int = 30  # leading identity components estimated
     identity_iters: int = 15       # Levenberg-Marquardt iterations of the joint calibration
     offset_dims: int = 3           # 3: offsets in x, y and depth; 2: in the model's x-y plane only
@@ -120,8 +121,7 @@ class FrameState:
 @dataclass
 class Residuals:
     """r (2K,) weighted normalised residuals, Loss5, uv (K, 2) model points in pixels, the point rows,
-    the per-point residual scale (K,), s; with a Jacobian: J (2K, n), its column layout and
-    d x / d z (K, 3, Z) for every coefficient."""
+    the per-point residual scale (K,), s; with a Jacobian: J (2K, n) and its column layout."""
 
     r: np.ndarray
     loss5: float
@@ -131,7 +131,6 @@ class Residuals:
     s: float
     J: np.ndarray | None = None
     layout: dict | None = None
-    dz_all: np.ndarray | None = None
 
 
 @dataclass
@@ -145,8 +144,9 @@ class FitResult:
 class FrameFitter:
     """LM fitting of :class:`FrameState` to observations for one :class:`PointRig`.
 
-    ``free_z`` selects which coefficients move (all by default); ``id_block`` marks the rig's identity
-    columns (prior ``w_beta``), the rest are expressions (prior ``w_psi``, bounds ``expr_range``).
+    ``free_z`` selects which coefficients move (all by default). The rig's identity columns have the
+    prior ``w_beta``; its expression columns ``w_psi`` (times ``w_unseen`` for the unseen ones) and the
+    bounds ``expr_range``.
     """
 
     def __init__(self, rig: PointRig, config: TrackConfig | None = None,
@@ -164,9 +164,6 @@ class FrameFitter:
         unseen = np.array([bool(names) and names[i].startswith(self.cfg.unseen_expressions) for i in rig.expr_cols])
         self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta),
                            np.where(unseen, self.cfg.w_unseen, 1.0) * self.cfg.w_psi]
-        # sum(psi) is a smooth (linear) prior only where psi cannot go below its lower bound
-        self.l1 = np.where((np.arange(Z) >= rig.n_id) & np.isfinite(self.lo), self.cfg.w_psi_l1, 0.0)
-        self.lo_finite = np.where(np.isfinite(self.lo), self.lo, 0.0)
         w = np.ones(68)
         w[:N_CONTOUR] = self.cfg.w_contour
         w[EYE_POINTS] = self.cfg.w_eyes
@@ -237,11 +234,10 @@ class FrameFitter:
         Jm *= scale[:, None, None]
         res.J = Jm.reshape(2 * K, -1)
         res.layout = L
-        res.dz_all = d_z
         return res
 
-    def _priors(self, st: FrameState, L: dict, prev: FrameState | None, h: float):
-        """Prior residual rows (r, J) at ``st``."""
+    def _priors(self, st: FrameState, L: dict, prev: FrameState | None, h: float, speed: float = 0.0):
+        """Prior residual rows (r, J) at ``st``; ``speed``: the head's last rotation per frame (rad)."""
         c = self.cfg
         rows_r, rows_J = [], []
 
@@ -261,7 +257,8 @@ class FrameFitter:
             add(e, L["eyes"], c.w_eye_prior)
         if prev is not None:
             add(st.z[fz] - prev.z[fz], L["z"], c.w_smooth_psi)
-            add(matrix_to_rotvec(st.R0 @ prev.R0.T), L["root"], c.w_smooth_pose)
+            # yaw is barely seen near a frontal view: a fixed prior would hold a turning head back
+            add(matrix_to_rotvec(st.R0 @ prev.R0.T), L["root"], c.w_smooth_pose / (1 + (speed / c.pose_speed) ** 2))
             add(st.jaw - prev.jaw, L["jaw"], c.w_smooth_jaw)
             if use_eyes:
                 e = np.concatenate([matrix_to_rotvec(st.eyes[0] @ prev.eyes[0].T)[:2],
@@ -271,20 +268,12 @@ class FrameFitter:
             add((st.t - prev.t) / h, L["t"], c.w_smooth_eta, np.eye(2) / h)
         return np.concatenate(rows_r), np.vstack(rows_J)
 
-    def cost(self, st: FrameState, obs: Observation, prev: FrameState | None) -> tuple[float, float]:
+    def cost(self, st: FrameState, obs: Observation, prev: FrameState | None, speed: float = 0.0
+             ) -> tuple[float, float]:
         d = self._data(st, obs, False)
         L = self._layout(self.has_pupils and obs.pupils is not None)
-        rp, _ = self._priors(st, L, prev, obs.half_size)
-        return float(d.r @ d.r + rp @ rp) + self._linear(st), d.loss5
-
-    def linear_gradient(self, L: dict) -> np.ndarray:
-        """Half the gradient of the linear prior (cost = |r|^2 + l1 . z, so J^T r + l1 / 2) in layout L."""
-        g = np.zeros(L["n"])
-        g[L["z"]] = 0.5 * self.l1[self.free_z]
-        return g
-
-    def _linear(self, st: FrameState) -> float:
-        return float(self.l1 @ (st.z - self.lo_finite)) if self.cfg.w_psi_l1 else 0.0
+        rp, _ = self._priors(st, L, prev, obs.half_size, speed)
+        return float(d.r @ d.r + rp @ rp), d.loss5
 
     # -- update --------------------------------------------------------------------------------
     def _apply(self, st: FrameState, d: np.ndarray, L: dict) -> FrameState:
@@ -343,8 +332,9 @@ class FrameFitter:
 
     def fit(self, obs: Observation, start: FrameState, prev: FrameState | None = None,
             max_iters: int | None = None, min_iters: int | None = None,
-            threshold: float | None = None) -> FitResult:
-        """Fit one frame from ``start``; ``prev`` (the previous frame's result) anchors the temporal prior.
+            threshold: float | None = None, speed: float = 0.0) -> FitResult:
+        """Fit one frame from ``start``; ``prev`` (the previous frame's result) anchors the temporal prior,
+        ``speed`` (the head's rotation between the two frames before, rad) loosens its pose part.
 
         Stops once Loss5 < threshold after at least ``min_iters`` updates, when an update no longer
         lowers the cost, or after ``max_iters`` updates.
@@ -359,21 +349,20 @@ class FrameFitter:
         it = 0
         d = self._data(st, obs, True)
         L = d.layout
-        rp, Jp = self._priors(st, L, prev, h)
-        cost = float(d.r @ d.r + rp @ rp) + self._linear(st)
+        rp, Jp = self._priors(st, L, prev, h, speed)
+        cost = float(d.r @ d.r + rp @ rp)
         loss5 = d.loss5
         while it < max_iters and not (it >= min_iters and loss5 < threshold):
             Ja = np.vstack([d.J, Jp])
             ra = np.concatenate([d.r, rp])
             H = Ja.T @ Ja
             g = Ja.T @ ra
-            g += self.linear_gradient(L)
             dg = np.diag(H).copy()
             accepted = False
             for _ in range(6):
                 step = self._bounded_solve(H + np.diag(damping * dg + 1e-12), g, st, L)
                 cand = self._apply(st, step, L)
-                new_cost, new_loss = self.cost(cand, obs, prev)
+                new_cost, new_loss = self.cost(cand, obs, prev, speed)
                 if new_cost < cost:
                     damping = max(damping / 4, 1e-7)
                     accepted = True
@@ -388,6 +377,6 @@ class FrameFitter:
                 break
             d = self._data(st, obs, True)
             L = d.layout
-            rp, Jp = self._priors(st, L, prev, h)
+            rp, Jp = self._priors(st, L, prev, h, speed)
         d = self._data(st, obs, False)
         return FitResult(st, d.loss5, it, d.uv[:68])

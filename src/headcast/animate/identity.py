@@ -124,7 +124,7 @@ def estimate_identity(model: HeadModel, observations: list[Observation], expr_co
         gs0 = ws * rs
         parts = []
         for (r, Jf, Js, Lf), st in zip(terms, states):
-            Hff, Hfs, gf = Jf.T @ Jf, Jf.T @ Js, Jf.T @ r + pb.ff.linear_gradient(Lf)
+            Hff, Hfs, gf = Jf.T @ Jf, Jf.T @ Js, Jf.T @ r
             held = pb.ff.held(gf, st, Lf)  # at a bound and pushed outwards: fixed in this step
             Hff[held, :] = 0
             Hff[:, held] = 0
@@ -134,25 +134,12 @@ def estimate_identity(model: HeadModel, observations: list[Observation], expr_co
             parts.append((Hff, Hfs, gf, Js.T @ Js, Js.T @ r))
         improved = False
         for _ in range(6):
-            Hs = Hs0 + sum(p[3] for p in parts)
-            gs = gs0 + sum(p[4] for p in parts)
-            Hs = Hs + np.diag(damping * np.diag(Hs) + 1e-12)
-            solves = []
-            for Hff, Hfs, gf, _, _ in parts:
-                A = Hff + np.diag(damping * np.diag(Hff) + 1e-12)
-                X = np.linalg.solve(A, np.hstack([Hfs, gf[:, None]]))
-                solves.append((A, X))
-                Hs -= Hfs.T @ X[:, :-1]
-                gs -= Hfs.T @ X[:, -1]
-            ds = -np.linalg.solve(Hs, gs)
+            ds, dfs = _schur_step(parts, Hs0, gs0, damping)
             nb = b + ds[:n_id]
             noff = off.copy()
             if nd:
                 noff[:, :nd] += ds[n_id:].reshape(68, nd)
-            cand = []
-            for (A, X), (r, Jf, Js, Lf), (Hff, Hfs, gf, _, _), st in zip(solves, terms, parts, states):
-                df = -(X[:, -1] + X[:, :-1] @ ds)
-                cand.append(pb.ff._apply(st, df, Lf))
+            cand = [pb.ff._apply(st, df, t[3]) for st, df, t in zip(states, dfs, terms)]
             pb.set_shared(cand, nb, noff)
             rs_new, _ = pb.shared_prior(nb, noff, nf)
             new_cost = sum(pb.frame_cost(s, o) for s, o in zip(cand, observations)) + float(rs_new @ rs_new)
@@ -175,6 +162,23 @@ def estimate_identity(model: HeadModel, observations: list[Observation], expr_co
                     "offset_rms_mm": float(np.sqrt((off ** 2).sum(1).mean()) * 1000),
                     "loss5_before": loss_before, "loss5_after": float(np.mean(loss_after))}
     return ident
+
+
+def _schur_step(parts, Hs0: np.ndarray, gs0: np.ndarray, damping: float):
+    """Damped Gauss-Newton step of the block-arrow system: frame blocks (Hff, Hfs, gf) and the shared
+    block (Hs0 + sum Hss, gs0 + sum gs), the frames eliminated first. Returns (shared step, frame steps)."""
+    Hs = Hs0 + sum(p[3] for p in parts)
+    gs = gs0 + sum(p[4] for p in parts)
+    Hs = Hs + np.diag(damping * np.diag(Hs) + 1e-12)
+    solved = []
+    for Hff, Hfs, gf, _, _ in parts:
+        A = Hff + np.diag(damping * np.diag(Hff) + 1e-12)
+        X = np.linalg.solve(A, np.hstack([Hfs, gf[:, None]]))  # A^-1 [Hfs | gf]
+        solved.append(X)
+        Hs -= Hfs.T @ X[:, :-1]
+        gs -= Hfs.T @ X[:, -1]
+    ds = -np.linalg.solve(Hs, gs)
+    return ds, [-(X[:, -1] + X[:, :-1] @ ds) for X in solved]
 
 
 def _offset_jacobian(rig: PointRig, d, st: FrameState, nd: int) -> np.ndarray:

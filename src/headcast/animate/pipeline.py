@@ -1,8 +1,10 @@
 """``headcast animate RECON_DIR VIDEO --out DIR``: drive a reconstructed head with a video of anyone.
 
 Stages (timed separately): decode, landmarks (MediaPipe FaceMesh in tracking mode), the driver's
-identity (once, from up to ``identity_frames`` frames of the first ``identity_window_s`` seconds),
-the per-frame fit (Loss5), and the preview video. Output folder (written whole or not at all):
+identity (once, from ``identity_frames`` frames of the first ``identity_window_s`` seconds that
+span the head poses seen there; :func:`headcast.animate.track.select_calibration`), the per-frame
+fit (Loss5, :mod:`headcast.animate.fit`), and the preview video. The subject keeps its own beta;
+only theta and psi come from the driver. Output folder (written whole or not at all):
 
 - ``params.npz``: per-frame arrays ``frame``, ``time`` (s), ``theta`` (N, 15), ``psi`` (N, E),
   ``eta`` (N, 3) = (s px/m, tx px, ty px), ``loss`` (Loss5, NaN without a face), ``iterations``,
@@ -156,13 +158,17 @@ def track(model: HeadModel, observations: list[Observation | None], fps: float, 
     tracker = Tracker(model, cfg)
     t0 = time.perf_counter()
     window = max(1, int(round(cfg.identity_window_s * fps)))
-    cal = select_calibration(observations, cfg.identity_frames, window)
+    cal = select_calibration(observations, cfg.identity_frames, window, cfg.identity_quiet_share)
     if progress:
         progress(f"animate: driver identity from {len(cal)} frames of the first {min(window, len(observations))}")
     identity = tracker.calibrate([observations[i] for i in cal])
     t1 = time.perf_counter()
     frames = [tracker.step(o) for o in observations]
     t2 = time.perf_counter()
+    first = next(i for i, f in enumerate(frames) if f.face_found)
+    for i in range(first):  # offline, frames before the first face can hold the first fit too
+        f = frames[first]
+        frames[i] = TrackedFrame(f.theta, f.psi, f.eta, float("nan"), 0, False, f.landmarks)
     return Track(frames, identity, cal, t1 - t0, t2 - t1)
 
 
@@ -286,8 +292,13 @@ def write_preview_video(path: Path, video: str | Path, subject: Subject, det: De
 # ------------------------------------------------------------------------ the whole stage
 def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | None = None,
             threshold: float = 0.04, max_iters: int | None = None, config: TrackConfig | None = None,
-            progress: Progress | None = None, write_video: bool = True, max_frames: int | None = None) -> dict:
-    """Animate the head in ``recon_dir`` with the face in ``video``; write ``out_dir``; return the report."""
+            progress: Progress | None = None, write_video: bool = True, max_frames: int | None = None,
+            copy_input: bool = False, truth=None) -> dict:
+    """Animate the head in ``recon_dir`` with the face in ``video``; write ``out_dir``; return the report.
+
+    ``max_frames`` stops after that many frames; ``copy_input`` also puts the driving video in the folder
+    (``input.mp4``, for the demo's built-in driver); ``truth`` (a :class:`headcast.animate.builtin.Motion`,
+    when the video is the built-in motion) adds the recovered motion to the report."""
     say = progress or (lambda s: None)
     cfg = config or TrackConfig()
     cfg = replace(cfg, threshold=float(threshold), **({} if max_iters is None else {"max_iters": int(max_iters)}))
@@ -306,6 +317,13 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
         raise HeadcastError(f"no face found in any of the {n} frames of {video}")
     trk = track(subject.model, det.observations, det.info.fps, cfg, say)
     report = summarise(subject, det, trk, cfg)
+    if truth is not None:
+        from headcast.animate.builtin import motion_recovery
+
+        report["ground_truth"] = motion_recovery(subject.model, subject.params.beta, truth,
+                                                 np.array([f.theta for f in trk.frames]),
+                                                 np.array([f.psi for f in trk.frames]),
+                                                 np.array([f.face_found for f in trk.frames]))
     say(f"animate: {report['frames']} frames, {report['frames_with_face']} with a face; Loss5 < {cfg.threshold:g} in "
         f"{100 * report['share_under_threshold']:.1f} %; fitting {report['fps']['fitting']:.0f} fps, "
         f"end to end {report['fps']['end_to_end']:.1f} fps")
@@ -317,7 +335,12 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
             if stills:
                 from headcast.render.images import save_png
 
-                save_png(tmp / "preview.png", np.vstack(stills))
+                rows = [np.hstack(stills[k:k + 2]) for k in range(0, len(stills) - 1, 2)] or stills[:1]
+                save_png(tmp / "preview.png", np.vstack(rows))
+        if copy_input:
+            import shutil
+
+            shutil.copyfile(video, tmp / ("input" + (Path(video).suffix or ".mp4")))
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
         f"{', animation.mp4, preview.png' if write_video else ''})")
@@ -394,3 +417,21 @@ def summarise(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -
         "model": subject.model.name, "textured": subject.texture is not None,
         "config": asdict(cfg),
     }
+
+
+def animate_builtin(recon_dir: str | Path, out_dir: str | Path, model_spec: str | None = None,
+                    progress: Progress | None = None, seed: int = 0, **kwargs) -> dict:
+    """Animate a reconstruction with the built-in scripted motion (rendered with the subject's own shape);
+    the report gets the recovered motion against the script (``ground_truth``). For ``headcast demo``."""
+    import tempfile
+
+    from headcast.animate.builtin import builtin_motion_video
+
+    subject = load_subject(recon_dir, model_spec, progress)
+    with tempfile.TemporaryDirectory(prefix="headcast-motion-") as tmp:
+        video = Path(tmp) / "builtin_motion.mp4"
+        if progress:
+            progress("animate: rendering the built-in motion (7 s)")
+        truth = builtin_motion_video(video, subject.model, subject.params.beta, seed=seed)
+        return animate(recon_dir, video, out_dir, model_spec, progress=progress, copy_input=True, truth=truth,
+                       **kwargs)

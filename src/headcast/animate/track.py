@@ -11,7 +11,7 @@ import numpy as np
 from headcast.animate.blas import one_blas_thread
 from headcast.animate.fit import FrameFitter, FrameState, Observation, TrackConfig
 from headcast.animate.identity import DriverIdentity, estimate_identity
-from headcast.animate.rig import PointRig
+from headcast.animate.rig import PointRig, matrix_to_rotvec
 from headcast.model.head_model import HeadModel
 
 
@@ -43,25 +43,48 @@ def default_expr_cols(model: HeadModel) -> np.ndarray:
     return np.array([i for i in range(model.n_expr) if i not in skip], dtype=np.int64)
 
 
-def select_calibration(observations: list[Observation | None], n: int, window: int) -> list[int]:
-    """Indices of up to ``n`` frames with a face among the first ``window`` frames, picked by farthest-
-    point sampling on the normalised landmark configuration so that head turns and expressions are
-    all represented (the first frame with a face starts the set)."""
+def pose_features(points: np.ndarray) -> np.ndarray:
+    """Rough head-pose cues (3,) of 68 landmarks (68, 2): nose-tip offset from the eyes' midpoint across and
+    along the face (yaw, pitch; in eye-corner distances) and the eye line's angle (roll, radians)."""
+    eye_r, eye_l = points[36:42].mean(0), points[42:48].mean(0)
+    mid, ax = (eye_r + eye_l) / 2, eye_l - eye_r
+    io = np.linalg.norm(ax) + 1e-9
+    ax /= io
+    n = points[30] - mid
+    return np.array([n @ ax / io, (n @ np.array([-ax[1], ax[0]])) / io, np.arctan2(ax[1], ax[0])])
+
+
+def mouth_opening(points: np.ndarray) -> float:
+    """Inner-lip gap over the eye-corner distance of 68 landmarks (68, 2)."""
+    return float(np.linalg.norm(points[66] - points[62]) / (np.linalg.norm(points[45] - points[36]) + 1e-9))
+
+
+def select_calibration(observations: list[Observation | None], n: int, window: int,
+                       quiet_share: float = 0.4) -> list[int]:
+    """Indices of up to ``n`` frames with a face among the first ``window`` frames for the identity.
+
+    The identity (and the landmark offsets) should describe the driver's face at rest, seen from
+    several sides: of the frames with a face, those with the mouth most closed (the ``quiet_share``
+    fraction) are candidates, and farthest-point sampling on rough pose cues (:func:`pose_features`),
+    starting from the most frontal, picks ``n`` of them.
+    """
     idx = [i for i, o in enumerate(observations[:window]) if o is not None]
     if len(idx) <= n:
         return idx
-    feats = []
-    for i in idx:
-        p = observations[i].landmarks
-        feats.append(((p - p.mean(0)) / observations[i].half_size).ravel())
-    F = np.array(feats)
-    chosen = [0]
-    d = np.linalg.norm(F - F[0], axis=1)
+    gap = np.array([mouth_opening(observations[i].landmarks) for i in idx])
+    k = max(n, int(np.ceil(quiet_share * len(idx))))
+    cand = [idx[j] for j in np.argsort(gap, kind="stable")[:k]]
+    if len(cand) <= n:
+        return sorted(cand)
+    F = np.array([pose_features(observations[i].landmarks) for i in cand])
+    F -= np.median(F, axis=0)
+    chosen = [int(np.argmin(np.linalg.norm(F, axis=1)))]
+    d = np.linalg.norm(F - F[chosen[0]], axis=1)
     while len(chosen) < n:
-        k = int(np.argmax(d))
-        chosen.append(k)
-        d = np.minimum(d, np.linalg.norm(F - F[k], axis=1))
-    return sorted(idx[k] for k in chosen)
+        j = int(np.argmax(d))
+        chosen.append(j)
+        d = np.minimum(d, np.linalg.norm(F - F[j], axis=1))
+    return sorted(cand[j] for j in chosen)
 
 
 class Tracker:
@@ -84,6 +107,7 @@ class Tracker:
         self.state: FrameState | None = None
         self.last: TrackedFrame | None = None
         self._gap = True
+        self._speed = 0.0
 
     def _build(self) -> None:
         self.rig = PointRig(self.model, self.identity.beta, (), self.expr_cols, dynamic=self.cfg.dynamic_contour)
@@ -100,7 +124,7 @@ class Tracker:
 
     def reset(self) -> None:
         """Forget the previous frame (the next face starts from scratch)."""
-        self.state, self.last, self._gap = None, None, True
+        self.state, self.last, self._gap, self._speed = None, None, True, 0.0
 
     def step(self, obs: Observation | None) -> TrackedFrame:
         """Fit the next frame; ``None`` (no face) holds the last parameters."""
@@ -110,9 +134,9 @@ class Tracker:
     def _step(self, obs: Observation | None) -> TrackedFrame:
         if obs is None:
             self._gap = True
-            if self.last is None:
+            if self.last is None:  # nothing to hold yet: the neutral head, no placement
                 E = self.model.n_expr
-                return TrackedFrame(np.zeros(15), np.zeros(E), np.zeros(3), float("nan"), 0, False, None)
+                return TrackedFrame(np.zeros(15), np.zeros(E), np.full(3, np.nan), float("nan"), 0, False, None)
             h = self.last
             return TrackedFrame(h.theta, h.psi, h.eta, float("nan"), 0, False, h.landmarks)
         c = self.cfg
@@ -122,7 +146,11 @@ class Tracker:
         elif self._gap:  # after frames without a face: no temporal prior, more iterations
             res = self.fitter.fit(obs, self.state, None, max_iters=c.init_iters, min_iters=c.min_iters)
         else:
-            res = self.fitter.fit(obs, self.state, self.state)
+            res = self.fitter.fit(obs, self.state, self.state, speed=self._speed)
+        if self.state is not None and not self._gap:
+            self._speed = float(np.linalg.norm(matrix_to_rotvec(res.state.R0 @ self.state.R0.T)))
+        else:
+            self._speed = 0.0
         self._gap = False
         self.state = res.state
         _, psi = self.rig.full(res.state.z)  # the driver's own beta stays with the driver

@@ -178,7 +178,7 @@ def run_real(model, samples: Path, figures: Path | None, size: int, albedo_model
         w = min(r.shape[1] for r in rows)
         img = np.concatenate([cv2.resize(r, (w, round(r.shape[0] * w / r.shape[1])), interpolation=cv2.INTER_AREA)
                               for r in rows], axis=0)
-        scale = min(1.0, 1400 / img.shape[1])
+        scale = min(1.0, 1100 / img.shape[1])
         img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
         save_png(figures / "texture-real.png", img)
     return out

@@ -7,9 +7,7 @@ over every byte before it, and :func:`decode_file` writes nothing unless it veri
 
 from __future__ import annotations
 
-import io
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,9 +17,9 @@ from headcast.errors import HeadcastError
 from headcast.outdir import staged_output
 from headcast.stream import auth
 from headcast.stream import codec as K
-from headcast.stream.session import END_BODY, ReceiverSession, SenderSession
-from headcast.stream.wire import (COMPACT, ETA_PAPER, ETA_SIM, FRAME_PREFIX, HEADER_SIZE, N_LAMBDA, PAPER, PROFILES,
-                                  SIGNATURE_SIZE, TAG_SIZE, InitInfo, ProtocolError, split_stream)
+from headcast.stream.session import ReceiverSession, SenderSession
+from headcast.stream.wire import (COMPACT, END, ETA_PAPER, ETA_SIM, FRAME, FRAME_PREFIX, HEADER_SIZE, INIT, N_LAMBDA,
+                                  PAPER, PROFILES, TAG_SIZE, InitInfo, ProtocolError, split_stream)
 
 RAW_FRAME_BYTES = 256 * 256 * 3  # the paper's uncompressed 256x256 RGB frame: 196608 bytes
 DEFAULT_TARGET_MM = 0.5
@@ -166,7 +164,7 @@ def decode_bytes(data: bytes, trust: auth.Trust, log=None) -> dict:
     rx = ReceiverSession(trust, file_mode=True, log=log)
     frames = []
     msgs = list(split_stream(data))
-    if not msgs or msgs[-1].type != 4:
+    if not msgs or msgs[-1].type != END:
         raise ProtocolError("stream has no END message (truncated or unsigned)")
     for m in msgs:
         frames += rx.handle(m.raw)
@@ -209,11 +207,11 @@ def stream_report(data: bytes, info: InitInfo) -> dict:
     """Sizes: the paper's counts (payload only) and everything on the wire, per frame and per second."""
     frame_sizes, init_size, end_size = [], 0, 0
     for m in split_stream(data):
-        if m.type == 2:
+        if m.type == INIT:
             init_size = len(m.raw)
-        elif m.type == 3:
+        elif m.type == FRAME:
             frame_sizes.append(len(m.raw))
-        elif m.type == 4:
+        elif m.type == END:
             end_size = len(m.raw)
     fs = np.array(frame_sizes, dtype=np.float64) if frame_sizes else np.zeros(1)
     overhead = HEADER_SIZE + FRAME_PREFIX.size + TAG_SIZE

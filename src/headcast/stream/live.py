@@ -12,6 +12,7 @@ thread, so decoding never waits for rendering.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
 import threading
 import time
@@ -112,6 +113,8 @@ def track_source(video: str | int, model, fps_hint: float | None = None, calibra
                         tracker.calibrate(faces)
                         say(f"send: driver calibrated on {len(faces)} frames")
                         calibrated = True
+                        if realtime:  # the file starts playing now: no burst to catch up with the clock
+                            t_start = time.perf_counter() - (i + 1) / fps
                         for j, o, tc in held:
                             yield _param_frame(j, j / fps, tracker.step(o)), tc
                         held = []
@@ -127,6 +130,17 @@ def track_source(video: str | int, model, fps_hint: float | None = None, calibra
             lm.close()
 
     return gen(), fps
+
+
+def primed(source: Iterator[tuple[K.ParamFrame, float]]) -> tuple[Iterator, K.ParamFrame]:
+    """Run ``source`` up to its first frame with a face (calibration happens there, before any
+    connection): (the same stream from its start, that frame); HeadcastError when there is none."""
+    head = []
+    for item in source:
+        head.append(item)
+        if item[0].face:
+            return itertools.chain(head, source), item[0]
+    raise HeadcastError("no face found in the video; nothing to send")
 
 
 def _param_frame(seq: int, t: float, tf) -> K.ParamFrame:
@@ -227,7 +241,7 @@ class HeadRenderer:
         from headcast.animate.pipeline import HeadView, Subject
         from headcast.fit.params import HeadParams
 
-        if model is None:
+        if model is None or model.name != info.model:
             from headcast.model.registry import resolve_model
 
             model = resolve_model(info.model, build_missing=info.model == "ict")
@@ -269,49 +283,74 @@ class ReceiveStats:
     written: int = 0
     rejected: int = 0
     sessions: int = 0
+    skipped: int = 0    # decoded but not rendered: the renderer was behind and showed a newer frame
     arrived_at: dict = field(default_factory=dict)    # seq -> wall time decoded
     rendered_at: dict = field(default_factory=dict)   # seq -> wall time rendered
     reasons: list = field(default_factory=list)
 
 
 class _RenderWorker(threading.Thread):
-    """Renders decoded frames in order into an MP4; repeats the last picture over lost frames."""
+    """Renders decoded frames, in order, into an MP4 at the stream's rate. While its backlog is at
+    most ``max_lag`` frames it renders every frame; beyond that it jumps to the newest one (bounded
+    latency). Lost or skipped frames repeat the previous picture, so the video keeps its timing."""
 
-    def __init__(self, out: Path | None, stats: ReceiveStats, log: Log, size: int, model):
+    def __init__(self, out: Path | None, stats: ReceiveStats, log: Log, size: int, model, max_lag: int | None):
         super().__init__(daemon=True)
         self.q: queue.Queue = queue.Queue()
         self.out, self.stats, self.log, self.size, self.model = out, stats, log, size, model
+        self.max_lag = max_lag
         self.error: BaseException | None = None
 
     def run(self):
-        writer = renderer = None
+        writer = renderer = ctx = None
         last_seq, last_img = None, None
+        pending: list[DecodedFrame] = []
+        stop = False
         try:
-            while True:
-                item = self.q.get()
-                if item is None:
-                    break
-                kind, obj = item
-                if kind == "init":
-                    if renderer is None:  # the head is the same for every session of one sender
+            while not (stop and not pending):
+                items = []
+                if not pending and not stop:
+                    items.append(self.q.get())
+                while True:
+                    try:
+                        items.append(self.q.get_nowait())
+                    except queue.Empty:
+                        break
+                for item in items:
+                    if item is None:
+                        stop = True
+                        continue
+                    kind, obj = item
+                    if kind == "frame":
+                        pending.append(obj)
+                    elif renderer is None:  # the head is the same for every session of one sender
+                        from headcast.render.gl import gl_context
+
+                        ctx = gl_context()
+                        ctx.__enter__()  # the process's GL context may have been made current on another thread
                         renderer = HeadRenderer(obj, self.size, self.model)
+                        lag = self.max_lag if self.max_lag is not None else max(1, round(obj.fps))
                         if self.out is not None:
                             import imageio.v2 as iio2
 
                             writer = iio2.get_writer(self.out, fps=obj.fps, codec="libx264", quality=7,
                                                      macro_block_size=16)
+                if renderer is None or not pending:
+                    pending.clear()
                     continue
-                if renderer is None:
-                    continue
-                img = renderer.render(obj)
-                self.stats.rendered_at[obj.seq] = time.perf_counter()
+                if lag and len(pending) > lag:
+                    self.stats.skipped += len(pending) - 1
+                    pending = pending[-1:]
+                f = pending.pop(0)
+                img = renderer.render(f)
+                self.stats.rendered_at[f.seq] = time.perf_counter()
                 if writer is not None:
                     if last_seq is not None and last_img is not None:
-                        for _ in range(min(max(0, obj.seq - last_seq - 1), 250)):
+                        for _ in range(min(max(0, f.seq - last_seq - 1), 250)):
                             writer.append_data(last_img)
                     writer.append_data(img)
                     self.stats.written += 1
-                last_seq, last_img = obj.seq, img
+                last_seq, last_img = f.seq, img
         except BaseException as e:  # surfaced by receive()
             self.error = e
         finally:
@@ -319,20 +358,26 @@ class _RenderWorker(threading.Thread):
                 writer.close()
             if renderer is not None:
                 renderer.release()
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
 
 
 async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trust, log: Log | None = None,
                   max_frames: int | None = None, idle_timeout: float | None = None, size: int = 512,
-                  model=None, ready: Callable | None = None, render: bool = True) -> ReceiveStats:
+                  model=None, ready: Callable | None = None, render: bool = True,
+                  max_lag: int | None = None) -> ReceiveStats:
     """Listen on ``host:port``, accept authenticated senders, render into ``out`` (MP4).
 
     Stops after ``max_frames`` decoded frames, or ``idle_timeout`` seconds without a message once a
     sender has been seen (or on cancellation). Rejected messages are logged with their reason.
+    ``max_lag``: frames the renderer may fall behind before it skips to the newest (default: 1 s of
+    frames; 0: never skip, so the MP4 has every frame however late).
+    ``model``: a preloaded model, used when the stream names it.
     """
     websockets, _, serve = _ws()
     say = log or (lambda s: None)
     stats = ReceiveStats()
-    worker = _RenderWorker(Path(out) if out else None, stats, say, size, model) if render else None
+    worker = _RenderWorker(Path(out) if out else None, stats, say, size, model, max_lag) if render else None
     if worker:
         worker.start()
     stop = asyncio.Event()
@@ -392,14 +437,85 @@ async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trus
     return stats
 
 
-def latency_report(sent: SendStats, got: ReceiveStats, wall: float | None = None) -> dict:
-    """End-to-end latency (available at the sender -> decoded, -> rendered) in ms and the sustained rate."""
-    dec = [1000 * (got.arrived_at[s] - t) for s, t in sent.sent_at.items() if s in got.arrived_at]
-    ren = [1000 * (got.rendered_at[s] - t) for s, t in sent.sent_at.items() if s in got.rendered_at]
-    r_times = sorted(got.rendered_at.values())
+def latency_report(sent: SendStats, got: ReceiveStats, warmup: int = 25) -> dict:
+    """End-to-end latency (frame available at the sender -> decoded, -> rendered) in ms, over all frames
+    and after the first ``warmup`` frames (the receiver builds the head and its renderer on the INIT),
+    and the sustained rendering rate."""
+    seqs = sorted(sent.sent_at)
+    steady = set(seqs[warmup:])
+    dec = [1000 * (got.arrived_at[s] - sent.sent_at[s]) for s in seqs if s in got.arrived_at]
+    ren = [1000 * (got.rendered_at[s] - sent.sent_at[s]) for s in seqs if s in got.rendered_at]
+    ren_s = [1000 * (got.rendered_at[s] - sent.sent_at[s]) for s in seqs if s in got.rendered_at and s in steady]
+    r_times = sorted(got.rendered_at[s] for s in steady if s in got.rendered_at)
     fps = (len(r_times) - 1) / (r_times[-1] - r_times[0]) if len(r_times) > 1 and r_times[-1] > r_times[0] else 0.0
     pct = lambda a, q: float(np.percentile(a, q)) if a else float("nan")  # noqa: E731
     return {"frames_sent": sent.sent, "frames_decoded": got.frames, "frames_rendered": len(got.rendered_at),
+            "frames_skipped_by_renderer": got.skipped,
             "latency_decode_ms_median": pct(dec, 50), "latency_decode_ms_p95": pct(dec, 95),
             "latency_render_ms_median": pct(ren, 50), "latency_render_ms_p95": pct(ren, 95),
+            "latency_render_ms_p95_steady": pct(ren_s, 95), "warmup_frames": warmup,
             "sustained_fps": float(fps), "sessions": sent.sessions, "rejected": got.rejected}
+
+
+# -- entry points for the CLI ------------------------------------------------------------------
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); HeadcastError when malformed."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise HeadcastError(f"--listen {listen!r} must be HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def run_sender(to: str, video: str | None = None, camera: int | None = None, recon_dir: str | None = None,
+               key_path: str | None = None, sender: str = "default", profile: str = "compact",
+               model_spec: str | None = None, max_frames: int | None = None, log: Log = print) -> SendStats:
+    """``headcast send``: track ``video`` (or camera ``camera``) and stream to ``to`` (``ws://HOST:PORT``).
+
+    The head sent is the reconstruction in ``recon_dir`` (its beta, lighting and albedo); without it,
+    the model's mean head."""
+    from headcast.model.registry import resolve_model
+    from headcast.stream.files import make_init, read_appearance
+
+    if (video is None) == (camera is None):
+        raise HeadcastError("give exactly one of --video FILE or --camera N")
+    if not to.startswith(("ws://", "wss://")):
+        raise HeadcastError(f"--to {to!r} must be a ws:// URL")
+    beta, name = None, model_spec
+    if recon_dir is not None:
+        from headcast.fit.params import HeadParams
+
+        p = HeadParams.load(Path(recon_dir))
+        beta, name = p.beta, model_spec or p.model
+    model = resolve_model(name or "ict", progress=log)
+    if beta is None:
+        beta = np.zeros(model.n_shape)
+    key = auth.load_private_key(key_path)
+    log(f"send: identity {auth.fingerprint(auth.public_bytes(key))} ({sender!r})")
+    src, fps = track_source(video if video is not None else int(camera), model, max_frames=max_frames, log=log)
+    # the compact steps for the placement depend on the head's scale in the image: track up to the
+    # first frame with a face before connecting
+    src, first = primed(src)
+    meta = {"beta": beta, "model": model.name, "eta_kind": 0, "fps": fps, "n_expr": model.n_expr}
+    info = make_init(meta, profile, read_appearance(recon_dir), model, sender, eta_ref=first.eta)
+    return asyncio.run(send(src, info, key, to, log=log))
+
+
+def run_receiver(listen: str, out: str | None, trust_path: str | None = None, idle_timeout: float | None = None,
+                 max_frames: int | None = None, model_spec: str = "ict", size: int = 512,
+                 max_lag: int | None = None, log: Log = print) -> ReceiveStats:
+    """``headcast receive``: listen on HOST:PORT and render what trusted senders stream into ``out``."""
+    host, port = parse_listen(listen)
+    trust = auth.Trust.from_file(trust_path)
+    if trust.pinned is not None:
+        log(f"receive: trusting only {auth.fingerprint(trust.pinned)}")
+    else:
+        log(f"receive: trust on first use ({trust.store})")
+    from headcast.model.registry import resolve_model
+
+    model = resolve_model(model_spec, build_missing=model_spec == "ict", progress=log)  # ready before a sender comes
+    try:
+        return asyncio.run(receive(host, port, out, trust, log=log, idle_timeout=idle_timeout, max_frames=max_frames,
+                                   model=model, size=size, max_lag=max_lag))
+    except KeyboardInterrupt:
+        log("receive: stopped")
+        raise

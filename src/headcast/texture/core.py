@@ -211,7 +211,9 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     sym = space.sym
     has = sym >= 0
     ms = np.maximum(sym, 0)
-    low_v, _ = fill.smooth_weighted(a_v, w_v, faces)
+    # the smooth colour leaves out what does not look like skin (a sticker, a mole) where skin is
+    # around, yet still follows hair or brows where they are all there is
+    low_v, _ = fill.smooth_weighted(a_v, w_v * (0.05 + 0.95 * _skin_likeness(a_v, tone)), faces)
     g_v = space.feature
     w_mv = np.where(has, w_v[ms], 0.0) * MIRROR_TRUST
     a_mv = g_v[:, None] * a_v[ms] + (1 - g_v[:, None]) * low_v[ms]
