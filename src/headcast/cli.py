@@ -183,6 +183,60 @@ def cmd_bench_reconstruct(a: argparse.Namespace) -> None:
                           figures=Path(a.figures) if a.figures else None, progress=_say)
 
 
+# ---------------------------------------------------------------- stream
+def cmd_encode(a: argparse.Namespace) -> None:
+    from headcast.stream.files import encode_file
+
+    rep = encode_file(Path(a.anim_dir), a.profile, Path(a.out), key_path=a.key, recon_dir=Path(a.recon) if a.recon else None,
+                      target_mm=a.target_mm, key_interval=a.key_interval, sender=a.sender)
+    _say(f"headcast: wrote {a.out}: {_stream_summary(rep)}")
+
+
+def cmd_decode(a: argparse.Namespace) -> None:
+    from headcast.stream.files import decode_file
+
+    rep = decode_file(Path(a.stream), Path(a.out), trust_key=a.trust, log=_say)
+    _say(f"headcast: decoded into {a.out}/: {_stream_summary(rep)}")
+
+
+def _stream_summary(rep: dict) -> str:
+    keys = ("profile", "frames", "frame_payload_bytes_mean", "frame_bytes_mean", "kbit_s_total",
+            "ratio_raw_256_total", "vertex_error_mm_mean")
+    return ", ".join(f"{k} {rep[k]:.4g}" if isinstance(rep.get(k), float) else f"{k} {rep[k]}"
+                     for k in keys if k in rep)
+
+
+def cmd_send(a: argparse.Namespace) -> None:
+    from headcast.stream.live import run_sender
+
+    if (a.video is None) == (a.camera is None):
+        raise HeadcastError("give exactly one of --video FILE or --camera N")
+    run_sender(a.to, video=a.video, camera=a.camera, recon_dir=a.recon, key_path=a.key, sender=a.sender,
+               profile=a.profile, max_frames=a.max_frames, log=_say)
+
+
+def cmd_receive(a: argparse.Namespace) -> None:
+    from headcast.stream.live import run_receiver
+
+    run_receiver(a.listen, Path(a.out), trust_path=a.trust, idle_timeout=a.idle_timeout, size=a.size,
+                 max_lag=a.max_lag, log=_say)
+
+
+def cmd_keygen(a: argparse.Namespace) -> None:
+    from headcast.stream import auth
+
+    priv, pub = auth.generate_key(a.out, overwrite=a.force)
+    _say(f"headcast: private key {priv}, public key {pub} (fingerprint "
+         f"{auth.fingerprint(auth.load_public_key(pub))}); give the public key to receivers (--trust)")
+
+
+def cmd_bench_stream(a: argparse.Namespace) -> None:
+    from headcast.bench.stream import run_stream_bench, summary_markdown
+
+    res = run_stream_bench(Path(a.recon), Path(a.work), model_spec=a.model, live=not a.no_live, progress=_say)
+    print(summary_markdown(res))
+
+
 # ---------------------------------------------------------------- export / view
 def cmd_export(a: argparse.Namespace) -> None:
     from headcast.export.gltf import export_glb
@@ -348,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--json", action="store_true", help="print the figures as JSON too")
     ba.set_defaults(func=cmd_bench_animate)
 
+    bs = bsub.add_parser("stream", help="bytes per frame, vertex error, live latency and fps")
+    bs.add_argument("--recon", required=True, help="the reconstruction folder to animate")
+    bs.add_argument("--work", required=True, help="working folder (tracked animations, streams)")
+    bs.add_argument("--model", default="ict", help="head model (default ict)")
+    bs.add_argument("--no-live", action="store_true", help="skip the live loopback runs")
+    bs.set_defaults(func=cmd_bench_stream)
+
     br2 = bsub.add_parser("render", help="preview renderer (OpenGL/EGL) against the ray caster")
     br2.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
     br2.add_argument("--frames", type=int, default=30, help="frames timed (default 30)")
@@ -355,6 +416,44 @@ def build_parser() -> argparse.ArgumentParser:
     br2.add_argument("--model", default="ict", help="head model (default ict)")
     br2.add_argument("--json", action="store_true", help="print the figures as JSON too")
     br2.set_defaults(func=cmd_bench_render)
+
+    en = sub.add_parser("encode", help="encode an animation folder as a parameter stream file")
+    en.add_argument("anim_dir", help="an animation folder (headcast animate)")
+    en.add_argument("--profile", choices=("paper", "compact"), default="compact", help="default compact")
+    en.add_argument("--out", required=True, help="output stream file")
+    en.add_argument("--recon", help="the reconstruction folder (for lighting and albedo in the init message)")
+    en.add_argument("--key", help="Ed25519 private key (default: $HEADCAST_HOME/keys, made on first use)")
+    en.add_argument("--sender", default="default", help="sender name in the init message")
+    en.add_argument("--target-mm", type=float, default=0.5, help="compact: vertex error budget (default 0.5)")
+    en.add_argument("--key-interval", type=int, default=25, help="compact: a keyframe every N frames (default 25)")
+    en.set_defaults(func=cmd_encode)
+    de = sub.add_parser("decode", help="decode and verify a stream file")
+    de.add_argument("stream", help="a stream file (headcast encode)")
+    de.add_argument("--out", required=True, help="output folder")
+    de.add_argument("--trust", help="the sender's public key (default: trust on first use)")
+    de.set_defaults(func=cmd_decode)
+    se = sub.add_parser("send", help="track a video or camera and stream it live over WebSocket")
+    se.add_argument("--video", help="video file")
+    se.add_argument("--camera", type=int, help="camera index")
+    se.add_argument("--to", required=True, help="ws://HOST:PORT of a receiver")
+    se.add_argument("--recon", help="the reconstruction to send (identity and appearance)")
+    se.add_argument("--key", help="Ed25519 private key")
+    se.add_argument("--sender", default="default", help="sender name")
+    se.add_argument("--profile", choices=("paper", "compact"), default="compact")
+    se.add_argument("--max-frames", type=int, help="stop after N frames")
+    se.set_defaults(func=cmd_send)
+    rc = sub.add_parser("receive", help="receive a live stream, rebuild and render the head into an MP4")
+    rc.add_argument("--listen", required=True, help="HOST:PORT to listen on (e.g. 127.0.0.1:8765)")
+    rc.add_argument("--out", required=True, help="output MP4")
+    rc.add_argument("--trust", help="the sender's public key (default: trust on first use)")
+    rc.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a sender")
+    rc.add_argument("--size", type=int, default=512, help="rendered frame side (default 512)")
+    rc.add_argument("--max-lag", type=int, help="frames the renderer may fall behind before skipping")
+    rc.set_defaults(func=cmd_receive)
+    kg = sub.add_parser("keygen", help="make an Ed25519 sender key pair")
+    kg.add_argument("--out", help="private key path (default $HEADCAST_HOME/keys/sender_ed25519.pem)")
+    kg.add_argument("--force", action="store_true", help="overwrite an existing key")
+    kg.set_defaults(func=cmd_keygen)
 
     e = sub.add_parser("export", help="write a binary glTF (.glb): textured head, morph targets, skin, animation")
     e.add_argument("result_dir", help="a reconstruction folder")
