@@ -40,3 +40,15 @@ def headcast_home(ict_model, tmp_path_factory):
         os.environ.pop("HEADCAST_HOME", None)
     else:
         os.environ["HEADCAST_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """One headless Chromium tab (tests/browser.py) shared by the browser tests; skips without chromium."""
+    from browser import chromium_exe, launch
+
+    exe = chromium_exe()
+    if exe is None:
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    with launch(exe, tmp_path_factory.mktemp("chromium-profile")) as page:
+        yield page

@@ -1,19 +1,15 @@
 """End to end in headless Chromium: `headcast view`'s page loads an exported GLB with three.js (served
 from node_modules), draws a non-blank head, and the picture changes while the animation plays.
-The browser is driven over the DevTools protocol (websocket)."""
+The browser is driven over the DevTools protocol (tests/browser.py, the session's `chromium` fixture)."""
 
-import base64
-import io
-import json
-import shutil
-import subprocess
 import time
-import urllib.request
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+
+from browser import head_pixels
 
 from headcast.camera import Intrinsics
 from headcast.errors import HeadcastError
@@ -21,79 +17,6 @@ from headcast.export.gltf import export_glb, keyframe_animation
 from headcast.export.obj import write_obj
 from headcast.fit.params import HeadParams
 from headcast.model.layer import HeadLayer
-
-BG = np.array([0x20, 0x23, 0x28])  # the page's background colour
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-         "--disable-background-networking", "--disable-component-update", "--no-first-run",
-         "--window-size=480,480", "--remote-debugging-port=0"]
-
-
-class Page:
-    """One Chromium tab over the DevTools protocol."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.n = 0
-
-    def call(self, method: str, timeout: float = 60, **params) -> dict:
-        self.n += 1
-        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
-        end = time.monotonic() + timeout
-        while True:
-            msg = json.loads(self.ws.recv(timeout=max(0.1, end - time.monotonic())))
-            if msg.get("id") == self.n:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg["result"]
-
-    def eval(self, expr: str):
-        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True)
-        return r["result"].get("value")
-
-    def wait_for(self, expr: str, timeout: float = 90):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            v = self.eval(expr)
-            if v:
-                return v
-            time.sleep(0.25)
-        raise TimeoutError(f"page never satisfied {expr}; state: {self.eval('JSON.stringify(window.__headcast)')}")
-
-    def screenshot(self) -> np.ndarray:
-        data = self.call("Page.captureScreenshot", format="png")["data"]
-        return iio.imread(io.BytesIO(base64.b64decode(data)))[..., :3]
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory):
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("needs Debian's chromium (apt-get install chromium)")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = profile / "DevToolsActivePort"
-        end = time.monotonic() + 30
-        while not port_file.is_file() or not port_file.read_text().strip():
-            if time.monotonic() > end or proc.poll() is not None:
-                pytest.fail("chromium did not start its DevTools endpoint")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-        from websockets.sync.client import connect
-
-        url = next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
-        with connect(url, max_size=64 * 2 ** 20, open_timeout=20) as ws:
-            page = Page(ws)
-            page.call("Page.enable")
-            yield page
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +50,6 @@ def server(glb):
     yield f"http://127.0.0.1:{s.server_port}/"
     s.shutdown()
     s.server_close()
-
-
-def head_pixels(img: np.ndarray) -> np.ndarray:
-    return np.abs(img.astype(int) - BG).sum(-1) > 30
 
 
 def test_page_shows_textured_head_and_plays_animation(chromium, server, tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from headcast.geometry import vertex_normals
+
 from headcast.export.obj import read_obj
 from headcast.model.head_model import HeadModel
 
@@ -37,14 +39,6 @@ def _smooth_field(p: np.ndarray, rng: np.random.Generator, wavelengths=(0.05, 0.
     return out / np.sqrt(terms / 2)
 
 
-def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-
-
 def flame_template_model(seed: int = 0, n_shape: int = 10, n_expr: int = 6) -> HeadModel:
     """The FLAME mean head (centred, metres) with random smooth bases and a simple 5-joint rig."""
     rng = np.random.default_rng(seed)
@@ -55,7 +49,7 @@ def flame_template_model(seed: int = 0, n_shape: int = 10, n_expr: int = 6) -> H
     v = mesh.vertices - mesh.vertices[fm["face"]].mean(0)  # DECA's template sits 1.5 m up; centre the face
     f = mesh.faces
     V = len(v)
-    n = _vertex_normals(v, f)
+    n = vertex_normals(v, f)
 
     shapedirs = np.stack([n * (0.002 * _smooth_field(v, rng))[:, None] for _ in range(n_shape)], axis=-1)
     mouth = v[fm["lips"]].mean(0)

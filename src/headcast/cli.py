@@ -218,8 +218,10 @@ def cmd_send(a: argparse.Namespace) -> None:
 def cmd_receive(a: argparse.Namespace) -> None:
     from headcast.stream.live import run_receiver
 
-    run_receiver(a.listen, Path(a.out), trust_path=a.trust, idle_timeout=a.idle_timeout, size=a.size,
-                 max_lag=a.max_lag, log=_say)
+    if a.out is None and not a.web:
+        raise HeadcastError("give --out FILE.mp4, --web, or both")
+    run_receiver(a.listen, Path(a.out) if a.out else None, trust_path=a.trust, idle_timeout=a.idle_timeout,
+                 size=a.size, max_lag=a.max_lag, web_port=a.web_port if a.web else None, log=_say)
 
 
 def cmd_keygen(a: argparse.Namespace) -> None:
@@ -442,9 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--profile", choices=("paper", "compact"), default="compact")
     se.add_argument("--max-frames", type=int, help="stop after N frames")
     se.set_defaults(func=cmd_send)
-    rc = sub.add_parser("receive", help="receive a live stream, rebuild and render the head into an MP4")
+    rc = sub.add_parser("receive", help="receive a live stream, rebuild the head, render it into an MP4 "
+                                        "and/or show it live in a web page")
     rc.add_argument("--listen", required=True, help="HOST:PORT to listen on (e.g. 127.0.0.1:8765)")
-    rc.add_argument("--out", required=True, help="output MP4")
+    rc.add_argument("--out", help="output MP4 (required unless --web)")
+    rc.add_argument("--web", action="store_true", help="also show the stream live in the viewer page "
+                                                      "(http://127.0.0.1:PORT/live)")
+    rc.add_argument("--web-port", type=int, default=8766, help="port of the live page (default 8766; 0: any)")
     rc.add_argument("--trust", help="the sender's public key (default: trust on first use)")
     rc.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a sender")
     rc.add_argument("--size", type=int, default=512, help="rendered frame side (default 512)")

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from headcast.geometry import vertex_normals
+
 from headcast.camera import FLIP, Intrinsics
 from headcast.errors import HeadcastError
 from headcast.model.head_model import JOINT_NAMES, HeadModel
@@ -175,16 +177,6 @@ def skin_weights(lbs_weights: np.ndarray, k: int = 4) -> tuple[np.ndarray, np.nd
         idx = np.pad(idx, ((0, 0), (0, 4 - k)))
         top = np.pad(top, ((0, 0), (0, 4 - k)))
     return idx.astype(np.uint8), top
-
-
-def vertex_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3)."""
-    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-    n = np.zeros_like(v)
-    for c in range(3):
-        np.add.at(n, faces[:, c], fn)
-    ln = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.where(ln > 0, n / np.maximum(ln, 1e-30), np.array([0.0, 0.0, 1.0]))
 
 
 class _Builder:

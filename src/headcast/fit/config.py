@@ -11,15 +11,15 @@ class FitConfig:
 
     w_landmarks_block2: float = 0.005 # landmark term beside L3D (detected landmarks carry mm-level bias)
     w_beta: float = 1e-9              # identity prior ||beta||^2 (beta ~ N(0, 1))
-    w_psi: float = 1e-9               # expression prior ||psi||^2
+    w_psi: float = 1e-7               # expression prior ||psi||^2 (tuned on synthetic seeds 5001-5004)
     w_beta_sparse: float = 1e-6       # the same priors when only landmarks constrain the shape
     w_psi_sparse: float = 1e-6        # (landmarks-3d and rgb-2d baselines)
     w_jaw: float = 1e-6               # jaw rotation prior (radians^2)
     w_log_scale: float = 1e-4         # placement scale prior (depth is metric: s near 1)
     iters_block1: int = 8
-    iters_block2: int = 14
-    iters_block3: int = 10
+    iters_block2: int = 30
+    iters_block3: int = 20
     iters_2d: int = 25
-    max_points: int = 3000            # face points used per step (random, seeded)
+    max_points: int = 8000            # face points used per step (random, seeded)
     trim_mm: float = 10.0             # correspondences farther than this are ignored after block 1
     seed: int = 0

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from headcast.geometry import vertex_normals
+
 from headcast.errors import HeadcastError
 from headcast.export.obj import read_obj
 from headcast.model.head_model import DYN_YAW_MAX_DEG, N_CONTOUR, HeadModel
@@ -224,13 +226,6 @@ def read_landmark_file(path: str | Path) -> LandmarkFile:
 
 
 # geometry on the template ------------------------------------------------------------------
-def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # area-weighted
-    vn = np.zeros_like(v)
-    np.add.at(vn, f.ravel(), np.repeat(fn, 3, axis=0))
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
-
-
 def _raycast_front(v: np.ndarray, f: np.ndarray, xy: np.ndarray):
     """Cast rays along -z through points ``xy`` (N, 2): hit z (N,) (nan = miss), triangle (N,), bary (N, 3)."""
     import open3d as o3d  # heavy; only for imports
@@ -287,7 +282,7 @@ def derive_contour(v: np.ndarray, f: np.ndarray, static_faces: np.ndarray, stati
     xy = centre + dirs[:, None, :] * radii[None, :, None]  # (A, R, 2)
     A, R = xy.shape[:2]
     z, tri, bary = _raycast_front(v, f, xy.reshape(-1, 2))
-    vn = _vertex_normals(v, f)
+    vn = vertex_normals(v, f)
     view = np.array([0.0, np.sin(np.deg2rad(pitch_deg)), np.cos(np.deg2rad(pitch_deg))])
     facing = np.einsum("nk,nk->n", bary, vn[f[tri]] @ view).reshape(A, R)
     z = z.reshape(A, R)

@@ -8,9 +8,11 @@ milliseconds per 512x512 frame on a CPU, against ~60 ms for the exact ray caster
 
 from __future__ import annotations
 
-import functools
+import threading
 
 import numpy as np
+
+from headcast.geometry import vertex_normals
 import scipy.sparse as sp
 
 from headcast.camera import Intrinsics
@@ -54,16 +56,24 @@ void main() {
 """
 
 
-@functools.cache
-def gl_context():
-    """The process's headless OpenGL context (EGL); HeadcastError when there is none."""
-    try:
-        import moderngl
+_THREAD = threading.local()
 
-        return moderngl.create_standalone_context(backend="egl")
-    except Exception as e:  # missing libEGL / driver
-        raise HeadcastError(f"no OpenGL (EGL) context for rendering: {e} "
-                            "(install libegl1 and libgl1-mesa-dri)") from None
+
+def gl_context():
+    """This thread's headless OpenGL context (EGL), made on first use; HeadcastError when there is none.
+
+    One context per thread: a GL context is current on one thread at a time, so objects made on
+    one thread are not used on another."""
+    ctx = getattr(_THREAD, "ctx", None)
+    if ctx is None:
+        try:
+            import moderngl
+
+            ctx = _THREAD.ctx = moderngl.create_standalone_context(backend="egl")
+        except Exception as e:  # missing libEGL / driver
+            raise HeadcastError(f"no OpenGL (EGL) context for rendering: {e} "
+                                "(install libegl1 and libgl1-mesa-dri)") from None
+    return ctx
 
 
 def projection_matrix(K: Intrinsics, near: float = 0.01, far: float = 10.0) -> np.ndarray:
@@ -203,7 +213,6 @@ class HeadRenderer:
             self.vid, tri = np.arange(self.n_vertices), self.faces
             tex = np.zeros((self.n_vertices, 2), np.float32)
         n = len(self.vid)
-        self._corners = [np.ascontiguousarray(self.faces[:, c]) for c in range(3)]
         self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
         self.vbo_pos = self.ctx.buffer(reserve=n * 12)
         self.vbo_nrm = self.ctx.buffer(reserve=n * 12)
@@ -223,12 +232,7 @@ class HeadRenderer:
 
     def normals(self, v: np.ndarray) -> np.ndarray:
         """Area-weighted unit vertex normals (V, 3) float32 of vertices (V, 3)."""
-        a, b, c = (v[i] for i in self._corners)
-        fn = np.cross(b - a, c - a)
-        vn = np.stack([np.bincount(self.faces.ravel(), weights=np.repeat(fn[:, k], 3), minlength=len(v))
-                       for k in range(3)], axis=1).astype(np.float32)
-        vn /= np.linalg.norm(vn, axis=1, keepdims=True) + 1e-20
-        return vn
+        return vertex_normals(v, self.faces).astype(np.float32)
 
     def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0), light_dir=(0.25, 0.35, 1.0),
                ambient: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
@@ -292,6 +296,7 @@ def render_head(vertices: np.ndarray, faces: np.ndarray, K: Intrinsics, uv: np.n
     faces = np.asarray(faces)
     key = (_fingerprint(faces), len(vertices), _fingerprint(uv), _fingerprint(uv_faces), _fingerprint(texture),
            tuple(np.round(color, 4)))
+    key = (threading.get_ident(), key)  # renderers belong to their thread's context
     r = _HEAD_RENDERERS.get(key)
     if r is None:
         if len(_HEAD_RENDERERS) >= 4:

@@ -12,6 +12,7 @@ thread, so decoding never waits for rendering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import threading
@@ -324,10 +325,6 @@ class _RenderWorker(threading.Thread):
                     if kind == "frame":
                         pending.append(obj)
                     elif renderer is None:  # the head is the same for every session of one sender
-                        from headcast.render.gl import gl_context
-
-                        ctx = gl_context()
-                        ctx.__enter__()  # the process's GL context may have been made current on another thread
                         renderer = HeadRenderer(obj, self.size, self.model)
                         lag = self.max_lag if self.max_lag is not None else max(1, round(obj.fps))
                         if self.out is not None:
@@ -365,7 +362,7 @@ class _RenderWorker(threading.Thread):
 async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trust, log: Log | None = None,
                   max_frames: int | None = None, idle_timeout: float | None = None, size: int = 512,
                   model=None, ready: Callable | None = None, render: bool = True,
-                  max_lag: int | None = None) -> ReceiveStats:
+                  max_lag: int | None = None, web=None) -> ReceiveStats:
     """Listen on ``host:port``, accept authenticated senders, render into ``out`` (MP4).
 
     Stops after ``max_frames`` decoded frames, or ``idle_timeout`` seconds without a message once a
@@ -373,6 +370,8 @@ async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trus
     ``max_lag``: frames the renderer may fall behind before it skips to the newest (default: 1 s of
     frames; 0: never skip, so the MP4 has every frame however late).
     ``model``: a preloaded model, used when the stream names it.
+    ``web``: a :class:`headcast.view.live.LiveWeb` (not yet started) that also shows the stream in a web
+    page; it runs in this event loop for as long as the receiver listens.
     """
     websockets, _, serve = _ws()
     say = log or (lambda s: None)
@@ -407,12 +406,16 @@ async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trus
                     stats.sessions += 1
                     if worker:
                         worker.q.put(("init", rx.info))
+                    if web is not None:
+                        web.init(rx.info)
                 now = time.perf_counter()
                 for f in frames:
                     stats.frames += 1
                     stats.arrived_at[f.seq] = now
                     if worker:
                         worker.q.put(("frame", f))
+                    if web is not None:
+                        web.frame(f)
                 if max_frames is not None and stats.frames >= max_frames:
                     stop.set()
                     break
@@ -420,7 +423,10 @@ async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trus
             pass
         say("receive: sender disconnected")
 
-    async with serve(handler, host, port, max_size=1 << 24) as server:
+    async with contextlib.AsyncExitStack() as stack:
+        if web is not None:
+            await stack.enter_async_context(web)
+        server = await stack.enter_async_context(serve(handler, host, port, max_size=1 << 24))
         say(f"receive: listening on ws://{host}:{port}")
         if ready is not None:
             ready(server)  # the server (its .connections), e.g. to cut a link in a test
@@ -502,8 +508,13 @@ def run_sender(to: str, video: str | None = None, camera: int | None = None, rec
 
 def run_receiver(listen: str, out: str | None, trust_path: str | None = None, idle_timeout: float | None = None,
                  max_frames: int | None = None, model_spec: str = "ict", size: int = 512,
-                 max_lag: int | None = None, log: Log = print) -> ReceiveStats:
-    """``headcast receive``: listen on HOST:PORT and render what trusted senders stream into ``out``."""
+                 max_lag: int | None = None, web_port: int | None = None, log: Log = print) -> ReceiveStats:
+    """``headcast receive``: listen on HOST:PORT and render what trusted senders stream into ``out``.
+
+    With ``web_port`` (0: any free port) the stream is also shown live in the viewer page at
+    ``http://127.0.0.1:PORT/live``; ``out`` may then be None (no MP4, nothing rendered here)."""
+    if out is None and web_port is None:
+        raise HeadcastError("give --out FILE.mp4, --web, or both")
     host, port = parse_listen(listen)
     trust = auth.Trust.from_file(trust_path)
     if trust.pinned is not None:
@@ -513,9 +524,14 @@ def run_receiver(listen: str, out: str | None, trust_path: str | None = None, id
     from headcast.model.registry import resolve_model
 
     model = resolve_model(model_spec, build_missing=model_spec == "ict", progress=log)  # ready before a sender comes
+    web = None
+    if web_port is not None:
+        from headcast.view.live import LiveWeb
+
+        web = LiveWeb(web_port, model, log=log)
     try:
         return asyncio.run(receive(host, port, out, trust, log=log, idle_timeout=idle_timeout, max_frames=max_frames,
-                                   model=model, size=size, max_lag=max_lag))
+                                   model=model, size=size, max_lag=max_lag, web=web, render=out is not None))
     except KeyboardInterrupt:
         log("receive: stopped")
         raise

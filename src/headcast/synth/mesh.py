@@ -6,18 +6,6 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3) of a mesh with counter-clockwise (outward) faces."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 * area
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return n / np.where(norm > 0, norm, 1.0)
-
-
 def smoothing_operator(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """Row-stochastic (V, V) matrix averaging each vertex with its edge neighbours."""
     f = np.asarray(faces, dtype=np.int64)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from headcast.geometry import vertex_normals
 import open3d as o3d
 from scipy.spatial.transform import Rotation
 
@@ -95,7 +97,7 @@ def _torso(head_vertices: np.ndarray, root_rotvec: np.ndarray, rng: np.random.Ge
     f = f[:, ::-1].copy()  # the y mirror flipped the winding
     cloth = CLOTHES[rng.integers(len(CLOTHES))] * rng.uniform(0.8, 1.15)
     albedo = cloth[None, :] * (1 + 0.05 * smooth_field(v, rng, (0.05, 0.2)))[:, None]
-    return _Object(verts, f, np.clip(albedo, 0, 1), M.vertex_normals(verts, f))
+    return _Object(verts, f, np.clip(albedo, 0, 1), vertex_normals(verts, f))
 
 
 def _wall(z_wall: float, K: Intrinsics, rng: np.random.Generator) -> _Object:
@@ -207,7 +209,7 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
     verts = geo["vertices"]
     if verts[:, 2].min() <= 0.01:
         raise HeadcastError("the subject is behind or too close to the camera (z <= 1 cm)")
-    objects = [_Object(verts, model.faces, subject.albedo.astype(np.float64), M.vertex_normals(verts, model.faces))]
+    objects = [_Object(verts, model.faces, subject.albedo.astype(np.float64), vertex_normals(verts, model.faces))]
     if background:
         r_scene = streams(subject.seed)[-1]
         objects.append(_torso(verts, subject.theta[0:3], r_scene))

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from headcast.geometry import vertex_normals
 import scipy.sparse as sp
 from scipy.ndimage import binary_closing, distance_transform_edt
 from scipy.sparse.csgraph import connected_components
@@ -29,17 +31,6 @@ EDGE_RAMP = (1.0, 3.0)  # pixels from the silhouette, a depth edge or the image 
 DEPTH_EDGE = 0.01  # metres between neighbouring pixels: an occlusion edge
 DEPTH_BEHIND = 0.04  # metres: measured this far behind the fitted surface, the pixel shows the background
 DEPTH_FRONT = 0.025  # metres: measured this far in front of it, something covers the surface (clothes, hands)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3) of a mesh whose triangles turn counter-clockwise outward."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
 def mesh_parts(faces: np.ndarray, n_vertices: int) -> np.ndarray:

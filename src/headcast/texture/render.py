@@ -10,7 +10,8 @@ from headcast.camera import Intrinsics
 from headcast.render.raycast import RayHits, raycast
 from headcast.texture.atlas import sample, uv_to_texel
 from headcast.texture.lighting import sh_shading
-from headcast.texture.observe import interpolate, to_view, vertex_normals
+from headcast.geometry import vertex_normals
+from headcast.texture.observe import interpolate, to_view
 
 
 def render_textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, uv_faces: np.ndarray,

@@ -1,12 +1,19 @@
-// headcast viewer: loads /head.glb, orbit controls, plays its first animation.
+// headcast viewer: loads /head.glb, orbit controls, plays its first animation; at /live (headcast receive
+// --web) it instead follows a live stream over the WebSocket /socket: "head" messages name a GLB to load,
+// "frame" messages pose it (theta: 15 axis-angle radians for the skin's 5 joints, psi: morph weights).
 // window.__headcast reports state for tests: loaded, error, frames (rendered), time (animation s),
-// duration, animations, meshes, morphTargets, textured; seek(t) pauses playback at time t (s).
+// duration, animations, meshes, morphTargets, textured; seek(t) pauses playback at time t (s). Live:
+// live, connected, headVersion, received (frames), seq, pose (the joints' quaternions as applied, 5x4),
+// weights (the morph weights as applied).
 import * as THREE from 'three';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 
+const LIVE = location.pathname.replace(/\/+$/, '') === '/live';
 const state = window.__headcast = { loaded: false, error: null, frames: 0, time: 0, duration: 0,
-                                    animations: 0, meshes: 0, morphTargets: 0, textured: false, playing: true };
+                                    animations: 0, meshes: 0, morphTargets: 0, textured: false, playing: true,
+                                    live: LIVE, connected: false, headVersion: 0, received: 0, seq: -1,
+                                    pose: null, weights: null };
 const info = document.getElementById('info');
 const renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
 renderer.setPixelRatio(window.devicePixelRatio);
@@ -27,40 +34,113 @@ controls.enableDamping = true;
 let mixer = null, action = null;
 const clock = new THREE.Clock();
 
-new GLTFLoader().load('/head.glb', (gltf) => {
-  const root = gltf.scene;
-  scene.add(root);
-  root.traverse((o) => {
-    if (o.isMesh) {
-      state.meshes += 1;
-      o.frustumCulled = false;  // skinned and morphed: the rest-pose bounds do not follow the animation
-      const dict = o.morphTargetDictionary;
-      if (dict) state.morphTargets = Math.max(state.morphTargets, Object.keys(dict).length);
-      if (o.material && o.material.map) state.textured = true;
+let current = null, skinned = null, framed = false;
+
+function showHead(url, done) {
+  new GLTFLoader().load(url, (gltf) => {
+    const root = gltf.scene;
+    if (current) scene.remove(current);
+    current = root;
+    scene.add(root);
+    state.meshes = 0; state.morphTargets = 0; state.textured = false; skinned = null;
+    root.traverse((o) => {
+      if (o.isMesh) {
+        state.meshes += 1;
+        o.frustumCulled = false;  // skinned and morphed: the rest-pose bounds do not follow the animation
+        const dict = o.morphTargetDictionary;
+        if (dict) state.morphTargets = Math.max(state.morphTargets, Object.keys(dict).length);
+        if (o.material && o.material.map) state.textured = true;
+        if (o.isSkinnedMesh && !skinned) skinned = o;
+      }
+    });
+    if (!framed) {  // frame the first head only: a new head of the same stream keeps the user's view
+      framed = true;
+      root.updateMatrixWorld(true);
+      const box = new THREE.Box3().setFromObject(root);
+      const centre = box.getCenter(new THREE.Vector3());
+      const size = box.getSize(new THREE.Vector3()).length();
+      camera.position.set(centre.x, centre.y, centre.z + 1.6 * size);
+      camera.near = size / 100; camera.far = size * 100; camera.updateProjectionMatrix();
+      controls.target.copy(centre);
+      controls.update();
     }
+    done(gltf);
+    state.loaded = true;
+  }, undefined, (err) => {
+    state.error = String(err && err.message || err);
+    info.textContent = 'could not load ' + url + ': ' + state.error;
   });
-  root.updateMatrixWorld(true);
-  const box = new THREE.Box3().setFromObject(root);
-  const centre = box.getCenter(new THREE.Vector3());
-  const size = box.getSize(new THREE.Vector3()).length();
-  camera.position.set(centre.x, centre.y, centre.z + 1.6 * size);
-  camera.near = size / 100; camera.far = size * 100; camera.updateProjectionMatrix();
-  controls.target.copy(centre);
-  controls.update();
-  state.animations = gltf.animations.length;
-  if (gltf.animations.length) {
-    mixer = new THREE.AnimationMixer(root);
-    action = mixer.clipAction(gltf.animations[0]);
-    action.play();
-    state.duration = gltf.animations[0].duration;
+}
+
+// -- live stream ------------------------------------------------------------------------------
+let pending = null, sender = '', rate = 0, lastCount = 0, lastRateAt = performance.now();
+const axis = new THREE.Vector3();
+
+function applyFrame(f) {
+  if (!skinned) { pending = f; return; }
+  const bones = skinned.skeleton.bones;
+  for (let j = 0; j < bones.length && 3 * j + 2 < f.theta.length; j++) {
+    axis.set(f.theta[3 * j], f.theta[3 * j + 1], f.theta[3 * j + 2]);
+    const angle = axis.length();
+    if (angle > 1e-12) bones[j].quaternion.setFromAxisAngle(axis.divideScalar(angle), angle);
+    else bones[j].quaternion.identity();
   }
-  state.loaded = true;
-  info.textContent = `headcast · ${state.morphTargets} expressions · ` +
-    (state.animations ? `animation ${state.duration.toFixed(1)} s` : 'no animation') + ' · drag to orbit';
-}, undefined, (err) => {
-  state.error = String(err && err.message || err);
-  info.textContent = 'could not load head.glb: ' + state.error;
-});
+  const w = skinned.morphTargetInfluences;
+  if (w) for (let e = 0; e < w.length && e < f.psi.length; e++) w[e] = f.psi[e];
+  state.seq = f.seq;
+  state.pose = bones.map((b) => b.quaternion.toArray());
+  state.weights = w ? Array.from(w) : null;
+}
+
+function connectLive() {
+  info.textContent = 'live · waiting for the receiver…';
+  const ws = new WebSocket(`ws://${location.host}/socket`);
+  ws.onopen = () => { state.connected = true; info.textContent = 'live · waiting for a sender…'; };
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === 'head') {
+      sender = msg.sender || '';
+      showHead(msg.url, () => {
+        state.headVersion = msg.version;
+        if (pending) { const f = pending; pending = null; applyFrame(f); }
+      });
+    } else if (msg.type === 'frame') {
+      state.received += 1;
+      applyFrame(msg);
+    }
+  };
+  ws.onclose = () => {  // the receiver stopped or restarted: keep the last picture, try again
+    state.connected = false;
+    info.textContent = 'live · receiver gone, reconnecting…';
+    setTimeout(connectLive, 1000);
+  };
+}
+
+function liveInfo() {
+  const now = performance.now();
+  if (now - lastRateAt > 1000) {
+    rate = (state.received - lastCount) * 1000 / (now - lastRateAt);
+    lastCount = state.received; lastRateAt = now;
+    if (state.loaded) info.textContent = `live · ${sender} · ${state.morphTargets} expressions · ` +
+      `frame ${state.seq} · ${rate.toFixed(0)} fps · drag to orbit`;
+  }
+}
+
+if (!LIVE) {
+  showHead('/head.glb', (gltf) => {
+    state.animations = gltf.animations.length;
+    if (gltf.animations.length) {
+      mixer = new THREE.AnimationMixer(gltf.scene);
+      action = mixer.clipAction(gltf.animations[0]);
+      action.play();
+      state.duration = gltf.animations[0].duration;
+    }
+    info.textContent = `headcast · ${state.morphTargets} expressions · ` +
+      (state.animations ? `animation ${state.duration.toFixed(1)} s` : 'no animation') + ' · drag to orbit';
+  });
+} else {
+  connectLive();
+}
 
 state.seek = (t) => {
   state.playing = false;
@@ -79,6 +159,7 @@ renderer.setAnimationLoop(() => {
     mixer.update(dt);
     state.time = action.time;
   }
+  if (LIVE) liveInfo();
   controls.update();
   renderer.render(scene, camera);
   state.frames += 1;

@@ -1,0 +1,19 @@
+"""Small mesh geometry shared by the stages."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (V, 3) float64 of a mesh with counter-clockwise (outward) triangles.
+
+    A vertex that no triangle uses gets a zero normal.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 * area
+    flat = f.ravel()
+    n = np.stack([np.bincount(flat, weights=np.repeat(fn[:, k], 3), minlength=len(v)) for k in range(3)], axis=1)
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return n / np.where(norm > 0, norm, 1.0)

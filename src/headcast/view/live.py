@@ -1,0 +1,184 @@
+"""``headcast receive --web``: the viewer page showing a live stream, pushed to it over WebSocket.
+
+One port on 127.0.0.1 serves both the page (HTTP: ``/live``, its script, three.js, the head's GLB) and a
+WebSocket at ``/socket``. On a sender's INIT the head is rebuilt as a GLB (identity beta baked, the
+expression basis as morph targets, the five joints as a skin, the sent albedo when there is one) and
+each page is told to load it; every decoded frame is then pushed as JSON ``{"type": "frame", "seq",
+"theta" (15 axis-angle radians), "psi" (E)}`` and the page poses the skinned mesh with it. A slow page
+gets the newest frame, never a backlog.
+
+Messages to the page (text, JSON): ``{"type": "head", "url", "version", "sender", "model", "expressions"}``
+then frames. The page sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import mimetypes
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+
+from headcast.errors import HeadcastError
+from headcast.view.server import STATIC, find_three
+
+_PAGES = {"/live": "index.html", "/index.html": "index.html", "/viewer.js": "viewer.js"}
+
+
+def head_glb_bytes(info, model=None) -> bytes:
+    """The GLB of the head an INIT describes: its model (``model`` when the names match, else resolved),
+    beta zero-padded to the model's components, the sent albedo in the model's atlas when present."""
+    from headcast.export.gltf import build_glb
+
+    if model is None or model.name != info.model:
+        from headcast.model.registry import resolve_model
+
+        model = resolve_model(info.model, build_missing=info.model == "ict")
+    if model.n_shape < info.n_shape or model.n_expr != info.n_expr:
+        raise HeadcastError(f"model {info.model!r} here has {model.n_shape}/{model.n_expr} components, "
+                            f"the stream {info.n_shape}/{info.n_expr}")
+    beta = np.zeros(model.n_shape)
+    beta[:info.n_shape] = info.beta
+    uv = uv_faces = png = None
+    if info.albedo_png and model.uv is not None:
+        from headcast.texture.atlas import build_atlas
+
+        atlas = build_atlas(model.uv, model.uv_faces, model.v_template, model.faces)
+        uv, uv_faces, png = atlas.uv, atlas.uv_faces, bytes(info.albedo_png)
+    return build_glb(model, beta, uv=uv, uv_faces=uv_faces, texture_png=png, name=info.sender or "head")
+
+
+def frame_message(f) -> str:
+    """A decoded frame as the page's JSON (5 decimals: 10 urad, well under the stream's quantisation)."""
+    return json.dumps({"type": "frame", "seq": int(f.seq),
+                       "theta": np.round(np.asarray(f.theta, float), 5).tolist(),
+                       "psi": np.round(np.asarray(f.psi, float), 5).tolist()}, separators=(",", ":"))
+
+
+class LiveWeb:
+    """The live page's server. Use as ``async with LiveWeb(port, model) as web:`` inside the receiver's
+    event loop and call :meth:`init` on each INIT and :meth:`frame` on each decoded frame (both from the
+    loop, never blocking it). ``port`` 0 picks a free one (``web.port`` once started)."""
+
+    def __init__(self, port: int = 0, model=None, host: str = "127.0.0.1", log=None):
+        self.host, self.port, self.model = host, port, model
+        self.say = log or (lambda s: None)
+        self.three = find_three()
+        self.glb: bytes | None = None
+        self.head: dict | None = None     # the last "head" message
+        self.latest: str | None = None    # the last frame message
+        self._key = None
+        self._clients: set = set()
+        self._wake: asyncio.Event | None = None
+        self._server = None
+        self._build: asyncio.Task | None = None
+        self._closing = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/live"
+
+    async def __aenter__(self) -> "LiveWeb":
+        from websockets.asyncio.server import serve
+
+        self._wake = asyncio.Event()
+        try:
+            self._server = await serve(self._client, self.host, self.port, process_request=self._http,
+                                       max_size=1 << 16, compression=None)
+        except OSError as e:
+            raise HeadcastError(f"cannot listen on {self.host}:{self.port}: {e.strerror}") from None
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        self.say(f"receive: live page at {self.url}")
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._build is not None:
+            self._build.cancel()
+        self._closing = True  # page handlers waiting for news return
+        self._wake.set()
+        self._server.close()
+        await self._server.wait_closed()
+
+    # -- stream side -------------------------------------------------------------------------
+    def init(self, info) -> None:
+        """A sender's INIT: rebuild the head (in a worker thread) unless it is the one already shown."""
+        key = (info.model, np.asarray(info.beta, np.float32).tobytes(), hashlib.sha256(info.albedo_png or b"").digest())
+        if key == self._key:
+            return
+        self._key = key
+        if self._build is not None:
+            self._build.cancel()
+        self._build = asyncio.get_running_loop().create_task(self._make_head(info))
+
+    async def _make_head(self, info) -> None:
+        try:
+            glb = await asyncio.to_thread(head_glb_bytes, info, self.model)
+        except HeadcastError as e:
+            self.say(f"receive: cannot show the head: {e}")
+            return
+        version = (self.head or {}).get("version", 0) + 1
+        self.glb = glb
+        self.head = {"type": "head", "url": f"/head.glb?v={version}", "version": version, "sender": info.sender,
+                     "model": info.model, "expressions": int(info.n_expr)}
+        self.say(f"receive: head of {info.sender!r} ready for the page ({len(glb) / 1e6:.1f} MB)")
+        self._wake.set()
+
+    def frame(self, f) -> None:
+        """A decoded frame: becomes the newest one every page is sent next."""
+        self.latest = frame_message(f)
+        self._wake.set()
+
+    # -- page side ---------------------------------------------------------------------------
+    async def _client(self, ws) -> None:
+        self._clients.add(ws)
+        sent_head = sent_frame = None
+        try:
+            while not self._closing:
+                if self.head is not None and self.head is not sent_head:
+                    sent_head = self.head
+                    await ws.send(json.dumps(sent_head))
+                if sent_head is not None and self.latest is not None and self.latest is not sent_frame:
+                    sent_frame = self.latest
+                    await ws.send(sent_frame)
+                    continue
+                # wait for news; one shared event, re-armed by whoever sees it set
+                self._wake.clear()
+                if (self.head is not sent_head) or (sent_head is not None and self.latest is not sent_frame):
+                    continue
+                await self._wake.wait()
+        except Exception:  # the page went away (ConnectionClosed) or the server stops
+            pass
+        finally:
+            self._clients.discard(ws)
+
+    def _http(self, connection, request):
+        from websockets.datastructures import Headers
+        from websockets.http11 import Response
+
+        path = unquote(urlsplit(request.path).path)
+        if path == "/socket":
+            return None  # the WebSocket handshake
+        body, ctype, status = None, "text/plain", 200
+        if path == "/":
+            return Response(302, "Found", Headers([("Location", "/live"), ("Content-Length", "0")]))
+        if path in _PAGES:
+            f = STATIC / _PAGES[path]
+            body, ctype = f.read_bytes(), mimetypes.guess_type(f.name)[0] or "text/html"
+        elif path == "/head.glb" and self.glb is not None:
+            body, ctype = self.glb, "model/gltf-binary"
+        elif path.startswith("/three/"):
+            f = (self.three / path[len("/three/"):]).resolve()
+            if f.is_relative_to(self.three.resolve()) and f.is_file():
+                body, ctype = f.read_bytes(), mimetypes.guess_type(f.name)[0] or "application/octet-stream"
+        if body is None:
+            body, status = b"not found\n", 404
+        if ctype.startswith("text/") and "charset" not in ctype:
+            ctype += "; charset=utf-8"
+        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
+                           ("Cache-Control", "no-store"), ("Connection", "close")])
+        return Response(status, "OK" if status == 200 else "Not Found", headers, body)
+
+
+mimetypes.add_type("text/javascript", ".js")
