@@ -234,6 +234,21 @@ async def send(source: Iterator[tuple[K.ParamFrame, float]], template: InitInfo,
 
 
 # -- receiver ----------------------------------------------------------------------------------
+def init_head(info: InitInfo, model=None):
+    """The head model an INIT names (``model`` when the names match, else resolved here) and the sent beta
+    zero-padded to its components; HeadcastError when the sizes disagree."""
+    if model is None or model.name != info.model:
+        from headcast.model.registry import resolve_model
+
+        model = resolve_model(info.model, build_missing=info.model == "ict")
+    if model.n_shape < info.n_shape or model.n_expr != info.n_expr:
+        raise HeadcastError(f"model {info.model!r} here has {model.n_shape}/{model.n_expr} components, "
+                            f"the stream {info.n_shape}/{info.n_expr}")
+    beta = np.zeros(model.n_shape)
+    beta[:info.n_shape] = info.beta
+    return model, beta
+
+
 class HeadRenderer:
     """Rebuilds the head from an INIT (model, beta, albedo) and renders frames (theta, psi) with the
     animation stage's fixed face camera (OpenGL)."""
@@ -242,15 +257,7 @@ class HeadRenderer:
         from headcast.animate.pipeline import HeadView, Subject
         from headcast.fit.params import HeadParams
 
-        if model is None or model.name != info.model:
-            from headcast.model.registry import resolve_model
-
-            model = resolve_model(info.model, build_missing=info.model == "ict")
-        if model.n_shape < info.n_shape or model.n_expr != info.n_expr:
-            raise HeadcastError(f"model {info.model!r} here has {model.n_shape}/{model.n_expr} components, "
-                                f"the stream {info.n_shape}/{info.n_expr}")
-        beta = np.zeros(model.n_shape)
-        beta[:info.n_shape] = info.beta
+        model, beta = init_head(info, model)
         texture = self._texture(info, model)
         params = HeadParams(beta, np.zeros(model.n_expr), np.zeros(15), model=info.model)
         self.view = HeadView(Subject(params, model, texture), size)

@@ -31,16 +31,9 @@ def head_glb_bytes(info, model=None) -> bytes:
     """The GLB of the head an INIT describes: its model (``model`` when the names match, else resolved),
     beta zero-padded to the model's components, the sent albedo in the model's atlas when present."""
     from headcast.export.gltf import build_glb
+    from headcast.stream.live import init_head
 
-    if model is None or model.name != info.model:
-        from headcast.model.registry import resolve_model
-
-        model = resolve_model(info.model, build_missing=info.model == "ict")
-    if model.n_shape < info.n_shape or model.n_expr != info.n_expr:
-        raise HeadcastError(f"model {info.model!r} here has {model.n_shape}/{model.n_expr} components, "
-                            f"the stream {info.n_shape}/{info.n_expr}")
-    beta = np.zeros(model.n_shape)
-    beta[:info.n_shape] = info.beta
+    model, beta = init_head(info, model)
     uv = uv_faces = png = None
     if info.albedo_png and model.uv is not None:
         from headcast.texture.atlas import build_atlas
