@@ -27,8 +27,13 @@ def cmd_model_build_ict(a: argparse.Namespace) -> None:
 
     out = Path(a.out) if a.out else model_path("ict")
     if a.if_missing and out.is_file():
-        _say(f"headcast: default head model present: {out}")
-        return
+        from headcast.model.head_model import load_model
+        from headcast.model.registry import is_current_ict
+
+        if is_current_ict(load_model(out)):
+            _say(f"headcast: default head model present: {out}")
+            return
+        _say(f"headcast: {out} was built by another headcast version; rebuilding it")
     t0 = time.perf_counter()
     model = build_ict_model(src=Path(a.src) if a.src else None, progress=_say)
     save_model(model, out)
@@ -497,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"headcast: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a program that stopped reading (e.g. head)
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("headcast: interrupted", file=sys.stderr)
         return 130

@@ -28,7 +28,10 @@ def resolve_model(spec: str = DEFAULT_MODEL, *, build_missing: bool = True, prog
         return load_model(p)
     path = model_path(spec)
     if path.is_file():
-        return load_model(path)
+        model = load_model(path)
+        if spec != DEFAULT_MODEL or not build_missing or is_current_ict(model):
+            return model
+        progress(f"headcast: {path} was built by another headcast version; rebuilding it")
     if spec == DEFAULT_MODEL and build_missing:
         from headcast.model.ict import build_ict_model  # heavy; only when needed
 
@@ -42,3 +45,10 @@ def resolve_model(spec: str = DEFAULT_MODEL, *, build_missing: bool = True, prog
     hint = f"; models here: {', '.join(known)}" if known else ""
     raise HeadcastError(f"no head model {spec!r} in {models_dir()}{hint} "
                         "(import FLAME with 'headcast model import-flame PKL')")
+
+
+def is_current_ict(model: HeadModel) -> bool:
+    """Whether ``model`` is the default model as this version of headcast builds it."""
+    from headcast.model.ict import VERSION
+
+    return model.meta.get("version") == VERSION
