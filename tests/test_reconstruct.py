@@ -59,7 +59,7 @@ def test_full_method_recovers_synthetic_face_and_beats_baselines(fitter, ict_mod
         errs[method] = synthetic_errors(ict_model, rec.vertices, frame.vertices)
         if method == "full":
             blocks = [b["name"] for b in rec.report["blocks"]]
-            assert blocks == ["block1", "block2", "block3"]
+            assert blocks == ["block1", "block2", "block2_grown", "block3"]
             losses = rec.report["paper_losses"]
             assert losses["loss3_l3d_mm2"] <= losses["loss2_l3d_mm2"] + 1e-9
             assert rec.report["point_to_mesh_mm"]["median"] < 0.5

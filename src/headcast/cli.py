@@ -122,7 +122,7 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
     model = resolve_model(a.model, progress=_say)
     obs = preprocess(frame, a.landmarks, face=a.face, forehead=a.forehead, progress=_say, warn=warn,
                      hull_margin=a.hull_margin, seed=a.seed)
-    cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, seed=a.seed)
+    cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
     fitter = make_fitter(model, cfg, progress=None if a.quiet else _say)
     rec = fit_observation(obs, fitter, a.method)
     rec.report["seconds_total"] = time.perf_counter() - t0
@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="identity prior weight on ||beta||^2 (default %(default)g)")
     r.add_argument("--w-psi", type=float, default=FitConfig.w_psi,
                    help="expression prior weight on ||psi||^2 (default %(default)g)")
+    r.add_argument("--grow-mm", type=float, default=FitConfig.grow_mm,
+                   help="after block 2, also fit the depth points within this distance of the fitted face "
+                        "(beyond the landmark hull); 0 = the paper's region only (default %(default)g)")
     r.add_argument("--seed", type=int, default=0, help="seed for point subsampling (default 0)")
     r.add_argument("--quiet", action="store_true", help="no per-iteration progress")
     r.add_argument("--texture", action="store_true", help="also estimate lighting and an albedo map")

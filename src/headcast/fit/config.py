@@ -22,4 +22,6 @@ class FitConfig:
     iters_2d: int = 25
     max_points: int = 8000            # face points used per step (random, seeded)
     trim_mm: float = 10.0             # correspondences farther than this are ignored after block 1
+    grow_mm: float = 4.0              # > 0: after block 2, add depth points this close to the fitted face
+    iters_grow: int = 10              # block 2 steps on the grown region
     seed: int = 0

@@ -49,7 +49,8 @@ def make_fitter(model: HeadModel, config: FitConfig | None = None,
 def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") -> Reconstruction:
     """Run ``method`` on a preprocessed frame and measure the result against the observation."""
     t0 = time.perf_counter()
-    targets = Targets(obs.landmarks3d, obs.valid, obs.points, obs.landmarks2d, obs.frame.K)
+    targets = Targets(obs.landmarks3d, obs.valid, obs.points, obs.landmarks2d, obs.frame.K,
+                      scene_points=head_points(obs) if fitter.cfg.grow_mm > 0 else None)
     res: FitResult = fitter.fit(targets, method)
     seconds = time.perf_counter() - t0
     verts = res.params.vertices(fitter.layer)
@@ -58,6 +59,15 @@ def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") 
     report.update(method=method, model=fitter.model_name, seconds_fit=seconds,
                   points=obs.counts(), **measure(fitter, res.params, verts, obs))
     return Reconstruction(res.params, verts, report)
+
+
+def head_points(obs: Observation, radius: float = 0.15) -> np.ndarray:
+    """Depth points (M, 3) within ``radius`` metres of the 3D landmarks' centre: the head and its surroundings."""
+    from headcast.camera import depth_to_points
+
+    pts, _ = depth_to_points(obs.frame.depth, obs.frame.K)
+    c = np.nanmean(obs.landmarks3d[obs.valid], axis=0)
+    return pts[np.linalg.norm(pts - c, axis=1) < radius]
 
 
 def measure(fitter: RGBDFitter, params: HeadParams, verts: np.ndarray, obs: Observation) -> dict:

@@ -47,6 +47,7 @@ class Targets:
     points: np.ndarray | None
     landmarks2d: np.ndarray
     K: Intrinsics
+    scene_points: np.ndarray | None = None  # (M, 3) all depth points near the head, for region growing
 
 
 @dataclass
@@ -355,6 +356,15 @@ class RGBDFitter:
         res.blocks.append(BlockReport("block2", self.cfg.iters_block2, time.perf_counter() - t0,
                                       landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx),
                                       l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
+        if pts is not None and self.cfg.grow_mm > 0 and tg.scene_points is not None:
+            pts = self._grow_region(x, pts, tg.scene_points)
+            t0 = time.perf_counter()
+            self.progress(f"block 2 again on the face region grown from the fit ({len(pts)} points)")
+            x, cost = self._run_block("block 2+", x, ("beta", "psi", "root", "jaw", "log_s", "t"),
+                                      self.cfg.iters_grow, terms_block2)
+            res.blocks.append(BlockReport("block2_grown", self.cfg.iters_grow, time.perf_counter() - t0,
+                                          landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx),
+                                          l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
         if pts is not None:
             def terms_block3(xx):
                 return [(1.0, self._point_term(xx, pts, trim))]
@@ -367,6 +377,21 @@ class RGBDFitter:
                                           l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
         res.params = self.pk.unpack(x, self.model_name)
         return res
+
+    def _grow_region(self, x: torch.Tensor, pts: np.ndarray, scene: np.ndarray) -> np.ndarray:
+        """Add the depth points within ``grow_mm`` of the fitted mesh's face triangles (beyond the
+        landmark hull: forehead, temples, jaw sides), subsampled with the hull points to max_points."""
+        m = self.layer.model
+        with torch.no_grad():
+            v = self.vertices_cam(x).numpy()
+        face_tri = np.isin(m.faces, m.masks["face"]).all(1)
+        tri, _, dist = closest_points_on_mesh(v, m.faces, scene)
+        extra = scene[(dist < self.cfg.grow_mm / 1000.0) & face_tri[tri]]
+        both = np.concatenate([pts, extra])
+        if len(both) > self.cfg.max_points:
+            rng = np.random.default_rng(self.cfg.seed + 1)
+            both = both[rng.choice(len(both), self.cfg.max_points, replace=False)]
+        return both
 
     # -- helpers --------------------------------------------------------------------------
     def _lmk_rmse(self, x, tgt, idx) -> float:
