@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class FitConfig:
     """Weights and iteration counts. Lengths in metres; weights multiply mean squared errors."""
 
-    w_landmarks_block2: float = 0.005 # landmark term beside L3D (detected landmarks carry mm-level bias)
+    w_landmarks_block2: float = 3e-4  # landmark term beside L3D (detected landmarks carry mm-level bias)
     w_beta: float = 1e-9              # identity prior ||beta||^2 (beta ~ N(0, 1))
     w_psi: float = 1e-7               # expression prior ||psi||^2 (tuned on synthetic seeds 5001-5004)
     w_beta_sparse: float = 1e-6       # the same priors when only landmarks constrain the shape
