@@ -60,8 +60,10 @@ def test_full_method_recovers_synthetic_face_and_beats_baselines(fitter, ict_mod
         if method == "full":
             blocks = [b["name"] for b in rec.report["blocks"]]
             assert blocks == ["block1", "block2", "block2_grown", "block3"]
-            losses = rec.report["paper_losses"]
-            assert losses["loss3_l3d_mm2"] <= losses["loss2_l3d_mm2"] + 1e-9
+            by = {b["name"]: b for b in rec.report["blocks"]}
+            # block 3 (shape alone) cannot raise L3D on the point set it shares with the grown block 2
+            assert by["block3"]["l3d_mm2"] <= by["block2_grown"]["l3d_mm2"] + 1e-9
+            assert set(rec.report["paper_losses"]) >= {"loss1_landmarks_l2_mm", "loss2_l3d_mm2", "loss3_l3d_mm2"}
             assert rec.report["point_to_mesh_mm"]["median"] < 0.5
     surf = {m: e["surface"]["median"] for m, e in errs.items()}
     vert = {m: e["vertex"]["median"] for m, e in errs.items()}

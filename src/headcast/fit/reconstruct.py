@@ -90,7 +90,8 @@ def measure(fitter: RGBDFitter, params: HeadParams, verts: np.ndarray, obs: Obse
 
 def paper_losses(blocks: list[dict]) -> dict:
     """The paper's Table 1 quantities from the block reports: Loss1 = landmark L2 (RMSE) after block 1,
-    Loss2 = landmark L2 + L3D after block 2, Loss3 = L3D after block 3; lengths in mm, L3D in mm^2."""
+    Loss2 = landmark L2 + L3D after block 2, Loss3 = L3D after block 3; lengths in mm, L3D in mm^2.
+    With region growing (``grow_mm``), Loss2 is on the landmark-hull points and Loss3 on the grown set."""
     b = {x["name"]: x for x in blocks}
     out = {}
     if "block1" in b:
