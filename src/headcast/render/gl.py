@@ -76,6 +76,18 @@ def gl_context():
     return ctx
 
 
+def _set_uniforms(prog, texture, textured: bool, K: Intrinsics, light_dir, ambient: float) -> None:
+    """Camera, light and texture uniforms shared by the renderers' shader."""
+    ld = np.asarray(light_dir, dtype=np.float64)
+    prog["proj"].write(projection_matrix(K).T.astype("f4").tobytes())  # GL wants column-major
+    prog["light_dir"].value = tuple(ld / np.linalg.norm(ld))
+    prog["ambient"].value = float(ambient)
+    prog["textured"].value = textured
+    if texture is not None:
+        texture.use(0)
+        prog["albedo"].value = 0
+
+
 def projection_matrix(K: Intrinsics, near: float = 0.01, far: float = 10.0) -> np.ndarray:
     """(4, 4) OpenGL clip matrix for an OpenCV pinhole camera: pixel centres land on pixel centres.
 
@@ -159,14 +171,7 @@ class MeshRenderer:
         vn /= np.linalg.norm(vn, axis=1, keepdims=True) + 1e-20
         self.vbo_pos.write(v[self.faces.ravel()].astype(np.float32).tobytes())
         self.vbo_nrm.write(vn[self.faces.ravel()].astype(np.float32).tobytes())
-        ld = np.asarray(light_dir, dtype=np.float64)
-        self.prog["proj"].write(projection_matrix(K).T.astype("f4").tobytes())  # GL wants column-major
-        self.prog["light_dir"].value = tuple(ld / np.linalg.norm(ld))
-        self.prog["ambient"].value = float(ambient)
-        self.prog["textured"].value = self.textured
-        if self.texture is not None:
-            self.texture.use(0)
-            self.prog["albedo"].value = 0
+        _set_uniforms(self.prog, self.texture, self.textured, K, light_dir, ambient)
         fbo = self._target(K.width, K.height)
         fbo.use()
         bg = np.asarray(background, dtype=np.float64) / 255.0
@@ -244,14 +249,7 @@ class HeadRenderer:
             raise HeadcastError(f"vertices must be ({self.n_vertices}, 3), got {v.shape}")
         self.vbo_pos.write(np.ascontiguousarray(v[self.vid]).tobytes())
         self.vbo_nrm.write(np.ascontiguousarray(self.normals(v)[self.vid]).tobytes())
-        ld = np.asarray(light_dir, dtype=np.float64)
-        self.prog["proj"].write(projection_matrix(K).T.astype("f4").tobytes())
-        self.prog["light_dir"].value = tuple(ld / np.linalg.norm(ld))
-        self.prog["ambient"].value = float(ambient)
-        self.prog["textured"].value = self.textured
-        if self.texture is not None:
-            self.texture.use(0)
-            self.prog["albedo"].value = 0
+        _set_uniforms(self.prog, self.texture, self.textured, K, light_dir, ambient)
         if (K.width, K.height) not in self._fbo:
             self._fbo[(K.width, K.height)] = self.ctx.simple_framebuffer((K.width, K.height), components=4)
         fbo = self._fbo[(K.width, K.height)]
