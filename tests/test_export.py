@@ -146,7 +146,7 @@ def test_file_reproduces_model_vertices(ict_model, result_dir, animated):
     """Re-evaluating skin + morph targets of the file at keyframes gives the model's LBS vertices (the camera
     placement mapped back with X_cam = FLIP @ X_gltf + t0). glTF joints cannot follow psi, so the exact
     reference is LBS with the joints' expression dependence removed; the full model differs by < 1 mm."""
-    (d, p), (path, a) = result_dir, animated
+    (_, p), (path, a) = result_dir, animated
     gltf, binary = read_glb(path)
     assert gltf["meshes"][0]["extras"]["targetNames"] == list(ict_model.meta["expression_names"])
     assert [n["name"] for n in gltf["nodes"][1:6]] == ["root", "neck", "jaw", "left_eye", "right_eye"]

@@ -20,7 +20,6 @@ from headcast.preprocess import (
 )
 from headcast.preprocess.cloud import HULL_MARGIN
 from headcast.preprocess.ibug68 import MEDIAPIPE_TO_IBUG68, inter_ocular, mediapipe_to_ibug68_matrix
-from headcast.preprocess.rgbd import read_depth_raw
 from headcast.preprocess.rotate import rotate_image
 
 FRAMES = ("030", "050", "065")

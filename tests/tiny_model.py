@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from headcast.geometry import vertex_normals
+from headcast.synth.appearance import smooth_field
 
 from headcast.export.obj import read_obj
 from headcast.model.head_model import HeadModel
@@ -29,16 +30,6 @@ class _NumpyOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing {module}.{name}")
 
 
-def _smooth_field(p: np.ndarray, rng: np.random.Generator, wavelengths=(0.05, 0.15), terms: int = 6) -> np.ndarray:
-    """A random smooth scalar field on points (N, 3) metres, roughly unit amplitude."""
-    out = np.zeros(len(p))
-    for _ in range(terms):
-        k = rng.normal(size=3)
-        k *= 2 * np.pi / (np.linalg.norm(k) * rng.uniform(*wavelengths))
-        out += np.sin(p @ k + rng.uniform(0, 2 * np.pi))
-    return out / np.sqrt(terms / 2)
-
-
 def flame_template_model(seed: int = 0, n_shape: int = 10, n_expr: int = 6) -> HeadModel:
     """The FLAME mean head (centred, metres) with random smooth bases and a simple 5-joint rig."""
     rng = np.random.default_rng(seed)
@@ -51,10 +42,10 @@ def flame_template_model(seed: int = 0, n_shape: int = 10, n_expr: int = 6) -> H
     V = len(v)
     n = vertex_normals(v, f)
 
-    shapedirs = np.stack([n * (0.002 * _smooth_field(v, rng))[:, None] for _ in range(n_shape)], axis=-1)
+    shapedirs = np.stack([n * (0.002 * smooth_field(v, rng, (0.05, 0.15), 6))[:, None] for _ in range(n_shape)], axis=-1)
     mouth = v[fm["lips"]].mean(0)
     near_mouth = np.exp(-((v - mouth) ** 2).sum(1) / (2 * 0.02 ** 2))[:, None]
-    exprdirs = np.stack([near_mouth * 0.004 * np.stack([_smooth_field(v, rng, (0.03, 0.08)) for _ in range(3)], 1)
+    exprdirs = np.stack([near_mouth * 0.004 * np.stack([smooth_field(v, rng, (0.03, 0.08), 6) for _ in range(3)], 1)
                          for _ in range(n_expr)], axis=-1)
 
     groups = [fm["boundary"], fm["neck"], np.concatenate([fm["left_ear"], fm["right_ear"]]),

@@ -14,7 +14,6 @@ No video is written.
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from headcast.bench import machine, shared_samples
 from headcast.animate.fit import TrackConfig
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
 from headcast.animate.pipeline import detect_video, track
@@ -79,7 +79,7 @@ def bench_video(video: str | Path, model, config: TrackConfig, progress: Callabl
 
 def default_videos() -> list[Path]:
     """The driving videos in ../shared/samples/video beside the repository (empty when absent)."""
-    root = Path(__file__).resolve().parents[3].parent / "shared" / "samples" / "video"
+    root = shared_samples() / "video"
     return sorted(root.glob("*.mp4"))
 
 
@@ -104,8 +104,7 @@ def run_animate_bench(videos: list[str | Path] | None = None, progress: Callable
             row = bench_video(path, m, cfg, progress, truth=truth)
             row["video"] = "built-in motion (rendered)"
             rows.append(row)
-    return {"model": m.name, "threshold": threshold, "machine": f"{platform.machine()}, "
-            f"{len(__import__('os').sched_getaffinity(0))} CPUs available", "time": time.strftime("%Y-%m-%d"),
+    return {"model": m.name, "threshold": threshold, "machine": machine(), "time": time.strftime("%Y-%m-%d"),
             "videos": rows, "targets": {"fitting_fps": 30, "end_to_end_fps": 15, "share_under_threshold": 0.95}}
 
 

@@ -12,13 +12,13 @@ Real: the median distance of the face points to the fitted mesh, and one overlay
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from headcast.bench import machine, shared_samples
 from headcast.fit.correspond import closest_points_on_mesh
 from headcast.fit.reconstruct import fit_observation, make_fitter
 from headcast.model.registry import resolve_model
@@ -81,7 +81,7 @@ def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int, prog
 
 def run_real(model, samples: Path, figures: Path | None, progress) -> list[dict]:
     """The three TrueDepth mannequin frames: point-to-mesh distances and an overlay figure each."""
-    from headcast.fit.reconstruct import landmark_picture, _model_landmarks
+    from headcast.fit.reconstruct import landmark_picture
     from headcast.camera import project
     from headcast.preprocess.rgbd import load_rgbd
     from headcast.render import images
@@ -103,18 +103,12 @@ def run_real(model, samples: Path, figures: Path | None, progress) -> list[dict]
         if figures is not None:
             figures.mkdir(parents=True, exist_ok=True)
             hits, shaded = images.render_shaded(rec.vertices, model.faces, frame.K)
-            lm = landmark_picture(obs, project(_model_landmarks(rec, model), frame.K))
+            lm = landmark_picture(obs, project(rec.landmarks, frame.K))
             ov = images.blend(frame.color, shaded, hits.hit, 0.6)
             res = images.depth_residual_image(frame.color, frame.depth, hits.depth,
                                               hits.hit & (frame.depth > 0))
             images.save_png(figures / f"reconstruct-{name}.png", images.side_by_side([lm, ov, res], height=480))
     return out
-
-
-def machine() -> str:
-    import os
-
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec: str = "ict",
@@ -129,7 +123,7 @@ def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec
     for nz in [x.strip() for x in noise.split(",") if x.strip()]:
         progress(f"synthetic subjects, depth noise '{nz}':")
         result["synthetic"].append(run_synthetic(model, n, nz, methods, seed, progress))
-    samples = samples or Path.cwd().parent / "shared" / "samples"
+    samples = samples or shared_samples()
     if (samples / "rgbd" / "truedepth-mannequin").is_dir():
         progress("real TrueDepth frames:")
         result["real"] = run_real(model, samples, figures, progress)

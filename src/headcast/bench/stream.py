@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from headcast.bench import machine, shared_samples
 from headcast.stream import auth
 from headcast.stream.files import encode_file, make_init, read_animation, read_appearance
 
@@ -82,13 +83,12 @@ def run_stream_bench(recon_dir: str | Path, work: str | Path, videos_dir: str | 
                      target_mm: float | None = None, key_interval: int | None = None,
                      progress: Callable[[str], None] = print) -> dict:
     """Run the benchmark; returns {'files': [...per video and profile], 'live': [...], 'machine': ...}."""
-    from headcast.bench.reconstruct import machine
     from headcast.model.registry import resolve_model
     from headcast.stream.files import DEFAULT_KEY_INTERVAL, DEFAULT_TARGET_MM
 
     recon_dir, work = Path(recon_dir), Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    videos_dir = Path(videos_dir) if videos_dir else Path(__file__).resolve().parents[3].parent / "shared" / "samples" / "video"
+    videos_dir = Path(videos_dir) if videos_dir else shared_samples() / "video"
     model = resolve_model(model_spec)
     key_path = work / "bench_ed25519.pem"
     if not key_path.is_file():

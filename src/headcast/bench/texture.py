@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from headcast.bench import machine, shared_samples
 from headcast.model.registry import resolve_model
 from headcast.synth import default_intrinsics, random_subject, render_rgbd
 from headcast.synth.sh import sh_shading
@@ -193,7 +194,6 @@ def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt", model
     ``geometry`` is ``gt``, ``fit`` or both (``gt,fit``). ``albedo_model`` applies to the real
     frames only (synthetic albedos are not drawn from one).
     """
-    from headcast.bench.reconstruct import machine
 
     model = resolve_model(model_spec, progress=progress)
     am = None
@@ -206,7 +206,7 @@ def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt", model
     for g in [x.strip() for x in geometry.split(",") if x.strip()]:
         progress(f"synthetic subjects, {g} geometry:")
         result["synthetic"].append(run_synthetic(model, n, seed, g, size, progress))
-    samples = samples or Path(__file__).resolve().parents[3].parent / "shared" / "samples"
+    samples = samples or shared_samples()
     if real and (samples / "rgbd" / "truedepth-mannequin").is_dir():
         progress("real TrueDepth frames:")
         result["real"] = run_real(model, samples, figures, size, am, progress)

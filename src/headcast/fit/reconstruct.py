@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from headcast.camera import project
-from headcast.errors import HeadcastError
 from headcast.export.obj import write_obj, write_ply
 from headcast.fit.correspond import closest_points_on_mesh
 from headcast.fit.params import HeadParams
@@ -32,10 +31,12 @@ from headcast.render import images
 
 @dataclass
 class Reconstruction:
-    """A fitted frame: parameters, camera-frame vertices (V, 3) metres, and the report dict."""
+    """A fitted frame: parameters, camera-frame vertices (V, 3) and model landmarks (68, 3) in metres,
+    and the report dict."""
 
     params: HeadParams
     vertices: np.ndarray
+    landmarks: np.ndarray
     report: dict
 
 
@@ -54,11 +55,13 @@ def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") 
     res: FitResult = fitter.fit(targets, method)
     seconds = time.perf_counter() - t0
     verts = res.params.vertices(fitter.layer)
+    with torch.no_grad():
+        lmk = fitter.landmarks_cam(fitter.pk.pack(res.params)).numpy()
     report = res.report()
     report["paper_losses"] = paper_losses(report["blocks"])
     report.update(method=method, model=fitter.model_name, seconds_fit=seconds,
-                  points=obs.counts(), **measure(fitter, res.params, verts, obs))
-    return Reconstruction(res.params, verts, report)
+                  points=obs.counts(), **measure(fitter.layer.model, verts, lmk, obs))
+    return Reconstruction(res.params, verts, lmk, report)
 
 
 def head_points(obs: Observation, radius: float = 0.15) -> np.ndarray:
@@ -70,15 +73,13 @@ def head_points(obs: Observation, radius: float = 0.15) -> np.ndarray:
     return pts[np.linalg.norm(pts - c, axis=1) < radius]
 
 
-def measure(fitter: RGBDFitter, params: HeadParams, verts: np.ndarray, obs: Observation) -> dict:
-    """Landmark errors (mm) and point-to-mesh distances (mm) of the face points to the fitted mesh."""
-    with torch.no_grad():
-        x = fitter.pk.pack(params)
-        lmk = fitter.landmarks_cam(x).numpy()
+def measure(model: HeadModel, verts: np.ndarray, lmk: np.ndarray, obs: Observation) -> dict:
+    """Landmark errors (mm) of the fitted landmarks (68, 3) and point-to-mesh distances (mm) of the face
+    points to the fitted mesh (V, 3), camera frame."""
     inner = np.array([i for i in INNER if obs.valid[i]])
     e3 = np.linalg.norm(lmk[inner] - obs.landmarks3d[inner], axis=1) * 1000
     e2 = np.linalg.norm(project(lmk, obs.frame.K) - obs.landmarks2d, axis=1)
-    _, _, d = closest_points_on_mesh(verts, fitter.layer.model.faces, obs.points)
+    _, _, d = closest_points_on_mesh(verts, model.faces, obs.points)
     d = d * 1000
     return {
         "landmarks_3d_mm": {"mean": float(e3.mean()), "median": float(np.median(e3)), "n": int(len(inner))},
@@ -115,7 +116,7 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
         images.save_png(tmp / "color.png", frame.color)
         images.save_depth_mm(tmp / "depth_mm.png", frame.depth)
         frame.K.to_json(tmp / "intrinsics.json")
-        lmk_model = project(_model_landmarks(rec, model), frame.K)
+        lmk_model = project(rec.landmarks, frame.K)
         images.save_png(tmp / "landmarks.png", landmark_picture(obs, lmk_model))
         hits, shaded = images.render_shaded(rec.vertices, model.faces, frame.K)
         images.save_png(tmp / "overlay.png", images.blend(frame.color, shaded, hits.hit, 0.6))
@@ -138,17 +139,6 @@ def landmark_picture(obs: Observation, model_uv: np.ndarray) -> np.ndarray:
     img = overlay_image(obs.frame.color, obs.landmarks2d, obs.valid, labels=False, scale=s,
                         text="dots: detected   red rings: fitted model")
     return images.draw_points(img, model_uv * s, (255, 0, 0), radius=max(3, round(2 * s)))
-
-
-def _model_landmarks(rec: Reconstruction, model: HeadModel) -> np.ndarray:
-    layer = HeadLayer(model, dtype=torch.float64)
-    p = rec.params
-    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))[None]  # noqa: E731
-    with torch.no_grad():
-        lmk = layer.landmarks(t(p.beta), t(p.psi), t(p.theta))[0].numpy()
-    from headcast.fit.params import to_camera
-
-    return to_camera(lmk, p.scale, p.translation)
 
 
 def _face_pixels(obs: Observation) -> np.ndarray:

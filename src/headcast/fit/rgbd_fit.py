@@ -27,7 +27,7 @@ from headcast.camera import FLIP, Intrinsics
 from headcast.errors import HeadcastError
 from headcast.fit.config import FitConfig
 from headcast.fit.correspond import closest_points_on_mesh
-from headcast.fit.params import N_POSE, HeadParams, to_camera
+from headcast.fit.params import N_POSE, HeadParams
 from headcast.fit.solver import LMState, lm_step_jac
 from headcast.model import lbs
 from headcast.model.head_model import N_CONTOUR

@@ -9,7 +9,7 @@ T texture coordinates, S identity and E expression components and J = 5 joints
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
