@@ -67,8 +67,9 @@ def test_full_method_recovers_synthetic_face_and_beats_baselines(fitter, ict_mod
             assert rec.report["point_to_mesh_mm"]["median"] < 0.5
     surf = {m: e["surface"]["median"] for m, e in errs.items()}
     vert = {m: e["vertex"]["median"] for m, e in errs.items()}
-    assert surf["full"] < 0.5, surf
-    assert vert["full"] < 2.0, vert
+    # the noiseless target (median face vertex error <= 0.5 mm) on this one subject
+    assert surf["full"] < 0.2, surf
+    assert vert["full"] < 0.5, vert
     assert surf["full"] < surf["landmarks-3d"] < surf["rgb-2d"], surf
     assert vert["full"] < vert["landmarks-3d"] < vert["rgb-2d"], vert
 
