@@ -44,11 +44,11 @@ def headcast_home(ict_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def chromium(tmp_path_factory):
-    """One headless Chromium tab (tests/browser.py) shared by the browser tests; skips without chromium."""
+    """One headless Chromium tab (tests/browser.py) shared by the browser tests (set-up installs chromium)."""
     from browser import chromium_exe, launch
 
     exe = chromium_exe()
     if exe is None:
-        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+        pytest.fail("needs Debian's chromium: run scripts/setup.sh (apt-get install chromium)")
     with launch(exe, tmp_path_factory.mktemp("chromium-profile")) as page:
         yield page

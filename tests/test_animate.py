@@ -196,3 +196,9 @@ def test_gl_mesh_renderer_matches_the_ray_caster(ict_model):
     hits, _ = render_shaded(v, ict_model.faces, K)
     assert (mask != hits.hit).mean() < 0.005 and mask.mean() > 0.2
     assert img[mask].mean() > 60 and img[~mask].max() == 0
+    red = np.zeros((ict_model.n_vertices, 3))
+    red[:, 0] = 1.0  # per-vertex colours
+    r = MeshRenderer(ict_model.faces, ict_model.n_vertices, colors=red)
+    img, mask2 = r.render(v, K)
+    r.release()
+    assert (mask2 == mask).all() and img[mask][:, 1:].max() == 0 and img[mask][:, 0].mean() > 60

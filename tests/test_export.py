@@ -29,7 +29,7 @@ v.validateBytes(new Uint8Array(fs.readFileSync(process.argv[1])), {maxIssues: 10
 
 def khronos_validate(path: Path) -> dict:
     if shutil.which("node") is None or not (REPO / "node_modules" / "gltf-validator").is_dir():
-        pytest.skip("needs node and node_modules/gltf-validator (run 'npm ci' in the repository)")
+        pytest.fail("needs node and node_modules/gltf-validator: run scripts/setup.sh ('npm ci' in the repository)")
     r = subprocess.run(["node", "-e", VALIDATE_JS, str(path)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)

@@ -38,7 +38,7 @@ def _frames(model, n: int, seed: int) -> list[np.ndarray]:
 def run(size: int = 512, frames: int = 30, tex: int = 1024, model: str = "ict", seed: int = 0,
         raycast_frames: int = 5) -> dict:
     """Time both renderers; returns a dict of figures (milliseconds, fractions)."""
-    from headcast.render.gl import HeadRenderer, render_head
+    from headcast.render.gl import MeshRenderer, render_head
     from headcast.render.images import render_shaded
 
     m = resolve_model(model)
@@ -56,11 +56,11 @@ def run(size: int = 512, frames: int = 30, tex: int = 1024, model: str = "ict", 
         return ms, img
 
     t0 = time.perf_counter()
-    r = HeadRenderer(m.faces, m.n_vertices, uv, m.uv_faces, texture)
+    r = MeshRenderer(m.faces, m.n_vertices, uv=uv, uv_faces=m.uv_faces, texture=texture)
     r.render(verts[0], K)
     setup = 1000 * (time.perf_counter() - t0)
     tex_ms, _ = timed(lambda v: r.render(v, K)[0], verts)
-    shaded = HeadRenderer(m.faces, m.n_vertices)
+    shaded = MeshRenderer(m.faces, m.n_vertices)
     shaded.render(verts[0], K)
     flat_ms, _ = timed(lambda v: shaded.render(v, K)[0], verts)
     cached_ms, _ = timed(lambda v: render_head(v, m.faces, K, uv, m.uv_faces, texture), [verts[0]] + verts)

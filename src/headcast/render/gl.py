@@ -1,6 +1,6 @@
 """Fast preview rendering with OpenGL (moderngl, headless EGL; software llvmpipe works).
 
-A :class:`MeshRenderer` holds one topology (and optionally a texture or per-vertex colours) and
+A :class:`MeshRenderer` holds one topology (and a colour, per-vertex colours or a texture) and
 draws it for new vertex positions through a pinhole camera given as :class:`Intrinsics`: a few
 milliseconds per 512x512 frame on a CPU, against ~60 ms for the exact ray caster in
 :mod:`headcast.render.raycast`. Camera frame OpenCV (x right, y down, z forward), metres.
@@ -12,11 +12,9 @@ import threading
 
 import numpy as np
 
-from headcast.geometry import vertex_normals
-import scipy.sparse as sp
-
 from headcast.camera import Intrinsics
 from headcast.errors import HeadcastError
+from headcast.geometry import vertex_normals
 
 _VERT = """
 #version 330
@@ -102,105 +100,23 @@ def projection_matrix(K: Intrinsics, near: float = 0.01, far: float = 10.0) -> n
     ])
 
 
-def vertex_normal_operator(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
-    """Sparse (V, F) sum of the faces around each vertex (area-weighted normals from face cross products)."""
-    F = len(faces)
-    rows = faces.ravel()
-    cols = np.repeat(np.arange(F), 3)
-    return sp.csr_matrix((np.ones(3 * F), (rows, cols)), shape=(n_vertices, F))
-
-
 class MeshRenderer:
-    """Draws one triangle mesh topology with Lambert shading.
+    """Draws one triangle-mesh topology with Lambert shading for new vertex positions.
+
+    Indexed: vertices are split once where a vertex has several UVs, and each frame uploads only the
+    split vertices' positions and normals (float32).
 
     Args:
         faces: (F, 3) triangles.
         n_vertices: V.
-        colors: (V, 3) float RGB in [0, 1] per vertex (default: a light clay colour).
+        colors: one RGB (3,) or per-vertex RGB (V, 3), floats in [0, 1] (default: a light clay colour).
         uv, uv_faces, texture: texture coordinates (T, 2) (OBJ convention, origin bottom-left), their
             (F, 3) corner indices and an (h, w, 3) uint8 RGB image; when given they replace ``colors``.
     """
 
-    def __init__(self, faces: np.ndarray, n_vertices: int, colors: np.ndarray | None = None,
+    def __init__(self, faces: np.ndarray, n_vertices: int, colors=(0.82, 0.74, 0.68),
                  uv: np.ndarray | None = None, uv_faces: np.ndarray | None = None,
                  texture: np.ndarray | None = None):
-        self.ctx = gl_context()
-        self.faces = np.asarray(faces, dtype=np.int64)
-        self.n_vertices = int(n_vertices)
-        self._normals = vertex_normal_operator(self.faces, self.n_vertices)
-        corners = self.faces.ravel()
-        if colors is None:
-            colors = np.tile([0.82, 0.74, 0.68], (self.n_vertices, 1))
-        col = np.asarray(colors, dtype=np.float32)[corners]
-        self.textured = texture is not None
-        if self.textured:
-            if uv is None or uv_faces is None:
-                raise ValueError("a texture needs uv and uv_faces")
-            tex = np.asarray(uv, dtype=np.float32)[np.asarray(uv_faces).ravel()]
-        else:
-            tex = np.zeros((len(corners), 2), np.float32)
-        self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
-        n = len(corners)
-        self.vbo_pos = self.ctx.buffer(reserve=n * 12)
-        self.vbo_nrm = self.ctx.buffer(reserve=n * 12)
-        self.vbo_col = self.ctx.buffer(col.tobytes())
-        self.vbo_tex = self.ctx.buffer(tex.tobytes())
-        self.vao = self.ctx.vertex_array(self.prog, [(self.vbo_pos, "3f", "pos"), (self.vbo_nrm, "3f", "nrm"),
-                                                     (self.vbo_col, "3f", "col"), (self.vbo_tex, "2f", "tex")])
-        self.texture = None
-        if self.textured:
-            img = np.ascontiguousarray(np.asarray(texture, dtype=np.uint8)[::-1, :, :3])  # GL rows start at the bottom
-            self.texture = self.ctx.texture((img.shape[1], img.shape[0]), 3, img.tobytes())
-            self.texture.build_mipmaps()
-        self._fbo = {}
-
-    def _target(self, W: int, H: int):
-        if (W, H) not in self._fbo:
-            self._fbo[(W, H)] = self.ctx.simple_framebuffer((W, H), components=4)
-        return self._fbo[(W, H)]
-
-    def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0),
-               light_dir=(0.25, 0.35, 1.0), ambient: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
-        """Draw camera-frame vertices (V, 3) metres: an (H, W, 3) uint8 RGB image and the (H, W) bool
-        coverage mask. ``light_dir``: direction the light travels (camera frame)."""
-        import moderngl
-
-        v = np.asarray(vertices, dtype=np.float64)
-        fn = np.cross(v[self.faces[:, 1]] - v[self.faces[:, 0]], v[self.faces[:, 2]] - v[self.faces[:, 0]])
-        vn = self._normals @ fn
-        vn /= np.linalg.norm(vn, axis=1, keepdims=True) + 1e-20
-        self.vbo_pos.write(v[self.faces.ravel()].astype(np.float32).tobytes())
-        self.vbo_nrm.write(vn[self.faces.ravel()].astype(np.float32).tobytes())
-        _set_uniforms(self.prog, self.texture, self.textured, K, light_dir, ambient)
-        fbo = self._target(K.width, K.height)
-        fbo.use()
-        bg = np.asarray(background, dtype=np.float64) / 255.0
-        fbo.clear(bg[0], bg[1], bg[2], 0.0, depth=1.0)
-        self.ctx.enable(moderngl.DEPTH_TEST)
-        self.vao.render(moderngl.TRIANGLES)
-        buf = np.frombuffer(fbo.read(components=4), dtype=np.uint8).reshape(K.height, K.width, 4)
-        return np.ascontiguousarray(buf[..., :3]), buf[..., 3] > 0
-
-    def release(self) -> None:
-        for fbo in self._fbo.values():
-            fbo.release()
-        for obj in (self.vao, self.vbo_pos, self.vbo_nrm, self.vbo_col, self.vbo_tex, self.prog, self.texture):
-            if obj is not None:
-                obj.release()
-
-
-# --- indexed renderer for the preview path (render_head) -------------------------------------------------------
-class HeadRenderer:
-    """Like :class:`MeshRenderer` but indexed: vertices are split once where a vertex has several UVs, and each
-    frame uploads only the split vertices' positions and normals (float32) instead of three per triangle.
-
-    Args: faces (F, 3), n_vertices V, optional uv (T, 2) (OBJ convention) / uv_faces (F, 3) / texture
-    (h, w, 3) uint8, colour (3,) in [0, 1] when untextured.
-    """
-
-    def __init__(self, faces: np.ndarray, n_vertices: int, uv: np.ndarray | None = None,
-                 uv_faces: np.ndarray | None = None, texture: np.ndarray | None = None,
-                 color=(0.82, 0.74, 0.68)):
         import moderngl
 
         self.ctx = gl_context()
@@ -217,11 +133,15 @@ class HeadRenderer:
         else:
             self.vid, tri = np.arange(self.n_vertices), self.faces
             tex = np.zeros((self.n_vertices, 2), np.float32)
+        col = np.asarray(colors, dtype=np.float32)
+        col = np.broadcast_to(col, (self.n_vertices, 3)) if col.ndim == 1 else col
+        if col.shape != (self.n_vertices, 3):
+            raise HeadcastError(f"colors must be (3,) or ({self.n_vertices}, 3), got {col.shape}")
         n = len(self.vid)
         self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
         self.vbo_pos = self.ctx.buffer(reserve=n * 12)
         self.vbo_nrm = self.ctx.buffer(reserve=n * 12)
-        self.vbo_col = self.ctx.buffer(np.tile(np.asarray(color, np.float32), (n, 1)).tobytes())
+        self.vbo_col = self.ctx.buffer(np.ascontiguousarray(col[self.vid]).tobytes())
         self.vbo_tex = self.ctx.buffer(np.ascontiguousarray(tex).tobytes())
         self.ibo = self.ctx.buffer(np.ascontiguousarray(tri, dtype=np.uint32).tobytes())
         self.vao = self.ctx.vertex_array(self.prog, [(self.vbo_pos, "3f", "pos"), (self.vbo_nrm, "3f", "nrm"),
@@ -229,26 +149,24 @@ class HeadRenderer:
                                          index_buffer=self.ibo, index_element_size=4)
         self.texture = None
         if self.textured:
-            img = np.ascontiguousarray(np.asarray(texture, dtype=np.uint8)[::-1, :, :3])
+            img = np.ascontiguousarray(np.asarray(texture, dtype=np.uint8)[::-1, :, :3])  # GL rows start at the bottom
             self.texture = self.ctx.texture((img.shape[1], img.shape[0]), 3, img.tobytes())
             self.texture.build_mipmaps()
             self.texture.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
         self._fbo = {}
 
-    def normals(self, v: np.ndarray) -> np.ndarray:
-        """Area-weighted unit vertex normals (V, 3) float32 of vertices (V, 3)."""
-        return vertex_normals(v, self.faces).astype(np.float32)
-
     def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0), light_dir=(0.25, 0.35, 1.0),
                ambient: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
-        """Camera-frame vertices (V, 3) metres -> (H, W, 3) uint8 RGB image and (H, W) bool coverage."""
+        """Camera-frame vertices (V, 3) metres -> (H, W, 3) uint8 RGB image and (H, W) bool coverage.
+        ``light_dir``: the direction light travels (camera frame); ``background``: RGB 0..255."""
         import moderngl
 
         v = np.asarray(vertices, dtype=np.float32)
         if v.shape != (self.n_vertices, 3):
             raise HeadcastError(f"vertices must be ({self.n_vertices}, 3), got {v.shape}")
         self.vbo_pos.write(np.ascontiguousarray(v[self.vid]).tobytes())
-        self.vbo_nrm.write(np.ascontiguousarray(self.normals(v)[self.vid]).tobytes())
+        normals = vertex_normals(v, self.faces).astype(np.float32)
+        self.vbo_nrm.write(np.ascontiguousarray(normals[self.vid]).tobytes())
         _set_uniforms(self.prog, self.texture, self.textured, K, light_dir, ambient)
         if (K.width, K.height) not in self._fbo:
             self._fbo[(K.width, K.height)] = self.ctx.simple_framebuffer((K.width, K.height), components=4)
@@ -299,5 +217,5 @@ def render_head(vertices: np.ndarray, faces: np.ndarray, K: Intrinsics, uv: np.n
     if r is None:
         if len(_HEAD_RENDERERS) >= 4:
             _HEAD_RENDERERS.pop(next(iter(_HEAD_RENDERERS))).release()
-        r = _HEAD_RENDERERS[key] = HeadRenderer(faces, len(vertices), uv, uv_faces, texture, color)
+        r = _HEAD_RENDERERS[key] = MeshRenderer(faces, len(vertices), color, uv, uv_faces, texture)
     return r.render(vertices, K, background, light_dir, ambient)[0]

@@ -249,7 +249,7 @@ def init_head(info: InitInfo, model=None):
     return model, beta
 
 
-class HeadRenderer:
+class ReceivedHeadRenderer:
     """Rebuilds the head from an INIT (model, beta, albedo) and renders frames (theta, psi) with the
     animation stage's fixed face camera (OpenGL)."""
 
@@ -332,7 +332,7 @@ class _RenderWorker(threading.Thread):
                     if kind == "frame":
                         pending.append(obj)
                     elif renderer is None:  # the head is the same for every session of one sender
-                        renderer = HeadRenderer(obj, self.size, self.model)
+                        renderer = ReceivedHeadRenderer(obj, self.size, self.model)
                         lag = self.max_lag if self.max_lag is not None else max(1, round(obj.fps))
                         if self.out is not None:
                             import imageio.v2 as iio2
