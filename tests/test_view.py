@@ -83,6 +83,42 @@ def test_page_shows_textured_head_and_plays_animation(chromium, server, tmp_path
     assert np.mean(np.any(np.abs(a.astype(int) - b) > 10, axis=-1)) > 0.02
 
 
+def test_view_command_serves_a_reconstruction_until_stopped(glb, tmp_path):
+    """`headcast view RESULT_DIR` as a user runs it: prints the address at once, serves the page, the
+    exported head and three.js, nothing outside them, and on SIGINT / SIGTERM exits 0 leaving no temporary files."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "headcast"
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        tmp = tmp_path / sig.name
+        tmp.mkdir()
+        proc = subprocess.Popen([str(exe), "view", str(glb.parent)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "TMPDIR": str(tmp)})
+        try:
+            line = proc.stdout.readline()
+            url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+            get = lambda p: urllib.request.urlopen(url + p, timeout=30).read()  # noqa: E731
+            assert b"<title>headcast viewer</title>" in get("") and b"GLTFLoader" in get("viewer.js")
+            assert get("head.glb")[:4] == b"glTF"
+            assert b"export" in get("three/build/three.module.js")[:100000]
+            with pytest.raises(urllib.error.HTTPError):
+                get("three/../../../etc/passwd")
+            assert list(tmp.iterdir()), "the exported GLB lives in a temporary folder while serving"
+            proc.send_signal(sig)
+            assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert not list(tmp.iterdir())
+
+
 def test_view_refuses_bad_target(tmp_path):
     from headcast.view import head_glb
 

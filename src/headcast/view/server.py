@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import signal
 import tempfile
 import threading
 from functools import partial
@@ -96,9 +97,23 @@ def serve(glb: str | Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingH
     return server
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)  # the address must reach a pipe (a script waiting for it) at once
+
+
+def _stop_on_sigterm() -> None:
+    """Let SIGTERM end ``view`` like Ctrl-C, so the exported temporary GLB is removed."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def view(target: str | Path, anim_dir: str | Path | None = None, port: int = 0, open_browser: bool = False,
-         say=print) -> None:
-    """Serve ``target`` (RESULT_DIR or head.glb) until Ctrl-C."""
+         say=_say) -> None:
+    """Serve ``target`` (RESULT_DIR or head.glb) until Ctrl-C or SIGTERM."""
+    _stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="headcast-view-") as tmp:
         glb = head_glb(target, anim_dir, Path(tmp))
         server = serve(glb, port=port)
