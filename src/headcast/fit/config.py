@@ -26,4 +26,5 @@ class FitConfig:
     trim_mm: float = 10.0             # correspondences farther than this are ignored after block 1
     grow_mm: float = 4.0              # > 0: after block 2, add depth points this close to the fitted face
     iters_grow: int = 10              # block 2 steps on the grown region
+    rel_tol: float = 1e-3             # a block stops when a step lowers its loss by less than this fraction
     seed: int = 0

@@ -304,7 +304,7 @@ class RGBDFitter:
             x[active] = xa
             cost = after
             self.progress(f"  {name}: iteration {it + 1}/{iters}  loss {after:.3e}")
-            if before - after < 1e-6 * before:
+            if before - after < self.cfg.rel_tol * before:
                 break
         return x, cost
 
