@@ -462,7 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--trust", help="the sender's public key (default: trust on first use)")
     rc.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a sender")
     rc.add_argument("--size", type=int, default=512, help="rendered frame side (default 512)")
-    rc.add_argument("--max-lag", type=int, help="frames the renderer may fall behind before skipping")
+    rc.add_argument("--max-lag", type=int,
+                    help="frames the renderer may fall behind before it skips to the newest (default: 0.1 s of "
+                         "frames; 0 = never skip, the MP4 gets every frame however late)")
     rc.set_defaults(func=cmd_receive)
     kg = sub.add_parser("keygen", help="make an Ed25519 sender key pair")
     kg.add_argument("--out", help="private key path (default $HEADCAST_HOME/keys/sender_ed25519.pem)")

@@ -297,6 +297,9 @@ class ReceiveStats:
     reasons: list = field(default_factory=list)
 
 
+LAG_SECONDS = 0.1  # default renderer backlog before it skips to the newest frame (live view over completeness)
+
+
 class _RenderWorker(threading.Thread):
     """Renders decoded frames, in order, into an MP4 at the stream's rate. While its backlog is at
     most ``max_lag`` frames it renders every frame; beyond that it jumps to the newest one (bounded
@@ -333,7 +336,7 @@ class _RenderWorker(threading.Thread):
                         pending.append(obj)
                     elif renderer is None:  # the head is the same for every session of one sender
                         renderer = ReceivedHeadRenderer(obj, self.size, self.model)
-                        lag = self.max_lag if self.max_lag is not None else max(1, round(obj.fps))
+                        lag = self.max_lag if self.max_lag is not None else max(1, round(obj.fps * LAG_SECONDS))
                         if self.out is not None:
                             import imageio.v2 as iio2
 
@@ -374,8 +377,8 @@ async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trus
 
     Stops after ``max_frames`` decoded frames, or ``idle_timeout`` seconds without a message once a
     sender has been seen (or on cancellation). Rejected messages are logged with their reason.
-    ``max_lag``: frames the renderer may fall behind before it skips to the newest (default: 1 s of
-    frames; 0: never skip, so the MP4 has every frame however late).
+    ``max_lag``: frames the renderer may fall behind before it skips to the newest (default:
+    ``LAG_SECONDS`` of frames, 3 at 30 fps; 0: never skip, so the MP4 has every frame however late).
     ``model``: a preloaded model, used when the stream names it.
     ``web``: a :class:`headcast.view.live.LiveWeb` (not yet started) that also shows the stream in a web
     page; it runs in this event loop for as long as the receiver listens.
