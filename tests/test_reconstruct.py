@@ -74,6 +74,27 @@ def test_full_method_recovers_synthetic_face_and_beats_baselines(fitter, ict_mod
     assert vert["full"] < vert["landmarks-3d"] < vert["rgb-2d"], vert
 
 
+def test_prior_noise_estimate_separates_white_and_correlated_noise(fitter, synthetic):
+    """The priors' sigma: near the truth for white noise along the rays (correlation ~1), larger
+    than the per-point spread for smooth (correlated) noise of the same size, and reported."""
+    from headcast.synth.appearance import smooth_field
+
+    frame, obs = synthetic
+    rec = fit_observation(obs, fitter, "full")
+    pri = rec.report["priors"]
+    assert pri["source"] == "measured" and pri["sigma_mm"] >= fitter.cfg.sigma_floor_mm
+    assert pri["w_psi"] == pytest.approx(fitter.cfg.psi_prior_ratio * pri["w_beta"])
+    x = fitter.pk.pack(rec.params)
+    pts = obs.points[:8000]
+    rays = pts / np.linalg.norm(pts, axis=1, keepdims=True)  # depth noise acts along the camera rays
+    rng = np.random.default_rng(0)
+    white, c_white = fitter._residual_sigma(x, pts + rays * rng.normal(0, 0.001, (len(pts), 1)))
+    bumps = 0.001 * smooth_field(pts, rng, (0.01, 0.03), 8)[:, None]
+    smooth, c_smooth = fitter._residual_sigma(x, pts + rays * bumps)
+    assert c_white < 2 and 0.6e-3 < white < 1.2e-3, (white, c_white)  # the normal part of 1 mm on rays
+    assert c_smooth > 4 and smooth > 1.8e-3, (smooth, c_smooth)
+
+
 def test_params_round_trip_and_paper_eta(tmp_path, fitter):
     p = HeadParams(np.arange(100) * 0.01, np.zeros(53), np.r_[0.1, 0.2, 0.0, np.zeros(12)], 1.02,
                    np.array([0.01, -0.02, 0.4]), "ict")

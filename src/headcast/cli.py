@@ -133,6 +133,10 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
     _say(f"headcast: {a.method} fit in {rec.report['seconds_fit']:.1f} s; face points to mesh: median "
          f"{pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm; 3D landmarks: mean "
          f"{rec.report['landmarks_3d_mm']['mean']:.1f} mm")
+    pri = rec.report.get("priors")
+    if pri and pri.get("sigma_mm") is not None:
+        _say(f"headcast: shape priors for {pri['sigma_mm']:.2f} mm of depth noise and model mismatch "
+             f"(w_beta {pri['w_beta']:.2g}, w_psi {pri['w_psi']:.2g})")
     _say(f"headcast: wrote {a.out}/ (params, mesh.obj/ply, fit_report.json, landmarks/overlay/depth_residual.png)")
 
 
@@ -345,10 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hull-margin", type=float, default=0.02,
                    help="metres the landmark hull is widened along the camera rays so cheeks and nose stay in "
                         "(0 = the paper's hull of the landmarks alone; default %(default)g)")
-    r.add_argument("--w-beta", type=float, default=FitConfig.w_beta,
-                   help="identity prior weight on ||beta||^2 (default %(default)g)")
-    r.add_argument("--w-psi", type=float, default=FitConfig.w_psi,
-                   help="expression prior weight on ||psi||^2 (default %(default)g)")
+    r.add_argument("--w-beta", type=float,
+                   help="identity prior weight on ||beta||^2 beside the point cloud (default: sigma^2 / points, "
+                        "sigma measured from the fit's residuals)")
+    r.add_argument("--w-psi", type=float,
+                   help="expression prior weight on ||psi||^2 (default: %g x the identity weight)"
+                        % FitConfig.psi_prior_ratio)
     r.add_argument("--grow-mm", type=float, default=FitConfig.grow_mm,
                    help="after block 2, also fit the depth points within this distance of the fitted face "
                         "(beyond the landmark hull); 0 = the paper's region only (default %(default)g)")

@@ -10,10 +10,15 @@ class FitConfig:
     """Weights and iteration counts. Lengths in metres; weights multiply mean squared errors."""
 
     w_landmarks_block2: float = 3e-4  # landmark term beside L3D (detected landmarks carry mm-level bias)
-    # identity prior ||beta||^2 (beta ~ N(0, 1)); beside the mean squared point distance over
-    # max_points points this is MAP under ~0.9 mm per-point noise (w = sigma^2 / n, 8e-7 / 8000)
-    w_beta: float = 1e-10
-    w_psi: float = 1e-8               # expression prior ||psi||^2 (chosen on synthetic seeds 5001-5006)
+    # Identity and expression priors beside the point cloud. The point term is a mean over n points,
+    # so w_beta = sigma^2 / n is the MAP weight for per-point noise sigma (beta ~ N(0, 1)). None: sigma
+    # is measured from the fit's own point-to-mesh residuals halfway through block 2 (noise plus model
+    # mismatch, at least sigma_floor_mm); a number fixes the weight. w_psi = psi_prior_ratio * w_beta.
+    w_beta: float | None = None
+    w_psi: float | None = None
+    psi_prior_ratio: float = 100.0    # chosen on synthetic seeds 5001-5006 (psi in [0, 1], beta ~ N(0, 1))
+    sigma_start_mm: float = 2.0       # sigma assumed before it is measured (first half of block 2)
+    sigma_floor_mm: float = 0.25      # the smallest sigma the priors assume
     w_beta_sparse: float = 1e-6       # the same priors when only landmarks constrain the shape
     w_psi_sparse: float = 1e-6        # (landmarks-3d and rgb-2d baselines)
     w_jaw: float = 1e-6               # jaw rotation prior (radians^2)

@@ -64,9 +64,13 @@ class BlockReport:
 class FitResult:
     params: HeadParams
     blocks: list[BlockReport] = field(default_factory=list)
+    priors: dict = field(default_factory=dict)  # the prior weights used beside the point cloud, and why
 
     def report(self) -> dict:
-        return {"blocks": [asdict(b) for b in self.blocks]}
+        out = {"blocks": [asdict(b) for b in self.blocks]}
+        if self.priors:
+            out["priors"] = self.priors
+        return out
 
 
 class _Packing:
@@ -122,6 +126,9 @@ class RGBDFitter:
             hi[self.pk.sl["psi"]] = expr_range[1]
         self.lower, self.upper = lo, hi
         self.dense = True
+        self.w_dense = (0.0, 0.0)  # (w_beta, w_psi) beside the point cloud, set by fit()
+        self.sigma: float | None = None
+        self.prior_info: dict = {}
 
     # -- model evaluation on the full vector -------------------------------------------------
     def _split(self, x: torch.Tensor):
@@ -195,7 +202,7 @@ class RGBDFitter:
     # -- residual terms: evaluate(x, with_jac) -> r or (r, J over the full vector) ----------------
     def _priors(self, x: torch.Tensor, active: torch.Tensor, with_jac: bool):
         c, sl = self.cfg, self.pk.sl
-        wb, wp = (c.w_beta, c.w_psi) if self.dense else (c.w_beta_sparse, c.w_psi_sparse)
+        wb, wp = self.w_dense if self.dense else (c.w_beta_sparse, c.w_psi_sparse)
         rs, Js = [], []
         for name, w in (("beta", wb), ("psi", wp), ("jaw", c.w_jaw), ("log_s", c.w_log_scale)):
             if active[sl[name]].any():
@@ -351,13 +358,24 @@ class RGBDFitter:
         t0 = time.perf_counter()
         self.progress("block 2: shape, expression, pose and placement on landmarks" +
                       (" + point cloud" if pts is not None else ""))
-        x, cost = self._run_block("block 2", x, ("beta", "psi", "root", "jaw", "log_s", "t"),
-                                  self.cfg.iters_block2, terms_block2)
+        block2 = ("beta", "psi", "root", "jaw", "log_s", "t")
+        if pts is not None and self.cfg.w_beta is None:
+            # priors for an assumed noise first, then for the noise the residuals show
+            self._set_priors(self.cfg.sigma_start_mm / 1000.0, n=len(pts))
+            half = self.cfg.iters_block2 // 2
+            x, cost = self._run_block("block 2", x, block2, half, terms_block2)
+            self._set_priors(*self._residual_sigma(x, pts), n=len(pts))
+            x, cost = self._run_block("block 2", x, block2, self.cfg.iters_block2 - half, terms_block2)
+        else:
+            if pts is not None:
+                self._set_priors(None, n=len(pts))  # weights fixed by the config
+            x, cost = self._run_block("block 2", x, block2, self.cfg.iters_block2, terms_block2)
         res.blocks.append(BlockReport("block2", self.cfg.iters_block2, time.perf_counter() - t0,
                                       landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx),
                                       l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
         if pts is not None and self.cfg.grow_mm > 0 and tg.scene_points is not None:
             pts = self._grow_region(x, pts, tg.scene_points)
+            self._set_priors(self.sigma, self.prior_info.get("correlation"), n=len(pts))
             t0 = time.perf_counter()
             self.progress(f"block 2 again on the face region grown from the fit ({len(pts)} points)")
             x, cost = self._run_block("block 2+", x, ("beta", "psi", "root", "jaw", "log_s", "t"),
@@ -375,6 +393,8 @@ class RGBDFitter:
             res.blocks.append(BlockReport("block3", self.cfg.iters_block3, time.perf_counter() - t0,
                                           landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx),
                                           l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
+        if pts is not None:
+            res.priors = dict(self.prior_info)
         res.params = self.pk.unpack(x, self.model_name)
         return res
 
@@ -393,19 +413,63 @@ class RGBDFitter:
             both = both[rng.choice(len(both), self.cfg.max_points, replace=False)]
         return both
 
+    # -- priors ---------------------------------------------------------------------------
+    def _set_priors(self, sigma: float | None, correlation: float | None = None, *, n: int) -> None:
+        """Prior weights beside a point term over ``n`` points: MAP for per-point noise ``sigma`` metres
+        (w_beta = sigma^2 / n, w_psi = psi_prior_ratio * w_beta), unless the config fixes them.
+        ``correlation``: the factor already in sigma (reported only)."""
+        c = self.cfg
+        if sigma is not None:
+            sigma = max(sigma, c.sigma_floor_mm / 1000.0)
+        self.sigma = sigma
+        wb = c.w_beta if c.w_beta is not None else sigma ** 2 / n
+        wp = c.w_psi if c.w_psi is not None else c.psi_prior_ratio * wb
+        self.w_dense = (wb, wp)
+        self.prior_info = {"w_beta": wb, "w_psi": wp, "points": n,
+                           "sigma_mm": None if sigma is None else sigma * 1000.0,
+                           "correlation": correlation,
+                           "source": "fixed" if c.w_beta is not None else
+                           ("measured" if correlation is not None else "assumed")}
+
+    def _residual_sigma(self, x: torch.Tensor, pts: np.ndarray, k: int = 16) -> tuple[float, float]:
+        """Per-point noise (m) for the priors from the signed point-to-mesh residuals at x, and the
+        correlation factor in it.
+
+        sigma = MAD scale of the residuals x sqrt(c), with c in [1, k] the variance of the residuals
+        averaged over each point's k nearest neighbours in the image relative to white noise's (sigma^2 / k):
+        correlated noise (stereo depth) and smooth model mismatch fit fewer independent points than
+        there are, so they call for a stronger prior than their per-point spread alone.
+        """
+        from scipy.spatial import cKDTree
+
+        faces = self.layer.model.faces
+        with torch.no_grad():
+            v = self.vertices_cam(x).numpy()
+        tri, bary, d = closest_points_on_mesh(v, faces, pts)
+        corners = v[faces[tri]]
+        q = np.einsum("nk,nkc->nc", bary, corners)
+        fn = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        r = d * np.sign(((pts - q) * fn).sum(1) + 1e-30)
+        mad = lambda a: 1.4826 * float(np.median(np.abs(a - np.median(a))))  # noqa: E731
+        rays = pts[:, :2] / pts[:, 2:3]  # neighbours across the image: depth noise does not move a point's ray
+        _, nb = cKDTree(rays).query(rays, k=k)
+        c = float(np.clip(k * mad(r[nb].mean(1)) ** 2 / max(mad(r), 1e-12) ** 2, 1.0, k))
+        return float(mad(r) * np.sqrt(c)), c
+
     # -- helpers --------------------------------------------------------------------------
     def _lmk_rmse(self, x, tgt, idx) -> float:
         with torch.no_grad():
             d = self.landmarks_cam(x)[idx] - tgt
         return float(torch.sqrt((d ** 2).sum(1).mean())) * 1000
 
-    def _l3d_mm2(self, x, pts) -> float | None:
-        if pts is None:
-            return None
+    def _distances(self, x: torch.Tensor, pts: np.ndarray) -> np.ndarray:
+        """Exact distances (N,) m from points (N, 3) to the mesh at x."""
         with torch.no_grad():
             v = self.vertices_cam(x).numpy()
-        _, _, d = closest_points_on_mesh(v, self.layer.model.faces, pts)
-        return float((d ** 2).mean()) * 1e6
+        return closest_points_on_mesh(v, self.layer.model.faces, pts)[2]
+
+    def _l3d_mm2(self, x, pts) -> float | None:
+        return None if pts is None else float((self._distances(x, pts) ** 2).mean()) * 1e6
 
     def _template_landmarks(self) -> np.ndarray:
         with torch.no_grad():
