@@ -2,7 +2,15 @@
 from node_modules), draws a non-blank head, and the picture changes while the animation plays.
 The browser is driven over the DevTools protocol (tests/browser.py, the session's `chromium` fixture)."""
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -86,15 +94,6 @@ def test_page_shows_textured_head_and_plays_animation(chromium, server, tmp_path
 def test_view_command_serves_a_reconstruction_until_stopped(glb, tmp_path):
     """`headcast view RESULT_DIR` as a user runs it: prints the address at once, serves the page, the
     exported head and three.js, nothing outside them, and on SIGINT / SIGTERM exits 0 leaving no temporary files."""
-    import os
-    import re
-    import signal
-    import subprocess
-    import sys
-    import urllib.error
-    import urllib.request
-    from pathlib import Path
-
     exe = Path(sys.executable).parent / "headcast"
     for sig in (signal.SIGINT, signal.SIGTERM):
         tmp = tmp_path / sig.name

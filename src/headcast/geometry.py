@@ -17,3 +17,12 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     n = np.stack([np.bincount(flat, weights=np.repeat(fn[:, k], 3), minlength=len(v)) for k in range(3)], axis=1)
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return n / np.where(norm > 0, norm, 1.0)
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit normals (F, 3) float64 of triangles faces (F, 3) (counter-clockwise = outward); zero for degenerate ones."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    norm = np.linalg.norm(fn, axis=1, keepdims=True)
+    return fn / np.where(norm > 0, norm, 1.0)

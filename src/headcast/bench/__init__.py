@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
+
+REAL_FRAMES = ("frame-030", "frame-050", "frame-065")  # the TrueDepth mannequin captures the benches use
 
 
 def shared_samples() -> Path:
@@ -15,3 +18,16 @@ def shared_samples() -> Path:
 def machine() -> str:
     """One line describing this machine for result tables."""
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def truedepth_folder(samples: Path | None = None) -> Path:
+    """The TrueDepth mannequin frames under ``samples`` (default :func:`shared_samples`); may be absent."""
+    return (samples or shared_samples()) / "rgbd" / "truedepth-mannequin"
+
+
+def write_results(out: Path, name: str, result: dict, markdown: str | None = None) -> None:
+    """A benchmark's figures as ``out/NAME.json`` (and its summary as ``out/NAME.md``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    if markdown is not None:
+        (out / f"{name}.md").write_text(markdown + "\n")

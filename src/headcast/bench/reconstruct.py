@@ -11,23 +11,19 @@ Real: the median distance of the face points to the fitted mesh, and one overlay
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from headcast.bench import machine, shared_samples
+from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
 from headcast.fit.correspond import closest_points_on_mesh
 from headcast.fit.reconstruct import fit_observation, make_fitter
 from headcast.model.registry import resolve_model
 from headcast.preprocess.preprocess import preprocess
 from headcast.preprocess.rgbd import RGBDFrame
 from headcast.synth import default_intrinsics, random_subject, render_rgbd
-
-REAL_FRAMES = ("frame-030", "frame-050", "frame-065")
-
 
 def _stats(e_mm: np.ndarray) -> dict:
     return {"median": float(np.median(e_mm)), "mean": float(e_mm.mean()), "p95": float(np.percentile(e_mm, 95))}
@@ -79,7 +75,7 @@ def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int, prog
     return out
 
 
-def run_real(model, samples: Path, figures: Path | None, progress) -> list[dict]:
+def run_real(model, folder: Path, figures: Path | None, progress) -> list[dict]:
     """The three TrueDepth mannequin frames: point-to-mesh distances and an overlay figure each."""
     from headcast.fit.reconstruct import landmark_picture
     from headcast.camera import project
@@ -89,8 +85,7 @@ def run_real(model, samples: Path, figures: Path | None, progress) -> list[dict]
     fitter = make_fitter(model)
     out = []
     for name in REAL_FRAMES:
-        prefix = samples / "rgbd" / "truedepth-mannequin" / name
-        frame = load_rgbd(str(prefix))
+        frame = load_rgbd(str(folder / name))
         obs = preprocess(frame, "mediapipe")
         t0 = time.perf_counter()
         rec = fit_observation(obs, fitter, "full")
@@ -123,18 +118,16 @@ def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec
     for nz in [x.strip() for x in noise.split(",") if x.strip()]:
         progress(f"synthetic subjects, depth noise '{nz}':")
         result["synthetic"].append(run_synthetic(model, n, nz, methods, seed, progress))
-    samples = samples or shared_samples()
-    if (samples / "rgbd" / "truedepth-mannequin").is_dir():
+    folder = truedepth_folder(samples)
+    if folder.is_dir():
         progress("real TrueDepth frames:")
-        result["real"] = run_real(model, samples, figures, progress)
+        result["real"] = run_real(model, folder, figures, progress)
     else:
-        progress(f"real frames skipped: {samples}/rgbd/truedepth-mannequin is absent")
+        progress(f"real frames skipped: {folder} is absent")
     md = summary_markdown(result)
     progress(md)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "reconstruct.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "reconstruct.md").write_text(md + "\n")
+        write_results(out, "reconstruct", result, md)
     return result
 
 

@@ -14,12 +14,11 @@ the replay clock) to the moment the receiver has decoded it and has rendered it.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Callable
 
-from headcast.bench import machine, shared_samples
+from headcast.bench import machine, shared_samples, write_results
 from headcast.stream import auth
 from headcast.stream.files import encode_file, make_init, read_animation, read_appearance
 
@@ -116,7 +115,7 @@ def run_stream_bench(recon_dir: str | Path, work: str | Path, videos_dir: str | 
                            progress))
         lives[-1]["video"] = lives[0]["video"] = longest
     result = {"files": rows, "live": lives, "machine": machine(), "recon_dir": str(recon_dir)}
-    (work / "stream_bench.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    write_results(work, "stream_bench", result)
     return result
 
 

@@ -22,14 +22,13 @@ mannequin captures are reconstructed, then textured; Loss4 and seconds of the te
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from headcast.bench import machine, shared_samples
+from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
 from headcast.model.registry import resolve_model
 from headcast.synth import default_intrinsics, random_subject, render_rgbd
 from headcast.synth.sh import sh_shading
@@ -37,7 +36,6 @@ from headcast.texture.atlas import bake
 from headcast.texture.core import region_faces, texture_frame
 from headcast.texture.observe import to_view
 
-REAL_FRAMES = ("frame-030", "frame-050", "frame-065")
 
 
 def albedo_errors(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
@@ -146,7 +144,7 @@ def run_synthetic(model, n: int, seed: int, geometry: str, size: int, progress) 
     }
 
 
-def run_real(model, samples: Path, figures: Path | None, size: int, albedo_model, progress) -> list[dict]:
+def run_real(model, folder: Path, figures: Path | None, size: int, albedo_model, progress) -> list[dict]:
     """Reconstruct and texture the three TrueDepth frames: Loss4 and timings per frame, and one
     figure (``figures/texture-real.png``: per frame, photo | render | turned left | turned right)."""
     import cv2
@@ -160,7 +158,7 @@ def run_real(model, samples: Path, figures: Path | None, size: int, albedo_model
     fitter = make_fitter(model)
     out, rows = [], []
     for name in REAL_FRAMES:
-        frame = load_rgbd(str(samples / "rgbd" / "truedepth-mannequin" / name))
+        frame = load_rgbd(str(folder / name))
         obs = preprocess(frame, "mediapipe")
         rec = fit_observation(obs, fitter, "full")
         t0 = time.perf_counter()
@@ -206,18 +204,16 @@ def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt", model
     for g in [x.strip() for x in geometry.split(",") if x.strip()]:
         progress(f"synthetic subjects, {g} geometry:")
         result["synthetic"].append(run_synthetic(model, n, seed, g, size, progress))
-    samples = samples or shared_samples()
-    if real and (samples / "rgbd" / "truedepth-mannequin").is_dir():
+    folder = truedepth_folder(samples)
+    if real and folder.is_dir():
         progress("real TrueDepth frames:")
-        result["real"] = run_real(model, samples, figures, size, am, progress)
+        result["real"] = run_real(model, folder, figures, size, am, progress)
     elif real:
-        progress(f"real frames skipped: {samples}/rgbd/truedepth-mannequin is absent")
+        progress(f"real frames skipped: {folder} is absent")
     md = summary_markdown(result)
     progress(md)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "texture.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "texture.md").write_text(md + "\n")
+        write_results(out, "texture", result, md)
     return result
 
 

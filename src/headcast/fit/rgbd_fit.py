@@ -29,6 +29,7 @@ from headcast.fit.config import FitConfig
 from headcast.fit.correspond import closest_points_on_mesh
 from headcast.fit.params import N_POSE, HeadParams
 from headcast.fit.solver import LMState, lm_step_jac
+from headcast.geometry import face_normals
 from headcast.model import lbs
 from headcast.model.head_model import N_CONTOUR
 from headcast.model.layer import HeadLayer
@@ -60,16 +61,50 @@ class BlockReport:
     loss: float | None = None
 
 
+@dataclass(frozen=True)
+class PriorWeights:
+    """Identity and expression prior weights beside a point term over ``points`` points, and what they
+    stand for: per-point noise ``sigma`` metres (None when the config fixes the weights), the correlation
+    factor in it (when measured), and ``source`` (fixed, assumed or measured)."""
+
+    w_beta: float
+    w_psi: float
+    points: int
+    sigma: float | None
+    correlation: float | None
+    source: str
+
+    def report(self) -> dict:
+        """The fields for fit_report.json, sigma in millimetres."""
+        out = asdict(self)
+        out["sigma_mm"] = None if out.pop("sigma") is None else self.sigma * 1000.0
+        return out
+
+
+def prior_weights(cfg: FitConfig, n: int, sigma: float | None = None,
+                  correlation: float | None = None) -> PriorWeights:
+    """MAP weights for per-point noise ``sigma`` metres beside the mean over ``n`` points:
+    w_beta = sigma^2 / n (sigma at least ``cfg.sigma_floor_mm``), w_psi = psi_prior_ratio * w_beta;
+    ``cfg.w_beta`` / ``cfg.w_psi`` override. ``correlation`` None means sigma was assumed, not measured."""
+    if cfg.w_beta is not None:
+        wb, sigma, source = cfg.w_beta, None, "fixed"
+    else:
+        sigma = max(sigma, cfg.sigma_floor_mm / 1000.0)
+        wb, source = sigma ** 2 / n, ("measured" if correlation is not None else "assumed")
+    wp = cfg.w_psi if cfg.w_psi is not None else cfg.psi_prior_ratio * wb
+    return PriorWeights(wb, wp, n, sigma, correlation, source)
+
+
 @dataclass
 class FitResult:
     params: HeadParams
     blocks: list[BlockReport] = field(default_factory=list)
-    priors: dict = field(default_factory=dict)  # the prior weights used beside the point cloud, and why
+    priors: PriorWeights | None = None  # beside the point cloud (full method only)
 
     def report(self) -> dict:
         out = {"blocks": [asdict(b) for b in self.blocks]}
-        if self.priors:
-            out["priors"] = self.priors
+        if self.priors is not None:
+            out["priors"] = self.priors.report()
         return out
 
 
@@ -126,9 +161,7 @@ class RGBDFitter:
             hi[self.pk.sl["psi"]] = expr_range[1]
         self.lower, self.upper = lo, hi
         self.dense = True
-        self.w_dense = (0.0, 0.0)  # (w_beta, w_psi) beside the point cloud, set by fit()
-        self.sigma: float | None = None
-        self.prior_info: dict = {}
+        self.prior: PriorWeights | None = None  # beside the point cloud, set by fit()
 
     # -- model evaluation on the full vector -------------------------------------------------
     def _split(self, x: torch.Tensor):
@@ -202,7 +235,12 @@ class RGBDFitter:
     # -- residual terms: evaluate(x, with_jac) -> r or (r, J over the full vector) ----------------
     def _priors(self, x: torch.Tensor, active: torch.Tensor, with_jac: bool):
         c, sl = self.cfg, self.pk.sl
-        wb, wp = self.w_dense if self.dense else (c.w_beta_sparse, c.w_psi_sparse)
+        if not self.dense:
+            wb, wp = c.w_beta_sparse, c.w_psi_sparse
+        elif self.prior is not None:
+            wb, wp = self.prior.w_beta, self.prior.w_psi
+        else:  # block 1: shape and expression are not active yet
+            wb = wp = 0.0
         rs, Js = [], []
         for name, w in (("beta", wb), ("psi", wp), ("jaw", c.w_jaw), ("log_s", c.w_log_scale)):
             if active[sl[name]].any():
@@ -274,12 +312,10 @@ class RGBDFitter:
         letting the surface slide under the point (point-to-plane Gauss-Newton), which converges
         in a few steps where fixed point-to-point correspondences crawl.
         """
-        corners = v[self.layer.model.faces[tri]]
-        q = np.einsum("nk,nkc->nc", bary, corners)
-        d = pts - q
+        faces = self.layer.model.faces[tri]
+        d = pts - np.einsum("nk,nkc->nc", bary, v[faces])
         dn = np.linalg.norm(d, axis=1, keepdims=True)
-        fn = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        fn /= np.linalg.norm(fn, axis=1, keepdims=True) + 1e-18
+        fn = face_normals(v, faces)
         fn *= np.sign((fn * d).sum(1, keepdims=True) + 1e-30)
         return np.where(dn > 1e-7, d / np.maximum(dn, 1e-18), fn)
 
@@ -321,6 +357,7 @@ class RGBDFitter:
             raise HeadcastError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         torch.manual_seed(self.cfg.seed)
         self.dense = method == "full"  # priors: a point cloud constrains shape far more than landmarks
+        self.prior = None
         if method == "rgb-2d":
             return self._fit_2d(tg)
         valid = np.asarray(tg.valid3d, bool)
@@ -361,25 +398,24 @@ class RGBDFitter:
         block2 = ("beta", "psi", "root", "jaw", "log_s", "t")
         if pts is not None and self.cfg.w_beta is None:
             # priors for an assumed noise first, then for the noise the residuals show
-            self._set_priors(self.cfg.sigma_start_mm / 1000.0, n=len(pts))
+            self.prior = prior_weights(self.cfg, len(pts), self.cfg.sigma_start_mm / 1000.0)
             half = self.cfg.iters_block2 // 2
             x, cost = self._run_block("block 2", x, block2, half, terms_block2)
-            self._set_priors(*self._residual_sigma(x, pts), n=len(pts))
+            self.prior = prior_weights(self.cfg, len(pts), *self._residual_sigma(x, pts))
             x, cost = self._run_block("block 2", x, block2, self.cfg.iters_block2 - half, terms_block2)
         else:
             if pts is not None:
-                self._set_priors(None, n=len(pts))  # weights fixed by the config
+                self.prior = prior_weights(self.cfg, len(pts))  # fixed by the config
             x, cost = self._run_block("block 2", x, block2, self.cfg.iters_block2, terms_block2)
         res.blocks.append(BlockReport("block2", self.cfg.iters_block2, time.perf_counter() - t0,
                                       landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx),
                                       l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
         if pts is not None and self.cfg.grow_mm > 0 and tg.scene_points is not None:
             pts = self._grow_region(x, pts, tg.scene_points)
-            self._set_priors(self.sigma, self.prior_info.get("correlation"), n=len(pts))
+            self.prior = prior_weights(self.cfg, len(pts), self.prior.sigma, self.prior.correlation)
             t0 = time.perf_counter()
             self.progress(f"block 2 again on the face region grown from the fit ({len(pts)} points)")
-            x, cost = self._run_block("block 2+", x, ("beta", "psi", "root", "jaw", "log_s", "t"),
-                                      self.cfg.iters_grow, terms_block2)
+            x, cost = self._run_block("block 2+", x, block2, self.cfg.iters_grow, terms_block2)
             res.blocks.append(BlockReport("block2_grown", self.cfg.iters_grow, time.perf_counter() - t0,
                                           landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx),
                                           l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
@@ -394,7 +430,7 @@ class RGBDFitter:
                                           landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, idx),
                                           l3d_mm2=self._l3d_mm2(x, pts), loss=cost))
         if pts is not None:
-            res.priors = dict(self.prior_info)
+            res.priors = self.prior
         res.params = self.pk.unpack(x, self.model_name)
         return res
 
@@ -414,23 +450,6 @@ class RGBDFitter:
         return both
 
     # -- priors ---------------------------------------------------------------------------
-    def _set_priors(self, sigma: float | None, correlation: float | None = None, *, n: int) -> None:
-        """Prior weights beside a point term over ``n`` points: MAP for per-point noise ``sigma`` metres
-        (w_beta = sigma^2 / n, w_psi = psi_prior_ratio * w_beta), unless the config fixes them.
-        ``correlation``: the factor already in sigma (reported only)."""
-        c = self.cfg
-        if sigma is not None:
-            sigma = max(sigma, c.sigma_floor_mm / 1000.0)
-        self.sigma = sigma
-        wb = c.w_beta if c.w_beta is not None else sigma ** 2 / n
-        wp = c.w_psi if c.w_psi is not None else c.psi_prior_ratio * wb
-        self.w_dense = (wb, wp)
-        self.prior_info = {"w_beta": wb, "w_psi": wp, "points": n,
-                           "sigma_mm": None if sigma is None else sigma * 1000.0,
-                           "correlation": correlation,
-                           "source": "fixed" if c.w_beta is not None else
-                           ("measured" if correlation is not None else "assumed")}
-
     def _residual_sigma(self, x: torch.Tensor, pts: np.ndarray, k: int = 16) -> tuple[float, float]:
         """Per-point noise (m) for the priors from the signed point-to-mesh residuals at x, and the
         correlation factor in it.
@@ -446,10 +465,8 @@ class RGBDFitter:
         with torch.no_grad():
             v = self.vertices_cam(x).numpy()
         tri, bary, d = closest_points_on_mesh(v, faces, pts)
-        corners = v[faces[tri]]
-        q = np.einsum("nk,nkc->nc", bary, corners)
-        fn = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        r = d * np.sign(((pts - q) * fn).sum(1) + 1e-30)
+        q = np.einsum("nk,nkc->nc", bary, v[faces[tri]])
+        r = d * np.sign(((pts - q) * face_normals(v, faces[tri])).sum(1) + 1e-30)
         mad = lambda a: 1.4826 * float(np.median(np.abs(a - np.median(a))))  # noqa: E731
         rays = pts[:, :2] / pts[:, 2:3]  # neighbours across the image: depth noise does not move a point's ray
         _, nb = cKDTree(rays).query(rays, k=k)
@@ -462,14 +479,13 @@ class RGBDFitter:
             d = self.landmarks_cam(x)[idx] - tgt
         return float(torch.sqrt((d ** 2).sum(1).mean())) * 1000
 
-    def _distances(self, x: torch.Tensor, pts: np.ndarray) -> np.ndarray:
-        """Exact distances (N,) m from points (N, 3) to the mesh at x."""
+    def _l3d_mm2(self, x, pts) -> float | None:
+        if pts is None:
+            return None
         with torch.no_grad():
             v = self.vertices_cam(x).numpy()
-        return closest_points_on_mesh(v, self.layer.model.faces, pts)[2]
-
-    def _l3d_mm2(self, x, pts) -> float | None:
-        return None if pts is None else float((self._distances(x, pts) ** 2).mean()) * 1e6
+        _, _, d = closest_points_on_mesh(v, self.layer.model.faces, pts)
+        return float((d ** 2).mean()) * 1e6
 
     def _template_landmarks(self) -> np.ndarray:
         with torch.no_grad():
