@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from headcast.export.obj import read_obj
+from headcast.io.mesh import read_obj
 
 FILE_NAMES = {"2020": "generic_model.pkl", "2023": "flame2023.pkl", "2023_open": "flame2023_Open.pkl"}
 

@@ -7,15 +7,15 @@ import imageio.v2 as iio2
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
 
+from conftest import shared_path
 from headcast.animate.builtin import builtin_motion, builtin_motion_video
 from headcast.animate.fit import FrameFitter, Observation, TrackConfig
 from headcast.animate.pipeline import animate
 from headcast.animate.rig import PointRig, pupil_vertices, rotvec_to_matrix, yaw_degrees
 from headcast.animate.track import select_calibration
-from headcast.errors import HeadcastError
-from headcast.fit.params import HeadParams
+from headcast.core.errors import HeadcastError
+from headcast.core.params import HeadParams
 from headcast.model.layer import HeadLayer
 
 FPS = 15.0
@@ -183,7 +183,7 @@ def test_bad_inputs_give_one_line_errors(subject_dir, tmp_path, ict_model):
 
 
 def test_gl_mesh_renderer_matches_the_ray_caster(ict_model):
-    from headcast.camera import Intrinsics
+    from headcast.core.camera import Intrinsics
     from headcast.render.gl import MeshRenderer
     from headcast.render.images import render_shaded
 

@@ -12,12 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from headcast.camera import FLIP, Intrinsics
-from headcast.errors import HeadcastError
-from headcast.export.gltf import (Animation, axis_angle_to_quat, export_glb, keyframe_animation, read_animation,
-                                  skin_weights, split_seams)
-from headcast.export.obj import write_obj
-from headcast.fit.params import HeadParams, to_camera
+from headcast.core.camera import FLIP, Intrinsics, to_camera
+from headcast.core.errors import HeadcastError
+from headcast.core.params import HeadParams
+from headcast.export.gltf import (
+    Animation,
+    axis_angle_to_quat,
+    export_glb,
+    keyframe_animation,
+    read_animation,
+    skin_weights,
+    split_seams,
+)
+from headcast.io.mesh import write_obj
 from headcast.model import lbs as L
 from headcast.model.layer import HeadLayer
 

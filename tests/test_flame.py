@@ -14,11 +14,18 @@ from scipy.spatial.transform import Rotation
 
 from conftest import shared_path
 from flame_fixture import flame_fixture_arrays, write_flame_fixture, write_malicious_files
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.model import HeadLayer, load_model, save_model
 from headcast.model.flame import (
-    LICENCE, deca_rows_to_yaw_rows, derive_contour, flame_version, geometric_masks, import_flame,
-    read_landmark_file, _points, _raycast_front,
+    LICENCE,
+    _points,
+    _raycast_front,
+    deca_rows_to_yaw_rows,
+    derive_contour,
+    flame_version,
+    geometric_masks,
+    import_flame,
+    read_landmark_file,
 )
 from headcast.model.safe_pickle import load_npy_safe, load_safe
 
@@ -204,7 +211,7 @@ def test_landmarks_plausible_on_flame_mean_head(model, assets, fixture_pkl, sour
 
 
 def test_traced_contour_is_near_deca_contour(assets):
-    from headcast.export.obj import read_obj
+    from headcast.io.mesh import read_obj
 
     mesh = read_obj(assets / "head_template.obj")
     v, f = mesh.vertices, mesh.faces
@@ -276,7 +283,7 @@ def test_geometric_masks_resemble_flame_masks(model, assets):
 
 
 def test_uvs_from_template_in_another_triangle_order(fixture_pkl, assets, model, tmp_path):
-    from headcast.export.obj import read_obj, write_obj
+    from headcast.io.mesh import read_obj, write_obj
 
     mesh = read_obj(assets / "head_template.obj")
     order = np.random.default_rng(0).permutation(len(mesh.faces))

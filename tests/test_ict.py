@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from headcast.errors import HeadcastError
-from headcast.export.obj import read_obj_vertices
+from headcast.core.errors import HeadcastError
+from headcast.io.mesh import read_obj_vertices
 from headcast.model import HeadLayer, ict, load_model, save_model
 from headcast.model.head_model import DYN_YAW_MAX_DEG, REQUIRED_MASKS
 

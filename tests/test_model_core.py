@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.model import HeadLayer, HeadModel, load_model, save_model
 from headcast.model import lbs as L
 

@@ -8,19 +8,28 @@ import cv2
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import shared_path
 
-from headcast.camera import Intrinsics, backproject, depth_to_points
-from headcast.errors import HeadcastError
-from headcast.export.obj import write_ply
-from headcast.render.images import save_png
+from conftest import shared_path
+from headcast.core.camera import Intrinsics, backproject, depth_to_points
+from headcast.core.errors import HeadcastError
+from headcast.io.mesh import write_ply
 from headcast.preprocess import (
-    RGBDFrame, camera_rotation, detect_faces, detect_landmarks, find_upright_rotation, lift_landmarks, load_rgbd,
-    mediapipe_to_ibug68, observation_overlay, preprocess, rotate_frame,
+    RGBDFrame,
+    camera_rotation,
+    detect_faces,
+    detect_landmarks,
+    find_upright_rotation,
+    lift_landmarks,
+    load_rgbd,
+    mediapipe_to_ibug68,
+    observation_overlay,
+    preprocess,
+    rotate_frame,
 )
 from headcast.preprocess.cloud import HULL_MARGIN
 from headcast.preprocess.ibug68 import MEDIAPIPE_TO_IBUG68, inter_ocular, mediapipe_to_ibug68_matrix
 from headcast.preprocess.rotate import rotate_image
+from headcast.render.images import save_png
 
 FRAMES = ("030", "050", "065")
 

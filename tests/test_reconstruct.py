@@ -10,9 +10,9 @@ import torch
 
 from conftest import shared_path
 from headcast.bench.reconstruct import synthetic_errors
-from headcast.camera import Intrinsics
 from headcast.cli import main
-from headcast.fit.params import HeadParams
+from headcast.core.camera import Intrinsics
+from headcast.core.params import HeadParams
 from headcast.fit.reconstruct import fit_observation, make_fitter
 from headcast.preprocess.preprocess import preprocess
 from headcast.preprocess.rgbd import RGBDFrame

@@ -11,11 +11,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headcast.stream import auth
-from headcast.stream import coder as C
 from headcast.stream import codec as K
+from headcast.stream import coder as C
 from headcast.stream.session import ReceiverSession, SenderSession
-from headcast.stream.wire import (COMPACT, ETA_PAPER, FRAME, MAX_FRAME_BODY, PAPER, InitInfo, ProtocolError,
-                                  init_body, pack_message, parse_init_body, parse_message, split_stream)
+from headcast.stream.wire import (
+    COMPACT,
+    ETA_PAPER,
+    FRAME,
+    MAX_FRAME_BODY,
+    PAPER,
+    InitInfo,
+    ProtocolError,
+    init_body,
+    pack_message,
+    parse_init_body,
+    parse_message,
+    split_stream,
+)
 
 E = 12  # expression components of the synthetic streams
 

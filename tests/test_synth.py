@@ -6,18 +6,27 @@ import numpy as np
 import open3d as o3d
 import pytest
 import torch
-from conftest import shared_path
 from scipy import ndimage
 
-from headcast.camera import Intrinsics, backproject
-from headcast.errors import HeadcastError
-from headcast.export.obj import read_obj
+from conftest import shared_path
+from headcast.core.camera import Intrinsics, backproject
+from headcast.core.errors import HeadcastError
+from headcast.core.sh import SH_CONST, sh_ambient, sh_basis, sh_directional, sh_shading
+from headcast.io.mesh import read_obj
 from headcast.model.layer import HeadLayer
 from headcast.model.lbs import head_yaw_degrees
-from headcast.synth import (GT_KEYS, PROFILES, SynthSubject, default_intrinsics, random_subject, read_sample,
-                            render_rgbd, subject_geometry, synth)
+from headcast.synth import (
+    GT_KEYS,
+    PROFILES,
+    SynthSubject,
+    default_intrinsics,
+    random_subject,
+    read_sample,
+    render_rgbd,
+    subject_geometry,
+    synth,
+)
 from headcast.synth.sensor import depth_jumps
-from headcast.synth.sh import SH_CONST, sh_ambient, sh_basis, sh_directional, sh_shading
 
 K_SMALL = Intrinsics(300.0, 300.0, 159.5, 119.5, 320, 240)
 

@@ -7,12 +7,12 @@ import json
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import shared_path
 
-from headcast.camera import Intrinsics
-from headcast.errors import HeadcastError
-from headcast.export.obj import read_obj
-from headcast.fit.params import HeadParams
+from conftest import shared_path
+from headcast.core.camera import Intrinsics
+from headcast.core.errors import HeadcastError
+from headcast.core.params import HeadParams
+from headcast.io.mesh import read_obj
 from headcast.render.images import save_depth_mm
 from headcast.synth import random_subject, render_rgbd
 from headcast.synth.appearance import random_lighting
@@ -32,7 +32,6 @@ def flame(tmp_path_factory):
     """A FLAME-format model imported from the fixture pickle (FLAME's topology and UV layout)."""
     assets = shared_path("models", "flame-assets")
     from flame_fixture import write_flame_fixture
-
     from headcast.model.flame import import_flame
 
     pkl = write_flame_fixture(tmp_path_factory.mktemp("flame"), seed=0, version="2020")

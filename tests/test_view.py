@@ -18,12 +18,11 @@ import pytest
 import torch
 
 from browser import head_pixels
-
-from headcast.camera import Intrinsics
-from headcast.errors import HeadcastError
+from headcast.core.camera import Intrinsics
+from headcast.core.errors import HeadcastError
+from headcast.core.params import HeadParams
 from headcast.export.gltf import export_glb, keyframe_animation
-from headcast.export.obj import write_obj
-from headcast.fit.params import HeadParams
+from headcast.io.mesh import write_obj
 from headcast.model.layer import HeadLayer
 
 

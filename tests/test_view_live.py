@@ -11,7 +11,6 @@ import imageio.v3 as iio
 import numpy as np
 
 from browser import head_pixels
-
 from headcast.export.gltf import axis_angle_to_quat
 from headcast.stream import auth
 from headcast.stream import codec as K

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.geometry import vertex_normals
-from headcast.synth.appearance import smooth_field
-
-from headcast.export.obj import read_obj
+from headcast.core.geometry import vertex_normals
+from headcast.io.mesh import read_obj
 from headcast.model.head_model import HeadModel
+from headcast.synth.appearance import smooth_field
 
 FLAME_ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "flame-assets"
 

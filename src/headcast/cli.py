@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from headcast import __version__
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.fit.config import FitConfig
 
 
@@ -70,7 +70,7 @@ def cmd_model_info(a: argparse.Namespace) -> None:
 
 
 def cmd_model_list(a: argparse.Namespace) -> None:
-    from headcast.paths import models_dir
+    from headcast.core.paths import models_dir
 
     for p in sorted(models_dir().glob("*.npz")):
         print(f"{p.stem}\t{p}")
@@ -79,9 +79,7 @@ def cmd_model_list(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- synth
 def cmd_synth(a: argparse.Namespace) -> None:
     from headcast.model.registry import resolve_model
-    from headcast.synth import synth
-
-    from headcast.synth import load_beta, parse_expressions
+    from headcast.synth import load_beta, parse_expressions, synth
 
     w, h = _parse_size(a.size)
     model = resolve_model(a.model, progress=_say)

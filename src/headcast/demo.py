@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from headcast.io.outputs import staged_output
 from headcast.model.registry import resolve_model
-from headcast.outdir import staged_output
 
 
 def run_demo(out: Path, model_spec: str = "ict", seed: int = 0, video: Path | None = None,

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headcast.camera import FLIP, Intrinsics
-from headcast.errors import HeadcastError
+from headcast.core.camera import FLIP, Intrinsics
+from headcast.core.errors import HeadcastError
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 

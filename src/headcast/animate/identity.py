@@ -21,7 +21,6 @@ from headcast.animate.fit import P2, FrameFitter, FrameState, Observation, Track
 from headcast.animate.rig import PointRig
 from headcast.model.head_model import HeadModel
 
-
 MOBILE = np.arange(36, 68)  # eyelid and lip landmarks
 
 

@@ -35,12 +35,12 @@ from headcast.animate.identity import DriverIdentity
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
 from headcast.animate.track import TrackedFrame, Tracker, jaw_expressions, select_calibration
 from headcast.animate.video import VideoInfo, VideoLandmarker, read_frames, video_info
-from headcast.camera import FLIP, Intrinsics
-from headcast.errors import HeadcastError
-from headcast.fit.params import HeadParams
+from headcast.core.camera import FLIP, Intrinsics
+from headcast.core.errors import HeadcastError
+from headcast.core.params import HeadParams
+from headcast.io.outputs import staged_output
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
-from headcast.outdir import staged_output
 
 Progress = Callable[[str], None]
 PANEL = 512  # height of the output video's panels, pixels
@@ -82,7 +82,7 @@ def find_texture(folder: Path, model: HeadModel) -> tuple[np.ndarray, np.ndarray
     a diffuse map (``map_Kd``) and whose faces match the model's, else None."""
     import imageio.v3 as iio
 
-    from headcast.export.obj import read_obj
+    from headcast.io.mesh import read_obj
 
     for obj in sorted(folder.glob("*.obj")):
         head = obj.read_text(errors="replace")[:4096].splitlines()

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.preprocess.ibug68 import mediapipe_to_ibug68_matrix
 from headcast.preprocess.landmarks import _import_mediapipe
 

@@ -21,10 +21,10 @@ from typing import Callable
 
 import numpy as np
 
-from headcast.bench import machine, shared_samples
 from headcast.animate.fit import TrackConfig
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
 from headcast.animate.pipeline import detect_video, track
+from headcast.bench import machine, shared_samples
 from headcast.model.registry import resolve_model
 
 SKIP = 5  # frames the detector needs to settle, left out of the stillest-stretch search
@@ -87,7 +87,7 @@ def run_animate_bench(videos: list[str | Path] | None = None, progress: Callable
                       model: str = "ict", threshold: float = 0.04, builtin: bool = True,
                       max_frames: int | None = None) -> dict:
     """Benchmark every video (default: :func:`default_videos`) and, with ``builtin``, the scripted motion."""
-    from headcast.errors import HeadcastError
+    from headcast.core.errors import HeadcastError
 
     videos = list(videos) if videos is not None else default_videos()
     if not videos and not builtin:

@@ -18,12 +18,13 @@ from typing import Callable
 import numpy as np
 
 from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
-from headcast.fit.correspond import closest_points_on_mesh
+from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.reconstruct import fit_observation, make_fitter
 from headcast.model.registry import resolve_model
 from headcast.preprocess.preprocess import preprocess
 from headcast.preprocess.rgbd import RGBDFrame
 from headcast.synth import default_intrinsics, random_subject, render_rgbd
+
 
 def _stats(e_mm: np.ndarray) -> dict:
     return {"median": float(np.median(e_mm)), "mean": float(e_mm.mean()), "p95": float(np.percentile(e_mm, 95))}
@@ -77,8 +78,8 @@ def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int, prog
 
 def run_real(model, folder: Path, figures: Path | None, progress) -> list[dict]:
     """The three TrueDepth mannequin frames: point-to-mesh distances and an overlay figure each."""
+    from headcast.core.camera import project
     from headcast.fit.reconstruct import landmark_picture
-    from headcast.camera import project
     from headcast.preprocess.rgbd import load_rgbd
     from headcast.render import images
 

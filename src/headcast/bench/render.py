@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from headcast.camera import Intrinsics
-from headcast.fit.params import HeadParams
+from headcast.core.camera import Intrinsics
+from headcast.core.params import HeadParams
 from headcast.model.layer import HeadLayer
 from headcast.model.registry import resolve_model
 

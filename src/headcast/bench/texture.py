@@ -29,13 +29,12 @@ from typing import Callable
 import numpy as np
 
 from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
+from headcast.core.sh import sh_shading
 from headcast.model.registry import resolve_model
 from headcast.synth import default_intrinsics, random_subject, render_rgbd
-from headcast.synth.sh import sh_shading
 from headcast.texture.atlas import bake
 from headcast.texture.core import region_faces, texture_frame
 from headcast.texture.observe import to_view
-
 
 
 def albedo_errors(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.geometry import vertex_normals
-
-from headcast.camera import FLIP, Intrinsics
-from headcast.errors import HeadcastError
+from headcast.core.camera import FLIP, Intrinsics
+from headcast.core.errors import HeadcastError
+from headcast.core.geometry import vertex_normals
 from headcast.model.head_model import JOINT_NAMES, HeadModel
 
 _FLOAT, _UINT16, _UINT32, _UINT8 = 5126, 5123, 5125, 5121
@@ -350,8 +349,8 @@ def export_glb(result_dir: str | Path, anim_dir: str | Path | None = None, out: 
     """Write the GLB of a reconstruction folder (params.npz; albedo.png + mesh_textured.obj when textured;
     intrinsics.json for the camera) to ``out``, animated by ``anim_dir`` or an :class:`Animation`. Without an
     animation the file rests in the fitted pose and expression (theta, psi), as the camera saw the head."""
-    from headcast.export.obj import read_obj
-    from headcast.fit.params import HeadParams
+    from headcast.core.params import HeadParams
+    from headcast.io.mesh import read_obj
     from headcast.model.registry import resolve_model
 
     d = Path(result_dir)

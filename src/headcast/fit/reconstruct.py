@@ -17,14 +17,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from headcast.camera import project
-from headcast.export.obj import write_obj, write_ply
-from headcast.fit.correspond import closest_points_on_mesh
-from headcast.fit.params import HeadParams
+from headcast.core.camera import project
+from headcast.core.params import HeadParams
+from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
+from headcast.io.mesh import write_obj, write_ply
+from headcast.io.outputs import staged_output
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
-from headcast.outdir import staged_output
 from headcast.preprocess.preprocess import Observation
 from headcast.render import images
 
@@ -66,7 +66,7 @@ def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") 
 
 def head_points(obs: Observation, radius: float = 0.15) -> np.ndarray:
     """Depth points (M, 3) within ``radius`` metres of the 3D landmarks' centre: the head and its surroundings."""
-    from headcast.camera import depth_to_points
+    from headcast.core.camera import depth_to_points
 
     pts, _ = depth_to_points(obs.frame.depth, obs.frame.K)
     c = np.nanmean(obs.landmarks3d[obs.valid], axis=0)

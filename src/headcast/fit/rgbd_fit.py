@@ -23,13 +23,14 @@ import cv2
 import numpy as np
 import torch
 
-from headcast.camera import FLIP, Intrinsics
-from headcast.errors import HeadcastError
+from headcast.core.camera import FLIP, Intrinsics
+from headcast.core.errors import HeadcastError
+from headcast.core.geometry import face_normals
+from headcast.core.params import N_POSE, HeadParams
+from headcast.core.rigid import similarity_fit
+from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.config import FitConfig
-from headcast.fit.correspond import closest_points_on_mesh
-from headcast.fit.params import N_POSE, HeadParams
 from headcast.fit.solver import LMState, lm_step_jac
-from headcast.geometry import face_normals
 from headcast.model import lbs
 from headcast.model.head_model import N_CONTOUR
 from headcast.model.layer import HeadLayer
@@ -494,15 +495,7 @@ class RGBDFitter:
 
     def _init_similarity(self, target: np.ndarray, idx: np.ndarray) -> HeadParams:
         """Closed-form similarity (Umeyama) from template landmarks to the 3D targets."""
-        src = self._template_landmarks()[idx]
-        mu_s, mu_t = src.mean(0), target.mean(0)
-        a, b = src - mu_s, target - mu_t
-        U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-        d = np.sign(np.linalg.det(U @ Vt))
-        D = np.diag([1, 1, d])
-        Ru = U @ D @ Vt
-        s = float((S * np.diag(D)).sum() / (a ** 2).sum(1).mean())
-        t_u = mu_t - s * Ru @ mu_s
+        s, Ru, t_u = similarity_fit(self._template_landmarks()[idx], target)
         return self._params_from_camera_rotation(Ru, s, t_u)
 
     def _params_from_camera_rotation(self, Ru: np.ndarray, s: float, t_u: np.ndarray) -> HeadParams:

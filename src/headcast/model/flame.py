@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.geometry import vertex_normals
-
-from headcast.errors import HeadcastError
-from headcast.export.obj import read_obj
+from headcast.core.errors import HeadcastError
+from headcast.core.geometry import points_in_polygon, vertex_normals
+from headcast.core.scene import MeshScene
+from headcast.io.mesh import read_obj
 from headcast.model.head_model import DYN_YAW_MAX_DEG, N_CONTOUR, HeadModel
 from headcast.model.safe_pickle import load_npy_safe, load_safe, to_array
 
@@ -228,19 +228,13 @@ def read_landmark_file(path: str | Path) -> LandmarkFile:
 # geometry on the template ------------------------------------------------------------------
 def _raycast_front(v: np.ndarray, f: np.ndarray, xy: np.ndarray):
     """Cast rays along -z through points ``xy`` (N, 2): hit z (N,) (nan = miss), triangle (N,), bary (N, 3)."""
-    import open3d as o3d  # heavy; only for imports
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(f.astype(np.uint32)))
     top = float(v[:, 2].max()) + 1.0
     n = len(xy)
     rays = np.concatenate([xy, np.full((n, 1), top), np.zeros((n, 2)), -np.ones((n, 1))], 1)
-    ans = scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
-    t = ans["t_hit"].numpy()
+    ans = MeshScene([(v, f)]).cast(rays)
+    t = ans["t"]
     hit = np.isfinite(t)
-    tri = np.where(hit, ans["primitive_ids"].numpy(), 0).astype(np.int64)
-    uv = ans["primitive_uvs"].numpy().astype(np.float64)
-    bary = np.stack([1 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], 1)
+    tri, bary = np.maximum(ans["tri"], 0), ans["bary"]
     return np.where(hit, top - t, np.nan), tri, bary
 
 
@@ -316,17 +310,6 @@ def _components(f: np.ndarray, n: int) -> np.ndarray:
     return connected_components(adj, directed=False)[1]
 
 
-def _inside_polygon(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Even-odd test of (N, 2) points against a closed (M, 2) polygon."""
-    x, y = points[:, 0:1], points[:, 1:2]
-    x0, y0 = poly[:, 0], poly[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    crosses = (y0 > y) != (y1 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-    return (crosses & (x < x_at)).sum(1) % 2 == 1
-
-
 def geometric_masks(v: np.ndarray, f: np.ndarray, lmk: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     """Region masks from the template's geometry and its 68 landmarks (used without FLAME_masks.pkl).
 
@@ -360,12 +343,12 @@ def geometric_masks(v: np.ndarray, f: np.ndarray, lmk: np.ndarray, weights: np.n
     brows_up = lmk[26:16:-1, :2] + np.array([0.0, 0.45 * eye_w])
     outline = np.concatenate([lmk[:17, :2], brows_up])
     z_side = lmk[[0, 16], 2].mean() - 0.1 * eye_w
-    face = visible & _inside_polygon(v[:, :2], outline) & (v[:, 2] > z_side) & ~eyes
+    face = visible & points_in_polygon(v[:, :2], outline) & (v[:, 2] > z_side) & ~eyes
     lips_poly = lmk[48:60, :2]
     c = lips_poly.mean(0)
     radius = np.maximum(np.linalg.norm(lips_poly - c, axis=1, keepdims=True), 1e-9)
     lips_poly = c + (lips_poly - c) * (1 + 0.004 / radius)
-    lips = _inside_polygon(v[:, :2], lips_poly) & (v[:, 2] > lmk[48:60, 2].min() - 0.1 * eye_w) & ~eyes
+    lips = points_in_polygon(v[:, :2], lips_poly) & (v[:, 2] > lmk[48:60, 2].min() - 0.1 * eye_w) & ~eyes
     neck = (v[:, 1] < lmk[8, 1]) & ~face
     behind = v[:, 2] < lmk[_NOSE_TIP, 2] - 1.6 * eye_w
     above = v[:, 1] > brows_up[:, 1].max()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 
 FORMAT = "headcast-model"
 FORMAT_VERSION = 1

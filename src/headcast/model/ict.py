@@ -64,9 +64,11 @@ import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spl
 
-from headcast import paths
-from headcast.errors import HeadcastError
-from headcast.export.obj import read_obj, read_obj_vertices
+from headcast.core import paths
+from headcast.core.errors import HeadcastError
+from headcast.core.geometry import points_in_polygon
+from headcast.core.rigid import rigid_fit
+from headcast.io.mesh import read_obj, read_obj_vertices
 from headcast.model.head_model import DYN_YAW_MAX_DEG, N_CONTOUR, HeadModel
 
 UPSTREAM = "ICT-VGL/ICT-FaceKit"
@@ -327,15 +329,6 @@ def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
     return x[:3], float(np.sqrt(x[3] + x[:3] @ x[:3]))
 
 
-def rigid_fit(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rotation R (3, 3) and translation t (3,) minimising |P R^T + t - Q| (Kabsch)."""
-    pc, qc = P.mean(0), Q.mean(0)
-    U, _, Wt = np.linalg.svd((P - pc).T @ (Q - qc))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Wt.T @ U.T))])
-    R = Wt.T @ D @ U.T
-    return R, qc - R @ pc
-
-
 def sagittal_pivot(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """The point of the plane x = 0 that ``v -> R v + t`` moves least (its fixed point when the
     motion is a rotation about an axis along x)."""
@@ -396,18 +389,6 @@ def loop_order(faces: np.ndarray, loop: np.ndarray) -> np.ndarray:
         prev = order[-1]
         order.append(nxt)
     return np.array(order)
-
-
-def points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """Even-odd test of points (K, 2) against a closed polygon (P, 2); returns (K,) bool."""
-    inside = np.zeros(len(xy), dtype=bool)
-    x, y = xy[:, 0], xy[:, 1]
-    for (x0, y0), (x1, y1) in zip(polygon, np.roll(polygon, -1, axis=0)):
-        crosses = (y0 > y) != (y1 > y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xc = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-        inside ^= crosses & (x < xc)
-    return inside
 
 
 def geodesic_nearer(v: np.ndarray, edges: np.ndarray, first: np.ndarray, second: np.ndarray,

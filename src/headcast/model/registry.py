@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
+from headcast.core.paths import models_dir
 from headcast.model.head_model import HeadModel, load_model
-from headcast.paths import models_dir
 
 DEFAULT_MODEL = "ict"
 

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.lib import format as npy_format
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _np_reconstruct

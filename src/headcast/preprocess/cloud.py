@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
-from headcast.camera import Intrinsics, depth_to_points
-from headcast.errors import HeadcastError
+from headcast.core.camera import Intrinsics, depth_to_points
+from headcast.core.errors import HeadcastError
 from headcast.preprocess.ibug68 import BROWS, CHIN, LEFT_EYE_OUTER, RIGHT_EYE_OUTER
-
 
 # The hull of the landmarks alone cuts through the face: cheeks and the nose bulge in front of the
 # flat faces between contour, nose and mouth landmarks (on the TrueDepth mannequin it keeps 48-71% of

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.preprocess.ibug68 import inter_ocular, mediapipe_to_ibug68
 
 METHODS = ("mediapipe", "dlib")

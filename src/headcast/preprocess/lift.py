@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headcast.camera import Intrinsics, backproject
+from headcast.core.camera import Intrinsics, backproject
 from headcast.preprocess.ibug68 import INNER
 
 

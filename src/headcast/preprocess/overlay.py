@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from headcast.camera import Intrinsics, project
+from headcast.core.camera import Intrinsics, project
 from headcast.preprocess.ibug68 import REGIONS
 
 REGION_COLORS = {  # RGB

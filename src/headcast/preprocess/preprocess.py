@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.preprocess.cloud import HULL_MARGIN, FaceCloud, face_point_cloud
 from headcast.preprocess.landmarks import Landmarks2D, detect_landmarks
 from headcast.preprocess.lift import Landmarks3D, lift_landmarks

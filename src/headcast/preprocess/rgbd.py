@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from headcast.camera import Intrinsics
-from headcast.errors import HeadcastError
+from headcast.core.camera import Intrinsics
+from headcast.core.errors import HeadcastError
 
 COLOR_SUFFIXES = ("_color.png", "_color.jpg", "_color.jpeg")
 DEPTH_SUFFIXES = ("_depth_mm.png", "_depth.png", "_depth.npy", "_depth.tiff", "_depth.tif", "_depth.exr", ".ply")

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.preprocess.landmarks import detect_faces
 
 ROTATIONS = (0, 90, 180, 270)

@@ -12,9 +12,9 @@ import threading
 
 import numpy as np
 
-from headcast.camera import Intrinsics
-from headcast.errors import HeadcastError
-from headcast.geometry import vertex_normals
+from headcast.core.camera import Intrinsics
+from headcast.core.errors import HeadcastError
+from headcast.core.geometry import vertex_normals
 
 _VERT = """
 #version 330

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from headcast.camera import Intrinsics
+from headcast.core.camera import Intrinsics
 from headcast.render.raycast import RayHits, raycast
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
 
-from headcast.camera import Intrinsics
+from headcast.core.camera import Intrinsics
+from headcast.core.scene import MeshScene
 
 
 @dataclass
@@ -46,21 +46,12 @@ def raycast(meshes: list[tuple[np.ndarray, np.ndarray]], K: Intrinsics) -> RayHi
 
     ``tri`` indexes the faces of the mesh named by ``mesh_id``.
     """
-    scene = o3d.t.geometry.RaycastingScene()
-    for i, (v, f) in enumerate(meshes):
-        gid = scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(v, dtype=np.float32)),
-                                  o3d.core.Tensor(np.ascontiguousarray(f, dtype=np.uint32)))
-        assert gid == i  # Open3D numbers geometries in order of addition
-    ans = scene.cast_rays(o3d.core.Tensor(camera_rays(K)))
-    t = ans["t_hit"].numpy()
-    hit = np.isfinite(t)
-    geom = ans["geometry_ids"].numpy().astype(np.int64)
-    mesh_id = np.where(hit, geom, -1)
-    tri = np.where(hit, ans["primitive_ids"].numpy().astype(np.int64), -1)
-    uv = ans["primitive_uvs"].numpy()
-    bary = np.stack([1 - uv[..., 0] - uv[..., 1], uv[..., 0], uv[..., 1]], axis=-1).astype(np.float32)
-    n = ans["primitive_normals"].numpy().astype(np.float32)
-    rays_d = camera_rays(K)[..., 3:]
+    rays = camera_rays(K)
+    ans = MeshScene(meshes).cast(rays)
+    t, mesh_id, tri, n = ans["t"], ans["mesh_id"], ans["tri"], ans["normal"]
+    hit = tri >= 0
+    bary = ans["bary"].astype(np.float32)
+    rays_d = rays[..., 3:]
     n = np.where((np.sum(n * rays_d, axis=-1, keepdims=True) > 0), -n, n)  # face the camera
     depth = np.where(hit, t, 0).astype(np.float32)  # rays have z = 1, so t is z
     bary[~hit] = 0

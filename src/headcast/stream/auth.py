@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from headcast.errors import HeadcastError
-from headcast.paths import home
+from headcast.core.errors import HeadcastError
+from headcast.core.paths import home
 from headcast.stream.wire import TAG_SIZE, ProtocolError
 
 MAC_INFO = b"headcast/1 frame mac"

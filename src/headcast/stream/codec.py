@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.stream import coder as C
 from headcast.stream.wire import COMPACT, ETA_PAPER, ETA_SIM, PAPER, InitInfo, ProtocolError
 

@@ -13,13 +13,28 @@ from typing import BinaryIO
 
 import numpy as np
 
-from headcast.errors import HeadcastError
-from headcast.outdir import staged_output
+from headcast.core.errors import HeadcastError
+from headcast.io.outputs import staged_output
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream.session import ReceiverSession, SenderSession
-from headcast.stream.wire import (COMPACT, END, ETA_PAPER, ETA_SIM, FRAME, FRAME_PREFIX, HEADER_SIZE, INIT, N_LAMBDA,
-                                  PAPER, PROFILES, TAG_SIZE, InitInfo, ProtocolError, split_stream)
+from headcast.stream.wire import (
+    COMPACT,
+    END,
+    ETA_PAPER,
+    ETA_SIM,
+    FRAME,
+    FRAME_PREFIX,
+    HEADER_SIZE,
+    INIT,
+    N_LAMBDA,
+    PAPER,
+    PROFILES,
+    TAG_SIZE,
+    InitInfo,
+    ProtocolError,
+    split_stream,
+)
 
 RAW_FRAME_BYTES = 256 * 256 * 3  # the paper's uncompressed 256x256 RGB frame: 196608 bytes
 DEFAULT_TARGET_MM = 0.5

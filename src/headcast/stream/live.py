@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream.session import DecodedFrame, ReceiverSession, SenderSession
@@ -255,7 +255,7 @@ class ReceivedHeadRenderer:
 
     def __init__(self, info: InitInfo, size: int = 512, model=None):
         from headcast.animate.pipeline import HeadView, Subject
-        from headcast.fit.params import HeadParams
+        from headcast.core.params import HeadParams
 
         model, beta = init_head(info, model)
         texture = self._texture(info, model)
@@ -498,7 +498,7 @@ def run_sender(to: str, video: str | None = None, camera: int | None = None, rec
         raise HeadcastError(f"--to {to!r} must be a ws:// URL")
     beta, name = None, model_spec
     if recon_dir is not None:
-        from headcast.fit.params import HeadParams
+        from headcast.core.params import HeadParams
 
         p = HeadParams.load(Path(recon_dir))
         beta, name = p.beta, model_spec or p.model

@@ -18,9 +18,27 @@ import numpy as np
 
 from headcast.stream import auth
 from headcast.stream import codec as K
-from headcast.stream.wire import (COMPACT, END, F_KEY, F_NOFACE, FRAME, FRAME_PREFIX, HEADER_SIZE, HELLO, I_FILE,
-                                  INIT, SIGNATURE_SIZE, TAG_SIZE, TYPE_NAMES, InitInfo, ProtocolError, init_body,
-                                  pack_message, parse_init_body, parse_message)
+from headcast.stream.wire import (
+    COMPACT,
+    END,
+    F_KEY,
+    F_NOFACE,
+    FRAME,
+    FRAME_PREFIX,
+    HEADER_SIZE,
+    HELLO,
+    I_FILE,
+    INIT,
+    SIGNATURE_SIZE,
+    TAG_SIZE,
+    TYPE_NAMES,
+    InitInfo,
+    ProtocolError,
+    init_body,
+    pack_message,
+    parse_init_body,
+    parse_message,
+)
 
 WINDOW = 128
 END_BODY = struct.Struct("<I32s")  # frames sent, SHA-256 of every stream byte before the END

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 
 MAGIC = b"HC"
 VERSION = 1

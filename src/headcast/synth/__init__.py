@@ -6,8 +6,15 @@ sensor profile (``none``, ``truedepth``, ``zed2``); :func:`write_sample` / :func
 ``../shared/samples/rgbd`` layout plus ground truth; :func:`read_sample` reads it back.
 """
 
-from headcast.synth.io import (GT_KEYS, default_intrinsics, load_beta, parse_expressions, read_sample, synth,
-                               write_sample)
+from headcast.synth.io import (
+                               GT_KEYS,
+                               default_intrinsics,
+                               load_beta,
+                               parse_expressions,
+                               read_sample,
+                               synth,
+                               write_sample,
+)
 from headcast.synth.render import SynthFrame, render_rgbd
 from headcast.synth.sensor import PROFILES, SensorProfile, get_profile
 from headcast.synth.subject import SynthSubject, random_subject, subject_geometry

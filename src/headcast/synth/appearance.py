@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from headcast.core.sh import sh_ambient, sh_directional
 from headcast.model.head_model import HeadModel
 from headcast.synth import mesh as M
-from headcast.synth.sh import sh_ambient, sh_directional
 
 # skin reflectance from light to dark (display RGB); a subject's tone is a random point on this path
 SKIN_TONES = np.array([[0.95, 0.80, 0.72], [0.86, 0.66, 0.55], [0.74, 0.53, 0.41],

@@ -7,7 +7,7 @@ Files of one sample ``<prefix>`` (all lengths in metres unless the name says mm)
   with the colour image. For profile ``none`` this is the exact depth rounded to 1 mm; the exact
   float depth is ``depth`` in the ``_gt.npz``.
 - ``<prefix>_intrinsics.json``: ``fx, fy, cx, cy, width, height`` (pixels; read it with
-  :meth:`headcast.camera.Intrinsics.from_json`) and a few descriptive keys.
+  :meth:`headcast.core.camera.Intrinsics.from_json`) and a few descriptive keys.
 - ``<prefix>_gt.npz``: the ground truth (see :data:`GT_KEYS`).
 - ``<prefix>_gt.json``: the same parameters, readable (no per-vertex or per-pixel arrays).
 - ``<prefix>_gt_mesh.obj`` (with the model's UVs) and ``<prefix>_gt_mesh.ply`` (binary, with
@@ -26,12 +26,12 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from headcast.camera import Intrinsics
-from headcast.errors import HeadcastError
-from headcast.export.obj import write_obj, write_ply
+from headcast.core.camera import Intrinsics
+from headcast.core.errors import HeadcastError
+from headcast.core.sh import SH_CONST
+from headcast.io.mesh import write_obj, write_ply
 from headcast.model.head_model import HeadModel
 from headcast.synth.render import SynthFrame, render_rgbd
-from headcast.synth.sh import SH_CONST
 from headcast.synth.subject import SynthSubject, expression_names, random_subject
 
 DEFAULT_HFOV_DEG = 56.0  # the TrueDepth sample frames' horizontal field of view (56.4 degrees)
@@ -47,7 +47,7 @@ GT_KEYS = {
     "t": "(3,) translation of that map, metres",
     "albedo": "(V, 3) float32 per-vertex RGB reflectance 0..1",
     "sh_lighting": "(9, 3) SH light; colour = albedo * sum_k sh[k] * SH_CONST[k] * b_k(n_view)",
-    "sh_const": "(9,) the SH constants (headcast.synth.sh.SH_CONST)",
+    "sh_const": "(9,) the SH constants (headcast.core.sh.SH_CONST)",
     "vertices": "(V, 3) float64 posed head, camera frame, metres",
     "faces": "(F, 3) int32 triangles",
     "landmarks_3d": "(68, 3) iBUG-68 landmarks, camera frame, metres",

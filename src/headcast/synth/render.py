@@ -4,7 +4,7 @@ Open3D's RaycastingScene (Embree, CPU) finds the triangle each pixel's ray hits;
 recomputed in float64 as the exact intersection of the pixel-centre ray with that triangle, so
 ``depth_clean`` back-projects onto the ground-truth mesh to float64 precision. Colour is
 ``albedo * SH shading`` of barycentric-interpolated vertex albedo and normals (see
-:mod:`headcast.synth.sh`), averaged over ``aa x aa`` rays on silhouette and depth-edge pixels; the
+:mod:`headcast.core.sh`), averaged over ``aa x aa`` rays on silhouette and depth-edge pixels; the
 sensor profile then adds depth noise and holes (:mod:`headcast.synth.sensor`).
 """
 
@@ -13,18 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from headcast.geometry import vertex_normals
-import open3d as o3d
 from scipy.spatial.transform import Rotation
 
-from headcast.camera import FLIP, Intrinsics, project
-from headcast.errors import HeadcastError
+from headcast.core.camera import FLIP, Intrinsics, project
+from headcast.core.errors import HeadcastError
+from headcast.core.geometry import vertex_normals
+from headcast.core.scene import MeshScene
+from headcast.core.sh import sh_shading
 from headcast.model.head_model import HeadModel
 from headcast.synth import mesh as M
 from headcast.synth.appearance import smooth_field
 from headcast.synth.sensor import depth_jumps, get_profile, sensor_depth
-from headcast.synth.sh import sh_shading
 from headcast.synth.subject import SynthSubject, streams, subject_geometry
 
 HEAD, TORSO, WALL = 0, 1, 2  # object ids in the scene and in SynthFrame.labels (-1 = nothing)
@@ -136,23 +135,20 @@ def _edges(labels: np.ndarray, depth: np.ndarray) -> np.ndarray:
     return out
 
 
-def _cast(scene, origins: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:
-    rays = np.concatenate([np.broadcast_to(origins, dirs.shape), dirs], axis=-1).reshape(-1, 6)
-    out = scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
-    return {k: v.numpy() for k, v in out.items()}
+def _cast(scene: MeshScene, origins: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:
+    return scene.cast(np.concatenate([np.broadcast_to(origins, dirs.shape), dirs], axis=-1).reshape(-1, 6))
 
 
 def _interp(objects: list[_Object], hit: dict[str, np.ndarray], attrs: tuple[str, ...]) -> list[np.ndarray]:
     """Barycentric interpolation of per-vertex (N, 3) attributes at every ray hit; 0 on misses."""
-    gid, pid, uv = hit["geometry_ids"], hit["primitive_ids"], hit["primitive_uvs"].astype(np.float64)
+    gid, pid, bary = hit["mesh_id"], hit["tri"], hit["bary"]
     out = np.zeros((len(gid), 3 * len(attrs)))
     for g, obj in enumerate(objects):
         m = np.flatnonzero(gid == g)
         if m.size:
             table = np.concatenate([getattr(obj, a) for a in attrs], axis=1)
             tri = obj.faces[pid[m]]
-            u, v = uv[m, 0:1], uv[m, 1:2]
-            out[m] = (1 - u - v) * table[tri[:, 0]] + u * table[tri[:, 1]] + v * table[tri[:, 2]]
+            out[m] = np.einsum("nk,nkc->nc", bary[m], table[tri])
     return [out[:, 3 * i : 3 * i + 3] for i in range(len(attrs))]
 
 
@@ -161,7 +157,7 @@ def _shade(objects: list[_Object], hit: dict[str, np.ndarray], lighting: np.ndar
     albedo, n = _interp(objects, hit, ("albedo", "normals"))
     n = _unit(n)
     rgb = albedo * sh_shading(n * np.diag(FLIP), lighting)
-    ok = hit["geometry_ids"] != o3d.t.geometry.RaycastingScene.INVALID_ID
+    ok = hit["mesh_id"] >= 0
     return np.where(ok[:, None], np.clip(rgb, 0, 1), 0.0), n
 
 
@@ -171,7 +167,7 @@ def _unit(n: np.ndarray) -> np.ndarray:
 
 def _exact_depth(objects: list[_Object], hit: dict[str, np.ndarray], dirs: np.ndarray) -> np.ndarray:
     """float64 z of the intersection of rays (N, 3) from the origin with the triangles Embree found."""
-    gid, pid = hit["geometry_ids"], hit["primitive_ids"]
+    gid, pid = hit["mesh_id"], hit["tri"]
     z = np.zeros(len(gid))
     for g, obj in enumerate(objects):
         m = gid == g
@@ -215,20 +211,16 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
         objects.append(_torso(verts, subject.theta[0:3], r_scene))
         objects.append(_wall(float(np.median(verts[:, 2])) + r_scene.uniform(0.4, 1.0), K, r_scene))
 
-    scene = o3d.t.geometry.RaycastingScene()
-    for obj in objects:
-        scene.add_triangles(o3d.core.Tensor(obj.vertices.astype(np.float32)),
-                            o3d.core.Tensor(obj.faces.astype(np.uint32)))
+    scene = MeshScene([(obj.vertices, obj.faces) for obj in objects])
     H, W = K.height, K.width
-    miss = o3d.t.geometry.RaycastingScene.INVALID_ID
 
     # pixel centres: depth, labels, incidence, projector/second-camera visibility
     v_pix, u_pix = (a.ravel().astype(np.float64) for a in np.mgrid[0:H, 0:W])
     d0 = _rays(K, u_pix, v_pix, np.zeros((1, 2)))[:, 0]
     hit = _cast(scene, np.zeros(3), d0)
-    ok = hit["geometry_ids"] != miss
+    ok = hit["mesh_id"] >= 0
     z = np.where(ok, _exact_depth(objects, hit, d0), 0.0)
-    labels = np.where(ok, hit["geometry_ids"].astype(np.int64), -1)
+    labels = hit["mesh_id"]
     rgb, normals = _shade(objects, hit, subject.lighting)
     cos_inc = np.abs(np.einsum("nc,nc->n", normals, d0)) / np.linalg.norm(d0, axis=1)
     shadowed = np.zeros(len(d0), dtype=bool)
@@ -238,7 +230,7 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
         to_x = X - P
         back = _cast(scene, P, to_x)
         margin = 0.002 / np.linalg.norm(to_x, axis=1)  # ignore the hit on the point's own surface
-        blocked = (back["geometry_ids"] != miss) & (back["t_hit"] < 1 - margin)
+        blocked = (back["mesh_id"] >= 0) & (back["t"] < 1 - margin)
         facing_away = np.einsum("nc,nc->n", normals[ok], P - X) <= 0
         shadowed[ok] = blocked | facing_away
 
@@ -259,7 +251,7 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
     color = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
     head_hit = labels == HEAD
-    tri = np.where(head_hit, hit["primitive_ids"].astype(np.int64), -1)
+    tri = np.where(head_hit, hit["tri"], -1)
     face_tri = np.isin(model.faces, model.masks["face"]).all(1)
     face_mask = head_hit & face_tri[np.maximum(tri, 0)]
     lmk = geo["landmarks"]

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import ndtr
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 
 
 @dataclass(frozen=True)

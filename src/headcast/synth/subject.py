@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from headcast.camera import FLIP
-from headcast.errors import HeadcastError
+from headcast.core.camera import FLIP
+from headcast.core.errors import HeadcastError
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.synth.appearance import random_lighting, skin_albedo
@@ -28,7 +28,7 @@ class SynthSubject:
         s: scale of the model->camera map ``X_cam = s * FLIP @ X_model + t``.
         t: (3,) translation of that map, camera frame, metres.
         albedo: (V, 3) float32 per-vertex RGB reflectance in [0, 1].
-        lighting: (9, 3) SH light coefficients (see :mod:`headcast.synth.sh`).
+        lighting: (9, 3) SH light coefficients (see :mod:`headcast.core.sh`).
         seed: the seed the subject was drawn with; the scene around it (wall, torso) derives from it.
         info: what was drawn (yaw/pitch/roll in degrees, expressions by name, skin tone, ...).
     """

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.texture.atlas import sample, uv_to_texel
 from headcast.texture.lighting import fit_light, robust_weights, sh_basis
 

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from scipy.ndimage import distance_transform_edt
 from scipy.sparse.csgraph import connected_components
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 
 MARGIN = 0.01  # empty border of each page, as a fraction of the page (keeps filtering off its neighbours)
 _OVERLAP_TOL = 0.01  # charts sharing less than this fraction of their area do not need separate pages

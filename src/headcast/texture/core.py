@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from headcast.camera import Intrinsics
-from headcast.errors import HeadcastError
+from headcast.core.camera import Intrinsics
+from headcast.core.errors import HeadcastError
 from headcast.model.head_model import HeadModel
 from headcast.texture import fill
 from headcast.texture.albedo_model import AlbedoModel, check_flame_layout, fit_albedo_model

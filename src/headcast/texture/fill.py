@@ -13,11 +13,11 @@ centimetres.
 from __future__ import annotations
 
 import numpy as np
-import open3d as o3d
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 from scipy.spatial import cKDTree
 
+from headcast.core.scene import MeshScene
 from headcast.texture.atlas import Atlas, TexelMap, uv_to_texel
 
 SYM_TOL = 0.003  # metres: a reflected vertex farther than this from any vertex has no mirror
@@ -77,13 +77,8 @@ def mirror_texels(texmap: TexelMap, atlas: Atlas, faces: np.ndarray, template: n
     if rest.size:
         f = np.asarray(faces)
         p = np.einsum("nk,nkc->nc", b[rest], template[f[tri[rest]]]) * np.array([-1.0, 1.0, 1.0])
-        scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(o3d.core.Tensor(template.astype(np.float32)), o3d.core.Tensor(f.astype(np.uint32)))
-        ans = scene.compute_closest_points(o3d.core.Tensor(p.astype(np.float32)))
-        tri2 = ans["primitive_ids"].numpy().astype(np.int64)
-        w = ans["primitive_uvs"].numpy().astype(np.float64)
-        b2 = np.stack([1 - w[:, 0] - w[:, 1], w[:, 0], w[:, 1]], 1)
-        close = np.linalg.norm(ans["points"].numpy() - p, axis=1) <= SYM_TOL
+        tri2, b2, _, dist = MeshScene([(template, f)]).closest(p)
+        close = dist <= SYM_TOL
         out[rest] = np.einsum("nk,nkc->nc", b2, uvc[tri2])
         ok[rest] = close
     return uv_to_texel(out, texmap.size), ok

@@ -1,6 +1,6 @@
 """Second-order spherical-harmonics lighting (the paper's lambda: 9 terms x RGB = 27 numbers).
 
-The basis and conventions are those of :mod:`headcast.synth.sh` (DECA's): the image is
+The basis and conventions are those of :mod:`headcast.core.sh` (DECA's): the image is
 ``albedo * shading``, ``shading_c(n) = sum_k L[k, c] * SH_CONST[k] * b_k(n)`` for unit view-frame
 normals ``n`` (x right, y up, z towards the camera). Photos are used as they are (values 0..1,
 no gamma), like DECA-style fitters.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from headcast.synth.sh import SH_CONST, sh_basis, sh_shading
+from headcast.core.sh import SH_CONST, sh_basis, sh_shading
 
 __all__ = ["SH_CONST", "fit_light", "loss4", "normalise_light", "robust_weights", "sh_basis", "sh_shading"]
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from headcast.geometry import vertex_normals
 import scipy.sparse as sp
 from scipy.ndimage import binary_closing, distance_transform_edt
 from scipy.sparse.csgraph import connected_components
 
-from headcast.camera import FLIP, Intrinsics, project
+from headcast.core.camera import FLIP, Intrinsics, project
+from headcast.core.geometry import vertex_normals
 from headcast.render.raycast import RayHits, raycast
 from headcast.texture.atlas import sample
 

@@ -27,10 +27,10 @@ from typing import Callable
 import imageio.v3 as iio
 import numpy as np
 
-from headcast.camera import Intrinsics
-from headcast.errors import HeadcastError
-from headcast.export.obj import write_obj
-from headcast.fit.params import HeadParams
+from headcast.core.camera import Intrinsics
+from headcast.core.errors import HeadcastError
+from headcast.core.params import HeadParams
+from headcast.io.mesh import write_obj
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.texture.albedo_model import load_albedo_model
@@ -42,7 +42,7 @@ OUTPUTS = ("albedo.png", "mesh_textured.obj", "mesh_textured.mtl", "render_vs_ph
            "texture_report.json")
 SH_CONVENTION = ("shading_c(n) = sum_k sh[k][c] * SH_CONST[k] * b_k(n), b = [1, x, y, z, xy, xz, yz, x^2 - y^2, "
                  "3 z^2 - 1], n a unit normal in the view frame (x right, y up, z towards the camera); "
-                 "image = albedo * shading (headcast.synth.sh, DECA's convention)")
+                 "image = albedo * shading (headcast.core.sh, DECA's convention)")
 
 
 def read_reconstruction(recon_dir: str | Path, model: str | HeadModel | None = None

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from headcast.camera import Intrinsics
+from headcast.core.camera import Intrinsics
+from headcast.core.geometry import vertex_normals
 from headcast.render.raycast import RayHits, raycast
 from headcast.texture.atlas import sample, uv_to_texel
 from headcast.texture.lighting import sh_shading
-from headcast.geometry import vertex_normals
 from headcast.texture.observe import interpolate, to_view
 
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 from headcast.view.server import STATIC, find_three
 
 _PAGES = {"/live": "index.html", "/index.html": "index.html", "/viewer.js": "viewer.js"}

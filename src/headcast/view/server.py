@@ -17,7 +17,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 
 STATIC = Path(__file__).resolve().parent / "static"
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
+
+if TYPE_CHECKING:
+    import torch
 
 FLIP = np.diag([1.0, -1.0, -1.0]).astype(np.float32)  # model frame -> camera frame axes
 
@@ -105,3 +109,17 @@ def depth_to_points(depth: np.ndarray, K: Intrinsics) -> tuple[np.ndarray, np.nd
     v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
     uv = np.stack([u, v], axis=-1).astype(np.float64)
     return backproject(uv, depth[v, u].astype(np.float64), K), uv
+
+
+def to_camera(points: np.ndarray, scale: float, translation: np.ndarray) -> np.ndarray:
+    """Model-frame points (..., 3) -> camera frame ``scale * FLIP @ p + translation`` (metres)."""
+    return scale * points @ FLIP.T.astype(points.dtype) + translation
+
+
+def to_camera_torch(points: "torch.Tensor", scale: "torch.Tensor | float", translation: "torch.Tensor"
+                    ) -> "torch.Tensor":
+    """Torch twin of :func:`to_camera`: points (..., 3), scale () or (B, 1, 1), translation (3,) or (B, 1, 3)."""
+    import torch  # numpy callers need not pay for it
+
+    flip = torch.as_tensor(np.diag(FLIP), dtype=points.dtype, device=points.device)
+    return scale * points * flip + translation

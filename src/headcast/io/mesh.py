@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The fitted parameters of a head in a camera: FLAME's beta, psi, theta and the placement eta.
 
 The placement is a similarity from the model frame to the camera frame,
-``X_cam = s * FLIP @ X_model + t`` (see headcast.camera). The paper's eta is an
+``X_cam = s * FLIP @ X_model + t`` (see headcast.core.camera). The paper's eta is an
 orthographic projection (scale and 2D translation); :meth:`HeadParams.paper_eta`
 gives its equivalent for this camera.
 """
@@ -15,11 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headcast.camera import FLIP, Intrinsics
-from headcast.errors import HeadcastError
-from headcast.model.layer import HeadLayer
+from headcast.core.camera import Intrinsics, to_camera
+from headcast.core.errors import HeadcastError
 
-N_POSE = 15  # [root | neck | jaw | left eye | right eye] axis-angle
+JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
+N_JOINTS = len(JOINT_NAMES)
+N_POSE = 3 * N_JOINTS  # theta: [root | neck | jaw | left eye | right eye] axis-angle, radians
+
+
+def pose_slice(joint: str) -> slice:
+    """The three entries of theta (N_POSE,) that hold ``joint``'s axis-angle rotation."""
+    k = JOINT_NAMES.index(joint)
+    return slice(3 * k, 3 * k + 3)
 
 
 @dataclass
@@ -34,11 +41,11 @@ class HeadParams:
     model: str = "ict"
 
     @classmethod
-    def neutral(cls, layer: HeadLayer, model: str) -> "HeadParams":
+    def neutral(cls, layer, model: str) -> "HeadParams":
         return cls(np.zeros(layer.n_shape), np.zeros(layer.n_expr), np.zeros(N_POSE), 1.0, np.zeros(3), model)
 
-    def vertices(self, layer: HeadLayer) -> np.ndarray:
-        """Camera-frame vertices (V, 3) in metres."""
+    def vertices(self, layer) -> np.ndarray:
+        """Camera-frame vertices (V, 3) in metres of these parameters on ``layer`` (a ``HeadLayer``)."""
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=layer.v_template.dtype)[None]  # noqa: E731
         with torch.no_grad():
             v = layer.vertices(t(self.beta), t(self.psi), t(self.theta))[0].double().numpy()
@@ -75,7 +82,3 @@ class HeadParams:
         with np.load(p, allow_pickle=False) as z:
             return cls(z["beta"], z["psi"], z["theta"], float(z["scale"]), z["translation"], str(z["model"]))
 
-
-def to_camera(vertices: np.ndarray, scale: float, translation: np.ndarray) -> np.ndarray:
-    """Model-frame points (..., 3) -> camera frame: ``scale * FLIP @ v + translation``."""
-    return scale * vertices @ FLIP.T.astype(vertices.dtype) + translation

@@ -26,3 +26,14 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     norm = np.linalg.norm(fn, axis=1, keepdims=True)
     return fn / np.where(norm > 0, norm, 1.0)
+
+
+def points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Even-odd test of points (K, 2) against a closed polygon (P, 2); returns (K,) bool."""
+    x, y = xy[:, 0:1], xy[:, 1:2]
+    x0, y0 = polygon[:, 0], polygon[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    crosses = (y0 > y) != (y1 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+    return (crosses & (x < x_at)).sum(1) % 2 == 1

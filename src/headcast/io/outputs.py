@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from headcast.errors import HeadcastError
+from headcast.core.errors import HeadcastError
 
 
 @contextmanager
