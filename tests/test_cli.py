@@ -1,5 +1,8 @@
 """The command line: help for every command, model set-up commands, one-line errors."""
 
+import importlib.metadata
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import headcast
 from conftest import shared_path
 from headcast.cli import build_parser, main
 from headcast.model.head_model import load_model, save_model
@@ -68,3 +72,67 @@ def test_import_flame_cli_and_refusal(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("headcast: error: ") and "refusing" in err[-1]
     assert not (tmp_path / "x.npz").exists()
+
+
+NATIVE = re.compile(r"TensorFlow Lite|XNNPACK|absl::|inference_feedback_manager|^[IWEF]\d{4} |\.cc:\d+\]")
+
+
+def _headcast(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "headcast.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_reconstruct_output_has_no_native_log_lines(tmp_path, headcast_home):
+    prefix = shared_path("samples", "rgbd", "truedepth-mannequin") / "frame-050"
+    run = _headcast("reconstruct", str(prefix), "--out", str(tmp_path / "r"), "--method", "landmarks-3d",
+                    timeout=600)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert any(ln.startswith("landmarks: mediapipe") for ln in lines), run.stderr  # progress is shown ...
+    assert not [ln for ln in lines if NATIVE.search(ln)], run.stderr  # ... and nothing from MediaPipe's C++ side
+    assert lines[-1].startswith("headcast: wrote ")
+
+
+def _no_face_frame(folder: Path) -> Path:
+    """A real frame's depth and intrinsics beside a colour image without a face."""
+    import shutil
+
+    from headcast.render.images import save_png
+
+    real = shared_path("samples", "rgbd", "truedepth-mannequin")
+    folder.mkdir()
+    shutil.copy(real / "frame-050_depth_mm.png", folder / "x_depth_mm.png")
+    shutil.copy(real / "frame-050_intrinsics.json", folder / "x_intrinsics.json")
+    save_png(folder / "x_color.png", np.tile(np.linspace(0, 255, 320, dtype=np.uint8)[None, :, None], (240, 1, 3)))
+    return folder / "x"
+
+
+def test_no_face_is_one_line_and_debug_shows_native_logs(tmp_path):
+    prefix = _no_face_frame(tmp_path / "in")
+    run = _headcast("reconstruct", str(prefix), "--out", str(tmp_path / "r"), timeout=300)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [f"headcast: error: no face found in {prefix}_color.png; tried rotations "
+                                       "0, 90, 180, 270"], run.stderr
+    assert not (tmp_path / "r").exists()
+    run = _headcast("--debug", "reconstruct", str(prefix), "--out", str(tmp_path / "r"), timeout=300)
+    assert run.returncode == 1 and "Traceback" in run.stderr and NATIVE.search(run.stderr), run.stderr
+
+
+def test_quiet_and_verbose_set_what_reaches_stderr(tmp_path, capsys):
+    assert main(["keygen", "--out", str(tmp_path / "a.pem")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("headcast: private key ")
+    assert main(["-q", "keygen", "--out", str(tmp_path / "b.pem")]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["-q", "keygen", "--out", str(tmp_path / "b.pem")]) == 2  # errors still show
+    assert capsys.readouterr().err.startswith("headcast: error: ")
+    assert all(isinstance(h, logging.NullHandler) for h in logging.getLogger("headcast").handlers)  # handler removed
+
+
+def test_version_has_one_source_and_help_imports_no_stage():
+    assert headcast.__version__ == importlib.metadata.version("headcast")
+    run = _headcast("--version", timeout=60)
+    assert run.stdout.strip() == f"headcast {headcast.__version__}"
+    code = ("import sys\nfrom headcast.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'mediapipe', 'open3d') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import cv2
 import imageio.v3 as iio
@@ -227,13 +228,16 @@ def test_rotated_selfie_found_upright():
         assert lm[8, 1] > lm[27, 1] > lm[19, 1] and lm[36, 0] < lm[45, 0]  # chin below nose below brows
 
 
-def test_two_faces_largest_with_warning_and_face_option():
+def test_two_faces_largest_with_warning_and_face_option(caplog):
     img = photo("two_people")
     for method in ("mediapipe", "dlib"):
-        said = []
-        chosen = detect_landmarks(img, method, warn=said.append)
-        assert chosen.n_faces == 2 and len(said) == 1 and "2 faces" in said[0] and "--face" in said[0]
-        faces = [detect_landmarks(img, method, face=i, warn=said.append) for i in (0, 1)]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="headcast.preprocess"):
+            chosen = detect_landmarks(img, method)
+            said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert chosen.n_faces == 2 and len(said) == 1 and "2 faces" in said[0] and "--face" in said[0]
+            faces = [detect_landmarks(img, method, face=i) for i in (0, 1)]
+            said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(said) == 1  # an explicit face gives no warning
         assert faces[0].points[:, 0].mean() < faces[1].points[:, 0].mean()  # numbered left to right
         areas = [np.prod(f.bbox[2:] - f.bbox[:2]) for f in faces]

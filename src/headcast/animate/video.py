@@ -15,7 +15,7 @@ import numpy as np
 
 from headcast.core.errors import HeadcastError
 from headcast.preprocess.ibug68 import mediapipe_to_ibug68_matrix
-from headcast.preprocess.landmarks import _import_mediapipe
+from headcast.preprocess.native import import_mediapipe, quiet_graph
 
 LEFT_IRIS, RIGHT_IRIS = 473, 468  # FaceMesh iris centres (refined mesh): the subject's left and right eye
 _TO_68 = mediapipe_to_ibug68_matrix()
@@ -92,10 +92,10 @@ class VideoLandmarker:
     """
 
     def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
-        mp = _import_mediapipe()
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1,
-                                                     min_detection_confidence=min_detection_confidence,
-                                                     min_tracking_confidence=min_tracking_confidence)
+        mp = import_mediapipe()
+        self._mesh = quiet_graph(lambda: mp.solutions.face_mesh.FaceMesh(  # no native log lines (preprocess.native)
+            static_image_mode=False, refine_landmarks=True, max_num_faces=1,
+            min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence))
 
     def __call__(self, frame: np.ndarray) -> Detection | None:
         """Landmarks of the face in ``frame`` (H, W, 3) uint8 RGB, or None when there is none."""

@@ -14,10 +14,10 @@ No video is written.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -25,13 +25,14 @@ from headcast.animate.fit import TrackConfig
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
 from headcast.animate.pipeline import detect_video, track
 from headcast.bench import machine, shared_samples
-from headcast.model.registry import resolve_model
+from headcast.core.errors import HeadcastError
+from headcast.model.registry import DEFAULT_MODEL, resolve_model
 
+logger = logging.getLogger(__name__)
 SKIP = 5  # frames the detector needs to settle, left out of the stillest-stretch search
 
 
-def bench_video(video: str | Path, model, config: TrackConfig, progress: Callable[[str], None] | None = None,
-                truth=None, max_frames: int | None = None) -> dict:
+def bench_video(video: str | Path, model, config: TrackConfig, truth=None, max_frames: int | None = None) -> dict:
     """Figures for one video (see the module docstring)."""
     det = detect_video(video, max_frames)
     trk = track(model, det.observations, det.info.fps, config)
@@ -70,10 +71,9 @@ def bench_video(video: str | Path, model, config: TrackConfig, progress: Callabl
         from headcast.animate.builtin import motion_recovery
 
         out["ground_truth"] = motion_recovery(model, beta, truth, theta, psi, found)
-    if progress:
-        progress(f"bench animate: {out['video']}: {n} frames, fit {out['fps']['fitting']:.0f} fps, end to end "
-                 f"{out['fps']['end_to_end']:.1f} fps, Loss5 < {config.threshold:g} in "
-                 f"{100 * out['share_under_threshold']:.1f} %")
+    logger.info(f"bench animate: {out['video']}: {n} frames, fit {out['fps']['fitting']:.0f} fps, end to end "
+                f"{out['fps']['end_to_end']:.1f} fps, Loss5 < {config.threshold:g} in "
+                f"{100 * out['share_under_threshold']:.1f} %")
     return out
 
 
@@ -83,28 +83,26 @@ def default_videos() -> list[Path]:
     return sorted(root.glob("*.mp4"))
 
 
-def run_animate_bench(videos: list[str | Path] | None = None, progress: Callable[[str], None] | None = None,
-                      model: str = "ict", threshold: float = 0.04, builtin: bool = True,
-                      max_frames: int | None = None) -> dict:
-    """Benchmark every video (default: :func:`default_videos`) and, with ``builtin``, the scripted motion."""
-    from headcast.core.errors import HeadcastError
-
+def run_animate_bench(videos: list[str | Path] | None = None, model: str = DEFAULT_MODEL,
+                      threshold: float | None = None, builtin: bool = True, max_frames: int | None = None) -> dict:
+    """Benchmark every video (default: :func:`default_videos`) and, with ``builtin``, the scripted motion.
+    threshold: Loss5 stop threshold (default: the tracker's, :class:`TrackConfig`)."""
     videos = list(videos) if videos is not None else default_videos()
     if not videos and not builtin:
         raise HeadcastError("no videos to benchmark (../shared/samples/video is absent; pass video files)")
-    m = resolve_model(model, progress=progress or (lambda s: None))
-    cfg = TrackConfig(threshold=threshold)
-    rows = [bench_video(v, m, cfg, progress, max_frames=max_frames) for v in videos]
+    m = resolve_model(model, progress=logger.info)
+    cfg = TrackConfig() if threshold is None else TrackConfig(threshold=threshold)
+    rows = [bench_video(v, m, cfg, max_frames=max_frames) for v in videos]
     if builtin:
         from headcast.animate.builtin import builtin_motion_video
 
         with tempfile.TemporaryDirectory(prefix="headcast-bench-") as tmp:
             path = Path(tmp) / "builtin_motion.mp4"
             truth = builtin_motion_video(path, m, np.zeros(m.n_shape))
-            row = bench_video(path, m, cfg, progress, truth=truth)
+            row = bench_video(path, m, cfg, truth=truth)
             row["video"] = "built-in motion (rendered)"
             rows.append(row)
-    return {"model": m.name, "threshold": threshold, "machine": machine(), "time": time.strftime("%Y-%m-%d"),
+    return {"model": m.name, "threshold": cfg.threshold, "machine": machine(), "time": time.strftime("%Y-%m-%d"),
             "videos": rows, "targets": {"fitting_fps": 30, "end_to_end_fps": 15, "share_under_threshold": 0.95}}
 
 

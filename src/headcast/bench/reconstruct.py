@@ -11,34 +11,26 @@ Real: the median distance of the face points to the fitted mesh, and one overlay
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
-from headcast.core.scene import closest_points_on_mesh
+from headcast.core.errors import HeadcastError
+from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.reconstruct import fit_observation, make_fitter
-from headcast.model.registry import resolve_model
+from headcast.fit.rgbd_fit import METHODS
+from headcast.model.registry import DEFAULT_MODEL, resolve_model
 from headcast.preprocess.preprocess import preprocess
 from headcast.preprocess.rgbd import RGBDFrame
 from headcast.synth import default_intrinsics, random_subject, render_rgbd
 
-
-def _stats(e_mm: np.ndarray) -> dict:
-    return {"median": float(np.median(e_mm)), "mean": float(e_mm.mean()), "p95": float(np.percentile(e_mm, 95))}
+logger = logging.getLogger(__name__)
 
 
-def synthetic_errors(model, fitted: np.ndarray, truth: np.ndarray) -> dict:
-    """Face-region errors (mm) of fitted (V, 3) against ground-truth (V, 3) vertices, camera frame."""
-    face = model.masks["face"]
-    vertex = np.linalg.norm(fitted[face] - truth[face], axis=1) * 1000
-    _, _, d = closest_points_on_mesh(fitted, model.faces, truth[face])
-    return {"vertex": _stats(vertex), "surface": _stats(d * 1000)}
-
-
-def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int, progress) -> dict:
+def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int) -> dict:
     """Per-method error statistics (medians over subjects of per-subject medians, etc.) and timings."""
     K = default_intrinsics(640, 480)
     fitter = make_fitter(model)
@@ -50,9 +42,9 @@ def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int, prog
         frame = RGBDFrame(fr.color, fr.depth, K)
         try:
             obs = preprocess(frame, "mediapipe", seed=seed + i)
-        except Exception as e:  # a detector miss on a synthetic face is counted, not hidden
+        except HeadcastError as e:  # a detector miss (no face, no depth around it) is counted, not hidden
             skipped += 1
-            progress(f"  subject {seed + i}: skipped ({e})")
+            logger.info(f"  subject {seed + i}: skipped ({e})")
             continue
         for m in methods:
             t0 = time.perf_counter()
@@ -60,8 +52,8 @@ def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int, prog
             secs = time.perf_counter() - t0
             err = synthetic_errors(model, rec.vertices, fr.vertices)
             rows[m].append({"seed": seed + i, "seconds": secs, **err})
-            progress(f"  subject {seed + i} {noise:9s} {m:13s} vertex median {err['vertex']['median']:.2f} mm, "
-                     f"surface median {err['surface']['median']:.2f} mm, {secs:.1f} s")
+            logger.info(f"  subject {seed + i} {noise:9s} {m:13s} vertex median {err['vertex']['median']:.2f} mm, "
+                        f"surface median {err['surface']['median']:.2f} mm, {secs:.1f} s")
     out = {"noise": noise, "n": n, "skipped": skipped, "methods": {}}
     for m, rs in rows.items():
         if not rs:
@@ -76,7 +68,7 @@ def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int, prog
     return out
 
 
-def run_real(model, folder: Path, figures: Path | None, progress) -> list[dict]:
+def run_real(model, folder: Path, figures: Path | None) -> list[dict]:
     """The three TrueDepth mannequin frames: point-to-mesh distances and an overlay figure each."""
     from headcast.core.camera import project
     from headcast.fit.reconstruct import landmark_picture
@@ -95,7 +87,7 @@ def run_real(model, folder: Path, figures: Path | None, progress) -> list[dict]:
         out.append({"frame": name, "rotation": frame.rotation, "face_points": pm["n_points"],
                     "point_to_mesh_mm": pm, "landmarks_3d_mm": rec.report["landmarks_3d_mm"]["mean"],
                     "seconds": secs, "paper_losses": rec.report["paper_losses"]})
-        progress(f"  real {name}: point-to-mesh median {pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm, {secs:.1f} s")
+        logger.info(f"  real {name}: point-to-mesh median {pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm, {secs:.1f} s")
         if figures is not None:
             figures.mkdir(parents=True, exist_ok=True)
             hits, shaded = images.render_shaded(rec.vertices, model.faces, frame.K)
@@ -107,26 +99,26 @@ def run_real(model, folder: Path, figures: Path | None, progress) -> list[dict]:
     return out
 
 
-def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec: str = "ict",
+def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec: str = DEFAULT_MODEL,
                           methods: list[str] | None = None, seed: int = 1000, out: Path | None = None,
-                          samples: Path | None = None, figures: Path | None = None,
-                          progress: Callable[[str], None] = print) -> dict:
-    """Run the benchmark; print a markdown summary; return (and write to ``out``) all figures."""
-    methods = methods or ["full", "landmarks-3d", "rgb-2d"]
-    model = resolve_model(model_spec, progress=progress)
+                          samples: Path | None = None, figures: Path | None = None) -> dict:
+    """Run the benchmark (``methods`` default: every fit method); log a markdown summary; return (and
+    write to ``out``) all figures."""
+    methods = methods or list(METHODS)
+    model = resolve_model(model_spec, progress=logger.info)
     result = {"model": model.name, "machine": machine(), "date": time.strftime("%Y-%m-%d"), "synthetic": [],
               "real": []}
     for nz in [x.strip() for x in noise.split(",") if x.strip()]:
-        progress(f"synthetic subjects, depth noise '{nz}':")
-        result["synthetic"].append(run_synthetic(model, n, nz, methods, seed, progress))
+        logger.info(f"synthetic subjects, depth noise '{nz}':")
+        result["synthetic"].append(run_synthetic(model, n, nz, methods, seed))
     folder = truedepth_folder(samples)
     if folder.is_dir():
-        progress("real TrueDepth frames:")
-        result["real"] = run_real(model, folder, figures, progress)
+        logger.info("real TrueDepth frames:")
+        result["real"] = run_real(model, folder, figures)
     else:
-        progress(f"real frames skipped: {folder} is absent")
+        logger.info(f"real frames skipped: {folder} is absent")
     md = summary_markdown(result)
-    progress(md)
+    logger.info(md)
     if out is not None:
         write_results(out, "reconstruct", result, md)
     return result

@@ -12,15 +12,18 @@ GL and ray-cast images.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 import torch
 
 from headcast.core.camera import Intrinsics
-from headcast.core.params import HeadParams
+from headcast.core.params import N_POSE, HeadParams
 from headcast.model.layer import HeadLayer
-from headcast.model.registry import resolve_model
+from headcast.model.registry import DEFAULT_MODEL, resolve_model
+
+logger = logging.getLogger(__name__)
 
 
 def _frames(model, n: int, seed: int) -> list[np.ndarray]:
@@ -29,19 +32,19 @@ def _frames(model, n: int, seed: int) -> list[np.ndarray]:
     beta, psi = rng.normal(0, 1, model.n_shape), np.clip(rng.normal(0, 0.3, model.n_expr), 0, 1)
     out = []
     for i in range(n):
-        theta = np.zeros(15)
+        theta = np.zeros(N_POSE)
         theta[1] = 0.4 * np.sin(2 * np.pi * i / max(n, 1))
         out.append(HeadParams(beta, psi, theta, 1.0, np.array([0.0, 0.02, 0.5])).vertices(layer))
     return out
 
 
-def run(size: int = 512, frames: int = 30, tex: int = 1024, model: str = "ict", seed: int = 0,
+def run(size: int = 512, frames: int = 30, tex: int = 1024, model: str = DEFAULT_MODEL, seed: int = 0,
         raycast_frames: int = 5) -> dict:
     """Time both renderers; returns a dict of figures (milliseconds, fractions)."""
     from headcast.render.gl import MeshRenderer, render_head
     from headcast.render.images import render_shaded
 
-    m = resolve_model(model)
+    m = resolve_model(model, progress=logger.info)
     verts = _frames(m, frames, seed)
     K = Intrinsics(fx=1.1 * size, fy=1.1 * size, cx=size / 2 - 0.5, cy=size / 2 - 0.5, width=size, height=size)
     texture = np.random.default_rng(seed).integers(0, 256, (tex, tex, 3), dtype=np.uint8)

@@ -14,18 +14,21 @@ the replay clock) to the moment the receiver has decoded it and has rendered it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 from headcast.bench import machine, shared_samples, write_results
+from headcast.model.registry import DEFAULT_MODEL, resolve_model
 from headcast.stream import auth
 from headcast.stream.files import encode_file, make_init, read_animation, read_appearance
+from headcast.stream.wire import PROFILES
 
+logger = logging.getLogger(__name__)
 VIDEOS = ("wojtek", "d0", "d6")
 
 
-def animation_dirs(recon_dir: Path, videos_dir: Path, work: Path, progress, names=VIDEOS,
+def animation_dirs(recon_dir: Path, videos_dir: Path, work: Path, names=VIDEOS,
                    max_frames: int | None = None) -> dict[str, Path]:
     from headcast.animate.pipeline import animate
 
@@ -33,14 +36,13 @@ def animation_dirs(recon_dir: Path, videos_dir: Path, work: Path, progress, name
     for name in names:
         d = work / f"anim_{name}"
         if not (d / "params.npz").is_file():
-            progress(f"stream bench: tracking {name}.mp4 ...")
+            logger.info(f"stream bench: tracking {name}.mp4 ...")
             animate(recon_dir, videos_dir / f"{name}.mp4", d, write_video=False, max_frames=max_frames)
         out[name] = d
     return out
 
 
-def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path | None, max_frames: int,
-          progress) -> dict:
+def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path | None, max_frames: int) -> dict:
     from headcast.stream import live
 
     frames, meta = read_animation(anim_dir)
@@ -71,48 +73,45 @@ def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path |
     rep = live.latency_report(sent, got)
     rep.update(mode="tracked from the video file" if video is not None else "parameter replay",
                wall_seconds=wall, source_fps=meta["fps"], mp4=str(out))
-    progress(f"stream bench: live ({rep['mode']}): {rep['frames_rendered']}/{rep['frames_sent']} frames rendered, "
-             f"latency to render median {rep['latency_render_ms_median']:.1f} ms (p95 "
-             f"{rep['latency_render_ms_p95']:.1f}), sustained {rep['sustained_fps']:.1f} fps")
+    logger.info(f"stream bench: live ({rep['mode']}): {rep['frames_rendered']}/{rep['frames_sent']} frames rendered, "
+                f"latency to render median {rep['latency_render_ms_median']:.1f} ms (p95 "
+                f"{rep['latency_render_ms_p95']:.1f}), sustained {rep['sustained_fps']:.1f} fps")
     return rep
 
 
 def run_stream_bench(recon_dir: str | Path, work: str | Path, videos_dir: str | Path | None = None,
-                     model_spec: str = "ict", live: bool = True, live_frames: int = 250,
-                     target_mm: float | None = None, key_interval: int | None = None,
-                     progress: Callable[[str], None] = print) -> dict:
+                     model_spec: str = DEFAULT_MODEL, live: bool = True, live_frames: int = 250,
+                     target_mm: float | None = None, key_interval: int | None = None) -> dict:
     """Run the benchmark; returns {'files': [...per video and profile], 'live': [...], 'machine': ...}."""
-    from headcast.model.registry import resolve_model
     from headcast.stream.files import DEFAULT_KEY_INTERVAL, DEFAULT_TARGET_MM
 
     recon_dir, work = Path(recon_dir), Path(work)
     work.mkdir(parents=True, exist_ok=True)
     videos_dir = Path(videos_dir) if videos_dir else shared_samples() / "video"
-    model = resolve_model(model_spec)
+    model = resolve_model(model_spec, progress=logger.info)
     key_path = work / "bench_ed25519.pem"
     if not key_path.is_file():
         auth.generate_key(key_path)
     key = auth.load_private_key(key_path)
-    dirs = animation_dirs(recon_dir, videos_dir, work, progress)
+    dirs = animation_dirs(recon_dir, videos_dir, work)
     rows = []
     for name, d in dirs.items():
-        for profile in ("paper", "compact"):
+        for profile in PROFILES:
             t0 = time.perf_counter()
             rep = encode_file(d, profile, work / f"{name}.{profile}.hcs", key_path, recon_dir=recon_dir,
                               target_mm=target_mm or DEFAULT_TARGET_MM,
                               key_interval=key_interval or DEFAULT_KEY_INTERVAL, model=model)
             rep.update(video=name, seconds=time.perf_counter() - t0)
             rows.append(rep)
-            progress(f"stream bench: {name} {profile}: payload {rep['frame_payload_bytes_mean']:.1f} B/frame "
-                     f"({rep['frame_bytes_mean']:.1f} on the wire), {rep['kbit_s_total']:.1f} kbit/s, "
-                     f"x{rep['ratio_raw_256_total']:.0f} vs raw 256x256, vertex error "
-                     f"{rep['vertex_error_mm_mean']:.3f} mm")
+            logger.info(f"stream bench: {name} {profile}: payload {rep['frame_payload_bytes_mean']:.1f} B/frame "
+                        f"({rep['frame_bytes_mean']:.1f} on the wire), {rep['kbit_s_total']:.1f} kbit/s, "
+                        f"x{rep['ratio_raw_256_total']:.0f} vs raw 256x256, vertex error "
+                        f"{rep['vertex_error_mm_mean']:.3f} mm")
     lives = []
     if live:
         longest = max(dirs, key=lambda n: len(read_animation(dirs[n])[0]))
-        lives.append(_live(dirs[longest], recon_dir, model, key, work, None, live_frames, progress))
-        lives.append(_live(dirs[longest], recon_dir, model, key, work, videos_dir / f"{longest}.mp4", live_frames,
-                           progress))
+        lives.append(_live(dirs[longest], recon_dir, model, key, work, None, live_frames))
+        lives.append(_live(dirs[longest], recon_dir, model, key, work, videos_dir / f"{longest}.mp4", live_frames))
         lives[-1]["video"] = lives[0]["video"] = longest
     result = {"files": rows, "live": lives, "machine": machine(), "recon_dir": str(recon_dir)}
     write_results(work, "stream_bench", result)

@@ -22,19 +22,24 @@ mannequin captures are reconstructed, then textured; Loss4 and seconds of the te
 
 from __future__ import annotations
 
+import inspect
+import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
+from headcast.core.errors import HeadcastError
 from headcast.core.sh import sh_shading
-from headcast.model.registry import resolve_model
+from headcast.model.registry import DEFAULT_MODEL, resolve_model
 from headcast.synth import default_intrinsics, random_subject, render_rgbd
 from headcast.texture.atlas import bake
 from headcast.texture.core import region_faces, texture_frame
 from headcast.texture.observe import to_view
+
+logger = logging.getLogger(__name__)
+SIZE = inspect.signature(texture_frame).parameters["size"].default  # the texturing stage's atlas side
 
 
 def albedo_errors(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
@@ -69,7 +74,7 @@ def lighting_errors(estimate: np.ndarray, truth: np.ndarray, normals_view: np.nd
     }
 
 
-def synthetic_case(model, seed: int, K, geometry: str = "gt", profile: str = "truedepth", size: int = 1024,
+def synthetic_case(model, seed: int, K, geometry: str = "gt", profile: str = "truedepth", size: int = SIZE,
                    fitter=None) -> dict:
     """Texture one synthetic subject and measure it against its ground truth."""
     subj = random_subject(model, seed)
@@ -105,7 +110,7 @@ def synthetic_case(model, seed: int, K, geometry: str = "gt", profile: str = "tr
             "seconds": secs}
 
 
-def run_synthetic(model, n: int, seed: int, geometry: str, size: int, progress) -> dict:
+def run_synthetic(model, n: int, seed: int, geometry: str, size: int) -> dict:
     K = default_intrinsics(640, 480)
     fitter = None
     if geometry == "fit":
@@ -116,16 +121,16 @@ def run_synthetic(model, n: int, seed: int, geometry: str, size: int, progress) 
     for i in range(n):
         try:
             r = synthetic_case(model, seed + i, K, geometry, size=size, fitter=fitter)
-        except Exception as e:  # a detector miss on a synthetic face is counted, not hidden
+        except HeadcastError as e:  # a detector miss (no face, no depth around it) is counted, not hidden
             if geometry != "fit":
                 raise
-            progress(f"  subject {seed + i}: skipped ({e})")
+            logger.info(f"  subject {seed + i}: skipped ({e})")
             continue
         rows.append(r)
-        progress(f"  subject {seed + i} ({geometry} geometry, yaw {r['yaw_deg']:+.0f}): albedo error raw "
-                 f"{r['albedo']['raw']:.3f}, aligned {r['albedo']['aligned']:.3f}; shading error raw "
-                 f"{r['lighting']['shading_raw']:.1%}, aligned {r['lighting']['shading_aligned']:.1%}; light "
-                 f"direction {r['lighting']['direction_deg']:.0f} deg; Loss4 {r['loss4']:.3f}; {r['seconds']:.1f} s")
+        logger.info(f"  subject {seed + i} ({geometry} geometry, yaw {r['yaw_deg']:+.0f}): albedo error raw "
+                    f"{r['albedo']['raw']:.3f}, aligned {r['albedo']['aligned']:.3f}; shading error raw "
+                    f"{r['lighting']['shading_raw']:.1%}, aligned {r['lighting']['shading_aligned']:.1%}; light "
+                    f"direction {r['lighting']['direction_deg']:.0f} deg; Loss4 {r['loss4']:.3f}; {r['seconds']:.1f} s")
     med = lambda f: float(np.median([f(r) for r in rows])) if rows else float("nan")  # noqa: E731
     mean = lambda f: float(np.mean([f(r) for r in rows])) if rows else float("nan")  # noqa: E731
     return {
@@ -143,7 +148,7 @@ def run_synthetic(model, n: int, seed: int, geometry: str, size: int, progress) 
     }
 
 
-def run_real(model, folder: Path, figures: Path | None, size: int, albedo_model, progress) -> list[dict]:
+def run_real(model, folder: Path, figures: Path | None, size: int, albedo_model) -> list[dict]:
     """Reconstruct and texture the three TrueDepth frames: Loss4 and timings per frame, and one
     figure (``figures/texture-real.png``: per frame, photo | render | turned left | turned right)."""
     import cv2
@@ -168,7 +173,7 @@ def run_real(model, folder: Path, figures: Path | None, size: int, albedo_model,
                "texels_seen": res.stats.get("texels_seen"), "texels_mirrored": res.stats.get("texels_mirrored"),
                "light": res.light.tolist()}
         out.append(row)
-        progress(f"  real {name}: Loss4 {res.loss4:.4f} over {row['face_pixels']} face pixels, texturing {secs:.1f} s")
+        logger.info(f"  real {name}: Loss4 {res.loss4:.4f} over {row['face_pixels']} face pixels, texturing {secs:.1f} s")
         if figures is not None:
             rows.append(picture(model, rec.vertices, frame.color, frame.K, res))
     if rows:
@@ -182,17 +187,16 @@ def run_real(model, folder: Path, figures: Path | None, size: int, albedo_model,
     return out
 
 
-def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt", model_spec: str = "ict",
-                      size: int = 1024, albedo_model: str | Path | None = None, real: bool = True,
-                      samples: Path | None = None, figures: Path | None = None, out: Path | None = None,
-                      progress: Callable[[str], None] = print) -> dict:
-    """Run the benchmark (see the module docstring); print a markdown summary; return every figure.
+def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt,fit", model_spec: str = DEFAULT_MODEL,
+                      size: int = SIZE, albedo_model: str | Path | None = None, real: bool = True,
+                      samples: Path | None = None, figures: Path | None = None, out: Path | None = None) -> dict:
+    """Run the benchmark (see the module docstring); log a markdown summary; return every figure.
 
     ``geometry`` is ``gt``, ``fit`` or both (``gt,fit``). ``albedo_model`` applies to the real
     frames only (synthetic albedos are not drawn from one).
     """
 
-    model = resolve_model(model_spec, progress=progress)
+    model = resolve_model(model_spec, progress=logger.info)
     am = None
     if albedo_model is not None:
         from headcast.texture.albedo_model import load_albedo_model
@@ -201,16 +205,16 @@ def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt", model
     result = {"model": model.name, "machine": machine(), "date": time.strftime("%Y-%m-%d"), "size": size,
               "synthetic": [], "real": []}
     for g in [x.strip() for x in geometry.split(",") if x.strip()]:
-        progress(f"synthetic subjects, {g} geometry:")
-        result["synthetic"].append(run_synthetic(model, n, seed, g, size, progress))
+        logger.info(f"synthetic subjects, {g} geometry:")
+        result["synthetic"].append(run_synthetic(model, n, seed, g, size))
     folder = truedepth_folder(samples)
     if real and folder.is_dir():
-        progress("real TrueDepth frames:")
-        result["real"] = run_real(model, folder, figures, size, am, progress)
+        logger.info("real TrueDepth frames:")
+        result["real"] = run_real(model, folder, figures, size, am)
     elif real:
-        progress(f"real frames skipped: {folder} is absent")
+        logger.info(f"real frames skipped: {folder} is absent")
     md = summary_markdown(result)
-    progress(md)
+    logger.info(md)
     if out is not None:
         write_results(out, "texture", result, md)
     return result

@@ -9,10 +9,10 @@ intrinsics.json) so later stages can work from the folder alone.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,13 +20,18 @@ import torch
 from headcast.core.camera import project
 from headcast.core.params import HeadParams
 from headcast.core.scene import closest_points_on_mesh
+from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
 from headcast.io.mesh import write_obj, write_ply
 from headcast.io.outputs import staged_output
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
-from headcast.preprocess.preprocess import Observation
+from headcast.preprocess.cloud import HULL_MARGIN
+from headcast.preprocess.preprocess import Observation, preprocess
+from headcast.preprocess.rgbd import RGBDFrame
 from headcast.render import images
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,11 +45,35 @@ class Reconstruction:
     report: dict
 
 
-def make_fitter(model: HeadModel, config: FitConfig | None = None,
-                progress: Callable[[str], None] | None = None) -> RGBDFitter:
-    """A fitter for ``model`` (float64 layer; expression bounds from the model's metadata)."""
+def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str = "full", *,
+                      landmarks: str = "mediapipe", face: int | None = None, forehead: bool = False,
+                      hull_margin: float = HULL_MARGIN, config: FitConfig | None = None,
+                      truth: np.ndarray | None = None, started: float | None = None) -> Reconstruction:
+    """``headcast reconstruct`` on a loaded (upright) frame: preprocess, fit ``model`` with ``method``, write
+    the reconstruction folder ``out`` (see the module docstring) and return the result.
+
+    landmarks, face, forehead, hull_margin: as :func:`headcast.preprocess.preprocess.preprocess` (its
+    point subsampling uses ``config.seed``). truth: ground-truth vertices (V, 3) in the camera frame
+    (synthetic input): their errors go into the report as ``ground_truth_mm``. started: the
+    ``time.perf_counter()`` the run began at, for ``seconds_total`` (default: now).
+    """
+    started = time.perf_counter() if started is None else started
+    config = config or FitConfig()
+    obs = preprocess(frame, landmarks, face=face, forehead=forehead, hull_margin=hull_margin, seed=config.seed)
+    rec = fit_observation(obs, make_fitter(model, config), method)
+    if truth is not None:
+        rec.report["ground_truth_mm"] = synthetic_errors(model, rec.vertices, truth)
+    rec.report["seconds_total"] = time.perf_counter() - started
+    write_reconstruction(Path(out), obs, rec, model)
+    return rec
+
+
+def make_fitter(model: HeadModel, config: FitConfig | None = None) -> RGBDFitter:
+    """A fitter for ``model`` (float64 layer; expression bounds from the model's metadata); its progress
+    lines go to this module's logger."""
     rng = model.meta.get("expr_range")
-    return RGBDFitter(HeadLayer(model, dtype=torch.float64), model.name, tuple(rng) if rng else None, config, progress)
+    return RGBDFitter(HeadLayer(model, dtype=torch.float64), model.name, tuple(rng) if rng else None, config,
+                      logger.info)
 
 
 def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") -> Reconstruction:

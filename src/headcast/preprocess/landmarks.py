@@ -10,16 +10,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from headcast.core.errors import HeadcastError
 from headcast.preprocess.ibug68 import inter_ocular, mediapipe_to_ibug68
+from headcast.preprocess.native import QuietGraph, import_mediapipe, quiet_graph
 
 METHODS = ("mediapipe", "dlib")
 MAX_FACES = 5
@@ -27,9 +25,7 @@ MAX_FACES = 5
 # occluded, not merely just past the silhouette: measured on the mannequin and photos, points past
 # the silhouette of a visible side sit 0.15-0.6 behind, the far side of a three-quarter view 0.9-1.6.
 HIDDEN_LIMIT = 0.8
-_log = logging.getLogger("headcast.preprocess")
-
-Warn = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,27 +80,18 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 # --- detectors (loaded once) -------------------------------------------------------------------
 
-def _import_mediapipe():
-    os.environ.setdefault("GLOG_minloglevel", "2")  # silence MediaPipe's C++ log lines
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import mediapipe as mp
-    except ImportError as e:  # pragma: no cover - dependency missing
-        raise HeadcastError(f"MediaPipe is not installed ({e}); run the set-up or use --landmarks dlib") from None
-    return mp
+@functools.cache
+def _blazeface(model_selection: int) -> QuietGraph:
+    mp = import_mediapipe()
+    return quiet_graph(lambda: mp.solutions.face_detection.FaceDetection(model_selection=model_selection,
+                                                                         min_detection_confidence=0.5))
 
 
 @functools.cache
-def _blazeface(model_selection: int):
-    mp = _import_mediapipe()
-    return mp.solutions.face_detection.FaceDetection(model_selection=model_selection, min_detection_confidence=0.5)
-
-
-@functools.cache
-def _facemesh():
-    mp = _import_mediapipe()
-    return mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
-                                           max_num_faces=MAX_FACES, min_detection_confidence=0.5)
+def _facemesh() -> QuietGraph:
+    mp = import_mediapipe()
+    return quiet_graph(lambda: mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                                               max_num_faces=MAX_FACES, min_detection_confidence=0.5))
 
 
 def dlib_model_path(name: str = "shape_predictor_68_face_landmarks.dat") -> Path:
@@ -164,18 +151,12 @@ def hidden_depth(mesh: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.clip(points[:, 2] - front, 0, None) / scale
 
 
-def _mp_process(model, image: np.ndarray):
-    with warnings.catch_warnings():  # protobuf deprecation noise inside MediaPipe
-        warnings.simplefilter("ignore", UserWarning)
-        return model.process(image)
-
-
 # --- faces -------------------------------------------------------------------------------------
 
 def _blazeface_faces(image: np.ndarray, model_selection: int) -> list[Face]:
     H, W = image.shape[:2]
     faces = []
-    for det in _mp_process(_blazeface(model_selection), image).detections or []:
+    for det in _blazeface(model_selection).process(image).detections or []:
         box = det.location_data.relative_bounding_box
         kp = det.location_data.relative_keypoints
         # keypoints 0, 1 are the subject's right and left eye; upright means the right eye is on
@@ -224,7 +205,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _pick(n: int, faces_area: list[float], face: int | None, name: str, warn: Warn | None) -> int:
+def _pick(n: int, faces_area: list[float], face: int | None, name: str) -> int:
     if face is not None:
         if not 0 <= face < n:
             raise HeadcastError(f"--face {face} is out of range: {n} face(s) found in {name} "
@@ -232,16 +213,16 @@ def _pick(n: int, faces_area: list[float], face: int | None, name: str, warn: Wa
         return face
     i = int(np.argmax(faces_area))
     if n > 1:
-        (warn or _log.warning)(f"{n} faces found in {name}; using the largest (face {i}, numbered from "
-                               f"left to right); choose another with --face N")
+        logger.warning(f"{n} faces found in {name}; using the largest (face {i}, numbered from "
+                       f"left to right); choose another with --face N")
     return i
 
 
 def detect_landmarks(image: np.ndarray, method: str = "mediapipe", face: int | None = None,
-                     warn: Warn | None = None, name: str = "the image") -> Landmarks2D:
+                     name: str = "the image") -> Landmarks2D:
     """68 iBUG-ordered 2D landmarks of one face in an (H, W, 3) uint8 RGB image.
 
-    Several faces: the largest is used and ``warn`` (default: logging) is told; ``face=N`` picks the
+    Several faces: the largest is used and a warning is logged; ``face=N`` picks the
     N-th from the left instead. No face: HeadcastError naming ``name``.
     """
     image = _as_rgb(image)
@@ -250,14 +231,14 @@ def detect_landmarks(image: np.ndarray, method: str = "mediapipe", face: int | N
         faces = detect_faces(image, "dlib")
         if not faces:
             raise HeadcastError(f"no face found in {name}")
-        i = _pick(len(faces), [f.area for f in faces], face, name, warn)
+        i = _pick(len(faces), [f.area for f in faces], face, name)
         dlib, _, predictor = _dlib()
         x0, y0, x1, y1 = faces[i].bbox.round().astype(int)
         shape = predictor(image, dlib.rectangle(int(x0), int(y0), int(x1) - 1, int(y1) - 1))
         pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
         return Landmarks2D(pts, faces[i].score, faces[i].bbox, len(faces), i, "dlib", (H, W), np.ones(68, bool))
 
-    result = _mp_process(_facemesh(), image)
+    result = _facemesh().process(image)
     meshes = [np.array([(p.x * W, p.y * H, p.z * W) for p in lm.landmark]) for lm in result.multi_face_landmarks or []]
     if not meshes:
         raise HeadcastError(f"no face found in {name}")
@@ -265,7 +246,7 @@ def detect_landmarks(image: np.ndarray, method: str = "mediapipe", face: int | N
     order = np.argsort([(b[0] + b[2]) / 2 for b in boxes], kind="stable")
     meshes = [meshes[k] for k in order]
     boxes = [boxes[k] for k in order]
-    i = _pick(len(meshes), [float((b[2] - b[0]) * (b[3] - b[1])) for b in boxes], face, name, warn)
+    i = _pick(len(meshes), [float((b[2] - b[0]) * (b[3] - b[1])) for b in boxes], face, name)
     # FaceMesh reports no confidence; take BlazeFace's score of the detection overlapping this face.
     overlaps = [(_iou(f.bbox, boxes[i]), f.score) for f in detect_faces(image, "mediapipe")]
     score = max(overlaps)[1] if overlaps and max(overlaps)[0] > 0.3 else float("nan")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from headcast.preprocess.rgbd import RGBDFrame
 
 MIN_LIFTED = 20       # landmarks with depth needed to place the face
 MIN_POINTS = 200      # face points needed for the point-to-mesh loss
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,33 +47,32 @@ class Observation:
 
 
 def preprocess(frame: RGBDFrame, method: str = "mediapipe", face: int | None = None, forehead: bool = False,
-               progress: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
                hull_margin: float = HULL_MARGIN, max_points: int | None = None, seed: int = 0) -> Observation:
     """Landmarks, 3D landmarks and the face point cloud of an (upright) RGB-D frame.
 
     method: 'mediapipe' or 'dlib'. face: which face (left to right) when there are several.
     forehead: extend the hull above the brows. hull_margin: metres the landmark hull is widened along
     the camera rays (0 = the paper's hull of the landmarks alone). max_points: keep a random subset
-    of the face points (drawn with ``seed``).
+    of the face points (drawn with ``seed``). Progress lines go to the module's logger (INFO).
     HeadcastError when no face is found or there is no valid depth around it.
     """
-    say = progress or (lambda s: None)
-    det = detect_landmarks(frame.color, method, face, warn=warn, name=frame.name)
-    say(f"landmarks: {method}, {det.n_faces} face(s), using face {det.face_index} (score {det.score:.2f})")
+    det = detect_landmarks(frame.color, method, face, name=frame.name)
+    logger.info(f"landmarks: {method}, {det.n_faces} face(s), using face {det.face_index} (score {det.score:.2f})")
     lm3 = lift_landmarks(det.points, frame.depth, frame.K)
     valid = lm3.valid & det.visible
     lm3 = Landmarks3D(np.where(valid[:, None], lm3.points, np.nan), valid, lm3.radius)
     hidden = int((~det.visible).sum())
-    say(f"3D landmarks: {lm3.n_lifted} of 68 lifted ({2 * lm3.radius + 1}x{2 * lm3.radius + 1} px depth window"
-        f"{f'; {hidden} hidden from the camera' if hidden else ''})")
+    side = 2 * lm3.radius + 1
+    logger.info(f"3D landmarks: {lm3.n_lifted} of 68 lifted ({side}x{side} px depth window"
+                f"{f'; {hidden} hidden from the camera' if hidden else ''})")
     depth_name = str(frame.depth_path) if frame.depth_path else "the depth map"
     if lm3.n_lifted < MIN_LIFTED:
         raise HeadcastError(f"no valid depth around the face in {depth_name}: only {lm3.n_lifted} of 68 landmarks "
                             f"have depth (need {MIN_LIFTED})")
     cloud = face_point_cloud(frame.depth, frame.color, frame.K, lm3.points, lm3.valid, forehead=forehead,
                              margin=hull_margin, max_points=max_points, seed=seed)
-    say(f"face points: {cloud.n_points} kept of {cloud.n_hull} inside the landmark hull"
-        f"{' (with forehead)' if forehead else ''}")
+    logger.info(f"face points: {cloud.n_points} kept of {cloud.n_hull} inside the landmark hull"
+                f"{' (with forehead)' if forehead else ''}")
     if cloud.n_points < MIN_POINTS:
         raise HeadcastError(f"no valid depth around the face in {depth_name}: only {cloud.n_points} face points "
                             f"(need {MIN_POINTS})")

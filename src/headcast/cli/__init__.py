@@ -1,0 +1,76 @@
+"""The ``headcast`` command: a thin front end over the pipeline stages, one module per command group
+(each with its parsers beside its handlers).
+
+User errors end with one line on stderr and exit status 2; ``--debug`` shows tracebacks. Progress
+lines go through :mod:`logging` to stderr: INFO by default, warnings only with ``-q``, debug detail
+with ``-v``. A command's results (JSON, tables) go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from headcast import __version__
+from headcast.cli import animate, bench, capture, demo, logs, model, stream
+from headcast.cli.parser import CommandParser, build_all
+from headcast.core.errors import HeadcastError
+
+GROUPS = (model, capture, animate, bench, stream, demo)  # the commands, in the order --help lists them
+logger = logging.getLogger(__name__)
+
+
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; ``lazy`` leaves each command's options to be added when it is used."""
+    p = argparse.ArgumentParser(prog="headcast", description=(
+        "An animatable 3D head from one RGB-D photo, driven by any video, on a CPU."))
+    p.add_argument("--version", action="version", version=f"headcast {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors (and debug lines, native library logs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
+    for group in GROUPS:
+        group.add_parser(sub)
+    if not lazy:
+        build_all(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    a = build_parser(lazy=True).parse_args(argv)
+    with logs.to_stderr(logs.level(a.verbose, a.quiet, a.debug), native=a.debug):
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
+    try:
+        a.func(a)
+    except HeadcastError as e:
+        if a.debug:
+            raise
+        logger.error(f"headcast: error: {e}")
+        return 2
+    except BrokenPipeError:  # output piped into a program that stopped reading (e.g. head)
+        _drop_stdout()
+        return 0
+    except KeyboardInterrupt:
+        logger.error("headcast: interrupted")
+        return 130
+    except Exception as e:  # a bug: one line unless --debug
+        if a.debug:
+            raise
+        logger.error(f"headcast: internal error: {e.__class__.__name__}: {e} (run with --debug for the traceback)")
+        return 1
+    return 0
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (e.g. captured in tests)
+        pass

@@ -1,0 +1,74 @@
+"""``headcast animate | export | view``: drive a reconstructed head, export it as glTF, look at it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from headcast.cli.parser import field_default, param_default
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> None:
+    sub.add_parser("animate", help="drive a reconstructed head from an RGB video", arguments=_animate_arguments)
+    sub.add_parser("export", help="write a binary glTF (.glb): textured head, morph targets, skin, animation",
+                   arguments=_export_arguments)
+    sub.add_parser("view", help="show a reconstruction or .glb in the browser (local, offline)",
+                   arguments=_view_arguments)
+
+
+def _animate_arguments(an: argparse.ArgumentParser) -> None:
+    from headcast.animate.fit import TrackConfig
+
+    an.add_argument("recon_dir", help="a reconstruction folder")
+    an.add_argument("video", help="a video file with a face (any person)")
+    an.add_argument("--out", required=True, help="output folder")
+    an.add_argument("--model", help="expected head model (default: the folder's own)")
+    an.add_argument("--threshold", type=float, default=field_default(TrackConfig, "threshold"),
+                    help="stop a frame at Loss5 below this (default %(default)s)")
+    an.add_argument("--max-iters", type=int,
+                    help=f"iteration cap per frame (default {field_default(TrackConfig, 'max_iters')})")
+    an.add_argument("--max-frames", type=int, help="only the first N frames")
+    an.add_argument("--no-video", action="store_true", help="parameters only, no MP4")
+    an.set_defaults(func=run_animate)
+
+
+def run_animate(a: argparse.Namespace) -> None:
+    from headcast.animate import animate
+
+    rep = animate(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, threshold=a.threshold,
+                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video, progress=logger.info)
+    logger.info(f"headcast: wrote {a.out}/ ({rep.get('frames', '?')} frames)")
+
+
+def _export_arguments(e: argparse.ArgumentParser) -> None:
+    e.add_argument("result_dir", help="a reconstruction folder")
+    e.add_argument("--anim", help="an animation folder (headcast animate) to add as glTF animation")
+    e.add_argument("--out", required=True, help="output .glb")
+    e.set_defaults(func=run_export)
+
+
+def run_export(a: argparse.Namespace) -> None:
+    from headcast.export.gltf import export_glb
+
+    out = export_glb(Path(a.result_dir), Path(a.anim) if a.anim else None, Path(a.out))
+    logger.info(f"headcast: wrote {out} ({out.stat().st_size / 1e6:.1f} MB); look at it with: headcast view {out}")
+
+
+def _view_arguments(v: argparse.ArgumentParser) -> None:
+    from headcast.view import view
+
+    v.add_argument("target", help="a reconstruction folder or a .glb file")
+    v.add_argument("--anim", help="an animation folder to play")
+    v.add_argument("--port", type=int, default=param_default(view, "port"),
+                   help="port on 127.0.0.1 (default: any free one)")
+    v.add_argument("--open", action="store_true", help="open the page in the default browser")
+    v.set_defaults(func=run_view)
+
+
+def run_view(a: argparse.Namespace) -> None:
+    from headcast.view import view
+
+    view(Path(a.target), Path(a.anim) if a.anim else None, port=a.port, open_browser=a.open)

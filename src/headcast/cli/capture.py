@@ -1,0 +1,191 @@
+"""``headcast synth | reconstruct | texture``: RGB-D frames in, a fitted and textured head out."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from headcast.cli import logs
+from headcast.cli.parser import field_default, param_default
+from headcast.core.errors import HeadcastError
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> None:
+    sub.add_parser("synth", help="render synthetic RGB-D subjects with ground truth", arguments=_synth_arguments)
+    sub.add_parser("reconstruct", help="fit a head to one RGB-D frame (the paper's three blocks)",
+                   arguments=_reconstruct_arguments)
+    sub.add_parser("texture", help="lighting (27 SH numbers) and an albedo map for a reconstruction",
+                   arguments=_texture_arguments)
+
+
+# ---------------------------------------------------------------- synth
+def _synth_arguments(s: argparse.ArgumentParser) -> None:
+    from headcast.model.registry import DEFAULT_MODEL
+    from headcast.synth import PROFILES, random_subject, synth
+    from headcast.synth.io import DEFAULT_HFOV_DEG
+
+    default = lambda name: param_default(synth, name)  # noqa: E731
+    near, far = param_default(random_subject, "distance_range")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--model", default=DEFAULT_MODEL, help="head model name or .npz (default: %(default)s)")
+    s.add_argument("--n", type=int, default=default("n"), help="number of subjects (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=default("seed"), help="random seed (default: %(default)s)")
+    s.add_argument("--noise", choices=tuple(PROFILES), default=default("profile"),
+                   help="depth sensor profile (default: %(default)s)")
+    s.add_argument("--size", default=f"{default('width')}x{default('height')}",
+                   help="image size WxH (default: %(default)s)")
+    s.add_argument("--no-background", action="store_true", help="no wall and shoulders")
+    s.add_argument("--fov", type=float,
+                   help=f"horizontal field of view in degrees (default {DEFAULT_HFOV_DEG:g}, as TrueDepth)")
+    s.add_argument("--yaw", type=float, help="head yaw in degrees (default: random)")
+    s.add_argument("--pitch", type=float, help="head pitch in degrees (default: random)")
+    s.add_argument("--roll", type=float, help="head roll in degrees (default: random)")
+    s.add_argument("--yaw-range", type=float, help="random yaw within +-this many degrees "
+                                                   f"(default {param_default(random_subject, 'yaw_range_deg'):g})")
+    s.add_argument("--distance", type=float, help=f"head distance in metres (default: random {near:g}-{far:g})")
+    s.add_argument("--skin-tone", type=float, help="0 (light) .. 1 (dark) (default: random)")
+    s.add_argument("--beta-file", help="identity: .npy, .json, or a params.npz / _gt.npz with 'beta'")
+    s.add_argument("--expression", action="append", metavar="NAME=W",
+                   help="expression weight by name or index, repeatable (default: random)")
+    s.set_defaults(func=run_synth)
+
+
+def run_synth(a: argparse.Namespace) -> None:
+    from headcast.model.registry import resolve_model
+    from headcast.synth import load_beta, parse_expressions, synth
+
+    w, h = parse_size(a.size)
+    model = resolve_model(a.model, progress=logger.info)
+    subject = {k: v for k, v in dict(yaw_deg=a.yaw, pitch_deg=a.pitch, roll_deg=a.roll, distance=a.distance,
+                                     yaw_range_deg=a.yaw_range, skin_tone=a.skin_tone).items() if v is not None}
+    if a.beta_file:
+        subject["beta"] = load_beta(a.beta_file)
+    if a.expression:
+        subject["expression"] = parse_expressions(a.expression)
+    paths = synth(model, Path(a.out), n=a.n, seed=a.seed, profile=a.noise, width=w, height=h,
+                  hfov_deg=a.fov, background=not a.no_background, progress=logger.info, **subject)
+    logger.info(f"headcast: wrote {len(paths)} synthetic RGB-D frame(s) to {a.out}")
+
+
+def parse_size(s: str) -> tuple[int, int]:
+    """``640x480`` -> (640, 480); HeadcastError for anything else or sides outside 32..8192."""
+    try:
+        w, h = (int(x) for x in s.lower().split("x"))
+    except ValueError:
+        raise HeadcastError(f"--size must look like 640x480, not {s!r}") from None
+    if not (32 <= w <= 8192 and 32 <= h <= 8192):
+        raise HeadcastError(f"--size {s} is out of range (32..8192 pixels a side)")
+    return w, h
+
+
+# ---------------------------------------------------------------- reconstruct
+def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
+    from headcast.fit.config import FitConfig
+    from headcast.fit.reconstruct import reconstruct_frame
+    from headcast.fit.rgbd_fit import METHODS
+    from headcast.model.registry import DEFAULT_MODEL
+    from headcast.preprocess.cloud import HULL_MARGIN
+    from headcast.preprocess.landmarks import METHODS as DETECTORS
+    from headcast.preprocess.preprocess import preprocess
+    from headcast.preprocess.rgbd import load_rgbd
+    from headcast.texture.pipeline import texture_reconstruction
+
+    r.add_argument("color", help="color image, or a frame prefix such as frame-050 (finds _color.png, "
+                                 "_depth_mm.png, _intrinsics.json)")
+    r.add_argument("depth", nargs="?", help="depth: uint16 PNG (mm), float32 NPY/TIFF/EXR (m), or a PLY point cloud")
+    r.add_argument("--intrinsics", help="JSON with fx, fy, cx, cy, width, height")
+    r.add_argument("--depth-scale", type=float, help="metres per depth unit (default 0.001 for PNG, 1 for float)")
+    r.add_argument("--rotate", default=param_default(load_rgbd, "rotate"),
+                   help="auto|0|90|180|270: turn the capture clockwise (default %(default)s)")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--model", default=DEFAULT_MODEL, help="head model name or .npz (default: %(default)s)")
+    r.add_argument("--method", default=param_default(reconstruct_frame, "method"), choices=METHODS,
+                   help="full (the paper), landmarks-3d or rgb-2d baselines (default: %(default)s)")
+    r.add_argument("--landmarks", default=param_default(preprocess, "method"), choices=DETECTORS,
+                   help="2D landmark detector")
+    r.add_argument("--face", type=int, help="which face when several (0 = leftmost); default the largest")
+    r.add_argument("--forehead", action="store_true", help="extend the face point cloud to the forehead")
+    r.add_argument("--hull-margin", type=float, default=HULL_MARGIN,
+                   help="metres the landmark hull is widened along the camera rays so cheeks and nose stay in "
+                        "(0 = the paper's hull of the landmarks alone; default %(default)g)")
+    r.add_argument("--w-beta", type=float,
+                   help="identity prior weight on ||beta||^2 beside the point cloud (default: sigma^2 / points, "
+                        "sigma measured from the fit's residuals)")
+    r.add_argument("--w-psi", type=float,
+                   help="expression prior weight on ||psi||^2 (default: %g x the identity weight)"
+                        % field_default(FitConfig, "psi_prior_ratio"))
+    r.add_argument("--grow-mm", type=float, default=field_default(FitConfig, "grow_mm"),
+                   help="after block 2, also fit the depth points within this distance of the fitted face "
+                        "(beyond the landmark hull); 0 = the paper's region only (default %(default)g)")
+    r.add_argument("--seed", type=int, default=field_default(FitConfig, "seed"),
+                   help="seed for point subsampling (default %(default)s)")
+    r.add_argument("--quiet", dest="fit_quiet", action="store_true", help="no per-iteration progress")
+    r.add_argument("--texture", action="store_true", help="also estimate lighting and an albedo map")
+    r.add_argument("--albedo-model", help="with --texture: FLAME_albedo_from_BFM.npz or FLAME_texture.npz")
+    r.add_argument("--texture-size", type=int, default=param_default(texture_reconstruction, "size"),
+                   help="albedo map side in texels (default %(default)s)")
+    r.set_defaults(func=run_reconstruct)
+
+
+def run_reconstruct(a: argparse.Namespace) -> None:
+    from headcast.fit.config import FitConfig
+    from headcast.fit.reconstruct import reconstruct_frame
+    from headcast.model.registry import resolve_model
+    from headcast.preprocess.rgbd import load_rgbd
+
+    t0 = time.perf_counter()
+    frame = load_rgbd(a.color, a.depth, a.intrinsics, depth_scale=a.depth_scale, rotate=a.rotate,
+                      method=a.landmarks, warn=logger.warning)
+    if frame.rotation:
+        logger.info(f"headcast: turned the capture {frame.rotation} degrees clockwise to make the face upright")
+    model = resolve_model(a.model, progress=logger.info)
+    cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
+    with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
+        rec = reconstruct_frame(frame, model, Path(a.out), a.method, landmarks=a.landmarks, face=a.face,
+                                forehead=a.forehead, hull_margin=a.hull_margin, config=cfg, started=t0)
+    if a.texture:
+        texture(Path(a.out), a.albedo_model, a.texture_size, model.name)
+    pm = rec.report["point_to_mesh_mm"]
+    logger.info(f"headcast: {a.method} fit in {rec.report['seconds_fit']:.1f} s; face points to mesh: median "
+                f"{pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm; 3D landmarks: mean "
+                f"{rec.report['landmarks_3d_mm']['mean']:.1f} mm")
+    pri = rec.report.get("priors")
+    if pri and pri.get("sigma_mm") is not None:
+        logger.info(f"headcast: shape priors for {pri['sigma_mm']:.2f} mm of depth noise and model mismatch "
+                    f"(w_beta {pri['w_beta']:.2g}, w_psi {pri['w_psi']:.2g})")
+    logger.info(f"headcast: wrote {a.out}/ (params, mesh.obj/ply, fit_report.json, "
+                "landmarks/overlay/depth_residual.png)")
+
+
+# ---------------------------------------------------------------- texture
+def _texture_arguments(t: argparse.ArgumentParser) -> None:
+    from headcast.texture.pipeline import texture_reconstruction
+
+    t.add_argument("recon_dir", help="a reconstruction folder (headcast reconstruct)")
+    t.add_argument("--albedo-model", help="FLAME_albedo_from_BFM.npz (MU/PC) or FLAME_texture.npz (mean/tex_dir); "
+                                          "default: per-texel albedo from the photo")
+    t.add_argument("--n-components", type=int, default=param_default(texture_reconstruction, "n_components"),
+                   help="albedo model coefficients rho (default %(default)s)")
+    t.add_argument("--size", type=int, default=param_default(texture_reconstruction, "size"),
+                   help="albedo map side in texels (default %(default)s)")
+    t.add_argument("--model", help="expected head model (error when the folder used another)")
+    t.set_defaults(func=run_texture)
+
+
+def run_texture(a: argparse.Namespace) -> None:
+    texture(Path(a.recon_dir), a.albedo_model, a.size, a.model, a.n_components)
+
+
+def texture(recon: Path, albedo_model, size: int, model, n_components: int | None = None) -> None:
+    """Texture a reconstruction folder (``n_components``: the texturing stage's default when None)."""
+    from headcast.texture import texture_reconstruction
+
+    more = {} if n_components is None else {"n_components": n_components}
+    rep = texture_reconstruction(recon, albedo_model=albedo_model, size=size, model=model, progress=logger.info,
+                                 **more)
+    logger.info(f"headcast: textured {recon}: Loss4 {rep['loss4']:.4f}; albedo.png, mesh_textured.obj/.mtl, "
+                f"lighting.json, render_vs_photo.png, texture_report.json")
