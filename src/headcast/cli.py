@@ -90,7 +90,7 @@ def cmd_synth(a: argparse.Namespace) -> None:
     if a.expression:
         subject["expression"] = parse_expressions(a.expression)
     paths = synth(model, Path(a.out), n=a.n, seed=a.seed, profile=a.noise, width=w, height=h,
-                  hfov_deg=a.fov, background=not a.no_background, progress=_say, **subject)
+                  hfov_deg=a.fov, background=not a.no_background, **subject)
     _say(f"headcast: wrote {len(paths)} synthetic RGB-D frame(s) to {a.out}")
 
 
@@ -121,7 +121,7 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
     obs = preprocess(frame, a.landmarks, face=a.face, forehead=a.forehead, progress=_say, warn=warn,
                      hull_margin=a.hull_margin, seed=a.seed)
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
-    fitter = make_fitter(model, cfg, progress=None if a.quiet else _say)
+    fitter = make_fitter(model, cfg)
     rec = fit_observation(obs, fitter, a.method)
     rec.report["seconds_total"] = time.perf_counter() - t0
     write_reconstruction(Path(a.out), obs, rec, model)

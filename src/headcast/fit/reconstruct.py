@@ -12,7 +12,6 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -40,11 +39,10 @@ class Reconstruction:
     report: dict
 
 
-def make_fitter(model: HeadModel, config: FitConfig | None = None,
-                progress: Callable[[str], None] | None = None) -> RGBDFitter:
+def make_fitter(model: HeadModel, config: FitConfig | None = None) -> RGBDFitter:
     """A fitter for ``model`` (float64 layer; expression bounds from the model's metadata)."""
     rng = model.meta.get("expr_range")
-    return RGBDFitter(HeadLayer(model, dtype=torch.float64), model.name, tuple(rng) if rng else None, config, progress)
+    return RGBDFitter(HeadLayer(model, dtype=torch.float64), model.name, tuple(rng) if rng else None, config)
 
 
 def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") -> Reconstruction:
