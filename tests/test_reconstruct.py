@@ -113,16 +113,16 @@ def test_reported_iterations_are_the_steps_run(method, fitter, synthetic, monkey
     """fit_report.json's ``iterations`` are the Levenberg-Marquardt steps each block ran, counted here by
     wrapping the solver's step (blocks told apart by their log headings), not the configured caps; on this
     clean subject a block converges before its cap."""
-    from headcast.fit import rgbd_fit
+    from headcast.fit import runner
 
     events: list = []
-    step = rgbd_fit.lm_step_jac
+    step = runner.lm_step_jac
 
     def counted(*args, **kwargs):
         events.append(None)
         return step(*args, **kwargs)
 
-    monkeypatch.setattr(rgbd_fit, "lm_step_jac", counted)
+    monkeypatch.setattr(runner, "lm_step_jac", counted)
     caplog.set_level(logging.INFO, logger="headcast.fit")
     handler = _Messages(events)
     logging.getLogger("headcast.fit").addHandler(handler)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -16,11 +15,9 @@ from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
 from headcast.fit.head import PackedHead
 from headcast.fit.results import BlockReport, FitResult
+from headcast.fit.runner import BlockRunner
 from headcast.fit.solver import Evaluate
 from headcast.fit.terms import INNER, Targets
-
-if TYPE_CHECKING:
-    from headcast.fit.rgbd_fit import RGBDFitter
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +45,7 @@ def landmark2d_term(head: PackedHead, x: torch.Tensor, tgt: torch.Tensor, K: Int
     return evaluate
 
 
-def fit_rgb2d(fitter: RGBDFitter, tg: Targets) -> FitResult:
+def fit_rgb2d(fitter: BlockRunner, tg: Targets) -> FitResult:
     """Place the head by PnP, then fit pose alone (``iters_2d_pose`` steps), then shape, expression,
     pose and translation (``iters_2d``) to the 2D landmarks; one block ``rgb2d``."""
     K, cfg = tg.K, fitter.cfg
