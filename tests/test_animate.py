@@ -15,7 +15,7 @@ from headcast.animate.pipeline import animate
 from headcast.animate.rig import PointRig, pupil_vertices, rotvec_to_matrix, yaw_degrees
 from headcast.animate.track import select_calibration
 from headcast.core.errors import HeadcastError
-from headcast.core.params import HeadParams
+from headcast.core.params import N_POSE, HeadParams, pose_slice
 from headcast.model.layer import HeadLayer
 
 FPS = 15.0
@@ -27,7 +27,7 @@ def subject_dir(ict_model, headcast_home, tmp_path_factory):
     """A reconstruction folder: a seeded identity of the default model (params.npz is all animate needs)."""
     d = tmp_path_factory.mktemp("recon")
     beta = np.clip(np.random.default_rng(5).normal(0, 1, ict_model.n_shape), -2, 2)
-    HeadParams(beta, np.zeros(ict_model.n_expr), np.zeros(15), 1.0, np.array([0.0, 0.0, 0.5]), "ict").save(d)
+    HeadParams(beta, np.zeros(ict_model.n_expr), np.zeros(N_POSE), 1.0, np.array([0.0, 0.0, 0.5]), "ict").save(d)
     return d
 
 
@@ -47,10 +47,12 @@ def test_rig_points_and_jacobian_match_the_head_layer(ict_model):
     rig = PointRig(ict_model, rng.normal(size=ict_model.n_shape), id_cols=np.arange(5))
     z = np.r_[rng.normal(size=5) * 0.5, rng.uniform(0, 0.5, ict_model.n_expr)]
     beta, psi = rig.full(z)
-    theta = np.zeros(15)
-    theta[:3], theta[6], theta[9:11], theta[12:14] = [0.1, 0.35, -0.05], 0.2, [0.1, 0.2], [-0.1, 0.15]
-    R0 = rotvec_to_matrix(theta[:3])
-    Rg = np.stack([rotvec_to_matrix(theta[k:k + 3]) for k in (6, 9, 12)])
+    theta = np.zeros(N_POSE)
+    for joint, rotvec in (("root", [0.1, 0.35, -0.05]), ("jaw", [0.2, 0, 0]), ("left_eye", [0.1, 0.2, 0]),
+                          ("right_eye", [-0.1, 0.15, 0])):
+        theta[pose_slice(joint)] = rotvec
+    R0 = rotvec_to_matrix(theta[pose_slice("root")])
+    Rg = np.stack([rotvec_to_matrix(theta[pose_slice(j)]) for j in ("jaw", "left_eye", "right_eye")])
     rows = rig.pts.rows_for(yaw_degrees(R0))
     x, d_root, d_g, d_z = rig.points(rows, R0, Rg, z)
     layer = HeadLayer(ict_model, dtype=torch.float64)
@@ -109,7 +111,7 @@ def test_builtin_motion_comes_back(builtin_run):
     assert g["still_vertex_speed_mm_per_frame"] < 0.1  # no jitter on the still face
     assert report["share_under_threshold"] > 0.95
     with np.load(out / "params.npz") as z:
-        assert z["theta"].shape == (len(truth.times), 15) and z["psi"].shape == (len(truth.times), 53)
+        assert z["theta"].shape == (len(truth.times), N_POSE) and z["psi"].shape == (len(truth.times), 53)
         assert str(z["model"]) == "ict" and np.isfinite(z["loss"][z["face_found"]]).all()
 
 
@@ -188,7 +190,7 @@ def test_gl_mesh_renderer_matches_the_ray_caster(ict_model):
     from headcast.render.images import render_shaded
 
     K = Intrinsics(200.0, 200.0, 63.5, 63.5, 128, 128)
-    v = HeadParams(np.zeros(ict_model.n_shape), np.zeros(ict_model.n_expr), np.zeros(15), 1.0,
+    v = HeadParams(np.zeros(ict_model.n_shape), np.zeros(ict_model.n_expr), np.zeros(N_POSE), 1.0,
                    np.array([0.0, 0.02, 0.5])).vertices(HeadLayer(ict_model))
     r = MeshRenderer(ict_model.faces, ict_model.n_vertices)
     img, mask = r.render(v, K)

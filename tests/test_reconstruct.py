@@ -1,6 +1,7 @@
 """Reconstruction: the structured Jacobian, the three blocks on synthetic and real frames, the CLI and bad input."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from headcast.bench.reconstruct import synthetic_errors
 from headcast.cli import main
 from headcast.core.camera import Intrinsics
 from headcast.core.params import HeadParams
+from headcast.fit.priors import residual_sigma
 from headcast.fit.reconstruct import fit_observation, make_fitter
 from headcast.preprocess.preprocess import preprocess
 from headcast.preprocess.rgbd import RGBDFrame
@@ -88,11 +90,59 @@ def test_prior_noise_estimate_separates_white_and_correlated_noise(fitter, synth
     pts = obs.points[:8000]
     rays = pts / np.linalg.norm(pts, axis=1, keepdims=True)  # depth noise acts along the camera rays
     rng = np.random.default_rng(0)
-    white, c_white = fitter._residual_sigma(x, pts + rays * rng.normal(0, 0.001, (len(pts), 1)))
+    white, c_white = residual_sigma(fitter, x, pts + rays * rng.normal(0, 0.001, (len(pts), 1)))
     bumps = 0.001 * smooth_field(pts, rng, (0.01, 0.03), 8)[:, None]
-    smooth, c_smooth = fitter._residual_sigma(x, pts + rays * bumps)
+    smooth, c_smooth = residual_sigma(fitter, x, pts + rays * bumps)
     assert c_white < 2 and 0.6e-3 < white < 1.2e-3, (white, c_white)  # the normal part of 1 mm on rays
     assert c_smooth > 4 and smooth > 1.8e-3, (smooth, c_smooth)
+
+
+class _Messages(logging.Handler):
+    """Appends each log message to ``events``."""
+
+    def __init__(self, events: list):
+        super().__init__()
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.append(record.getMessage())
+
+
+@pytest.mark.parametrize("method", ["full", "rgb-2d"])
+def test_reported_iterations_are_the_steps_run(method, fitter, synthetic, monkeypatch, caplog):
+    """fit_report.json's ``iterations`` are the Levenberg-Marquardt steps each block ran, counted here by
+    wrapping the solver's step (blocks told apart by their log headings), not the configured caps; on this
+    clean subject a block converges before its cap."""
+    from headcast.fit import runner
+
+    events: list = []
+    step = runner.lm_step_jac
+
+    def counted(*args, **kwargs):
+        events.append(None)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "lm_step_jac", counted)
+    caplog.set_level(logging.INFO, logger="headcast.fit")
+    handler = _Messages(events)
+    logging.getLogger("headcast.fit").addHandler(handler)
+    try:
+        rec = fit_observation(synthetic[1], fitter, method)
+    finally:
+        logging.getLogger("headcast.fit").removeHandler(handler)
+    counts: list[int] = []
+    for e in events:
+        if e is None:
+            counts[-1] += 1
+        elif not e.startswith(" "):  # a block's heading (its per-step lines are indented)
+            counts.append(0)
+    c = fitter.cfg
+    caps = {"block1": c.iters_block1, "block2": c.iters_block2, "block2_grown": c.iters_grow, "block3": c.iters_block3,
+            "rgb2d": c.iters_2d_pose + c.iters_2d}
+    blocks = rec.report["blocks"]
+    assert [b["iterations"] for b in blocks] == counts, (blocks, counts)
+    assert all(1 <= b["iterations"] <= caps[b["name"]] for b in blocks)
+    assert any(b["iterations"] < caps[b["name"]] for b in blocks), blocks
 
 
 def test_params_round_trip_and_paper_eta(tmp_path, fitter):

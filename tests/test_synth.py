@@ -52,7 +52,7 @@ def frames(model, subject):
 @pytest.fixture(scope="module")
 def written(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "out"
-    paths = synth(model, out, n=2, seed=11, profile="truedepth", width=320, height=240, progress=lambda s: None)
+    paths = synth(model, out, n=2, seed=11, profile="truedepth", width=320, height=240)
     return out, paths
 
 
@@ -276,12 +276,12 @@ def test_gt_mesh_projects_onto_the_face_pixels(written):
 def test_synth_is_byte_reproducible(written, model, tmp_path):
     out, _ = written
     again = tmp_path / "again"
-    synth(model, again, n=2, seed=11, profile="truedepth", width=320, height=240, progress=lambda s: None)
+    synth(model, again, n=2, seed=11, profile="truedepth", width=320, height=240)
     for f in sorted(out.iterdir()):
         assert f.read_bytes() == (again / f.name).read_bytes(), f.name
     # frame i of a run equals frame 0 of a run seeded seed + i
     one = tmp_path / "one"
-    synth(model, one, n=1, seed=12, profile="truedepth", width=320, height=240, progress=lambda s: None)
+    synth(model, one, n=1, seed=12, profile="truedepth", width=320, height=240)
     assert (one / "frame-000_depth_mm.png").read_bytes() == (out / "frame-001_depth_mm.png").read_bytes()
 
 
@@ -296,7 +296,7 @@ def test_synth_bad_output(model, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(HeadcastError, match="not a folder"):
-        synth(model, f, n=1, width=64, height=48, progress=lambda s: None)
+        synth(model, f, n=1, width=64, height=48)
 
 
 # --- the default model: a face a detector recognises ----------------------------------------------

@@ -12,6 +12,7 @@ from conftest import shared_path
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
+from headcast.core.sh import sh_shading
 from headcast.io.mesh import read_obj
 from headcast.render.images import save_depth_mm
 from headcast.synth import random_subject, render_rgbd
@@ -20,7 +21,7 @@ from headcast.texture import fill
 from headcast.texture.albedo_model import fit_albedo_model, load_albedo_model, save_albedo_model
 from headcast.texture.atlas import bake, build_atlas, rasterize_uv, sample, uv_charts, uv_to_texel
 from headcast.texture.core import region_faces, texture_frame, texture_space
-from headcast.texture.lighting import fit_light, loss4, normalise_light, sh_shading
+from headcast.texture.lighting import fit_light, loss4, normalise_light
 from headcast.texture.observe import View
 from headcast.texture.pipeline import OUTPUTS, texture_reconstruction
 

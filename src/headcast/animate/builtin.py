@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headcast.core.camera import FLIP, Intrinsics
+from headcast.core.camera import Intrinsics, to_camera
 from headcast.core.errors import HeadcastError
+from headcast.core.params import N_POSE, pose_slice
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 
@@ -39,7 +40,7 @@ STILL = (0.4, 1.2)  # a still stretch (seconds; the detector settles in the firs
 
 @dataclass
 class Motion:
-    """Per-frame ground truth: times (N,) s, theta (N, 15), psi (N, E); fps; the still stretch
+    """Per-frame ground truth: times (N,) s, theta (N, N_POSE), psi (N, E); fps; the still stretch
     (start, stop) in frames."""
 
     times: np.ndarray
@@ -67,12 +68,12 @@ def builtin_motion(model: HeadModel, fps: float = 25.0, duration: float = DURATI
     n = int(round(duration * fps))
     t = np.arange(n) / fps
     names = list(model.meta.get("expression_names") or [])
-    theta = np.zeros((n, 15))
+    theta = np.zeros((n, N_POSE))
     psi = np.zeros((n, model.n_expr))
     yaw = _ease(SCRIPT["yaw"], t)
     pitch = _ease(SCRIPT["pitch"], t)
-    theta[:, 0:3] = Rotation.from_euler("YX", np.stack([yaw, pitch], 1), degrees=True).as_rotvec()
-    theta[:, 6] = _ease(SCRIPT["jaw"], t)
+    theta[:, pose_slice("root")] = Rotation.from_euler("YX", np.stack([yaw, pitch], 1), degrees=True).as_rotvec()
+    theta[:, pose_slice("jaw").start] = _ease(SCRIPT["jaw"], t)  # about the model x axis
     for name, keys in SCRIPT.items():
         if name in names:
             psi[:, names.index(name)] = _ease(keys, t)
@@ -87,12 +88,12 @@ def builtin_camera(size: int = 512) -> Intrinsics:
 
 def head_placement(model: HeadModel, beta: np.ndarray, distance: float = 0.55) -> np.ndarray:
     """Translation t (3,) putting the neutral face centre (mean of the inner landmarks) on the optical
-    axis ``distance`` metres away: ``X_cam = FLIP @ X_model + t``."""
+    axis ``distance`` metres away: ``X_cam = FLIP @ X_model + t`` (:func:`headcast.core.camera.to_camera`, s = 1)."""
     layer = HeadLayer(model, dtype=torch.float64)
     z = layer.zeros(1)
     with torch.no_grad():
         lmk = layer.landmarks(torch.as_tensor(np.asarray(beta, dtype=np.float64))[None], z["psi"], z["theta"])[0]
-    centre = FLIP.astype(np.float64) @ lmk[17:].mean(0).numpy()
+    centre = to_camera(lmk[17:].mean(0).numpy(), 1.0, np.zeros(3))
     return np.array([0.0, 0.0, distance]) - centre
 
 
@@ -119,7 +120,6 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
     albedo, _ = skin_albedo(model, np.random.default_rng(seed), tone=0.25, hair=True)
     renderer = MeshRenderer(model.faces, model.n_vertices, colors=albedo)
     layer = HeadLayer(model, dtype=torch.float32)
-    F = FLIP.astype(np.float64)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = iio2.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=16,
@@ -133,7 +133,7 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
                 verts = layer.vertices(f32(np.tile(beta, (b - a, 1))), f32(motion.psi[a:b]),
                                        f32(motion.theta[a:b])).double().numpy()
             for k, v in enumerate(verts):
-                img, _ = renderer.render(v @ F.T + t, K, background=(200, 205, 210), light_dir=(0.3, 0.4, 1.0),
+                img, _ = renderer.render(to_camera(v, 1.0, t), K, background=(200, 205, 210), light_dir=(0.3, 0.4, 1.0),
                                          ambient=0.45)
                 i = a + k
                 if insert_blank is not None and insert_blank[0] <= i < insert_blank[0] + insert_blank[1]:
@@ -147,7 +147,7 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
 
 def gaps_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: np.ndarray) -> dict[str, np.ndarray]:
     """Mouth opening (inner lips 62-66) and eyelid openings (mean of the two lid point pairs of each eye)
-    in millimetres (N,) of the head with identity ``beta`` driven by theta (N, 15), psi (N, E)."""
+    in millimetres (N,) of the head with identity ``beta`` driven by theta (N, N_POSE), psi (N, E)."""
     layer = HeadLayer(model, dtype=torch.float64)
     f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
     with torch.no_grad():
@@ -158,7 +158,7 @@ def gaps_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: np.ndarr
 
 def motion_recovery(model: HeadModel, beta: np.ndarray, truth: Motion, theta: np.ndarray, psi: np.ndarray,
                     found: np.ndarray | None = None) -> dict:
-    """How much of the scripted motion a tracked stream (theta (N, 15), psi (N, E)) brings to the head
+    """How much of the scripted motion a tracked stream (theta (N, N_POSE), psi (N, E)) brings to the head
     ``beta``: for the mouth and each eyelid opening, the tracked range over the true range and the
     correlation over time; head yaw and pitch RMS errors (degrees); face-vertex speed on the still stretch
     (mm per frame). Frames with ``found`` False are left out of the correlations and errors."""
@@ -176,8 +176,9 @@ def motion_recovery(model: HeadModel, beta: np.ndarray, truth: Motion, theta: np
         out[k] = {"true_range_mm": float(a.max() - a.min()), "tracked_range_mm": float(b.max() - b.min()),
                   "recovered": float((b.max() - b.min()) / max(a.max() - a.min(), 1e-9)),
                   "correlation": float(np.corrcoef(a, b)[0, 1])}
-    e_true = Rotation.from_rotvec(truth.theta[:n, :3][ok]).as_euler("YXZ", degrees=True)
-    e_fit = Rotation.from_rotvec(theta[:n, :3][ok]).as_euler("YXZ", degrees=True)
+    root = pose_slice("root")
+    e_true = Rotation.from_rotvec(truth.theta[:n, root][ok]).as_euler("YXZ", degrees=True)
+    e_fit = Rotation.from_rotvec(theta[:n, root][ok]).as_euler("YXZ", degrees=True)
     out["yaw_rmse_deg"] = float(np.sqrt(np.mean((e_true[:, 0] - e_fit[:, 0]) ** 2)))
     out["pitch_rmse_deg"] = float(np.sqrt(np.mean((e_true[:, 1] - e_fit[:, 1]) ** 2)))
     a, b = truth.still

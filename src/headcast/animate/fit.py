@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headcast.animate.rig import PointRig, matrix_to_rotvec, rotvec_to_matrix, yaw_degrees
+from headcast.core.params import N_POSE, pose_slice
 from headcast.model.head_model import N_CONTOUR
 
 P2 = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # model x, y -> image u, v (the camera FLIP)
@@ -105,12 +106,12 @@ class FrameState:
         return np.stack([rotvec_to_matrix([self.jaw, 0.0, 0.0]), self.eyes[0], self.eyes[1]])
 
     def theta(self) -> np.ndarray:
-        """FLAME pose (15,): root | neck (0) | jaw | left eye | right eye, axis-angle."""
-        th = np.zeros(15)
-        th[0:3] = matrix_to_rotvec(self.R0)
-        th[6] = self.jaw
-        th[9:12] = matrix_to_rotvec(self.eyes[0])
-        th[12:15] = matrix_to_rotvec(self.eyes[1])
+        """FLAME pose (N_POSE,): root | neck (0) | jaw | left eye | right eye, axis-angle."""
+        th = np.zeros(N_POSE)
+        th[pose_slice("root")] = matrix_to_rotvec(self.R0)
+        th[pose_slice("jaw")] = [self.jaw, 0.0, 0.0]
+        th[pose_slice("left_eye")] = matrix_to_rotvec(self.eyes[0])
+        th[pose_slice("right_eye")] = matrix_to_rotvec(self.eyes[1])
         return th
 
     def eta(self) -> np.ndarray:

@@ -12,14 +12,16 @@ eliminated by the Schur complement, so each iteration costs one Jacobian per fra
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
 from headcast.animate.fit import P2, FrameFitter, FrameState, Observation, TrackConfig
 from headcast.animate.rig import PointRig
 from headcast.model.head_model import HeadModel
+
+logger = logging.getLogger(__name__)
 
 MOBILE = np.arange(36, 68)  # eyelid and lip landmarks
 
@@ -42,7 +44,6 @@ class _Problem:
         self.ff = FrameFitter(rig, cfg, expr_range, free_z=free)  # frame parameters only
         self.ff_all = FrameFitter(rig, cfg, expr_range)  # every coefficient (for the beta columns)
         self.nd = cfg.offset_dims if cfg.w_offset > 0 else 0
-        self.n_shared = n_id + 68 * self.nd
 
     def frame_terms(self, st: FrameState, obs: Observation):
         """Residuals (with the frame's priors) and their Jacobians by frame (Jf) and shared (Js) unknowns."""
@@ -86,8 +87,8 @@ class _Problem:
 
 
 def estimate_identity(model: HeadModel, observations: list[Observation], expr_cols: np.ndarray,
-                      config: TrackConfig | None = None, expr_range: tuple[float, float] | None = None,
-                      progress: Callable[[str], None] | None = None) -> DriverIdentity:
+                      config: TrackConfig | None = None, expr_range: tuple[float, float] | None = None
+                      ) -> DriverIdentity:
     """The driver's identity from observations of several frames (zeros without observations)."""
     cfg = config or TrackConfig()
     n_id = min(cfg.identity_components, model.n_shape)
@@ -150,8 +151,7 @@ def estimate_identity(model: HeadModel, observations: list[Observation], expr_co
                 break
             pb.set_shared(states, b, off)
             damping *= 8
-        if progress:
-            progress(f"driver identity: iteration {it + 1}, cost {cost:.3e}")
+        logger.debug(f"driver identity: iteration {it + 1}, cost {cost:.3e}")
         if not improved or gain < 1e-5 * cost:
             break
     loss_after = [pb.ff._data(s, o, False).loss5 for o, s in zip(observations, states)]

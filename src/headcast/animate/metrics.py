@@ -13,7 +13,7 @@ from headcast.preprocess.ibug68 import inter_ocular
 def vertex_speed_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: np.ndarray,
                     region: str = "face", batch: int = 64) -> np.ndarray:
     """Mean speed (N - 1,) in millimetres per frame of the ``region`` vertices of the head with identity
-    ``beta`` (S,) driven by theta (N, 15) and psi (N, E), in the model frame."""
+    ``beta`` (S,) driven by theta (N, N_POSE) and psi (N, E), in the model frame."""
     layer = HeadLayer(model, dtype=torch.float32)
     ids = torch.as_tensor(model.masks[region], dtype=torch.long)
     out = []

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from headcast.core.params import JOINT_NAMES
 from headcast.model.head_model import DYN_YAW_MAX_DEG, N_CONTOUR, HeadModel
 
-ROOT, JAW, LEFT_EYE, RIGHT_EYE = 0, 2, 3, 4
+ROOT, NECK, JAW, LEFT_EYE, RIGHT_EYE = (JOINT_NAMES.index(j) for j in ("root", "neck", "jaw", "left_eye", "right_eye"))
 GROUP_JOINTS = (ROOT, JAW, LEFT_EYE, RIGHT_EYE)  # group 0 also takes the neck's weights
 N_ROWS = 2 * DYN_YAW_MAX_DEG + 1
 
@@ -70,7 +71,7 @@ def yaw_degrees(R0: np.ndarray) -> float:
 def pupil_vertices(model: HeadModel) -> tuple[int, int] | None:
     """Vertex ids (left eye, right eye) of each eyeball's most forward point (the pupil), or None
     when the model has no separate eyeballs."""
-    if model.n_joints < 5 or not {"left_eyeball", "right_eyeball"} <= set(model.masks):
+    if model.n_joints < len(JOINT_NAMES) or not {"left_eyeball", "right_eyeball"} <= set(model.masks):
         return None
     v = model.v_template.astype(np.float64)
     out = []
@@ -171,7 +172,7 @@ class PointRig:
         rest = (model.v_template.astype(np.float64) + sd @ beta0 + ed @ psi0)[vids]  # (K, 3, 3)
         basis = np.concatenate([sd[:, :, self.id_cols], ed[:, :, self.expr_cols]], axis=2)[vids]  # (K, 3c, 3, Z)
         W = model.lbs_weights.astype(np.float64)
-        Wg = np.stack([W[:, 0] + W[:, 1], W[:, JAW], W[:, LEFT_EYE], W[:, RIGHT_EYE]], axis=1)[vids]  # (K, 3c, 4)
+        Wg = np.stack([W[:, ROOT] + W[:, NECK], W[:, JAW], W[:, LEFT_EYE], W[:, RIGHT_EYE]], axis=1)[vids]  # (K, 3c, 4)
         bw = bary[:, :, None] * Wg  # (K, 3c, 4)
         self.c = bw.sum(1).T.copy()  # (4, K)
         self.a0 = np.einsum("kcg,kcd->gkd", bw, rest)  # (4, K, 3)

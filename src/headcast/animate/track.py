@@ -4,7 +4,6 @@ face hold the last parameters."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -12,12 +11,13 @@ from headcast.animate.blas import one_blas_thread
 from headcast.animate.fit import FrameFitter, FrameState, Observation, TrackConfig
 from headcast.animate.identity import DriverIdentity, estimate_identity
 from headcast.animate.rig import PointRig, matrix_to_rotvec
+from headcast.core.params import N_POSE
 from headcast.model.head_model import HeadModel
 
 
 @dataclass
 class TrackedFrame:
-    """One frame of the parameter stream: theta (15,), psi (E,), eta (3,) = (s px/m, tx px, ty px),
+    """One frame of the parameter stream: theta (N_POSE,), psi (E,), eta (3,) = (s px/m, tx px, ty px),
     Loss5 (nan without a face), LM iterations, whether a face was found, and the model's landmarks
     (68, 2) pixels (None before the first face)."""
 
@@ -114,17 +114,12 @@ class Tracker:
         self.rig.set_offsets(self.identity.offsets)
         self.fitter = FrameFitter(self.rig, self.cfg, self.expr_range)
 
-    def calibrate(self, observations: list[Observation], progress: Callable[[str], None] | None = None) -> DriverIdentity:
+    def calibrate(self, observations: list[Observation]) -> DriverIdentity:
         """Estimate the driver's identity from these frames and use it from now on."""
         with one_blas_thread():
-            self.identity = estimate_identity(self.model, observations, self.expr_cols, self.cfg, self.expr_range,
-                                              progress)
+            self.identity = estimate_identity(self.model, observations, self.expr_cols, self.cfg, self.expr_range)
         self._build()
         return self.identity
-
-    def reset(self) -> None:
-        """Forget the previous frame (the next face starts from scratch)."""
-        self.state, self.last, self._gap, self._speed = None, None, True, 0.0
 
     def step(self, obs: Observation | None) -> TrackedFrame:
         """Fit the next frame; ``None`` (no face) holds the last parameters."""
@@ -136,7 +131,7 @@ class Tracker:
             self._gap = True
             if self.last is None:  # nothing to hold yet: the neutral head, no placement
                 E = self.model.n_expr
-                return TrackedFrame(np.zeros(15), np.zeros(E), np.full(3, np.nan), float("nan"), 0, False, None)
+                return TrackedFrame(np.zeros(N_POSE), np.zeros(E), np.full(3, np.nan), float("nan"), 0, False, None)
             h = self.last
             return TrackedFrame(h.theta, h.psi, h.eta, float("nan"), 0, False, h.landmarks)
         c = self.cfg

@@ -67,7 +67,7 @@ def run_synth(a: argparse.Namespace) -> None:
     if a.expression:
         subject["expression"] = parse_expressions(a.expression)
     paths = synth(model, Path(a.out), n=a.n, seed=a.seed, profile=a.noise, width=w, height=h,
-                  hfov_deg=a.fov, background=not a.no_background, progress=logger.info, **subject)
+                  hfov_deg=a.fov, background=not a.no_background, **subject)
     logger.info(f"headcast: wrote {len(paths)} synthetic RGB-D frame(s) to {a.out}")
 
 

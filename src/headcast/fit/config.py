@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass
 class FitConfig:
-    """Weights and iteration counts. Lengths in metres; weights multiply mean squared errors."""
+    """Weights and iteration caps (a block stops earlier once a step lowers its loss by less than
+    ``rel_tol``). Lengths in metres; weights multiply mean squared errors."""
 
     w_landmarks_block2: float = 3e-4  # landmark term beside L3D (detected landmarks carry mm-level bias)
     # Identity and expression priors beside the point cloud. The point term is a mean over n points,
@@ -26,6 +27,7 @@ class FitConfig:
     iters_block1: int = 8
     iters_block2: int = 30
     iters_block3: int = 5             # beta alone on L3D after block 2 has converged: 5 steps suffice
+    iters_2d_pose: int = 6            # rgb-2d: pose and translation alone first
     iters_2d: int = 25
     max_points: int = 8000            # face points used per step (random, seeded)
     trim_mm: float = 10.0             # correspondences farther than this are ignored after block 1

@@ -69,11 +69,9 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
 
 
 def make_fitter(model: HeadModel, config: FitConfig | None = None) -> RGBDFitter:
-    """A fitter for ``model`` (float64 layer; expression bounds from the model's metadata); its progress
-    lines go to this module's logger."""
+    """A fitter for ``model`` (float64 layer; expression bounds from the model's metadata)."""
     rng = model.meta.get("expr_range")
-    return RGBDFitter(HeadLayer(model, dtype=torch.float64), model.name, tuple(rng) if rng else None, config,
-                      logger.info)
+    return RGBDFitter(HeadLayer(model, dtype=torch.float64), model.name, tuple(rng) if rng else None, config)
 
 
 def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") -> Reconstruction:

@@ -1,4 +1,4 @@
-"""Levenberg-Marquardt steps on a residual vector, with a given or forward-mode Jacobian."""
+"""Levenberg-Marquardt steps on a residual vector and its Jacobian."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.func import jacfwd
 
-Residual = Callable[[torch.Tensor], torch.Tensor]
 # evaluate(x, with_jacobian) -> residuals (M,) or (residuals (M,), Jacobian (M, P))
 Evaluate = Callable[[torch.Tensor, bool], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
@@ -47,11 +45,3 @@ def lm_step_jac(evaluate: Evaluate, x: torch.Tensor, state: LMState, lower: torc
         state.damping *= 4.0
     return x, cost, cost
 
-
-def lm_step(fn: Residual, x: torch.Tensor, state: LMState, lower: torch.Tensor | None = None,
-            upper: torch.Tensor | None = None, max_tries: int = 8) -> tuple[torch.Tensor, float, float]:
-    """:func:`lm_step_jac` with the Jacobian of ``fn`` by forward-mode autodiff."""
-    def evaluate(xx: torch.Tensor, with_jac: bool):
-        return (fn(xx), jacfwd(fn)(xx)) if with_jac else fn(xx)
-
-    return lm_step_jac(evaluate, x, state, lower, upper, max_tries)

@@ -31,11 +31,6 @@ def blend_shapes(coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bk,vck->bvc", coeffs, dirs)
 
 
-def vertices2joints(j_regressor: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
-    """Joint locations (B, J, 3) from vertices (B, V, 3) and a (J, V) regressor."""
-    return torch.einsum("bvc,jv->bjc", vertices, j_regressor)
-
-
 def batch_rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch.Tensor):
     """Forward kinematics.
 

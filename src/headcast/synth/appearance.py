@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from headcast.core.params import JOINT_NAMES
 from headcast.core.sh import sh_ambient, sh_directional
 from headcast.model.head_model import HeadModel
 from headcast.synth import mesh as M
@@ -125,9 +126,10 @@ def _eye_colors(model: HeadModel, v: np.ndarray, iris_rgb: np.ndarray, rng: np.r
         idx = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
     else:
         idx = np.asarray(model.masks["eyes"])
-    if idx.size == 0 or model.n_joints < 5:
+    if idx.size == 0 or model.n_joints < len(JOINT_NAMES):
         return None
-    centres = model.j_regressor[3:5].astype(np.float64) @ v  # left, right eye joints (template)
+    eyes = [JOINT_NAMES.index("left_eye"), JOINT_NAMES.index("right_eye")]
+    centres = model.j_regressor[eyes].astype(np.float64) @ v  # left, right eye joints (template)
     p = v[idx]
     which = np.argmin(((p[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
     rel = p - centres[which]

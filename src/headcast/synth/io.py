@@ -17,6 +17,7 @@ Files of one sample ``<prefix>`` (all lengths in metres unless the name says mm)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -28,11 +29,14 @@ import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
+from headcast.core.params import N_POSE
 from headcast.core.sh import SH_CONST
 from headcast.io.mesh import write_obj, write_ply
 from headcast.model.head_model import HeadModel
 from headcast.synth.render import SynthFrame, render_rgbd
 from headcast.synth.subject import SynthSubject, expression_names, random_subject
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_HFOV_DEG = 56.0  # the TrueDepth sample frames' horizontal field of view (56.4 degrees)
 
@@ -42,7 +46,7 @@ GT_KEYS = {
     "beta": "(S,) identity coefficients",
     "psi": "(E,) expression coefficients",
     "expression_names": "(E,) str names of the expression components ('' when the model has none)",
-    "theta": "(15,) axis-angle pose [root | neck | jaw | left eye | right eye], radians",
+    "theta": f"({N_POSE},) axis-angle pose [root | neck | jaw | left eye | right eye], radians",
     "s": "scale of X_cam = s * FLIP @ X_model + t",
     "t": "(3,) translation of that map, metres",
     "albedo": "(V, 3) float32 per-vertex RGB reflectance 0..1",
@@ -167,7 +171,7 @@ def read_sample(folder: str | Path, prefix: str = "frame-000") -> dict:
 
 def synth(model: HeadModel, out_dir: str | Path, n: int = 1, seed: int = 0, profile: str = "truedepth",
           width: int = 640, height: int = 480, hfov_deg: float | None = None, focal: float | None = None,
-          background: bool = True, aa: int = 2, progress=print, **subject_kwargs) -> list[Path]:
+          background: bool = True, aa: int = 2, **subject_kwargs) -> list[Path]:
     """Render ``n`` random subjects into ``out_dir`` as ``frame-000`` ... ``frame-<n-1>``.
 
     Frame i uses ``random_subject(model, seed + i, **subject_kwargs)`` and sensor-noise seed
@@ -193,8 +197,8 @@ def synth(model: HeadModel, out_dir: str | Path, n: int = 1, seed: int = 0, prof
             prefix = f"frame-{i:03d}"
             write_sample(frame, subject, model, staging, prefix)
             prefixes.append(prefix)
-            progress(f"synth: {prefix} (seed {seed + i}, yaw {subject.info['yaw_deg']:+.0f} deg, "
-                     f"{subject.info['distance_m']:.2f} m) in {time.perf_counter() - t0:.1f} s")
+            logger.info(f"synth: {prefix} (seed {seed + i}, yaw {subject.info['yaw_deg']:+.0f} deg, "
+                        f"{subject.info['distance_m']:.2f} m) in {time.perf_counter() - t0:.1f} s")
         if not out.exists():
             staging.rename(out)
         else:

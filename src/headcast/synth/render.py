@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation
 from headcast.core.camera import FLIP, Intrinsics, project
 from headcast.core.errors import HeadcastError
 from headcast.core.geometry import vertex_normals
+from headcast.core.params import pose_slice
 from headcast.core.scene import MeshScene
 from headcast.core.sh import sh_shading
 from headcast.model.head_model import HeadModel
@@ -66,11 +67,6 @@ class SynthFrame:
     profile: str
     seed: int
 
-    @property
-    def head_mask(self) -> np.ndarray:
-        """(H, W) bool, pixels showing the head."""
-        return self.labels == HEAD
-
 
 @dataclass
 class _Object:
@@ -88,7 +84,8 @@ def _torso(head_vertices: np.ndarray, root_rotvec: np.ndarray, rng: np.random.Ge
     radii = np.array([rng.uniform(0.17, 0.22), 0.30, rng.uniform(0.10, 0.13)])
     v, f = M.superellipsoid(radii, e_vertical=0.35, e_horizontal=0.8)
     v[:, 1] -= 0.25 * np.maximum(np.abs(v[:, 0]) - 0.07, 0) * np.clip(v[:, 1] / 0.1, 0, 1)  # shoulder slope
-    R = FLIP.astype(np.float64) @ Rotation.from_rotvec(root_rotvec).as_matrix() @ FLIP.astype(np.float64)
+    F = FLIP.astype(np.float64)
+    R = F @ Rotation.from_rotvec(root_rotvec).as_matrix() @ F  # the root rotation in camera axes
     v = v * np.array([1.0, -1.0, 1.0])  # pole axis up in the camera frame (y down)
     top = y_bottom - rng.uniform(0.04, 0.06)
     centre = np.array([base[0], top + radii[1], base[2] + rng.uniform(0.0, 0.02)])
@@ -156,7 +153,7 @@ def _shade(objects: list[_Object], hit: dict[str, np.ndarray], lighting: np.ndar
     """Colour (N, 3) in 0..1 of every ray hit (black on misses) and the unit camera-frame normals."""
     albedo, n = _interp(objects, hit, ("albedo", "normals"))
     n = _unit(n)
-    rgb = albedo * sh_shading(n * np.diag(FLIP), lighting)
+    rgb = albedo * sh_shading(n * np.diag(FLIP), lighting)  # normals into SH's view frame (y up, z to the camera)
     ok = hit["mesh_id"] >= 0
     return np.where(ok[:, None], np.clip(rgb, 0, 1), 0.0), n
 
@@ -208,7 +205,7 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
     objects = [_Object(verts, model.faces, subject.albedo.astype(np.float64), vertex_normals(verts, model.faces))]
     if background:
         r_scene = streams(subject.seed)[-1]
-        objects.append(_torso(verts, subject.theta[0:3], r_scene))
+        objects.append(_torso(verts, subject.theta[pose_slice("root")], r_scene))
         objects.append(_wall(float(np.median(verts[:, 2])) + r_scene.uniform(0.4, 1.0), K, r_scene))
 
     scene = MeshScene([(obj.vertices, obj.faces) for obj in objects])

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from headcast.core.camera import FLIP
+from headcast.core.camera import to_camera
 from headcast.core.errors import HeadcastError
+from headcast.core.params import N_POSE, pose_slice
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.synth.appearance import random_lighting, skin_albedo
@@ -24,7 +25,7 @@ class SynthSubject:
     Attributes:
         beta: (S,) identity coefficients.
         psi: (E,) expression coefficients.
-        theta: (15,) axis-angle pose ``[root | neck | jaw | left eye | right eye]``, radians.
+        theta: (N_POSE,) axis-angle pose ``[root | neck | jaw | left eye | right eye]``, radians.
         s: scale of the model->camera map ``X_cam = s * FLIP @ X_model + t``.
         t: (3,) translation of that map, camera frame, metres.
         albedo: (V, 3) float32 per-vertex RGB reflectance in [0, 1].
@@ -158,13 +159,13 @@ def random_subject(model: HeadModel, seed: int = 0, *, yaw_range_deg: float = 30
     jaw = r_pose.uniform(0, jaw_max_rad) if r_pose.random() < 0.6 else 0.0
     gaze = r_pose.uniform(-1, 1, 2) * gaze_max_rad
     yaw, pitch, roll = [float(a if o is None else o) for a, o in zip(angles, (yaw_deg, pitch_deg, roll_deg))]
-    theta = np.zeros(15)
+    theta = np.zeros(N_POSE)
     head = Rotation.from_euler("ZYX", [roll, yaw, pitch], degrees=True)
     body = Rotation.from_euler("Y", body_yaw, degrees=True)
-    theta[0:3] = body.as_rotvec()
-    theta[3:6] = (body.inv() * head).as_rotvec()  # root then neck compose to the head rotation
-    theta[6] = jaw
-    theta[9:12] = theta[12:15] = [gaze[0], gaze[1], 0.0]
+    theta[pose_slice("root")] = body.as_rotvec()
+    theta[pose_slice("neck")] = (body.inv() * head).as_rotvec()  # root then neck compose to the head rotation
+    theta[pose_slice("jaw")] = [jaw, 0.0, 0.0]
+    theta[pose_slice("left_eye")] = theta[pose_slice("right_eye")] = [gaze[0], gaze[1], 0.0]
 
     z = float(r_place.uniform(*distance_range)) if distance is None else float(distance)
     if not 0.05 < z < 20:
@@ -172,7 +173,7 @@ def random_subject(model: HeadModel, seed: int = 0, *, yaw_range_deg: float = 30
     offset = np.array([r_place.uniform(-0.02, 0.02), r_place.uniform(-0.03, 0.01)]) * z / 0.45
     s = 1.0
     lmk = _posed(model, b, psi, theta).landmarks[0].numpy()
-    centre = s * FLIP.astype(np.float64) @ lmk[17:].mean(0)
+    centre = to_camera(lmk[17:].mean(0), s, np.zeros(3))
     t = np.array([offset[0], offset[1], z]) - centre
 
     albedo, look = skin_albedo(model, r_albedo, tone=skin_tone)
@@ -207,6 +208,5 @@ def subject_geometry(model: HeadModel, subject: SynthSubject) -> dict[str, np.nd
         raise HeadcastError(f"subject parameters do not match model {model.name!r} "
                             f"({model.n_shape} identity, {model.n_expr} expression components)")
     out = _posed(model, subject.beta, subject.psi, subject.theta)
-    R = subject.s * FLIP.astype(np.float64)
     t = np.asarray(subject.t, dtype=np.float64)
-    return {k: getattr(out, k)[0].numpy() @ R.T + t for k in ("vertices", "landmarks", "joints")}
+    return {k: to_camera(getattr(out, k)[0].numpy(), subject.s, t) for k in ("vertices", "landmarks", "joints")}

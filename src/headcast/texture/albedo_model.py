@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.sh import sh_basis
 from headcast.texture.atlas import sample, uv_to_texel
-from headcast.texture.lighting import fit_light, robust_weights, sh_basis
+from headcast.texture.lighting import fit_light, robust_weights
 
 LAYOUTS = {("MU", "PC"): 1.0, ("mean", "tex_dir"): 255.0}  # (mean key, components key): value scale
 FLAME_COUNTS = (5023, 5118)  # FLAME's vertices and texture coordinates (head_template.obj)

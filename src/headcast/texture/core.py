@@ -13,21 +13,24 @@ difference between the photo and the rendered textured model over the face pixel
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
+from headcast.core.sh import sh_shading
 from headcast.model.head_model import HeadModel
 from headcast.texture import fill
 from headcast.texture.albedo_model import AlbedoModel, check_flame_layout, fit_albedo_model
 from headcast.texture.atlas import Atlas, TexelMap, build_atlas, dilate, rasterize_uv, sample, uv_to_texel
-from headcast.texture.lighting import fit_light, loss4, normalise_light, sh_shading
+from headcast.texture.lighting import fit_light, loss4, normalise_light
 from headcast.texture.observe import View, interpolate, to_view
 from headcast.texture.render import render_textured
+
+logger = logging.getLogger(__name__)
 
 MIN_SHADING = 0.05  # below this the photo says nothing reliable about the albedo
 MIRROR_TRUST = 0.9  # a mirrored texel counts a little less than one seen directly
@@ -106,15 +109,14 @@ def region_faces(model: HeadModel, include: str, exclude: tuple[str, ...] = ()) 
 
 
 def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: Intrinsics,
-                  albedo_model: AlbedoModel | None = None, size: int = 1024, depth: np.ndarray | None = None,
-                  progress: Callable[[str], None] | None = None) -> TextureResult:
+                  albedo_model: AlbedoModel | None = None, size: int = 1024, depth: np.ndarray | None = None
+                  ) -> TextureResult:
     """Light and albedo of a fitted head (``vertices`` (V, 3), camera frame, metres) in a photo.
 
     ``image`` (H, W, 3) uint8 RGB of size ``K.width`` x ``K.height``; ``depth`` (H, W) metres, the
     measured depth (optional: it keeps photo pixels that show something else than the fitted
     surface out of the albedo). See the module docstring.
     """
-    say = progress or (lambda s: None)
     t = {"start": time.perf_counter()}
     img = np.asarray(image)
     if img.shape[:2] != (K.height, K.width):
@@ -144,8 +146,8 @@ def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: 
     rho = None
     stats: dict = {}
     if albedo_model is not None:
-        say(f"texture: fitting {albedo_model.n_components} albedo components and the SH light on "
-            f"{int(face_px.sum())} face pixels")
+        logger.info(f"texture: fitting {albedo_model.n_components} albedo components and the SH light on "
+                    f"{int(face_px.sum())} face pixels")
         uvc = model.uv[model.uv_faces].astype(np.float64)
         puv = np.einsum("nk,nkc->nc", view.hits.bary[face_px].astype(np.float64), uvc[view.hits.tri[face_px]])
         mean, basis = albedo_model.sample(puv)
@@ -155,11 +157,11 @@ def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: 
         seen = np.zeros(len(idx), np.float32)
         stats["albedo"] = f"albedo model {albedo_model.name} ({albedo_model.n_components} components)"
     else:
-        say(f"texture: fitting the SH light on {int(fit_px.sum())} skin pixels")
+        logger.info(f"texture: fitting the SH light on {int(fit_px.sum())} skin pixels")
         light_raw, _ = fit_light(photo[fit_px], nview[fit_px])
         light, _ = normalise_light(light_raw, nview[face_px])
         stats["albedo"] = "photo"
-        values, seen = _photo_albedo(model, view, space, light, tri, bary, say, stats)
+        values, seen = _photo_albedo(model, view, space, light, tri, bary, stats)
     t["albedo"] = time.perf_counter()
 
     tex = np.zeros((S * S, 3), np.float32)
@@ -173,12 +175,12 @@ def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: 
     t["render"] = time.perf_counter()
     stats.update(face_pixels=int(face_px.sum()), fit_pixels=int(fit_px.sum()),
                  seconds={k: round(t[k] - t[p], 3) for p, k in zip(list(t)[:-1], list(t)[1:])})
-    say(f"texture: Loss4 {l4:.4f} over {int(face_px.sum())} face pixels")
+    logger.info(f"texture: Loss4 {l4:.4f} over {int(face_px.sum())} face pixels")
     return TextureResult(tex, light, rho, space, render, face_px, l4, seen_img.reshape(S, S), stats)
 
 
 def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.ndarray, tri: np.ndarray,
-                  bary: np.ndarray, say, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+                  bary: np.ndarray, stats: dict) -> tuple[np.ndarray, np.ndarray]:
     """Per covered texel: albedo (N, 3) from the photo, mirror and completion, and the confidence
     (N,) of the texel's own observation."""
     faces = model.faces
@@ -241,8 +243,8 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     mirrored = ~own & (w_m > 0.5)
     stats.update(skin_tone=tone.tolist(), texels=int(len(tri)), texels_seen=float(own.mean()),
                  texels_mirrored=float(mirrored.mean()), texels_filled=float((~own & ~mirrored).mean()))
-    say(f"texture: {own.mean():.0%} of texels seen, {mirrored.mean():.0%} mirrored, "
-        f"{(~own & ~mirrored).mean():.0%} completed")
+    logger.info(f"texture: {own.mean():.0%} of texels seen, {mirrored.mean():.0%} mirrored, "
+                f"{(~own & ~mirrored).mean():.0%} completed")
     return out, w.astype(np.float32)
 
 

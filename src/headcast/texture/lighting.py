@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from headcast.core.sh import SH_CONST, sh_basis, sh_shading
-
-__all__ = ["SH_CONST", "fit_light", "loss4", "normalise_light", "robust_weights", "sh_basis", "sh_shading"]
+from headcast.core.sh import sh_basis, sh_shading
 
 
 def robust_weights(residual: np.ndarray, kind: str = "tukey", c: float | None = None) -> np.ndarray:

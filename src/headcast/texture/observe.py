@@ -122,13 +122,6 @@ class View:
         out[hit] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
         return out
 
-    def pixel_values(self, values: np.ndarray) -> np.ndarray:
-        """Per-vertex ``values`` (V, C) interpolated at the pixels that see the mesh -> (H, W, C), 0 elsewhere."""
-        hit = self.hits.hit
-        out = np.zeros(hit.shape + (np.asarray(values).shape[1],))
-        out[hit] = interpolate(self.faces, self.hits.tri[hit], self.hits.bary[hit], values)
-        return out
-
     def region_pixels(self, face_mask: np.ndarray, erode_px: float = 1.5) -> np.ndarray:
         """(H, W) bool pixels whose ray hits a triangle in ``face_mask`` (F,) bool and lie at least
         ``erode_px`` pixels inside the silhouette."""

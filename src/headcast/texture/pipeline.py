@@ -118,7 +118,7 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
         if depth.shape != photo.shape[:2]:
             raise HeadcastError(f"{d / 'depth_mm.png'} is {depth.shape[1]}x{depth.shape[0]} but color.png is "
                                 f"{photo.shape[1]}x{photo.shape[0]}")
-    res = texture_frame(m, verts, photo, K, albedo_model=am, size=int(size), depth=depth, progress=say)
+    res = texture_frame(m, verts, photo, K, albedo_model=am, size=int(size), depth=depth)
     report = {
         "model": m.name, "size": int(size), "albedo": res.stats.get("albedo"),
         "albedo_model": str(albedo_model) if albedo_model is not None else None,

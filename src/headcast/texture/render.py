@@ -8,9 +8,9 @@ from scipy.spatial.transform import Rotation
 
 from headcast.core.camera import Intrinsics
 from headcast.core.geometry import vertex_normals
+from headcast.core.sh import sh_shading
 from headcast.render.raycast import RayHits, raycast
 from headcast.texture.atlas import sample, uv_to_texel
-from headcast.texture.lighting import sh_shading
 from headcast.texture.observe import interpolate, to_view
 
 
