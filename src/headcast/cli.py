@@ -143,7 +143,7 @@ def _texture(recon: Path, albedo_model, size: int, model, n_components: int) -> 
     from headcast.texture import texture_reconstruction
 
     rep = texture_reconstruction(recon, albedo_model=albedo_model, size=size, model=model,
-                                 n_components=n_components, progress=_say)
+                                 n_components=n_components)
     _say(f"headcast: textured {recon}: Loss4 {rep['loss4']:.4f}; albedo.png, mesh_textured.obj/.mtl, "
          f"lighting.json, render_vs_photo.png, texture_report.json")
 
@@ -157,7 +157,7 @@ def cmd_animate(a: argparse.Namespace) -> None:
     from headcast.animate import animate
 
     rep = animate(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, threshold=a.threshold,
-                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video, progress=_say)
+                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video)
     _say(f"headcast: wrote {a.out}/ ({rep.get('frames', '?')} frames)")
 
 
@@ -202,7 +202,7 @@ def cmd_encode(a: argparse.Namespace) -> None:
 def cmd_decode(a: argparse.Namespace) -> None:
     from headcast.stream.files import decode_file
 
-    rep = decode_file(Path(a.stream), Path(a.out), trust_key=a.trust, log=_say)
+    rep = decode_file(Path(a.stream), Path(a.out), trust_key=a.trust)
     _say(f"headcast: decoded into {a.out}/: {_stream_summary(rep)}")
 
 

@@ -49,12 +49,12 @@ def run_demo(out: Path, model_spec: str = "ict", seed: int = 0, video: Path | No
         progress(f"demo: reconstructed in {rec.report['seconds_fit']:.1f} s; against the ground truth over the "
                  f"face: vertex error median {v['median']:.2f} mm (p95 {v['p95']:.2f}), surface error median "
                  f"{s['median']:.2f} mm; face points to mesh median {pm['median']:.2f} mm")
-        tex = texture_reconstruction(tmp / "reconstruction", model=model.name, progress=_prefixed(progress))
+        tex = texture_reconstruction(tmp / "reconstruction", model=model.name)
         progress(f"demo: textured: Loss4 {tex['loss4']:.4f} (lighting: 27 SH numbers, albedo.png)")
         if video is None:
-            anim = animate_builtin(tmp / "reconstruction", tmp / "animation", progress=_prefixed(progress))
+            anim = animate_builtin(tmp / "reconstruction", tmp / "animation")
         else:
-            anim = animate(tmp / "reconstruction", video, tmp / "animation", progress=_prefixed(progress))
+            anim = animate(tmp / "reconstruction", video, tmp / "animation")
         glb = export_glb(tmp / "reconstruction", tmp / "animation", tmp / "head.glb")
         progress(f"demo: exported {out / 'head.glb'} ({glb.stat().st_size / 1e6:.1f} MB)")
     v, s = errors["vertex"], errors["surface"]
@@ -64,7 +64,3 @@ def run_demo(out: Path, model_spec: str = "ict", seed: int = 0, video: Path | No
     progress(f"demo: look at the head in a browser: headcast view {out / 'head.glb'}")
     return {"errors_mm": errors, "point_to_mesh_mm": pm, "loss4": tex["loss4"],
             "animation": {k: anim.get(k) for k in ("frames", "share_under_threshold", "fps")}}
-
-
-def _prefixed(progress: Callable[[str], None]) -> Callable[[str], None]:
-    return lambda msg: progress(f"demo: {msg}")
