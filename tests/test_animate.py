@@ -16,6 +16,7 @@ from headcast.animate.rig import PointRig, pupil_vertices, rotvec_to_matrix, yaw
 from headcast.animate.track import select_calibration
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE, HeadParams, pose_slice
+from headcast.io.recon import read_params, write_params
 from headcast.model.layer import HeadLayer
 
 FPS = 15.0
@@ -27,7 +28,7 @@ def subject_dir(ict_model, headcast_home, tmp_path_factory):
     """A reconstruction folder: a seeded identity of the default model (params.npz is all animate needs)."""
     d = tmp_path_factory.mktemp("recon")
     beta = np.clip(np.random.default_rng(5).normal(0, 1, ict_model.n_shape), -2, 2)
-    HeadParams(beta, np.zeros(ict_model.n_expr), np.zeros(N_POSE), 1.0, np.array([0.0, 0.0, 0.5]), "ict").save(d)
+    write_params(d, HeadParams(beta, np.zeros(ict_model.n_expr), np.zeros(N_POSE), 1.0, np.array([0.0, 0.0, 0.5]), "ict"))
     return d
 
 
@@ -36,7 +37,7 @@ def builtin_run(ict_model, subject_dir, tmp_path_factory):
     """The built-in motion (15 fps, 320 px, black frames inserted) rendered with the subject's shape and
     animated back."""
     d = tmp_path_factory.mktemp("builtin")
-    beta = HeadParams.load(subject_dir).beta
+    beta = read_params(subject_dir).beta
     truth = builtin_motion_video(d / "motion.mp4", ict_model, beta, fps=FPS, size=320, insert_blank=BLANK)
     report = animate(subject_dir, d / "motion.mp4", d / "out", truth=truth, write_video=False)
     return d / "out", truth, report

@@ -3,7 +3,6 @@ here reproduce the head model's own vertices."""
 
 import json
 import shutil
-import struct
 import subprocess
 from pathlib import Path
 
@@ -16,15 +15,19 @@ from headcast.core.camera import FLIP, Intrinsics, to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
 from headcast.export.gltf import (
-    Animation,
+    Motion,
     axis_angle_to_quat,
     export_glb,
     keyframe_animation,
-    read_animation,
+    motion_from,
     skin_weights,
     split_seams,
 )
+from headcast.io.anim import read_animation
+from headcast.io.gltf import read_accessor as accessor
+from headcast.io.gltf import read_glb
 from headcast.io.mesh import write_obj
+from headcast.io.recon import write_params
 from headcast.model import lbs as L
 from headcast.model.layer import HeadLayer
 
@@ -40,27 +43,6 @@ def khronos_validate(path: Path) -> dict:
     r = subprocess.run(["node", "-e", VALIDATE_JS, str(path)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def read_glb(path: Path) -> tuple[dict, bytes]:
-    data = path.read_bytes()
-    magic, version, total = struct.unpack_from("<4sII", data)
-    assert (magic, version, total) == (b"glTF", 2, len(data))
-    jlen, jtype = struct.unpack_from("<I4s", data, 12)
-    assert jtype == b"JSON"
-    gltf = json.loads(data[20:20 + jlen])
-    blen, btype = struct.unpack_from("<I4s", data, 20 + jlen)
-    assert btype == b"BIN\0"
-    return gltf, data[28 + jlen:28 + jlen + blen]
-
-
-def accessor(gltf: dict, binary: bytes, i: int) -> np.ndarray:
-    a = gltf["accessors"][i]
-    v = gltf["bufferViews"][a["bufferView"]]
-    dt = {5126: np.float32, 5123: np.uint16, 5125: np.uint32, 5121: np.uint8}[a["componentType"]]
-    n = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}[a["type"]]
-    arr = np.frombuffer(binary, dtype=dt, count=a["count"] * n, offset=v["byteOffset"] + a.get("byteOffset", 0))
-    return arr.reshape(a["count"], n) if n > 1 else arr
 
 
 def quat_matrix(q: np.ndarray) -> np.ndarray:
@@ -120,7 +102,7 @@ def result_dir(ict_model, tmp_path_factory):
     p = HeadParams(rng.normal(0, 1, m.n_shape), np.zeros(m.n_expr), np.zeros(15), 1.03,
                    np.array([0.01, -0.02, 0.48]), m.name)
     K = Intrinsics(fx=500, fy=500, cx=160, cy=120, width=320, height=240)
-    p.save(d, K)
+    write_params(d, p, K)
     K.to_json(d / "intrinsics.json")
     v = p.vertices(HeadLayer(m, dtype=torch.float64))
     write_obj(d / "mesh_textured.obj", v, m.faces, m.uv * 0.5, m.uv_faces)  # ICT's u spans 0..2
@@ -194,7 +176,7 @@ def test_untextured_static_export_rests_in_fitted_pose(ict_model, result_dir, tm
     rng = np.random.default_rng(4)
     q = HeadParams(p.beta, np.clip(rng.normal(0, 0.3, ict_model.n_expr), 0, 1), rng.normal(0, 0.1, 15), p.scale,
                    p.translation, p.model)
-    q.save(tmp_path)  # params only: no texture, no intrinsics
+    write_params(tmp_path, q)  # params only: no texture, no intrinsics
     out = export_glb(tmp_path, out=tmp_path / "static.glb", model=ict_model)
     gltf, binary = read_glb(out)
     assert "animations" not in gltf and "images" not in gltf and "cameras" not in gltf
@@ -235,13 +217,13 @@ def test_read_animation_and_bad_input(tmp_path):
     psi[3] = np.nan
     np.savez(tmp_path / "params.npz", time=np.arange(N) / 30, theta=np.zeros((N, 15)), psi=psi, fps=30.0,
              eta=np.array([[1000.0, 100, 50], [1000, 110, 50], [2000, 100, 40], [np.nan] * 3, [1000, 100, 50]]))
-    a = read_animation(tmp_path)
+    a = motion_from(read_animation(tmp_path))
     np.testing.assert_allclose(a.scale, [1, 1, 2, 2, 1])
     np.testing.assert_allclose(a.translation[1], [0.01, 0, 0])
     np.testing.assert_allclose(a.translation[3], [0, -0.01, 0])
     np.testing.assert_allclose(a.times, np.arange(N) / 30)
     with pytest.raises(HeadcastError):
-        Animation(np.array([0.0, 0.0]), np.zeros((2, 15)), np.zeros((2, 3)), 1.0, np.zeros(3))
+        Motion(np.array([0.0, 0.0]), np.zeros((2, 15)), np.zeros((2, 3)), 1.0, np.zeros(3))
     with pytest.raises(HeadcastError):
         export_glb(tmp_path / "missing", out=tmp_path / "x.glb")
     with pytest.raises(HeadcastError):

@@ -16,6 +16,7 @@ from headcast.core.camera import Intrinsics
 from headcast.core.params import HeadParams
 from headcast.fit.priors import residual_sigma
 from headcast.fit.reconstruct import fit_observation, make_fitter
+from headcast.io.recon import read_params, write_params
 from headcast.preprocess.preprocess import preprocess
 from headcast.preprocess.rgbd import RGBDFrame
 from headcast.render.images import save_depth_mm, save_png
@@ -149,8 +150,8 @@ def test_params_round_trip_and_paper_eta(tmp_path, fitter):
     p = HeadParams(np.arange(100) * 0.01, np.zeros(53), np.r_[0.1, 0.2, 0.0, np.zeros(12)], 1.02,
                    np.array([0.01, -0.02, 0.4]), "ict")
     K = Intrinsics(500, 500, 320, 240, 640, 480)
-    p.save(tmp_path, K)
-    q = HeadParams.load(tmp_path)
+    write_params(tmp_path, p, K)
+    q = read_params(tmp_path)
     np.testing.assert_allclose(q.beta, p.beta)
     assert q.model == "ict" and q.scale == pytest.approx(1.02)
     eta = json.loads((tmp_path / "params.json").read_text())["eta"]

@@ -182,7 +182,7 @@ def anim_dir(tmp_path_factory):
 def test_file_round_trip_and_tamper(anim_dir, tmp_path, key, monkeypatch):
     from headcast.stream import files
 
-    frames, meta = files.read_animation(anim_dir)
+    frames, meta = files.animation_frames(anim_dir)
     meta["n_expr"] = E
     info = make_info(key_interval=10)
     data, _ = files.encode_frames(frames, info, key)

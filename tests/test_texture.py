@@ -14,6 +14,7 @@ from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
 from headcast.core.sh import sh_shading
 from headcast.io.mesh import read_obj
+from headcast.io.recon import write_params
 from headcast.render.images import save_depth_mm
 from headcast.synth import random_subject, render_rgbd
 from headcast.synth.appearance import random_lighting
@@ -329,7 +330,7 @@ def recon_dir(ict_model, headcast_home, tmp_path_factory):
     d = tmp_path_factory.mktemp("recon")
     subject = random_subject(ict_model, seed=8, yaw_range_deg=15)
     frame = render_rgbd(ict_model, subject, K_SMALL, profile="truedepth", seed=8)
-    HeadParams(subject.beta, subject.psi, subject.theta, subject.s, subject.t, ict_model.name).save(d, K_SMALL)
+    write_params(d, HeadParams(subject.beta, subject.psi, subject.theta, subject.s, subject.t, ict_model.name), K_SMALL)
     iio.imwrite(d / "color.png", frame.color)
     save_depth_mm(d / "depth_mm.png", frame.depth)
     K_SMALL.to_json(d / "intrinsics.json")

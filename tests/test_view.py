@@ -23,6 +23,7 @@ from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
 from headcast.export.gltf import export_glb, keyframe_animation
 from headcast.io.mesh import write_obj
+from headcast.io.recon import write_params
 from headcast.model.layer import HeadLayer
 
 
@@ -34,7 +35,7 @@ def glb(ict_model, tmp_path_factory):
     rng = np.random.default_rng(5)
     p = HeadParams(rng.normal(0, 1, m.n_shape), np.zeros(m.n_expr), np.zeros(15), 1.0, np.array([0, 0, 0.5]), m.name)
     K = Intrinsics(fx=500, fy=500, cx=160, cy=120, width=320, height=240)
-    p.save(d, K)
+    write_params(d, p, K)
     K.to_json(d / "intrinsics.json")
     write_obj(d / "mesh_textured.obj", p.vertices(HeadLayer(m, dtype=torch.float64)), m.faces, m.uv * 0.5,
               m.uv_faces)

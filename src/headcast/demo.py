@@ -68,12 +68,12 @@ def _texture_and_animate(model, tmp: Path, out: Path, video: Path | None) -> tup
     from headcast.export.gltf import export_glb
     from headcast.texture import texture_reconstruction
 
-    tex = texture_reconstruction(tmp / "reconstruction", model=model.name, progress=logger.info)
+    tex = texture_reconstruction(tmp / "reconstruction", model=model.name)
     logger.info(f"demo: textured: Loss4 {tex['loss4']:.4f} (lighting: 27 SH numbers, albedo.png)")
     if video is None:
-        anim = animate_builtin(tmp / "reconstruction", tmp / "animation", progress=logger.info)
+        anim = animate_builtin(tmp / "reconstruction", tmp / "animation")
     else:
-        anim = animate(tmp / "reconstruction", video, tmp / "animation", progress=logger.info)
+        anim = animate(tmp / "reconstruction", video, tmp / "animation")
     glb = export_glb(tmp / "reconstruction", tmp / "animation", tmp / "head.glb")
     logger.info(f"demo: exported {out / 'head.glb'} ({glb.stat().st_size / 1e6:.1f} MB)")
     return tex, anim

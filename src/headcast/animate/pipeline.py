@@ -4,28 +4,20 @@ Stages (timed separately): decode, landmarks (MediaPipe FaceMesh in tracking mod
 identity (once, from ``identity_frames`` frames of the first ``identity_window_s`` seconds that
 span the head poses seen there; :func:`headcast.animate.track.select_calibration`), the per-frame
 fit (Loss5, :mod:`headcast.animate.fit`), and the preview video. The subject keeps its own beta;
-only theta and psi come from the driver. Output folder (written whole or not at all):
-
-- ``params.npz``: per-frame arrays ``frame``, ``time`` (s), ``theta`` (N, 15), ``psi`` (N, E),
-  ``eta`` (N, 3) = (s px/m, tx px, ty px), ``loss`` (Loss5, NaN without a face), ``iterations``,
-  ``face_found``, ``landmarks`` (N, 68, 2) detected and ``model_landmarks`` (N, 68, 2) fitted
-  pixels; plus the subject's ``beta``, the driver's ``driver_beta`` and ``driver_offsets``,
-  ``model``, ``fps`` and ``threshold``. Apply theta and psi to ``beta`` to animate the subject.
-- ``frames.jsonl``: one JSON object per frame (frame, time, theta, psi, eta, loss, iterations,
-  face_found).
-- ``animation.mp4``: the input frame with its landmarks (green: detected, red: fitted model) beside
-  the reconstructed head (textured when the folder has a texture, else shaded), H.264.
-- ``report.json``: frame counts, the share of frames under the threshold, landmark errors, jitter
-  on the stillest second, per-stage times and frame rates, the driver identity, the settings.
+only theta and psi come from the driver. Output folder (written whole or not at all; every file in
+docs/formats.md, read and written by :mod:`headcast.io.anim`): ``params.npz`` and ``frames.jsonl``
+(the per-frame parameters, Loss5, landmarks; the subject's beta, the driver's identity, fps and
+threshold), ``animation.mp4`` (the input frame with its landmarks, green detected and red fitted,
+beside the reconstructed head, textured when the folder has a texture), ``preview.png`` and
+``report.json`` (frame counts, the share under the threshold, errors, jitter, times, the settings).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -35,14 +27,16 @@ from headcast.animate.identity import DriverIdentity
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
 from headcast.animate.track import TrackedFrame, Tracker, jaw_expressions, select_calibration
 from headcast.animate.video import VideoInfo, VideoLandmarker, read_frames, video_info
-from headcast.core.camera import FLIP, Intrinsics
+from headcast.core.camera import Intrinsics, to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
+from headcast.io import anim as anim_io
+from headcast.io import recon
 from headcast.io.outputs import staged_output
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 
-Progress = Callable[[str], None]
+logger = logging.getLogger(__name__)
 PANEL = 512  # height of the output video's panels, pixels
 
 
@@ -56,53 +50,16 @@ class Subject:
     texture: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
-def load_subject(recon_dir: str | Path, model_spec: str | None = None, progress: Progress | None = None) -> Subject:
-    """Read a reconstruction folder; the model must be the one it was made with."""
+def load_subject(recon_dir: str | Path, model_spec: str | None = None) -> Subject:
+    """Read a reconstruction folder (:mod:`headcast.io.recon`); the model must be the one it was made with."""
     from headcast.model.registry import resolve_model
 
-    d = Path(recon_dir)
-    if not d.is_dir():
-        raise HeadcastError(f"reconstruction folder {d} does not exist")
-    try:
-        params = HeadParams.load(d)
-    except (KeyError, ValueError, OSError) as e:
-        raise HeadcastError(f"{d / 'params.npz'} is not a headcast parameter file ({e.__class__.__name__})") from None
-    model = resolve_model(model_spec or params.model, progress=progress or (lambda s: None))
-    if model.name != params.model:
-        raise HeadcastError(f"{d} was reconstructed with model '{params.model}', not '{model.name}'; "
-                            f"animate it with --model {params.model}")
-    if params.beta.shape != (model.n_shape,) or params.psi.shape != (model.n_expr,):
-        raise HeadcastError(f"{d / 'params.npz'} does not match model '{model.name}' "
-                            f"({model.n_shape} identity, {model.n_expr} expression components)")
-    return Subject(params, model, find_texture(d, model))
-
-
-def find_texture(folder: Path, model: HeadModel) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(albedo image, uv (T, 2), uv_faces (F, 3)) from a textured OBJ in ``folder`` whose material names
-    a diffuse map (``map_Kd``) and whose faces match the model's, else None."""
-    import imageio.v3 as iio
-
-    from headcast.io.mesh import read_obj
-
-    for obj in sorted(folder.glob("*.obj")):
-        head = obj.read_text(errors="replace")[:4096].splitlines()
-        mtl = next((ln.split(None, 1)[1].strip() for ln in head if ln.startswith("mtllib ")), None)
-        if not mtl or not (folder / mtl).is_file():
-            continue
-        maps = [ln.split(None, 1)[1].strip() for ln in (folder / mtl).read_text(errors="replace").splitlines()
-                if ln.strip().startswith("map_Kd ")]
-        if not maps or not (folder / maps[0]).is_file():
-            continue
-        mesh = read_obj(obj)
-        if mesh.uv is None or mesh.uv_faces is None or len(mesh.faces) != len(model.faces):
-            continue
-        if not np.array_equal(mesh.faces, model.faces):
-            continue
-        image = np.asarray(iio.imread(folder / maps[0]))
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        return image[..., :3].astype(np.uint8), mesh.uv, mesh.uv_faces
-    return None
+    d = recon.check_folder(recon_dir)
+    params = recon.read_params(d)
+    model = resolve_model(model_spec or params.model)
+    recon.check_model(d, params, model)
+    tex = recon.read_texture(d, model.faces)
+    return Subject(params, model, None if tex is None else (tex.image(), tex.uv, tex.uv_faces))
 
 
 # ------------------------------------------------------------------------ stages
@@ -116,7 +73,7 @@ class Detections:
     seconds_detect: float
 
 
-def detect_video(video: str | Path, max_frames: int | None = None, progress: Progress | None = None) -> Detections:
+def detect_video(video: str | Path, max_frames: int | None = None) -> Detections:
     """Decode every frame and find its landmarks (MediaPipe FaceMesh, tracking mode)."""
     info = video_info(video)
     obs: list[Observation | None] = []
@@ -133,8 +90,8 @@ def detect_video(video: str | Path, max_frames: int | None = None, progress: Pro
             det = lm(frame)
             t_det += time.perf_counter() - t1
             obs.append(None if det is None else Observation(det.landmarks, det.pupils))
-            if progress and len(obs) % 100 == 0:
-                progress(f"animate: landmarks on {len(obs)} frames")
+            if len(obs) % 100 == 0:
+                logger.info(f"animate: landmarks on {len(obs)} frames")
     return Detections(info, obs, t_dec, t_det)
 
 
@@ -149,8 +106,8 @@ class Track:
     seconds_fit: float
 
 
-def track(model: HeadModel, observations: list[Observation | None], fps: float, config: TrackConfig | None = None,
-          progress: Progress | None = None) -> Track:
+def track(model: HeadModel, observations: list[Observation | None], fps: float, config: TrackConfig | None = None
+          ) -> Track:
     """Estimate the driver's identity, then fit every frame in order."""
     cfg = config or TrackConfig()
     if not any(o is not None for o in observations):
@@ -159,8 +116,7 @@ def track(model: HeadModel, observations: list[Observation | None], fps: float, 
     t0 = time.perf_counter()
     window = max(1, int(round(cfg.identity_window_s * fps)))
     cal = select_calibration(observations, cfg.identity_frames, window, cfg.identity_quiet_share)
-    if progress:
-        progress(f"animate: driver identity from {len(cal)} frames of the first {min(window, len(observations))}")
+    logger.info(f"animate: driver identity from {len(cal)} frames of the first {min(window, len(observations))}")
     identity = tracker.calibrate([observations[i] for i in cal])
     t1 = time.perf_counter()
     frames = [tracker.step(o) for o in observations]
@@ -213,11 +169,11 @@ class HeadView:
         self.textured = subject.texture is not None
 
     def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
-        """Camera-frame vertices (B, V, 3) for theta (B, 15), psi (B, E)."""
+        """Camera-frame vertices (B, V, 3) for theta (B, N_POSE), psi (B, E)."""
         f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
         with torch.no_grad():
             v = self.layer.vertices(f(np.tile(self.beta, (len(theta), 1))), f(psi), f(theta)).double().numpy()
-        return v @ FLIP.astype(np.float64).T + self.t
+        return to_camera(v, 1.0, self.t)
 
     def render(self, vertices: np.ndarray) -> np.ndarray:
         img, _ = self.renderer.render(vertices, self.K, background=(34, 36, 40), ambient=0.5 if self.textured else 0.35)
@@ -249,7 +205,7 @@ def compose(frame: np.ndarray, head: np.ndarray, detected: np.ndarray | None, fi
 
 
 def write_preview_video(path: Path, video: str | Path, subject: Subject, det: Detections, trk: Track,
-                        threshold: float, progress: Progress | None = None) -> tuple[float, list[np.ndarray]]:
+                        threshold: float) -> tuple[float, list[np.ndarray]]:
     """Write the side-by-side MP4; returns the seconds it took and four composed frames for a still."""
     import imageio.v2 as iio2
 
@@ -281,8 +237,8 @@ def write_preview_video(path: Path, video: str | Path, subject: Subject, det: De
                 writer.append_data(img)
                 if i in keep:
                     stills.append(img)
-            if progress and (a // 16) % 10 == 9:
-                progress(f"animate: video {min(a + 16, n)}/{n} frames")
+            if (a // 16) % 10 == 9:
+                logger.info(f"animate: video {min(a + 16, n)}/{n} frames")
     finally:
         writer.close()
         view.release()
@@ -291,31 +247,25 @@ def write_preview_video(path: Path, video: str | Path, subject: Subject, det: De
 
 # ------------------------------------------------------------------------ the whole stage
 def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | None = None,
-            threshold: float = 0.04, max_iters: int | None = None, config: TrackConfig | None = None,
-            progress: Progress | None = None, write_video: bool = True, max_frames: int | None = None,
-            copy_input: bool = False, truth=None) -> dict:
+            threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
+            write_video: bool = True, max_frames: int | None = None, copy_input: bool = False, truth=None) -> dict:
     """Animate the head in ``recon_dir`` with the face in ``video``; write ``out_dir``; return the report.
 
-    ``max_frames`` stops after that many frames; ``copy_input`` also puts the driving video in the folder
-    (``input.mp4``, for the demo's built-in driver); ``truth`` (a :class:`headcast.animate.builtin.Motion`,
-    when the video is the built-in motion) adds the recovered motion to the report."""
-    say = progress or (lambda s: None)
-    cfg = config or TrackConfig()
-    cfg = replace(cfg, threshold=float(threshold), **({} if max_iters is None else {"max_iters": int(max_iters)}))
-    if not (0 < cfg.threshold < 10):
-        raise HeadcastError(f"threshold must be a positive Loss5 value, not {threshold}")
-    if cfg.max_iters < 1:
-        raise HeadcastError(f"max_iters must be at least 1, not {cfg.max_iters}")
-    subject = load_subject(recon_dir, model_spec, progress)
+    ``config`` holds the tracker's settings (default :class:`TrackConfig`); ``threshold`` and ``max_iters``,
+    when given, replace its values. ``max_frames`` stops after that many frames; ``copy_input`` also puts
+    the driving video in the folder (``input.mp4``, for the demo's built-in driver); ``truth`` (a
+    :class:`headcast.animate.builtin.Motion`, when the video is the built-in motion) adds the recovered
+    motion to the report."""
+    cfg = _config(config, threshold, max_iters)
+    subject = load_subject(recon_dir, model_spec)
     info = video_info(video)
-    say(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model '{subject.model.name}'"
-        f"{', textured' if subject.texture is not None else ''}")
-    det = detect_video(video, max_frames, say)
+    logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
+                f"'{subject.model.name}'{', textured' if subject.texture is not None else ''}")
+    det = detect_video(video, max_frames)
     n = len(det.observations)
-    found = np.array([o is not None for o in det.observations])
-    if not found.any():
+    if not any(o is not None for o in det.observations):
         raise HeadcastError(f"no face found in any of the {n} frames of {video}")
-    trk = track(subject.model, det.observations, det.info.fps, cfg, say)
+    trk = track(subject.model, det.observations, det.info.fps, cfg)
     report = summarise(subject, det, trk, cfg)
     if truth is not None:
         from headcast.animate.builtin import motion_recovery
@@ -324,52 +274,58 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
                                                  np.array([f.theta for f in trk.frames]),
                                                  np.array([f.psi for f in trk.frames]),
                                                  np.array([f.face_found for f in trk.frames]))
-    say(f"animate: {report['frames']} frames, {report['frames_with_face']} with a face; Loss5 < {cfg.threshold:g} in "
-        f"{100 * report['share_under_threshold']:.1f} %; fitting {report['fps']['fitting']:.0f} fps, "
-        f"end to end {report['fps']['end_to_end']:.1f} fps")
+    logger.info(f"animate: {report['frames']} frames, {report['frames_with_face']} with a face; Loss5 < "
+                f"{cfg.threshold:g} in {100 * report['share_under_threshold']:.1f} %; fitting "
+                f"{report['fps']['fitting']:.0f} fps, end to end {report['fps']['end_to_end']:.1f} fps")
     with staged_output(out_dir) as tmp:
-        write_params(tmp, subject, det, trk, cfg)
         if write_video:
-            sec, stills = write_preview_video(tmp / "animation.mp4", video, subject, det, trk, cfg.threshold, say)
+            sec, stills = write_preview_video(tmp / anim_io.VIDEO, video, subject, det, trk, cfg.threshold)
             report["seconds"]["video"] = sec
             if stills:
                 from headcast.render.images import save_png
 
                 rows = [np.hstack(stills[k:k + 2]) for k in range(0, len(stills) - 1, 2)] or stills[:1]
-                save_png(tmp / "preview.png", np.vstack(rows))
+                save_png(tmp / anim_io.PREVIEW, np.vstack(rows))
         if copy_input:
             import shutil
 
             shutil.copyfile(video, tmp / ("input" + (Path(video).suffix or ".mp4")))
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    say(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
-        f"{', animation.mp4, preview.png' if write_video else ''})")
+        anim_io.write_animation(tmp, animation(subject, det, trk, cfg), ("loss", "iterations"), report)
+    logger.info(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
+                f"{', animation.mp4, preview.png' if write_video else ''})")
     return report
 
 
-def write_params(folder: Path, subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -> None:
-    """params.npz and frames.jsonl."""
-    fps = det.info.fps
-    n = len(trk.frames)
-    theta = np.array([f.theta for f in trk.frames])
-    psi = np.array([f.psi for f in trk.frames])
-    eta = np.array([f.eta for f in trk.frames])
-    loss = np.array([f.loss for f in trk.frames])
-    iters = np.array([f.iterations for f in trk.frames])
-    found = np.array([f.face_found for f in trk.frames])
+def _config(config: TrackConfig | None, threshold: float | None, max_iters: int | None) -> TrackConfig:
+    """The tracker's settings: ``config`` (default TrackConfig()) with the explicitly given values, checked."""
+    cfg = config or TrackConfig()
+    if threshold is not None:
+        cfg = replace(cfg, threshold=float(threshold))
+    if max_iters is not None:
+        cfg = replace(cfg, max_iters=int(max_iters))
+    if not (0 < cfg.threshold < 10):
+        raise HeadcastError(f"threshold must be a positive Loss5 value, not {cfg.threshold}")
+    if cfg.max_iters < 1:
+        raise HeadcastError(f"max_iters must be at least 1, not {cfg.max_iters}")
+    return cfg
+
+
+def animation(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -> anim_io.Animation:
+    """The animation folder's content (:mod:`headcast.io.anim`): the tracked frames with their Loss5,
+    iterations, detected and fitted landmarks (N, 68, 2) pixels, the subject's beta, the driver's
+    identity and the threshold used."""
+    fr = trk.frames
+    n = len(fr)
     nan68 = np.full((68, 2), np.nan)
-    lmk = np.array([nan68 if o is None else o.landmarks for o in det.observations])
-    mlmk = np.array([nan68 if f.landmarks is None else f.landmarks for f in trk.frames])
-    np.savez(folder / "params.npz", frame=np.arange(n), time=np.arange(n) / fps, theta=theta, psi=psi, eta=eta,
-             loss=loss, iterations=iters, face_found=found, landmarks=lmk, model_landmarks=mlmk,
-             beta=subject.params.beta, driver_beta=trk.identity.beta, driver_offsets=trk.identity.offsets,
-             model=np.str_(subject.model.name), fps=np.float64(fps), threshold=np.float64(cfg.threshold))
-    with open(folder / "frames.jsonl", "w") as f:
-        for i, fr in enumerate(trk.frames):
-            f.write(json.dumps({"frame": i, "time": round(i / fps, 6), "theta": np.round(fr.theta, 6).tolist(),
-                                "psi": np.round(fr.psi, 6).tolist(), "eta": np.round(fr.eta, 4).tolist(),
-                                "loss": None if not fr.face_found else round(float(fr.loss), 6),
-                                "iterations": int(fr.iterations), "face_found": bool(fr.face_found)}) + "\n")
+    extras = dict(loss=np.array([f.loss for f in fr]), iterations=np.array([f.iterations for f in fr]),
+                  landmarks=np.array([nan68 if o is None else o.landmarks for o in det.observations]),
+                  model_landmarks=np.array([nan68 if f.landmarks is None else f.landmarks for f in fr]),
+                  driver_beta=trk.identity.beta, driver_offsets=trk.identity.offsets,
+                  threshold=np.float64(cfg.threshold))
+    return anim_io.Animation(np.arange(n) / det.info.fps, np.array([f.theta for f in fr]),
+                             np.array([f.psi for f in fr]), np.array([f.eta for f in fr]),
+                             np.array([f.face_found for f in fr]), det.info.fps, subject.params.beta,
+                             subject.model.name, extras)
 
 
 def summarise(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -> dict:
@@ -419,19 +375,18 @@ def summarise(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -
     }
 
 
-def animate_builtin(recon_dir: str | Path, out_dir: str | Path, model_spec: str | None = None,
-                    progress: Progress | None = None, seed: int = 0, **kwargs) -> dict:
+def animate_builtin(recon_dir: str | Path, out_dir: str | Path, model_spec: str | None = None, seed: int = 0,
+                    **kwargs) -> dict:
     """Animate a reconstruction with the built-in scripted motion (rendered with the subject's own shape);
-    the report gets the recovered motion against the script (``ground_truth``). For ``headcast demo``."""
+    the report gets the recovered motion against the script (``ground_truth``). For ``headcast demo``;
+    ``kwargs`` go to :func:`animate`."""
     import tempfile
 
     from headcast.animate.builtin import builtin_motion_video
 
-    subject = load_subject(recon_dir, model_spec, progress)
+    subject = load_subject(recon_dir, model_spec)
     with tempfile.TemporaryDirectory(prefix="headcast-motion-") as tmp:
         video = Path(tmp) / "builtin_motion.mp4"
-        if progress:
-            progress("animate: rendering the built-in motion (7 s)")
+        logger.info("animate: rendering the built-in motion (7 s)")
         truth = builtin_motion_video(video, subject.model, subject.params.beta, seed=seed)
-        return animate(recon_dir, video, out_dir, model_spec, progress=progress, copy_input=True, truth=truth,
-                       **kwargs)
+        return animate(recon_dir, video, out_dir, model_spec, copy_input=True, truth=truth, **kwargs)

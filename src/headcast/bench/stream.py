@@ -21,7 +21,7 @@ from pathlib import Path
 from headcast.bench import machine, shared_samples, write_results
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
 from headcast.stream import auth
-from headcast.stream.files import encode_file, make_init, read_animation, read_appearance
+from headcast.stream.files import animation_frames, encode_file, make_init, read_appearance
 from headcast.stream.wire import PROFILES
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def animation_dirs(recon_dir: Path, videos_dir: Path, work: Path, names=VIDEOS,
 def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path | None, max_frames: int) -> dict:
     from headcast.stream import live
 
-    frames, meta = read_animation(anim_dir)
+    frames, meta = animation_frames(anim_dir)
     meta["n_expr"] = frames[0].psi.size
     first = next(f for f in frames if f.face)
     info = make_init(meta, "compact", read_appearance(recon_dir), model, eta_ref=first.eta)
@@ -109,7 +109,7 @@ def run_stream_bench(recon_dir: str | Path, work: str | Path, videos_dir: str | 
                         f"{rep['vertex_error_mm_mean']:.3f} mm")
     lives = []
     if live:
-        longest = max(dirs, key=lambda n: len(read_animation(dirs[n])[0]))
+        longest = max(dirs, key=lambda n: len(animation_frames(dirs[n])[0]))
         lives.append(_live(dirs[longest], recon_dir, model, key, work, None, live_frames))
         lives.append(_live(dirs[longest], recon_dir, model, key, work, videos_dir / f"{longest}.mp4", live_frames))
         lives[-1]["video"] = lives[0]["video"] = longest

@@ -39,7 +39,7 @@ def run_animate(a: argparse.Namespace) -> None:
     from headcast.animate import animate
 
     rep = animate(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, threshold=a.threshold,
-                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video, progress=logger.info)
+                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video)
     logger.info(f"headcast: wrote {a.out}/ ({rep.get('frames', '?')} frames)")
 
 

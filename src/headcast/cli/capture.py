@@ -59,7 +59,7 @@ def run_synth(a: argparse.Namespace) -> None:
     from headcast.synth import load_beta, parse_expressions, synth
 
     w, h = parse_size(a.size)
-    model = resolve_model(a.model, progress=logger.info)
+    model = resolve_model(a.model)
     subject = {k: v for k, v in dict(yaw_deg=a.yaw, pitch_deg=a.pitch, roll_deg=a.roll, distance=a.distance,
                                      yaw_range_deg=a.yaw_range, skin_tone=a.skin_tone).items() if v is not None}
     if a.beta_file:
@@ -142,7 +142,7 @@ def run_reconstruct(a: argparse.Namespace) -> None:
                       method=a.landmarks, warn=logger.warning)
     if frame.rotation:
         logger.info(f"headcast: turned the capture {frame.rotation} degrees clockwise to make the face upright")
-    model = resolve_model(a.model, progress=logger.info)
+    model = resolve_model(a.model)
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
     with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
         rec = reconstruct_frame(frame, model, Path(a.out), a.method, landmarks=a.landmarks, face=a.face,
@@ -185,7 +185,7 @@ def texture(recon: Path, albedo_model, size: int, model, n_components: int | Non
     from headcast.texture import texture_reconstruction
 
     more = {} if n_components is None else {"n_components": n_components}
-    rep = texture_reconstruction(recon, albedo_model=albedo_model, size=size, model=model, progress=logger.info,
+    rep = texture_reconstruction(recon, albedo_model=albedo_model, size=size, model=model,
                                  **more)
     logger.info(f"headcast: textured {recon}: Loss4 {rep['loss4']:.4f}; albedo.png, mesh_textured.obj/.mtl, "
                 f"lighting.json, render_vs_photo.png, texture_report.json")

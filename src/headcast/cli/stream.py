@@ -60,7 +60,7 @@ def _decode_arguments(de: argparse.ArgumentParser) -> None:
 def run_decode(a: argparse.Namespace) -> None:
     from headcast.stream.files import decode_file
 
-    rep = decode_file(Path(a.stream), Path(a.out), trust_key=a.trust, log=logger.info)
+    rep = decode_file(Path(a.stream), Path(a.out), trust_key=a.trust)
     logger.info(f"headcast: decoded into {a.out}/: {stream_summary(rep)}")
 
 

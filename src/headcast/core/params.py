@@ -3,20 +3,18 @@
 The placement is a similarity from the model frame to the camera frame,
 ``X_cam = s * FLIP @ X_model + t`` (see headcast.core.camera). The paper's eta is an
 orthographic projection (scale and 2D translation); :meth:`HeadParams.paper_eta`
-gives its equivalent for this camera.
+gives its equivalent for this camera. On disk: :mod:`headcast.io.recon` (``write_params`` /
+``read_params``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from headcast.core.camera import Intrinsics, to_camera
-from headcast.core.errors import HeadcastError
 
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
 N_JOINTS = len(JOINT_NAMES)
@@ -31,7 +29,7 @@ def pose_slice(joint: str) -> slice:
 
 @dataclass
 class HeadParams:
-    """beta (S,), psi (E,), theta (15,) radians, scale s (unitless), t (3,) metres, model name."""
+    """beta (S,), psi (E,), theta (N_POSE,) radians, scale s (unitless), t (3,) metres, model name."""
 
     beta: np.ndarray
     psi: np.ndarray
@@ -57,28 +55,3 @@ class HeadParams:
         tz = float(self.translation[2])
         s = K.fx * self.scale / tz
         return np.array([s, K.fx * self.translation[0] / tz + K.cx, K.fy * self.translation[1] / tz + K.cy])
-
-    def save(self, folder: Path, K: Intrinsics | None = None) -> None:
-        """Write params.npz and params.json (units: metres, radians)."""
-        d = dict(beta=self.beta, psi=self.psi, theta=self.theta, scale=np.float64(self.scale),
-                 translation=self.translation)
-        eta = self.paper_eta(K) if K is not None else None
-        np.savez(folder / "params.npz", model=np.str_(self.model), **d,
-                 **({"eta": eta} if eta is not None else {}))
-        js = {k: np.asarray(v).tolist() for k, v in d.items()}
-        js.update(model=self.model, units={"length": "m", "angle": "rad (axis-angle)"},
-                  theta_layout="[root | neck | jaw | left eye | right eye]",
-                  placement="X_cam = scale * diag(1,-1,-1) @ X_model + translation")
-        if eta is not None:
-            js["eta"] = eta.tolist()
-            js["eta_definition"] = "weak-perspective (s px/m, tx px, ty px), the paper's orthographic projection"
-        (folder / "params.json").write_text(json.dumps(js, indent=2) + "\n")
-
-    @classmethod
-    def load(cls, folder: Path) -> "HeadParams":
-        p = Path(folder) / "params.npz"
-        if not p.is_file():
-            raise HeadcastError(f"{folder} has no params.npz (is it a reconstruction folder?)")
-        with np.load(p, allow_pickle=False) as z:
-            return cls(z["beta"], z["psi"], z["theta"], float(z["scale"]), z["translation"], str(z["model"]))
-

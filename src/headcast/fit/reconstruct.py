@@ -24,6 +24,7 @@ from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
 from headcast.io.mesh import write_obj, write_ply
 from headcast.io.outputs import staged_output
+from headcast.io.recon import write_params
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.preprocess.cloud import HULL_MARGIN
@@ -137,7 +138,7 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
     """Write every output of a reconstruction into ``out_dir`` atomically."""
     frame = obs.frame
     with staged_output(out_dir) as tmp:
-        rec.params.save(tmp, frame.K)
+        write_params(tmp, rec.params, frame.K)
         write_obj(tmp / "mesh.obj", rec.vertices, model.faces, model.uv, model.uv_faces)
         write_ply(tmp / "mesh.ply", rec.vertices, model.faces)
         images.save_png(tmp / "color.png", frame.color)

@@ -8,13 +8,18 @@ over every byte before it, and :func:`decode_file` writes nothing unless it veri
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from headcast.core.camera import to_camera
 from headcast.core.errors import HeadcastError
+from headcast.core.params import N_POSE
+from headcast.io.anim import ETA, Animation, read_animation, write_animation
 from headcast.io.outputs import staged_output
+from headcast.io.recon import read_albedo, read_lighting
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream.session import ReceiverSession, SenderSession
@@ -27,7 +32,6 @@ from headcast.stream.wire import (
     FRAME_PREFIX,
     HEADER_SIZE,
     INIT,
-    N_LAMBDA,
     PAPER,
     PROFILES,
     TAG_SIZE,
@@ -36,71 +40,38 @@ from headcast.stream.wire import (
     split_stream,
 )
 
+logger = logging.getLogger(__name__)
+
 RAW_FRAME_BYTES = 256 * 256 * 3  # the paper's uncompressed 256x256 RGB frame: 196608 bytes
 DEFAULT_TARGET_MM = 0.5
 DEFAULT_KEY_INTERVAL = 25
 
 
 # -- inputs ------------------------------------------------------------------------------------
-def read_animation(anim_dir: str | Path) -> tuple[list[K.ParamFrame], dict]:
-    """ParamFrames and metadata (fps, beta, model, eta_kind) from an animation folder's params.npz."""
-    d = Path(anim_dir)
-    p = d / "params.npz"
-    if not p.is_file():
-        raise HeadcastError(f"{d} has no params.npz (is it an animation folder from 'headcast animate'?)")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as e:
-        raise HeadcastError(f"{p} is not readable ({e.__class__.__name__})") from None
-    for k in ("theta", "psi", "beta"):
-        if k not in a:
-            raise HeadcastError(f"{p} has no '{k}' array")
-    theta = np.asarray(a["theta"], dtype=np.float64)
-    psi = np.asarray(a["psi"], dtype=np.float64)
-    n = len(theta)
-    if theta.shape != (n, 15) or psi.ndim != 2 or len(psi) != n or n == 0:
-        raise HeadcastError(f"{p}: theta must be (N, 15) and psi (N, E); got {theta.shape} and {psi.shape}")
-    if "eta" in a:
-        eta, kind = np.asarray(a["eta"], dtype=np.float64).reshape(n, -1), ETA_PAPER
-    elif "scale" in a and "translation" in a:
-        eta = np.c_[np.asarray(a["scale"], dtype=np.float64).reshape(n), np.asarray(a["translation"]).reshape(n, 3)]
-        kind = ETA_SIM
-    else:
-        raise HeadcastError(f"{p} has neither 'eta' nor 'scale' + 'translation'")
-    fps = float(a["fps"]) if "fps" in a else None
-    times = a.get("time", a.get("times"))
-    if times is None:
-        if fps is None:
-            raise HeadcastError(f"{p} has neither 'time' nor 'fps'")
-        times = np.arange(n) / fps
-    times = np.asarray(times, dtype=np.float64)
-    if fps is None:
-        fps = float(1.0 / np.median(np.diff(times))) if n > 1 else 25.0
-    face = np.asarray(a.get("face_found", np.ones(n, bool)), dtype=bool)
-    frames = [K.ParamFrame(i, float(times[i]), theta[i], psi[i], eta[i], bool(face[i])) for i in range(n)]
+def animation_frames(anim_dir: str | Path) -> tuple[list[K.ParamFrame], dict]:
+    """ParamFrames and metadata (fps, beta, model, eta_kind) of an animation folder (:mod:`headcast.io.anim`)."""
+    anim = read_animation(anim_dir)
+    if anim.beta is None:
+        raise HeadcastError(f"{anim.source} has no 'beta' array (the subject's identity)")
+    kind = ETA_PAPER if anim.placement_kind == ETA else ETA_SIM
+    frames = [K.ParamFrame(i, float(anim.times[i]), anim.theta[i], anim.psi[i], anim.placement[i],
+                           bool(anim.face_found[i])) for i in range(anim.n_frames)]
     # frames before the first face have no parameters to send
-    meta = {"fps": fps, "beta": np.asarray(a["beta"], dtype=np.float64), "model": str(a.get("model", "ict")),
-            "eta_kind": kind}
+    meta = {"fps": anim.fps, "beta": anim.beta, "model": anim.model or "ict", "eta_kind": kind}
     return frames, meta
 
 
 def read_appearance(recon_dir: str | Path | None) -> dict:
-    """lambda (27,), rho and the albedo PNG bytes from a textured reconstruction folder (all optional)."""
+    """lambda (27,), rho and the albedo PNG bytes from a textured reconstruction folder (all optional;
+    the albedo only without rho, which stands for it)."""
     out = {"lam": None, "rho": None, "albedo_png": None}
     if recon_dir is None:
         return out
-    d = Path(recon_dir)
-    lj = d / "lighting.json"
-    if lj.is_file():
-        js = json.loads(lj.read_text())
-        sh = np.asarray(js.get("sh", []), dtype=np.float64).reshape(-1)
-        if sh.size == N_LAMBDA:
-            out["lam"] = sh
-        if js.get("rho") is not None:
-            out["rho"] = np.asarray(js["rho"], dtype=np.float64).reshape(-1)
-    if out["rho"] is None and (d / "albedo.png").is_file():
-        out["albedo_png"] = (d / "albedo.png").read_bytes()
+    light = read_lighting(recon_dir)
+    if light is not None:
+        out["lam"], out["rho"] = light.sh.reshape(-1), light.rho
+    if out["rho"] is None:
+        out["albedo_png"] = read_albedo(recon_dir)
     return out
 
 
@@ -115,14 +86,14 @@ def make_init(meta: dict, profile: str, appearance: dict | None = None, model=No
     beta = np.asarray(meta["beta"], dtype=np.float64)
     n_expr = int(meta["n_expr"])
     info = InitInfo(meta["model"], beta.size, n_expr, beta, app.get("lam"), app.get("rho"), app.get("albedo_png"),
-                    float(meta["fps"]), prof, 6 if prof == PAPER else 15, meta["eta_kind"], int(key_interval),
+                    float(meta["fps"]), prof, 6 if prof == PAPER else N_POSE, meta["eta_kind"], int(key_interval),
                     None, sender)
     if prof == COMPACT:
         if model is None:
             from headcast.model.registry import resolve_model
 
             model = resolve_model(meta["model"])
-        info.steps = K.steps_for(model, beta, 15, meta["eta_kind"], eta_ref if eta_ref is not None else [3000.0],
+        info.steps = K.steps_for(model, beta, N_POSE, meta["eta_kind"], eta_ref if eta_ref is not None else [3000.0],
                                  target_mm)
     return info
 
@@ -150,12 +121,15 @@ def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | Bin
                 key_interval: int = DEFAULT_KEY_INTERVAL, sender: str = "default", model=None,
                 measure: bool = True) -> dict:
     """Encode an animation folder into a signed file stream; returns the report (:func:`stream_report`)."""
-    frames, meta = read_animation(anim_dir)
+    frames, meta = animation_frames(anim_dir)
     meta["n_expr"] = frames[0].psi.size
     if model is None:
         from headcast.model.registry import resolve_model
 
         model = resolve_model(meta["model"])
+    if meta["n_expr"] != model.n_expr:
+        raise HeadcastError(f"{Path(anim_dir) / 'params.npz'}: psi has {meta['n_expr']} expression values per frame; "
+                            f"model {model.name!r} has {model.n_expr}")
     first = next((f for f in frames if f.face), None)
     if first is None:
         raise HeadcastError(f"{anim_dir}: no frame has a face; nothing to stream")
@@ -174,9 +148,9 @@ def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | Bin
 
 
 # -- decode ------------------------------------------------------------------------------------
-def decode_bytes(data: bytes, trust: auth.Trust, log=None) -> dict:
+def decode_bytes(data: bytes, trust: auth.Trust) -> dict:
     """Authenticate and decode a whole file stream: {'info', 'frames' (list of DecodedFrame)}."""
-    rx = ReceiverSession(trust, file_mode=True, log=log)
+    rx = ReceiverSession(trust, file_mode=True)
     frames = []
     msgs = list(split_stream(data))
     if not msgs or msgs[-1].type != END:
@@ -188,22 +162,23 @@ def decode_bytes(data: bytes, trust: auth.Trust, log=None) -> dict:
     return {"info": rx.info, "frames": frames, "stats": rx.stats}
 
 
-def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: str | Path | None = None,
-                log=None) -> dict:
-    """Decode a file stream into ``out_dir``: params.npz (time, theta, psi, eta, face_found, seq, beta, model,
-    fps), init.json, albedo.png when the stream carries one, report.json. Nothing is written unless the
-    stream's signature verifies against the trusted key (``trust_key``, else trust on first use)."""
+def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: str | Path | None = None) -> dict:
+    """Decode a file stream into the animation folder ``out_dir`` (:mod:`headcast.io.anim`: params.npz with
+    seq, frames.jsonl, report.json), with init.json and albedo.png when the stream carries one. Nothing is
+    written unless the stream's signature verifies against the trusted key (``trust_key``, else trust on
+    first use)."""
     data = stream.read() if hasattr(stream, "read") else Path(stream).read_bytes()
-    dec = decode_bytes(data, auth.Trust.from_file(trust_key), log)
+    dec = decode_bytes(data, auth.Trust.from_file(trust_key))
     info, frames = dec["info"], dec["frames"]
+    if not frames:
+        raise HeadcastError(f"{stream} holds no frames")
     report = stream_report(data, info)
+    anim = Animation(np.array([f.t for f in frames]), np.array([f.theta for f in frames]),
+                     np.array([f.psi for f in frames]), np.array([f.eta for f in frames]),
+                     np.array([f.face for f in frames]), info.fps, info.beta, info.model,
+                     {"seq": np.array([f.seq for f in frames])})
     with staged_output(out_dir) as tmp:
-        eta_key = "eta" if info.eta_kind == ETA_PAPER else "placement"
-        np.savez(tmp / "params.npz", seq=np.array([f.seq for f in frames]), time=np.array([f.t for f in frames]),
-                 theta=np.array([f.theta for f in frames]), psi=np.array([f.psi for f in frames]),
-                 **{eta_key: np.array([f.eta for f in frames])},
-                 face_found=np.array([f.face for f in frames]), beta=info.beta, model=np.str_(info.model),
-                 fps=np.float64(info.fps))
+        write_animation(tmp, anim, ("seq",), report)
         js = {"model": info.model, "sender": info.sender, "sender_key": auth.fingerprint(info.sign_pub),
               "profile": "compact" if info.profile == COMPACT else "paper", "fps": info.fps,
               "n_shape": info.n_shape, "n_expr": info.n_expr, "key_interval": info.key_interval,
@@ -213,7 +188,7 @@ def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: s
         (tmp / "init.json").write_text(json.dumps(js, indent=2) + "\n")
         if info.albedo_png:
             (tmp / "albedo.png").write_bytes(info.albedo_png)
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    logger.debug("decode: %d frames into %s", len(frames), out_dir)
     return report
 
 
@@ -276,15 +251,13 @@ def accuracy(model, frames: list[K.ParamFrame], decoded, info: InitInfo, batch: 
             w = layer.vertices(beta.expand(len(chunk), -1), T([d.psi for _, d in chunk]), T([d.theta for _, d in chunk])).numpy()
         errs.append(np.linalg.norm(v - w, axis=-1).ravel())
         for (o, d), vi, wi in zip(chunk, v, w):
-            if info.eta_kind == ETA_PAPER:
-                P = np.array([[1.0, 0, 0], [0, -1.0, 0]])
-                po = o.eta[0] * vi @ P.T + o.eta[1:]
-                pd = d.eta[0] * wi @ P.T + d.eta[1:]
+            if info.eta_kind == ETA_PAPER:  # orthographic: the camera frame's x, y plus (tx, ty) pixels
+                po = to_camera(vi, o.eta[0], 0.0)[:, :2] + o.eta[1:]
+                pd = to_camera(wi, d.eta[0], 0.0)[:, :2] + d.eta[1:]
                 perrs.append(np.linalg.norm(po - pd, axis=-1) / o.eta[0])
             else:
-                F = np.diag([1.0, -1.0, -1.0])
-                po = o.eta[0] * vi @ F + o.eta[1:]
-                pd = d.eta[0] * wi @ F + d.eta[1:]
+                po = to_camera(vi, o.eta[0], o.eta[1:])
+                pd = to_camera(wi, d.eta[0], d.eta[1:])
                 perrs.append(np.linalg.norm(po - pd, axis=-1))
     e = np.concatenate(errs) * 1000
     pe = np.concatenate(perrs) * 1000

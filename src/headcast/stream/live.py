@@ -498,9 +498,9 @@ def run_sender(to: str, video: str | None = None, camera: int | None = None, rec
         raise HeadcastError(f"--to {to!r} must be a ws:// URL")
     beta, name = None, model_spec
     if recon_dir is not None:
-        from headcast.core.params import HeadParams
+        from headcast.io.recon import read_params
 
-        p = HeadParams.load(Path(recon_dir))
+        p = read_params(recon_dir)
         beta, name = p.beta, model_spec or p.model
     model = resolve_model(name or "ict", progress=log)
     if beta is None:

@@ -9,8 +9,8 @@ from headcast.texture.albedo_model import AlbedoModel, fit_albedo_model, load_al
 from headcast.texture.atlas import Atlas, TexelMap, bake, build_atlas, rasterize_uv
 from headcast.texture.core import TextureResult, TextureSpace, texture_frame, texture_space
 from headcast.texture.lighting import fit_light, loss4, normalise_light
-from headcast.texture.pipeline import read_reconstruction, texture_reconstruction
+from headcast.texture.pipeline import texture_reconstruction
 
 __all__ = ["AlbedoModel", "Atlas", "TexelMap", "TextureResult", "TextureSpace", "bake", "build_atlas",
            "fit_albedo_model", "fit_light", "load_albedo_model", "loss4", "normalise_light", "rasterize_uv",
-           "read_reconstruction", "texture_frame", "texture_reconstruction", "texture_space"]
+           "texture_frame", "texture_reconstruction", "texture_space"]

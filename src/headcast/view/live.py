@@ -30,7 +30,7 @@ _PAGES = {"/live": "index.html", "/index.html": "index.html", "/viewer.js": "vie
 def head_glb_bytes(info, model=None) -> bytes:
     """The GLB of the head an INIT describes: its model (``model`` when the names match, else resolved),
     beta zero-padded to the model's components, the sent albedo in the model's atlas when present."""
-    from headcast.export.gltf import build_glb
+    from headcast.export.gltf import GlbHead, build_glb
     from headcast.stream.live import init_head
 
     model, beta = init_head(info, model)
@@ -40,7 +40,7 @@ def head_glb_bytes(info, model=None) -> bytes:
 
         atlas = build_atlas(model.uv, model.uv_faces, model.v_template, model.faces)
         uv, uv_faces, png = atlas.uv, atlas.uv_faces, bytes(info.albedo_png)
-    return build_glb(model, beta, uv=uv, uv_faces=uv_faces, texture_png=png, name=info.sender or "head")
+    return build_glb(GlbHead(model, beta, uv=uv, uv_faces=uv_faces, texture_png=png, name=info.sender or "head"))
 
 
 def frame_message(f) -> str:
