@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from headcast.io.outputs import staged_output
+from headcast.io.outputs import staged_dir
 from headcast.model.registry import resolve_model
 
 
@@ -32,7 +32,7 @@ def run_demo(out: Path, model_spec: str = "ict", seed: int = 0, video: Path | No
     model = resolve_model(model_spec, progress=progress)
     progress(f"demo: model '{model.name}' ({model.n_vertices} vertices, {model.n_shape} identity and "
              f"{model.n_expr} expression components)")
-    with staged_output(out) as tmp:
+    with staged_dir(out, "demo", inputs=(video,)) as tmp:
         subject = random_subject(model, seed)
         frame = render_rgbd(model, subject, default_intrinsics(640, 480), profile="truedepth", seed=seed)
         write_sample(frame, subject, model, tmp / "input", prefix="frame-000")

@@ -38,7 +38,7 @@ from headcast.animate.video import VideoInfo, VideoLandmarker, read_frames, vide
 from headcast.core.camera import FLIP, Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
-from headcast.io.outputs import staged_output
+from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 
@@ -306,6 +306,7 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
         raise HeadcastError(f"threshold must be a positive Loss5 value, not {threshold}")
     if cfg.max_iters < 1:
         raise HeadcastError(f"max_iters must be at least 1, not {cfg.max_iters}")
+    check_output_dir(out_dir, "animation", inputs=(recon_dir, video))  # refuse before the work
     subject = load_subject(recon_dir, model_spec, progress)
     info = video_info(video)
     say(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model '{subject.model.name}'"
@@ -327,7 +328,7 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     say(f"animate: {report['frames']} frames, {report['frames_with_face']} with a face; Loss5 < {cfg.threshold:g} in "
         f"{100 * report['share_under_threshold']:.1f} %; fitting {report['fps']['fitting']:.0f} fps, "
         f"end to end {report['fps']['end_to_end']:.1f} fps")
-    with staged_output(out_dir) as tmp:
+    with staged_dir(out_dir, "animation", inputs=(recon_dir, video)) as tmp:
         write_params(tmp, subject, det, trk, cfg)
         if write_video:
             sec, stills = write_preview_video(tmp / "animation.mp4", video, subject, det, trk, cfg.threshold, say)

@@ -14,7 +14,9 @@ from typing import BinaryIO
 import numpy as np
 
 from headcast.core.errors import HeadcastError
-from headcast.io.outputs import staged_output
+from headcast.core.files import read_bytes
+from headcast.io.outputs import check_output_dir, staged_dir
+from headcast.io.validate import MAX_STREAM_BYTES
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream.session import ReceiverSession, SenderSession
@@ -193,11 +195,12 @@ def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: s
     """Decode a file stream into ``out_dir``: params.npz (time, theta, psi, eta, face_found, seq, beta, model,
     fps), init.json, albedo.png when the stream carries one, report.json. Nothing is written unless the
     stream's signature verifies against the trusted key (``trust_key``, else trust on first use)."""
-    data = stream.read() if hasattr(stream, "read") else Path(stream).read_bytes()
+    check_output_dir(out_dir, "decoded", inputs=(trust_key, None if hasattr(stream, "read") else stream))
+    data = stream.read() if hasattr(stream, "read") else read_bytes(stream, "stream file", MAX_STREAM_BYTES)
     dec = decode_bytes(data, auth.Trust.from_file(trust_key), log)
     info, frames = dec["info"], dec["frames"]
     report = stream_report(data, info)
-    with staged_output(out_dir) as tmp:
+    with staged_dir(out_dir, "decoded", inputs=(trust_key, None if hasattr(stream, "read") else stream)) as tmp:
         eta_key = "eta" if info.eta_kind == ETA_PAPER else "placement"
         np.savez(tmp / "params.npz", seq=np.array([f.seq for f in frames]), time=np.array([f.t for f in frames]),
                  theta=np.array([f.theta for f in frames]), psi=np.array([f.psi for f in frames]),
