@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from headcast.io.outputs import staged_dir
+from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.model.registry import resolve_model
 
 
@@ -28,6 +28,7 @@ def run_demo(out: Path, model_spec: str = "ict", seed: int = 0, video: Path | No
     from headcast.synth import default_intrinsics, random_subject, render_rgbd, write_sample
     from headcast.texture import texture_reconstruction
 
+    check_output_dir(out, "demo", inputs=(video,))  # refuse before the work
     t0 = time.perf_counter()
     model = resolve_model(model_spec, progress=progress)
     progress(f"demo: model '{model.name}' ({model.n_vertices} vertices, {model.n_shape} identity and "

@@ -122,11 +122,15 @@ def _fsync_tree(root: Path) -> None:
 
 
 def _remove(path: Path) -> None:
+    """Remove a staging file or folder if it is there (best effort: this runs while another error unwinds)."""
     with _signals_held():
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        elif os.path.lexists(path):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 # --- manifest ----------------------------------------------------------------------------------

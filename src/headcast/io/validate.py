@@ -26,7 +26,7 @@ MAX_PLY_BYTES = 1 << 30               # 1 GiB: a PLY point cloud
 MAX_PLY_POINTS = 1 << 24              # 16.8 M points in a PLY point cloud
 MAX_STREAM_BYTES = 256 << 20          # 256 MiB: a stream file (an hour at 30 fps is ~20 MB)
 MAX_HULL_MARGIN_M = 0.1               # --hull-margin: metres beyond the landmark hull
-MAX_TEXTURE_SIZE = 4096               # texture --size: texels a side (peak memory in docs/guarantees.md)
+MAX_TEXTURE_SIZE = 2048               # texture --size: texels a side (1.5 GB peak; 4096 takes 4.4 GB)
 DEPTH_SUFFIXES_READ = (".png", ".tif", ".tiff", ".npy", ".exr")
 _CLEAN_ROWS = 512                     # depth rows converted at a time (bounds the float64 temporaries)
 
@@ -220,8 +220,7 @@ def _decode_depth(path: Path, what: str) -> np.ndarray:
 def read_depth_raw(path: str | Path, what: str = "depth map") -> np.ndarray:
     """A depth image file as stored: (H, W) integer or float array, no scaling; 8-bit images are refused."""
     path = Path(path)
-    if not path.exists():
-        raise HeadcastError(f"{what} {path} does not exist")
+    check_input_file(path, what, max(MAX_IMAGE_BYTES, MAX_NPY_BYTES))
     a = _decode_depth(path, what)
     if a.ndim == 3 and a.shape[2] in (1, 3, 4) and (a.shape[2] == 1 or np.array_equal(a[..., 0], a[..., 1])):
         a = a[..., 0]

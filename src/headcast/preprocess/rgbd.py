@@ -16,7 +16,8 @@ import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
-from headcast.io.validate import ply_vertex_count, read_depth, read_image
+from headcast.core.files import check_input_file
+from headcast.io.validate import MAX_IMAGE_BYTES, ply_vertex_count, read_depth, read_image
 
 COLOR_SUFFIXES = ("_color.png", "_color.jpg", "_color.jpeg")
 DEPTH_SUFFIXES = ("_depth_mm.png", "_depth.png", "_depth.npy", "_depth.tiff", "_depth.tif", "_depth.exr", ".ply")
@@ -141,6 +142,8 @@ def resolve_paths(color: str | Path, depth: str | Path | None = None, intrinsics
     """
     color = Path(color)
     prefix = None
+    if color.exists() and not color.is_file():
+        check_input_file(color, "color image", MAX_IMAGE_BYTES)  # a folder or a device: says which
     if not color.is_file():
         found = [color.with_name(color.name + s) for s in COLOR_SUFFIXES if color.with_name(color.name + s).is_file()]
         if not found:
