@@ -28,9 +28,10 @@ from headcast.io.outputs import (
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def tree(root: Path) -> dict[str, bytes | None]:
-    """Every entry below ``root``: file contents, None for folders."""
-    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+def tree(root: Path) -> dict[str, bytes | str | None]:
+    """Every entry below ``root``: file contents, None for folders, "special" for FIFOs (never opened)."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes() if p.is_file() else "special")
+            for p in sorted(root.rglob("*"))}
 
 
 def no_staging(root: Path) -> bool:

@@ -90,11 +90,16 @@ def _resolve(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def _make_parent(out: Path) -> None:
-    """Create ``out``'s parent folders; one line when a file stands in the way."""
+def _check_parents(out: Path) -> None:
+    """One line when a file stands where one of ``out``'s parent folders should be."""
     for p in reversed([out.parent, *out.parent.parents]):
         if p.exists() and not p.is_dir():
             raise HeadcastError(f"cannot write {out}: {p} is a file, not a folder")
+
+
+def _make_parent(out: Path) -> None:
+    """Create ``out``'s parent folders."""
+    _check_parents(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -180,6 +185,7 @@ def check_output_dir(out: str | Path, kind: str, *, force: bool = False, inputs:
     ins = [_resolve(p) for p in inputs if p is not None]
     if out.exists() and not out.is_dir():
         raise HeadcastError(f"output {out} exists and is not a folder")
+    _check_parents(out)
     for p in ins:
         if out == p or p in out.parents:
             raise HeadcastError(f"output {out} is {'the' if out == p else 'inside the'} input {p}: choose another "

@@ -83,12 +83,12 @@ def depth_from_points(points: np.ndarray, K: Intrinsics) -> np.ndarray:
 
 def read_ply_depth(path: str | Path, K: Intrinsics, scale: float = 1.0) -> np.ndarray:
     """A point cloud file (PLY, camera frame) -> (H, W) float32 depth map in metres through ``K``."""
-    import open3d as o3d
-
     path = Path(path)
     if not path.exists():
         raise HeadcastError(f"point cloud {path} does not exist")
     ply_vertex_count(path)
+    import open3d as o3d  # after the header check: a refusal needs no Open3D
+
     pcd = o3d.io.read_point_cloud(str(path))
     pts = np.asarray(pcd.points) * scale
     if len(pts) == 0:
