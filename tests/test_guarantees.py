@@ -25,7 +25,7 @@ from headcast.core.errors import HeadcastError
 from headcast.core.files import read_json
 from headcast.io import validate as V
 from headcast.io.outputs import staged_dir
-from test_outputs import tree, user_folder
+from test_outputs import signed_stream, tree, user_folder
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 W, H = 64, 48
@@ -97,7 +97,7 @@ class Workspace:
         self.video = self.file("talk.mp4", b"\0" * 100)
         self.prev_anim = self._output("prev_anim", "animation")
         self.prev_dec = self._output("prev_dec", "decoded")
-        self.stream, self.trust = self._stream()
+        self.stream, self.trust = signed_stream(root)
 
     def file(self, name: str, data: bytes) -> Path:
         (self.root / name).write_bytes(data)
@@ -129,16 +129,6 @@ class Workspace:
         with staged_dir(self.root / name, kind) as tmp:
             (tmp / "params.npz").write_bytes(b"earlier")
         return self.root / name
-
-    def _stream(self) -> tuple[Path, Path]:
-        from headcast.stream import auth, files
-        from test_stream import make_info, synthetic_frames
-
-        key = auth.Ed25519PrivateKey.generate()
-        data, _ = files.encode_frames(synthetic_frames(30), make_info(), key)
-        return (self.file("talk.hcs", data),
-                self.file("sender.pub", f"headcast-ed25519 {auth.public_bytes(key).hex()}\n".encode()))
-
 
 @dataclass
 class Case:

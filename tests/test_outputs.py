@@ -46,6 +46,18 @@ def user_folder(root: Path) -> Path:
     return d
 
 
+def signed_stream(folder: Path) -> tuple[Path, Path]:
+    """A valid signed stream file of 30 synthetic frames and its sender's public key file."""
+    from headcast.stream import auth, files
+    from test_stream import make_info, synthetic_frames
+
+    key = auth.Ed25519PrivateKey.generate()
+    data, _ = files.encode_frames(synthetic_frames(30), make_info(), key)
+    (folder / "talk.hcs").write_bytes(data)
+    (folder / "sender.pub").write_text(f"headcast-ed25519 {auth.public_bytes(key).hex()}\n")
+    return folder / "talk.hcs", folder / "sender.pub"
+
+
 def write_dir(out, kind="decoded", files=("a.txt",), **kw) -> Path:
     with staged_dir(out, kind, **kw) as tmp:
         for f in files:
@@ -223,6 +235,18 @@ def test_full_disk_is_one_line_and_leaves_nothing(mount):
     with pytest.raises(HeadcastError, match=r"^cannot write .*x\.glb: no space left on device$"):
         with staged_file(fs / "x.glb") as tmp:
             tmp.write_bytes(bytes(200_000))
+    assert os.listdir(fs) == []
+
+
+@pytest.mark.parametrize("options, reason", [("size=4k", "no space left on device"),
+                                             ("ro,size=4k", "read-only file system")])
+def test_decode_onto_a_failing_disk_through_the_cli(tmp_path, mount, capsys, options, reason):
+    from headcast.cli import main
+
+    stream, trust = signed_stream(tmp_path)
+    fs = mount(options)
+    assert main(["decode", str(stream), "--trust", str(trust), "--out", str(fs / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"headcast: error: cannot write {fs / 'out'}: {reason}"
     assert os.listdir(fs) == []
 
 
