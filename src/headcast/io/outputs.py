@@ -298,8 +298,8 @@ def staged_files(paths: Sequence[str | Path], *, force: bool = False, modes: Seq
     try:
         for t, mode in zip(targets, modes):
             s = _staging_name(t, t.parent, t.suffix)
+            stagings.append(s)  # before it exists: a signal right after the open still finds it
             fd = os.open(s, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
-            stagings.append(s)
             if mode is not None:
                 os.fchmod(fd, mode)  # exactly this mode, whatever the umask
             os.close(fd)
