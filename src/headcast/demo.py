@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from headcast.io.outputs import staged_output
+from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -25,11 +25,12 @@ def run_demo(out: Path, model_spec: str = DEFAULT_MODEL, seed: int = 0, video: P
     """Make, reconstruct and measure a synthetic subject; returns the headline figures."""
     from headcast.synth import default_intrinsics, random_subject, render_rgbd, write_sample
 
+    check_output_dir(out, "demo", inputs=(video,))  # refuse before the work
     t0 = time.perf_counter()
     model = resolve_model(model_spec, progress=logger.info)
     logger.info(f"demo: model '{model.name}' ({model.n_vertices} vertices, {model.n_shape} identity and "
                 f"{model.n_expr} expression components)")
-    with staged_output(out) as tmp:
+    with staged_dir(out, "demo", inputs=(video,)) as tmp:
         subject = random_subject(model, seed)
         frame = render_rgbd(model, subject, default_intrinsics(640, 480), profile="truedepth", seed=seed)
         write_sample(frame, subject, model, tmp / "input", prefix="frame-000")

@@ -32,7 +32,7 @@ from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
 from headcast.io import anim as anim_io
 from headcast.io import recon
-from headcast.io.outputs import staged_output
+from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 
@@ -257,6 +257,7 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     :class:`headcast.animate.builtin.Motion`, when the video is the built-in motion) adds the recovered
     motion to the report."""
     cfg = _config(config, threshold, max_iters)
+    check_output_dir(out_dir, "animation", inputs=(recon_dir, video))  # refuse before the work
     subject = load_subject(recon_dir, model_spec)
     info = video_info(video)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
@@ -277,7 +278,7 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     logger.info(f"animate: {report['frames']} frames, {report['frames_with_face']} with a face; Loss5 < "
                 f"{cfg.threshold:g} in {100 * report['share_under_threshold']:.1f} %; fitting "
                 f"{report['fps']['fitting']:.0f} fps, end to end {report['fps']['end_to_end']:.1f} fps")
-    with staged_output(out_dir) as tmp:
+    with staged_dir(out_dir, "animation", inputs=(recon_dir, video)) as tmp:
         if write_video:
             sec, stills = write_preview_video(tmp / anim_io.VIDEO, video, subject, det, trk, cfg.threshold)
             report["seconds"]["video"] = sec

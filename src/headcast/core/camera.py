@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.files import read_json
 
 if TYPE_CHECKING:
     import torch
 
+INTRINSICS_KEYS = ("fx", "fy", "cx", "cy", "width", "height")  # the keys of an intrinsics JSON file
 FLIP = np.diag([1.0, -1.0, -1.0]).astype(np.float32)  # model frame -> camera frame axes
 
 
@@ -39,19 +41,23 @@ class Intrinsics:
         """(3, 3) float64 camera matrix."""
         return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float64)
 
-    def check(self) -> "Intrinsics":
-        """Raise HeadcastError for absurd values (non-positive focal, centre far outside the image)."""
+    def check(self, name: str = "intrinsics") -> "Intrinsics":
+        """Raise HeadcastError for absurd values (non-positive focal, centre far outside the image);
+        ``name`` starts the message (the file, when read from one)."""
+        for key in ("fx", "fy", "cx", "cy"):
+            if not np.isfinite(getattr(self, key)):
+                raise HeadcastError(f"{name}: {key}={getattr(self, key)} is not a finite number")
         if self.width <= 0 or self.height <= 0:
-            raise HeadcastError(f"intrinsics: image size {self.width}x{self.height} is not positive")
-        for name in ("fx", "fy"):
-            f = getattr(self, name)
-            if not np.isfinite(f) or f <= 0:
-                raise HeadcastError(f"intrinsics: {name}={f} must be a positive number of pixels")
+            raise HeadcastError(f"{name}: image size {self.width}x{self.height} is not positive")
+        for key in ("fx", "fy"):
+            f = getattr(self, key)
+            if f <= 0:
+                raise HeadcastError(f"{name}: {key}={f} must be a positive number of pixels")
             if not 0.1 * max(self.width, self.height) <= f <= 20 * max(self.width, self.height):
-                raise HeadcastError(f"intrinsics: {name}={f:g} px is absurd for a "
+                raise HeadcastError(f"{name}: {key}={f:g} px is absurd for a "
                                     f"{self.width}x{self.height} image (expected 0.1x..20x its size)")
         if not (-0.5 * self.width <= self.cx <= 1.5 * self.width and -0.5 * self.height <= self.cy <= 1.5 * self.height):
-            raise HeadcastError(f"intrinsics: principal point ({self.cx:g}, {self.cy:g}) is far outside "
+            raise HeadcastError(f"{name}: principal point ({self.cx:g}, {self.cy:g}) is far outside "
                                 f"the {self.width}x{self.height} image")
         return self
 
@@ -79,16 +85,27 @@ class Intrinsics:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Intrinsics":
-        """Read ``fx fy cx cy width height`` (extra keys are ignored)."""
+        """Read ``fx fy cx cy width height`` (extra keys are ignored) from a bounded JSON file
+        (:func:`headcast.core.files.read_json`); absurd or non-finite values raise HeadcastError."""
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-            return cls(float(d["fx"]), float(d["fy"]), float(d["cx"]), float(d["cy"]),
-                       int(d["width"]), int(d["height"])).check()
-        except FileNotFoundError:
-            raise HeadcastError(f"intrinsics file {path} does not exist") from None
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
-            raise HeadcastError(f"intrinsics file {path} is not JSON with fx, fy, cx, cy, width, height ({e})") from None
+        d = read_json(path, "intrinsics file")
+        name = f"intrinsics file {path}"
+        if not isinstance(d, dict) or not all(k in d for k in INTRINSICS_KEYS):
+            raise HeadcastError(f"{name} is not JSON with {', '.join(INTRINSICS_KEYS)}")
+        v = {k: _number(d[k], f"{name}: {k}") for k in INTRINSICS_KEYS}
+        if not all(np.isfinite(v[k]) and v[k] == int(v[k]) for k in ("width", "height")):
+            raise HeadcastError(f"{name}: image size {v['width']}x{v['height']} is not whole pixels")
+        return cls(v["fx"], v["fy"], v["cx"], v["cy"], int(v["width"]), int(v["height"])).check(name)
+
+
+def _number(value, name: str) -> float:
+    """A JSON number (or numeric text, as older files hold) as a float; HeadcastError otherwise."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        return float(value)
+    except (ValueError, OverflowError):
+        raise HeadcastError(f"{name}={str(value)[:40]!r} is not a number") from None
 
 
 def project(points: np.ndarray, K: Intrinsics) -> np.ndarray:

@@ -23,7 +23,7 @@ from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
 from headcast.io.mesh import write_obj, write_ply
-from headcast.io.outputs import staged_output
+from headcast.io.outputs import staged_dir
 from headcast.io.recon import write_params
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
@@ -137,7 +137,7 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
                          extra_report: dict | None = None) -> Path:
     """Write every output of a reconstruction into ``out_dir`` atomically."""
     frame = obs.frame
-    with staged_output(out_dir) as tmp:
+    with staged_dir(out_dir, "reconstruction", inputs=(frame.color_path, frame.depth_path, frame.intrinsics_path)) as tmp:
         write_params(tmp, rec.params, frame.K)
         write_obj(tmp / "mesh.obj", rec.vertices, model.faces, model.uv, model.uv_faces)
         write_ply(tmp / "mesh.ply", rec.vertices, model.faces)

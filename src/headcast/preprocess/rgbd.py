@@ -16,6 +16,8 @@ import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
+from headcast.core.files import check_input_file
+from headcast.io.validate import MAX_IMAGE_BYTES, ply_vertex_count, read_depth, read_image
 
 COLOR_SUFFIXES = ("_color.png", "_color.jpg", "_color.jpeg")
 DEPTH_SUFFIXES = ("_depth_mm.png", "_depth.png", "_depth.npy", "_depth.tiff", "_depth.tif", "_depth.exr", ".ply")
@@ -50,95 +52,6 @@ class RGBDFrame:
 
 # --- files -------------------------------------------------------------------------------------
 
-def _why(e: Exception) -> str:
-    """An exception as one short line (library messages can span many)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:200]
-
-
-def read_color(path: str | Path) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB (alpha dropped, grey expanded, 16-bit reduced)."""
-    import imageio.v3 as iio
-
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcastError(f"color image {path} does not exist")
-    try:
-        img = np.asarray(iio.imread(path, plugin="pillow"))
-    except Exception as e:
-        raise HeadcastError(f"cannot read color image {path} ({_why(e)})") from None
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    if img.dtype != np.uint8 or img.ndim not in (2, 3):
-        raise HeadcastError(f"color image {path} is not an 8-bit image ({img.dtype}, shape {img.shape})")
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
-
-
-def _read_exr(path: Path) -> np.ndarray:
-    try:
-        import OpenEXR
-    except ImportError:
-        raise HeadcastError(f"cannot read {path}: EXR needs the OpenEXR package (pip install OpenEXR; this "
-                            "OpenCV build has no EXR support); or save the depth as float32 .npy/.tiff") from None
-    try:
-        with OpenEXR.File(str(path)) as f:
-            channels = {k: np.asarray(v.pixels) for k, v in f.channels().items()}
-    except Exception as e:
-        raise HeadcastError(f"cannot read EXR depth {path} ({_why(e)})") from None
-    for key in ("Z", "depth", "Y", "R", "RGB", "RGBA"):
-        if key in channels:
-            a = channels[key]
-            return a[..., 0] if a.ndim == 3 else a
-    if len(channels) == 1:
-        return next(iter(channels.values()))
-    raise HeadcastError(f"EXR depth {path} has channels {sorted(channels)}; expected one of Z, depth, Y, R")
-
-
-def read_depth_raw(path: str | Path) -> np.ndarray:
-    """A depth image file as stored: (H, W) integer or float array, no scaling."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcastError(f"depth map {path} does not exist")
-    ext = path.suffix.lower()
-    try:
-        if ext == ".npy":
-            a = np.load(path, allow_pickle=False)
-        elif ext == ".exr":
-            a = _read_exr(path)
-        elif ext in (".png", ".tif", ".tiff"):
-            import cv2
-            a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if a is None:
-                raise HeadcastError(f"cannot read depth map {path} (not a readable {ext[1:].upper()} image)")
-        else:
-            raise HeadcastError(f"depth map {path}: unknown format {ext!r} (use .png, .npy, .tiff, .exr or .ply)")
-    except HeadcastError:
-        raise
-    except Exception as e:
-        raise HeadcastError(f"cannot read depth map {path} ({_why(e)})") from None
-    if a.ndim == 3 and a.shape[2] in (1, 3, 4) and (a.shape[2] == 1 or np.array_equal(a[..., 0], a[..., 1])):
-        a = a[..., 0]
-    if a.ndim != 2:
-        raise HeadcastError(f"depth map {path} must have one channel, got shape {a.shape}")
-    if a.dtype.kind not in "uif":
-        raise HeadcastError(f"depth map {path} has unsupported type {a.dtype}")
-    return a
-
-
-def clean_depth(raw: np.ndarray, scale: float) -> np.ndarray:
-    """Raw depth values -> (H, W) float32 metres with every invalid value (0, NaN, inf, < 0) set to 0."""
-    d = raw.astype(np.float64) * scale
-    d[~np.isfinite(d) | (d <= 0)] = 0.0
-    return d.astype(np.float32)
-
-
-def default_depth_scale(dtype: np.dtype) -> float:
-    """Metres per stored unit when not given: 0.001 for integer images (millimetres), 1 for floats (metres)."""
-    return 0.001 if np.dtype(dtype).kind in "ui" else 1.0
-
-
 def check_depth_units(depth: np.ndarray, scale: float, name: str) -> None:
     """HeadcastError when the median valid depth (metres) is implausible for a capture; suggests a scale."""
     valid = depth[depth > 0]
@@ -170,11 +83,12 @@ def depth_from_points(points: np.ndarray, K: Intrinsics) -> np.ndarray:
 
 def read_ply_depth(path: str | Path, K: Intrinsics, scale: float = 1.0) -> np.ndarray:
     """A point cloud file (PLY, camera frame) -> (H, W) float32 depth map in metres through ``K``."""
-    import open3d as o3d
-
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise HeadcastError(f"point cloud {path} does not exist")
+    ply_vertex_count(path)
+    import open3d as o3d  # after the header check: a refusal needs no Open3D
+
     pcd = o3d.io.read_point_cloud(str(path))
     pts = np.asarray(pcd.points) * scale
     if len(pts) == 0:
@@ -228,6 +142,8 @@ def resolve_paths(color: str | Path, depth: str | Path | None = None, intrinsics
     """
     color = Path(color)
     prefix = None
+    if color.exists() and not color.is_file():
+        check_input_file(color, "color image", MAX_IMAGE_BYTES)  # a folder or a device: says which
     if not color.is_file():
         found = [color.with_name(color.name + s) for s in COLOR_SUFFIXES if color.with_name(color.name + s).is_file()]
         if not found:
@@ -278,7 +194,7 @@ def load_rgbd(color: str | Path, depth: str | Path | None = None, intrinsics: st
     degrees = parse_rotation(rotate)
     given_K = intrinsics if isinstance(intrinsics, Intrinsics) else None
     color_path, depth_path, K_path = resolve_paths(color, depth, None if given_K else intrinsics)
-    img = read_color(color_path)
+    img = read_image(color_path)
     H, W = img.shape[:2]
     if given_K is not None:
         K, K_name = given_K.check(), "given"
@@ -293,12 +209,10 @@ def load_rgbd(color: str | Path, depth: str | Path | None = None, intrinsics: st
         scale = 1.0 if depth_scale is None else float(depth_scale)
         d = read_ply_depth(depth_path, K, scale)
     else:
-        raw = read_depth_raw(depth_path)
-        if raw.shape != (H, W):
+        d, scale = read_depth(depth_path, depth_scale)
+        if d.shape != (H, W):
             raise HeadcastError(f"color {color_path.name} is {W}x{H} but depth {depth_path.name} is "
-                                f"{raw.shape[1]}x{raw.shape[0]}: they must be aligned pixel for pixel")
-        scale = default_depth_scale(raw.dtype) if depth_scale is None else float(depth_scale)
-        d = clean_depth(raw, scale)
+                                f"{d.shape[1]}x{d.shape[0]}: they must be aligned pixel for pixel")
     check_depth_units(d, scale, str(depth_path))
 
     frame = RGBDFrame(img, d, K, 0, color_path, depth_path, K_path)

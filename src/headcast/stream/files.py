@@ -16,10 +16,12 @@ import numpy as np
 
 from headcast.core.camera import to_camera
 from headcast.core.errors import HeadcastError
+from headcast.core.files import read_bytes
 from headcast.core.params import N_POSE
 from headcast.io.anim import ETA, Animation, read_animation, write_animation
-from headcast.io.outputs import staged_output
+from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.recon import read_albedo, read_lighting
+from headcast.io.validate import MAX_STREAM_BYTES
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream.session import ReceiverSession, SenderSession
@@ -167,7 +169,8 @@ def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: s
     seq, frames.jsonl, report.json), with init.json and albedo.png when the stream carries one. Nothing is
     written unless the stream's signature verifies against the trusted key (``trust_key``, else trust on
     first use)."""
-    data = stream.read() if hasattr(stream, "read") else Path(stream).read_bytes()
+    check_output_dir(out_dir, "decoded", inputs=(trust_key, None if hasattr(stream, "read") else stream))
+    data = stream.read() if hasattr(stream, "read") else read_bytes(stream, "stream file", MAX_STREAM_BYTES)
     dec = decode_bytes(data, auth.Trust.from_file(trust_key))
     info, frames = dec["info"], dec["frames"]
     if not frames:
@@ -177,7 +180,7 @@ def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: s
                      np.array([f.psi for f in frames]), np.array([f.eta for f in frames]),
                      np.array([f.face for f in frames]), info.fps, info.beta, info.model,
                      {"seq": np.array([f.seq for f in frames])})
-    with staged_output(out_dir) as tmp:
+    with staged_dir(out_dir, "decoded", inputs=(trust_key, None if hasattr(stream, "read") else stream)) as tmp:
         write_animation(tmp, anim, ("seq",), report)
         js = {"model": info.model, "sender": info.sender, "sender_key": auth.fingerprint(info.sign_pub),
               "profile": "compact" if info.profile == COMPACT else "paper", "fps": info.fps,
