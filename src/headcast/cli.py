@@ -35,7 +35,7 @@ def cmd_model_build_ict(a: argparse.Namespace) -> None:
             return
         _say(f"headcast: {out} was built by another headcast version; rebuilding it")
     t0 = time.perf_counter()
-    model = build_ict_model(src=Path(a.src) if a.src else None, progress=_say)
+    model = build_ict_model(src=Path(a.src) if a.src else None)
     save_model(model, out)
     _say(f"headcast: wrote {out} ({model.n_vertices} vertices, {model.n_shape} identity, "
          f"{model.n_expr} expression components) in {time.perf_counter() - t0:.1f} s")
@@ -61,7 +61,7 @@ def cmd_model_info(a: argparse.Namespace) -> None:
 
     from headcast.model.registry import resolve_model
 
-    m = resolve_model(a.model, progress=_say)
+    m = resolve_model(a.model)
     info = {k: v for k, v in m.meta.items() if k not in ("attribution", "expression_names")}
     info.update(vertices=m.n_vertices, triangles=int(m.faces.shape[0]), n_shape=m.n_shape, n_expr=m.n_expr,
                 joints=m.n_joints, dynamic_contour=m.has_dynamic_contour,
@@ -82,7 +82,7 @@ def cmd_synth(a: argparse.Namespace) -> None:
     from headcast.synth import load_beta, parse_expressions, synth
 
     w, h = _parse_size(a.size)
-    model = resolve_model(a.model, progress=_say)
+    model = resolve_model(a.model)
     subject = {k: v for k, v in dict(yaw_deg=a.yaw, pitch_deg=a.pitch, roll_deg=a.roll, distance=a.distance,
                                      yaw_range_deg=a.yaw_range, skin_tone=a.skin_tone).items() if v is not None}
     if a.beta_file:
@@ -117,7 +117,7 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
                       method=a.landmarks, warn=warn)
     if frame.rotation:
         _say(f"headcast: turned the capture {frame.rotation} degrees clockwise to make the face upright")
-    model = resolve_model(a.model, progress=_say)
+    model = resolve_model(a.model)
     obs = preprocess(frame, a.landmarks, face=a.face, forehead=a.forehead, progress=_say, warn=warn,
                      hull_margin=a.hull_margin, seed=a.seed)
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)

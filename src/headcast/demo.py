@@ -29,7 +29,7 @@ def run_demo(out: Path, model_spec: str = "ict", seed: int = 0, video: Path | No
     from headcast.texture import texture_reconstruction
 
     t0 = time.perf_counter()
-    model = resolve_model(model_spec, progress=progress)
+    model = resolve_model(model_spec)
     progress(f"demo: model '{model.name}' ({model.n_vertices} vertices, {model.n_shape} identity and "
              f"{model.n_expr} expression components)")
     with staged_output(out) as tmp:

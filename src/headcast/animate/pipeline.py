@@ -67,7 +67,7 @@ def load_subject(recon_dir: str | Path, model_spec: str | None = None, progress:
         params = HeadParams.load(d)
     except (KeyError, ValueError, OSError) as e:
         raise HeadcastError(f"{d / 'params.npz'} is not a headcast parameter file ({e.__class__.__name__})") from None
-    model = resolve_model(model_spec or params.model, progress=progress or (lambda s: None))
+    model = resolve_model(model_spec or params.model)
     if model.name != params.model:
         raise HeadcastError(f"{d} was reconstructed with model '{params.model}', not '{model.name}'; "
                             f"animate it with --model {params.model}")

@@ -92,7 +92,7 @@ def run_animate_bench(videos: list[str | Path] | None = None, progress: Callable
     videos = list(videos) if videos is not None else default_videos()
     if not videos and not builtin:
         raise HeadcastError("no videos to benchmark (../shared/samples/video is absent; pass video files)")
-    m = resolve_model(model, progress=progress or (lambda s: None))
+    m = resolve_model(model)
     cfg = TrackConfig(threshold=threshold)
     rows = [bench_video(v, m, cfg, progress, max_frames=max_frames) for v in videos]
     if builtin:

@@ -113,7 +113,7 @@ def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec
                           progress: Callable[[str], None] = print) -> dict:
     """Run the benchmark; print a markdown summary; return (and write to ``out``) all figures."""
     methods = methods or ["full", "landmarks-3d", "rgb-2d"]
-    model = resolve_model(model_spec, progress=progress)
+    model = resolve_model(model_spec)
     result = {"model": model.name, "machine": machine(), "date": time.strftime("%Y-%m-%d"), "synthetic": [],
               "real": []}
     for nz in [x.strip() for x in noise.split(",") if x.strip()]:

@@ -192,7 +192,7 @@ def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt", model
     frames only (synthetic albedos are not drawn from one).
     """
 
-    model = resolve_model(model_spec, progress=progress)
+    model = resolve_model(model_spec)
     am = None
     if albedo_model is not None:
         from headcast.texture.albedo_model import load_albedo_model
