@@ -49,7 +49,7 @@ def cmd_model_import_flame(a: argparse.Namespace) -> None:
     model = import_flame(Path(a.pkl), landmark_paths=[Path(p) for p in a.landmarks],
                          masks_path=Path(a.masks) if a.masks else None,
                          template_obj=Path(a.template_obj) if a.template_obj else None,
-                         name=a.name, progress=_say)
+                         name=a.name)
     out = Path(a.out) if a.out else model_path(model.name)
     save_model(model, out)
     _say(f"headcast: wrote {out} ({model.name}: {model.n_vertices} vertices, "
