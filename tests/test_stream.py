@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 
 import numpy as np
@@ -56,9 +57,9 @@ def key():
     return auth.Ed25519PrivateKey.generate()
 
 
-def live_pair(info, key, trust=None, log=None):
+def live_pair(info, key, trust=None):
     tx = SenderSession(info, key)
-    rx = ReceiverSession(trust or auth.Trust(auth.public_bytes(key)), log=log)
+    rx = ReceiverSession(trust or auth.Trust(auth.public_bytes(key)))
     assert rx.handle(tx.init(rx.hello())) == []
     return tx, rx
 
@@ -363,7 +364,7 @@ def test_fuzz_init_parser(body):
 
 
 # -- live over loopback ------------------------------------------------------------------------
-def test_live_loopback_with_a_dropped_connection(ict_model, headcast_home, tmp_path, key):
+def test_live_loopback_with_a_dropped_connection(ict_model, headcast_home, tmp_path, key, caplog):
     """Sender -> receiver over ws://127.0.0.1 with the connection cut mid-stream: the sender reconnects,
     the receiver resumes at a keyframe, renders an MP4; a forged sender is rejected."""
     import asyncio
@@ -371,47 +372,49 @@ def test_live_loopback_with_a_dropped_connection(ict_model, headcast_home, tmp_p
 
     import imageio.v3 as iio
 
-    from headcast.stream import live
+    from headcast.stream import metrics, receiver, sender, source
 
     m = ict_model
     frames = synthetic_frames(40, seed=4, e=m.n_expr)
     info = InitInfo("ict", m.n_shape, m.n_expr, np.zeros(m.n_shape), None, None, None, 25.0, COMPACT, 15,
                     ETA_PAPER, 10, K.steps_for(m, np.zeros(m.n_shape), 15, ETA_PAPER, frames[0].eta), "carol")
     out = tmp_path / "received.mp4"
-    lines = []
 
     async def main():
         servers = []
         ready = asyncio.Event()
         loop = asyncio.get_running_loop()
-        rx_task = asyncio.create_task(live.receive(
-            "127.0.0.1", 0, out, auth.Trust(auth.public_bytes(key)), log=lines.append, idle_timeout=1.5,
+        rx_task = asyncio.create_task(receiver.receive(
+            "127.0.0.1", 0, out, auth.Trust(auth.public_bytes(key)), idle_timeout=1.5,
             size=128, model=m, ready=lambda s: (servers.append(s), ready.set())))
         await ready.wait()
         port = next(iter(servers[0].sockets)).getsockname()[1]
 
-        def source():
-            for f, t in live.paced(iter(frames), realtime=True):
+        def stream():
+            for f, t in source.paced(iter(frames), realtime=True):
                 if f.seq == 15:  # cut the link from the receiver's side
                     for c in list(servers[0].connections):
                         loop.call_soon_threadsafe(c.transport.abort)
                     time.sleep(0.3)
                 yield f, t
 
-        sent = await live.send(source(), info, key, f"ws://127.0.0.1:{port}", log=lines.append)
+        sent = await sender.send(stream(), info, key, f"ws://127.0.0.1:{port}")
         # a sender with an untrusted key is refused at its INIT
-        evil = await live.send(live.paced(iter(frames[:3]), False), info, auth.Ed25519PrivateKey.generate(),
-                               f"ws://127.0.0.1:{port}", log=lines.append)
+        evil = await sender.send(source.paced(iter(frames[:3]), False), info, auth.Ed25519PrivateKey.generate(),
+                                 f"ws://127.0.0.1:{port}")
         got = await rx_task
         return sent, evil, got
 
-    sent, evil, got = asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="headcast.stream"):
+        sent, evil, got = asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records]
     assert sent.sessions >= 2, lines
+    assert any(line.startswith("receive: session ") for line in lines) and "receive: sender disconnected" in lines
     rendered = sorted(got.rendered_at)
     assert len(rendered) >= 15 and rendered[-1] == 39
     assert any("not the trusted key" in r for r in got.reasons)
     assert evil.sessions == 1 and got.sessions == sent.sessions  # the evil INIT never opened a session
-    rep = live.latency_report(sent, got)
+    rep = metrics.latency_report(sent, got)
     assert rep["latency_render_ms_median"] < 1000
     video = np.stack(list(iio.imiter(out, plugin="FFMPEG")))
     assert video.shape[1:] == (128, 128, 3) and len(video) == rendered[-1] - rendered[0] + 1  # gaps held

@@ -219,16 +219,19 @@ def cmd_send(a: argparse.Namespace) -> None:
     if (a.video is None) == (a.camera is None):
         raise HeadcastError("give exactly one of --video FILE or --camera N")
     run_sender(a.to, video=a.video, camera=a.camera, recon_dir=a.recon, key_path=a.key, sender=a.sender,
-               profile=a.profile, max_frames=a.max_frames, log=_say)
+               profile=a.profile, max_frames=a.max_frames)
 
 
 def cmd_receive(a: argparse.Namespace) -> None:
+    from functools import partial
+
     from headcast.stream.live import run_receiver
+    from headcast.view.live import LiveWeb
 
     if a.out is None and not a.web:
         raise HeadcastError("give --out FILE.mp4, --web, or both")
     run_receiver(a.listen, Path(a.out) if a.out else None, trust_path=a.trust, idle_timeout=a.idle_timeout,
-                 size=a.size, max_lag=a.max_lag, web_port=a.web_port if a.web else None, log=_say)
+                 size=a.size, max_lag=a.max_lag, web=partial(LiveWeb, a.web_port) if a.web else None)
 
 
 def cmd_keygen(a: argparse.Namespace) -> None:
@@ -255,9 +258,15 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 
 def cmd_view(a: argparse.Namespace) -> None:
-    from headcast.view import view
+    from headcast.view import showing, wait_until_stopped
 
-    view(Path(a.target), Path(a.anim) if a.anim else None, port=a.port, open_browser=a.open)
+    with showing(Path(a.target), Path(a.anim) if a.anim else None, port=a.port) as (glb, url):
+        print(f"headcast: showing {glb.name} at {url} (Ctrl-C to stop)", flush=True)  # a script may wait for it
+        if a.open:
+            import webbrowser
+
+            webbrowser.open(url)
+        wait_until_stopped()
 
 
 def cmd_bench_render(a: argparse.Namespace) -> None:

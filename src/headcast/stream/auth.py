@@ -166,12 +166,13 @@ class Trust:
     def from_file(cls, path: str | Path | None) -> "Trust":
         return cls(load_public_key(path)) if path is not None else cls()
 
-    def check(self, sender: str, pub: bytes, log=None) -> None:
-        """Accept ``pub`` for ``sender`` or raise ProtocolError saying why."""
+    def check(self, sender: str, pub: bytes) -> bool:
+        """Accept ``pub`` for ``sender`` or raise ProtocolError saying why; True when this call
+        trusted the sender on first use (and stored its key)."""
         if self.pinned is not None:
             if not hmac.compare_digest(pub, self.pinned):
                 raise ProtocolError(f"INIT: sender key {fingerprint(pub)} is not the trusted key {fingerprint(self.pinned)}")
-            return
+            return False
         if not self.tofu:
             raise ProtocolError("INIT: no trusted key configured")
         known = self._load()
@@ -179,14 +180,13 @@ class Trust:
             if known[sender] != pub.hex():
                 raise ProtocolError(f"INIT: sender {sender!r} presented key {fingerprint(pub)}, but "
                                     f"{fingerprint(bytes.fromhex(known[sender]))} was trusted on first use ({self.store})")
-            return
+            return False
         known[sender] = pub.hex()
         self.store.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.store.with_suffix(".tmp")
         tmp.write_text(json.dumps(known, indent=2) + "\n")
         os.replace(tmp, self.store)
-        if log:
-            log(f"trusting sender {sender!r} on first use: key {fingerprint(pub)} (stored in {self.store})")
+        return True
 
     def _load(self) -> dict:
         if not self.store.is_file():

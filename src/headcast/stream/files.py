@@ -176,7 +176,7 @@ def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | Bin
 # -- decode ------------------------------------------------------------------------------------
 def decode_bytes(data: bytes, trust: auth.Trust, log=None) -> dict:
     """Authenticate and decode a whole file stream: {'info', 'frames' (list of DecodedFrame)}."""
-    rx = ReceiverSession(trust, file_mode=True, log=log)
+    rx = ReceiverSession(trust, file_mode=True)
     frames = []
     msgs = list(split_stream(data))
     if not msgs or msgs[-1].type != END:

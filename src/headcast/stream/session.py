@@ -9,10 +9,10 @@ drops frames older than the newest one it has output, and starts (or restarts) a
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 
@@ -39,6 +39,8 @@ from headcast.stream.wire import (
     parse_init_body,
     parse_message,
 )
+
+logger = logging.getLogger(__name__)
 
 WINDOW = 128
 END_BODY = struct.Struct("<I32s")  # frames sent, SHA-256 of every stream byte before the END
@@ -143,13 +145,14 @@ class ReceiverSession:
     Args:
         trust: which sender keys to accept.
         file_mode: accept a file INIT (no HELLO) and require the signed END.
-        log: called with one line per rejected or notable message.
+        label: the start of its log lines (a new session and a sender trusted on first use at INFO,
+            rejected messages at DEBUG: the caller reports those).
     """
 
-    def __init__(self, trust: auth.Trust, file_mode: bool = False, log: Callable[[str], None] | None = None):
+    def __init__(self, trust: auth.Trust, file_mode: bool = False, label: str = ""):
         self.trust = trust
         self.file_mode = file_mode
-        self.log = log or (lambda s: None)
+        self.label = label
         self._x_priv = None
         self.hello_pub: bytes | None = None
         self.info: InitInfo | None = None
@@ -185,7 +188,7 @@ class ReceiverSession:
                 raise ProtocolError(f"unexpected {TYPE_NAMES[m.type]} message")
         except ProtocolError as e:
             self.stats["rejected"] += 1
-            self.log(f"rejected: {e}")
+            logger.debug("%srejected: %s", self.label, e)
             raise
         if self.file_mode:
             self._hash.update(data)
@@ -203,7 +206,9 @@ class ReceiverSession:
                 raise ProtocolError("INIT: not an answer to this receiver's HELLO (replayed INIT?)")
         if self.info is not None and self.file_mode:
             raise ProtocolError("INIT: a second INIT in one file")
-        self.trust.check(info.sender, info.sign_pub, self.log)
+        if self.trust.check(info.sender, info.sign_pub):
+            logger.info(f"{self.label}trusting sender {info.sender!r} on first use: key {auth.fingerprint(info.sign_pub)} "
+                        f"(stored in {self.trust.store})")
         self.mac_key = auth.file_mac_key(signed) if self.file_mode else \
             auth.session_mac_key(self._x_priv, info.sender_xpub, signed)
         self.info = info
@@ -211,8 +216,8 @@ class ReceiverSession:
         self.states.clear()
         self.pending.clear()
         self.last_out = -1
-        self.log(f"session {info.session_id.hex()} from {info.sender!r} ({auth.fingerprint(info.sign_pub)}): "
-                 f"model {info.model}, profile {'compact' if info.profile == COMPACT else 'paper'}, {info.fps:g} fps")
+        logger.info(f"{self.label}session {info.session_id.hex()} from {info.sender!r} ({auth.fingerprint(info.sign_pub)}): "
+                    f"model {info.model}, profile {'compact' if info.profile == COMPACT else 'paper'}, {info.fps:g} fps")
         return []
 
     def _end(self, m) -> list[DecodedFrame]:
