@@ -4,6 +4,10 @@ The live code (:mod:`headcast.stream.live`) and the file code (:mod:`headcast.st
 drive these. The receiver tolerates lost, duplicated and reordered frames: it keeps the decoded
 states of the last :data:`WINDOW` sequence numbers, parks frames whose reference has not arrived,
 drops frames older than the newest one it has output, and starts (or restarts) at a keyframe.
+
+A file stream is all or nothing: the receiver in file mode hands out its frames only once the signed
+END has verified every byte before it, and after one rejected message it refuses everything that
+follows, so a damaged, truncated or spliced file yields no frame at all.
 """
 
 from __future__ import annotations
@@ -163,6 +167,8 @@ class ReceiverSession:
         self.last_out = -1
         self.frames_received = 0
         self.ended = False
+        self.damaged: str | None = None   # file mode: why an earlier message was rejected
+        self._held: list[DecodedFrame] = []  # file mode: decoded frames waiting for the END
         self._hash = hashlib.sha256()
         self.stats = {"rejected": 0, "late": 0, "unresolved": 0}
 
@@ -175,8 +181,12 @@ class ReceiverSession:
 
     def handle(self, data: bytes) -> list[DecodedFrame]:
         """Frames decodable after this message (possibly several, possibly none); ProtocolError when
-        the message is rejected (the reason is its text)."""
+        the message is rejected (the reason is its text). File mode: frames come with the END."""
         try:
+            if self.damaged is not None:
+                raise ProtocolError(f"after a rejected message ({self.damaged[:80]}): the file is damaged from there")
+            if self.ended:
+                raise ProtocolError("a message after the END")
             m = parse_message(data)
             if m.type == INIT:
                 out = self._init(m)
@@ -189,9 +199,14 @@ class ReceiverSession:
         except ProtocolError as e:
             self.stats["rejected"] += 1
             logger.debug("%srejected: %s", self.label, e)
+            if self.file_mode and self.damaged is None:
+                self.damaged = str(e)
             raise
         if self.file_mode:
             self._hash.update(data)
+            if not self.ended:
+                self._held += out
+                return []
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -233,7 +248,8 @@ class ReceiverSession:
         if n != self.frames_received:
             raise ProtocolError(f"END: sender sent {n} frames, {self.frames_received} arrived")
         self.ended = True
-        return []
+        out, self._held = self._held, []
+        return out
 
     def _frame(self, m) -> list[DecodedFrame]:
         if self.info is None:
