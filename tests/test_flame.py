@@ -463,3 +463,17 @@ def test_stride0_tensor_is_refused_before_it_is_copied(tmp_path):
     with pytest.raises(HeadcastError, match=f"refusing to load {p}: it holds more than .* tensor elements"):
         read_landmark_file(p)
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_zip_bomb_landmark_file_is_refused(tmp_path):
+    """A 3 MB .npz landmark file inflating to 3.4 GB: refused from its zip directory, at once."""
+    import time
+
+    from flame_fixture import write_zip_bomb
+
+    bomb = tmp_path / "mediapipe_landmark_embedding.npz"
+    write_zip_bomb(bomb, "lmk_face_idx.npy")
+    t0 = time.perf_counter()
+    with pytest.raises(HeadcastError, match=f"{bomb} holds .* MB of arrays uncompressed"):
+        read_landmark_file(bomb)
+    assert time.perf_counter() - t0 < 1.0

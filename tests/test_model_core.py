@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from flame_fixture import write_zip_bomb
 from headcast.core.errors import HeadcastError
 from headcast.model import HeadLayer, HeadModel, load_model, save_model
 from headcast.model import lbs as L
@@ -178,36 +179,12 @@ def test_damaged_model_files_give_one_line_errors(tmp_path, model):
             assert str(bad) in str(e.value) and "\n" not in str(e.value), (name, str(e.value))
 
 
-def _zip_bomb(path, member: str = "v_template.npy", chunks: int = 200) -> int:
-    """A ~3 MB .npz whose one member inflates to chunks * 16 MiB of zeros (an honest zip directory;
-    the CRC is left 0: a reader that inflates everything fails only at the end). Returns the inflated size."""
-    import struct
-    import zlib
-
-    n = chunks << 24
-    header = __import__("io").BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (n // 8,)})
-    zeros = bytes(1 << 24)
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    first = c.compress(header.getvalue() + zeros) + c.flush(zlib.Z_SYNC_FLUSH)
-    again = c.compress(zeros) + c.flush(zlib.Z_SYNC_FLUSH)  # the compressor's state repeats from here
-    data = first + again * (chunks - 1) + c.flush()
-    size = len(header.getvalue()) + n
-    name = member.encode()
-    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, 0, len(data), size, len(name), 0) + name
-    central = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, 0, len(data), size, len(name),
-                          0, 0, 0, 0, 0, 0) + name
-    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + len(data), 0)
-    path.write_bytes(local + data + central + end)
-    return size
-
-
 def test_zip_bomb_model_is_refused_at_once(tmp_path):
     import time
     import tracemalloc
 
     bomb = tmp_path / "bomb.npz"
-    inflated = _zip_bomb(bomb)
+    inflated = write_zip_bomb(bomb)
     assert bomb.stat().st_size < 4e6 and inflated > 3e9
     tracemalloc.start()
     t0 = time.perf_counter()

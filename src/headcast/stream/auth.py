@@ -196,9 +196,8 @@ class Trust:
     """Which sender keys a receiver accepts: one pinned key (``--trust``), or trust on first use,
     remembering ``sender name -> key`` in ``HEADCAST_HOME/trust/known_senders.json``."""
 
-    def __init__(self, pinned: bytes | None = None, store: Path | None = None, tofu: bool = True):
+    def __init__(self, pinned: bytes | None = None, store: Path | None = None):
         self.pinned = pinned
-        self.tofu = tofu and pinned is None
         self.store = store or (home() / "trust" / "known_senders.json")
 
     @classmethod
@@ -212,8 +211,6 @@ class Trust:
             if not hmac.compare_digest(pub, self.pinned):
                 raise ProtocolError(f"INIT: sender key {fingerprint(pub)} is not the trusted key {fingerprint(self.pinned)}")
             return False
-        if not self.tofu:
-            raise ProtocolError("INIT: no trusted key configured")
         known = self._load()
         if sender in known:
             if known[sender] != pub.hex():
