@@ -21,7 +21,7 @@ def ict_model():
     """The default model converted once per session from ../shared's ICT-FaceKit copy."""
     from headcast.model.ict import build_ict_model
 
-    return build_ict_model(src=shared_path("models", "ict-facekit"), progress=lambda s: None)
+    return build_ict_model(src=shared_path("models", "ict-facekit"))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ import copyreg
 import io
 import os
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +260,24 @@ def _npy_bytes(obj) -> bytes:
     f = io.BytesIO()
     np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": ()})
     return f.getvalue() + pickle.dumps(obj, protocol=3)
+
+
+def write_zip_bomb(path: Path, member: str = "v_template.npy", chunks: int = 200) -> int:
+    """A ~3 MB .npz whose one member inflates to chunks * 16 MiB of zeros (an honest zip directory;
+    the CRC is left 0: a reader that inflates everything fails only at the end). Returns the inflated size."""
+    n = chunks << 24
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (n // 8,)})
+    zeros = bytes(1 << 24)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = c.compress(header.getvalue() + zeros) + c.flush(zlib.Z_SYNC_FLUSH)
+    again = c.compress(zeros) + c.flush(zlib.Z_SYNC_FLUSH)  # the compressor's state repeats from here
+    data = first + again * (chunks - 1) + c.flush()
+    size = len(header.getvalue()) + n
+    name = member.encode()
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, 0, len(data), size, len(name), 0) + name
+    central = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, 0, len(data), size, len(name),
+                          0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + len(data), 0)
+    path.write_bytes(local + data + central + end)
+    return size

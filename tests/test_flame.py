@@ -5,6 +5,7 @@ layout on FLAME's real mean head. Landmark files, masks and the template are the
 ../shared/models/flame-assets, read in place.
 """
 
+import logging
 import pickle
 
 import numpy as np
@@ -16,20 +17,10 @@ from conftest import shared_path
 from flame_fixture import flame_fixture_arrays, write_flame_fixture, write_malicious_files
 from headcast.core.errors import HeadcastError
 from headcast.model import HeadLayer, load_model, save_model
-from headcast.model.flame import (
-    LICENCE,
-    _points,
-    _raycast_front,
-    deca_rows_to_yaw_rows,
-    derive_contour,
-    flame_version,
-    geometric_masks,
-    import_flame,
-    read_landmark_file,
-)
+from headcast.model.flame import LICENCE, flame_version, import_flame
+from headcast.model.flame_geometry import _raycast_front, derive_contour, embedded_points, geometric_masks
+from headcast.model.flame_landmarks import deca_rows_to_yaw_rows, read_landmark_file
 from headcast.model.safe_pickle import load_npy_safe, load_safe
-
-QUIET = dict(progress=lambda line: None)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +36,7 @@ def fixture_pkl(assets, tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(fixture_pkl, assets):
     return import_flame(fixture_pkl, [assets / "landmark_embedding.npy"], assets / "FLAME_masks.pkl",
-                        template_obj=assets / "head_template.obj", **QUIET)
+                        template_obj=assets / "head_template.obj")
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +119,7 @@ def test_save_load_round_trip(model, tmp_path):
 def test_python3_style_pickle_and_version_names(assets, tmp_path, reference):
     p = write_flame_fixture(tmp_path, version="2023_open", style="py3")
     assert b"_codecs\nencode" in p.read_bytes() and b"chumpy" not in p.read_bytes()
-    m = import_flame(p, [assets / "flame_static_embedding.pkl"], template_obj=assets / "head_template.obj", **QUIET)
+    m = import_flame(p, [assets / "flame_static_embedding.pkl"], template_obj=assets / "head_template.obj")
     assert m.meta["name"] == "flame2023_open" and m.meta["version"] == "2023_open"
     np.testing.assert_allclose(m.exprdirs, reference["shapedirs"][:, :, 300:], atol=1e-8)
     assert flame_version(tmp_path / "flame2023.pkl") == "2023"
@@ -137,14 +128,14 @@ def test_python3_style_pickle_and_version_names(assets, tmp_path, reference):
     assert flame_version(tmp_path / "my_head.pkl") is None
 
 
-def test_side_files_found_next_to_the_pickle(assets, tmp_path):
+def test_side_files_found_next_to_the_pickle(assets, tmp_path, caplog):
     p = write_flame_fixture(tmp_path / "generic_model.pkl")
     for name in ("landmark_embedding.npy", "FLAME_masks.pkl", "head_template.obj"):
         (tmp_path / name).symlink_to(assets / name)
-    lines = []
-    m = import_flame(p, progress=lines.append)
+    with caplog.at_level(logging.INFO, logger="headcast.model"):
+        m = import_flame(p)
     assert m.meta["sources"]["masks"] == "FLAME_masks.pkl" and m.has_dynamic_contour
-    assert any("head_template.obj" in line for line in lines)
+    assert any("head_template.obj" in r.getMessage() for r in caplog.records)
 
 
 # landmarks ------------------------------------------------------------------------------------------
@@ -163,7 +154,7 @@ def test_landmark_files_are_recognised_by_content(assets, tmp_path):
 
 
 def test_landmark_combinations(fixture_pkl, assets, model):
-    obj = dict(template_obj=assets / "head_template.obj", **QUIET)
+    obj = dict(template_obj=assets / "head_template.obj")
     static = import_flame(fixture_pkl, [assets / "flame_static_embedding.pkl"], **obj)
     assert not static.has_dynamic_contour
     assert "traced" in static.meta["sources"]["contour"]
@@ -189,7 +180,7 @@ def test_flame_pytorch_dynamic_embedding_layout(assets, tmp_path, fixture_pkl):
     deca_rows = read_landmark_file(assets / "landmark_embedding.npy").arrays["dyn_faces"]
     np.testing.assert_array_equal(lf.arrays["dyn_faces"], deca_rows)
     m = import_flame(fixture_pkl, [assets / "flame_static_embedding.pkl", p],
-                     template_obj=assets / "head_template.obj", **QUIET)
+                     template_obj=assets / "head_template.obj")
     assert m.has_dynamic_contour and m.meta["sources"]["contour"].endswith("(yaw 0)")
     np.testing.assert_array_equal(m.lmk_faces[:17], deca["dynamic_lmk_faces_idx"][0])  # DECA's row for 0
 
@@ -197,7 +188,7 @@ def test_flame_pytorch_dynamic_embedding_layout(assets, tmp_path, fixture_pkl):
 @pytest.mark.parametrize("source", ["landmark_embedding.npy", "flame_static_embedding.pkl"])
 def test_landmarks_plausible_on_flame_mean_head(model, assets, fixture_pkl, source):
     m = model if source.endswith(".npy") else import_flame(
-        fixture_pkl, [assets / source], template_obj=assets / "head_template.obj", **QUIET)
+        fixture_pkl, [assets / source], template_obj=assets / "head_template.obj")
     L = m.landmark_vertices()
     v = m.v_template
     front = v[m.masks["face"]] if "face" in m.masks else v
@@ -216,9 +207,9 @@ def test_traced_contour_is_near_deca_contour(assets):
     mesh = read_obj(assets / "head_template.obj")
     v, f = mesh.vertices, mesh.faces
     deca = read_landmark_file(assets / "landmark_embedding.npy").arrays
-    ref = _points(v, f, deca["contour_faces"], deca["contour_bary"])
+    ref = embedded_points(v, f, deca["contour_faces"], deca["contour_bary"])
     cf, cb = derive_contour(v, f, deca["faces"], deca["bary"])
-    ours = _points(v, f, cf, cb)
+    ours = embedded_points(v, f, cf, cb)
     d = np.linalg.norm(ours - ref, axis=1)
     assert d.mean() < 0.010 and d.max() < 0.016, d
     assert abs(ours[8, 0]) < 0.002 and np.abs(ours - ours[::-1] * [-1, 1, 1]).max() < 0.005  # symmetric
@@ -290,10 +281,10 @@ def test_uvs_from_template_in_another_triangle_order(fixture_pkl, assets, model,
     shuffled = tmp_path / "head_template.obj"
     write_obj(shuffled, mesh.vertices, np.roll(mesh.faces[order], 1, axis=1), mesh.uv,
               np.roll(mesh.uv_faces[order], 1, axis=1))
-    m = import_flame(fixture_pkl, [assets / "landmark_embedding.npy"], template_obj=shuffled, **QUIET)
+    m = import_flame(fixture_pkl, [assets / "landmark_embedding.npy"], template_obj=shuffled)
     np.testing.assert_allclose(m.uv[m.uv_faces], model.uv[model.uv_faces], atol=1e-6)
     with pytest.raises(HeadcastError, match="no texture coordinates.*--template-obj"):
-        import_flame(fixture_pkl, [assets / "landmark_embedding.npy"], **QUIET)
+        import_flame(fixture_pkl, [assets / "landmark_embedding.npy"])
 
 
 # hostile and broken files -------------------------------------------------------------------------
@@ -324,7 +315,7 @@ def test_hostile_pickles_are_refused(hostile, assets, name, asks):
         if name.endswith(("payload", "storage")):
             read_landmark_file(files[name])
         else:
-            import_flame(files[name], [assets / "landmark_embedding.npy"], **QUIET)
+            import_flame(files[name], [assets / "landmark_embedding.npy"])
     assert not marker.exists()
 
 
@@ -333,7 +324,7 @@ def test_broken_files_give_one_line_errors(fixture_pkl, assets, tmp_path):
     cut = tmp_path / "generic_model.pkl"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(HeadcastError, match="truncated or not a pickle"):
-        import_flame(cut, [assets / "landmark_embedding.npy"], **QUIET)
+        import_flame(cut, [assets / "landmark_embedding.npy"])
     npy = tmp_path / "landmark_embedding.npy"
     npy.write_bytes((assets / "landmark_embedding.npy").read_bytes()[:5000])
     with pytest.raises(HeadcastError, match="truncated or not a pickle"):
@@ -341,24 +332,24 @@ def test_broken_files_give_one_line_errors(fixture_pkl, assets, tmp_path):
     empty = tmp_path / "empty.pkl"
     empty.write_bytes(b"")
     with pytest.raises(HeadcastError, match="truncated"):
-        import_flame(empty, [assets / "landmark_embedding.npy"], **QUIET)
+        import_flame(empty, [assets / "landmark_embedding.npy"])
     with pytest.raises(HeadcastError, match="does not exist"):
-        import_flame(tmp_path / "missing.pkl", **QUIET)
+        import_flame(tmp_path / "missing.pkl")
 
 
 def test_wrong_shapes_are_named(assets, tmp_path):
     bad = write_flame_fixture(tmp_path / "generic_model.pkl",
                               overrides={"posedirs": np.zeros((5023, 3, 35))})
     with pytest.raises(HeadcastError, match=r"posedirs has shape \(5023, 3, 35\); expected \(5023, 3, 36\)"):
-        import_flame(bad, [assets / "landmark_embedding.npy"], **QUIET)
+        import_flame(bad, [assets / "landmark_embedding.npy"])
     tree = write_flame_fixture(tmp_path / "g2.pkl",
                                overrides={"kintree_table": np.array([[-1, 0, 1, 2, 1], [0, 1, 2, 3, 4]])})
     with pytest.raises(HeadcastError, match="kinematic tree"):
-        import_flame(tree, [assets / "landmark_embedding.npy"], **QUIET)
+        import_flame(tree, [assets / "landmark_embedding.npy"])
     missing = tmp_path / "g3.pkl"
     missing.write_bytes(pickle.dumps({"v_template": np.zeros((5023, 3))}, protocol=2))
     with pytest.raises(HeadcastError, match="lacks f, shapedirs"):
-        import_flame(missing, [assets / "landmark_embedding.npy"], **QUIET)
+        import_flame(missing, [assets / "landmark_embedding.npy"])
 
 
 def test_deca_file_reads_like_numpy_with_torch(assets):
@@ -391,3 +382,98 @@ def test_safe_unpickler_reads_sparse_and_python2_objects():
         loads_safe(text.replace(b"cchumpy.ch\nCh", b"cnumpy\nndarray"))
     with pytest.raises(HeadcastError, match="asks for collections.Counter"):
         loads_safe(pickle.dumps(__import__("collections").Counter("ab"), protocol=2))
+
+
+# pickle bombs: tiny files that would take minutes or gigabytes ------------------------------------
+def _nested(depth: int, width: int, leaf=1.0) -> list:
+    x = [leaf]
+    for _ in range(depth):
+        x = [x] * width  # the same list referenced ``width`` times: pickled once, then by memo
+    return x
+
+
+def _bombs() -> dict[str, tuple[bytes, str]]:
+    """name -> (pickle bytes, what the refusal says)."""
+    import struct
+
+    import scipy.sparse as sp
+
+    deep = b"\x80\x02" + b"(" * 5000 + b"l" * 5000 + b"."  # [[[...]]] 5000 deep
+    # 50000 integer keys that all hash to 0 (k * (2**61 - 1)), written by hand: building such a
+    # dict here would itself take minutes
+    keys = [b"\x8a" + bytes([len(e)]) + e for e in (pickle.encode_long(k * (2 ** 61 - 1)) for k in range(1, 50_001))]
+    colliding_dict = b"\x80\x02}(" + b"".join(k + b"K\x00" for k in keys) + b"u."
+    colliding_set = b"\x80\x02c__builtin__\nset\n](" + b"".join(keys) + b"e\x85R."
+    return {
+        "shared_lists": (pickle.dumps({"v_template": _nested(40, 6)}, protocol=2), "more than .* array elements"),
+        "shared_arrays": (pickle.dumps(_nested(30, 2, np.zeros(3)), protocol=2), "more than .* array elements"),
+        "deep": (deep, "nested more than .* deep"),
+        "colliding_keys": (colliding_dict, "keys that are not text"),
+        "colliding_set": (colliding_set, "keys that are not text"),
+        "memo_index": (b"\x80\x02N" + b"r" + struct.pack("<I", 2 ** 31 - 1) + b".", "not a FLAME model"),
+        "sparse_shape": (pickle.dumps({"J_regressor": sp.coo_matrix((10 ** 6, 10 ** 6))}, protocol=2),
+                         "sparse matrix is malformed"),
+    }
+
+
+@pytest.mark.parametrize("name", ["shared_lists", "shared_arrays", "deep", "colliding_keys", "colliding_set",
+                                  "memo_index", "sparse_shape"])
+def test_pickle_bombs_are_refused_quickly(tmp_path, assets, name):
+    """Each hostile pickle (built here, at most a few MB) ends in one HeadcastError line naming the file
+    within a couple of seconds and without large allocations."""
+    import time
+    import tracemalloc
+
+    data, says = _bombs()[name]
+    bomb = tmp_path / f"{name}.pkl"
+    bomb.write_bytes(data)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(HeadcastError, match=says) as e:
+            import_flame(bomb, [assets / "landmark_embedding.npy"], template_obj=assets / "head_template.obj")
+        elapsed, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(bomb) in str(e.value) and "\n" not in str(e.value)
+    assert elapsed < 2.0 and peak < 200e6, (len(data), elapsed, peak)
+
+
+def test_pickle_object_count_is_bounded(monkeypatch):
+    from headcast.model import safe_pickle
+    from headcast.model.safe_pickle import loads_safe
+
+    monkeypatch.setattr(safe_pickle, "MAX_OBJECTS", 10_000)
+    assert len(loads_safe(pickle.dumps([[] for _ in range(4000)], protocol=2))) == 4000
+    with pytest.raises(HeadcastError, match="more than 10000 pickled objects"):
+        loads_safe(pickle.dumps([[] for _ in range(20_000)], protocol=2), "many.pkl")
+
+
+def test_stride0_tensor_is_refused_before_it_is_copied(tmp_path):
+    """A DECA-style .npy whose tensor views one stored number as 20000 x 20000 (3.2 GB as a copy)."""
+    import time
+
+    from flame_fixture import _npy_bytes
+
+    t = torch.zeros(1, dtype=torch.float64).expand(20000, 20000)
+    p = tmp_path / "landmark_embedding.npy"
+    p.write_bytes(_npy_bytes({"lmk_face_idx": t, "lmk_b_coords": t}))
+    assert p.stat().st_size < 4096
+    t0 = time.perf_counter()
+    with pytest.raises(HeadcastError, match=f"refusing to load {p}: it holds more than .* tensor elements"):
+        read_landmark_file(p)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_zip_bomb_landmark_file_is_refused(tmp_path):
+    """A 3 MB .npz landmark file inflating to 3.4 GB: refused from its zip directory, at once."""
+    import time
+
+    from flame_fixture import write_zip_bomb
+
+    bomb = tmp_path / "mediapipe_landmark_embedding.npz"
+    write_zip_bomb(bomb, "lmk_face_idx.npy")
+    t0 = time.perf_counter()
+    with pytest.raises(HeadcastError, match=f"{bomb} holds .* MB of arrays uncompressed"):
+        read_landmark_file(bomb)
+    assert time.perf_counter() - t0 < 1.0

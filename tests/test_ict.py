@@ -1,6 +1,7 @@
 """ICT-FaceKit conversion: the default head model, built once from ../shared/models/ict-facekit."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -10,8 +11,9 @@ from scipy.spatial.transform import Rotation
 
 from headcast.core.errors import HeadcastError
 from headcast.io.mesh import read_obj_vertices
-from headcast.model import HeadLayer, ict, load_model, save_model
+from headcast.model import HeadLayer, ict, ict_source, load_model, save_model
 from headcast.model.head_model import DYN_YAW_MAX_DEG, REQUIRED_MASKS
+from headcast.model.mesh_geometry import edge_stretch, mesh_edges
 
 SRC = ("models", "ict-facekit")
 
@@ -125,7 +127,7 @@ def test_jaw_rotation_opens_the_mouth_cleanly(model, layer):
     v1, l1 = _verts(layer, _pose(layer, jaw=[0.3, 0, 0]))
     gap0, gap1 = (np.linalg.norm(l[66] - l[62]) for l in (l0, l1))
     assert gap0 < 0.002 and gap1 > 0.015, (gap0, gap1)
-    stretch = ict.edge_stretch(v0, v1, ict.mesh_edges(model.faces))
+    stretch = edge_stretch(v0, v1, mesh_edges(model.faces))
     assert stretch.max() < 3.0 and stretch.min() > 1 / 3.0, (stretch.min(), stretch.max())
     assert np.abs(l1[17:48] - l0[17:48]).max() < 1e-9  # brows, nose and eyes stay
     # against the jawOpen blendshape at the same opening, over the face below the nose
@@ -212,21 +214,21 @@ def test_fast_landmarks_equal_the_full_forward(layer):
 
 def test_offline_download_says_how_to_use_a_local_copy(monkeypatch, tmp_path):
     monkeypatch.setenv("HEADCAST_HOME", str(tmp_path))
-    monkeypatch.delenv(ict.ENV_SRC, raising=False)
-    monkeypatch.setattr(ict, "DOWNLOAD_URL", "http://127.0.0.1:9/ict-facekit.tar.gz")  # nothing listens
+    monkeypatch.delenv(ict_source.ENV_SRC, raising=False)
+    monkeypatch.setattr(ict_source, "DOWNLOAD_URL", "http://127.0.0.1:9/ict-facekit.tar.gz")  # nothing listens
     with pytest.raises(HeadcastError, match="could not download") as e:
-        ict.build_ict_model(None, progress=lambda msg: None)
-    assert "--src" in str(e.value) and ict.ENV_SRC in str(e.value) and "\n" not in str(e.value)
+        ict.build_ict_model(None)
+    assert "--src" in str(e.value) and ict_source.ENV_SRC in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "src" / "ict-facekit").exists()
 
 
 def test_source_lookup_and_bad_folders(monkeypatch, tmp_path, src):
-    monkeypatch.setenv(ict.ENV_SRC, str(src))
-    assert ict.find_source(None) == src
-    assert ict.find_source(src / "FaceXModel") == src
-    monkeypatch.setenv(ict.ENV_SRC, str(tmp_path))
-    with pytest.raises(HeadcastError, match=f"{ict.ENV_SRC}.*not an ICT-FaceKit folder"):
-        ict.find_source(None)
+    monkeypatch.setenv(ict_source.ENV_SRC, str(src))
+    assert ict_source.find_source(None) == src
+    assert ict_source.find_source(src / "FaceXModel") == src
+    monkeypatch.setenv(ict_source.ENV_SRC, str(tmp_path))
+    with pytest.raises(HeadcastError, match=f"{ict_source.ENV_SRC}.*not an ICT-FaceKit folder"):
+        ict_source.find_source(None)
     with pytest.raises(HeadcastError, match="does not exist"):
         ict.build_ict_model(tmp_path / "missing")
     # a copy without its LICENSE is refused (the notice must travel with the model)
@@ -244,12 +246,12 @@ def test_plain_obj_files_are_read_too(tmp_path, src):
     folder.mkdir()
     xz = src / "FaceXModel" / "generic_neutral_mesh.obj.xz"
     (folder / "generic_neutral_mesh.obj").write_bytes(lzma.decompress(xz.read_bytes()))
-    assert ict.find_source(tmp_path) == tmp_path
-    plain = ict.mesh_file(folder, "generic_neutral_mesh")
+    assert ict_source.find_source(tmp_path) == tmp_path
+    plain = ict_source.mesh_file(folder, "generic_neutral_mesh")
     assert plain.suffix == ".obj"
     assert np.array_equal(read_obj_vertices(plain), read_obj_vertices(xz))
     with pytest.raises(HeadcastError, match="jawOpen.obj"):
-        ict.mesh_file(folder, "jawOpen")
+        ict_source.mesh_file(folder, "jawOpen")
 
 
 def test_uv_atlas_keeps_each_part_in_its_quadrant(model):
@@ -263,7 +265,7 @@ def test_uv_atlas_keeps_each_part_in_its_quadrant(model):
         assert (uv >= [u0, v0]).all() and (uv <= [u1, v1]).all(), name
 
 
-def test_download_unpacks_only_the_model_and_licence(monkeypatch, tmp_path):
+def test_download_unpacks_only_the_model_and_licence(monkeypatch, tmp_path, caplog):
     import io
     import tarfile
 
@@ -278,14 +280,15 @@ def test_download_unpacks_only_the_model_and_licence(monkeypatch, tmp_path):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     monkeypatch.setenv("HEADCAST_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv(ict.ENV_SRC, raising=False)
-    messages = []
-    root = ict.find_source(None, url=archive.as_uri(), progress=messages.append)
+    monkeypatch.delenv(ict_source.ENV_SRC, raising=False)
+    with caplog.at_level(logging.INFO, logger="headcast.model"):
+        root = ict_source.find_source(None, url=archive.as_uri())
+    messages = [r.getMessage() for r in caplog.records]
     assert root == tmp_path / "home" / "src" / "ict-facekit"
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert files == [".complete", "FaceXModel/generic_neutral_mesh.obj", "LICENSE"]
     assert not (tmp_path / "escape.txt").exists() and any("downloaded" in m for m in messages)
-    assert ict.find_source(None, url="http://127.0.0.1:9/unused") == root  # cached: no second download
+    assert ict_source.find_source(None, url="http://127.0.0.1:9/unused") == root  # cached: no second download
 
 
 def test_a_corrupt_mesh_file_is_named(tmp_path, src):
@@ -297,4 +300,4 @@ def test_a_corrupt_mesh_file_is_named(tmp_path, src):
             os.symlink(f, folder / f.name)
     (folder / "identity000.obj.xz").write_bytes(b"not xz data")
     with pytest.raises(HeadcastError, match="identity000.obj.xz is not a readable OBJ"):
-        ict.read_source(tmp_path, n_shape=1, progress=lambda msg: None)
+        ict_source.read_source(tmp_path, n_shape=1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from flame_fixture import write_zip_bomb
 from headcast.core.errors import HeadcastError
 from headcast.model import HeadLayer, HeadModel, load_model, save_model
 from headcast.model import lbs as L
@@ -133,3 +134,95 @@ def test_validation_names_the_problem(model):
         HeadModel(**{**vars(model), "lbs_weights": model.lbs_weights * 2})
     with pytest.raises(HeadcastError, match="mask 'lips'"):
         HeadModel(**{**vars(model), "masks": {k: v for k, v in model.masks.items() if k != "lips"}})
+
+
+def _rewrite(src, dst, meta=None, drop=(), **arrays):
+    """A copy of the model file ``src`` at ``dst`` with arrays replaced or dropped and metadata changed
+    (``meta``: a function of the metadata object returning the new one, or raw bytes)."""
+    with np.load(src) as z:
+        data = {k: z[k] for k in z.files if k not in drop}
+    if meta is not None:
+        new = meta(json.loads(data["meta_json"].tobytes())) if callable(meta) else meta
+        data["meta_json"] = np.frombuffer(new if isinstance(new, bytes) else json.dumps(new).encode(), np.uint8)
+    data.update(arrays)
+    np.savez(dst, **data)
+    return dst
+
+
+def _without(d, key):
+    return {k: v for k, v in d.items() if k != key}
+
+
+def test_damaged_model_files_give_one_line_errors(tmp_path, model):
+    """Each damage a reader meets in a model file: one HeadcastError line naming the file."""
+    from headcast.model.registry import resolve_model
+
+    p = save_model(model, tmp_path / "m.npz")
+    cases = {
+        "bad-json": (dict(meta=b"{not json"), "metadata is not valid JSON"),
+        "list": (dict(meta=lambda m: [m]), "metadata is a JSON list, not an object"),
+        "no-version": (dict(meta=lambda m: _without(m, "format_version")), "no model format version"),
+        "no-meta": (dict(drop=("meta_json",)), "no metadata"),
+        "mask": (dict(drop=("mask_lips",)), "mask 'lips' names a missing array"),
+        "no-faces": (dict(faces=np.zeros((0, 3), np.int32)), "no vertices or no faces"),
+        "basis-2d": (dict(shapedirs=model.shapedirs[:, :, 0]), r"shapedirs has 2 dimensions"),
+        "nan": (dict(v_template=np.full_like(model.v_template, np.nan)), "v_template has non-finite values"),
+        "strings": (dict(uv=np.array([["a", "b"]])), "uv holds <U1 values"),
+        "lacks": (dict(drop=("lbs_weights",)), "lacks arrays: lbs_weights"),
+        "bad-index": (dict(faces=model.faces + model.n_vertices), "faces index missing vertices"),
+    }
+    for name, (change, message) in cases.items():
+        bad = _rewrite(p, tmp_path / f"{name}.npz", **change)
+        for load in (load_model, lambda q: resolve_model(str(q))):
+            with pytest.raises(HeadcastError, match=message) as e:
+                load(bad)
+            assert str(bad) in str(e.value) and "\n" not in str(e.value), (name, str(e.value))
+
+
+def test_zip_bomb_model_is_refused_at_once(tmp_path):
+    import time
+    import tracemalloc
+
+    bomb = tmp_path / "bomb.npz"
+    inflated = write_zip_bomb(bomb)
+    assert bomb.stat().st_size < 4e6 and inflated > 3e9
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(HeadcastError, match="MB of arrays uncompressed") as e:
+            load_model(bomb)
+        elapsed = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(bomb) in str(e.value) and elapsed < 0.5 and peak < 100e6, (elapsed, peak)
+
+
+def test_bounded_npz_reader(tmp_path):
+    """read_npz: arrays as np.load gives them (writable), members and sizes bounded before reading."""
+    from headcast.io.arrays import read_npz
+
+    a = {"x": np.arange(12.0).reshape(3, 4), "f": np.asfortranarray(np.arange(6).reshape(2, 3)), "s": np.str_("ab")}
+    np.savez_compressed(tmp_path / "a.npz", **a)
+    got = read_npz(tmp_path / "a.npz")
+    for k, v in a.items():
+        assert got[k].dtype == v.dtype and np.array_equal(got[k], v)
+    got["x"][0, 0] = 1.0
+    with pytest.raises(HeadcastError, match="at most 2 are read"):
+        read_npz(tmp_path / "a.npz", max_members=2)
+    with pytest.raises(HeadcastError, match="at most 0 MB"):
+        read_npz(tmp_path / "a.npz", max_bytes=100)
+    header = __import__("io").BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 9,)})
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "liar.npz", "w") as z:
+        z.writestr("x.npy", header.getvalue() + bytes(64))
+    with pytest.raises(HeadcastError, match=r"announces \(1000000000,\) float64"):
+        read_npz(tmp_path / "liar.npz")
+    np.savez(tmp_path / "obj.npz", o=np.array([{}], dtype=object))
+    with pytest.raises(HeadcastError, match="Python objects"):
+        read_npz(tmp_path / "obj.npz")
+    for bad in ("/dev/zero", tmp_path / "missing.npz"):
+        with pytest.raises(HeadcastError, match="not a regular file|does not exist"):
+            read_npz(bad)

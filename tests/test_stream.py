@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from headcast.core.errors import HeadcastError
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream import coder as C
@@ -56,9 +59,9 @@ def key():
     return auth.Ed25519PrivateKey.generate()
 
 
-def live_pair(info, key, trust=None, log=None):
+def live_pair(info, key, trust=None):
     tx = SenderSession(info, key)
-    rx = ReceiverSession(trust or auth.Trust(auth.public_bytes(key)), log=log)
+    rx = ReceiverSession(trust or auth.Trust(auth.public_bytes(key)))
     assert rx.handle(tx.init(rx.hello())) == []
     return tx, rx
 
@@ -227,7 +230,54 @@ def test_keygen_files(tmp_path):
     p, pub = auth.generate_key(tmp_path / "id.pem")
     k = auth.load_private_key(p)
     assert auth.load_public_key(pub) == auth.public_bytes(k)
-    assert (p.stat().st_mode & 0o777) == 0o600
+    assert (p.stat().st_mode & 0o777) == 0o600 and (pub.stat().st_mode & 0o777) == 0o644
+
+
+def test_keygen_modes_and_both_or_neither(tmp_path):
+    """--force over a world-readable private key leaves it 0600 (public 0644); a public path that is a
+    folder is refused with one line and leaves no private key; nothing staged is left behind."""
+    from headcast.cli import main
+
+    p = tmp_path / "id.pem"
+    p.write_text("old private\n")
+    p.chmod(0o644)
+    (tmp_path / "id.pem.pub").write_text("old public\n")
+    (tmp_path / "id.pem.pub").chmod(0o600)
+    with pytest.raises(HeadcastError, match="exists"):
+        auth.generate_key(p)
+    assert p.read_text() == "old private\n"
+    old_umask = os.umask(0o000)  # modes must not depend on the umask
+    try:
+        assert main(["keygen", "--out", str(p), "--force"]) == 0
+    finally:
+        os.umask(old_umask)
+    assert (p.stat().st_mode & 0o777) == 0o600 and ((tmp_path / "id.pem.pub").stat().st_mode & 0o777) == 0o644
+    assert auth.load_public_key(tmp_path / "id.pem.pub") == auth.public_bytes(auth.load_private_key(p))
+    q = tmp_path / "other.pem"
+    (tmp_path / "other.pem.pub").mkdir()
+    with pytest.raises(HeadcastError, match="other.pem.pub: it is a folder"):
+        auth.generate_key(q, overwrite=True)
+    assert not q.exists()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["id.pem", "id.pem.pub", "other.pem.pub"]
+
+
+def test_keygen_failure_restores_the_old_pair(tmp_path, monkeypatch):
+    """If the second rename fails, the first key file is put back: the pair stays the old one."""
+    p, pub = auth.generate_key(tmp_path / "id.pem")
+    before = (p.read_bytes(), pub.read_bytes())
+    real_replace = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith(".pub"):
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(HeadcastError, match="cannot write the key .*id.pem.pub: No space left on device"):
+        auth.generate_key(p, overwrite=True)
+    monkeypatch.undo()
+    assert (p.read_bytes(), pub.read_bytes()) == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["id.pem", "id.pem.pub"]
 
 
 # -- live session robustness -------------------------------------------------------------------
@@ -284,17 +334,6 @@ def test_forged_tampered_and_cross_session_frames_rejected(key):
 
 
 # -- fuzzing -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def corpus(key):
-    info = make_info(key_interval=5)
-    tx = SenderSession(info, key)
-    rx = ReceiverSession(auth.Trust(auth.public_bytes(key)))
-    hello = rx.hello()
-    init = tx.init(hello)
-    frames = [tx.frame(f) for f in synthetic_frames(12, seed=9)]
-    return {"info": info, "hello": hello, "init": init, "frames": frames, "key": key}
-
-
 def _feed(rx, data):
     try:
         rx.handle(data)
@@ -315,23 +354,128 @@ def test_fuzz_random_bytes(data):
     _feed(rx, b"HC\x01\x03\x00" + len(data).to_bytes(4, "little") + data)
 
 
+def _damage(data, src: bytes, others: list[bytes]) -> bytes:
+    """``src`` bit-flipped, truncated or spliced (a piece of another stream, or of itself, put in)."""
+    how = data.draw(st.sampled_from(["flip", "cut", "splice"]))
+    if how == "flip":
+        m = bytearray(src)
+        for b in data.draw(st.lists(st.integers(0, 8 * len(m) - 1), min_size=1, max_size=4)):
+            m[b // 8] ^= 1 << (b % 8)
+        return bytes(m)
+    if how == "cut":
+        return src[:data.draw(st.integers(0, len(src)))]
+    other = data.draw(st.sampled_from([src, *others]))
+    a, d = sorted(data.draw(st.lists(st.integers(0, len(src)), min_size=2, max_size=2)))
+    b, c = sorted(data.draw(st.lists(st.integers(0, len(other)), min_size=2, max_size=2)))
+    return src[:a] + other[b:c] + src[d:]
+
+
+def _same_frame(d, ref) -> None:
+    assert d.face == ref.face and d.key == ref.key and d.t == ref.t
+    for k in ("theta", "psi", "eta"):
+        np.testing.assert_array_equal(getattr(d, k), getattr(ref, k))
+
+
+# file streams: all or nothing
+def _file_stream(key, seed: int):
+    """A signed file stream (with a frame without a face): (bytes, end offset of each frame's message by
+    seq, the frames decode_bytes gives by seq)."""
+    from headcast.stream.files import decode_bytes
+
+    frames = synthetic_frames(14, seed=seed)
+    frames[7].face = False
+    tx = SenderSession(make_info(key_interval=5), key, file_mode=True)
+    parts, ends = [tx.init()], {}
+    for f in frames:
+        parts.append(tx.frame(f))
+        ends[f.seq] = sum(map(len, parts))
+    data = b"".join(parts + [tx.end()])
+    ref = {d.seq: d for d in decode_bytes(data, auth.Trust(auth.public_bytes(key)))["frames"]}
+    assert sorted(ref) == list(range(14))
+    return data, ends, ref
+
+
+@pytest.fixture(scope="module")
+def file_streams(key):
+    return [_file_stream(key, 9), _file_stream(key, 10)]
+
+
+def _stream_decode(data: bytes, key) -> tuple[list, bool]:
+    """A streaming consumer of a file stream that carries on past rejected messages: (frames, END verified)."""
+    rx = ReceiverSession(auth.Trust(auth.public_bytes(key)), file_mode=True)
+    out = []
+    try:
+        for m in split_stream(data):
+            try:
+                out += rx.handle(m.raw)
+            except ProtocolError:
+                pass
+    except ProtocolError:  # the stream cannot be split further
+        pass
+    return out, rx.ended
+
+
 @FUZZ
 @given(st.data())
-def test_fuzz_truncated_and_bitflipped(corpus, data):
-    msgs = [corpus["init"]] + corpus["frames"]
-    m = bytearray(data.draw(st.sampled_from(msgs)))
-    cut = data.draw(st.integers(0, len(m)))
-    flips = data.draw(st.lists(st.integers(0, 8 * len(m) - 1), max_size=4))
-    for b in flips:
-        m[b // 8] ^= 1 << (b % 8)
-    rx = ReceiverSession(auth.Trust(auth.public_bytes(corpus["key"])))
-    rx.hello()
-    _feed(rx, bytes(m))
-    _feed(rx, bytes(m[:cut]))
-    try:
-        list(split_stream(bytes(m[:cut]) + bytes(m)))
-    except ProtocolError:
-        pass
+def test_fuzz_damaged_file_stream_decodes_nothing_after_the_damage(file_streams, key, data):
+    """A bit-flipped, truncated or spliced file stream: no decoded frame comes from the damage point on
+    (not even for a consumer that goes on after errors), the END never verifies, decode_bytes refuses it."""
+    from headcast.stream.files import decode_bytes
+
+    i = data.draw(st.integers(0, len(file_streams) - 1))
+    src, ends, ref = file_streams[i]
+    bad = _damage(data, src, [s for j, (s, _, _) in enumerate(file_streams) if j != i])
+    if bad == src:
+        return
+    at = next((k for k, (x, y) in enumerate(zip(bad, src)) if x != y), min(len(bad), len(src)))
+    frames, ended = _stream_decode(bad, key)
+    assert not ended
+    for d in frames:
+        assert ends[d.seq] <= at, (d.seq, ends[d.seq], at)
+        _same_frame(d, ref[d.seq])
+    with pytest.raises(ProtocolError):
+        decode_bytes(bad, auth.Trust(auth.public_bytes(key)))
+
+
+def test_file_stream_after_a_rejected_message_is_refused(file_streams, key):
+    """Junk inserted between two messages of a signed file (rejected, not hashed) no longer lets the END
+    verify: the receiver refuses everything after it."""
+    src, ends, _ = file_streams[0]
+    junk = pack_message(FRAME, 0, b"\0" * 16) + bytes(8)
+    bad = src[:ends[3]] + junk + src[ends[3]:]
+    frames, ended = _stream_decode(bad, key)
+    assert frames == [] and not ended
+
+
+# live: a damaged message yields nothing, and nothing that depends on it decodes
+@FUZZ
+@given(st.data())
+def test_fuzz_damaged_live_message(key, data):
+    """One FRAME of a live session bit-flipped, truncated or spliced: it is rejected, the frames that
+    depend on it (up to the next keyframe) do not decode, and every decoded frame is the sender's."""
+    frames = synthetic_frames(16, seed=11)
+    frames[9].face = False
+    info = make_info(key_interval=5)
+    clean_tx, clean_rx = live_pair(info, key)
+    other = [clean_tx.frame(f) for f in frames]  # the same frames in another session
+    ref = {d.seq: d for m in other for d in clean_rx.handle(m)}
+    tx, rx = live_pair(info, key)
+    msgs = [tx.frame(f) for f in frames]
+    k = data.draw(st.integers(0, len(msgs) - 1))
+    bad = _damage(data, msgs[k], other)
+    out = []
+    for j, m in enumerate(msgs):
+        try:
+            got = rx.handle(bad if j == k else m)
+        except ProtocolError:
+            continue
+        assert j != k or bad == msgs[k] or got == [], "a damaged message decoded"
+        out += got
+    for d in out:
+        _same_frame(d, ref[d.seq])
+    if bad != msgs[k]:
+        resync = min((s for s, d in ref.items() if d.key and s > k), default=len(msgs))
+        assert not {d.seq for d in out} & set(range(k, resync)), (k, resync, [d.seq for d in out])
 
 
 @FUZZ
@@ -363,7 +507,7 @@ def test_fuzz_init_parser(body):
 
 
 # -- live over loopback ------------------------------------------------------------------------
-def test_live_loopback_with_a_dropped_connection(ict_model, headcast_home, tmp_path, key):
+def test_live_loopback_with_a_dropped_connection(ict_model, headcast_home, tmp_path, key, caplog):
     """Sender -> receiver over ws://127.0.0.1 with the connection cut mid-stream: the sender reconnects,
     the receiver resumes at a keyframe, renders an MP4; a forged sender is rejected."""
     import asyncio
@@ -371,47 +515,49 @@ def test_live_loopback_with_a_dropped_connection(ict_model, headcast_home, tmp_p
 
     import imageio.v3 as iio
 
-    from headcast.stream import live
+    from headcast.stream import metrics, receiver, sender, source
 
     m = ict_model
     frames = synthetic_frames(40, seed=4, e=m.n_expr)
     info = InitInfo("ict", m.n_shape, m.n_expr, np.zeros(m.n_shape), None, None, None, 25.0, COMPACT, 15,
                     ETA_PAPER, 10, K.steps_for(m, np.zeros(m.n_shape), 15, ETA_PAPER, frames[0].eta), "carol")
     out = tmp_path / "received.mp4"
-    lines = []
 
     async def main():
         servers = []
         ready = asyncio.Event()
         loop = asyncio.get_running_loop()
-        rx_task = asyncio.create_task(live.receive(
-            "127.0.0.1", 0, out, auth.Trust(auth.public_bytes(key)), log=lines.append, idle_timeout=1.5,
+        rx_task = asyncio.create_task(receiver.receive(
+            "127.0.0.1", 0, out, auth.Trust(auth.public_bytes(key)), idle_timeout=1.5,
             size=128, model=m, ready=lambda s: (servers.append(s), ready.set())))
         await ready.wait()
         port = next(iter(servers[0].sockets)).getsockname()[1]
 
-        def source():
-            for f, t in live.paced(iter(frames), realtime=True):
+        def stream():
+            for f, t in source.paced(iter(frames), realtime=True):
                 if f.seq == 15:  # cut the link from the receiver's side
                     for c in list(servers[0].connections):
                         loop.call_soon_threadsafe(c.transport.abort)
                     time.sleep(0.3)
                 yield f, t
 
-        sent = await live.send(source(), info, key, f"ws://127.0.0.1:{port}", log=lines.append)
+        sent = await sender.send(stream(), info, key, f"ws://127.0.0.1:{port}")
         # a sender with an untrusted key is refused at its INIT
-        evil = await live.send(live.paced(iter(frames[:3]), False), info, auth.Ed25519PrivateKey.generate(),
-                               f"ws://127.0.0.1:{port}", log=lines.append)
+        evil = await sender.send(source.paced(iter(frames[:3]), False), info, auth.Ed25519PrivateKey.generate(),
+                                 f"ws://127.0.0.1:{port}")
         got = await rx_task
         return sent, evil, got
 
-    sent, evil, got = asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="headcast.stream"):
+        sent, evil, got = asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records]
     assert sent.sessions >= 2, lines
+    assert any(line.startswith("receive: session ") for line in lines) and "receive: sender disconnected" in lines
     rendered = sorted(got.rendered_at)
     assert len(rendered) >= 15 and rendered[-1] == 39
     assert any("not the trusted key" in r for r in got.reasons)
     assert evil.sessions == 1 and got.sessions == sent.sessions  # the evil INIT never opened a session
-    rep = live.latency_report(sent, got)
+    rep = metrics.latency_report(sent, got)
     assert rep["latency_render_ms_median"] < 1000
     video = np.stack(list(iio.imiter(out, plugin="FFMPEG")))
     assert video.shape[1:] == (128, 128, 3) and len(video) == rendered[-1] - rendered[0] + 1  # gaps held

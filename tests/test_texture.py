@@ -38,7 +38,7 @@ def flame(tmp_path_factory):
 
     pkl = write_flame_fixture(tmp_path_factory.mktemp("flame"), seed=0, version="2020")
     return import_flame(pkl, [assets / "landmark_embedding.npy"], assets / "FLAME_masks.pkl",
-                        template_obj=assets / "head_template.obj", progress=lambda s: None)
+                        template_obj=assets / "head_template.obj")
 
 
 @pytest.fixture(scope="module")

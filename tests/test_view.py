@@ -52,9 +52,9 @@ def server(glb):
     from headcast.view import serve
 
     s = serve(glb)  # set-up installs three.js (npm ci); without it this fails with the set-up hint
-    yield f"http://127.0.0.1:{s.server_port}/"
-    s.shutdown()
-    s.server_close()
+    assert s.url.startswith("http://127.0.0.1:") and s.url.endswith("/")
+    yield s.url
+    s.close()
 
 
 def test_page_shows_textured_head_and_plays_animation(chromium, server, tmp_path):

@@ -44,7 +44,7 @@ def albedo_png() -> bytes:
 
 
 def test_live_stream_moves_the_head_in_the_page(chromium, ict_model, tmp_path):
-    from headcast.stream import live
+    from headcast.stream import receiver, sender, source
     from headcast.view.live import LiveWeb
 
     m = ict_model
@@ -54,28 +54,28 @@ def test_live_stream_moves_the_head_in_the_page(chromium, ict_model, tmp_path):
     beta = np.random.default_rng(3).normal(0, 1, m.n_shape)
     info = InitInfo("ict", m.n_shape, m.n_expr, beta, None, None, albedo_png(), FPS, COMPACT, 15, ETA_PAPER, 10,
                     K.steps_for(m, beta, 15, ETA_PAPER, frames[0].eta), "dora")
-    lines, result, ready = [], {}, threading.Event()
+    result, ready = {}, threading.Event()
 
-    def receiver():
+    def run_receiver():
         try:
-            result["got"] = asyncio.run(live.receive(
-                "127.0.0.1", 0, None, auth.Trust(auth.public_bytes(key)), log=lines.append, idle_timeout=2.0,
+            result["got"] = asyncio.run(receiver.receive(
+                "127.0.0.1", 0, None, auth.Trust(auth.public_bytes(key)), idle_timeout=2.0,
                 max_frames=len(frames), model=m, render=False, web=web,
                 ready=lambda s: (result.update(port=next(iter(s.sockets)).getsockname()[1]), ready.set())))
         except BaseException as e:
             result["error"] = e
             ready.set()
 
-    def sender():
+    def run_sender():
         url = f"ws://127.0.0.1:{result['port']}"
-        result["sent"] = asyncio.run(live.send(live.paced(iter(frames)), info, key, url, log=lines.append))
+        result["sent"] = asyncio.run(sender.send(source.paced(iter(frames)), info, key, url))
 
-    rx = threading.Thread(target=receiver, daemon=True)
+    rx = threading.Thread(target=run_receiver, daemon=True)
     rx.start()
-    assert ready.wait(20) and "error" not in result, (result, lines)
+    assert ready.wait(20) and "error" not in result, result
     chromium.call("Page.navigate", url=web.url)
     chromium.wait_for("window.__headcast && window.__headcast.live && window.__headcast.connected", timeout=30)
-    tx = threading.Thread(target=sender, daemon=True)
+    tx = threading.Thread(target=run_sender, daemon=True)
     tx.start()
 
     ready_expr = "window.__headcast.headVersion >= 1 && window.__headcast.received >= 3 && window.__headcast"
@@ -86,7 +86,7 @@ def test_live_stream_moves_the_head_in_the_page(chromium, ict_model, tmp_path):
     shot_b = chromium.screenshot()
     tx.join(30)
     rx.join(30)
-    assert not tx.is_alive() and not rx.is_alive() and "error" not in result, (result, lines)
+    assert not tx.is_alive() and not rx.is_alive() and "error" not in result, result
     iio.imwrite(tmp_path / "live.png", np.hstack([shot_a, shot_b]))
 
     # the page loaded the sender's head: skinned, 53 morph targets, its albedo; it saw a moving stream

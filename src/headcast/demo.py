@@ -27,7 +27,7 @@ def run_demo(out: Path, model_spec: str = DEFAULT_MODEL, seed: int = 0, video: P
 
     check_output_dir(out, "demo", inputs=(video,))  # refuse before the work
     t0 = time.perf_counter()
-    model = resolve_model(model_spec, progress=logger.info)
+    model = resolve_model(model_spec)
     logger.info(f"demo: model '{model.name}' ({model.n_vertices} vertices, {model.n_shape} identity and "
                 f"{model.n_expr} expression components)")
     with staged_dir(out, "demo", inputs=(video,)) as tmp:

@@ -90,7 +90,7 @@ def run_animate_bench(videos: list[str | Path] | None = None, model: str = DEFAU
     videos = list(videos) if videos is not None else default_videos()
     if not videos and not builtin:
         raise HeadcastError("no videos to benchmark (../shared/samples/video is absent; pass video files)")
-    m = resolve_model(model, progress=logger.info)
+    m = resolve_model(model)
     cfg = TrackConfig() if threshold is None else TrackConfig(threshold=threshold)
     rows = [bench_video(v, m, cfg, max_frames=max_frames) for v in videos]
     if builtin:

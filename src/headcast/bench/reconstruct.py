@@ -105,7 +105,7 @@ def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec
     """Run the benchmark (``methods`` default: every fit method); log a markdown summary; return (and
     write to ``out``) all figures."""
     methods = methods or list(METHODS)
-    model = resolve_model(model_spec, progress=logger.info)
+    model = resolve_model(model_spec)
     result = {"model": model.name, "machine": machine(), "date": time.strftime("%Y-%m-%d"), "synthetic": [],
               "real": []}
     for nz in [x.strip() for x in noise.split(",") if x.strip()]:

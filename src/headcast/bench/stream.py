@@ -43,7 +43,7 @@ def animation_dirs(recon_dir: Path, videos_dir: Path, work: Path, names=VIDEOS,
 
 
 def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path | None, max_frames: int) -> dict:
-    from headcast.stream import live
+    from headcast.stream import metrics, receiver, sender, source
 
     frames, meta = animation_frames(anim_dir)
     meta["n_expr"] = frames[0].psi.size
@@ -54,23 +54,23 @@ def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path |
     async def main():
         servers = []
         ready = asyncio.Event()
-        rx = asyncio.create_task(live.receive("127.0.0.1", 0, out, auth.Trust(auth.public_bytes(key)),
+        rx = asyncio.create_task(receiver.receive("127.0.0.1", 0, out, auth.Trust(auth.public_bytes(key)),
                                               idle_timeout=5.0, model=model,
                                               ready=lambda s: (servers.append(s), ready.set())))
         await ready.wait()
         port = next(iter(servers[0].sockets)).getsockname()[1]
         if video is None:
-            src = live.paced(iter(frames[:max_frames]), realtime=True)
+            src = source.paced(iter(frames[:max_frames]), realtime=True)
         else:
-            src, _ = live.primed(live.track_source(video, model, max_frames=max_frames)[0])
+            src, _ = source.primed(source.track_source(video, model, max_frames=max_frames)[0])
         t0 = time.perf_counter()
-        sent = await live.send(src, info, key, f"ws://127.0.0.1:{port}")
+        sent = await sender.send(src, info, key, f"ws://127.0.0.1:{port}")
         wall = time.perf_counter() - t0
         got = await rx
         return sent, got, wall
 
     sent, got, wall = asyncio.run(main())
-    rep = live.latency_report(sent, got)
+    rep = metrics.latency_report(sent, got)
     rep.update(mode="tracked from the video file" if video is not None else "parameter replay",
                wall_seconds=wall, source_fps=meta["fps"], mp4=str(out))
     logger.info(f"stream bench: live ({rep['mode']}): {rep['frames_rendered']}/{rep['frames_sent']} frames rendered, "

@@ -196,7 +196,7 @@ def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt,fit", m
     frames only (synthetic albedos are not drawn from one).
     """
 
-    model = resolve_model(model_spec, progress=logger.info)
+    model = resolve_model(model_spec)
     am = None
     if albedo_model is not None:
         from headcast.texture.albedo_model import load_albedo_model

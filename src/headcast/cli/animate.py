@@ -58,17 +58,23 @@ def run_export(a: argparse.Namespace) -> None:
 
 
 def _view_arguments(v: argparse.ArgumentParser) -> None:
-    from headcast.view import view
+    from headcast.view import showing
 
     v.add_argument("target", help="a reconstruction folder or a .glb file")
     v.add_argument("--anim", help="an animation folder to play")
-    v.add_argument("--port", type=int, default=param_default(view, "port"),
+    v.add_argument("--port", type=int, default=param_default(showing, "port"),
                    help="port on 127.0.0.1 (default: any free one)")
     v.add_argument("--open", action="store_true", help="open the page in the default browser")
     v.set_defaults(func=run_view)
 
 
 def run_view(a: argparse.Namespace) -> None:
-    from headcast.view import view
+    from headcast.view import showing, wait_until_stopped
 
-    view(Path(a.target), Path(a.anim) if a.anim else None, port=a.port, open_browser=a.open)
+    with showing(Path(a.target), Path(a.anim) if a.anim else None, port=a.port) as (glb, url):
+        print(f"headcast: showing {glb.name} at {url} (Ctrl-C to stop)", flush=True)  # a script may wait for it
+        if a.open:
+            import webbrowser
+
+            webbrowser.open(url)
+        wait_until_stopped()

@@ -52,7 +52,7 @@ def run_build_ict(a: argparse.Namespace) -> None:
             return
         logger.info(f"headcast: {out} was built by another headcast version; rebuilding it")
     t0 = time.perf_counter()
-    model = build_ict_model(src=Path(a.src) if a.src else None, progress=logger.info)
+    model = build_ict_model(src=Path(a.src) if a.src else None)
     save_model(model, out)
     logger.info(f"headcast: wrote {out} ({model.n_vertices} vertices, {model.n_shape} identity, "
                 f"{model.n_expr} expression components) in {time.perf_counter() - t0:.1f} s")
@@ -66,7 +66,7 @@ def run_import_flame(a: argparse.Namespace) -> None:
     model = import_flame(Path(a.pkl), landmark_paths=[Path(p) for p in a.landmarks],
                          masks_path=Path(a.masks) if a.masks else None,
                          template_obj=Path(a.template_obj) if a.template_obj else None,
-                         name=a.name, progress=logger.info)
+                         name=a.name)
     out = Path(a.out) if a.out else model_path(model.name)
     save_model(model, out)
     logger.info(f"headcast: wrote {out} ({model.name}: {model.n_vertices} vertices, "
@@ -79,7 +79,7 @@ def run_info(a: argparse.Namespace) -> None:
 
     from headcast.model.registry import resolve_model
 
-    m = resolve_model(a.model, progress=logger.info)
+    m = resolve_model(a.model)
     info = {k: v for k, v in m.meta.items() if k not in ("attribution", "expression_names")}
     info.update(vertices=m.n_vertices, triangles=int(m.faces.shape[0]), n_shape=m.n_shape, n_expr=m.n_expr,
                 joints=m.n_joints, dynamic_contour=m.has_dynamic_contour,

@@ -93,7 +93,7 @@ def run_send(a: argparse.Namespace) -> None:
     if (a.video is None) == (a.camera is None):
         raise HeadcastError("give exactly one of --video FILE or --camera N")
     run_sender(a.to, video=a.video, camera=a.camera, recon_dir=a.recon, key_path=a.key, sender=a.sender,
-               profile=a.profile, max_frames=a.max_frames, log=logger.info)
+               profile=a.profile, max_frames=a.max_frames)
 
 
 def _receive_arguments(rc: argparse.ArgumentParser) -> None:
@@ -116,12 +116,15 @@ def _receive_arguments(rc: argparse.ArgumentParser) -> None:
 
 
 def run_receive(a: argparse.Namespace) -> None:
+    from functools import partial
+
     from headcast.stream.live import run_receiver
+    from headcast.view.live import LiveWeb
 
     if a.out is None and not a.web:
         raise HeadcastError("give --out FILE.mp4, --web, or both")
     run_receiver(a.listen, Path(a.out) if a.out else None, trust_path=a.trust, idle_timeout=a.idle_timeout,
-                 size=a.size, max_lag=a.max_lag, web_port=a.web_port if a.web else None, log=logger.info)
+                 size=a.size, max_lag=a.max_lag, web=partial(LiveWeb, a.web_port) if a.web else None)
 
 
 def _keygen_arguments(kg: argparse.ArgumentParser) -> None:

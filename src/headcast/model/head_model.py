@@ -8,27 +8,19 @@ T texture coordinates, S identity and E expression components and J = 5 joints
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.io.model_npz import ARRAYS, MASK_PREFIX, OPTIONAL, read_model_npz, write_model_npz
 
-FORMAT = "headcast-model"
-FORMAT_VERSION = 1
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
 N_LANDMARKS = 68
 N_CONTOUR = 17  # iBUG-68 points 0..16, the face oval
 DYN_YAW_MAX_DEG = 39  # dynamic contour tables cover yaw -39..39 degrees in 1-degree steps
 REQUIRED_MASKS = ("face", "eyes", "lips", "scalp", "neck")
-
-_ARRAYS = (
-    "v_template", "faces", "shapedirs", "exprdirs", "posedirs", "j_regressor", "parents",
-    "lbs_weights", "uv", "uv_faces", "lmk_faces", "lmk_bary",
-)
-_OPTIONAL = ("dyn_lmk_faces", "dyn_lmk_bary")
 
 
 @dataclass
@@ -121,11 +113,11 @@ class HeadModel:
             if not ok:
                 raise HeadcastError(f"head model {self.name!r}: {what}")
 
-        need(self.v_template.ndim == 2 and self.v_template.shape[1] == 3, "v_template must be (V, 3)")
-        need(self.faces.ndim == 2 and self.faces.shape[1] == 3, "faces must be (F, 3) triangles")
+        need(self.v_template.ndim == 2 and self.v_template.shape[1] == 3 and V > 0, "v_template must be (V, 3)")
+        need(self.faces.ndim == 2 and self.faces.shape[1] == 3 and F > 0, "faces must be (F, 3) triangles")
         need(self.faces.min() >= 0 and self.faces.max() < V, "faces index missing vertices")
-        need(self.shapedirs.shape[:2] == (V, 3), "shapedirs must be (V, 3, S)")
-        need(self.exprdirs.shape[:2] == (V, 3), "exprdirs must be (V, 3, E)")
+        need(self.shapedirs.ndim == 3 and self.shapedirs.shape[:2] == (V, 3), "shapedirs must be (V, 3, S)")
+        need(self.exprdirs.ndim == 3 and self.exprdirs.shape[:2] == (V, 3), "exprdirs must be (V, 3, E)")
         need(self.posedirs.shape == (V, 3, 9 * (J - 1)), "posedirs must be (V, 3, 9 * (J - 1))")
         need(self.j_regressor.shape == (J, V), "j_regressor must be (J, V)")
         need(self.parents[0] == -1 and all(0 <= p < i for i, p in enumerate(self.parents[1:], 1)),
@@ -147,6 +139,10 @@ class HeadModel:
                  f"dynamic contour must be ({rows}, {N_CONTOUR}) faces")
             need(self.dyn_lmk_faces.min() >= 0 and self.dyn_lmk_faces.max() < F,
                  "dyn_lmk_faces index missing triangles")
+        for name in ("v_template", "shapedirs", "exprdirs", "posedirs", "j_regressor", "lbs_weights", "uv",
+                     "lmk_bary", "dyn_lmk_bary"):
+            a = getattr(self, name)
+            need(a is None or bool(np.isfinite(a).all()), f"{name} has non-finite values")
         for m in REQUIRED_MASKS:
             need(m in self.masks, f"region mask {m!r} is missing")
         for k, idx in self.masks.items():
@@ -161,46 +157,19 @@ class HeadModel:
 
 
 def save_model(model: HeadModel, path: str | Path) -> Path:
-    """Write ``model`` to ``path`` (.npz) atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(model.meta, format=FORMAT, format_version=FORMAT_VERSION,
-                masks=sorted(model.masks))
-    arrays = {k: getattr(model, k) for k in _ARRAYS}
-    arrays.update({k: getattr(model, k) for k in _OPTIONAL if getattr(model, k) is not None})
-    arrays.update({f"mask_{k}": v for k, v in model.masks.items()})
-    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-    return path
+    """Write ``model`` to ``path`` (.npz, :mod:`headcast.io.model_npz`) atomically; returns the path."""
+    arrays = {k: getattr(model, k) for k in ARRAYS}
+    arrays.update({k: getattr(model, k) for k in OPTIONAL if getattr(model, k) is not None})
+    arrays.update({f"{MASK_PREFIX}{k}": v for k, v in model.masks.items()})
+    return write_model_npz(path, arrays, model.meta)
 
 
 def load_model(path: str | Path) -> HeadModel:
-    """Read a model written by :func:`save_model`; HeadcastError on anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcastError(f"no head model file at {path}")
+    """Read a model written by :func:`save_model`; HeadcastError naming the file on anything else."""
+    arrays, meta = read_model_npz(path)
+    masks = {k[len(MASK_PREFIX):]: v for k, v in arrays.items() if k.startswith(MASK_PREFIX)}
+    fields = {k: arrays.get(k) for k in (*ARRAYS, *OPTIONAL)}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile / numpy format errors
-        raise HeadcastError(f"{path} is not a headcast model file ({e.__class__.__name__})") from None
-    if "meta_json" not in data:
-        raise HeadcastError(f"{path} is not a headcast model file (no metadata)")
-    meta = json.loads(data.pop("meta_json").tobytes().decode())
-    if meta.get("format") != FORMAT:
-        raise HeadcastError(f"{path} is not a headcast model file")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise HeadcastError(f"{path} has model format version {meta['format_version']}; "
-                            f"this headcast reads up to {FORMAT_VERSION}: upgrade headcast")
-    mask_names = meta.pop("masks", [])
-    masks = {k: data.pop(f"mask_{k}") for k in mask_names}
-    meta.pop("format", None)
-    meta.pop("format_version", None)
-    missing = [k for k in _ARRAYS if k not in data]
-    if missing:
-        raise HeadcastError(f"{path} lacks arrays: {', '.join(missing)}")
-    kwargs = {k: data[k] for k in _ARRAYS}
-    kwargs.update({k: data.get(k) for k in _OPTIONAL})
-    return HeadModel(masks=masks, meta=meta, **kwargs)
+        return HeadModel(masks=masks, meta=meta, **fields)
+    except HeadcastError as e:
+        raise HeadcastError(f"{path}: {e}") from None

@@ -3,11 +3,14 @@ in the model directory (``flame2020``...), or a path to a .npz file."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from headcast.core.errors import HeadcastError
 from headcast.core.paths import models_dir
-from headcast.model.head_model import HeadModel, load_model
+from headcast.model.head_model import HeadModel, load_model, save_model
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ict"
 
@@ -17,7 +20,7 @@ def model_path(name: str) -> Path:
     return models_dir() / f"{name}.npz"
 
 
-def resolve_model(spec: str = DEFAULT_MODEL, *, build_missing: bool = True, progress=print) -> HeadModel:
+def resolve_model(spec: str = DEFAULT_MODEL, *, build_missing: bool = True) -> HeadModel:
     """Load the model named or pointed to by ``spec``.
 
     ``ict`` is converted from ICT-FaceKit when missing (see ``headcast model build-ict``);
@@ -31,14 +34,12 @@ def resolve_model(spec: str = DEFAULT_MODEL, *, build_missing: bool = True, prog
         model = load_model(path)
         if spec != DEFAULT_MODEL or not build_missing or is_current_ict(model):
             return model
-        progress(f"headcast: {path} was built by another headcast version; rebuilding it")
+        logger.info("headcast: %s was built by another headcast version; rebuilding it", path)
     if spec == DEFAULT_MODEL and build_missing:
         from headcast.model.ict import build_ict_model  # heavy; only when needed
 
-        progress(f"headcast: building the default head model ({spec}) into {path} ...")
-        from headcast.model.head_model import save_model
-
-        model = build_ict_model(src=None, progress=progress)
+        logger.info("headcast: building the default head model (%s) into %s ...", spec, path)
+        model = build_ict_model(src=None)
         save_model(model, path)
         return model
     known = sorted(q.stem for q in models_dir().glob("*.npz"))

@@ -10,17 +10,22 @@ for is checked against a short allow-list:
 - scipy's csc/csr/coo matrices, read as plain state and rebuilt after loading;
 - chumpy's classes (``chumpy.ch.Ch``, ``chumpy.reordering.*``, ``chumpy.ch_ops.*``), mapped
   to :class:`ChumpyStub`, which only keeps its state (the array of a ``Ch`` is ``state['x']``);
-- ``set``, ``frozenset``, ``OrderedDict`` and ``object``, ``copyreg._reconstructor`` (Python-2
+- ``set``, ``frozenset``, ``OrderedDict``, ``bytes()`` (empty) and ``object``, ``copyreg._reconstructor`` (Python-2
   new-style objects, checked) and ``_codecs.encode`` (Python-3 bytes, latin-1 only);
 - torch tensors of DECA's file, rebuilt as numpy arrays without importing torch.
 
 Anything else raises ``HeadcastError("refusing to load <file>: it asks for <module.name>, ...")``
-before it is imported or called.
+before it is imported or called. A loaded file is also bounded: at most :data:`MAX_OBJECTS` distinct
+objects, nested at most :data:`MAX_DEPTH` deep, and at most :data:`MAX_ELEMENTS` array elements,
+counting a list as the array it would become (a list referenced twice counts twice: a few hundred
+bytes of shared nested lists would otherwise become an astronomically large array). Each object is
+walked once, however often it is referenced.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import pickle
 import struct
@@ -29,9 +34,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import scipy.sparse as sp
-from numpy.lib import format as npy_format
 
 from headcast.core.errors import HeadcastError
+from headcast.io.arrays import read_npy, read_npy_header
+from headcast.model.torch_legacy import RefusedGlobal, rebuild_tensor, storage_from_bytes
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
@@ -40,12 +46,17 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct as _np_reconstruct
     from numpy.core.multiarray import scalar as _np_scalar
 
+MAX_OBJECTS = 2_000_000    # pickle opcodes, each makes at most one object
+MAX_DEPTH = 100
+MAX_OTHER_KEYS = 10_000
+MAX_FILE_BYTES = 1 << 30
+MAX_ELEMENTS = 30_000_000  # FLAME 2023's model file holds about 7 million
 _READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
                 KeyError, MemoryError, OverflowError, UnicodeDecodeError, struct.error, RecursionError)
 
 
-class _Refused(Exception):
-    """A global outside the allow-list; becomes the HeadcastError naming the file."""
+class _Malformed(Exception):
+    """An allowed object with impossible contents; becomes the HeadcastError naming the file."""
 
 
 class ChumpyStub:
@@ -77,7 +88,7 @@ class ChumpyStub:
 
 
 class _SparseStub:
-    """Pickled state of an old or new scipy sparse matrix, rebuilt by :func:`_finish`."""
+    """Pickled state of an old or new scipy sparse matrix, rebuilt by :meth:`build` after loading."""
 
     fmt = "csc"
 
@@ -91,8 +102,10 @@ class _SparseStub:
 
     def build(self) -> sp.spmatrix:
         s = self.state
-        shape = tuple(int(n) for n in s.get("_shape", s.get("shape", ())))
         try:
+            shape = tuple(int(n) for n in s.get("_shape", s.get("shape", ())))
+            if len(shape) != 2 or min(shape) < 0 or shape[0] * shape[1] > MAX_ELEMENTS:
+                raise ValueError(f"shape {shape} is not a matrix of at most {MAX_ELEMENTS} elements")
             if self.fmt == "coo":
                 row = s["row"] if "row" in s else s["coords"][0]
                 col = s["col"] if "col" in s else s["coords"][1]
@@ -100,7 +113,7 @@ class _SparseStub:
             make = sp.csc_matrix if self.fmt == "csc" else sp.csr_matrix
             return make((s["data"], s["indices"], s["indptr"]), shape=shape)
         except (KeyError, ValueError, TypeError, IndexError) as e:
-            raise HeadcastError(f"a pickled {self.fmt} sparse matrix is malformed ({e})") from None
+            raise _Malformed(f"a pickled {self.fmt} sparse matrix is malformed ({str(e)[:100]})") from None
 
 
 def _sparse_stub(fmt: str) -> type:
@@ -135,105 +148,19 @@ def _codecs_encode(text, encoding="utf-8"):
     return text.encode("latin1")
 
 
-# torch tensors in DECA's landmark_embedding.npy -----------------------------------------
-_TORCH_STORAGES = {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-}
-_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-class _StorageUnpickler(pickle.Unpickler):
-    """Reads the object record of torch's legacy format: one storage by persistent id."""
-
-    def find_class(self, module: str, name: str):
-        if module == "torch" and name in _TORCH_STORAGES:
-            return np.dtype(_TORCH_STORAGES[name])
-        raise _Refused(f"{module}.{name}")
-
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], np.dtype)):
-            raise pickle.UnpicklingError("unexpected persistent id in a torch storage")
-        return pid
-
-
-def _storage_from_bytes(blob: bytes) -> np.ndarray:
-    """A torch storage saved with torch's legacy (non-zip) format -> 1-D numpy array.
-
-    Layout: pickled magic number, protocol version, system info, the storage record (a
-    persistent id naming dtype and key), the list of keys, then per key an int64 element
-    count and the raw elements.
-    """
-    if not isinstance(blob, bytes):
-        raise pickle.UnpicklingError("torch storage payload is not bytes")
-    f = io.BytesIO(blob)
-
-    def plain():
-        return _StorageUnpickler(f).load()
-
-    if plain() != _TORCH_LEGACY_MAGIC:
-        raise pickle.UnpicklingError("torch storage payload lacks torch's magic number")
-    plain()  # protocol version
-    info = plain()
-    little = bool(info.get("little_endian", True)) if isinstance(info, dict) else True
-    pid = plain()
-    keys = plain()
-    _, dtype, key, _location, numel, view = pid[:6] if len(pid) >= 6 else (*pid, None)
-    if not isinstance(keys, list) or key not in keys:
-        raise pickle.UnpicklingError("torch storage keys are inconsistent")
-    dtype = dtype.newbyteorder("<" if little else ">")
-    arrays = {}
-    for k in keys:
-        (count,) = struct.unpack("<q" if little else ">q", f.read(8))
-        raw = f.read(count * dtype.itemsize)
-        if count < 0 or len(raw) != count * dtype.itemsize:
-            raise pickle.UnpicklingError("torch storage data is truncated")
-        arrays[k] = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
-    out = arrays[key]
-    if int(numel) != out.size:
-        raise pickle.UnpicklingError("torch storage size does not match its record")
-    if view is not None:  # (view key, offset, size): a slice of another storage
-        _, offset, size = view
-        out = out[int(offset): int(offset) + int(size)]
-    return out
-
-
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
-    """``torch._utils._rebuild_tensor_v2`` as a numpy copy, bounds checked."""
-    if not isinstance(storage, np.ndarray) or storage.ndim != 1:
-        raise pickle.UnpicklingError("tensor without a storage")
-    size = tuple(int(n) for n in size)
-    stride = tuple(int(s) for s in stride)
-    offset = int(offset)
-    if len(size) != len(stride) or min(size + stride + (offset,), default=0) < 0:
-        raise pickle.UnpicklingError("tensor has a malformed size or stride")
-    if 0 in size:
-        return np.zeros(size, storage.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= storage.size:
-        raise pickle.UnpicklingError("tensor reaches outside its storage")
-    strides = tuple(s * storage.itemsize for s in stride)
-    return np.lib.stride_tricks.as_strided(storage[offset:], size, strides, writeable=False).copy()
-
-
 # the allow-list ---------------------------------------------------------------------------
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
     ("builtins", "object"): object,
-    ("__builtin__", "set"): set,
-    ("__builtin__", "frozenset"): frozenset,
     ("__builtin__", "object"): object,
-    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "bytes"): lambda: b"",  # Python 3's protocol 2 writes b"" as bytes(); no arguments allowed
+    ("__builtin__", "bytes"): lambda: b"",
+    ("collections", "OrderedDict"): lambda: collections.OrderedDict(),  # no arguments: items come by SETITEMS
     ("copy_reg", "_reconstructor"): _reconstructor,
     ("copyreg", "_reconstructor"): _reconstructor,
     ("_codecs", "encode"): _codecs_encode,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+    ("torch.storage", "_load_from_bytes"): storage_from_bytes,
 }
 for _m in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _ALLOWED[(_m, "_reconstruct")] = _np_reconstruct
@@ -243,44 +170,148 @@ for _fmt, _stub in _SPARSE.items():
         _ALLOWED[(_m, f"{_fmt}_matrix")] = _stub
 
 
-class FlameUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only allow-listed globals (see the module docstring).
+class _TooBig(Exception):
+    """A bound of the module docstring exceeded; becomes the HeadcastError naming the file."""
 
+
+class _Budget:
+    """The bounds of one load: opcodes (objects) read, array elements of rebuilt tensors, and dict or
+    set keys that are not text (crafted equal hashes would make building those quadratic)."""
+
+    def __init__(self) -> None:
+        self.ops = self.total = self.other_keys = 0
+
+    def elements(self, n: int, what: str) -> None:
+        self.total += n
+        if self.total > MAX_ELEMENTS:
+            raise _TooBig(f"more than {MAX_ELEMENTS} {what}")
+
+    def keys(self, keys) -> None:
+        self.other_keys += sum(type(k) not in (str, bytes) for k in keys)
+        if self.other_keys > MAX_OTHER_KEYS:
+            raise _TooBig(f"more than {MAX_OTHER_KEYS} dictionary or set keys that are not text")
+
+
+def _keyed(kind: type, items=(), *, budget: _Budget):
+    """``set(items)`` or ``frozenset(items)`` as a pickle's REDUCE makes them, keys checked first."""
+    items = list(items)
+    budget.keys(items)
+    return kind(items)
+
+
+class FlameUnpickler(pickle._Unpickler):
+    """pickle's pure-Python unpickler resolving only allow-listed globals (see the module docstring).
+
+    The pure-Python one because its memo is a dict (the C unpickler sizes an array by the memo index
+    a file names: ten bytes can ask for gigabytes) and its opcodes can be counted and checked.
     ``source`` names the file in error messages. Python 2 strings decode as latin-1.
     """
 
     def __init__(self, file: BinaryIO, source: str):
         super().__init__(file, encoding="latin1", fix_imports=False)
         self.source = source
+        self.budget = _Budget()
 
     def find_class(self, module: str, name: str):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return functools.partial(rebuild_tensor, budget=self.budget)
+        if module in ("builtins", "__builtin__") and name in ("set", "frozenset"):
+            return functools.partial(_keyed, set if name == "set" else frozenset, budget=self.budget)
         found = _ALLOWED.get((module, name))
         if found is not None:
             return found
         if module in _CHUMPY_MODULES and name.isidentifier() and name[:1].isupper():
             return _chumpy_stub(module, name)
-        raise _Refused(f"{module}.{name}")
+        raise RefusedGlobal(f"{module}.{name}")
 
     def persistent_load(self, pid):
-        raise _Refused("a persistent id")
+        raise RefusedGlobal("a persistent id")
+
+    # the opcodes that build dicts and sets: keys checked (the items since the MARK are self.stack)
+    def load_dict(self):
+        self.budget.keys(self.stack[::2])
+        super().load_dict()
+
+    def load_setitem(self):
+        self.budget.keys(self.stack[-2:-1])
+        super().load_setitem()
+
+    def load_setitems(self):
+        self.budget.keys(self.stack[::2])
+        super().load_setitems()
+
+    def load_additems(self):
+        self.budget.keys(self.stack)
+        super().load_additems()
+
+    def load_frozenset(self):
+        self.budget.keys(self.stack)
+        super().load_frozenset()
 
 
-def _finish(obj: Any, depth: int = 0) -> Any:
-    """Replace sparse stand-ins by scipy matrices inside dicts, lists and chumpy states."""
-    if depth > 20:
-        return obj
-    if isinstance(obj, _SparseStub):
-        return obj.build()
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            obj[k] = _finish(v, depth + 1)
-    elif isinstance(obj, list):
-        obj[:] = [_finish(v, depth + 1) for v in obj]
-    elif isinstance(obj, tuple):
-        return tuple(_finish(v, depth + 1) for v in obj)
-    elif isinstance(obj, ChumpyStub):
-        _finish(obj.state, depth + 1)
-    return obj
+def _counted(op):
+    def run(self: FlameUnpickler) -> None:
+        self.budget.ops += 1
+        if self.budget.ops > MAX_OBJECTS:
+            raise _TooBig(f"more than {MAX_OBJECTS} pickled objects")
+        op(self)
+    return run
+
+
+FlameUnpickler.dispatch = {code: _counted(getattr(FlameUnpickler, op.__name__))
+                           for code, op in pickle._Unpickler.dispatch.items()}
+
+
+class _Walk:
+    """One pass over an unpickled object graph: replaces sparse stand-ins by scipy matrices inside
+    dicts, lists, tuples and chumpy states, visiting each object once (by identity) and bounding the
+    distinct objects, the depth and the elements the structure would expand to."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[Any, int]] = {}   # id -> (result, expanded elements)
+        self.alive: list = []                        # keeps visited objects alive so ids stay unique
+
+    def visit(self, obj: Any, depth: int = 0) -> tuple[Any, int]:
+        """(obj or its replacement, the number of elements it expands to)."""
+        if not isinstance(obj, (dict, list, tuple, set, frozenset, np.ndarray, ChumpyStub, _SparseStub)):
+            return obj, 1
+        key = id(obj)
+        if key in self.seen:
+            return self.seen[key]
+        if depth > MAX_DEPTH:
+            raise _TooBig(f"objects nested more than {MAX_DEPTH} deep")
+        self.seen[key] = (obj, 0)  # a reference back into an object being visited counts nothing
+        self.alive.append(obj)
+        result, n = self._children(obj, depth + 1)
+        if n > MAX_ELEMENTS:
+            raise _TooBig(f"more than {MAX_ELEMENTS} array elements")
+        self.seen[key] = (result, n)
+        return result, n
+
+    def _children(self, obj: Any, depth: int) -> tuple[Any, int]:
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.hasobject:
+                return obj, sum(self.visit(x, depth)[1] for x in obj.flat)
+            return obj, obj.size
+        if isinstance(obj, _SparseStub):
+            self.visit(obj.state, depth)
+            m = obj.build()
+            return m, m.shape[0] * m.shape[1]
+        if isinstance(obj, ChumpyStub):
+            return obj, self.visit(obj.state, depth)[1]
+        if isinstance(obj, dict):
+            n = 0
+            for k, v in obj.items():
+                obj[k], c = self.visit(v, depth)
+                n += c
+            return obj, n
+        parts = [self.visit(v, depth) for v in obj]
+        n = sum(c for _, c in parts)
+        if isinstance(obj, list):
+            obj[:] = [v for v, _ in parts]
+        elif isinstance(obj, tuple):
+            obj = tuple(v for v, _ in parts)
+        return obj, n
 
 
 def loads_safe(data: bytes, source: str = "pickle data") -> Any:
@@ -291,48 +322,50 @@ def loads_safe(data: bytes, source: str = "pickle data") -> Any:
 def _load_stream(f: BinaryIO, source: str) -> Any:
     try:
         obj = FlameUnpickler(f, source).load()
+        return _Walk().visit(obj)[0]
     except HeadcastError:
         raise
-    except _Refused as e:
+    except RefusedGlobal as e:
         raise HeadcastError(f"refusing to load {source}: it asks for {e}, which a FLAME file never contains") from None
+    except _Malformed as e:
+        raise HeadcastError(f"cannot read {source}: {e}") from None
+    except _TooBig as e:
+        raise HeadcastError(f"refusing to load {source}: it holds {e}, far more than a FLAME file") from None
     except _READ_ERRORS as e:
         raise HeadcastError(f"cannot read {source}: it is truncated or not a pickle "
                             f"({e.__class__.__name__}: {str(e)[:80]})") from None
-    return _finish(obj)
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The whole file (read at once: lengths inside a pickle then never size a read), bounded."""
+    if not path.is_file():
+        raise HeadcastError(f"{path} does not exist" if not path.exists() else f"{path} is not a regular file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise HeadcastError(f"{path} is {path.stat().st_size / 1e6:.0f} MB; FLAME files are under "
+                            f"{MAX_FILE_BYTES / 1e6:.0f} MB")
+    return path.read_bytes()
 
 
 def load_safe(path: str | Path) -> Any:
-    """Load the pickle at ``path`` safely (latin-1, allow-listed globals only)."""
+    """Load the pickle at ``path`` safely (latin-1, allow-listed globals only, bounded)."""
     path = Path(path)
-    if not path.is_file():
-        raise HeadcastError(f"{path} does not exist")
-    with open(path, "rb") as f:
-        return _load_stream(f, str(path))
+    return _load_stream(io.BytesIO(_file_bytes(path)), str(path))
 
 
 def load_npy_safe(path: str | Path) -> Any:
     """Load a ``.npy`` file; an object array's pickle payload goes through the same allow-list.
 
-    A 0-d object array (how ``np.save`` stores a dict) returns the object itself.
+    A plain array is read with its header checked against the file's size first
+    (:func:`headcast.io.arrays.read_npy`). A 0-d object array (how ``np.save`` stores a dict)
+    returns the object itself.
     """
     path = Path(path)
-    if not path.is_file():
-        raise HeadcastError(f"{path} does not exist")
-    with open(path, "rb") as f:
-        try:
-            major, _ = npy_format.read_magic(f)
-            read_header = npy_format.read_array_header_1_0 if major == 1 else npy_format.read_array_header_2_0
-            shape, _fortran, dtype = read_header(f)
-        except (ValueError, OSError, SyntaxError) as e:
-            raise HeadcastError(f"cannot read {path}: not a .npy file ({str(e)[:80]})") from None
-        if not dtype.hasobject:
-            f.seek(0)
-            try:
-                return np.load(f, allow_pickle=False)
-            except (ValueError, OSError) as e:
-                raise HeadcastError(f"cannot read {path}: {str(e)[:80]}") from None
-        arr = _load_stream(f, str(path))
-    if not isinstance(arr, np.ndarray) or arr.shape != shape:
+    f = io.BytesIO(_file_bytes(path))
+    header = read_npy_header(f, path)
+    if not header.dtype.hasobject:
+        return read_npy(path, max_bytes=8 * MAX_ELEMENTS)
+    arr = _load_stream(f, str(path))
+    if not isinstance(arr, np.ndarray) or arr.shape != header.shape:
         raise HeadcastError(f"cannot read {path}: its pickle payload is not the array its header announces")
     return arr[()] if arr.shape == () else arr
 

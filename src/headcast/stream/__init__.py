@@ -6,7 +6,9 @@
 - :mod:`headcast.stream.auth`: Ed25519 identities, session MAC keys, trust, replay window.
 - :mod:`headcast.stream.session`: transport-free sender and receiver.
 - :mod:`headcast.stream.files`: ``encode_file`` / ``decode_file`` and the size/accuracy report.
-- :mod:`headcast.stream.live`: WebSocket sender (tracking as it goes) and rendering receiver.
+- live link: :mod:`~headcast.stream.source` (tracking as the video plays), :mod:`~headcast.stream.sender`,
+  :mod:`~headcast.stream.receiver` (with :mod:`~headcast.stream.renderer`, the MP4 render worker),
+  :mod:`~headcast.stream.metrics` (latency report); :mod:`headcast.stream.live`: the send/receive commands.
 
 The byte layout is documented in docs/protocol.md.
 """

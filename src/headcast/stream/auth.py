@@ -46,21 +46,60 @@ def default_key_path() -> Path:
 
 
 def generate_key(path: str | Path | None = None, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write a new Ed25519 private key (PEM, PKCS8, mode 600) and its public key file
-    (``<path>.pub``: ``headcast-ed25519 <64 hex digits>``). Returns both paths."""
+    """Write a new Ed25519 private key (PEM, PKCS8, mode 0600) and its public key file
+    (``<path>.pub``: ``headcast-ed25519 <64 hex digits>``, mode 0644). Returns both paths.
+
+    Both or neither: each is written to a staging name beside its target and renamed into place
+    once both are complete; ``overwrite`` replaces existing key files (the new ones get the modes
+    above whatever the old ones had). HeadcastError (nothing written) when a target is a folder or
+    exists without ``overwrite``, or when writing fails.
+    """
     p = Path(path) if path is not None else default_key_path()
-    if p.exists() and not overwrite:
-        raise HeadcastError(f"key {p} exists (delete it or pass another path)")
-    p.parent.mkdir(parents=True, exist_ok=True)
+    pub = p.with_name(p.name + ".pub")
+    for target in (p, pub):
+        if target.is_dir():
+            raise HeadcastError(f"cannot write the key {target}: it is a folder")
+        if target.exists() and not overwrite:
+            raise HeadcastError(f"key {target} exists (delete it or pass another path)")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    pub = p.with_name(p.name + ".pub")
-    pub.write_text(f"{PUB_PREFIX} {public_bytes(key).hex()}\n")
+    text = f"{PUB_PREFIX} {public_bytes(key).hex()}\n".encode()
+    _write_both([(p, pem, 0o600), (pub, text, 0o644)])
     return p, pub
+
+
+def _write_both(files: list[tuple[Path, bytes, int]]) -> None:
+    """Write (path, data, mode) files all or none: staging files beside the targets, then renames;
+    on a failure the staging files are removed and targets already replaced are restored."""
+    token = os.urandom(4).hex()
+    staged = [(t, t.with_name(f".{t.name}.{token}.tmp"), t.with_name(f".{t.name}.{token}.old")) for t, _, _ in files]
+    done: list[tuple[Path, Path, Path]] = []
+    try:
+        files[0][0].parent.mkdir(parents=True, exist_ok=True)
+        for (_, data, mode), (_, tmp, _) in zip(files, staged):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), mode)  # the exact mode, whatever the umask
+                fh.write(data)
+        for target, tmp, old in staged:
+            if target.exists():
+                os.link(target, old)  # kept until both are in place
+            os.replace(tmp, target)
+            done.append((target, tmp, old))
+    except BaseException as e:  # a signal too: no half pair left
+        for target, _, old in reversed(done):
+            if old.exists():
+                os.replace(old, target)
+            else:
+                target.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise HeadcastError(f"cannot write the key {e.filename or files[0][0]}: {e.strerror or e}") from None
+        raise
+    finally:
+        for _, tmp, old in staged:
+            tmp.unlink(missing_ok=True)
+            old.unlink(missing_ok=True)
 
 
 def load_private_key(path: str | Path | None = None, create: bool = True) -> Ed25519PrivateKey:
@@ -157,36 +196,33 @@ class Trust:
     """Which sender keys a receiver accepts: one pinned key (``--trust``), or trust on first use,
     remembering ``sender name -> key`` in ``HEADCAST_HOME/trust/known_senders.json``."""
 
-    def __init__(self, pinned: bytes | None = None, store: Path | None = None, tofu: bool = True):
+    def __init__(self, pinned: bytes | None = None, store: Path | None = None):
         self.pinned = pinned
-        self.tofu = tofu and pinned is None
         self.store = store or (home() / "trust" / "known_senders.json")
 
     @classmethod
     def from_file(cls, path: str | Path | None) -> "Trust":
         return cls(load_public_key(path)) if path is not None else cls()
 
-    def check(self, sender: str, pub: bytes, log=None) -> None:
-        """Accept ``pub`` for ``sender`` or raise ProtocolError saying why."""
+    def check(self, sender: str, pub: bytes) -> bool:
+        """Accept ``pub`` for ``sender`` or raise ProtocolError saying why; True when this call
+        trusted the sender on first use (and stored its key)."""
         if self.pinned is not None:
             if not hmac.compare_digest(pub, self.pinned):
                 raise ProtocolError(f"INIT: sender key {fingerprint(pub)} is not the trusted key {fingerprint(self.pinned)}")
-            return
-        if not self.tofu:
-            raise ProtocolError("INIT: no trusted key configured")
+            return False
         known = self._load()
         if sender in known:
             if known[sender] != pub.hex():
                 raise ProtocolError(f"INIT: sender {sender!r} presented key {fingerprint(pub)}, but "
                                     f"{fingerprint(bytes.fromhex(known[sender]))} was trusted on first use ({self.store})")
-            return
+            return False
         known[sender] = pub.hex()
         self.store.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.store.with_suffix(".tmp")
         tmp.write_text(json.dumps(known, indent=2) + "\n")
         os.replace(tmp, self.store)
-        if log:
-            log(f"trusting sender {sender!r} on first use: key {fingerprint(pub)} (stored in {self.store})")
+        return True
 
     def _load(self) -> dict:
         if not self.store.is_file():

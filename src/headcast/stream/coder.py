@@ -192,8 +192,3 @@ class Decoder:
         if z == ESCAPE:
             z = ESCAPE + self.get_eg()
         return unzigzag(z)
-
-    @property
-    def overrun_bits(self) -> int:
-        """Bits read past the end of the input (beyond the coder's own look-ahead)."""
-        return max(0, self.pos - BITS - len(self.bits))

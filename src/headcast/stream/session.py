@@ -4,15 +4,19 @@ The live code (:mod:`headcast.stream.live`) and the file code (:mod:`headcast.st
 drive these. The receiver tolerates lost, duplicated and reordered frames: it keeps the decoded
 states of the last :data:`WINDOW` sequence numbers, parks frames whose reference has not arrived,
 drops frames older than the newest one it has output, and starts (or restarts) at a keyframe.
+
+A file stream is all or nothing: the receiver in file mode hands out its frames only once the signed
+END has verified every byte before it, and after one rejected message it refuses everything that
+follows, so a damaged, truncated or spliced file yields no frame at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 
@@ -39,6 +43,8 @@ from headcast.stream.wire import (
     parse_init_body,
     parse_message,
 )
+
+logger = logging.getLogger(__name__)
 
 WINDOW = 128
 END_BODY = struct.Struct("<I32s")  # frames sent, SHA-256 of every stream byte before the END
@@ -143,13 +149,14 @@ class ReceiverSession:
     Args:
         trust: which sender keys to accept.
         file_mode: accept a file INIT (no HELLO) and require the signed END.
-        log: called with one line per rejected or notable message.
+        label: the start of its log lines (a new session and a sender trusted on first use at INFO,
+            rejected messages at DEBUG: the caller reports those).
     """
 
-    def __init__(self, trust: auth.Trust, file_mode: bool = False, log: Callable[[str], None] | None = None):
+    def __init__(self, trust: auth.Trust, file_mode: bool = False, label: str = ""):
         self.trust = trust
         self.file_mode = file_mode
-        self.log = log or (lambda s: None)
+        self.label = label
         self._x_priv = None
         self.hello_pub: bytes | None = None
         self.info: InitInfo | None = None
@@ -160,6 +167,8 @@ class ReceiverSession:
         self.last_out = -1
         self.frames_received = 0
         self.ended = False
+        self.damaged: str | None = None   # file mode: why an earlier message was rejected
+        self._held: list[DecodedFrame] = []  # file mode: decoded frames waiting for the END
         self._hash = hashlib.sha256()
         self.stats = {"rejected": 0, "late": 0, "unresolved": 0}
 
@@ -172,8 +181,12 @@ class ReceiverSession:
 
     def handle(self, data: bytes) -> list[DecodedFrame]:
         """Frames decodable after this message (possibly several, possibly none); ProtocolError when
-        the message is rejected (the reason is its text)."""
+        the message is rejected (the reason is its text). File mode: frames come with the END."""
         try:
+            if self.damaged is not None:
+                raise ProtocolError(f"after a rejected message ({self.damaged[:80]}): the file is damaged from there")
+            if self.ended:
+                raise ProtocolError("a message after the END")
             m = parse_message(data)
             if m.type == INIT:
                 out = self._init(m)
@@ -185,10 +198,15 @@ class ReceiverSession:
                 raise ProtocolError(f"unexpected {TYPE_NAMES[m.type]} message")
         except ProtocolError as e:
             self.stats["rejected"] += 1
-            self.log(f"rejected: {e}")
+            logger.debug("%srejected: %s", self.label, e)
+            if self.file_mode and self.damaged is None:
+                self.damaged = str(e)
             raise
         if self.file_mode:
             self._hash.update(data)
+            if not self.ended:
+                self._held += out
+                return []
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -203,7 +221,9 @@ class ReceiverSession:
                 raise ProtocolError("INIT: not an answer to this receiver's HELLO (replayed INIT?)")
         if self.info is not None and self.file_mode:
             raise ProtocolError("INIT: a second INIT in one file")
-        self.trust.check(info.sender, info.sign_pub, self.log)
+        if self.trust.check(info.sender, info.sign_pub):
+            logger.info(f"{self.label}trusting sender {info.sender!r} on first use: key {auth.fingerprint(info.sign_pub)} "
+                        f"(stored in {self.trust.store})")
         self.mac_key = auth.file_mac_key(signed) if self.file_mode else \
             auth.session_mac_key(self._x_priv, info.sender_xpub, signed)
         self.info = info
@@ -211,8 +231,8 @@ class ReceiverSession:
         self.states.clear()
         self.pending.clear()
         self.last_out = -1
-        self.log(f"session {info.session_id.hex()} from {info.sender!r} ({auth.fingerprint(info.sign_pub)}): "
-                 f"model {info.model}, profile {'compact' if info.profile == COMPACT else 'paper'}, {info.fps:g} fps")
+        logger.info(f"{self.label}session {info.session_id.hex()} from {info.sender!r} ({auth.fingerprint(info.sign_pub)}): "
+                    f"model {info.model}, profile {'compact' if info.profile == COMPACT else 'paper'}, {info.fps:g} fps")
         return []
 
     def _end(self, m) -> list[DecodedFrame]:
@@ -228,7 +248,8 @@ class ReceiverSession:
         if n != self.frames_received:
             raise ProtocolError(f"END: sender sent {n} frames, {self.frames_received} arrived")
         self.ended = True
-        return []
+        out, self._held = self._held, []
+        return out
 
     def _frame(self, m) -> list[DecodedFrame]:
         if self.info is None:

@@ -1,11 +1,11 @@
 """``headcast receive --web``: the viewer page showing a live stream, pushed to it over WebSocket.
 
-One port on 127.0.0.1 serves both the page (HTTP: ``/live``, its script, three.js, the head's GLB) and a
-WebSocket at ``/socket``. On a sender's INIT the head is rebuilt as a GLB (identity beta baked, the
-expression basis as morph targets, the five joints as a skin, the sent albedo when there is one) and
-each page is told to load it; every decoded frame is then pushed as JSON ``{"type": "frame", "seq",
-"theta" (15 axis-angle radians), "psi" (E)}`` and the page poses the skinned mesh with it. A slow page
-gets the newest frame, never a backlog.
+One port on 127.0.0.1 serves both the page (HTTP: ``/live``, its script, three.js, the head's GLB: the
+viewer's :class:`~headcast.view.server.PageServer`) and a WebSocket at ``/socket``. On a sender's INIT
+the head is rebuilt as a GLB (identity beta baked, the expression basis as morph targets, the five
+joints as a skin, the sent albedo when there is one) and each page is told to load it; every decoded
+frame is then pushed as JSON ``{"type": "frame", "seq", "theta" (15 axis-angle radians), "psi" (E)}``
+and the page poses the skinned mesh with it. A slow page gets the newest frame, never a backlog.
 
 Messages to the page (text, JSON): ``{"type": "head", "url", "version", "sender", "model", "expressions"}``
 then frames. The page sends nothing.
@@ -16,22 +16,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import mimetypes
-from urllib.parse import unquote, urlsplit
+import logging
 
 import numpy as np
 
 from headcast.core.errors import HeadcastError
-from headcast.view.server import STATIC, find_three
+from headcast.stream.renderer import init_head
+from headcast.view.server import PageServer, Site
 
-_PAGES = {"/live": "index.html", "/index.html": "index.html", "/viewer.js": "viewer.js"}
+logger = logging.getLogger(__name__)
 
 
 def head_glb_bytes(info, model=None) -> bytes:
     """The GLB of the head an INIT describes: its model (``model`` when the names match, else resolved),
     beta zero-padded to the model's components, the sent albedo in the model's atlas when present."""
     from headcast.export.gltf import GlbHead, build_glb
-    from headcast.stream.live import init_head
 
     model, beta = init_head(info, model)
     uv = uv_faces = png = None
@@ -51,39 +50,34 @@ def frame_message(f) -> str:
 
 
 class LiveWeb:
-    """The live page's server. Use as ``async with LiveWeb(port, model) as web:`` inside the receiver's
-    event loop and call :meth:`init` on each INIT and :meth:`frame` on each decoded frame (both from the
-    loop, never blocking it). ``port`` 0 picks a free one (``web.port`` once started)."""
+    """The live page's server, a :class:`headcast.stream.receiver.Sink`. Use as ``async with
+    LiveWeb(port, model) as web:`` inside the receiver's event loop and call :meth:`init` on each INIT
+    and :meth:`frame` on each decoded frame (both from the loop, never blocking it). ``port`` 0 picks a
+    free one (``web.port`` once started)."""
 
-    def __init__(self, port: int = 0, model=None, host: str = "127.0.0.1", log=None):
-        self.host, self.port, self.model = host, port, model
-        self.say = log or (lambda s: None)
-        self.three = find_three()
+    def __init__(self, port: int = 0, model=None, host: str = "127.0.0.1"):
+        self.model = model
         self.glb: bytes | None = None
         self.head: dict | None = None     # the last "head" message
         self.latest: str | None = None    # the last frame message
+        self.server = PageServer(Site(lambda: self.glb, page="/live"), port, host, socket=self._client)
         self._key = None
-        self._clients: set = set()
         self._wake: asyncio.Event | None = None
-        self._server = None
         self._build: asyncio.Task | None = None
         self._closing = False
 
     @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/live"
+        return self.server.url
 
     async def __aenter__(self) -> "LiveWeb":
-        from websockets.asyncio.server import serve
-
         self._wake = asyncio.Event()
-        try:
-            self._server = await serve(self._client, self.host, self.port, process_request=self._http,
-                                       max_size=1 << 16, compression=None)
-        except OSError as e:
-            raise HeadcastError(f"cannot listen on {self.host}:{self.port}: {e.strerror}") from None
-        self.port = next(iter(self._server.sockets)).getsockname()[1]
-        self.say(f"receive: live page at {self.url}")
+        await self.server.__aenter__()
+        logger.info("receive: live page at %s", self.url)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -91,8 +85,7 @@ class LiveWeb:
             self._build.cancel()
         self._closing = True  # page handlers waiting for news return
         self._wake.set()
-        self._server.close()
-        await self._server.wait_closed()
+        await self.server.__aexit__(*exc)
 
     # -- stream side -------------------------------------------------------------------------
     def init(self, info) -> None:
@@ -109,13 +102,13 @@ class LiveWeb:
         try:
             glb = await asyncio.to_thread(head_glb_bytes, info, self.model)
         except HeadcastError as e:
-            self.say(f"receive: cannot show the head: {e}")
+            logger.info("receive: cannot show the head: %s", e)
             return
         version = (self.head or {}).get("version", 0) + 1
         self.glb = glb
         self.head = {"type": "head", "url": f"/head.glb?v={version}", "version": version, "sender": info.sender,
                      "model": info.model, "expressions": int(info.n_expr)}
-        self.say(f"receive: head of {info.sender!r} ready for the page ({len(glb) / 1e6:.1f} MB)")
+        logger.info(f"receive: head of {info.sender!r} ready for the page ({len(glb) / 1e6:.1f} MB)")
         self._wake.set()
 
     def frame(self, f) -> None:
@@ -125,7 +118,6 @@ class LiveWeb:
 
     # -- page side ---------------------------------------------------------------------------
     async def _client(self, ws) -> None:
-        self._clients.add(ws)
         sent_head = sent_frame = None
         try:
             while not self._closing:
@@ -143,35 +135,3 @@ class LiveWeb:
                 await self._wake.wait()
         except Exception:  # the page went away (ConnectionClosed) or the server stops
             pass
-        finally:
-            self._clients.discard(ws)
-
-    def _http(self, connection, request):
-        from websockets.datastructures import Headers
-        from websockets.http11 import Response
-
-        path = unquote(urlsplit(request.path).path)
-        if path == "/socket":
-            return None  # the WebSocket handshake
-        body, ctype, status = None, "text/plain", 200
-        if path == "/":
-            return Response(302, "Found", Headers([("Location", "/live"), ("Content-Length", "0")]))
-        if path in _PAGES:
-            f = STATIC / _PAGES[path]
-            body, ctype = f.read_bytes(), mimetypes.guess_type(f.name)[0] or "text/html"
-        elif path == "/head.glb" and self.glb is not None:
-            body, ctype = self.glb, "model/gltf-binary"
-        elif path.startswith("/three/"):
-            f = (self.three / path[len("/three/"):]).resolve()
-            if f.is_relative_to(self.three.resolve()) and f.is_file():
-                body, ctype = f.read_bytes(), mimetypes.guess_type(f.name)[0] or "application/octet-stream"
-        if body is None:
-            body, status = b"not found\n", 404
-        if ctype.startswith("text/") and "charset" not in ctype:
-            ctype += "; charset=utf-8"
-        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
-                           ("Cache-Control", "no-store"), ("Connection", "close")])
-        return Response(status, "OK" if status == 200 else "Not Found", headers, body)
-
-
-mimetypes.add_type("text/javascript", ".js")

@@ -1,25 +1,33 @@
-"""``headcast view``: a local web page (three.js, orbit controls, the animation playing) for a head.
+"""The viewer's one HTTP server, for ``headcast view`` and the live page of ``headcast receive --web``.
 
-A stdlib HTTP server on 127.0.0.1 serves four things: the page and its script (``static/``), the head as
-``/head.glb`` (a .glb file as it is, or a reconstruction folder exported on the fly) and three.js under
-``/three/`` from the ``node_modules`` the set-up installed with npm (nothing from a CDN: works offline).
+It serves a page (``static/``: the page and its script), the head as ``/head.glb`` and three.js under
+``/three/`` from the ``node_modules`` the set-up installed with npm (nothing from a CDN: works
+offline), and nothing else: :class:`Site` holds the one path check. :class:`PageServer` answers on
+127.0.0.1 (the ``websockets`` server, so the live page's WebSocket ``/socket`` shares the port);
+:func:`serve` runs one in a thread of its own, and :func:`showing` is what ``headcast view`` runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import os
 import signal
 import tempfile
 import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from headcast.core.errors import HeadcastError
 
 STATIC = Path(__file__).resolve().parent / "static"
+FILES = {"/index.html": "index.html", "/viewer.js": "viewer.js"}  # served on every page's site
+
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("model/gltf-binary", ".glb")
 
 
 def find_three(start: Path | None = None) -> Path:
@@ -35,6 +43,137 @@ def find_three(start: Path | None = None) -> Path:
             return c / "three"
     raise HeadcastError("three.js is not installed: run 'npm ci' in the headcast repository "
                         "(or set HEADCAST_NODE_MODULES to a node_modules folder holding 'three')")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status, content type, body; ``location`` for a redirect."""
+
+    status: int
+    ctype: str
+    body: bytes
+    location: str | None = None
+
+
+class Site:
+    """What one page serves: the page at ``page`` ("/" for a head, "/live" for a stream, where "/"
+    redirects), its script, three.js and the head from ``head()`` (GLB bytes, or None: not there yet)."""
+
+    def __init__(self, head: Callable[[], bytes | None], page: str = "/", three: Path | None = None):
+        self.head, self.page = head, page
+        self.three = (three or find_three()).resolve()
+
+    def reply(self, raw_path: str) -> Reply:
+        """The answer to a GET of ``raw_path`` (URL path and query)."""
+        path = unquote(urlsplit(raw_path).path)
+        body = f = None
+        if path == self.page or path in FILES:
+            f = STATIC / FILES.get(path, "index.html")
+        elif path == "/":
+            return Reply(302, "text/plain", b"", location=self.page)
+        elif path == "/head.glb":
+            body = self.head()
+        elif path.startswith("/three/"):
+            f = (self.three / path[len("/three/"):]).resolve()
+            if not (f.is_relative_to(self.three) and f.is_file()):
+                f = None
+        if f is not None:
+            body = f.read_bytes()
+        if body is None:
+            return Reply(404, "text/plain; charset=utf-8", b"not found\n")
+        ctype = mimetypes.guess_type(f.name if f is not None else path)[0] or "application/octet-stream"
+        return Reply(200, ctype + ("; charset=utf-8" if ctype.startswith("text/") else ""), body)
+
+
+class PageServer:
+    """An HTTP server for ``site`` on ``host:port`` (0: any free port, ``port`` once started); with
+    ``socket``, WebSocket connections to ``/socket`` go to that coroutine. Use as ``async with`` in a
+    running event loop."""
+
+    def __init__(self, site: Site, port: int = 0, host: str = "127.0.0.1", socket=None):
+        self.site, self.host, self.port, self.socket = site, host, port, socket
+        self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.site.page}"
+
+    async def __aenter__(self) -> "PageServer":
+        from websockets.asyncio.server import serve
+
+        try:
+            self._server = await serve(self._connection, self.host, self.port, process_request=self._http,
+                                       max_size=1 << 16, compression=None)
+        except OSError as e:
+            raise HeadcastError(f"cannot listen on {self.host}:{self.port}: {e.strerror}") from None
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _connection(self, ws) -> None:
+        if self.socket is not None:
+            await self.socket(ws)
+
+    def _http(self, connection, request):
+        from websockets.datastructures import Headers
+        from websockets.http11 import Response
+
+        if self.socket is not None and unquote(urlsplit(request.path).path) == "/socket":
+            return None  # the WebSocket handshake
+        r = self.site.reply(request.path)
+        headers = [("Content-Type", r.ctype), ("Content-Length", str(len(r.body))), ("Cache-Control", "no-store"),
+                   ("Connection", "close")] + ([("Location", r.location)] if r.location else [])
+        reason = {200: "OK", 302: "Found", 404: "Not Found"}[r.status]
+        return Response(r.status, reason, Headers(headers), r.body)
+
+
+class ServerThread:
+    """A :class:`PageServer` running in a daemon thread with its own event loop until :meth:`close`."""
+
+    def __init__(self, server: PageServer):
+        self.server = server
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),),
+                                        name="headcast-view", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            async with self.server:
+                self._started.set()
+                await self._stop.wait()
+        except BaseException as e:
+            self._error = e
+            self._started.set()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join()
+        self._loop.close()
+
+
+def serve(glb: str | Path, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
+    """A started server (daemon thread) showing ``glb``; ``port`` 0 picks a free one. Its page is
+    ``server.url``; stop it with ``server.close()``."""
+    glb = Path(glb)
+    if not glb.is_file():
+        raise HeadcastError(f"no GLB file at {glb}")
+    return ServerThread(PageServer(Site(glb.read_bytes), port, host))
 
 
 def head_glb(target: str | Path, anim_dir: str | Path | None = None, workdir: Path | None = None) -> Path:
@@ -53,54 +192,6 @@ def head_glb(target: str | Path, anim_dir: str | Path | None = None, workdir: Pa
     raise HeadcastError(f"{p} is neither a .glb file nor a reconstruction folder")
 
 
-class _Handler(SimpleHTTPRequestHandler):
-    def __init__(self, *args, glb: Path, three: Path, **kw):
-        self.glb, self.three = glb, three
-        super().__init__(*args, directory=str(STATIC), **kw)
-
-    def translate_path(self, path: str) -> str:
-        p = unquote(urlsplit(path).path)
-        if p == "/head.glb":
-            return str(self.glb)
-        if p.startswith("/three/"):
-            f = (self.three / p[len("/three/"):]).resolve()
-            return str(f) if f.is_relative_to(self.three.resolve()) else str(STATIC / "missing")
-        if p in ("/", "/index.html", "/viewer.js"):
-            return str(STATIC / (p.lstrip("/") or "index.html"))
-        return str(STATIC / "missing")  # nothing else is served
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
-        super().end_headers()
-
-    def log_message(self, fmt, *args) -> None:  # quiet; the CLI prints the address
-        pass
-
-
-mimetypes.add_type("text/javascript", ".js")
-mimetypes.add_type("model/gltf-binary", ".glb")
-
-
-def serve(glb: str | Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A started server (daemon thread) showing ``glb``; ``port`` 0 picks a free one. Its address is
-    ``http://{host}:{server.server_port}/``; stop it with ``server.shutdown()``."""
-    glb = Path(glb)
-    if not glb.is_file():
-        raise HeadcastError(f"no GLB file at {glb}")
-    handler = partial(_Handler, glb=glb.resolve(), three=find_three())
-    try:
-        server = ThreadingHTTPServer((host, port), handler)
-    except OSError as e:
-        raise HeadcastError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="headcast-view", daemon=True).start()
-    return server
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)  # the address must reach a pipe (a script waiting for it) at once
-
-
 def _stop_on_sigterm() -> None:
     """Let SIGTERM end ``view`` like Ctrl-C, so the exported temporary GLB is removed."""
     def stop(signum, frame):
@@ -110,23 +201,23 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, stop)
 
 
-def view(target: str | Path, anim_dir: str | Path | None = None, port: int = 0, open_browser: bool = False,
-         say=_say) -> None:
-    """Serve ``target`` (RESULT_DIR or head.glb) until Ctrl-C or SIGTERM."""
+@contextmanager
+def showing(target: str | Path, anim_dir: str | Path | None = None, port: int = 0) -> Iterator[tuple[Path, str]]:
+    """Serve ``target`` (RESULT_DIR or head.glb) while inside: yields (the GLB shown, the page's URL).
+    SIGTERM ends it like Ctrl-C; the server stops and an exported GLB is removed on the way out."""
     _stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="headcast-view-") as tmp:
         glb = head_glb(target, anim_dir, Path(tmp))
         server = serve(glb, port=port)
-        url = f"http://127.0.0.1:{server.server_port}/"
-        say(f"headcast: showing {glb.name} at {url} (Ctrl-C to stop)")
-        if open_browser:
-            import webbrowser
-
-            webbrowser.open(url)
         try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+            yield glb, server.url
         finally:
-            server.shutdown()
-            server.server_close()
+            server.close()
+
+
+def wait_until_stopped() -> None:
+    """Block until Ctrl-C (or SIGTERM under :func:`showing`)."""
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
