@@ -118,11 +118,12 @@ def test_prefix_and_color_file_find_the_same_frame(frames):
     assert np.array_equal(fr.depth, frames["050"].depth) and fr.K == frames["050"].K
 
 
-def test_intrinsics_of_a_larger_image_are_scaled(tmp_path, raw050):
+def test_intrinsics_of_a_larger_image_are_scaled(tmp_path, raw050, caplog):
     color, depth_mm, K = raw050
     big = Intrinsics(K.fx * 4, K.fy * 4, (K.cx + 0.5) * 4 - 0.5, (K.cy + 0.5) * 4 - 0.5, 1280, 960)
-    said = []
-    fr = load_rgbd(write_frame(tmp_path, color, depth_mm, big), rotate=0, warn=said.append)
+    with caplog.at_level("WARNING", logger="headcast.preprocess.rgbd"):
+        fr = load_rgbd(write_frame(tmp_path, color, depth_mm, big), rotate=0)
+    said = [r.getMessage() for r in caplog.records if r.name == "headcast.preprocess.rgbd"]
     np.testing.assert_allclose([fr.K.fx, fr.K.fy, fr.K.cx, fr.K.cy], [K.fx, K.fy, K.cx, K.cy])
     assert (fr.K.width, fr.K.height) == (320, 240) and said == ["intrinsics scaled from 1280x960 to 320x240"]
 

@@ -44,7 +44,7 @@ def run(size: int = 512, frames: int = 30, tex: int = 1024, model: str = DEFAULT
     from headcast.render.gl import MeshRenderer, render_head
     from headcast.render.images import render_shaded
 
-    m = resolve_model(model, progress=logger.info)
+    m = resolve_model(model)
     verts = _frames(m, frames, seed)
     K = Intrinsics(fx=1.1 * size, fy=1.1 * size, cx=size / 2 - 0.5, cy=size / 2 - 0.5, width=size, height=size)
     texture = np.random.default_rng(seed).integers(0, 256, (tex, tex, 3), dtype=np.uint8)

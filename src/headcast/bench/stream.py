@@ -88,7 +88,7 @@ def run_stream_bench(recon_dir: str | Path, work: str | Path, videos_dir: str | 
     recon_dir, work = Path(recon_dir), Path(work)
     work.mkdir(parents=True, exist_ok=True)
     videos_dir = Path(videos_dir) if videos_dir else shared_samples() / "video"
-    model = resolve_model(model_spec, progress=logger.info)
+    model = resolve_model(model_spec)
     key_path = work / "bench_ed25519.pem"
     if not key_path.is_file():
         auth.generate_key(key_path)

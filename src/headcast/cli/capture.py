@@ -139,7 +139,7 @@ def run_reconstruct(a: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     frame = load_rgbd(a.color, a.depth, a.intrinsics, depth_scale=a.depth_scale, rotate=a.rotate,
-                      method=a.landmarks, warn=logger.warning)
+                      method=a.landmarks)
     if frame.rotation:
         logger.info(f"headcast: turned the capture {frame.rotation} degrees clockwise to make the face upright")
     model = resolve_model(a.model)

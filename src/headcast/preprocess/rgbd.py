@@ -8,9 +8,9 @@ axes, metres unless scaled) that is splatted back into a depth map through the i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -18,6 +18,8 @@ from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.files import check_input_file
 from headcast.io.validate import MAX_IMAGE_BYTES, ply_vertex_count, read_depth, read_image
+
+logger = logging.getLogger(__name__)
 
 COLOR_SUFFIXES = ("_color.png", "_color.jpg", "_color.jpeg")
 DEPTH_SUFFIXES = ("_depth_mm.png", "_depth.png", "_depth.npy", "_depth.tiff", "_depth.tif", "_depth.exr", ".ply")
@@ -106,7 +108,7 @@ def read_ply_depth(path: str | Path, K: Intrinsics, scale: float = 1.0) -> np.nd
 
 # --- intrinsics --------------------------------------------------------------------------------
 
-def fit_intrinsics(K: Intrinsics, height: int, width: int, name: str, warn: Callable[[str], None] | None) -> Intrinsics:
+def fit_intrinsics(K: Intrinsics, height: int, width: int, name: str) -> Intrinsics:
     """Intrinsics for an image of ``height`` x ``width``: scaled when only the resolution differs."""
     if (K.width, K.height) == (width, height):
         return K
@@ -119,8 +121,7 @@ def fit_intrinsics(K: Intrinsics, height: int, width: int, name: str, warn: Call
     f = width / K.width
     s = K.scaled(f)
     s = Intrinsics(s.fx, s.fy, s.cx, s.cy, width, height)
-    if warn:
-        warn(f"intrinsics scaled from {K.width}x{K.height} to {width}x{height}")
+    logger.warning(f"intrinsics scaled from {K.width}x{K.height} to {width}x{height}")
     return s.check()
 
 
@@ -177,8 +178,7 @@ def parse_rotation(rotate: str | int) -> int | None:
 
 
 def load_rgbd(color: str | Path, depth: str | Path | None = None, intrinsics: str | Path | Intrinsics | None = None,
-              *, depth_scale: float | None = None, rotate: str | int = "auto", method: str = "mediapipe",
-              warn: Callable[[str], None] | None = None) -> RGBDFrame:
+              *, depth_scale: float | None = None, rotate: str | int = "auto", method: str = "mediapipe") -> RGBDFrame:
     """Read a color image, its aligned depth map and intrinsics; turn them upright.
 
     color: image path or frame prefix. depth: depth file (PNG/NPY/TIFF/EXR/PLY); found from the
@@ -203,7 +203,7 @@ def load_rgbd(color: str | Path, depth: str | Path | None = None, intrinsics: st
                             "(fx, fy, cx, cy, width, height)")
     else:
         K, K_name = Intrinsics.from_json(K_path), str(K_path)
-    K = fit_intrinsics(K, H, W, K_name, warn)
+    K = fit_intrinsics(K, H, W, K_name)
 
     if depth_path.suffix.lower() == ".ply":
         scale = 1.0 if depth_scale is None else float(depth_scale)
