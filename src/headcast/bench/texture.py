@@ -31,12 +31,11 @@ import numpy as np
 
 from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
 from headcast.core.errors import HeadcastError
-from headcast.core.sh import sh_shading
+from headcast.core.sh import sh_shading, to_view
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
 from headcast.synth import default_intrinsics, random_subject, render_rgbd
 from headcast.texture.atlas import bake
 from headcast.texture.core import region_faces, texture_frame
-from headcast.texture.observe import to_view
 
 logger = logging.getLogger(__name__)
 SIZE = inspect.signature(texture_frame).parameters["size"].default  # the texturing stage's atlas side

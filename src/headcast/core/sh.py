@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from headcast.core.camera import FLIP
+
 SH_CONST = np.array(
     [1 / np.sqrt(4 * np.pi)]
     + [(2 * np.pi / 3) * np.sqrt(3 / (4 * np.pi))] * 3
@@ -71,3 +73,8 @@ def sh_ambient(color: np.ndarray) -> np.ndarray:
     sh = np.zeros((9, 3))
     sh[0] = np.asarray(color, dtype=np.float64) / SH_CONST[0]
     return sh
+
+
+def to_view(normals_cam: np.ndarray) -> np.ndarray:
+    """Camera-frame normals (..., 3) -> the view frame of the SH lighting (x right, y up, z to the camera)."""
+    return np.asarray(normals_cam) * np.diag(FLIP)

@@ -150,7 +150,7 @@ class RGBDFitter(BlockRunner):
         m = self.layer.model
         with torch.no_grad():
             v = self.vertices_cam(x).numpy()
-        face_tri = np.isin(m.faces, m.masks["face"]).all(1)
+        face_tri = m.region_triangles("face")
         tri, _, dist = closest_points_on_mesh(v, m.faces, scene)
         extra = scene[(dist < self.cfg.grow_mm / 1000.0) & face_tri[tri]]
         both = np.concatenate([pts, extra])

@@ -149,6 +149,10 @@ class HeadModel:
             need(idx.ndim == 1 and (idx.size == 0 or (idx.min() >= 0 and idx.max() < V)),
                  f"mask {k!r} indexes missing vertices")
 
+    def region_triangles(self, region: str) -> np.ndarray:
+        """(F,) bool: the triangles whose three corners all lie in the mask ``region`` (e.g. ``"face"``)."""
+        return np.isin(self.faces, self.masks[region]).all(1)
+
     def landmark_vertices(self, vertices: np.ndarray | None = None) -> np.ndarray:
         """The 68 static landmarks (68, 3) of ``vertices`` (default: the template), metres."""
         v = self.v_template if vertices is None else vertices

@@ -20,7 +20,7 @@ from headcast.core.errors import HeadcastError
 from headcast.core.geometry import vertex_normals
 from headcast.core.params import pose_slice
 from headcast.core.scene import MeshScene
-from headcast.core.sh import sh_shading
+from headcast.core.sh import sh_shading, to_view
 from headcast.model.head_model import HeadModel
 from headcast.synth import mesh as M
 from headcast.synth.appearance import smooth_field
@@ -153,7 +153,7 @@ def _shade(objects: list[_Object], hit: dict[str, np.ndarray], lighting: np.ndar
     """Colour (N, 3) in 0..1 of every ray hit (black on misses) and the unit camera-frame normals."""
     albedo, n = _interp(objects, hit, ("albedo", "normals"))
     n = _unit(n)
-    rgb = albedo * sh_shading(n * np.diag(FLIP), lighting)  # normals into SH's view frame (y up, z to the camera)
+    rgb = albedo * sh_shading(to_view(n), lighting)
     ok = hit["mesh_id"] >= 0
     return np.where(ok[:, None], np.clip(rgb, 0, 1), 0.0), n
 
@@ -249,7 +249,7 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
 
     head_hit = labels == HEAD
     tri = np.where(head_hit, hit["tri"], -1)
-    face_tri = np.isin(model.faces, model.masks["face"]).all(1)
+    face_tri = model.region_triangles("face")
     face_mask = head_hit & face_tri[np.maximum(tri, 0)]
     lmk = geo["landmarks"]
     return SynthFrame(color=color, depth=depth, depth_clean=z.reshape(H, W).astype(np.float32),

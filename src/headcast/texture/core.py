@@ -21,13 +21,13 @@ import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
-from headcast.core.sh import sh_shading
+from headcast.core.sh import sh_shading, to_view
 from headcast.model.head_model import HeadModel
 from headcast.texture import fill
 from headcast.texture.albedo_model import AlbedoModel, check_flame_layout, fit_albedo_model
 from headcast.texture.atlas import Atlas, TexelMap, build_atlas, dilate, rasterize_uv, sample, uv_to_texel
 from headcast.texture.lighting import fit_light, loss4, normalise_light
-from headcast.texture.observe import View, interpolate, to_view
+from headcast.texture.observe import View, interpolate
 from headcast.texture.render import render_textured
 
 logger = logging.getLogger(__name__)

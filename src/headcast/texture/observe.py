@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from scipy.ndimage import binary_closing, distance_transform_edt
 from scipy.sparse.csgraph import connected_components
 
-from headcast.core.camera import FLIP, Intrinsics, project
+from headcast.core.camera import Intrinsics, project
 from headcast.core.geometry import vertex_normals
 from headcast.render.raycast import RayHits, raycast
 from headcast.texture.atlas import sample
@@ -49,11 +49,6 @@ def interpolate(faces: np.ndarray, tri: np.ndarray, bary: np.ndarray, values: np
     out += b[:, 1:2] * vals[corners[:, 1]]
     out += b[:, 2:3] * vals[corners[:, 2]]
     return out
-
-
-def to_view(normals_cam: np.ndarray) -> np.ndarray:
-    """Camera-frame normals (..., 3) -> the view frame of the SH lighting (x right, y up, z to the camera)."""
-    return np.asarray(normals_cam) * np.diag(FLIP)
 
 
 @dataclass

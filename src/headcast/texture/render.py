@@ -8,10 +8,10 @@ from scipy.spatial.transform import Rotation
 
 from headcast.core.camera import Intrinsics
 from headcast.core.geometry import vertex_normals
-from headcast.core.sh import sh_shading
+from headcast.core.sh import sh_shading, to_view
 from headcast.render.raycast import RayHits, raycast
 from headcast.texture.atlas import sample, uv_to_texel
-from headcast.texture.observe import interpolate, to_view
+from headcast.texture.observe import interpolate
 
 
 def render_textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, uv_faces: np.ndarray,
