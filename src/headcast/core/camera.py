@@ -138,5 +138,5 @@ def to_camera_torch(points: "torch.Tensor", scale: "torch.Tensor | float", trans
     """Torch twin of :func:`to_camera`: points (..., 3), scale () or (B, 1, 1), translation (3,) or (B, 1, 3)."""
     import torch  # numpy callers need not pay for it
 
-    flip = torch.as_tensor(np.diag(FLIP), dtype=points.dtype, device=points.device)
+    flip = torch.tensor(np.diag(FLIP).tolist(), dtype=points.dtype, device=points.device)
     return scale * points * flip + translation
