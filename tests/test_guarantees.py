@@ -235,7 +235,37 @@ CASES = {
     "decode-missing": lambda w: _c(["decode", w.root / "none.hcs", "--out", w.root / "out"], "none.hcs", "does not exist"),
     "demo-out-user-folder": lambda w: _c(["demo", "--out", w.mine], w.mine, "did not write"),
     "demo-out-dot": lambda w: _c(["demo", "--out", "."], w.mine, "did not write", w.mine),
+    # the other readers, through the commands that use them (before any model is loaded)
+    "texture-params-corrupt": lambda w: _c(["texture", _damaged(w, "Rp", R.PARAMS, b"PK\x03\x04 not a zip")],
+                                           "Rp/params.npz", "not a readable .npz"),
+    "texture-params-dev-zero": lambda w: _c(["texture", _damaged(w, "Rz", R.PARAMS, None)], "Rz/params.npz",
+                                            "not a regular file"),
+    "texture-color-not-png": lambda w: _c(["texture", _damaged(w, "Rc", R.COLOR, b"\xff\xd8\xff\xe0 JPEG")],
+                                          "Rc/color.png", "not a PNG"),
+    "texture-albedo-model-missing": lambda w: _c(["texture", good_recon(w), "--albedo-model", w.root / "no.npz"],
+                                                 "no.npz", "does not exist"),
+    "texture-albedo-model-text": lambda w: _c(["texture", good_recon(w), "--albedo-model", w.file("am.npz", b"hi")],
+                                              "am.npz", "not a .npz"),
+    "model-info-not-a-model": lambda w: _c(["model", "info", w.file("junk.npz", b"PK\x05\x06" + bytes(18))],
+                                           "junk.npz", "not a headcast model"),
+    "import-flame-landmarks-missing": lambda w: _c(["model", "import-flame", w.file("generic_model.pkl", b"unread"),
+                                                    "--landmarks", w.root / "none.npy", "--out", w.root / "m.npz"],
+                                                   "none.npy", "does not exist"),
+    "import-flame-landmarks-dev-zero": lambda w: _c(["model", "import-flame", w.file("generic_model.pkl", b"x"),
+                                                     "--landmarks", "/dev/zero", "--out", w.root / "m.npz"],
+                                                    "/dev/zero", "not a regular file"),
 }
+
+
+def _damaged(w, name: str, file: str, data: bytes | None) -> Path:
+    """A reconstruction folder whose ``file`` holds ``data`` (None: a link to /dev/zero)."""
+    d = good_recon(w, name)
+    (d / file).unlink()
+    if data is None:
+        (d / file).symlink_to("/dev/zero")
+    else:
+        (d / file).write_bytes(data)
+    return d
 
 
 def _npy(a: np.ndarray) -> bytes:

@@ -40,12 +40,12 @@ def _read_text(path: Path) -> str:
             d = lzma.LZMADecompressor()
             data = d.decompress(data, MAX_OBJ_BYTES + 1)
         except lzma.LZMAError as e:
-            raise HeadcastError(f"mesh file {path} is not a readable .xz file ({e})") from None
+            raise HeadcastError(f"{path} is not a readable OBJ file (xz: {e})") from None
         if len(data) > MAX_OBJ_BYTES:
             raise HeadcastError(f"mesh file {path} decompresses to more than the {size_text(MAX_OBJ_BYTES)} "
                                 "headcast reads")
         if not d.eof:
-            raise HeadcastError(f"mesh file {path} is truncated")
+            raise HeadcastError(f"{path} is not a readable OBJ file (a truncated .xz)")
     return data.decode("utf-8", "replace")
 
 

@@ -69,7 +69,7 @@ def finite_array(a, what: str, shape: tuple | None = None, kinds: str = "biuf", 
         raise HeadcastError(f"{what} is not an array of numbers ({why(e)})") from None
     if a.dtype.kind not in kinds:
         raise HeadcastError(f"{what} holds {a.dtype} values, not numbers")
-    if shape is not None and all(s is None for s in shape) and a.ndim != len(shape):
+    if shape and all(s is None for s in shape) and a.ndim != len(shape):
         raise HeadcastError(f"{what} has {a.ndim} dimensions {a.shape}; expected {len(shape)}")
     if shape is not None and (a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape))):
         want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"

@@ -191,14 +191,14 @@ def import_flame(pkl_path: str | Path, landmark_paths=(), masks_path: str | Path
     version = flame_version(pkl_path)
     name = name or (f"flame{version}" if version else "flame")
     landmark_paths = [Path(p) for p in landmark_paths] or _side_file(pkl_path, "landmarks")
-    if not landmark_paths:
-        raise HeadcastError("no landmark embedding: pass DECA's landmark_embedding.npy or "
-                            "flame_static_embedding.pkl with --landmarks")
     landmark_files = [read_landmark_file(p) for p in landmark_paths]  # small files first: fail fast
     logger.info(f"reading FLAME {version or '(version not in the file name)'} from {pkl_path}")
     m = read_flame_pickle(pkl_path)
     v, f = m["v_template"], m["faces"]
     V = len(v)
+    if not landmark_files:
+        raise HeadcastError("no landmark embedding: pass DECA's landmark_embedding.npy or "
+                            "flame_static_embedding.pkl with --landmarks")
     lmk = landmark_embedding(landmark_files, v, f)
 
     template_obj = Path(template_obj) if template_obj else next(iter(_side_file(pkl_path, "template")), None)
