@@ -247,6 +247,22 @@ def test_one_placement_precedence(tmp_path):
     np.testing.assert_array_equal(A.read_animation(tmp_path).placement, np.tile([1.0, 0, 0, 0], (n, 1)))
 
 
+def test_only_params_npz_is_read(tmp_path):
+    """frames.jsonl and report.json are for people: a FIFO (which would block) or a folder in their place
+    changes nothing, so no such file can be an input bomb."""
+    import os
+
+    from headcast.stream.files import animation_frames
+
+    A.write_animation(tmp_path, animation(4), report={"frames": 4})
+    for name in (A.FRAMES, A.REPORT):
+        (tmp_path / name).unlink()
+    os.mkfifo(tmp_path / A.FRAMES)
+    (tmp_path / A.REPORT).mkdir()
+    assert A.read_animation(tmp_path).n_frames == 4
+    assert len(animation_frames(tmp_path)[0]) == 4
+
+
 def test_fps_is_required_unless_given(tmp_path):
     savez(tmp_path / A.PARAMS, theta=np.zeros((4, N_POSE)), psi=np.zeros((4, E)), eta=np.tile([1000.0, 1, 2], (4, 1)),
           time=np.arange(4) / 10)

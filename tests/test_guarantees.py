@@ -23,7 +23,11 @@ from headcast.cli import main
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.files import read_json
+from headcast.core.params import HeadParams
+from headcast.io import anim as A
+from headcast.io import recon as R
 from headcast.io import validate as V
+from headcast.io.arrays import read_npy
 from headcast.io.outputs import staged_dir
 from test_outputs import signed_stream, tree, user_folder
 
@@ -231,7 +235,37 @@ CASES = {
     "decode-missing": lambda w: _c(["decode", w.root / "none.hcs", "--out", w.root / "out"], "none.hcs", "does not exist"),
     "demo-out-user-folder": lambda w: _c(["demo", "--out", w.mine], w.mine, "did not write"),
     "demo-out-dot": lambda w: _c(["demo", "--out", "."], w.mine, "did not write", w.mine),
+    # the other readers, through the commands that use them (before any model is loaded)
+    "texture-params-corrupt": lambda w: _c(["texture", _damaged(w, "Rp", R.PARAMS, b"PK\x03\x04 not a zip")],
+                                           "Rp/params.npz", "not a readable .npz"),
+    "texture-params-dev-zero": lambda w: _c(["texture", _damaged(w, "Rz", R.PARAMS, None)], "Rz/params.npz",
+                                            "not a regular file"),
+    "texture-color-not-png": lambda w: _c(["texture", _damaged(w, "Rc", R.COLOR, b"\xff\xd8\xff\xe0 JPEG")],
+                                          "Rc/color.png", "not a PNG"),
+    "texture-albedo-model-missing": lambda w: _c(["texture", good_recon(w), "--albedo-model", w.root / "no.npz"],
+                                                 "no.npz", "does not exist"),
+    "texture-albedo-model-text": lambda w: _c(["texture", good_recon(w), "--albedo-model", w.file("am.npz", b"hi")],
+                                              "am.npz", "not a .npz"),
+    "model-info-not-a-model": lambda w: _c(["model", "info", w.file("junk.npz", b"PK\x05\x06" + bytes(18))],
+                                           "junk.npz", "not a headcast model"),
+    "import-flame-landmarks-missing": lambda w: _c(["model", "import-flame", w.file("generic_model.pkl", b"unread"),
+                                                    "--landmarks", w.root / "none.npy", "--out", w.root / "m.npz"],
+                                                   "none.npy", "does not exist"),
+    "import-flame-landmarks-dev-zero": lambda w: _c(["model", "import-flame", w.file("generic_model.pkl", b"x"),
+                                                     "--landmarks", "/dev/zero", "--out", w.root / "m.npz"],
+                                                    "/dev/zero", "not a regular file"),
 }
+
+
+def _damaged(w, name: str, file: str, data: bytes | None) -> Path:
+    """A reconstruction folder whose ``file`` holds ``data`` (None: a link to /dev/zero)."""
+    d = good_recon(w, name)
+    (d / file).unlink()
+    if data is None:
+        (d / file).symlink_to("/dev/zero")
+    else:
+        (d / file).write_bytes(data)
+    return d
 
 
 def _npy(a: np.ndarray) -> bytes:
@@ -270,6 +304,7 @@ CHILD = """
     import headcast.cli as cli
     import headcast.fit.reconstruct, headcast.model.registry, headcast.preprocess.preprocess  # noqa: F401
     import headcast.preprocess.rgbd, headcast.stream.files  # noqa: F401  (what the commands import)
+    import headcast.model.flame, headcast.texture.pipeline  # noqa: F401
 
     def status(key):
         return next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith(key + ":"))  # kB
@@ -316,17 +351,114 @@ BOMBS = {
     "decode-9MB-noise": lambda w: _c(["decode", w.file("noise.hcs", np.random.default_rng(0).bytes(9_000_000)),
                                       "--out", w.root / "out"], "noise.hcs", ""),
 }
+
+
+# the readers' bombs: FLAME side files, models, the trust store, the folders' arrays and albedo
+def tiny_model(w: Workspace) -> Path:
+    """A small model file (FLAME's template, 10 identity and 6 expression components), made once."""
+    from headcast.model.head_model import save_model
+    from tiny_model import flame_template_model
+
+    p = w.root / "tiny.npz"
+    if not p.exists():
+        save_model(flame_template_model(), p)
+    return p
+
+
+def good_recon(w: Workspace, name: str = "Rgood") -> Path:
+    """A reconstruction folder the readers accept: params.npz, intrinsics.json, color.png."""
+    import imageio.v3 as iio
+
+    d = w.root / name
+    d.mkdir(exist_ok=True)
+    R.write_params(d, HeadParams(np.zeros(10), np.zeros(6), np.zeros(15), 1.0, np.array([0, 0, 0.4]), "ict"), K)
+    K.to_json(d / R.INTRINSICS)
+    iio.imwrite(d / R.COLOR, np.zeros((H, W, 3), np.uint8))
+    return d
+
+
+def good_anim(w: Workspace, name: str = "Agood") -> Path:
+    """An animation folder of 5 frames for the tiny model (``encode`` reads it)."""
+    d = w.root / name
+    d.mkdir(exist_ok=True)
+    n = 5
+    A.write_animation(d, A.Animation(np.arange(n) / 25, np.zeros((n, 15)), np.zeros((n, 6)),
+                                     np.tile([3000.0, 32, 24], (n, 1)), np.ones(n, bool), 25.0, np.zeros(10),
+                                     str(tiny_model(w))))
+    return d
+
+
+def in_home(w: Workspace, *parts: str) -> Path:
+    p = w.home.joinpath(*parts)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def stride0_npy(path: Path) -> Path:
+    """A 2 KB DECA-style landmark .npy whose tensors view one number as 20000 x 20000 (3.2 GB copied)."""
+    import torch
+
+    from flame_fixture import _npy_bytes
+
+    t = torch.zeros(1, dtype=torch.float64).expand(20000, 20000)
+    path.write_bytes(_npy_bytes({"lmk_face_idx": t, "lmk_b_coords": t}))
+    return path
+
+
+def zip_bomb(path: Path, member: str = "v_template.npy", chunks: int = 200) -> Path:
+    from flame_fixture import write_zip_bomb
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_zip_bomb(path, member, chunks)
+    return path
+
+
+def _bomb_anim(w: Workspace) -> Path:
+    (w.root / "Abomb").mkdir(exist_ok=True)
+    return zip_bomb(w.root / "Abomb" / "params.npz", "theta.npy").parent
+
+
+def _albedo_bomb_recon(w: Workspace) -> Path:
+    d = w.root / "Ralb"
+    d.mkdir(exist_ok=True)
+    png_bomb(d / R.ALBEDO, 32000, 32000, rgb=True)
+    return d
+
+
+def _trust_store_bomb(w: Workspace) -> Case:
+    in_home(w, "trust", "known_senders.json").write_text("[" * 9_000_000)
+    return _c(["decode", w.stream, "--out", w.root / "out"], "known_senders.json", "more than")
+
+
+BOMBS.update({
+    "flame-landmarks-npy-stride-0": lambda w: _c(["model", "import-flame", w.file("generic_model.pkl", b"unread"),
+                                                  "--landmarks", stride0_npy(w.root / "s0_lmk.npy"), "--out",
+                                                  w.root / "m.npz"], "s0_lmk.npy", "tensor elements"),
+    "flame-landmarks-zip-bomb": lambda w: _c(["model", "import-flame", w.file("generic_model.pkl", b"unread"),
+                                              "--landmarks", zip_bomb(w.root / "lmk.npz", "lmk_face_idx.npy"), "--out",
+                                              w.root / "m.npz"], "lmk.npz", "uncompressed"),
+    "model-zip-bomb-in-home": lambda w: _c(["model", "info", zip_bomb(in_home(w, "models", "bomb.npz")).stem],
+                                           in_home(w, "models", "bomb.npz"), "uncompressed"),
+    "trust-store-9MB": lambda w: _trust_store_bomb(w),
+    "animation-params-zip-bomb": lambda w: _c(["encode", _bomb_anim(w), "--profile", "paper", "--out",
+                                               w.root / "x.hcs"], "Abomb/params.npz", "uncompressed"),
+    "albedo-png-32000px": lambda w: _c(["encode", good_anim(w), "--recon", _albedo_bomb_recon(w), "--profile", "paper",
+                                        "--out", w.root / "y.hcs"], "Ralb/albedo.png", "Mpx"),
+    "albedo-model-zip-bomb": lambda w: _c(["texture", good_recon(w), "--albedo-model",
+                                           zip_bomb(w.root / "am.npz", "MU.npy")], "am.npz", "uncompressed"),
+})
 UNNAMED = {"decode-9MB-noise": "stream errors (ProtocolError) do not name the file yet: stream/files.py, round two"}
 
 
 @pytest.fixture(scope="module")
 def bomb_results(tmp_path_factory):
     w = Workspace(tmp_path_factory.mktemp("bombs"))
-    cases = [(k, [str(a) for a in make(w).argv]) for k, make in BOMBS.items()]
+    w.home = tmp_path_factory.mktemp("home")
     expect = {k: make(w) for k, make in BOMBS.items()}
+    cases = [(k, [str(a) for a in c.argv]) for k, c in expect.items()]
     before = tree(w.root)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(Path(__file__).parent)]),
-               HEADCAST_HOME=str(tmp_path_factory.mktemp("home")))
+               HEADCAST_HOME=str(w.home))
     run = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD), json.dumps(cases)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -377,6 +509,87 @@ def test_array_and_json_helpers(tmp_path):
     with pytest.raises(HeadcastError, match="nested deeper than 2"):
         read_json(p, "settings", max_depth=2)
     np.save(tmp_path / "d.npy", np.zeros((4, 5), np.float32))
-    assert V.npy_header(tmp_path / "d.npy", "depth") == ((4, 5), np.dtype("float32"))
+    assert read_npy(tmp_path / "d.npy", "depth").shape == (4, 5)
     d, scale = V.read_depth(tmp_path / "d.npy")
     assert d.shape == (4, 5) and d.dtype == np.float32 and scale == 1.0
+
+
+# --- every reader, called directly: one HeadcastError line naming the file ----------------------
+def _link(p: Path, target: str = "/dev/zero") -> Path:
+    p.symlink_to(target)
+    return p
+
+
+def _text(p: Path, text: str) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def _xz_bomb(p: Path) -> Path:
+    import lzma
+
+    p.write_bytes(lzma.compress(b"v 0 0 0\n" * 300_000, preset=0))  # 2.4 MB of text
+    return p
+
+
+def _readers():
+    from headcast.io.gltf import read_glb
+    from headcast.io.mesh import read_obj
+    from headcast.io.model_npz import read_model_npz
+    from headcast.model.flame import import_flame
+    from headcast.model.flame_landmarks import read_landmark_file
+    from headcast.stream.auth import Trust, load_private_key, load_public_key
+    from headcast.synth import load_beta, read_sample
+    from headcast.texture.albedo_model import load_albedo_model
+
+    def trust(p):
+        return lambda: Trust(store=p).check("bob", bytes(32))
+
+    return {  # name -> (file maker(tmp) -> path, reader(path), phrase of the refusal)
+        "anim-params-200MB-zip": (lambda t: zip_bomb(t / "A" / A.PARAMS, "theta.npy", 12),
+                                  lambda p: A.read_animation(p.parent), "zip bomb"),
+        "recon-params-dev-zero": (lambda t: _link(t / R.PARAMS), lambda p: R.read_params(p.parent), "not a regular"),
+        "lighting-dev-zero": (lambda t: _link(t / R.LIGHTING), lambda p: R.read_lighting(p.parent), "not a regular"),
+        "albedo-dev-zero": (lambda t: _link(t / R.ALBEDO), lambda p: R.read_albedo(p.parent), "not a regular"),
+        "model-900MB-zip": (lambda t: zip_bomb(t / "m.npz", chunks=50), read_model_npz, "zip bomb"),
+        "model-pickled": (lambda t: np.savez(t / "o.npz", meta_json=np.array([{}], dtype=object)) or t / "o.npz",
+                          read_model_npz, "Python objects"),
+        "albedo-model-dev-zero": (lambda t: _link(t / "am.npz"), load_albedo_model, "not a regular"),
+        "albedo-model-nan": (lambda t: np.savez(t / "am.npz", MU=np.full(12, np.nan), PC=np.zeros((12, 1)))
+                             or t / "am.npz", load_albedo_model, "non-finite"),
+        "landmarks-dev-zero": (lambda t: _link(t / "l.npz"), read_landmark_file, "not a regular"),
+        "flame-pkl-dev-zero": (lambda t: _link(t / "generic_model.pkl"), import_flame, "not a regular"),
+        "beta-npy-huge-header": (lambda t: npy_claiming(t / "b.npy", (10**6, 10**6)), load_beta, "announces"),
+        "beta-json-nested": (lambda t: _text(t / "b.json", "[" * 5000), load_beta, "nested"),
+        "sample-depth-missing": (lambda t: _text(t / "s_color.png", "x").parent / "s_depth_mm.png",
+                                 lambda p: read_sample(p.parent, "s"), "color image"),
+        "trust-store-list": (lambda t: _text(t / "ks.json", "[1]"), trust, "not a map"),
+        "trust-store-bad-key": (lambda t: _text(t / "ks.json", '{"bob": "zz"}'), trust, "64 hex digits"),
+        "trust-store-folder": (lambda t: (t / "ks").mkdir() or t / "ks", trust, "is a folder"),
+        "private-key-dev-zero": (lambda t: _link(t / "k.pem"), load_private_key, "not a regular"),
+        "public-key-2MB": (lambda t: _text(t / "k.pub", "0" * 2_000_000), load_public_key, "more than"),
+        "glb-dev-zero": (lambda t: _link(t / "h.glb"), read_glb, "not a regular"),
+        "obj-not-numbers": (lambda t: _text(t / "m.obj", "v a b c\nf 1 1 1\n"), read_obj, "not a readable OBJ"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_readers()))
+def test_every_reader_refuses_with_one_line_naming_the_file(name, tmp_path):
+    make, read, phrase = _readers()[name]
+    path = make(tmp_path)
+    with pytest.raises(HeadcastError) as e:
+        read(path)() if name.startswith("trust") else read(path)
+    msg = str(e.value)
+    assert "\n" not in msg and phrase in msg, msg
+    named = path if not name.startswith("sample") else path.with_name("s_color.png")
+    assert str(named) in msg, msg
+
+
+def test_obj_xz_is_decompressed_only_within_the_bound(tmp_path, monkeypatch):
+    from headcast.io import mesh
+
+    monkeypatch.setattr(mesh, "MAX_OBJ_BYTES", 1 << 20)
+    p = _xz_bomb(tmp_path / "m.obj.xz")
+    with pytest.raises(HeadcastError, match=f"mesh file {p} decompresses to more than"):
+        mesh.read_obj(p)

@@ -14,9 +14,12 @@ from typing import Iterator
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.files import check_input_file
+from headcast.io.validate import MAX_IMAGE_PIXELS
 from headcast.preprocess.ibug68 import mediapipe_to_ibug68_matrix
 from headcast.preprocess.native import import_mediapipe, quiet_graph
 
+MAX_VIDEO_BYTES = 64 << 30  # a video file (it is decoded a frame at a time)
 LEFT_IRIS, RIGHT_IRIS = 473, 468  # FaceMesh iris centres (refined mesh): the subject's left and right eye
 _TO_68 = mediapipe_to_ibug68_matrix()
 
@@ -36,8 +39,7 @@ def video_info(path: str | Path) -> VideoInfo:
     import imageio.v3 as iio
 
     path = Path(path)
-    if not path.is_file():
-        raise HeadcastError(f"video {path} does not exist")
+    check_input_file(path, "video", MAX_VIDEO_BYTES)
     try:
         meta = iio.immeta(path, plugin="FFMPEG")
     except Exception as e:  # imageio/ffmpeg raise assorted types for unreadable files
@@ -45,6 +47,9 @@ def video_info(path: str | Path) -> VideoInfo:
     if "size" not in meta or not meta.get("fps"):
         raise HeadcastError(f"cannot read video {path}: no video stream")
     w, h = meta["size"]
+    if int(w) * int(h) > MAX_IMAGE_PIXELS:  # before a frame is decoded
+        raise HeadcastError(f"video {path} has {w}x{h} frames, more than the {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx "
+                            "headcast reads")
     dur = meta.get("duration") or 0.0
     return VideoInfo(float(meta["fps"]), int(w), int(h), float(dur if np.isfinite(dur) else 0.0))
 

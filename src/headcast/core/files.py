@@ -1,8 +1,9 @@
 """Reading an input file within bounds: regular files only, the size checked before reading, JSON with
 bounded nesting and number literals. Every refusal is a one-line HeadcastError naming the file.
 
-These live in ``core`` (not ``io.validate``, which builds the image, depth and array readers on them) so
-that ``core.camera.Intrinsics.from_json`` can use them. The bounds are documented in docs/guarantees.md.
+The bottom of the one validation layer (:mod:`headcast.io.arrays` reads ``.npy``/``.npz`` and
+:mod:`headcast.io.validate` images, depth, PLY and numbers on top of it). It lives in ``core`` so that
+``core.camera.Intrinsics.from_json`` can use it. The bounds are documented in docs/guarantees.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from headcast.core.errors import HeadcastError
 MAX_JSON_BYTES = 1 << 20   # 1 MiB: intrinsics, lighting and reports are a few kB
 MAX_JSON_DEPTH = 32        # nesting of arrays and objects
 MAX_INT_DIGITS = 20        # digits of a JSON integer literal (2**64 has 20)
+_CHUNK = 1 << 20
 
 
 def size_text(n: int) -> str:
@@ -29,9 +31,8 @@ def size_text(n: int) -> str:
 
 
 def check_input_file(path: str | Path, what: str, max_bytes: int) -> int:
-    """Refuse ``path`` unless it is an existing regular file of at most ``max_bytes``; returns its size.
-
-    Folders, devices (``/dev/zero``), FIFOs and sockets are refused before anything is opened."""
+    """Refuse ``path`` unless it is an existing, readable regular file of at most ``max_bytes``; returns its
+    size. Folders, devices (``/dev/zero``), FIFOs and sockets are refused before anything is opened."""
     p = Path(path)
     try:
         st = os.stat(p)
@@ -46,6 +47,8 @@ def check_input_file(path: str | Path, what: str, max_bytes: int) -> int:
     if st.st_size > max_bytes:
         raise HeadcastError(f"{what} {p} is {size_text(st.st_size)}, more than the {size_text(max_bytes)} "
                             "headcast reads")
+    if not os.access(p, os.R_OK):
+        raise HeadcastError(f"cannot read {what} {p}: permission denied")
     return st.st_size
 
 
@@ -57,9 +60,16 @@ def read_bytes(path: str | Path, what: str, max_bytes: int) -> bytes:
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, should a FIFO replace the file
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 raise HeadcastError(f"{what} {p} is not a regular file (a device, pipe or socket)")
-            data = f.read(max_bytes + 1)
+            # read(n) allocates n bytes up front: ask for the size the file reports, then for the rest
+            parts = [f.read(min(st.st_size, max_bytes) + 1)]
+            got = len(parts[0])
+            while parts[-1] and got <= max_bytes:
+                parts.append(f.read(min(_CHUNK, max_bytes + 1 - got)))
+                got += len(parts[-1])
+            data = b"".join(parts)
     except OSError as e:
         raise HeadcastError(f"cannot read {what} {p}: {reason(e)}") from None
     if len(data) > max_bytes:
@@ -100,23 +110,27 @@ def json_depth(value) -> int:
 
 
 def read_json(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH):
-    """Parse a JSON file within bounds: at most ``max_bytes``, nesting at most ``max_depth``, integers of at
-    most MAX_INT_DIGITS digits, finite numbers only (``NaN``, ``Infinity`` and ``1e999`` are refused)."""
-    p = Path(path)
-    data = read_bytes(p, what, max_bytes)
+    """Parse a JSON file within bounds: a regular file of at most ``max_bytes``, then :func:`parse_json`."""
+    return parse_json(read_bytes(path, what, max_bytes), f"{what} {path}", max_depth)
+
+
+def parse_json(data: bytes, source: str, max_depth: int = MAX_JSON_DEPTH):
+    """Parse JSON bytes (a file's, or a member of one) within bounds: UTF-8, nesting at most ``max_depth``,
+    integers of at most MAX_INT_DIGITS digits, finite numbers only (``NaN``, ``Infinity`` and ``1e999`` are
+    refused). ``source`` names the data in the error: "SOURCE is not valid JSON (...)"."""
     try:
         text = data.decode("utf-8-sig")
         value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
     except UnicodeDecodeError:
-        raise HeadcastError(f"{what} {p} is not UTF-8 text") from None
+        raise HeadcastError(f"{source} is not UTF-8 text") from None
     except json.JSONDecodeError as e:
-        raise HeadcastError(f"{what} {p} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+        raise HeadcastError(f"{source} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
     except _Refused as e:
-        raise HeadcastError(f"{what} {p} holds {e}") from None
+        raise HeadcastError(f"{source} holds {e}") from None
     except RecursionError:
-        raise HeadcastError(f"{what} {p} is nested deeper than {max_depth} levels") from None
+        raise HeadcastError(f"{source} is nested deeper than {max_depth} levels") from None
     if json_depth(value) > max_depth:
-        raise HeadcastError(f"{what} {p} is nested deeper than {max_depth} levels")
+        raise HeadcastError(f"{source} is nested deeper than {max_depth} levels")
     return value
 
 

@@ -6,12 +6,16 @@ One placement per frame, one precedence when a folder holds several (a user's ow
 an eta), then ``eta`` (the paper's weak-perspective projection); none at all is a head that stays where
 the reconstruction put it. The similarity wins because it is exact and eta is derived from it (as in the
 reconstruction's params.npz, where eta is written beside scale and translation for the paper's readers).
+
+headcast reads only params.npz (bounded, :func:`headcast.io.arrays.read_npz`); frames.jsonl and
+report.json are written for people and other tools and never read back, so they cannot be an input bomb.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +23,8 @@ import numpy as np
 
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE
-from headcast.io.checks import floats, load_npz, need, text
+from headcast.io.arrays import need, read_npz, text
+from headcast.io.validate import finite_array
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ PREVIEW = "preview.png"      # four frames of it
 
 ETA = "eta"                  # (N, 3) (s px/m, tx px, ty px): the paper's orthographic eta
 SIMILARITY = "similarity"    # (N, 4) (s, tx, ty, tz m): X_cam = s * FLIP @ X_model + t
+MAX_PARAMS_BYTES = 256 << 20  # params.npz: an hour at 30 fps with 100 expressions is ~100 MB
 _CORE = ("frame", "time", "times", "theta", "psi", "eta", "placement", "scale", "translation", "face_found",
          "beta", "model", "fps")
 
@@ -126,9 +132,9 @@ def read_animation(folder: str | Path, fps: float | None = None, n_expr: int | N
     frame (the first good one before it) and counts as a frame without a face."""
     d = Path(folder)
     path = d / PARAMS
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise HeadcastError(f"{d} has no {PARAMS} (is it an animation folder from 'headcast animate'?)")
-    z = load_npz(path)
+    z = read_npz(path, "animation parameters", max_bytes=MAX_PARAMS_BYTES)
     theta = _array(need(z, "theta", path), "theta", path, 2)
     n = len(theta)
     if n == 0:
@@ -145,11 +151,11 @@ def read_animation(folder: str | Path, fps: float | None = None, n_expr: int | N
     theta, psi, pl, face = _hold_bad_frames(theta, psi, pl, face.astype(bool), path)
     rate = _read_fps(z, fps, path)
     times = z.get("time", z.get("times"))
-    times = np.arange(n) / rate if times is None else floats(times, "time", path, (n,))
+    times = np.arange(n) / rate if times is None else finite_array(times, f"{path}: time", (n,), dtype=np.float64)
     if n > 1 and not np.all(np.diff(times) > 0):
         raise HeadcastError(f"{path}: time must increase from frame to frame")
-    beta = floats(z["beta"], "beta", path, (None,)) if "beta" in z else None
-    model = text(z["model"], "model", path) if "model" in z else None
+    beta = finite_array(z["beta"], f"{path}: beta", (None,), dtype=np.float64) if "beta" in z else None
+    model = text(z["model"], f"{path}: model") if "model" in z else None
     anim = Animation(times, theta, psi, pl, face, rate, beta, model,
                      {k: v for k, v in z.items() if k not in _CORE}, path)
     if n_expr is not None:
@@ -160,13 +166,7 @@ def read_animation(folder: str | Path, fps: float | None = None, n_expr: int | N
 
 def _array(a, name: str, path: Path, ndim: int) -> np.ndarray:
     """A float64 array of ``ndim`` dimensions (non-finite values allowed: frames without a fit)."""
-    try:
-        x = np.asarray(a, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise HeadcastError(f"{path}: {name} is not numeric") from None
-    if x.ndim != ndim:
-        raise HeadcastError(f"{path}: {name} must have {ndim} dimensions, not shape {x.shape}")
-    return x
+    return finite_array(a, f"{path}: {name}", (None,) * ndim, dtype=np.float64, finite=False)
 
 
 def _read_placement(z: dict, n: int, path: Path) -> np.ndarray:
@@ -206,7 +206,7 @@ def _hold_bad_frames(theta, psi, pl, face, path: Path):
 
 def _read_fps(z: dict, fps: float | None, path: Path) -> float:
     if "fps" in z:
-        rate = float(floats(z["fps"], "fps", path, ()))
+        rate = float(finite_array(z["fps"], f"{path}: fps", (), dtype=np.float64))
     elif fps is not None:
         rate = float(fps)
     else:

@@ -15,6 +15,7 @@ from typing import BinaryIO
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.files import parse_json, read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ _COMPONENT = {np.dtype(np.float32): FLOAT, np.dtype(np.uint16): UINT16, np.dtype
               np.dtype(np.uint8): UINT8}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
 _MAGIC, _VERSION, _JSON, _BIN = b"glTF", 2, b"JSON", b"BIN\0"
+MAX_GLB_BYTES = 1 << 30   # a GLB read back (a head with an hour of animation is ~100 MB)
 
 
 class GlbBuffer:
@@ -109,9 +111,9 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 def read_glb(src: str | Path | bytes) -> tuple[dict, bytes]:
-    """The document and the BIN chunk of a GLB file (or its bytes), its framing checked."""
+    """The document and the BIN chunk of a GLB file (or its bytes), its size and framing checked."""
     name = "GLB data" if isinstance(src, (bytes, bytearray)) else str(src)
-    data = bytes(src) if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes()
+    data = bytes(src) if isinstance(src, (bytes, bytearray)) else read_bytes(src, "glTF file", MAX_GLB_BYTES)
     if len(data) < 20:
         raise HeadcastError(f"{name} is too short for a GLB")
     magic, version, total = struct.unpack_from("<4sII", data)
@@ -121,10 +123,7 @@ def read_glb(src: str | Path | bytes) -> tuple[dict, bytes]:
     jlen, jtype = struct.unpack_from("<I4s", data, 12)
     if jtype != _JSON or 20 + jlen > len(data):
         raise HeadcastError(f"{name}: the first chunk is not the JSON document")
-    try:
-        doc = json.loads(data[20:20 + jlen])
-    except ValueError:
-        raise HeadcastError(f"{name}: its JSON chunk is not valid JSON") from None
+    doc = parse_json(data[20:20 + jlen], f"{name}: its JSON chunk")
     binary = b""
     if 20 + jlen + 8 <= len(data):
         blen, btype = struct.unpack_from("<I4s", data, 20 + jlen)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.files import read_bytes, size_text
 
 
 @dataclass
@@ -28,12 +29,24 @@ class ObjMesh:
     material_names: tuple[str, ...] = ()
 
 
+MAX_OBJ_BYTES = 256 << 20  # an OBJ's text (after xz decompression); FLAME's head template is 0.6 MB
+
+
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise HeadcastError(f"mesh file {path} does not exist")
-    opener = lzma.open if path.suffix == ".xz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        return f.read()
+    """The OBJ's text, within MAX_OBJ_BYTES (an ``.xz`` is decompressed only that far)."""
+    data = read_bytes(path, "mesh file", MAX_OBJ_BYTES)
+    if path.suffix == ".xz":
+        try:
+            d = lzma.LZMADecompressor()
+            data = d.decompress(data, MAX_OBJ_BYTES + 1)
+        except lzma.LZMAError as e:
+            raise HeadcastError(f"{path} is not a readable OBJ file (xz: {e})") from None
+        if len(data) > MAX_OBJ_BYTES:
+            raise HeadcastError(f"mesh file {path} decompresses to more than the {size_text(MAX_OBJ_BYTES)} "
+                                "headcast reads")
+        if not d.eof:
+            raise HeadcastError(f"{path} is not a readable OBJ file (a truncated .xz)")
+    return data.decode("utf-8", "replace")
 
 
 def read_obj_vertices(path: str | Path) -> np.ndarray:
@@ -46,10 +59,18 @@ def read_obj_vertices(path: str | Path) -> np.ndarray:
 def read_obj(path: str | Path) -> ObjMesh:
     """Read an OBJ's vertices, triangulated faces, texture coordinates and materials."""
     path = Path(path)
+    text = _read_text(path)
+    try:
+        return _parse_obj(text, path)
+    except (ValueError, IndexError) as e:  # unparsable numbers or indices
+        raise HeadcastError(f"{path} is not a readable OBJ file ({e.__class__.__name__})") from None
+
+
+def _parse_obj(text: str, path: Path) -> ObjMesh:
     verts, uvs, faces, uv_faces, mats = [], [], [], [], []
     names: dict[str, int] = {}
     current = -1
-    for ln in _read_text(path).splitlines():
+    for ln in text.splitlines():
         if ln.startswith("v "):
             verts.append(ln[2:])
         elif ln.startswith("vt "):

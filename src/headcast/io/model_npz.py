@@ -7,8 +7,10 @@ array per region mask, and ``meta_json``: UTF-8 JSON bytes (uint8) of an object 
 Arrays are in metres and radians (see :class:`headcast.model.head_model.HeadModel` for shapes).
 
 :func:`read_model_npz` checks sizes before reading (:func:`headcast.io.arrays.read_npz`), the
-metadata, that every array is present with its rank, that there are faces and that the float
-arrays are finite; each problem is one :class:`HeadcastError` line naming the file.
+metadata (bounded JSON, :func:`headcast.core.files.parse_json`), that every array is present with its
+rank, that there are faces and that the arrays are finite numbers
+(:func:`headcast.io.validate.finite_array`); each problem is one :class:`HeadcastError` line naming the
+file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.files import parse_json
 from headcast.io.arrays import read_npz
+from headcast.io.validate import finite_array
 
 FORMAT = "headcast-model"
 FORMAT_VERSION = 1
@@ -63,10 +67,7 @@ def write_model_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict)
 def _meta(path: Path, raw: np.ndarray) -> dict:
     if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_META_BYTES:
         raise HeadcastError(f"{path}: its metadata is not a JSON text")
-    try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (ValueError, RecursionError) as e:
-        raise HeadcastError(f"{path}: its metadata is not valid JSON ({str(e)[:60]})") from None
+    meta = parse_json(raw.tobytes(), f"{path}: its metadata")
     if not isinstance(meta, dict):
         raise HeadcastError(f"{path}: its metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
@@ -93,15 +94,8 @@ def _check_arrays(path: Path, data: dict[str, np.ndarray], masks: list[str]) -> 
         if MASK_PREFIX + k not in data:
             raise HeadcastError(f"{path}: mask {k!r} names a missing array {MASK_PREFIX + k!r}")
     for k, ndim in {**ARRAYS, **OPTIONAL}.items():
-        a = data.get(k)
-        if a is None:
-            continue
-        if a.dtype.kind not in "biuf":
-            raise HeadcastError(f"{path}: {k} holds {a.dtype} values, not numbers")
-        if a.ndim != ndim:
-            raise HeadcastError(f"{path}: {k} has {a.ndim} dimensions {a.shape}; expected {ndim}")
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise HeadcastError(f"{path}: {k} has non-finite values (NaN or infinity)")
+        if k in data:
+            finite_array(data[k], f"{path}: {k}", (None,) * ndim)
     if data["faces"].shape[0] == 0 or data["v_template"].shape[0] == 0:
         raise HeadcastError(f"{path}: the model has no vertices or no faces")
 
@@ -112,7 +106,7 @@ def read_model_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
     if not path.is_file():
         raise HeadcastError(f"no head model file at {path}" if not path.exists() else f"{path} is not a regular file")
-    data = read_npz(path, max_bytes=MAX_BYTES, max_members=MAX_MEMBERS, kind="headcast model file")
+    data = read_npz(path, "model file", max_bytes=MAX_BYTES, max_members=MAX_MEMBERS, kind="headcast model file")
     if META not in data:
         raise HeadcastError(f"{path} is not a headcast model file (no metadata)")
     meta = _meta(path, data.pop(META))

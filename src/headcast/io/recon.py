@@ -1,13 +1,15 @@
 """The reconstruction folder: what ``headcast reconstruct`` writes and ``headcast texture`` adds.
 
-Every stage that reads the folder (texture, animate, export, encode, send) reads it here, with one
-set of checks; docs/formats.md lists every file. The file names are the constants below.
+Every stage that reads the folder (texture, animate, export, encode, send) reads it here, through the
+validation layer (:mod:`headcast.io.validate`; bounds in docs/guarantees.md); docs/formats.md lists every
+file. The file names are the constants below.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +17,11 @@ import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
+from headcast.core.files import read_bytes, read_json
 from headcast.core.params import N_POSE, HeadParams
-from headcast.io.checks import decode_png, floats, load_npz, need, png_size, read_bytes, read_json, rgb8, text
+from headcast.io.arrays import need, read_npz, text
 from headcast.io.mesh import read_obj, write_obj
+from headcast.io.validate import MAX_IMAGE_BYTES, clean_depth, finite_array, image_header, read_depth_raw, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ LIGHTING = "lighting.json"         # SH light (9 x RGB), optional rho
 RENDER_VS_PHOTO = "render_vs_photo.png"
 TEXTURE_REPORT = "texture_report.json"
 
+MAX_PARAMS_BYTES = 16 << 20       # params.npz: a few kilobytes (the model's component counts)
 MAKE_HINT = "make one with 'headcast reconstruct ... --out DIR'"
 SH_CONVENTION = ("shading_c(n) = sum_k sh[k][c] * SH_CONST[k] * b_k(n), b = [1, x, y, z, xy, xz, yz, x^2 - y^2, "
                  "3 z^2 - 1], n a unit normal in the view frame (x right, y up, z towards the camera); "
@@ -48,12 +53,17 @@ SH_CONVENTION = ("shading_c(n) = sum_k sh[k][c] * SH_CONST[k] * b_k(n), b = [1, 
 
 
 # ---------------------------------------------------------------- the folder
+def _present(p: Path) -> bool:
+    """Whether the folder has an entry ``p`` (a folder, device or dangling link too: its reader refuses it)."""
+    return os.path.lexists(p)
+
+
 def check_folder(folder: str | Path, required: tuple[str, ...] = (PARAMS,)) -> Path:
     """``folder`` as a Path once it exists and holds every ``required`` file."""
     d = Path(folder)
     if not d.is_dir():
         raise HeadcastError(f"reconstruction folder {d} does not exist")
-    missing = [f for f in required if not (d / f).is_file()]
+    missing = [f for f in required if not _present(d / f)]
     if missing:
         raise HeadcastError(f"{d} is not a complete reconstruction folder: {', '.join(missing)} missing ({MAKE_HINT})")
     return d
@@ -92,15 +102,16 @@ def read_params(folder: str | Path) -> HeadParams:
     """The fitted parameters in ``folder``/params.npz, checked: shapes, finite values, a positive scale."""
     d = Path(folder)
     path = d / PARAMS
-    if not path.is_file():
+    if not _present(path):
         raise HeadcastError(f"{d} has no {PARAMS} (is it a reconstruction folder?)")
-    z = load_npz(path)
-    beta = floats(need(z, "beta", path), "beta", path, (None,))
-    psi = floats(need(z, "psi", path), "psi", path, (None,))
-    theta = floats(need(z, "theta", path), "theta", path, (N_POSE,))
-    scale = float(floats(need(z, "scale", path), "scale", path, ()))
-    translation = floats(need(z, "translation", path), "translation", path, (3,))
-    model = text(need(z, "model", path), "model", path)
+    z = read_npz(path, "reconstruction parameters", max_bytes=MAX_PARAMS_BYTES)
+
+    def floats(key: str, shape: tuple) -> np.ndarray:
+        return finite_array(need(z, key, path), f"{path}: {key}", shape, dtype=np.float64)
+
+    beta, psi, theta = floats("beta", (None,)), floats("psi", (None,)), floats("theta", (N_POSE,))
+    scale, translation = float(floats("scale", ())), floats("translation", (3,))
+    model = text(need(z, "model", path), f"{path}: model")
     if scale <= 0:
         raise HeadcastError(f"{path}: scale must be positive, not {scale:g}")
     logger.debug("read %s: model %s, %d identity, %d expression values", path, model, beta.size, psi.size)
@@ -120,7 +131,7 @@ class Photo:
 def read_intrinsics(folder: str | Path) -> Intrinsics | None:
     """intrinsics.json, or None when the folder has none."""
     p = Path(folder) / INTRINSICS
-    return Intrinsics.from_json(p) if p.is_file() else None
+    return Intrinsics.from_json(p) if _present(p) else None
 
 
 def read_photo(folder: str | Path) -> Photo:
@@ -128,20 +139,20 @@ def read_photo(folder: str | Path) -> Photo:
     d = check_folder(folder, (COLOR, INTRINSICS))
     K = Intrinsics.from_json(d / INTRINSICS)
     cp = d / COLOR
-    data = read_bytes(cp)
-    w, h = png_size(data, cp)
+    hdr = image_header(cp, "color image", formats=("PNG",))
+    w, h = hdr.width, hdr.height
     if (h, w) != (K.height, K.width):
         raise HeadcastError(f"{cp} is {w}x{h} but {INTRINSICS} is for {K.width}x{K.height}")
-    color = rgb8(decode_png(data, cp))
+    color = read_image(cp, "color image", formats=("PNG",))
     depth = None
     dp = d / DEPTH
-    if dp.is_file():
-        raw = decode_png(read_bytes(dp), dp)
-        if raw.ndim != 2 or raw.dtype != np.uint16:
+    if _present(dp):
+        raw = read_depth_raw(dp, "depth map")
+        if raw.dtype != np.uint16:
             raise HeadcastError(f"{dp} must be a 16-bit one-channel PNG (millimetres), not {raw.dtype} {raw.shape}")
         if raw.shape != color.shape[:2]:
             raise HeadcastError(f"{dp} is {raw.shape[1]}x{raw.shape[0]} but {COLOR} is {w}x{h}")
-        depth = raw.astype(np.float32) / 1000.0
+        depth = clean_depth(raw, 0.001)
     return Photo(color, K, depth)
 
 
@@ -170,15 +181,15 @@ def write_lighting(folder: str | Path, light: Lighting) -> None:
 def read_lighting(folder: str | Path) -> Lighting | None:
     """lighting.json (None when absent): sh must be 9 x 3 finite numbers, rho a finite list."""
     p = Path(folder) / LIGHTING
-    if not p.is_file():
+    if not _present(p):
         return None
-    js = read_json(p)
+    js = read_json(p, "lighting file")
     if not isinstance(js, dict) or "sh" not in js:
         raise HeadcastError(f"{p} is not a headcast lighting file (no 'sh')")
-    sh = floats(js["sh"], "sh", p)
+    sh = finite_array(js["sh"], f"{p}: sh", dtype=np.float64)
     if sh.size != 27 or sh.shape not in ((9, 3), (27,)):
         raise HeadcastError(f"{p}: sh must be 9 x 3 numbers (9 SH terms, RGB), not shape {sh.shape}")
-    rho = None if js.get("rho") is None else floats(js["rho"], "rho", p, (None,))
+    rho = None if js.get("rho") is None else finite_array(js["rho"], f"{p}: rho", (None,), dtype=np.float64)
     am = js.get("albedo_model")
     return Lighting(sh.reshape(9, 3), rho, None if am is None else str(am), str(js.get("scale", "")))
 
@@ -196,7 +207,7 @@ class Texture:
 
     def image(self) -> np.ndarray:
         """The albedo as (H, W, 3) uint8 RGB."""
-        return rgb8(decode_png(self.png, self.source))
+        return read_image(self.source, "albedo image", data=self.png, formats=("PNG",))
 
 
 def write_texture(folder: str | Path, albedo: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
@@ -216,10 +227,10 @@ def write_texture(folder: str | Path, albedo: np.ndarray, vertices: np.ndarray, 
 def read_albedo(folder: str | Path) -> bytes | None:
     """albedo.png's bytes (checked to be a PNG of sane size), or None when absent."""
     p = Path(folder) / ALBEDO
-    if not p.is_file():
+    if not _present(p):
         return None
-    data = read_bytes(p)
-    png_size(data, p)
+    data = read_bytes(p, "albedo image", MAX_IMAGE_BYTES)
+    image_header(p, "albedo image", data=data, formats=("PNG",))
     return data
 
 
@@ -227,16 +238,13 @@ def read_texture(folder: str | Path, faces: np.ndarray) -> Texture | None:
     """albedo.png + mesh_textured.obj, whose triangles must be ``faces`` (F, 3); None when the folder has
     neither (untextured). One without the other, or a mismatch, is an error."""
     d = Path(folder)
-    have = [(d / f).is_file() for f in (ALBEDO, TEXTURED_OBJ)]
+    have = [_present(d / f) for f in (ALBEDO, TEXTURED_OBJ)]
     if not any(have):
         return None
     if not all(have):
         raise HeadcastError(f"{d} has {ALBEDO if have[0] else TEXTURED_OBJ} without "
                             f"{TEXTURED_OBJ if have[0] else ALBEDO} (run 'headcast texture {d}' again)")
-    try:
-        obj = read_obj(d / TEXTURED_OBJ)
-    except (ValueError, IndexError, OSError, EOFError) as e:  # unparsable numbers, a truncated .xz
-        raise HeadcastError(f"{d / TEXTURED_OBJ} is not a readable OBJ file ({e.__class__.__name__})") from None
+    obj = read_obj(d / TEXTURED_OBJ)
     if obj.uv is None or obj.uv_faces is None or not np.array_equal(obj.faces, faces):
         raise HeadcastError(f"{d / TEXTURED_OBJ} does not match the model's triangles or has no texture coordinates")
     return Texture(read_albedo(d), obj.uv, obj.uv_faces, d / ALBEDO)

@@ -1,13 +1,15 @@
-"""Checked readers for input files: images, depth maps, ``.npy`` arrays, PLY headers; and range and
-finiteness checks for arrays and options. Sizes are checked from headers before anything is decoded, so
-a small file can never make headcast allocate gigabytes. Every refusal is one HeadcastError line
-naming the file. Regular-file, size and JSON checks are :mod:`headcast.core.files`.
+"""Checked readers for input files: images, depth maps, PLY headers; and range, shape and finiteness checks
+for numbers, arrays and options. Sizes are checked from headers before anything is decoded, so a small
+file can never make headcast allocate gigabytes. Every refusal is one HeadcastError line naming the file.
 
-The bounds below are documented in docs/guarantees.md; change both together.
+The validation layer is three modules: :mod:`headcast.core.files` (regular files, bounded bytes, bounded
+JSON), :mod:`headcast.io.arrays` (``.npy`` and ``.npz``) and this one. Every reader of an input file uses
+them. The bounds below are documented in docs/guarantees.md; change both together.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import warnings
@@ -18,10 +20,11 @@ import numpy as np
 
 from headcast.core.errors import HeadcastError
 from headcast.core.files import check_input_file, size_text
+from headcast.io.arrays import read_npy
 
-MAX_IMAGE_PIXELS = 8192 * 8192        # 67 Mpx: any image (color, depth), checked from its header
+MAX_IMAGE_PIXELS = 8192 * 8192        # 67 Mpx: any image (color, depth, albedo), checked from its header
 MAX_IMAGE_BYTES = 1 << 30             # 1 GiB: an image file
-MAX_NPY_BYTES = MAX_IMAGE_PIXELS * 8  # 512 MiB: the data of an .npy array (a float64 depth map of the largest image)
+MAX_NPY_BYTES = MAX_IMAGE_PIXELS * 8  # 512 MiB: the data of a depth .npy (float64 of the largest image)
 MAX_PLY_BYTES = 1 << 30               # 1 GiB: a PLY point cloud
 MAX_PLY_POINTS = 1 << 24              # 16.8 M points in a PLY point cloud
 MAX_STREAM_BYTES = 256 << 20          # 256 MiB: a stream file (an hour at 30 fps is ~20 MB)
@@ -55,20 +58,29 @@ def check_number(value, what: str, lo: float | None = None, hi: float | None = N
     return value
 
 
-def finite_array(a, what: str, shape: tuple | None = None, kinds: str = "biuf") -> np.ndarray:
-    """``a`` as an array whose dtype kind is in ``kinds``, every value finite, and (when given) of
-    ``shape``, where None matches any length: ``finite_array(v, "mesh.ply vertices", (None, 3))``."""
+def finite_array(a, what: str, shape: tuple | None = None, kinds: str = "biuf", *, dtype=None,
+                 finite: bool = True) -> np.ndarray:
+    """``a`` as an array whose dtype kind is in ``kinds``, of ``shape`` when given (None matches any
+    length), every value finite unless ``finite`` is False, then converted to ``dtype`` when given:
+    ``finite_array(v, "mesh.ply vertices", (None, 3))``. ``what`` names the array and its file."""
     try:
         a = np.asarray(a)
     except Exception as e:
-        raise HeadcastError(f"{what} is not an array ({why(e)})") from None
+        raise HeadcastError(f"{what} is not an array of numbers ({why(e)})") from None
     if a.dtype.kind not in kinds:
-        raise HeadcastError(f"{what} has type {a.dtype}, not numbers")
+        raise HeadcastError(f"{what} holds {a.dtype} values, not numbers")
+    if shape and all(s is None for s in shape) and a.ndim != len(shape):
+        raise HeadcastError(f"{what} has {a.ndim} dimensions {a.shape}; expected {len(shape)}")
     if shape is not None and (a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape))):
         want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise HeadcastError(f"{what} has shape {a.shape}, expected {want}")
-    if a.dtype.kind in "fc" and not np.isfinite(a).all():
-        raise HeadcastError(f"{what} holds NaN or infinite values")
+    if finite and a.dtype.kind in "fc" and not np.isfinite(a).all():
+        raise HeadcastError(f"{what} has non-finite values (NaN or infinity)")
+    if dtype is not None:
+        try:
+            a = a.astype(dtype, copy=False)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise HeadcastError(f"{what} does not fit {np.dtype(dtype)} ({why(e)})") from None
     return a
 
 
@@ -84,22 +96,31 @@ class ImageHeader:
     mode: str
 
 
-def image_header(path: str | Path, what: str = "image") -> ImageHeader:
-    """Format and size of an image from its header only (nothing is decoded); refuses a file that is not
-    a regular file, is over MAX_IMAGE_BYTES, or has more than MAX_IMAGE_PIXELS pixels."""
+def image_header(path: str | Path, what: str = "image", *, data: bytes | None = None,
+                 formats: tuple[str, ...] | None = None) -> ImageHeader:
+    """Format and size of an image from its header only (nothing is decoded): of the file at ``path``, or of
+    ``data`` (the file's bytes, already read; ``path`` then only names it). Refuses a file that is not a
+    regular file, is over MAX_IMAGE_BYTES, has more than MAX_IMAGE_PIXELS pixels, or (``formats``, PIL's
+    names such as ``("PNG",)``) is in another format."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
-    check_input_file(p, what, MAX_IMAGE_BYTES)
+    if data is None:
+        check_input_file(p, what, MAX_IMAGE_BYTES)
+    elif len(data) > MAX_IMAGE_BYTES:
+        raise HeadcastError(f"{what} {p} is {size_text(len(data))}, more than the {size_text(MAX_IMAGE_BYTES)} "
+                            "headcast reads")
+    kinds = " or ".join(formats) if formats else ""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p) as im:  # lazy: reads the header
+            with Image.open(p if data is None else io.BytesIO(data), formats=formats) as im:  # reads the header
                 h = ImageHeader(im.format or "?", int(im.size[0]), int(im.size[1]), im.mode)
     except Image.DecompressionBombError:
         raise HeadcastError(f"{what} {p} has far more than the {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx headcast reads") from None
     except UnidentifiedImageError:
-        raise HeadcastError(f"cannot read {what} {p} (not an image format headcast reads)") from None
+        raise HeadcastError(f"{what} {p} is not a {kinds} image" if formats else
+                            f"cannot read {what} {p} (not an image format headcast reads)") from None
     except Exception as e:
         raise HeadcastError(f"cannot read {what} {p} ({why(e)})") from None
     if h.width <= 0 or h.height <= 0:
@@ -110,17 +131,16 @@ def image_header(path: str | Path, what: str = "image") -> ImageHeader:
     return h
 
 
-def read_image(path: str | Path, what: str = "color image") -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB (alpha dropped, grey expanded, 16-bit reduced; the first frame
-    of an animation), its size checked from the header first."""
+def read_image(path: str | Path, what: str = "color image", *, data: bytes | None = None,
+               formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """An image file (or its bytes ``data``) -> (H, W, 3) uint8 RGB (alpha dropped, grey expanded, 16-bit
+    reduced; the first frame of an animation), its size checked from the header first (:func:`image_header`)."""
     import imageio.v3 as iio
 
     p = Path(path)
-    if not p.exists():
-        raise HeadcastError(f"{what} {p} does not exist")
-    image_header(p, what)
+    image_header(p, what, data=data, formats=formats)
     try:
-        img = np.asarray(iio.imread(p, plugin="pillow", index=0))
+        img = np.asarray(iio.imread(p if data is None else data, plugin="pillow", index=0))
     except Exception as e:
         raise HeadcastError(f"cannot read {what} {p} ({why(e)})") from None
     if img.dtype == np.uint16:
@@ -129,44 +149,9 @@ def read_image(path: str | Path, what: str = "color image") -> np.ndarray:
         raise HeadcastError(f"{what} {p} is not an 8-bit image ({img.dtype}, shape {img.shape})")
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
+    if img.shape[2] < 3:
+        img = np.repeat(img[..., :1], 3, axis=2)
     return np.ascontiguousarray(img[..., :3])
-
-
-# --- .npy --------------------------------------------------------------------------------------
-def npy_header(path: str | Path, what: str, max_bytes: int = MAX_NPY_BYTES) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of an ``.npy`` file from its header; refuses object arrays, data over ``max_bytes``
-    and a header promising more data than the file holds (nothing is allocated)."""
-    p = Path(path)
-    size = check_input_file(p, what, max_bytes + 65536)
-    try:
-        with open(p, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"unsupported .npy version {version}")
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = reader(f)
-            offset = f.tell()
-    except Exception as e:
-        raise HeadcastError(f"{what} {p} is not a readable .npy file ({why(e)})") from None
-    if dtype.hasobject:
-        raise HeadcastError(f"{what} {p} holds Python objects, not numbers")
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > max_bytes:
-        raise HeadcastError(f"{what} {p} declares {shape} {dtype} ({size_text(nbytes)}), more than the "
-                            f"{size_text(max_bytes)} headcast reads")
-    if size - offset < nbytes:
-        raise HeadcastError(f"{what} {p} is truncated: its header declares {shape} {dtype} ({size_text(nbytes)}) "
-                            f"but it holds {size_text(size - offset)}")
-    return tuple(shape), dtype
-
-
-def read_npy(path: str | Path, what: str, max_bytes: int = MAX_NPY_BYTES) -> np.ndarray:
-    """An ``.npy`` array after :func:`npy_header` accepted it (no pickles)."""
-    npy_header(path, what, max_bytes)
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise HeadcastError(f"cannot read {what} {path} ({why(e)})") from None
 
 
 # --- depth -------------------------------------------------------------------------------------
@@ -200,7 +185,7 @@ def _read_exr(path: Path, what: str) -> np.ndarray:
 def _decode_depth(path: Path, what: str) -> np.ndarray:
     ext = path.suffix.lower()
     if ext == ".npy":
-        return read_npy(path, what)
+        return read_npy(path, what, max_bytes=MAX_NPY_BYTES)
     if ext == ".exr":
         return _read_exr(path, what)
     if ext not in DEPTH_SUFFIXES_READ:

@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.files import check_input_file
 from headcast.io.mesh import read_obj
+from headcast.io.validate import finite_array
 from headcast.model.flame_geometry import embedded_points, geometric_masks
-from headcast.model.flame_landmarks import landmark_embedding
+from headcast.model.flame_landmarks import landmark_embedding, read_landmark_file
 from headcast.model.head_model import HeadModel
-from headcast.model.safe_pickle import load_safe, to_array
+from headcast.model.safe_pickle import MAX_FILE_BYTES, load_safe, to_array
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +78,10 @@ def read_flame_pickle(path: str | Path) -> dict[str, np.ndarray]:
 
     def arr(key: str, dtype, ndim: int) -> np.ndarray:
         try:
-            a = np.asarray(to_array(data[key]), dtype=dtype)
-        except (TypeError, ValueError, OverflowError) as e:
-            raise HeadcastError(f"{path}: {key} is not numeric ({str(e)[:80]})") from None
+            a = to_array(data[key])
         except HeadcastError as e:  # a chumpy object without its array
             raise HeadcastError(f"{path}: {key}: {e}") from None
-        if a.ndim != ndim or (a.dtype.kind == "f" and not np.isfinite(a).all()):
-            raise HeadcastError(f"{path}: {key} has shape {a.shape}; expected {ndim} dimensions of finite numbers")
-        return a
+        return finite_array(a, f"{path}: {key}", (None,) * ndim, dtype=dtype)
 
     v = arr("v_template", np.float64, 2)
     V = v.shape[0]
@@ -125,7 +123,7 @@ def read_flame_pickle(path: str | Path) -> dict[str, np.ndarray]:
 def flame_masks(path: str | Path, n_vertices: int) -> dict[str, np.ndarray]:
     """FLAME_masks.pkl as headcast masks: its own names kept, plus eyes = both eyeballs."""
     path = Path(path)
-    d = load_safe(path)
+    d = load_safe(path, "masks file")
     if not isinstance(d, dict) or not {"face", "lips", "scalp", "neck"} <= set(d):
         raise HeadcastError(f"{path} is not FLAME_masks.pkl (no face, lips, scalp and neck regions)")
     out = {}
@@ -189,20 +187,19 @@ def import_flame(pkl_path: str | Path, landmark_paths=(), masks_path: str | Path
     Side files not given are looked for next to ``pkl_path`` under their usual names.
     """
     pkl_path = Path(pkl_path)
-    if not pkl_path.is_file():
-        raise HeadcastError(f"FLAME model file {pkl_path} does not exist")
+    check_input_file(pkl_path, "FLAME model file", MAX_FILE_BYTES)
     version = flame_version(pkl_path)
     name = name or (f"flame{version}" if version else "flame")
+    landmark_paths = [Path(p) for p in landmark_paths] or _side_file(pkl_path, "landmarks")
+    landmark_files = [read_landmark_file(p) for p in landmark_paths]  # small files first: fail fast
     logger.info(f"reading FLAME {version or '(version not in the file name)'} from {pkl_path}")
     m = read_flame_pickle(pkl_path)
     v, f = m["v_template"], m["faces"]
     V = len(v)
-
-    landmark_paths = [Path(p) for p in landmark_paths] or _side_file(pkl_path, "landmarks")
-    if not landmark_paths:
+    if not landmark_files:
         raise HeadcastError("no landmark embedding: pass DECA's landmark_embedding.npy or "
                             "flame_static_embedding.pkl with --landmarks")
-    lmk = landmark_embedding(landmark_paths, v, f)
+    lmk = landmark_embedding(landmark_files, v, f)
 
     template_obj = Path(template_obj) if template_obj else next(iter(_side_file(pkl_path, "template")), None)
     if template_obj is None:

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.files import check_input_file
 from headcast.io.arrays import read_npz
+from headcast.io.validate import finite_array
 from headcast.model.flame_geometry import derive_contour
 from headcast.model.head_model import DYN_YAW_MAX_DEG, N_CONTOUR
-from headcast.model.safe_pickle import load_npy_safe, load_safe, to_array
+from headcast.model.safe_pickle import MAX_FILE_BYTES, load_npy_safe, load_safe, to_array
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +80,10 @@ def _sniff(path: Path) -> str:
 
 def _numbers(path: Path, x, dtype, what: str) -> np.ndarray:
     try:
-        return np.asarray(to_array(x)).astype(dtype)
-    except (TypeError, ValueError, OverflowError, HeadcastError) as e:
+        a = to_array(x)
+    except HeadcastError as e:  # a chumpy object without its array
         raise HeadcastError(f"{path}: {what} is not numbers ({str(e)[:80]})") from None
+    return finite_array(a, f"{path}: {what}", dtype=dtype)
 
 
 def _embedding(path: Path, faces, bary, n: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,23 +95,24 @@ def _embedding(path: Path, faces, bary, n: int | None, what: str) -> tuple[np.nd
     if faces.shape[0] != bary.shape[0] or (n is not None and faces.shape[0] != n):
         raise HeadcastError(f"{path}: {what} has {faces.shape[0]} triangles and {bary.shape[0]} "
                             f"barycentric rows; expected {n}")
-    if not np.isfinite(bary).all() or np.abs(bary.sum(1) - 1).max() > 1e-3:
+    if bary.size and np.abs(bary.sum(1) - 1).max() > 1e-3:
         raise HeadcastError(f"{path}: {what} barycentric coordinates do not sum to 1")
     return faces, bary
 
 
 def read_landmark_file(path: str | Path) -> LandmarkFile:
-    """Read and recognise one landmark file by its content (not its name)."""
+    """Read and recognise one landmark file by its content (not its name), within bounds: a plain .npz
+    through :func:`headcast.io.arrays.read_npz`, a .npy or pickle through the restricted unpickler."""
     path = Path(path)
-    if not path.is_file():
-        raise HeadcastError(f"landmark file {path} does not exist")
+    what = "landmark file"
+    check_input_file(path, what, MAX_FILE_BYTES)
     kind = _sniff(path)
     if kind == "npz":
-        d = read_npz(path, max_bytes=MAX_NPZ_BYTES)
+        d = read_npz(path, what, max_bytes=MAX_NPZ_BYTES)
     elif kind == "npy":
-        d = load_npy_safe(path)
+        d = load_npy_safe(path, what)
     else:
-        d = load_safe(path)
+        d = load_safe(path, what)
     if not isinstance(d, dict):
         raise HeadcastError(f"{path} is not a FLAME landmark file (it holds a {type(d).__name__})")
     keys = set(d)
@@ -154,14 +158,14 @@ class Embedding:
     notes: list[str]
 
 
-def landmark_embedding(paths: list[Path], v: np.ndarray, f: np.ndarray) -> Embedding:
-    """The 68-point embedding on the template (v, f) from the landmark files ``paths``.
+def landmark_embedding(files: list[LandmarkFile], v: np.ndarray, f: np.ndarray) -> Embedding:
+    """The 68-point embedding on the template (v, f) from the landmark files read by
+    :func:`read_landmark_file`.
 
     Static 51 points: flame_static_embedding.pkl when given, else DECA's. Contour: DECA's yaw-0
     points, else the yaw-0 row of a table by yaw, else traced with :func:`derive_contour`; the
     table by yaw from DECA's file or flame_dynamic_embedding.npy.
     """
-    files = [read_landmark_file(p) for p in paths]
     for lf in files:
         logger.info(f"landmarks: {lf.path.name} is {SOURCES[lf.kind]}")
         for key in ("faces", "contour_faces", "dyn_faces"):

@@ -10,7 +10,6 @@ towards +z and +x on the subject's left, as FLAME. The meshes are ``.obj`` or ``
 
 from __future__ import annotations
 
-import json
 import logging
 import lzma
 import os
@@ -27,6 +26,7 @@ import numpy as np
 
 from headcast.core import paths
 from headcast.core.errors import HeadcastError
+from headcast.core.files import read_json
 from headcast.io.mesh import read_obj, read_obj_vertices
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def read_source(root: Path, n_shape: int = 100) -> IctSource:
     if not index_file.is_file():
         raise HeadcastError(f"{index_file} is missing (not an ICT-FaceKit copy?)")
     try:
-        index = json.loads(index_file.read_text())
+        index = read_json(index_file, "ICT-FaceKit index")
         names = [str(s) for s in index["expressions"]]
         landmarks = np.asarray(index["idx_to_landmark_verts"], dtype=np.int64)
     except (ValueError, KeyError, TypeError) as e:

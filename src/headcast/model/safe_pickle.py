@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from headcast.core.errors import HeadcastError
+from headcast.core.files import read_bytes
 from headcast.io.arrays import read_npy, read_npy_header
 from headcast.model.torch_legacy import RefusedGlobal, rebuild_tensor, storage_from_bytes
 
@@ -336,23 +337,14 @@ def _load_stream(f: BinaryIO, source: str) -> Any:
                             f"({e.__class__.__name__}: {str(e)[:80]})") from None
 
 
-def _file_bytes(path: Path) -> bytes:
-    """The whole file (read at once: lengths inside a pickle then never size a read), bounded."""
-    if not path.is_file():
-        raise HeadcastError(f"{path} does not exist" if not path.exists() else f"{path} is not a regular file")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise HeadcastError(f"{path} is {path.stat().st_size / 1e6:.0f} MB; FLAME files are under "
-                            f"{MAX_FILE_BYTES / 1e6:.0f} MB")
-    return path.read_bytes()
-
-
-def load_safe(path: str | Path) -> Any:
-    """Load the pickle at ``path`` safely (latin-1, allow-listed globals only, bounded)."""
+def load_safe(path: str | Path, what: str = "FLAME file") -> Any:
+    """Load the pickle at ``path`` safely (latin-1, allow-listed globals only, bounded). The file is read
+    whole first (within MAX_FILE_BYTES), so lengths inside the pickle never size a read."""
     path = Path(path)
-    return _load_stream(io.BytesIO(_file_bytes(path)), str(path))
+    return _load_stream(io.BytesIO(read_bytes(path, what, MAX_FILE_BYTES)), str(path))
 
 
-def load_npy_safe(path: str | Path) -> Any:
+def load_npy_safe(path: str | Path, what: str = "FLAME file") -> Any:
     """Load a ``.npy`` file; an object array's pickle payload goes through the same allow-list.
 
     A plain array is read with its header checked against the file's size first
@@ -360,10 +352,10 @@ def load_npy_safe(path: str | Path) -> Any:
     returns the object itself.
     """
     path = Path(path)
-    f = io.BytesIO(_file_bytes(path))
+    f = io.BytesIO(read_bytes(path, what, MAX_FILE_BYTES))
     header = read_npy_header(f, path)
     if not header.dtype.hasobject:
-        return read_npy(path, max_bytes=8 * MAX_ELEMENTS)
+        return read_npy(path, what, max_bytes=8 * MAX_ELEMENTS, data=f)
     arr = _load_stream(f, str(path))
     if not isinstance(arr, np.ndarray) or arr.shape != header.shape:
         raise HeadcastError(f"cannot read {path}: its pickle payload is not the array its header announces")

@@ -86,9 +86,7 @@ def depth_from_points(points: np.ndarray, K: Intrinsics) -> np.ndarray:
 def read_ply_depth(path: str | Path, K: Intrinsics, scale: float = 1.0) -> np.ndarray:
     """A point cloud file (PLY, camera frame) -> (H, W) float32 depth map in metres through ``K``."""
     path = Path(path)
-    if not path.exists():
-        raise HeadcastError(f"point cloud {path} does not exist")
-    ply_vertex_count(path)
+    ply_vertex_count(path)  # exists, a regular file, its header within bounds
     import open3d as o3d  # after the header check: a refusal needs no Open3D
 
     pcd = o3d.io.read_point_cloud(str(path))

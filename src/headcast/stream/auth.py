@@ -26,12 +26,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from headcast.core.errors import HeadcastError
+from headcast.core.files import read_bytes, read_json
 from headcast.core.paths import home
 from headcast.stream.wire import TAG_SIZE, ProtocolError
 
 MAC_INFO = b"headcast/1 frame mac"
 FILE_INFO = b"headcast/1 file frame mac (integrity only)"
 PUB_PREFIX = "headcast-ed25519"
+MAX_KEY_BYTES = 64 << 10  # a key file (PEM or .pub) is a few hundred bytes
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -105,13 +107,13 @@ def _write_both(files: list[tuple[Path, bytes, int]]) -> None:
 def load_private_key(path: str | Path | None = None, create: bool = True) -> Ed25519PrivateKey:
     """The sender's key from a PEM file (default: HEADCAST_HOME/keys/sender_ed25519.pem, created on first use)."""
     p = Path(path) if path is not None else default_key_path()
-    if not p.is_file():
+    if not os.path.lexists(p):
         if path is None and create:
             generate_key(p)
         else:
             raise HeadcastError(f"no key file {p} (make one with 'headcast keygen')")
     try:
-        key = serialization.load_pem_private_key(p.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(read_bytes(p, "key file", MAX_KEY_BYTES), password=None)
     except (ValueError, TypeError) as e:
         raise HeadcastError(f"{p} is not an unencrypted PEM private key ({e.__class__.__name__})") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -126,9 +128,9 @@ def public_bytes(key: Ed25519PrivateKey) -> bytes:
 def load_public_key(path: str | Path) -> bytes:
     """32 raw bytes from a ``.pub`` file (``headcast-ed25519 HEX``, bare hex) or a PEM public key."""
     p = Path(path)
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise HeadcastError(f"no public key file {p}")
-    text = p.read_bytes()
+    text = read_bytes(p, "public key file", MAX_KEY_BYTES)
     if b"BEGIN PUBLIC KEY" in text:
         try:
             k = serialization.load_pem_public_key(text)
@@ -225,13 +227,21 @@ class Trust:
         return True
 
     def _load(self) -> dict:
-        if not self.store.is_file():
+        """The stored ``name -> key hex``, read within bounds (:func:`headcast.core.files.read_json`)."""
+        if not os.path.lexists(self.store):
             return {}
-        try:
-            d = json.loads(self.store.read_text())
-            return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else {}
-        except (ValueError, OSError):
-            raise HeadcastError(f"trust store {self.store} is unreadable; fix or delete it") from None
+        d = read_json(self.store, "trust store")
+        if not isinstance(d, dict) or not all(isinstance(v, str) and _is_key_hex(v) for v in d.values()):
+            raise HeadcastError(f"trust store {self.store} is not a map of sender names to keys "
+                                "(64 hex digits); fix or delete it")
+        return d
+
+
+def _is_key_hex(text: str) -> bool:
+    try:
+        return len(bytes.fromhex(text)) == 32
+    except ValueError:
+        return False
 
 
 class ReplayWindow:

@@ -50,17 +50,12 @@ class ReceivedHeadRenderer:
     def _texture(info: InitInfo, model):
         if not info.albedo_png or model.uv is None:
             return None
-        import io
-
-        import imageio.v3 as iio
-
+        from headcast.io.validate import read_image
         from headcast.texture.atlas import build_atlas
 
-        img = np.asarray(iio.imread(io.BytesIO(info.albedo_png)))
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, 2)
+        img = read_image("albedo map", "the stream's", data=bytes(info.albedo_png), formats=("PNG",))
         atlas = build_atlas(model.uv, model.uv_faces, model.v_template, model.faces)
-        return img[..., :3].astype(np.uint8), atlas.uv, atlas.uv_faces
+        return img, atlas.uv, atlas.uv_faces
 
     def render(self, f: DecodedFrame) -> np.ndarray:
         return self.view.render(self.view.vertices(f.theta[None], f.psi[None])[0])

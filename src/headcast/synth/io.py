@@ -29,9 +29,12 @@ import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
+from headcast.core.files import MAX_JSON_BYTES, read_bytes, read_json
 from headcast.core.params import N_POSE
 from headcast.core.sh import SH_CONST
+from headcast.io.arrays import read_npy, read_npz
 from headcast.io.mesh import write_obj, write_ply
+from headcast.io.validate import read_depth, read_image
 from headcast.model.head_model import HeadModel
 from headcast.synth.render import SynthFrame, render_rgbd
 from headcast.synth.subject import SynthSubject, expression_names, random_subject
@@ -159,13 +162,12 @@ def read_sample(folder: str | Path, prefix: str = "frame-000") -> dict:
     color_path = folder / f"{prefix}_color.png"
     if not color_path.is_file():
         raise HeadcastError(f"no {color_path.name} in {folder}")
-    out = {"color": iio.imread(color_path)[..., :3],
-           "depth": iio.imread(folder / f"{prefix}_depth_mm.png").astype(np.float32) / 1000.0,
+    out = {"color": read_image(color_path),
+           "depth": read_depth(folder / f"{prefix}_depth_mm.png", 0.001)[0],
            "K": Intrinsics.from_json(folder / f"{prefix}_intrinsics.json")}
     gt = folder / f"{prefix}_gt.npz"
     if gt.is_file():
-        with np.load(gt, allow_pickle=False) as z:
-            out["gt"] = {k: z[k] for k in z.files}
+        out["gt"] = read_npz(gt, "ground truth")
     return out
 
 
@@ -212,26 +214,22 @@ def synth(model: HeadModel, out_dir: str | Path, n: int = 1, seed: int = 0, prof
 def load_beta(path: str | Path) -> np.ndarray:
     """Identity coefficients from a file: ``.npy`` (a vector), ``.npz`` or ``.json`` with a ``beta``
     entry (a ``_gt.npz`` / ``params.npz`` reuses an identity), or whitespace-separated text."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcastError(f"beta file {path} does not exist")
+    path, what = Path(path), "beta file"
+    if path.suffix == ".npy":
+        beta = read_npy(path, what)
+    elif path.suffix == ".npz":
+        z = read_npz(path, what)
+        if "beta" not in z:
+            raise HeadcastError(f"{path} has no 'beta' array (it has {', '.join(z)})")
+        beta = z["beta"]
+    elif path.suffix == ".json":
+        d = read_json(path, what)
+        beta = d.get("beta") if isinstance(d, dict) else d
+    else:
+        beta = read_bytes(path, what, MAX_JSON_BYTES).decode("utf-8", "replace").split()
     try:
-        if path.suffix == ".npy":
-            beta = np.load(path, allow_pickle=False)
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                if "beta" not in z.files:
-                    raise HeadcastError(f"{path} has no 'beta' array (it has {', '.join(z.files)})")
-                beta = z["beta"]
-        elif path.suffix == ".json":
-            d = json.loads(path.read_text())
-            beta = d["beta"] if isinstance(d, dict) else d
-        else:
-            beta = np.array(path.read_text().split(), dtype=np.float64)
         beta = np.asarray(beta, dtype=np.float64)
-    except HeadcastError:
-        raise
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise HeadcastError(f"beta file {path} is not a list of numbers ({e.__class__.__name__})") from None
     if beta.ndim == 2 and beta.shape[0] == 1:
         beta = beta[0]

@@ -19,10 +19,13 @@ import numpy as np
 
 from headcast.core.errors import HeadcastError
 from headcast.core.sh import sh_basis
+from headcast.io.arrays import read_npz
+from headcast.io.validate import finite_array
 from headcast.texture.atlas import sample, uv_to_texel
 from headcast.texture.lighting import fit_light, robust_weights
 
 LAYOUTS = {("MU", "PC"): 1.0, ("mean", "tex_dir"): 255.0}  # (mean key, components key): value scale
+MAX_BYTES = 4 << 30  # the mean and components read (a real FLAME_texture.npz or BFM file: about 1 GB)
 FLAME_COUNTS = (5023, 5118)  # FLAME's vertices and texture coordinates (head_template.obj)
 
 
@@ -58,21 +61,15 @@ class AlbedoModel:
 def load_albedo_model(path: str | Path, n_components: int = 50) -> AlbedoModel:
     """Read an albedo model (see the module docstring), keeping the first ``n_components``."""
     path = Path(path)
-    if not path.is_file():
-        raise HeadcastError(f"albedo model {path} does not exist")
-    try:
-        z = np.load(path, allow_pickle=False)
-        names = set(z.files)
-    except Exception as e:  # zip or format errors
-        raise HeadcastError(f"albedo model {path} is not a .npz file ({e.__class__.__name__})") from None
-    with z:
-        for (mk, pk), scale in LAYOUTS.items():
-            if mk in names and pk in names:
-                mean, pcs = np.asarray(z[mk]), np.asarray(z[pk])
-                break
-        else:
-            raise HeadcastError(f"albedo model {path} has neither MU/PC (FLAME_albedo_from_BFM.npz) nor "
-                                f"mean/tex_dir (FLAME_texture.npz); it has {', '.join(sorted(names))}")
+    z = read_npz(path, "albedo model", max_bytes=MAX_BYTES, kind=".npz file", names={k for ks in LAYOUTS for k in ks})
+    for (mk, pk), scale in LAYOUTS.items():
+        if mk in z and pk in z:
+            mean = finite_array(z[mk], f"albedo model {path}: {mk}")
+            pcs = finite_array(z[pk], f"albedo model {path}: {pk}")
+            break
+    else:
+        raise HeadcastError(f"albedo model {path} has neither MU/PC (FLAME_albedo_from_BFM.npz) nor "
+                            f"mean/tex_dir (FLAME_texture.npz)")
     n = mean.size
     S = int(round(np.sqrt(n / 3)))
     if S * S * 3 != n or S < 2:

@@ -70,10 +70,10 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
         raise HeadcastError(f"--size {size} is out of range (16..8192 texels)")
     d = recon.check_folder(recon_dir, REQUIRED)
     params = recon.read_params(d)
-    m = model if isinstance(model, HeadModel) else resolve_model(str(model) if model is not None else params.model)
-    recon.check_model(d, params, m)
     photo = recon.read_photo(d)
     am = load_albedo_model(albedo_model, n_components) if albedo_model is not None else None
+    m = model if isinstance(model, HeadModel) else resolve_model(str(model) if model is not None else params.model)
+    recon.check_model(d, params, m)
     verts = params.vertices(HeadLayer(m))
     res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth)
     report = {
