@@ -316,7 +316,6 @@ BOMBS = {
     "decode-9MB-noise": lambda w: _c(["decode", w.file("noise.hcs", np.random.default_rng(0).bytes(9_000_000)),
                                       "--out", w.root / "out"], "noise.hcs", ""),
 }
-UNNAMED = {"decode-9MB-noise": "stream errors (ProtocolError) do not name the file yet: stream/files.py, round two"}
 
 
 @pytest.fixture(scope="module")
@@ -342,8 +341,6 @@ def test_bombs_are_refused_within_1GiB_and_10s(case_id, bomb_results):
     assert r["code"] == 2 and len(lines) == 1 and lines[0].startswith("headcast: error: "), r
     assert r["seconds"] < 10 and r["peak_mb"] < 1024, r
     assert not changed  # no output, no staging
-    if case_id in UNNAMED:
-        pytest.xfail(UNNAMED[case_id])
     assert str(expect[case_id].named) in lines[0] and expect[case_id].match in lines[0], lines[0]  # refused, not failed
 
 
