@@ -55,7 +55,7 @@ def generate_key(path: str | Path | None = None, overwrite: bool = False) -> tup
     HeadcastError (nothing written) when a target is a folder or exists without ``overwrite``, or when
     writing fails.
     """
-    p = Path(path) if path is not None else default_key_path()
+    p = Path(path).expanduser().absolute() if path is not None else default_key_path()  # "." has no name
     pub = p.with_name(p.name + ".pub")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -133,6 +133,7 @@ def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | Bin
     if not hasattr(out_stream, "write"):
         check_output_file(out_stream, force=force, inputs=inputs)  # refuse before the work
     frames, meta = animation_frames(anim_dir)
+    _check_sendable(frames, Path(anim_dir) / PARAMS)
     meta["n_expr"] = frames[0].psi.size
     if model is None:
         from headcast.model.registry import resolve_model
@@ -144,7 +145,6 @@ def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | Bin
     first = next((f for f in frames if f.face), None)
     if first is None:
         raise HeadcastError(f"{anim_dir}: no frame has a face; nothing to stream")
-    _check_sendable(frames, Path(anim_dir) / PARAMS)
     info = make_init(meta, profile, read_appearance(recon_dir), model, sender, target_mm, key_interval, first.eta)
     key = auth.load_private_key(key_path)
     data, sizes = encode_frames(frames, info, key)

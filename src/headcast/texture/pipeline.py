@@ -76,11 +76,11 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     t0 = time.perf_counter()
     check_number(size, "--size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
     d = recon.check_folder(recon_dir, REQUIRED)
-    _check_targets(d, force)  # refuse before the work
     params = recon.read_params(d)
     m = model if isinstance(model, HeadModel) else resolve_model(str(model) if model is not None else params.model)
     recon.check_model(d, params, m)
     photo = recon.read_photo(d)
+    _check_targets(d, force)  # refuse before the work
     am = load_albedo_model(albedo_model, n_components) if albedo_model is not None else None
     verts = params.vertices(HeadLayer(m))
     res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth)
