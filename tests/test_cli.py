@@ -35,6 +35,20 @@ def test_every_command_has_help(capsys):
         assert "usage: headcast" in capsys.readouterr().out
 
 
+def test_every_command_that_writes_has_force(capsys):
+    """--force wherever a command writes (bench results excepted: they replace their own files), said alike."""
+    writers = []
+    for cmd in _commands(build_parser()):
+        with pytest.raises(SystemExit):
+            main([*cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        if ("--out" in text or cmd == ("texture",)) and cmd[0] != "bench":
+            writers.append(cmd)
+            assert "--force" in text and "other files are never touched" in text, cmd
+    assert len(writers) == 12, writers  # reconstruct animate decode demo synth texture encode export keygen
+    #                                      model build-ict, model import-flame, receive
+
+
 def test_console_script_runs():
     exe = Path(sys.executable).parent / "headcast"  # the entry point installed beside the interpreter
     run = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)

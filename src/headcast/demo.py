@@ -21,16 +21,18 @@ from headcast.model.registry import DEFAULT_MODEL, resolve_model
 logger = logging.getLogger(__name__)
 
 
-def run_demo(out: Path, model_spec: str = DEFAULT_MODEL, seed: int = 0, video: Path | None = None) -> dict:
-    """Make, reconstruct and measure a synthetic subject; returns the headline figures."""
+def run_demo(out: Path, model_spec: str = DEFAULT_MODEL, seed: int = 0, video: Path | None = None,
+             force: bool = False) -> dict:
+    """Make, reconstruct and measure a synthetic subject; returns the headline figures. ``force`` replaces
+    an earlier demo in ``out``."""
     from headcast.synth import default_intrinsics, random_subject, render_rgbd, write_sample
 
-    check_output_dir(out, "demo", inputs=(video,))  # refuse before the work
+    check_output_dir(out, "demo", force=force, inputs=(video,))  # refuse before the work
     t0 = time.perf_counter()
     model = resolve_model(model_spec)
     logger.info(f"demo: model '{model.name}' ({model.n_vertices} vertices, {model.n_shape} identity and "
                 f"{model.n_expr} expression components)")
-    with staged_dir(out, "demo", inputs=(video,)) as tmp:
+    with staged_dir(out, "demo", force=force, inputs=(video,)) as tmp:
         subject = random_subject(model, seed)
         frame = render_rgbd(model, subject, default_intrinsics(640, 480), profile="truedepth", seed=seed)
         write_sample(frame, subject, model, tmp / "input", prefix="frame-000")

@@ -33,6 +33,7 @@ from headcast.core.params import HeadParams
 from headcast.io import anim as anim_io
 from headcast.io import recon
 from headcast.io.outputs import check_output_dir, staged_dir
+from headcast.io.validate import check_number
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 
@@ -248,16 +249,19 @@ def write_preview_video(path: Path, video: str | Path, subject: Subject, det: De
 # ------------------------------------------------------------------------ the whole stage
 def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | None = None,
             threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
-            write_video: bool = True, max_frames: int | None = None, copy_input: bool = False, truth=None) -> dict:
+            write_video: bool = True, max_frames: int | None = None, copy_input: bool = False, truth=None,
+            force: bool = False) -> dict:
     """Animate the head in ``recon_dir`` with the face in ``video``; write ``out_dir``; return the report.
 
     ``config`` holds the tracker's settings (default :class:`TrackConfig`); ``threshold`` and ``max_iters``,
     when given, replace its values. ``max_frames`` stops after that many frames; ``copy_input`` also puts
     the driving video in the folder (``input.mp4``, for the demo's built-in driver); ``truth`` (a
     :class:`headcast.animate.builtin.Motion`, when the video is the built-in motion) adds the recovered
-    motion to the report."""
+    motion to the report; ``force`` replaces an earlier animation in ``out_dir``."""
     cfg = _config(config, threshold, max_iters)
-    check_output_dir(out_dir, "animation", inputs=(recon_dir, video))  # refuse before the work
+    if max_frames is not None:
+        check_number(max_frames, "--max-frames", 1, None, integer=True)
+    check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
     subject = load_subject(recon_dir, model_spec)
     info = video_info(video)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
@@ -278,7 +282,7 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     logger.info(f"animate: {report['frames']} frames, {report['frames_with_face']} with a face; Loss5 < "
                 f"{cfg.threshold:g} in {100 * report['share_under_threshold']:.1f} %; fitting "
                 f"{report['fps']['fitting']:.0f} fps, end to end {report['fps']['end_to_end']:.1f} fps")
-    with staged_dir(out_dir, "animation", inputs=(recon_dir, video)) as tmp:
+    with staged_dir(out_dir, "animation", force=force, inputs=(recon_dir, video)) as tmp:
         if write_video:
             sec, stills = write_preview_video(tmp / anim_io.VIDEO, video, subject, det, trk, cfg.threshold)
             report["seconds"]["video"] = sec

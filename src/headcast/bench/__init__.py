@@ -7,6 +7,8 @@ import os
 import platform
 from pathlib import Path
 
+from headcast.io.outputs import staged_files
+
 REAL_FRAMES = ("frame-030", "frame-050", "frame-065")  # the TrueDepth mannequin captures the benches use
 
 
@@ -26,8 +28,11 @@ def truedepth_folder(samples: Path | None = None) -> Path:
 
 
 def write_results(out: Path, name: str, result: dict, markdown: str | None = None) -> None:
-    """A benchmark's figures as ``out/NAME.json`` (and its summary as ``out/NAME.md``)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    """A benchmark's figures as ``out/NAME.json`` (and its summary as ``out/NAME.md``), both whole or
+    neither (:func:`staged_files`); they replace the results of an earlier run of the same bench."""
+    texts = {f"{name}.json": json.dumps(result, indent=2, default=float) + "\n"}
     if markdown is not None:
-        (out / f"{name}.md").write_text(markdown + "\n")
+        texts[f"{name}.md"] = markdown + "\n"
+    with staged_files([Path(out) / n for n in texts], force=True) as tmps:
+        for tmp, text in zip(tmps, texts.values()):
+            tmp.write_text(text)

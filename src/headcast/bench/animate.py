@@ -26,6 +26,7 @@ from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_spee
 from headcast.animate.pipeline import detect_video, track
 from headcast.bench import machine, shared_samples
 from headcast.core.errors import HeadcastError
+from headcast.io.validate import check_number
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def run_animate_bench(videos: list[str | Path] | None = None, model: str = DEFAU
                       threshold: float | None = None, builtin: bool = True, max_frames: int | None = None) -> dict:
     """Benchmark every video (default: :func:`default_videos`) and, with ``builtin``, the scripted motion.
     threshold: Loss5 stop threshold (default: the tracker's, :class:`TrackConfig`)."""
+    if max_frames is not None:
+        check_number(max_frames, "--max-frames", 1, None, integer=True)
     videos = list(videos) if videos is not None else default_videos()
     if not videos and not builtin:
         raise HeadcastError("no videos to benchmark (../shared/samples/video is absent; pass video files)")

@@ -55,7 +55,7 @@ def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path |
         servers = []
         ready = asyncio.Event()
         rx = asyncio.create_task(receiver.receive("127.0.0.1", 0, out, auth.Trust(auth.public_bytes(key)),
-                                              idle_timeout=5.0, model=model,
+                                              idle_timeout=5.0, model=model, force=True,
                                               ready=lambda s: (servers.append(s), ready.set())))
         await ready.wait()
         port = next(iter(servers[0].sockets)).getsockname()[1]
@@ -100,7 +100,7 @@ def run_stream_bench(recon_dir: str | Path, work: str | Path, videos_dir: str | 
             t0 = time.perf_counter()
             rep = encode_file(d, profile, work / f"{name}.{profile}.hcs", key_path, recon_dir=recon_dir,
                               target_mm=target_mm or DEFAULT_TARGET_MM,
-                              key_interval=key_interval or DEFAULT_KEY_INTERVAL, model=model)
+                              key_interval=key_interval or DEFAULT_KEY_INTERVAL, model=model, force=True)
             rep.update(video=name, seconds=time.perf_counter() - t0)
             rows.append(rep)
             logger.info(f"stream bench: {name} {profile}: payload {rep['frame_payload_bytes_mean']:.1f} B/frame "

@@ -1,7 +1,8 @@
 """The ``headcast`` command: a thin front end over the pipeline stages, one module per command group
 (each with its parsers beside its handlers).
 
-User errors end with one line on stderr and exit status 2; ``--debug`` shows tracebacks. Progress
+User errors end with one line on stderr and exit status 2; ``--debug`` shows tracebacks. SIGINT, SIGTERM
+and SIGHUP end a command with exit status 130 after removing its staged outputs. Progress
 lines go through :mod:`logging` to stderr: INFO by default, warnings only with ``-q``, debug detail
 with ``-v``. A command's results (JSON, tables) go to stdout.
 """
@@ -9,14 +10,19 @@ with ``-v``. A command's results (JSON, tables) go to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
+from typing import Iterator
 
 from headcast import __version__
 from headcast.cli import animate, bench, capture, demo, logs, model, stream
 from headcast.cli.parser import CommandParser, build_all
 from headcast.core.errors import HeadcastError
+from headcast.io.outputs import HELD_SIGNALS, Terminated, install_signal_handlers
 
 GROUPS = (model, capture, animate, bench, stream, demo)  # the commands, in the order --help lists them
 logger = logging.getLogger(__name__)
@@ -41,8 +47,24 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command in ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     a = build_parser(lazy=True).parse_args(argv)
-    with logs.to_stderr(logs.level(a.verbose, a.quiet, a.debug), native=a.debug):
+    with _signals_unwind(), logs.to_stderr(logs.level(a.verbose, a.quiet, a.debug), native=a.debug):
         return _run(a)
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` while the command runs (so staged outputs are removed);
+    the previous handlers come back afterwards (main() also runs inside other programs, e.g. tests)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in HELD_SIGNALS}
+    install_signal_handlers()
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def _run(a: argparse.Namespace) -> int:
@@ -56,8 +78,8 @@ def _run(a: argparse.Namespace) -> int:
     except BrokenPipeError:  # output piped into a program that stopped reading (e.g. head)
         _drop_stdout()
         return 0
-    except KeyboardInterrupt:
-        logger.error("headcast: interrupted")
+    except KeyboardInterrupt as e:  # Ctrl-C, or Terminated (SIGTERM, SIGHUP)
+        logger.error(f"headcast: {e}" if isinstance(e, Terminated) else "headcast: interrupted")
         return 130
     except Exception as e:  # a bug: one line unless --debug
         if a.debug:

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from headcast.cli.parser import field_default, param_default
+from headcast.cli.parser import add_force, field_default, param_default
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +25,13 @@ def _animate_arguments(an: argparse.ArgumentParser) -> None:
     an.add_argument("recon_dir", help="a reconstruction folder")
     an.add_argument("video", help="a video file with a face (any person)")
     an.add_argument("--out", required=True, help="output folder")
+    add_force(an)
     an.add_argument("--model", help="expected head model (default: the folder's own)")
     an.add_argument("--threshold", type=float, default=field_default(TrackConfig, "threshold"),
                     help="stop a frame at Loss5 below this (default %(default)s)")
     an.add_argument("--max-iters", type=int,
                     help=f"iteration cap per frame (default {field_default(TrackConfig, 'max_iters')})")
-    an.add_argument("--max-frames", type=int, help="only the first N frames")
+    an.add_argument("--max-frames", type=int, help="only the first N frames (at least 1)")
     an.add_argument("--no-video", action="store_true", help="parameters only, no MP4")
     an.set_defaults(func=run_animate)
 
@@ -39,7 +40,7 @@ def run_animate(a: argparse.Namespace) -> None:
     from headcast.animate import animate
 
     rep = animate(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, threshold=a.threshold,
-                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video)
+                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video, force=a.force)
     logger.info(f"headcast: wrote {a.out}/ ({rep.get('frames', '?')} frames)")
 
 
@@ -47,13 +48,14 @@ def _export_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("result_dir", help="a reconstruction folder")
     e.add_argument("--anim", help="an animation folder (headcast animate) to add as glTF animation")
     e.add_argument("--out", required=True, help="output .glb")
+    add_force(e, file=True)
     e.set_defaults(func=run_export)
 
 
 def run_export(a: argparse.Namespace) -> None:
     from headcast.export.gltf import export_glb
 
-    out = export_glb(Path(a.result_dir), Path(a.anim) if a.anim else None, Path(a.out))
+    out = export_glb(Path(a.result_dir), Path(a.anim) if a.anim else None, Path(a.out), force=a.force)
     logger.info(f"headcast: wrote {out} ({out.stat().st_size / 1e6:.1f} MB); look at it with: headcast view {out}")
 
 
@@ -63,14 +65,17 @@ def _view_arguments(v: argparse.ArgumentParser) -> None:
     v.add_argument("target", help="a reconstruction folder or a .glb file")
     v.add_argument("--anim", help="an animation folder to play")
     v.add_argument("--port", type=int, default=param_default(showing, "port"),
-                   help="port on 127.0.0.1 (default: any free one)")
+                   help="port on 127.0.0.1, 0..65535 (default: any free one)")
     v.add_argument("--open", action="store_true", help="open the page in the default browser")
     v.set_defaults(func=run_view)
 
 
 def run_view(a: argparse.Namespace) -> None:
+    from headcast.io.validate import check_number
     from headcast.view import showing, wait_until_stopped
 
+    if a.port is not None:
+        check_number(a.port, "--port", 0, 65535, integer=True)
     with showing(Path(a.target), Path(a.anim) if a.anim else None, port=a.port) as (glb, url):
         print(f"headcast: showing {glb.name} at {url} (Ctrl-C to stop)", flush=True)  # a script may wait for it
         if a.open:

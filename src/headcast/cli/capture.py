@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from headcast.cli import logs
-from headcast.cli.parser import field_default, param_default
+from headcast.cli.parser import add_force, field_default, param_default
 from headcast.core.errors import HeadcastError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ def _synth_arguments(s: argparse.ArgumentParser) -> None:
     default = lambda name: param_default(synth, name)  # noqa: E731
     near, far = param_default(random_subject, "distance_range")
     s.add_argument("--out", required=True, help="output folder")
+    add_force(s)
     s.add_argument("--model", default=DEFAULT_MODEL, help="head model name or .npz (default: %(default)s)")
     s.add_argument("--n", type=int, default=default("n"), help="number of subjects (default: %(default)s)")
     s.add_argument("--seed", type=int, default=default("seed"), help="random seed (default: %(default)s)")
@@ -55,10 +56,15 @@ def _synth_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def run_synth(a: argparse.Namespace) -> None:
+    from headcast.io.outputs import check_output_dir
+    from headcast.io.validate import check_number
     from headcast.model.registry import resolve_model
     from headcast.synth import load_beta, parse_expressions, synth
 
     w, h = parse_size(a.size)
+    if a.skin_tone is not None:
+        check_number(a.skin_tone, "--skin-tone", 0, 1)
+    check_output_dir(a.out, "synth", force=a.force, inputs=(a.beta_file,))  # refuse before the model loads
     model = resolve_model(a.model)
     subject = {k: v for k, v in dict(yaw_deg=a.yaw, pitch_deg=a.pitch, roll_deg=a.roll, distance=a.distance,
                                      yaw_range_deg=a.yaw_range, skin_tone=a.skin_tone).items() if v is not None}
@@ -67,7 +73,7 @@ def run_synth(a: argparse.Namespace) -> None:
     if a.expression:
         subject["expression"] = parse_expressions(a.expression)
     paths = synth(model, Path(a.out), n=a.n, seed=a.seed, profile=a.noise, width=w, height=h,
-                  hfov_deg=a.fov, background=not a.no_background, **subject)
+                  hfov_deg=a.fov, background=not a.no_background, force=a.force, **subject)
     logger.info(f"headcast: wrote {len(paths)} synthetic RGB-D frame(s) to {a.out}")
 
 
@@ -87,6 +93,7 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     from headcast.fit.config import FitConfig
     from headcast.fit.reconstruct import reconstruct_frame
     from headcast.fit.rgbd_fit import METHODS
+    from headcast.io.validate import MAX_HULL_MARGIN_M, MAX_TEXTURE_SIZE
     from headcast.model.registry import DEFAULT_MODEL
     from headcast.preprocess.cloud import HULL_MARGIN
     from headcast.preprocess.landmarks import METHODS as DETECTORS
@@ -102,6 +109,7 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--rotate", default=param_default(load_rgbd, "rotate"),
                    help="auto|0|90|180|270: turn the capture clockwise (default %(default)s)")
     r.add_argument("--out", required=True, help="output folder")
+    add_force(r)
     r.add_argument("--model", default=DEFAULT_MODEL, help="head model name or .npz (default: %(default)s)")
     r.add_argument("--method", default=param_default(reconstruct_frame, "method"), choices=METHODS,
                    help="full (the paper), landmarks-3d or rgb-2d baselines (default: %(default)s)")
@@ -111,7 +119,8 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--forehead", action="store_true", help="extend the face point cloud to the forehead")
     r.add_argument("--hull-margin", type=float, default=HULL_MARGIN,
                    help="metres the landmark hull is widened along the camera rays so cheeks and nose stay in "
-                        "(0 = the paper's hull of the landmarks alone; default %(default)g)")
+                        f"(0 = the paper's hull of the landmarks alone; at most {MAX_HULL_MARGIN_M:g}; "
+                        "default %(default)g)")
     r.add_argument("--w-beta", type=float,
                    help="identity prior weight on ||beta||^2 beside the point cloud (default: sigma^2 / points, "
                         "sigma measured from the fit's residuals)")
@@ -127,17 +136,24 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--texture", action="store_true", help="also estimate lighting and an albedo map")
     r.add_argument("--albedo-model", help="with --texture: FLAME_albedo_from_BFM.npz or FLAME_texture.npz")
     r.add_argument("--texture-size", type=int, default=param_default(texture_reconstruction, "size"),
-                   help="albedo map side in texels (default %(default)s)")
+                   help=f"albedo map side in texels, 16..{MAX_TEXTURE_SIZE} (default %(default)s)")
     r.set_defaults(func=run_reconstruct)
 
 
 def run_reconstruct(a: argparse.Namespace) -> None:
     from headcast.fit.config import FitConfig
     from headcast.fit.reconstruct import reconstruct_frame
+    from headcast.io.outputs import check_output_dir
+    from headcast.io.validate import MAX_HULL_MARGIN_M, MAX_TEXTURE_SIZE, check_number
     from headcast.model.registry import resolve_model
     from headcast.preprocess.rgbd import load_rgbd
 
     t0 = time.perf_counter()
+    # the options and --out first: refused before anything is read (the stages check them again)
+    check_number(a.hull_margin, "--hull-margin", 0, MAX_HULL_MARGIN_M, unit="metres")
+    if a.texture:
+        check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
+    check_output_dir(a.out, "reconstruction", force=a.force, inputs=(a.color, a.depth, a.intrinsics))
     frame = load_rgbd(a.color, a.depth, a.intrinsics, depth_scale=a.depth_scale, rotate=a.rotate,
                       method=a.landmarks)
     if frame.rotation:
@@ -146,9 +162,10 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
     with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
         rec = reconstruct_frame(frame, model, Path(a.out), a.method, landmarks=a.landmarks, face=a.face,
-                                forehead=a.forehead, hull_margin=a.hull_margin, config=cfg, started=t0)
+                                forehead=a.forehead, hull_margin=a.hull_margin, config=cfg, started=t0,
+                                force=a.force)
     if a.texture:
-        texture(Path(a.out), a.albedo_model, a.texture_size, model.name)
+        texture(Path(a.out), a.albedo_model, a.texture_size, model.name, force=a.force)
     pm = rec.report["point_to_mesh_mm"]
     logger.info(f"headcast: {a.method} fit in {rec.report['seconds_fit']:.1f} s; face points to mesh: median "
                 f"{pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm; 3D landmarks: mean "
@@ -163,6 +180,7 @@ def run_reconstruct(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- texture
 def _texture_arguments(t: argparse.ArgumentParser) -> None:
+    from headcast.io.validate import MAX_TEXTURE_SIZE
     from headcast.texture.pipeline import texture_reconstruction
 
     t.add_argument("recon_dir", help="a reconstruction folder (headcast reconstruct)")
@@ -171,21 +189,23 @@ def _texture_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--n-components", type=int, default=param_default(texture_reconstruction, "n_components"),
                    help="albedo model coefficients rho (default %(default)s)")
     t.add_argument("--size", type=int, default=param_default(texture_reconstruction, "size"),
-                   help="albedo map side in texels (default %(default)s)")
+                   help=f"albedo map side in texels, 16..{MAX_TEXTURE_SIZE} (default %(default)s)")
     t.add_argument("--model", help="expected head model (error when the folder used another)")
+    t.add_argument("--force", action="store_true", help="replace the folder's earlier texture files (headcast's "
+                                                        "own, listed in its manifest); other files are never touched")
     t.set_defaults(func=run_texture)
 
 
 def run_texture(a: argparse.Namespace) -> None:
-    texture(Path(a.recon_dir), a.albedo_model, a.size, a.model, a.n_components)
+    texture(Path(a.recon_dir), a.albedo_model, a.size, a.model, a.n_components, force=a.force)
 
 
-def texture(recon: Path, albedo_model, size: int, model, n_components: int | None = None) -> None:
+def texture(recon: Path, albedo_model, size: int, model, n_components: int | None = None, force: bool = False) -> None:
     """Texture a reconstruction folder (``n_components``: the texturing stage's default when None)."""
     from headcast.texture import texture_reconstruction
 
     more = {} if n_components is None else {"n_components": n_components}
-    rep = texture_reconstruction(recon, albedo_model=albedo_model, size=size, model=model,
+    rep = texture_reconstruction(recon, albedo_model=albedo_model, size=size, model=model, force=force,
                                  **more)
     logger.info(f"headcast: textured {recon}: Loss4 {rep['loss4']:.4f}; albedo.png, mesh_textured.obj/.mtl, "
                 f"lighting.json, render_vs_photo.png, texture_report.json")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from headcast.cli import logs
-from headcast.cli.parser import param_default
+from headcast.cli.parser import add_force, param_default
 
 
 def add_parser(sub) -> None:
@@ -17,6 +17,7 @@ def _arguments(d: argparse.ArgumentParser) -> None:
     from headcast.demo import run_demo
 
     d.add_argument("--out", default="headcast-demo", help="output folder (default: ./%(default)s)")
+    add_force(d)
     d.add_argument("--model", default=param_default(run_demo, "model_spec"), help="head model (default: %(default)s)")
     d.add_argument("--seed", type=int, default=param_default(run_demo, "seed"), help="subject seed (default: %(default)s)")
     d.add_argument("--video", help="drive the head with this video instead of the built-in motion")
@@ -28,4 +29,5 @@ def run(a: argparse.Namespace) -> None:
 
     # the stages' lines read "demo: ..."; the fit's per-iteration progress is left out
     with logs.scoped(hide=("headcast.fit",), prefix="demo: "):
-        run_demo(Path(a.out), model_spec=a.model, seed=a.seed, video=Path(a.video) if a.video else None)
+        run_demo(Path(a.out), model_spec=a.model, seed=a.seed, video=Path(a.video) if a.video else None,
+                 force=a.force)

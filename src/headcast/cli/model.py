@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+from headcast.cli.parser import add_force
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,7 +24,9 @@ def _actions(p: argparse.ArgumentParser) -> None:
     b.add_argument("--src", help="local copy of the ICT-FaceKit repository (folder holding FaceXModel/); "
                                  "without it the pinned commit is downloaded")
     b.add_argument("--out", help=f"output .npz (default: the model directory's {DEFAULT_MODEL}.npz)")
-    b.add_argument("--if-missing", action="store_true", help="do nothing when the model exists")
+    b.add_argument("--if-missing", action="store_true", help="do nothing when the model exists (and is current; "
+                                                             "a model built by another headcast version is rebuilt)")
+    add_force(b, file=True)
     b.set_defaults(func=run_build_ict)
     f = msub.add_parser("import-flame", help="import an official FLAME pickle (2020, 2023, 2023 Open) safely")
     f.add_argument("pkl", help="generic_model.pkl, flame2023.pkl or flame2023_Open.pkl")
@@ -32,6 +36,7 @@ def _actions(p: argparse.ArgumentParser) -> None:
     f.add_argument("--template-obj", help="head_template.obj with FLAME's UV layout")
     f.add_argument("--name", help="model name (default from the file: flame2020, flame2023, flame2023_open)")
     f.add_argument("--out", help="output .npz (default: the model directory)")
+    add_force(f, file=True)
     f.set_defaults(func=run_import_flame)
     i = msub.add_parser("info", help="print a model's sizes and metadata")
     i.add_argument("model", nargs="?", default=DEFAULT_MODEL, help="name or .npz path (default: %(default)s)")
@@ -41,34 +46,43 @@ def _actions(p: argparse.ArgumentParser) -> None:
 
 
 def run_build_ict(a: argparse.Namespace) -> None:
+    from headcast.io.outputs import check_output_file
     from headcast.model.head_model import load_model, save_model
     from headcast.model.ict import build_ict_model
     from headcast.model.registry import DEFAULT_MODEL, is_current_ict, model_path
 
     out = Path(a.out) if a.out else model_path(DEFAULT_MODEL)
+    force = a.force
     if a.if_missing and out.is_file():
         if is_current_ict(load_model(out)):
             logger.info(f"headcast: default head model present: {out}")
             return
         logger.info(f"headcast: {out} was built by another headcast version; rebuilding it")
+        force = True  # headcast's own model, out of date
+    check_output_file(out, force=force)  # refuse before the build
     t0 = time.perf_counter()
     model = build_ict_model(src=Path(a.src) if a.src else None)
-    save_model(model, out)
+    save_model(model, out, force=force)
     logger.info(f"headcast: wrote {out} ({model.n_vertices} vertices, {model.n_shape} identity, "
                 f"{model.n_expr} expression components) in {time.perf_counter() - t0:.1f} s")
 
 
 def run_import_flame(a: argparse.Namespace) -> None:
+    from headcast.io.outputs import check_output_file
     from headcast.model.flame import import_flame
     from headcast.model.head_model import save_model
     from headcast.model.registry import model_path
 
+    inputs = [a.pkl, a.masks, a.template_obj, *a.landmarks]
+    if a.out:
+        check_output_file(a.out, force=a.force, inputs=inputs)  # refuse before the import
     model = import_flame(Path(a.pkl), landmark_paths=[Path(p) for p in a.landmarks],
                          masks_path=Path(a.masks) if a.masks else None,
                          template_obj=Path(a.template_obj) if a.template_obj else None,
                          name=a.name)
     out = Path(a.out) if a.out else model_path(model.name)
-    save_model(model, out)
+    check_output_file(out, force=a.force, inputs=inputs)
+    save_model(model, out, force=a.force)
     logger.info(f"headcast: wrote {out} ({model.name}: {model.n_vertices} vertices, "
                 f"{'dynamic' if model.has_dynamic_contour else 'static'} contour)")
 

@@ -1,4 +1,4 @@
-"""Parsers built on first use, and the stage defaults the options show."""
+"""Parsers built on first use, the stage defaults the options show, and the shared ``--force``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,13 @@ def build_all(parser: argparse.ArgumentParser) -> None:
                 if isinstance(sub, CommandParser):
                     sub.build()
                 build_all(sub)
+
+
+def add_force(parser: argparse.ArgumentParser, file: bool = False) -> None:
+    """``--force``: what it replaces, said the same way by every command that writes (docs/guarantees.md)."""
+    what = ("replace an existing output file (headcast's own earlier output); other files are never touched"
+            if file else "replace headcast's own earlier output; other files are never touched")
+    parser.add_argument("--force", action="store_true", help=what)
 
 
 def field_default(cls: type, name: str) -> Any:

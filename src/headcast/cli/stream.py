@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from headcast.cli.parser import param_default
+from headcast.cli.parser import add_force, param_default
 from headcast.core.errors import HeadcastError
 
 logger = logging.getLogger(__name__)
@@ -26,19 +26,20 @@ def add_parser(sub) -> None:
 def _encode_arguments(en: argparse.ArgumentParser) -> None:
     from headcast.stream.files import DEFAULT_KEY_INTERVAL, DEFAULT_TARGET_MM, encode_file
     from headcast.stream.live import run_sender
-    from headcast.stream.wire import PROFILES
+    from headcast.stream.wire import MAX_KEY_INTERVAL, PROFILES
 
     en.add_argument("anim_dir", help="an animation folder (headcast animate)")
     en.add_argument("--profile", choices=tuple(PROFILES), default=param_default(run_sender, "profile"),
                     help="default %(default)s")
     en.add_argument("--out", required=True, help="output stream file")
+    add_force(en, file=True)
     en.add_argument("--recon", help="the reconstruction folder (for lighting and albedo in the init message)")
     en.add_argument("--key", help="Ed25519 private key (default: $HEADCAST_HOME/keys, made on first use)")
     en.add_argument("--sender", default=param_default(encode_file, "sender"), help="sender name in the init message")
     en.add_argument("--target-mm", type=float, default=DEFAULT_TARGET_MM,
                     help="compact: vertex error budget (default %(default)s)")
     en.add_argument("--key-interval", type=int, default=DEFAULT_KEY_INTERVAL,
-                    help="compact: a keyframe every N frames (default %(default)s)")
+                    help=f"compact: a keyframe every N frames, 1..{MAX_KEY_INTERVAL} (default %(default)s)")
     en.set_defaults(func=run_encode)
 
 
@@ -46,13 +47,14 @@ def run_encode(a: argparse.Namespace) -> None:
     from headcast.stream.files import encode_file
 
     rep = encode_file(Path(a.anim_dir), a.profile, Path(a.out), key_path=a.key, recon_dir=Path(a.recon) if a.recon else None,
-                      target_mm=a.target_mm, key_interval=a.key_interval, sender=a.sender)
+                      target_mm=a.target_mm, key_interval=a.key_interval, sender=a.sender, force=a.force)
     logger.info(f"headcast: wrote {a.out}: {stream_summary(rep)}")
 
 
 def _decode_arguments(de: argparse.ArgumentParser) -> None:
     de.add_argument("stream", help="a stream file (headcast encode)")
     de.add_argument("--out", required=True, help="output folder")
+    add_force(de)
     de.add_argument("--trust", help="the sender's public key (default: trust on first use)")
     de.set_defaults(func=run_decode)
 
@@ -60,7 +62,7 @@ def _decode_arguments(de: argparse.ArgumentParser) -> None:
 def run_decode(a: argparse.Namespace) -> None:
     from headcast.stream.files import decode_file
 
-    rep = decode_file(Path(a.stream), Path(a.out), trust_key=a.trust)
+    rep = decode_file(Path(a.stream), Path(a.out), trust_key=a.trust, force=a.force)
     logger.info(f"headcast: decoded into {a.out}/: {stream_summary(rep)}")
 
 
@@ -83,7 +85,7 @@ def _send_arguments(se: argparse.ArgumentParser) -> None:
     se.add_argument("--key", help="Ed25519 private key")
     se.add_argument("--sender", default=param_default(run_sender, "sender"), help="sender name")
     se.add_argument("--profile", choices=tuple(PROFILES), default=param_default(run_sender, "profile"))
-    se.add_argument("--max-frames", type=int, help="stop after N frames")
+    se.add_argument("--max-frames", type=int, help="stop after N frames (at least 1)")
     se.set_defaults(func=run_send)
 
 
@@ -100,11 +102,13 @@ def _receive_arguments(rc: argparse.ArgumentParser) -> None:
     from headcast.stream.live import run_receiver
 
     rc.add_argument("--listen", required=True, help="HOST:PORT to listen on (e.g. 127.0.0.1:8765)")
-    rc.add_argument("--out", help="output MP4 (required unless --web)")
+    rc.add_argument("--out", help="output MP4 (required unless --web); written whole when the receiver stops "
+                                  "(also on Ctrl-C)")
+    add_force(rc, file=True)
     rc.add_argument("--web", action="store_true", help="also show the stream live in the viewer page "
                                                       "(http://127.0.0.1:PORT/live)")
     rc.add_argument("--web-port", type=int, default=LIVE_PAGE_PORT,
-                    help="port of the live page (default %(default)s; 0: any)")
+                    help="port of the live page, 0..65535 (default %(default)s; 0: any)")
     rc.add_argument("--trust", help="the sender's public key (default: trust on first use)")
     rc.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a sender")
     rc.add_argument("--size", type=int, default=param_default(run_receiver, "size"),
@@ -118,18 +122,21 @@ def _receive_arguments(rc: argparse.ArgumentParser) -> None:
 def run_receive(a: argparse.Namespace) -> None:
     from functools import partial
 
+    from headcast.io.validate import check_number
     from headcast.stream.live import run_receiver
     from headcast.view.live import LiveWeb
 
     if a.out is None and not a.web:
         raise HeadcastError("give --out FILE.mp4, --web, or both")
+    if a.web:
+        check_number(a.web_port, "--web-port", 0, 65535, integer=True)
     run_receiver(a.listen, Path(a.out) if a.out else None, trust_path=a.trust, idle_timeout=a.idle_timeout,
-                 size=a.size, max_lag=a.max_lag, web=partial(LiveWeb, a.web_port) if a.web else None)
+                 size=a.size, max_lag=a.max_lag, web=partial(LiveWeb, a.web_port) if a.web else None, force=a.force)
 
 
 def _keygen_arguments(kg: argparse.ArgumentParser) -> None:
     kg.add_argument("--out", help="private key path (default $HEADCAST_HOME/keys/sender_ed25519.pem)")
-    kg.add_argument("--force", action="store_true", help="overwrite an existing key")
+    add_force(kg, file=True)
     kg.set_defaults(func=run_keygen)
 
 

@@ -30,8 +30,11 @@ from headcast.core.camera import Intrinsics, to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.geometry import vertex_normals
 from headcast.core.params import JOINT_NAMES, N_POSE, pose_slice
+from headcast.io import anim as anim_io
+from headcast.io import recon
 from headcast.io.anim import Animation, read_animation
 from headcast.io.gltf import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, GlbBuffer, write_glb
+from headcast.io.outputs import check_output_file, staged_file
 from headcast.io.recon import check_folder, check_model, read_intrinsics, read_params, read_texture
 from headcast.model.head_model import HeadModel
 
@@ -322,13 +325,17 @@ def _animation(b: GlbBuffer, A: Motion, head: GlbHead, mesh_node: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------------
 def export_glb(result_dir: str | Path, anim_dir: str | Path | None = None, out: str | Path = "head.glb",
-               model: HeadModel | None = None, animation: Motion | None = None) -> Path:
+               model: HeadModel | None = None, animation: Motion | None = None, force: bool = False) -> Path:
     """Write the GLB of a reconstruction folder (params.npz; albedo.png + mesh_textured.obj when textured;
     intrinsics.json for the camera) to ``out``, animated by the animation folder ``anim_dir`` or a
     :class:`Motion`. Without an animation the file rests in the fitted pose and expression (theta, psi),
-    as the camera saw the head."""
+    as the camera saw the head. ``out`` is written whole or not at all (:func:`staged_file`; ``force``
+    replaces an existing file)."""
     from headcast.model.registry import resolve_model
 
+    read = [Path(result_dir) / n for n in (recon.PARAMS, recon.ALBEDO, recon.TEXTURED_OBJ, recon.INTRINSICS)]
+    inputs = read + ([Path(anim_dir) / anim_io.PARAMS] if anim_dir is not None else [])
+    check_output_file(out, force=force, inputs=inputs)  # refuse before the work
     d = check_folder(result_dir)
     params = read_params(d)
     m = model if model is not None else resolve_model(params.model)
@@ -340,7 +347,9 @@ def export_glb(result_dir: str | Path, anim_dir: str | Path | None = None, out: 
                    None if tex is None else tex.uv_faces, None if tex is None else tex.png, read_intrinsics(d),
                    theta=params.theta, psi=params.psi)
     out = Path(out)
-    write_glb(out, *glb_document(head, animation))
+    data = write_glb(None, *glb_document(head, animation))
+    with staged_file(out, force=force, inputs=inputs) as tmp:
+        tmp.write_bytes(data)
     logger.debug("export: wrote %s (%s, %s)", out, "textured" if tex else "clay",
                  f"{len(animation.times)} frames" if animation is not None else "static")
     return out

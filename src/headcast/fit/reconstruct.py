@@ -23,7 +23,7 @@ from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
 from headcast.io.mesh import write_obj, write_ply
-from headcast.io.outputs import staged_dir
+from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.recon import write_params
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
@@ -49,9 +49,11 @@ class Reconstruction:
 def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str = "full", *,
                       landmarks: str = "mediapipe", face: int | None = None, forehead: bool = False,
                       hull_margin: float = HULL_MARGIN, config: FitConfig | None = None,
-                      truth: np.ndarray | None = None, started: float | None = None) -> Reconstruction:
+                      truth: np.ndarray | None = None, started: float | None = None,
+                      force: bool = False) -> Reconstruction:
     """``headcast reconstruct`` on a loaded (upright) frame: preprocess, fit ``model`` with ``method``, write
-    the reconstruction folder ``out`` (see the module docstring) and return the result.
+    the reconstruction folder ``out`` (see the module docstring) and return the result. ``out`` is checked
+    first (:func:`headcast.io.outputs.check_output_dir`; ``force`` replaces an earlier reconstruction there).
 
     landmarks, face, forehead, hull_margin: as :func:`headcast.preprocess.preprocess.preprocess` (its
     point subsampling uses ``config.seed``). truth: ground-truth vertices (V, 3) in the camera frame
@@ -60,13 +62,19 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
     """
     started = time.perf_counter() if started is None else started
     config = config or FitConfig()
+    check_output_dir(out, "reconstruction", force=force, inputs=_inputs(frame))  # refuse before the work
     obs = preprocess(frame, landmarks, face=face, forehead=forehead, hull_margin=hull_margin, seed=config.seed)
     rec = fit_observation(obs, make_fitter(model, config), method)
     if truth is not None:
         rec.report["ground_truth_mm"] = synthetic_errors(model, rec.vertices, truth)
     rec.report["seconds_total"] = time.perf_counter() - started
-    write_reconstruction(Path(out), obs, rec, model)
+    write_reconstruction(Path(out), obs, rec, model, force=force)
     return rec
+
+
+def _inputs(frame: RGBDFrame) -> tuple:
+    """The files a frame was read from (an output may not replace or lie inside them)."""
+    return frame.color_path, frame.depth_path, frame.intrinsics_path
 
 
 def make_fitter(model: HeadModel, config: FitConfig | None = None) -> RGBDFitter:
@@ -134,10 +142,10 @@ def paper_losses(blocks: list[dict]) -> dict:
 
 
 def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, model: HeadModel,
-                         extra_report: dict | None = None) -> Path:
-    """Write every output of a reconstruction into ``out_dir`` atomically."""
+                         extra_report: dict | None = None, force: bool = False) -> Path:
+    """Write every output of a reconstruction into ``out_dir`` atomically (``force``: replace an earlier one)."""
     frame = obs.frame
-    with staged_dir(out_dir, "reconstruction", inputs=(frame.color_path, frame.depth_path, frame.intrinsics_path)) as tmp:
+    with staged_dir(out_dir, "reconstruction", force=force, inputs=_inputs(frame)) as tmp:
         write_params(tmp, rec.params, frame.K)
         write_obj(tmp / "mesh.obj", rec.vertices, model.faces, model.uv, model.uv_faces)
         write_ply(tmp / "mesh.ply", rec.vertices, model.faces)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +15,7 @@ import numpy as np
 
 from headcast.core.errors import HeadcastError
 from headcast.core.files import parse_json, read_bytes
+from headcast.io.outputs import staged_file
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,10 @@ class GlbBuffer:
         return data + b"\0" * ((-len(data)) % 4)
 
 
-def write_glb(out: str | Path | BinaryIO | None, doc: dict, binary: bytes) -> bytes:
+def write_glb(out: str | Path | BinaryIO | None, doc: dict, binary: bytes, *, force: bool = False) -> bytes:
     """Pack ``doc`` (the glTF JSON, without ``buffers``) and ``binary`` into a GLB; write it to ``out`` (a
-    path: staged beside it and renamed into place; or a binary file object) unless None; return the bytes."""
+    path: :func:`headcast.io.outputs.staged_file`, an existing file replaced only with ``force``; or a binary
+    file object) unless None; return the bytes."""
     doc = dict(doc, buffers=[{"byteLength": len(binary)}])
     try:
         js = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
@@ -91,23 +92,10 @@ def write_glb(out: str | Path | BinaryIO | None, doc: dict, binary: bytes) -> by
     if hasattr(out, "write"):
         out.write(data)
         return data
-    _write_file(Path(out), data)
-    return data
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    if path.is_dir():
-        raise HeadcastError(f"cannot write {path}: it is a folder")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with staged_file(out, force=force) as tmp:
         tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError as e:
-        raise HeadcastError(f"cannot write {path}: {e.strerror or e.__class__.__name__}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    logger.debug("wrote %s (%d bytes)", path, len(data))
+    logger.debug("wrote %s (%d bytes)", out, len(data))
+    return data
 
 
 def read_glb(src: str | Path | bytes) -> tuple[dict, bytes]:

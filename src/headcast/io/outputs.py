@@ -279,6 +279,15 @@ def _check_file_target(target: Path, force: bool, inputs: list[Path]) -> None:
         raise HeadcastError(f"output {target} exists: pass --force to replace it")
 
 
+def check_output_file(path: str | Path, *, force: bool = False, inputs: Iterable = ()) -> Path:
+    """Refuse ``path`` as a file output as :func:`staged_files` would (a folder, an input, below a file, or
+    existing without ``force``); returns it resolved. Call it before long work, so that a refusal comes first."""
+    target = _resolve(path)
+    _check_file_target(target, force, [_resolve(p) for p in inputs if p is not None])
+    _check_parents(target)
+    return target
+
+
 @contextmanager
 def staged_files(paths: Sequence[str | Path], *, force: bool = False, modes: Sequence[int | None] | None = None,
                  inputs: Iterable = ()) -> Iterator[list[Path]]:

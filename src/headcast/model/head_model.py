@@ -15,6 +15,7 @@ import numpy as np
 
 from headcast.core.errors import HeadcastError
 from headcast.io.model_npz import ARRAYS, MASK_PREFIX, OPTIONAL, read_model_npz, write_model_npz
+from headcast.io.outputs import staged_file
 
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
 N_LANDMARKS = 68
@@ -160,12 +161,18 @@ class HeadModel:
         return np.einsum("lk,lkc->lc", self.lmk_bary, tri)
 
 
-def save_model(model: HeadModel, path: str | Path) -> Path:
-    """Write ``model`` to ``path`` (.npz, :mod:`headcast.io.model_npz`) atomically; returns the path."""
+def save_model(model: HeadModel, path: str | Path, force: bool = False) -> Path:
+    """Write ``model`` to ``path`` (.npz, :mod:`headcast.io.model_npz`) whole or not at all
+    (:func:`headcast.io.outputs.staged_file`; an existing file is replaced only with ``force``); returns the path."""
     arrays = {k: getattr(model, k) for k in ARRAYS}
     arrays.update({k: getattr(model, k) for k in OPTIONAL if getattr(model, k) is not None})
     arrays.update({f"{MASK_PREFIX}{k}": v for k, v in model.masks.items()})
-    return write_model_npz(path, arrays, model.meta)
+    with staged_file(path, force=force) as tmp:
+        try:
+            write_model_npz(tmp, arrays, model.meta)
+        except HeadcastError as e:  # it names the file it wrote, the staging name: name the target instead
+            raise HeadcastError(str(e).replace(str(tmp), str(path))) from None
+    return Path(path)
 
 
 def load_model(path: str | Path) -> HeadModel:

@@ -40,7 +40,7 @@ def resolve_model(spec: str = DEFAULT_MODEL, *, build_missing: bool = True) -> H
 
         logger.info("headcast: building the default head model (%s) into %s ...", spec, path)
         model = build_ict_model(src=None)
-        save_model(model, path)
+        save_model(model, path, force=True)  # a stale default model (checked above), or none
         return model
     known = sorted(q.stem for q in models_dir().glob("*.npz"))
     hint = f"; models here: {', '.join(known)}" if known else ""

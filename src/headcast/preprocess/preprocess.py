@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.io.validate import MAX_HULL_MARGIN_M, check_number
 from headcast.preprocess.cloud import HULL_MARGIN, FaceCloud, face_point_cloud
 from headcast.preprocess.landmarks import Landmarks2D, detect_landmarks
 from headcast.preprocess.lift import Landmarks3D, lift_landmarks
@@ -54,8 +55,10 @@ def preprocess(frame: RGBDFrame, method: str = "mediapipe", face: int | None = N
     forehead: extend the hull above the brows. hull_margin: metres the landmark hull is widened along
     the camera rays (0 = the paper's hull of the landmarks alone). max_points: keep a random subset
     of the face points (drawn with ``seed``). Progress lines go to the module's logger (INFO).
-    HeadcastError when no face is found or there is no valid depth around it.
+    HeadcastError when no face is found or there is no valid depth around it, or hull_margin is outside
+    0..MAX_HULL_MARGIN_M.
     """
+    check_number(hull_margin, "--hull-margin", 0, MAX_HULL_MARGIN_M, unit="metres")
     det = detect_landmarks(frame.color, method, face, name=frame.name)
     logger.info(f"landmarks: {method}, {det.n_faces} face(s), using face {det.face_index} (score {det.score:.2f})")
     lm3 = lift_landmarks(det.points, frame.depth, frame.K)

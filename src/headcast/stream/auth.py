@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from headcast.core.errors import HeadcastError
 from headcast.core.files import read_bytes, read_json
 from headcast.core.paths import home
+from headcast.io.outputs import staged_file, staged_files
 from headcast.stream.wire import TAG_SIZE, ProtocolError
 
 MAC_INFO = b"headcast/1 frame mac"
@@ -51,57 +52,21 @@ def generate_key(path: str | Path | None = None, overwrite: bool = False) -> tup
     """Write a new Ed25519 private key (PEM, PKCS8, mode 0600) and its public key file
     (``<path>.pub``: ``headcast-ed25519 <64 hex digits>``, mode 0644). Returns both paths.
 
-    Both or neither: each is written to a staging name beside its target and renamed into place
-    once both are complete; ``overwrite`` replaces existing key files (the new ones get the modes
-    above whatever the old ones had). HeadcastError (nothing written) when a target is a folder or
-    exists without ``overwrite``, or when writing fails.
+    Both or neither (:func:`headcast.io.outputs.staged_files`): each is written under a staging name with
+    its mode set before a byte is written, and both are renamed into place once complete; ``overwrite``
+    replaces existing key files (the new ones get the modes above whatever the old ones had).
+    HeadcastError (nothing written) when a target is a folder or exists without ``overwrite``, or when
+    writing fails.
     """
-    p = Path(path) if path is not None else default_key_path()
+    p = Path(path).expanduser().absolute() if path is not None else default_key_path()  # "." has no name
     pub = p.with_name(p.name + ".pub")
-    for target in (p, pub):
-        if target.is_dir():
-            raise HeadcastError(f"cannot write the key {target}: it is a folder")
-        if target.exists() and not overwrite:
-            raise HeadcastError(f"key {target} exists (delete it or pass another path)")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    text = f"{PUB_PREFIX} {public_bytes(key).hex()}\n".encode()
-    _write_both([(p, pem, 0o600), (pub, text, 0o644)])
+    with staged_files([p, pub], force=overwrite, modes=[0o600, 0o644]) as (tmp_key, tmp_pub):
+        tmp_key.write_bytes(pem)
+        tmp_pub.write_text(f"{PUB_PREFIX} {public_bytes(key).hex()}\n")
     return p, pub
-
-
-def _write_both(files: list[tuple[Path, bytes, int]]) -> None:
-    """Write (path, data, mode) files all or none: staging files beside the targets, then renames;
-    on a failure the staging files are removed and targets already replaced are restored."""
-    token = os.urandom(4).hex()
-    staged = [(t, t.with_name(f".{t.name}.{token}.tmp"), t.with_name(f".{t.name}.{token}.old")) for t, _, _ in files]
-    done: list[tuple[Path, Path, Path]] = []
-    try:
-        files[0][0].parent.mkdir(parents=True, exist_ok=True)
-        for (_, data, mode), (_, tmp, _) in zip(files, staged):
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), mode)  # the exact mode, whatever the umask
-                fh.write(data)
-        for target, tmp, old in staged:
-            if target.exists():
-                os.link(target, old)  # kept until both are in place
-            os.replace(tmp, target)
-            done.append((target, tmp, old))
-    except BaseException as e:  # a signal too: no half pair left
-        for target, _, old in reversed(done):
-            if old.exists():
-                os.replace(old, target)
-            else:
-                target.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise HeadcastError(f"cannot write the key {e.filename or files[0][0]}: {e.strerror or e}") from None
-        raise
-    finally:
-        for _, tmp, old in staged:
-            tmp.unlink(missing_ok=True)
-            old.unlink(missing_ok=True)
 
 
 def load_private_key(path: str | Path | None = None, create: bool = True) -> Ed25519PrivateKey:
@@ -220,10 +185,8 @@ class Trust:
                                     f"{fingerprint(bytes.fromhex(known[sender]))} was trusted on first use ({self.store})")
             return False
         known[sender] = pub.hex()
-        self.store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.store.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=2) + "\n")
-        os.replace(tmp, self.store)
+        with staged_file(self.store, force=True) as tmp:  # headcast's own store: replaced whole
+            tmp.write_text(json.dumps(known, indent=2) + "\n")
         return True
 
     def _load(self) -> dict:

@@ -18,10 +18,10 @@ from headcast.core.camera import to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.files import read_bytes
 from headcast.core.params import N_POSE
-from headcast.io.anim import ETA, Animation, read_animation, write_animation
-from headcast.io.outputs import check_output_dir, staged_dir
+from headcast.io.anim import ETA, PARAMS, Animation, read_animation, write_animation
+from headcast.io.outputs import check_output_dir, check_output_file, staged_dir, staged_file
 from headcast.io.recon import read_albedo, read_lighting
-from headcast.io.validate import MAX_STREAM_BYTES
+from headcast.io.validate import MAX_STREAM_BYTES, check_number
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream.session import ReceiverSession, SenderSession
@@ -34,6 +34,7 @@ from headcast.stream.wire import (
     FRAME_PREFIX,
     HEADER_SIZE,
     INIT,
+    MAX_KEY_INTERVAL,
     PAPER,
     PROFILES,
     TAG_SIZE,
@@ -83,6 +84,7 @@ def make_init(meta: dict, profile: str, appearance: dict | None = None, model=No
     """The stream's InitInfo; the compact profile's steps need the model (see :func:`codec.steps_for`)."""
     if profile not in PROFILES:
         raise HeadcastError(f"unknown profile {profile!r} (paper or compact)")
+    check_number(key_interval, "--key-interval", 1, MAX_KEY_INTERVAL, integer=True)
     prof = PROFILES[profile]
     app = appearance or {}
     beta = np.asarray(meta["beta"], dtype=np.float64)
@@ -121,16 +123,24 @@ def encode_frames(frames: list[K.ParamFrame], info: InitInfo, key) -> tuple[byte
 def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | BinaryIO, key_path: str | Path | None = None,
                 recon_dir: str | Path | None = None, target_mm: float = DEFAULT_TARGET_MM,
                 key_interval: int = DEFAULT_KEY_INTERVAL, sender: str = "default", model=None,
-                measure: bool = True) -> dict:
-    """Encode an animation folder into a signed file stream; returns the report (:func:`stream_report`)."""
+                measure: bool = True, force: bool = False) -> dict:
+    """Encode an animation folder into a signed file stream; returns the report (:func:`stream_report`).
+
+    A path ``out_stream`` is written whole or not at all (:func:`headcast.io.outputs.staged_file`; ``force``
+    replaces an existing file); nothing is written unless every frame encodes."""
+    check_number(key_interval, "--key-interval", 1, MAX_KEY_INTERVAL, integer=True)
+    inputs = (Path(anim_dir) / PARAMS, key_path)
+    if not hasattr(out_stream, "write"):
+        check_output_file(out_stream, force=force, inputs=inputs)  # refuse before the work
     frames, meta = animation_frames(anim_dir)
+    _check_sendable(frames, Path(anim_dir) / PARAMS)
     meta["n_expr"] = frames[0].psi.size
     if model is None:
         from headcast.model.registry import resolve_model
 
         model = resolve_model(meta["model"])
     if meta["n_expr"] != model.n_expr:
-        raise HeadcastError(f"{Path(anim_dir) / 'params.npz'}: psi has {meta['n_expr']} expression values per frame; "
+        raise HeadcastError(f"{Path(anim_dir) / PARAMS}: psi has {meta['n_expr']} expression values per frame; "
                             f"model {model.name!r} has {model.n_expr}")
     first = next((f for f in frames if f.face), None)
     if first is None:
@@ -141,12 +151,22 @@ def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | Bin
     if hasattr(out_stream, "write"):
         out_stream.write(data)
     else:
-        Path(out_stream).write_bytes(data)
+        with staged_file(out_stream, force=force, inputs=inputs) as tmp:
+            tmp.write_bytes(data)
     report = stream_report(data, info)
     if measure:
         dec = decode_bytes(data, auth.Trust(auth.public_bytes(key)))
         report.update(accuracy(model, frames, dec["frames"], info))
     return report
+
+
+def _check_sendable(frames: list[K.ParamFrame], path: Path) -> None:
+    """Every frame with a face must hold finite values as float32 (the paper profile's numbers on the wire)."""
+    with np.errstate(over="ignore"):
+        for f in frames:
+            if f.face and not all(np.isfinite(np.asarray(x, np.float32)).all() for x in (f.theta, f.psi, f.eta)):
+                raise HeadcastError(f"{path}: frame {f.seq} has a pose, expression or placement value that is not "
+                                    "a finite 32-bit number")
 
 
 # -- decode ------------------------------------------------------------------------------------
@@ -164,23 +184,32 @@ def decode_bytes(data: bytes, trust: auth.Trust) -> dict:
     return {"info": rx.info, "frames": frames, "stats": rx.stats}
 
 
-def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: str | Path | None = None) -> dict:
+def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: str | Path | None = None,
+                force: bool = False) -> dict:
     """Decode a file stream into the animation folder ``out_dir`` (:mod:`headcast.io.anim`: params.npz with
     seq, frames.jsonl, report.json), with init.json and albedo.png when the stream carries one. Nothing is
     written unless the stream's signature verifies against the trusted key (``trust_key``, else trust on
-    first use)."""
-    check_output_dir(out_dir, "decoded", inputs=(trust_key, None if hasattr(stream, "read") else stream))
-    data = stream.read() if hasattr(stream, "read") else read_bytes(stream, "stream file", MAX_STREAM_BYTES)
-    dec = decode_bytes(data, auth.Trust.from_file(trust_key))
+    first use); ``force`` replaces an earlier decoded folder. A damaged stream is a ProtocolError naming it."""
+    is_file = hasattr(stream, "read")
+    name = getattr(stream, "name", "stream") if is_file else str(stream)
+    inputs = (trust_key, None if is_file else stream)
+    check_output_dir(out_dir, "decoded", force=force, inputs=inputs)
+    data = stream.read(MAX_STREAM_BYTES + 1) if is_file else read_bytes(stream, "stream file", MAX_STREAM_BYTES)
+    if len(data) > MAX_STREAM_BYTES:
+        raise HeadcastError(f"stream {name} is more than the {MAX_STREAM_BYTES >> 20} MiB headcast reads")
+    try:
+        dec = decode_bytes(data, auth.Trust.from_file(trust_key))
+    except ProtocolError as e:
+        raise ProtocolError(f"{name}: {e}") from None
     info, frames = dec["info"], dec["frames"]
     if not frames:
-        raise HeadcastError(f"{stream} holds no frames")
+        raise HeadcastError(f"{name} holds no frames")
     report = stream_report(data, info)
     anim = Animation(np.array([f.t for f in frames]), np.array([f.theta for f in frames]),
                      np.array([f.psi for f in frames]), np.array([f.eta for f in frames]),
                      np.array([f.face for f in frames]), info.fps, info.beta, info.model,
                      {"seq": np.array([f.seq for f in frames])})
-    with staged_dir(out_dir, "decoded", inputs=(trust_key, None if hasattr(stream, "read") else stream)) as tmp:
+    with staged_dir(out_dir, "decoded", force=force, inputs=inputs) as tmp:
         write_animation(tmp, anim, ("seq",), report)
         js = {"model": info.model, "sender": info.sender, "sender_key": auth.fingerprint(info.sign_pub),
               "profile": "compact" if info.profile == COMPACT else "paper", "fps": info.fps,

@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.io.outputs import check_output_file
+from headcast.io.validate import check_number
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
 from headcast.stream import auth
 from headcast.stream.metrics import ReceiveStats, SendStats
@@ -46,6 +48,8 @@ def run_sender(to: str, video: str | None = None, camera: int | None = None, rec
         raise HeadcastError("give exactly one of --video FILE or --camera N")
     if not to.startswith(("ws://", "wss://")):
         raise HeadcastError(f"--to {to!r} must be a ws:// URL")
+    if max_frames is not None:
+        check_number(max_frames, "--max-frames", 1, None, integer=True)
     beta, name = None, model_spec
     if recon_dir is not None:
         from headcast.io.recon import read_params
@@ -68,8 +72,11 @@ def run_sender(to: str, video: str | None = None, camera: int | None = None, rec
 
 def run_receiver(listen: str, out: str | None, trust_path: str | None = None, idle_timeout: float | None = None,
                  max_frames: int | None = None, model_spec: str = DEFAULT_MODEL, size: int = 512,
-                 max_lag: int | None = None, web: Callable[..., Sink] | None = None) -> ReceiveStats:
-    """``headcast receive``: listen on HOST:PORT and render what trusted senders stream into ``out``.
+                 max_lag: int | None = None, web: Callable[..., Sink] | None = None,
+                 force: bool = False) -> ReceiveStats:
+    """``headcast receive``: listen on HOST:PORT and render what trusted senders stream into ``out``
+    (written whole at the end, also when Ctrl-C or SIGTERM stops the recording; ``force`` replaces an
+    existing file; a target that cannot be written is refused before anything else).
 
     ``web``: makes the page that also shows the stream, given the receiver's model (e.g.
     ``functools.partial(headcast.view.live.LiveWeb, port)``): a :class:`~headcast.stream.receiver.Sink`
@@ -77,6 +84,8 @@ def run_receiver(listen: str, out: str | None, trust_path: str | None = None, id
     if out is None and web is None:
         raise HeadcastError("give --out FILE.mp4, --web, or both")
     host, port = parse_listen(listen)
+    if out is not None:
+        check_output_file(out, force=force, inputs=(trust_path,))  # at the start, not after the session
     trust = auth.Trust.from_file(trust_path)
     if trust.pinned is not None:
         logger.info("receive: trusting only %s", auth.fingerprint(trust.pinned))
@@ -86,7 +95,8 @@ def run_receiver(listen: str, out: str | None, trust_path: str | None = None, id
     page = web(model) if web is not None else None
     try:
         return asyncio.run(receive(host, port, out, trust, idle_timeout=idle_timeout, max_frames=max_frames,
-                                   model=model, size=size, max_lag=max_lag, web=page, render=out is not None))
+                                   model=model, size=size, max_lag=max_lag, web=page, render=out is not None,
+                                   force=force))
     except KeyboardInterrupt:
         logger.info("receive: stopped")
         raise

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
+from headcast.io.outputs import staged_file
 from headcast.stream import auth
 from headcast.stream.metrics import ReceiveStats
 from headcast.stream.renderer import RenderWorker
@@ -95,11 +96,15 @@ class _Link:
 async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trust,
                   max_frames: int | None = None, idle_timeout: float | None = None, size: int = 512,
                   model=None, ready: Callable | None = None, render: bool = True,
-                  max_lag: int | None = None, web=None) -> ReceiveStats:
+                  max_lag: int | None = None, web=None, force: bool = False) -> ReceiveStats:
     """Listen on ``host:port``, accept authenticated senders, render into ``out`` (MP4).
 
     Stops after ``max_frames`` decoded frames, or ``idle_timeout`` seconds without a message once a
-    sender has been seen (or on cancellation). Rejected messages are logged with their reason.
+    sender has been seen, or on cancellation (Ctrl-C, SIGTERM), which ends the recording and is raised
+    again once the MP4 is in place. Rejected messages are logged with their reason.
+    ``out`` is written under a staging name and renamed into place at the end (:func:`staged_file`:
+    refused at the start when it exists, unless ``force``, or cannot be written); nothing is written
+    when no frame was rendered.
     ``max_lag``: frames the renderer may fall behind before it skips to the newest (default:
     ``renderer.LAG_SECONDS`` of frames, 3 at 30 fps; 0: never skip, so the MP4 has every frame however late).
     ``model``: a preloaded model, used when the stream names it. ``render`` False: no render worker.
@@ -107,25 +112,53 @@ async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trus
     :class:`headcast.view.live.LiveWeb`; it runs in this event loop for as long as the receiver listens.
     ``ready``: called with the started server (its ``.sockets``, ``.connections``).
     """
-    websockets, _, serve = websockets_api()
     stats = ReceiveStats()
-    worker = RenderWorker(Path(out) if out else None, stats, size, model, max_lag) if render else None
+    if not render or out is None:
+        await _listen(host, port, RenderWorker(None, stats, size, model, max_lag) if render else None, trust,
+                      max_frames, idle_timeout, stats, ready, web)
+        return stats
+    try:
+        with staged_file(out, force=force) as tmp:
+            worker = RenderWorker(tmp, stats, size, model, max_lag)
+            cancelled = await _listen(host, port, worker, trust, max_frames, idle_timeout, stats, ready, web)
+            if not stats.written:
+                raise _NothingRendered()
+    except _NothingRendered:
+        logger.info("receive: no frame was rendered; %s not written", out)
+    if cancelled:
+        raise asyncio.CancelledError()
+    return stats
+
+
+class _NothingRendered(Exception):
+    """No frame reached the MP4: its staging file is removed rather than put in place."""
+
+
+async def _listen(host: str, port: int, worker: RenderWorker | None, trust: auth.Trust, max_frames: int | None,
+                  idle_timeout: float | None, stats: ReceiveStats, ready: Callable | None, web) -> bool:
+    """Serve until stopped (see :func:`receive`), then finish the render worker; True when cancelled."""
+    websockets, _, serve = websockets_api()
     if worker:
         worker.start()
     link = _Link(trust, [s for s in (worker, web) if s is not None], max_frames, stats,
                  websockets.exceptions.ConnectionClosed)
-    async with contextlib.AsyncExitStack() as stack:
-        if web is not None:
-            await stack.enter_async_context(web)
-        server = await stack.enter_async_context(serve(link.handler, host, port, max_size=1 << 24))
-        logger.info("receive: listening on ws://%s:%s", host, port)
-        if ready is not None:
-            ready(server)
-        await link.wait(idle_timeout)
-    if worker:
-        worker.q.put(None)
-        await asyncio.to_thread(worker.join)
-        if worker.error is not None:
-            raise worker.error
+    cancelled = False
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if web is not None:
+                await stack.enter_async_context(web)
+            server = await stack.enter_async_context(serve(link.handler, host, port, max_size=1 << 24))
+            logger.info("receive: listening on ws://%s:%s", host, port)
+            if ready is not None:
+                ready(server)
+            await link.wait(idle_timeout)
+    except asyncio.CancelledError:  # the recording ends here; receive() raises it again
+        cancelled = True
+    finally:
+        if worker:
+            worker.q.put(None)
+            await asyncio.to_thread(worker.join)
+    if worker and worker.error is not None:
+        raise worker.error
     logger.info(f"receive: {stats.frames} frames decoded, {stats.written} written, {stats.rejected} rejected")
-    return stats
+    return cancelled

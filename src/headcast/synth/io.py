@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from headcast.core.params import N_POSE
 from headcast.core.sh import SH_CONST
 from headcast.io.arrays import read_npy, read_npz
 from headcast.io.mesh import write_obj, write_ply
+from headcast.io.outputs import staged_dir, staged_files
 from headcast.io.validate import read_depth, read_image
 from headcast.model.head_model import HeadModel
 from headcast.synth.render import SynthFrame, render_rgbd
@@ -99,33 +97,30 @@ def _json_lines(d: dict) -> str:
 
 
 def write_sample(frame: SynthFrame, subject: SynthSubject, model: HeadModel, out_dir: str | Path,
-                 prefix: str = "frame-000") -> dict[str, Path]:
+                 prefix: str = "frame-000", force: bool = False) -> dict[str, Path]:
     """Write one sample (see the module docstring) into ``out_dir``; returns the paths by kind.
 
-    Files are written to a temporary folder inside ``out_dir`` and moved into place at the end;
-    existing files of the same prefix are replaced.
+    The files appear together or not at all (:func:`headcast.io.outputs.staged_files`); existing files of
+    the same prefix are refused, or replaced with ``force``.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise HeadcastError(f"output {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     names = expression_names(model) or [""] * model.n_expr
     K = frame.K
     files = {k: f"{prefix}_{k}" for k in ("color.png", "depth_mm.png", "intrinsics.json", "gt.npz", "gt.json",
                                           "gt_mesh.obj", "gt_mesh.ply")}
-    tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
-    try:
-        iio.imwrite(tmp / files["color.png"], frame.color)
-        mm = np.round(frame.depth.astype(np.float64) * 1000.0)
-        if mm.max(initial=0) > 65535:
-            raise HeadcastError(f"depth up to {mm.max() / 1000:.1f} m does not fit a uint16 millimetre PNG")
-        iio.imwrite(tmp / files["depth_mm.png"], mm.astype(np.uint16))
+    mm = np.round(frame.depth.astype(np.float64) * 1000.0)
+    if mm.max(initial=0) > 65535:
+        raise HeadcastError(f"depth up to {mm.max() / 1000:.1f} m does not fit a uint16 millimetre PNG")
+    with staged_files([out / name for name in files.values()], force=force) as tmps:
+        tmp = dict(zip(files, tmps))
+        iio.imwrite(tmp["color.png"], frame.color)
+        iio.imwrite(tmp["depth_mm.png"], mm.astype(np.uint16))
         intr = dict(fx=K.fx, fy=K.fy, cx=K.cx, cy=K.cy, width=K.width, height=K.height,
                     depth_unit="millimetre (uint16 PNG, 0 = no depth)",
                     source=f"headcast synth: model {model.name}, profile {frame.profile}")
-        (tmp / files["intrinsics.json"]).write_text(json.dumps(intr, indent=1) + "\n")
+        tmp["intrinsics.json"].write_text(json.dumps(intr, indent=1) + "\n")
         np.savez_compressed(
-            tmp / files["gt.npz"], model=np.str_(model.name), n_vertices=np.int64(model.n_vertices),
+            tmp["gt.npz"], model=np.str_(model.name), n_vertices=np.int64(model.n_vertices),
             beta=subject.beta, psi=subject.psi, expression_names=np.array(names, dtype=np.str_),
             theta=subject.theta, s=np.float64(subject.s), t=np.asarray(subject.t, np.float64),
             albedo=subject.albedo, sh_lighting=subject.lighting, sh_const=SH_CONST, vertices=frame.vertices,
@@ -142,17 +137,11 @@ def write_sample(frame: SynthFrame, subject: SynthSubject, model: HeadModel, out
                   sh_basis="shading(n) = sum_k sh[k] * SH_CONST[k] * b_k(n), b = [1, x, y, z, xy, xz, yz, "
                            "x^2 - y^2, 3 z^2 - 1], n in the view frame (x right, y up, z to the camera)",
                   info=subject.info, files=files)
-        (tmp / files["gt.json"]).write_text(_json_lines(_jsonable(gt)))
-        write_obj(tmp / files["gt_mesh.obj"], frame.vertices, model.faces, model.uv, model.uv_faces)
-        write_ply(tmp / files["gt_mesh.ply"], frame.vertices, model.faces,
+        tmp["gt.json"].write_text(_json_lines(_jsonable(gt)))
+        write_obj(tmp["gt_mesh.obj"], frame.vertices, model.faces, model.uv, model.uv_faces)
+        write_ply(tmp["gt_mesh.ply"], frame.vertices, model.faces,
                   np.round(np.clip(subject.albedo, 0, 1) * 255).astype(np.uint8))
-        paths = {}
-        for kind, name in files.items():
-            os.replace(tmp / name, out / name)
-            paths[kind] = out / name
-        return paths
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return {kind: out / name for kind, name in files.items()}
 
 
 def read_sample(folder: str | Path, prefix: str = "frame-000") -> dict:
@@ -173,42 +162,28 @@ def read_sample(folder: str | Path, prefix: str = "frame-000") -> dict:
 
 def synth(model: HeadModel, out_dir: str | Path, n: int = 1, seed: int = 0, profile: str = "truedepth",
           width: int = 640, height: int = 480, hfov_deg: float | None = None, focal: float | None = None,
-          background: bool = True, aa: int = 2, **subject_kwargs) -> list[Path]:
+          background: bool = True, aa: int = 2, force: bool = False, **subject_kwargs) -> list[Path]:
     """Render ``n`` random subjects into ``out_dir`` as ``frame-000`` ... ``frame-<n-1>``.
 
     Frame i uses ``random_subject(model, seed + i, **subject_kwargs)`` and sensor-noise seed
-    ``seed + i``, so ``seed=5, n=1`` reproduces frame 5 of a ``seed=0`` run. A new ``out_dir`` is
-    built in a temporary sibling folder and renamed at the end; into an existing folder the files
-    are moved at the end. Returns the colour PNG paths.
+    ``seed + i``, so ``seed=5, n=1`` reproduces frame 5 of a ``seed=0`` run. ``out_dir`` is a folder
+    output of kind ``synth`` (:func:`headcast.io.outputs.staged_dir`: built whole, then moved into place;
+    ``force`` replaces an earlier synth output there). Returns the colour PNG paths.
     """
     if n < 1:
         raise HeadcastError(f"--n must be at least 1, not {n}")
     K = default_intrinsics(width, height, hfov_deg, focal)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise HeadcastError(f"output {out} exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.time_ns()}"
-    staging.mkdir()  # not mkdtemp: the folder is renamed into place and keeps the usual permissions
-    try:
-        prefixes = []
-        for i in range(n):
+    prefixes = [f"frame-{i:03d}" for i in range(n)]
+    with staged_dir(out, "synth", force=force) as staging:
+        for i, prefix in enumerate(prefixes):
             t0 = time.perf_counter()
             subject = random_subject(model, seed + i, **subject_kwargs)
             frame = render_rgbd(model, subject, K, profile=profile, background=background, seed=seed + i, aa=aa)
-            prefix = f"frame-{i:03d}"
             write_sample(frame, subject, model, staging, prefix)
-            prefixes.append(prefix)
             logger.info(f"synth: {prefix} (seed {seed + i}, yaw {subject.info['yaw_deg']:+.0f} deg, "
                         f"{subject.info['distance_m']:.2f} m) in {time.perf_counter() - t0:.1f} s")
-        if not out.exists():
-            staging.rename(out)
-        else:
-            for f in sorted(staging.iterdir()):
-                os.replace(f, out / f.name)
-        return [out / f"{p}_color.png" for p in prefixes]
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return [out / f"{p}_color.png" for p in prefixes]
 
 
 def load_beta(path: str | Path) -> np.ndarray:

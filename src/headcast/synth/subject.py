@@ -11,6 +11,7 @@ from scipy.spatial.transform import Rotation
 from headcast.core.camera import to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE, pose_slice
+from headcast.io.validate import check_number
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.synth.appearance import random_lighting, skin_albedo
@@ -136,6 +137,8 @@ def random_subject(model: HeadModel, seed: int = 0, *, yaw_range_deg: float = 30
     """
     if not 0 <= yaw_range_deg <= 90:
         raise HeadcastError(f"yaw range must be 0..90 degrees, not {yaw_range_deg}")
+    if skin_tone is not None:
+        check_number(skin_tone, "--skin-tone", 0, 1)
     r_beta, r_expr, r_pose, r_place, r_albedo, r_light, _ = streams(seed)
 
     b = shape_scale * _truncated_normal(r_beta, model.n_shape, 2.0)

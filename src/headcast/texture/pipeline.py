@@ -12,8 +12,10 @@ Reads params.npz, color.png and intrinsics.json (written by ``headcast reconstru
 - ``texture_report.json``: Loss4 (the paper's equation 6 over the face pixels), timings, texel
   counts.
 
-The new files are written into a temporary folder inside it and renamed into place at the end, so a
-failure leaves the folder as it was. File names and formats: :mod:`headcast.io.recon`.
+The new files are written under staging names inside it and renamed into place together at the end
+(:func:`headcast.io.outputs.staged_files`), so a failure or a signal leaves the folder as it was; they are
+added to the folder's manifest, so that ``reconstruct --force`` and ``texture --force`` replace them later.
+A texture file headcast did not write is never replaced. File names and formats: :mod:`headcast.io.recon`.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import imageio.v3 as iio
 import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
+from headcast.core.files import reason
 from headcast.io import recon
+from headcast.io.outputs import STAGING_MARK, extend_manifest, read_manifest, staged_files
+from headcast.io.validate import MAX_TEXTURE_SIZE, check_number
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.texture.albedo_model import load_albedo_model
@@ -57,20 +63,22 @@ def picture(model: HeadModel, vertices: np.ndarray, photo: np.ndarray, K: Intrin
 
 
 def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | None = None, size: int = 1024,
-                           model: str | HeadModel | None = None, n_components: int = 50) -> dict:
+                           model: str | HeadModel | None = None, n_components: int = 50,
+                           force: bool = False) -> dict:
     """Texture the reconstruction in ``recon_dir`` and write the outputs listed in the module docstring.
 
     ``model`` (a name, a path or a loaded model) must be the one the folder was fitted with (default: the
-    one it names). Returns the report (also written as texture_report.json).
+    one it names); ``size``: 16..MAX_TEXTURE_SIZE texels; ``force`` replaces the folder's earlier texture.
+    Returns the report (also written as texture_report.json).
     """
     from headcast.model.registry import resolve_model
 
     t0 = time.perf_counter()
-    if not 16 <= int(size) <= 8192:
-        raise HeadcastError(f"--size {size} is out of range (16..8192 texels)")
+    check_number(size, "--size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
     d = recon.check_folder(recon_dir, REQUIRED)
     params = recon.read_params(d)
     photo = recon.read_photo(d)
+    _check_targets(d, force)  # refuse before the work
     am = load_albedo_model(albedo_model, n_components) if albedo_model is not None else None
     m = model if isinstance(model, HeadModel) else resolve_model(str(model) if model is not None else params.model)
     recon.check_model(d, params, m)
@@ -87,18 +95,49 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     light = recon.Lighting(res.light, res.rho, None if albedo_model is None else str(albedo_model))
     if am is not None:
         light.scale = "set by the albedo model"
-    tmp = Path(tempfile.mkdtemp(prefix=f".texture.tmp-{os.getpid()}-", dir=d))
-    try:
+
+    def write(folder: Path) -> None:
         a = res.space.atlas
-        recon.write_texture(tmp, res.albedo, verts, m.faces, a.uv, a.uv_faces)
-        iio.imwrite(tmp / recon.RENDER_VS_PHOTO, picture(m, verts, photo.color, photo.K, res), extension=".png",
+        recon.write_texture(folder, res.albedo, verts, m.faces, a.uv, a.uv_faces)
+        iio.imwrite(folder / recon.RENDER_VS_PHOTO, picture(m, verts, photo.color, photo.K, res), extension=".png",
                     compress_level=3)
-        recon.write_lighting(tmp, light)
+        recon.write_lighting(folder, light)
         report["seconds"] = time.perf_counter() - t0
-        (tmp / recon.TEXTURE_REPORT).write_text(json.dumps(report, indent=2) + "\n")
-        for name in OUTPUTS:
-            os.replace(tmp / name, d / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (folder / recon.TEXTURE_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+
+    _write_outputs(d, write, force)
     logger.info(f"texture: wrote {', '.join(OUTPUTS)} into {d} in {report['seconds']:.1f} s")
     return report
+
+
+def _check_targets(d: Path, force: bool) -> bool:
+    """Refuse to replace a texture file headcast did not write (one ``d``'s manifest does not list) and,
+    without ``force``, an earlier texture; True when ``d`` has a reconstruction manifest to list the files in."""
+    m = read_manifest(d)
+    tracked = m is not None and m["kind"] == "reconstruction"
+    for name in OUTPUTS:
+        if os.path.lexists(d / name):
+            if not tracked or name not in m["files"]:
+                raise HeadcastError(f"{d} has {name}, which headcast did not write: move it away first")
+            if not force:
+                raise HeadcastError(f"{d} is textured already: pass --force to replace its texture files")
+    return tracked
+
+
+def _write_outputs(d: Path, write: Callable[[Path], None], force: bool) -> None:
+    """Put the files ``write(folder)`` makes into ``d``, all or none, listed in its manifest when it has one."""
+    tracked = _check_targets(d, force)
+    staging = None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".texture{STAGING_MARK}{os.getpid()}-", dir=d))
+        write(staging)
+        with staged_files([d / name for name in OUTPUTS], force=True) as tmps:
+            for name, tmp in zip(OUTPUTS, tmps):
+                os.replace(staging / name, tmp)
+            if tracked:  # first: a listed file that is missing is harmless, an unlisted one would be refused
+                extend_manifest(d, "reconstruction", OUTPUTS)
+    except OSError as e:
+        raise HeadcastError(f"cannot write {d}: {reason(e)}") from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
