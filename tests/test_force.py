@@ -77,6 +77,29 @@ def test_encode_replaces_a_stream_only_with_force(tiny_anim, tmp_path, capsys):
     assert no_staging(tmp_path)
 
 
+def test_decode_from_a_file_object_is_bounded_and_named(tmp_path, monkeypatch):
+    import io
+
+    from headcast.stream import files
+
+    monkeypatch.setattr(files, "MAX_STREAM_BYTES", 1000)
+    with pytest.raises(HeadcastError, match="^stream file big.hcs is more than the 1.0 kB headcast reads$"):
+        files.decode_file(_Named(bytes(1001), "big.hcs"), tmp_path / "out")
+    with pytest.raises(HeadcastError, match="^stream: bad magic"):
+        files.decode_file(io.BytesIO(b"XXXX" * 40), tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+class _Named:
+    """A readable file object with a name."""
+
+    def __init__(self, data: bytes, name: str):
+        self.data, self.name = data, name
+
+    def read(self, n: int = -1) -> bytes:
+        return self.data if n < 0 else self.data[:n]
+
+
 def test_keygen_force_writes_both_keys_with_their_modes(tmp_path):
     p = tmp_path / "id.pem"
     assert main(["keygen", "--out", str(p)]) == 0

@@ -16,7 +16,7 @@ import numpy as np
 
 from headcast.core.camera import to_camera
 from headcast.core.errors import HeadcastError
-from headcast.core.files import read_bytes
+from headcast.core.files import read_bytes, size_text
 from headcast.core.params import N_POSE
 from headcast.io.anim import ETA, PARAMS, Animation, read_animation, write_animation
 from headcast.io.outputs import check_output_dir, check_output_file, staged_dir, staged_file
@@ -196,7 +196,7 @@ def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: s
     check_output_dir(out_dir, "decoded", force=force, inputs=inputs)
     data = stream.read(MAX_STREAM_BYTES + 1) if is_file else read_bytes(stream, "stream file", MAX_STREAM_BYTES)
     if len(data) > MAX_STREAM_BYTES:
-        raise HeadcastError(f"stream {name} is more than the {MAX_STREAM_BYTES >> 20} MiB headcast reads")
+        raise HeadcastError(f"stream file {name} is more than the {size_text(MAX_STREAM_BYTES)} headcast reads")
     try:
         dec = decode_bytes(data, auth.Trust.from_file(trust_key))
     except ProtocolError as e:

@@ -114,8 +114,9 @@ async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trus
     """
     stats = ReceiveStats()
     if not render or out is None:
-        await _listen(host, port, RenderWorker(None, stats, size, model, max_lag) if render else None, trust,
-                      max_frames, idle_timeout, stats, ready, web)
+        if await _listen(host, port, RenderWorker(None, stats, size, model, max_lag) if render else None, trust,
+                         max_frames, idle_timeout, stats, ready, web):
+            raise asyncio.CancelledError()
         return stats
     try:
         with staged_file(out, force=force) as tmp:
