@@ -3,6 +3,11 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests are seeded like everything else: the same examples on every run (no example database).
+settings.register_profile("headcast", derandomize=True, database=None)
+settings.load_profile("headcast")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
