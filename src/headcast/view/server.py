@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import os
-import signal
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -192,20 +191,11 @@ def head_glb(target: str | Path, anim_dir: str | Path | None = None, workdir: Pa
     raise HeadcastError(f"{p} is neither a .glb file nor a reconstruction folder")
 
 
-def _stop_on_sigterm() -> None:
-    """Let SIGTERM end ``view`` like Ctrl-C, so the exported temporary GLB is removed."""
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
-
-
 @contextmanager
 def showing(target: str | Path, anim_dir: str | Path | None = None, port: int = 0) -> Iterator[tuple[Path, str]]:
     """Serve ``target`` (RESULT_DIR or head.glb) while inside: yields (the GLB shown, the page's URL).
-    SIGTERM ends it like Ctrl-C; the server stops and an exported GLB is removed on the way out."""
-    _stop_on_sigterm()
+    The server stops and an exported GLB is removed on the way out (also on Ctrl-C, and on SIGTERM under
+    the CLI, whose handlers turn it into an exception: :func:`headcast.io.outputs.install_signal_handlers`)."""
     with tempfile.TemporaryDirectory(prefix="headcast-view-") as tmp:
         glb = head_glb(target, anim_dir, Path(tmp))
         server = serve(glb, port=port)
@@ -216,7 +206,7 @@ def showing(target: str | Path, anim_dir: str | Path | None = None, port: int = 
 
 
 def wait_until_stopped() -> None:
-    """Block until Ctrl-C (or SIGTERM under :func:`showing`)."""
+    """Block until Ctrl-C (or SIGTERM under the CLI)."""
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
