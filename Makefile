@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/headcast demo
+	.venv/bin/headcast demo --force
 
 test: setup
 	.venv/bin/python -m pytest -q
