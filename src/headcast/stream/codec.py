@@ -4,7 +4,7 @@
 float32, self-contained in every frame: ``4 * (6 + E + n_eta)`` bytes (436 for FLAME's 100
 expressions and the 3-number eta).
 
-``compact``: each component ``x_j`` of ``[theta (15) | psi (E) | eta']`` (eta' = eta with the scale
+``compact``: each component ``x_j`` of ``[theta (N_POSE = 15) | psi (E) | eta']`` (eta' = eta with the scale
 replaced by its logarithm) is quantised as ``q_j = round(x_j / step_j)`` with the steps carried in
 the INIT. A keyframe codes the ``q_j`` themselves (signed Exp-Golomb) and a 4-bit Laplace scale
 index per component; the frames after it code ``q_j - q_j(previous frame)`` with an arithmetic
@@ -20,17 +20,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.params import N_POSE, pose_slice
 from headcast.stream import coder as C
 from headcast.stream.wire import COMPACT, ETA_PAPER, ETA_SIM, PAPER, InitInfo, ProtocolError
 
-PAPER_POSE = np.array([0, 1, 2, 6, 7, 8])  # root and jaw: the paper's L = 6
+PAPER_POSE = np.r_[pose_slice("root"), pose_slice("jaw")]  # root and jaw: the paper's L = 6
 Q_MAX = 1 << 24                            # |q| cap: a value beyond it is clipped (and reported)
 KEY_EG_ORDER = 4
 
 
 @dataclass
 class ParamFrame:
-    """One video frame's parameters: seq, t (seconds), theta (15,) rad, psi (E,), eta (3,) paper
+    """One video frame's parameters: seq, t (seconds), theta (N_POSE,) rad, psi (E,), eta (3,) paper
     (s px/m, tx px, ty px) or (4,) similarity (scale, tx, ty, tz metres), face (False: none found)."""
 
     seq: int
@@ -44,7 +45,7 @@ class ParamFrame:
 # -- vector layout -----------------------------------------------------------------------------
 def to_vector(theta: np.ndarray, psi: np.ndarray, eta: np.ndarray, info: InitInfo) -> np.ndarray:
     """The components (C,) a profile codes, float64."""
-    theta = np.asarray(theta, dtype=np.float64).reshape(15)
+    theta = np.asarray(theta, dtype=np.float64).reshape(N_POSE)
     th = theta[PAPER_POSE] if info.n_pose == 6 else theta
     eta = np.asarray(eta, dtype=np.float64).reshape(-1)
     if eta.size != info.n_eta:
@@ -60,13 +61,13 @@ def to_vector(theta: np.ndarray, psi: np.ndarray, eta: np.ndarray, info: InitInf
 
 
 def from_vector(x: np.ndarray, info: InitInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """theta (15,), psi (E,), eta from a component vector."""
+    """theta (N_POSE,), psi (E,), eta from a component vector."""
     x = np.asarray(x, dtype=np.float64)
-    theta = np.zeros(15)
+    theta = np.zeros(N_POSE)
     if info.n_pose == 6:
         theta[PAPER_POSE] = x[:6]
     else:
-        theta[:] = x[:15]
+        theta[:] = x[:N_POSE]
     psi = x[info.n_pose:info.n_pose + info.n_expr].copy()
     eta = x[info.n_pose + info.n_expr:].copy()
     if info.profile == COMPACT:
@@ -90,9 +91,9 @@ def component_sensitivity(model, beta: np.ndarray, n_pose: int, eta_kind: int, e
     layer = HeadLayer(model, dtype=torch.float64)
     E = layer.n_expr
     beta_t = torch.as_tensor(np.asarray(beta, dtype=np.float64)[None, :layer.n_shape])
-    pose_ids = PAPER_POSE if n_pose == 6 else np.arange(15)
+    pose_ids = PAPER_POSE if n_pose == 6 else np.arange(N_POSE)
     h = 1e-4
-    th = torch.zeros(1 + len(pose_ids), 15, dtype=torch.float64)
+    th = torch.zeros(1 + len(pose_ids), N_POSE, dtype=torch.float64)
     for k, j in enumerate(pose_ids):
         th[1 + k, j] = h
     with torch.no_grad():
@@ -109,7 +110,7 @@ def component_sensitivity(model, beta: np.ndarray, n_pose: int, eta_kind: int, e
     return np.concatenate([s_pose, s_expr, s_eta])
 
 
-def quantisation_steps(sensitivity: np.ndarray, target_mm: float = 0.1, n_pose: int = 15, n_eta: int = 3,
+def quantisation_steps(sensitivity: np.ndarray, target_mm: float = 0.1, n_pose: int = N_POSE, n_eta: int = 3,
                        max_rot: float = 0.005, max_expr: float = 0.02) -> np.ndarray:
     """Steps (C,) giving every component the same RMS vertex error ``target_mm / sqrt(C)`` (so the
     total RMS is about ``target_mm`` when every component varies): ``step_j = sqrt(12) * e / S_j``

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.core.params import N_POSE
 
 MAGIC = b"HC"
 VERSION = 1
@@ -56,7 +57,7 @@ MAX_RHO = 1024
 MAX_PNG = 12 << 20
 MAX_PNG_SIDE = 8192
 N_LAMBDA = 27
-POSE_SIZES = (6, 15)            # the paper's root + jaw, or the full FLAME pose
+POSE_SIZES = (6, N_POSE)        # the paper's root + jaw, or the full FLAME pose
 MAX_KEY_INTERVAL = 1000
 
 
@@ -291,7 +292,7 @@ def parse_init_body(body: bytes) -> tuple[InitInfo, bytes, bytes]:
     if profile not in PROFILE_NAMES:
         raise ProtocolError(f"INIT: unknown profile {profile}")
     if n_pose not in POSE_SIZES:
-        raise ProtocolError(f"INIT: pose size {n_pose} (must be 6 or 15)")
+        raise ProtocolError(f"INIT: pose size {n_pose} (must be 6 or {N_POSE})")
     if eta_kind not in ETA_SIZES:
         raise ProtocolError(f"INIT: unknown eta kind {eta_kind}")
     if not (0 < n_shape <= MAX_SHAPE) or not (0 < n_expr <= MAX_EXPR):
