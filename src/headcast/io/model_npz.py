@@ -16,8 +16,6 @@ file.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -41,26 +39,16 @@ MAX_META_BYTES = 4 << 20
 
 
 def write_model_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
-    """Write ``arrays`` (region masks as ``mask_<region>``) and ``meta`` to ``path`` atomically: a
-    staging file beside it, renamed into place once complete (removed on any failure)."""
+    """Write ``arrays`` (region masks as ``mask_<region>``) and ``meta`` to ``path``. Making it appear whole
+    is the caller's part (:func:`headcast.io.outputs.staged_file`, as ``save_model`` does); an ``OSError``
+    passes through for it to report."""
     path = Path(path)
     masks = sorted(k[len(MASK_PREFIX):] for k in arrays if k.startswith(MASK_PREFIX))
     full = dict(meta, format=FORMAT, format_version=FORMAT_VERSION, masks=masks)
     members = dict(arrays)
     members[META] = np.frombuffer(json.dumps(full).encode(), dtype=np.uint8)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        with open(tmp, "xb") as fh:  # mode 0666 less the umask, like any file the user writes
-            np.savez(fh, **members)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise HeadcastError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+    with open(path, "wb") as fh:
+        np.savez(fh, **members)
     return path
 
 

@@ -168,10 +168,7 @@ def save_model(model: HeadModel, path: str | Path, force: bool = False) -> Path:
     arrays.update({k: getattr(model, k) for k in OPTIONAL if getattr(model, k) is not None})
     arrays.update({f"{MASK_PREFIX}{k}": v for k, v in model.masks.items()})
     with staged_file(path, force=force) as tmp:
-        try:
-            write_model_npz(tmp, arrays, model.meta)
-        except HeadcastError as e:  # it names the file it wrote, the staging name: name the target instead
-            raise HeadcastError(str(e).replace(str(tmp), str(path))) from None
+        write_model_npz(tmp, arrays, model.meta)
     return Path(path)
 
 
