@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# open3d needs libusb; the preview renderer needs EGL + Mesa; browser tests need Chromium.
-APT_PACKAGES=(libusb-1.0-0 libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 chromium)
+# open3d needs libusb; the preview renderer needs EGL + Mesa; browser tests need Chromium;
+# the Blender import test needs Blender.
+APT_PACKAGES=(libusb-1.0-0 libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 chromium blender)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
