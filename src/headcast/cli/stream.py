@@ -106,10 +106,12 @@ def _receive_arguments(rc: argparse.ArgumentParser) -> None:
                                   "(also on Ctrl-C)")
     add_force(rc, file=True)
     rc.add_argument("--web", action="store_true", help="also show the stream live in the viewer page "
-                                                      "(http://127.0.0.1:PORT/live)")
+                                                      "(http://127.0.0.1:PORT/live?token=..., logged at start)")
     rc.add_argument("--web-port", type=int, default=LIVE_PAGE_PORT,
                     help="port of the live page, 0..65535 (default %(default)s; 0: any)")
-    rc.add_argument("--trust", help="the sender's public key (default: trust on first use)")
+    rc.add_argument("--trust", help="the sender's public key (default: trust on first use: the first sender)")
+    rc.add_argument("--accept-new", action="store_true",
+                    help="trust on first use: also trust new sender names once others are trusted")
     rc.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a sender")
     rc.add_argument("--size", type=int, default=param_default(run_receiver, "size"),
                     help="rendered frame side (default %(default)s)")
@@ -131,7 +133,8 @@ def run_receive(a: argparse.Namespace) -> None:
     if a.web:
         check_number(a.web_port, "--web-port", 0, 65535, integer=True)
     run_receiver(a.listen, Path(a.out) if a.out else None, trust_path=a.trust, idle_timeout=a.idle_timeout,
-                 size=a.size, max_lag=a.max_lag, web=partial(LiveWeb, a.web_port) if a.web else None, force=a.force)
+                 size=a.size, max_lag=a.max_lag, web=partial(LiveWeb, a.web_port) if a.web else None, force=a.force,
+                 accept_new=a.accept_new)
 
 
 def _keygen_arguments(kg: argparse.ArgumentParser) -> None:

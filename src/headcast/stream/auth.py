@@ -161,36 +161,56 @@ def check_mac(key: bytes, data: bytes, tag: bytes) -> bool:
 # -- trust -------------------------------------------------------------------------------------
 class Trust:
     """Which sender keys a receiver accepts: one pinned key (``--trust``), or trust on first use,
-    remembering ``sender name -> key`` in ``HEADCAST_HOME/trust/known_senders.json``."""
+    remembering ``sender name -> key`` in ``HEADCAST_HOME/trust/known_senders.json``.
 
-    def __init__(self, pinned: bytes | None = None, store: Path | None = None):
+    Trust on first use trusts a new sender name only while the store is empty (the first sender), or
+    always when ``accept_new`` (``receive --accept-new``; file decoding keeps it on): a stranger never
+    joins a store that already trusts someone without the user saying so."""
+
+    def __init__(self, pinned: bytes | None = None, store: Path | None = None, accept_new: bool = True):
         self.pinned = pinned
         self.store = store or (home() / "trust" / "known_senders.json")
+        self.accept_new = accept_new
 
     @classmethod
-    def from_file(cls, path: str | Path | None) -> "Trust":
-        return cls(load_public_key(path)) if path is not None else cls()
+    def from_file(cls, path: str | Path | None, accept_new: bool = True) -> "Trust":
+        return cls(load_public_key(path)) if path is not None else cls(accept_new=accept_new)
 
-    def check(self, sender: str, pub: bytes) -> bool:
-        """Accept ``pub`` for ``sender`` or raise ProtocolError saying why; True when this call
-        trusted the sender on first use (and stored its key)."""
+    def check(self, sender: str, pub: bytes, remember: bool = True) -> bool:
+        """Accept ``pub`` for ``sender`` or raise ProtocolError saying why; True when the sender is new
+        (trusted on first use; its key stored now when ``remember``, else by :meth:`remember`).
+        A trust store that is not one headcast wrote: HeadcastError."""
         if self.pinned is not None:
             if not hmac.compare_digest(pub, self.pinned):
                 raise ProtocolError(f"INIT: sender key {fingerprint(pub)} is not the trusted key {fingerprint(self.pinned)}")
             return False
-        known = self._load()
+        known = self.known()
         if sender in known:
             if known[sender] != pub.hex():
-                raise ProtocolError(f"INIT: sender {sender!r} presented key {fingerprint(pub)}, but "
+                raise ProtocolError(f"INIT: sender {sender[:64]!r} presented key {fingerprint(pub)}, but "
                                     f"{fingerprint(bytes.fromhex(known[sender]))} was trusted on first use ({self.store})")
             return False
+        if known and not self.accept_new:
+            raise ProtocolError(f"INIT: new sender {sender[:64]!r} (key {fingerprint(pub)}) is not trusted: this "
+                                f"receiver trusts {len(known)} sender(s) already (--accept-new trusts new ones)")
+        if remember:
+            self.remember(sender, pub)
+        return True
+
+    def remember(self, sender: str, pub: bytes) -> None:
+        """Store ``sender -> pub`` (after :meth:`check` said it is new); the store is checked again first,
+        so two new senders racing for an empty store are not both trusted."""
+        known = self.known()
+        if sender in known or (known and not self.accept_new):
+            self.check(sender, pub, remember=False)
+            return
         known[sender] = pub.hex()
         with staged_file(self.store, force=True) as tmp:  # headcast's own store: replaced whole
             tmp.write_text(json.dumps(known, indent=2) + "\n")
-        return True
 
-    def _load(self) -> dict:
-        """The stored ``name -> key hex``, read within bounds (:func:`headcast.core.files.read_json`)."""
+    def known(self) -> dict:
+        """The stored ``name -> key hex``, read within bounds (:func:`headcast.core.files.read_json`);
+        HeadcastError (one line) when the store is not a map of names to keys."""
         if not os.path.lexists(self.store):
             return {}
         d = read_json(self.store, "trust store")

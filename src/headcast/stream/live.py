@@ -73,24 +73,33 @@ def run_sender(to: str, video: str | None = None, camera: int | None = None, rec
 def run_receiver(listen: str, out: str | None, trust_path: str | None = None, idle_timeout: float | None = None,
                  max_frames: int | None = None, model_spec: str = DEFAULT_MODEL, size: int = 512,
                  max_lag: int | None = None, web: Callable[..., Sink] | None = None,
-                 force: bool = False) -> ReceiveStats:
-    """``headcast receive``: listen on HOST:PORT and render what trusted senders stream into ``out``
+                 force: bool = False, accept_new: bool = False) -> ReceiveStats:
+    """``headcast receive``: listen on HOST:PORT and render what the trusted sender streams into ``out``
     (written whole at the end, also when Ctrl-C or SIGTERM stops the recording; ``force`` replaces an
-    existing file; a target that cannot be written is refused before anything else).
+    existing file; a target that cannot be written, or whose folder does not exist, is refused before
+    anything else, as is a trust store that cannot be read).
 
+    Trust: the key in ``trust_path``, else trust on first use: the first sender, and later new senders
+    only with ``accept_new``.
     ``web``: makes the page that also shows the stream, given the receiver's model (e.g.
     ``functools.partial(headcast.view.live.LiveWeb, port)``): a :class:`~headcast.stream.receiver.Sink`
     that is an async context manager; ``out`` may then be None (no MP4, nothing rendered here)."""
+    from pathlib import Path
+
     if out is None and web is None:
         raise HeadcastError("give --out FILE.mp4, --web, or both")
     host, port = parse_listen(listen)
     if out is not None:
         check_output_file(out, force=force, inputs=(trust_path,))  # at the start, not after the session
-    trust = auth.Trust.from_file(trust_path)
+        if not Path(out).absolute().parent.is_dir():
+            raise HeadcastError(f"the folder of --out {out} does not exist: make it first")
+    trust = auth.Trust.from_file(trust_path, accept_new=accept_new)
     if trust.pinned is not None:
         logger.info("receive: trusting only %s", auth.fingerprint(trust.pinned))
     else:
-        logger.info("receive: trust on first use (%s)", trust.store)
+        known = trust.known()  # a store that cannot be read stops here, before listening
+        logger.info("receive: trust on first use (%s: %d sender(s) trusted; new senders %s)", trust.store, len(known),
+                    "accepted (--accept-new)" if accept_new else "refused" if known else "refused after the first")
     model = resolve_model(model_spec, build_missing=model_spec == DEFAULT_MODEL)  # ready before a sender comes
     page = web(model) if web is not None else None
     try:

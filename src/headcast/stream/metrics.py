@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,20 +22,43 @@ class SendStats:
 
 
 
+MAX_TIMED = 100_000     # frames whose wall times a receiver keeps (the latency report's; ~1 h at 30 fps)
+MAX_REASON_KINDS = 32  # distinct rejection reasons counted; the rest count as "other"
+
+
 @dataclass
 class ReceiveStats:
-    """What a receiver did: frames decoded, written to the MP4, rejected messages (with reasons), sessions,
-    frames the renderer skipped; wall times of decoding and rendering by seq."""
+    """What a receiver did, as counters (no amount of traffic makes them grow): frames decoded, written to
+    the MP4 (``padded`` of them repeat a picture over a gap), rejected messages (``reasons``: count by kind),
+    peers refused, messages dropped over a rate or queue bound, sessions, frames the renderer skipped;
+    wall times of decoding and rendering by seq for the first :data:`MAX_TIMED` frames."""
 
     frames: int = 0
     written: int = 0
+    padded: int = 0
     rejected: int = 0
+    refused_peers: int = 0
+    dropped: int = 0    # messages or frames dropped over a rate or queue bound
     sessions: int = 0
     skipped: int = 0    # decoded but not rendered: the renderer was behind and showed a newer frame
     arrived_at: dict = field(default_factory=dict)    # seq -> wall time decoded
     rendered_at: dict = field(default_factory=dict)   # seq -> wall time rendered
-    reasons: list = field(default_factory=list)
+    reasons: Counter = field(default_factory=Counter)
 
+    def reject(self, reason: str) -> None:
+        """Count a rejected message under its kind: the reason with key fingerprints folded to ``KEY`` and
+        digits to ``#``, its first 64 characters."""
+        self.rejected += 1
+        kind = re.sub(r"\d", "#", re.sub(r"[0-9a-f]{4}(:[0-9a-f]{4})+", "KEY", reason))[:64]
+        if kind not in self.reasons and len(self.reasons) >= MAX_REASON_KINDS:
+            kind = "other"
+        self.reasons[kind] += 1
+
+    @staticmethod
+    def timed(times: dict, seq: int, t: float) -> None:
+        """Record ``seq``'s wall time in ``times`` (arrived_at, rendered_at) while under :data:`MAX_TIMED`."""
+        if len(times) < MAX_TIMED:
+            times[seq] = t
 
 
 def latency_report(sent: SendStats, got: ReceiveStats, warmup: int = 25) -> dict:

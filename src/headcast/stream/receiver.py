@@ -1,7 +1,16 @@
-"""The live receiver: accepts authenticated senders over WebSocket and hands every new session's
-INIT and every decoded frame to its sinks: the MP4 render worker and, when given, a page (any
-object with the :class:`Sink` methods that is also an async context manager, e.g. the viewer's
-live page, built by whoever serves the page)."""
+"""The live receiver: accepts authenticated senders over WebSocket, one isolated session per connection
+(its own decoder and head state), and hands the *shown* session's INIT and decoded frames to its sinks:
+the MP4 render worker and, when given, a page (any object with the :class:`Sink` methods that is also
+an async context manager, e.g. the viewer's live page, built by whoever serves the page).
+
+The shown sender is the trusted key (``--trust``), or under trust on first use the first sender this
+receiver accepts; its newest session is shown, other accepted sessions are decoded and counted only.
+
+What a stranger can cost is bounded (docs/protocol.md, "Threat model"): connections at a time and per
+second, one message (its INIT, within :data:`INIT_TIMEOUT`) before a connection is accepted or
+refused, message sizes, message rates per connection and overall, queue lengths, log lines; what is
+over a bound is dropped and counted. A refused peer gets one log line and its connection is closed.
+"""
 
 from __future__ import annotations
 
@@ -12,83 +21,172 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
+from headcast.core.errors import HeadcastError
 from headcast.io.outputs import staged_file
 from headcast.stream import auth
+from headcast.stream.heads import Heads
 from headcast.stream.metrics import ReceiveStats
-from headcast.stream.renderer import RenderWorker
-from headcast.stream.session import DecodedFrame, ReceiverSession
+from headcast.stream.peers import Bucket, PeerLog, clean
+from headcast.stream.recorder import RenderWorker
+from headcast.stream.session import DecodedFrame, ReceiverSession, describe
 from headcast.stream.transport import websockets_api
-from headcast.stream.wire import InitInfo, ProtocolError
+from headcast.stream.wire import FRAME, HEADER_SIZE, MAX_FRAME_BODY, TAG_SIZE, InitInfo, parse_header
 
 logger = logging.getLogger(__name__)
 
+MAX_PEERS = 64                 # connections at a time; more are closed at once
+MAX_UNACCEPTED = 8             # of them without an accepted INIT yet
+CONNECT_RATE = (50.0, 100.0)   # new connections per second, burst
+INIT_TIMEOUT = 10.0            # seconds a connection has to send its INIT
+MAX_INIT_BYTES = 4 << 20       # a message before the INIT is accepted: an INIT with a 2048^2 albedo PNG
+MAX_FRAME_BYTES = HEADER_SIZE + MAX_FRAME_BODY + TAG_SIZE  # every message after it
+TOTAL_RATE = (2000.0, 4000.0)  # messages per second over all connections, burst
+LOG_RATE = (20.0, 40.0)        # log lines about peers per second over all of them, burst
+LOG_PER_PEER = 3               # log lines about one connection (its INIT's, its rejected messages')
+
 
 class Sink(Protocol):
-    """Something that shows a received stream. Both calls come from the receiver's event loop and must
+    """Something that shows the received stream. Both calls come from the receiver's event loop and must
     not block it."""
 
-    def init(self, info: InitInfo) -> None:
-        """A new session's INIT (the head to show)."""
+    def init(self, info: InitInfo, model) -> None:
+        """A new shown session's INIT and the model it was admitted with (the head to show)."""
 
     def frame(self, f: DecodedFrame) -> None:
-        """A decoded frame, in order."""
+        """A decoded frame of the shown session, in order."""
+
+
+class _Refused(Exception):
+    """A connection refused at its start (the reason is its text, one line, remote strings escaped)."""
 
 
 class _Link:
-    """The receiving side shared by the connections: counts, sinks, when to stop."""
+    """The receiving side shared by the connections: trust, the shown session, bounds, counts, sinks."""
 
     def __init__(self, trust: auth.Trust, sinks: list[Sink], max_frames: int | None, stats: ReceiveStats,
-                 closed: type):
+                 closed: type, model=None):
         self.trust, self.sinks, self.max_frames, self.stats = trust, sinks, max_frames, stats
         self.closed = closed  # the library's ConnectionClosed
+        self.heads = Heads(model)
+        self.shown_key: bytes | None = trust.pinned
+        self.current: ReceiverSession | None = None   # the shown session
         self.stop = asyncio.Event()
-        self.last_msg: float | None = None
-
-    def reject(self, line: str) -> None:
-        self.stats.rejected += 1
-        self.stats.reasons.append(line)
-        logger.info("receive: %s", line)
-
-    def deliver(self, new_info: InitInfo | None, frames: list[DecodedFrame]) -> None:
-        if new_info is not None:
-            self.stats.sessions += 1
-            for s in self.sinks:
-                s.init(new_info)
-        now = time.perf_counter()
-        for f in frames:
-            self.stats.frames += 1
-            self.stats.arrived_at[f.seq] = now
-            for s in self.sinks:
-                s.frame(f)
+        self.last_msg: float | None = None             # the last message of an accepted session
+        self.peers = self.unaccepted = 0
+        self.connects, self.total = Bucket(*CONNECT_RATE), Bucket(*TOTAL_RATE)
+        self.log_budget = Bucket(*LOG_RATE)
 
     async def handler(self, ws) -> None:
-        """One sender's connection: HELLO, then every message authenticated and decoded."""
-        rx = ReceiverSession(self.trust, label="receive: ")
-        await ws.send(rx.hello())
+        """One connection: HELLO, its INIT (accepted or the connection refused), then its frames."""
+        addr = ws.remote_address
+        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else "a peer"
+        log = PeerLog(logger, self.log_budget, LOG_PER_PEER)
+        if self.peers >= MAX_PEERS or self.unaccepted >= MAX_UNACCEPTED or not self.connects.take():
+            self.stats.refused_peers += 1
+            log.info(f"receive: refused {peer}: too many connections")
+            await ws.close(1013, "busy")
+            return
+        self.peers += 1
+        self.unaccepted += 1
+        accepted = False
+        rx = ReceiverSession(self.trust, label="receive: ", remember=False)
         try:
-            async for msg in ws:
-                self.last_msg = time.perf_counter()
-                if not isinstance(msg, bytes):
-                    self.reject("rejected: text message")
-                    continue
-                had_info = rx.info
-                try:
-                    frames = rx.handle(msg)
-                except ProtocolError as e:
-                    self.reject(f"rejected: {e}")
-                    continue
-                self.deliver(rx.info if rx.info is not None and rx.info is not had_info else None, frames)
-                if self.max_frames is not None and self.stats.frames >= self.max_frames:
-                    self.stop.set()
-                    break
+            await ws.send(rx.hello())
+            try:
+                await self._accept(ws, rx)
+            except _Refused as e:
+                self.stats.refused_peers += 1
+                log.info(f"receive: refused {peer}: {clean(e)}")
+                await ws.close(1008, "refused")
+                return
+            accepted = True
+            self.unaccepted -= 1
+            ws.protocol.max_message_size = MAX_FRAME_BYTES
+            await self._stream(ws, rx, peer, log)
+            log.info(f"receive: sender disconnected ({peer})")
         except self.closed:
-            pass
-        logger.info("receive: sender disconnected")
+            if accepted:
+                log.info(f"receive: sender disconnected ({peer})")
+        finally:
+            self.peers -= 1
+            self.unaccepted -= not accepted
+            if self.current is rx:
+                self.current = None
 
-    async def wait(self, idle_timeout: float | None) -> None:
-        """Until stopped, or ``idle_timeout`` seconds without a message once a sender has been seen."""
+    async def _accept(self, ws, rx: ReceiverSession) -> None:
+        """Read the connection's first message, which must be an INIT this receiver trusts and whose head
+        it admits; start showing the session when it is the shown sender's. _Refused otherwise."""
+        try:
+            msg = await asyncio.wait_for(ws.recv(), INIT_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise _Refused(f"no INIT within {INIT_TIMEOUT:g} s") from None
+        if not isinstance(msg, bytes):
+            self.stats.reject("text message")
+            raise _Refused("a text message, not an INIT")
+        try:
+            rx.handle(msg)
+            if rx.info is None:
+                raise _Refused("its first message is not an INIT")
+            model = await asyncio.to_thread(self.heads.admit, rx.info)
+            if rx.new_sender:  # trusted on first use: stored now that its head is admitted
+                self.trust.remember(rx.info.sender, rx.info.sign_pub)
+        except HeadcastError as e:  # ProtocolError, or a trust store that cannot be read
+            self.stats.reject(str(e))
+            raise _Refused(str(e)) from None
+        info = rx.info
+        self.stats.sessions += 1
+        self.last_msg = time.perf_counter()
+        stored = f" (trusted on first use: key stored in {self.trust.store})" if rx.new_sender else ""
+        if self.shown_key is None:
+            self.shown_key = info.sign_pub
+        if info.sign_pub != self.shown_key:
+            logger.info(describe(info, "receive: ") + stored + "; not shown (another sender is)")
+            return
+        logger.info(describe(info, "receive: ") + stored)
+        self.current = rx
+        for s in self.sinks:
+            s.init(info, model)
+
+    async def _stream(self, ws, rx: ReceiverSession, peer: str, log: PeerLog) -> None:
+        """An accepted session's frames, within its rate and the receiver's; each decoded frame of the
+        shown session goes to the sinks, the others' are counted as dropped."""
+        rate = max(60.0, 4 * rx.info.fps)
+        own = Bucket(rate, 2 * rate)
+        async for msg in ws:
+            if not (own.take() and self.total.take()):
+                self.stats.dropped += 1
+                continue
+            self.last_msg = time.perf_counter()
+            try:
+                if not isinstance(msg, bytes):
+                    raise HeadcastError("a text message")
+                if parse_header(msg)[0] != FRAME:
+                    raise HeadcastError("a message other than FRAME after the INIT")
+                frames = rx.handle(msg)
+            except HeadcastError as e:
+                self.stats.reject(str(e))
+                log.info(f"receive: {peer}: rejected: {clean(e)}")
+                continue
+            if rx is not self.current:
+                self.stats.dropped += len(frames)
+                continue
+            now = time.perf_counter()
+            for f in frames:
+                self.stats.frames += 1
+                ReceiveStats.timed(self.stats.arrived_at, f.seq, now)
+                for s in self.sinks:
+                    s.frame(f)
+            if self.max_frames is not None and self.stats.frames >= self.max_frames:
+                self.stop.set()
+                break
+
+    async def wait(self, idle_timeout: float | None, worker: RenderWorker | None) -> None:
+        """Until stopped, or ``idle_timeout`` seconds without a message of an accepted session once there
+        was one, or the render worker ended (its error is raised by the caller)."""
         while not self.stop.is_set():
             await asyncio.sleep(0.05)
+            if worker is not None and not worker.is_alive():
+                break
             if idle_timeout is not None and self.last_msg is not None and time.perf_counter() - self.last_msg > idle_timeout:
                 break
 
@@ -97,16 +195,16 @@ async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trus
                   max_frames: int | None = None, idle_timeout: float | None = None, size: int = 512,
                   model=None, ready: Callable | None = None, render: bool = True,
                   max_lag: int | None = None, web=None, force: bool = False) -> ReceiveStats:
-    """Listen on ``host:port``, accept authenticated senders, render into ``out`` (MP4).
+    """Listen on ``host:port``, accept authenticated senders, render the shown one into ``out`` (MP4).
 
-    Stops after ``max_frames`` decoded frames, or ``idle_timeout`` seconds without a message once a
-    sender has been seen, or on cancellation (Ctrl-C, SIGTERM), which ends the recording and is raised
-    again once the MP4 is in place. Rejected messages are logged with their reason.
+    Stops after ``max_frames`` decoded frames, or ``idle_timeout`` seconds without a message of an
+    accepted session once there was one, or on cancellation (Ctrl-C, SIGTERM), which ends the recording
+    and is raised again once the MP4 is in place. Refused peers are logged, one line each.
     ``out`` is written under a staging name and renamed into place at the end (:func:`staged_file`:
     refused at the start when it exists, unless ``force``, or cannot be written); nothing is written
     when no frame was rendered.
     ``max_lag``: frames the renderer may fall behind before it skips to the newest (default:
-    ``renderer.LAG_SECONDS`` of frames, 3 at 30 fps; 0: never skip, so the MP4 has every frame however late).
+    ``recorder.LAG_SECONDS`` of frames, 3 at 30 fps; 0: never skip, so the MP4 has every frame however late).
     ``model``: a preloaded model, used when the stream names it. ``render`` False: no render worker.
     ``web``: a :class:`Sink` that is also an async context manager (not yet entered), e.g.
     :class:`headcast.view.live.LiveWeb`; it runs in this event loop for as long as the receiver listens.
@@ -114,14 +212,14 @@ async def receive(host: str, port: int, out: str | Path | None, trust: auth.Trus
     """
     stats = ReceiveStats()
     if not render or out is None:
-        if await _listen(host, port, RenderWorker(None, stats, size, model, max_lag) if render else None, trust,
-                         max_frames, idle_timeout, stats, ready, web):
+        worker = RenderWorker(None, stats, size, model, max_lag) if render else None
+        if await _listen(host, port, worker, trust, max_frames, idle_timeout, stats, ready, web, model):
             raise asyncio.CancelledError()
         return stats
     try:
         with staged_file(out, force=force) as tmp:
             worker = RenderWorker(tmp, stats, size, model, max_lag)
-            cancelled = await _listen(host, port, worker, trust, max_frames, idle_timeout, stats, ready, web)
+            cancelled = await _listen(host, port, worker, trust, max_frames, idle_timeout, stats, ready, web, model)
             if not stats.written:
                 raise _NothingRendered()
     except _NothingRendered:
@@ -136,30 +234,33 @@ class _NothingRendered(Exception):
 
 
 async def _listen(host: str, port: int, worker: RenderWorker | None, trust: auth.Trust, max_frames: int | None,
-                  idle_timeout: float | None, stats: ReceiveStats, ready: Callable | None, web) -> bool:
+                  idle_timeout: float | None, stats: ReceiveStats, ready: Callable | None, web, model) -> bool:
     """Serve until stopped (see :func:`receive`), then finish the render worker; True when cancelled."""
     websockets, _, serve = websockets_api()
     if worker:
         worker.start()
     link = _Link(trust, [s for s in (worker, web) if s is not None], max_frames, stats,
-                 websockets.exceptions.ConnectionClosed)
+                 websockets.exceptions.ConnectionClosed, model)
     cancelled = False
     try:
         async with contextlib.AsyncExitStack() as stack:
             if web is not None:
                 await stack.enter_async_context(web)
-            server = await stack.enter_async_context(serve(link.handler, host, port, max_size=1 << 24))
-            logger.info("receive: listening on ws://%s:%s", host, port)
+            server = await stack.enter_async_context(serve(link.handler, host, port, max_size=MAX_INIT_BYTES,
+                                                           max_queue=4, compression=None))
+            bound = next(iter(server.sockets)).getsockname()
+            logger.info("receive: listening on ws://%s:%s", host, bound[1])
             if ready is not None:
                 ready(server)
-            await link.wait(idle_timeout)
+            await link.wait(idle_timeout, worker)
     except asyncio.CancelledError:  # the recording ends here; receive() raises it again
         cancelled = True
     finally:
         if worker:
-            worker.q.put(None)
+            worker.stop()
             await asyncio.to_thread(worker.join)
     if worker and worker.error is not None:
         raise worker.error
-    logger.info(f"receive: {stats.frames} frames decoded, {stats.written} written, {stats.rejected} rejected")
+    logger.info(f"receive: {stats.frames} frames decoded, {stats.written} written, {stats.rejected} messages "
+                f"rejected, {stats.refused_peers} peers refused, {stats.dropped} dropped over a bound")
     return cancelled

@@ -22,6 +22,7 @@ import numpy as np
 
 from headcast.stream import auth
 from headcast.stream import codec as K
+from headcast.stream.peers import shown
 from headcast.stream.wire import (
     COMPACT,
     END,
@@ -143,6 +144,12 @@ class SenderSession:
         return header + body + auth.sign(self.key, header + body)
 
 
+def describe(info: InitInfo, label: str = "") -> str:
+    """The log line of a new session: its id, sender (escaped), key fingerprint, model, profile, rate."""
+    return (f"{label}session {info.session_id.hex()} from {shown(info.sender)} ({auth.fingerprint(info.sign_pub)}): "
+            f"model {shown(info.model)}, profile {'compact' if info.profile == COMPACT else 'paper'}, {info.fps:g} fps")
+
+
 class ReceiverSession:
     """Authenticates and decodes messages.
 
@@ -151,10 +158,15 @@ class ReceiverSession:
         file_mode: accept a file INIT (no HELLO) and require the signed END.
         label: the start of its log lines (a new session and a sender trusted on first use at INFO,
             rejected messages at DEBUG: the caller reports those).
+        remember: store a sender trusted on first use at its INIT and log the new session; False: only
+            mark it (``new_sender``) and leave storing and reporting to the caller (the live receiver, once
+            it has admitted the session's head).
     """
 
-    def __init__(self, trust: auth.Trust, file_mode: bool = False, label: str = ""):
+    def __init__(self, trust: auth.Trust, file_mode: bool = False, label: str = "", remember: bool = True):
         self.trust = trust
+        self.remember = remember
+        self.new_sender = False
         self.file_mode = file_mode
         self.label = label
         self._x_priv = None
@@ -221,9 +233,10 @@ class ReceiverSession:
                 raise ProtocolError("INIT: not an answer to this receiver's HELLO (replayed INIT?)")
         if self.info is not None and self.file_mode:
             raise ProtocolError("INIT: a second INIT in one file")
-        if self.trust.check(info.sender, info.sign_pub):
-            logger.info(f"{self.label}trusting sender {info.sender!r} on first use: key {auth.fingerprint(info.sign_pub)} "
-                        f"(stored in {self.trust.store})")
+        self.new_sender = self.trust.check(info.sender, info.sign_pub, remember=self.remember)
+        if self.new_sender and self.remember:
+            logger.info(f"{self.label}trusting sender {shown(info.sender)} on first use: key "
+                        f"{auth.fingerprint(info.sign_pub)} (stored in {self.trust.store})")
         self.mac_key = auth.file_mac_key(signed) if self.file_mode else \
             auth.session_mac_key(self._x_priv, info.sender_xpub, signed)
         self.info = info
@@ -231,8 +244,7 @@ class ReceiverSession:
         self.states.clear()
         self.pending.clear()
         self.last_out = -1
-        logger.info(f"{self.label}session {info.session_id.hex()} from {info.sender!r} ({auth.fingerprint(info.sign_pub)}): "
-                    f"model {info.model}, profile {'compact' if info.profile == COMPACT else 'paper'}, {info.fps:g} fps")
+        logger.log(logging.INFO if self.remember else logging.DEBUG, describe(info, self.label))
         return []
 
     def _end(self, m) -> list[DecodedFrame]:

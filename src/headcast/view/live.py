@@ -14,13 +14,14 @@ then frames. The page sends nothing.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 
 import numpy as np
 
 from headcast.core.errors import HeadcastError
+from headcast.stream.peers import clean, shown
+from headcast.stream.recorder import head_key
 from headcast.stream.renderer import init_head
 from headcast.view.server import PageServer, Site
 
@@ -88,27 +89,28 @@ class LiveWeb:
         await self.server.__aexit__(*exc)
 
     # -- stream side -------------------------------------------------------------------------
-    def init(self, info) -> None:
-        """A sender's INIT: rebuild the head (in a worker thread) unless it is the one already shown."""
-        key = (info.model, np.asarray(info.beta, np.float32).tobytes(), hashlib.sha256(info.albedo_png or b"").digest())
+    def init(self, info, model=None) -> None:
+        """A shown session's INIT and its admitted model (None: the page's): rebuild the head (in a worker
+        thread) unless it is the one already shown."""
+        key = head_key(info)
         if key == self._key:
             return
         self._key = key
         if self._build is not None:
             self._build.cancel()
-        self._build = asyncio.get_running_loop().create_task(self._make_head(info))
+        self._build = asyncio.get_running_loop().create_task(self._make_head(info, model or self.model))
 
-    async def _make_head(self, info) -> None:
+    async def _make_head(self, info, model) -> None:
         try:
-            glb = await asyncio.to_thread(head_glb_bytes, info, self.model)
+            glb = await asyncio.to_thread(head_glb_bytes, info, model)
         except HeadcastError as e:
-            logger.info("receive: cannot show the head: %s", e)
+            logger.info("receive: cannot show the head: %s", clean(e))
             return
         version = (self.head or {}).get("version", 0) + 1
         self.glb = glb
         self.head = {"type": "head", "url": f"/head.glb?v={version}", "version": version, "sender": info.sender,
                      "model": info.model, "expressions": int(info.n_expr)}
-        logger.info(f"receive: head of {info.sender!r} ready for the page ({len(glb) / 1e6:.1f} MB)")
+        logger.info(f"receive: head of {shown(info.sender)} ready for the page ({len(glb) / 1e6:.1f} MB)")
         self._wake.set()
 
     def frame(self, f) -> None:

@@ -5,20 +5,27 @@ It serves a page (``static/``: the page and its script), the head as ``/head.glb
 offline), and nothing else: :class:`Site` holds the one path check. :class:`PageServer` answers on
 127.0.0.1 (the ``websockets`` server, so the live page's WebSocket ``/socket`` shares the port);
 :func:`serve` runs one in a thread of its own, and :func:`showing` is what ``headcast view`` runs.
+
+Against other web pages in the user's browser: every request must name this server in its ``Host``
+(``127.0.0.1:PORT`` or ``localhost:PORT``: a DNS-rebound name is refused), and the WebSocket must
+come from the page this server served (its ``Origin``) and carry the run's random token from the
+page's URL; anything else is answered 403.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import mimetypes
 import os
+import secrets
 import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from headcast.core.errors import HeadcastError
 
@@ -91,11 +98,25 @@ class PageServer:
 
     def __init__(self, site: Site, port: int = 0, host: str = "127.0.0.1", socket=None):
         self.site, self.host, self.port, self.socket = site, host, port, socket
+        self.token = secrets.token_urlsafe(16) if socket is not None else None  # the socket's, per run
         self._server = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}{self.site.page}"
+        return f"http://{self.host}:{self.port}{self.site.page}" + (f"?token={self.token}" if self.token else "")
+
+    def allowed(self, headers, path: str) -> bool:
+        """Whether a request may be answered: its Host names this server; for the socket, its Origin is a
+        page of this server and ``path`` carries the token."""
+        hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}", f"{self.host}:{self.port}"}
+        host = headers.get("Host", "")
+        if host not in hosts:
+            return False
+        if urlsplit(path).path != "/socket":
+            return True
+        token = parse_qs(urlsplit(path).query).get("token", [""])[0]
+        return (headers.get("Origin") == f"http://{host}" and self.token is not None
+                and hmac.compare_digest(token.encode(), self.token.encode()))
 
     async def __aenter__(self) -> "PageServer":
         from websockets.asyncio.server import serve
@@ -120,12 +141,15 @@ class PageServer:
         from websockets.datastructures import Headers
         from websockets.http11 import Response
 
-        if self.socket is not None and unquote(urlsplit(request.path).path) == "/socket":
+        if not self.allowed(request.headers, request.path):
+            r = Reply(403, "text/plain; charset=utf-8", b"forbidden\n")
+        elif self.socket is not None and urlsplit(request.path).path == "/socket":
             return None  # the WebSocket handshake
-        r = self.site.reply(request.path)
+        else:
+            r = self.site.reply(request.path)
         headers = [("Content-Type", r.ctype), ("Content-Length", str(len(r.body))), ("Cache-Control", "no-store"),
                    ("Connection", "close")] + ([("Location", r.location)] if r.location else [])
-        reason = {200: "OK", 302: "Found", 404: "Not Found"}[r.status]
+        reason = {200: "OK", 302: "Found", 403: "Forbidden", 404: "Not Found"}[r.status]
         return Response(r.status, reason, Headers(headers), r.body)
 
 

@@ -94,7 +94,9 @@ function applyFrame(f) {
 
 function connectLive() {
   info.textContent = 'live · waiting for the receiver…';
-  const ws = new WebSocket(`ws://${location.host}/socket`);
+  // the server's per-run token, from this page's URL (the socket refuses connections without it)
+  const token = new URLSearchParams(location.search).get('token') || '';
+  const ws = new WebSocket(`ws://${location.host}/socket?token=${encodeURIComponent(token)}`);
   ws.onopen = () => { state.connected = true; info.textContent = 'live · waiting for a sender…'; };
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
