@@ -113,6 +113,9 @@ def _receive_arguments(rc: argparse.ArgumentParser) -> None:
     rc.add_argument("--accept-new", action="store_true",
                     help="trust on first use: also trust new sender names once others are trusted")
     rc.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a sender")
+    rc.add_argument("--model", default=param_default(run_receiver, "model_spec"),
+                    help="the head model to have ready (default %(default)s); a stream may name another model "
+                         "of the model folder")
     rc.add_argument("--size", type=int, default=param_default(run_receiver, "size"),
                     help="rendered frame side (default %(default)s)")
     rc.add_argument("--max-lag", type=int,
@@ -133,8 +136,8 @@ def run_receive(a: argparse.Namespace) -> None:
     if a.web:
         check_number(a.web_port, "--web-port", 0, 65535, integer=True)
     run_receiver(a.listen, Path(a.out) if a.out else None, trust_path=a.trust, idle_timeout=a.idle_timeout,
-                 size=a.size, max_lag=a.max_lag, web=partial(LiveWeb, a.web_port) if a.web else None, force=a.force,
-                 accept_new=a.accept_new)
+                 model_spec=a.model, size=a.size, max_lag=a.max_lag,
+                 web=partial(LiveWeb, a.web_port) if a.web else None, force=a.force, accept_new=a.accept_new)
 
 
 def _keygen_arguments(kg: argparse.ArgumentParser) -> None:
