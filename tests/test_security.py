@@ -28,7 +28,7 @@ from headcast.stream.session import SenderSession
 from headcast.stream.wire import COMPACT, ETA_PAPER, FRAME, InitInfo, pack_message
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-FPS, N_TRUSTED = 25.0, 100
+FPS = 25.0
 MEMORY_BOUND_MB = 500
 
 
@@ -143,17 +143,20 @@ async def connect(url):
     return await ws_connect(url, max_size=1 << 16, compression=None, open_timeout=20)
 
 
-async def stream(url, info, key, seqs, pace: float = 1 / FPS):
-    """A well-behaved sender: HELLO, INIT, the frames ``seqs`` at ``pace`` seconds apart; the INIT it sent."""
+async def stream(url, info, key, seqs, pace: float = 1 / FPS, until: threading.Event | None = None):
+    """A well-behaved sender: HELLO, INIT, the frames ``seqs`` at ``pace`` seconds apart (stopping early
+    once ``until`` is set); the INIT it sent and the number of frames."""
     ws = await connect(url)
     tx = SenderSession(info, key)
     init = tx.init(await ws.recv())
     await ws.send(init)
     for s in seqs:
+        if until is not None and until.is_set():
+            break
         await ws.send(tx.frame(frame(s, info.n_expr)))
         await asyncio.sleep(pace)
     await ws.close()
-    return init
+    return init, tx.frames
 
 
 class Background:
@@ -193,16 +196,19 @@ async def attack(url, first=None, info=None, key=None) -> int:
 
 async def flood(url, seconds: float) -> list[int]:
     """Strangers for ``seconds``: connections sending the largest message allowed (4 MB of noise), bursts of
-    small random messages, oversized messages; the local ports of the connections that were opened."""
+    small random messages, oversized messages; the local ports of the connections that were opened (the
+    others were answered 503) and the number of connections tried."""
     rng = np.random.default_rng(7)
     big, huge = rng.bytes((4 << 20) - 64), rng.bytes(6 << 20)
     small = [rng.bytes(int(n)) for n in rng.integers(1, 300, 64)]
     ports: list[int] = []
+    attempts = [0]
     end = time.monotonic() + seconds
 
     async def client(kind):
         while time.monotonic() < end:
             try:
+                attempts[0] += 1
                 ws = await connect(url)
                 ports.append(ws.local_address[1])
                 if kind == "big":
@@ -216,8 +222,8 @@ async def flood(url, seconds: float) -> list[int]:
             except Exception:
                 await asyncio.sleep(0.01)
 
-    await asyncio.gather(*(client(k) for k in ["big"] * 4 + ["huge"] * 2 + ["small"] * 6))
-    return ports
+    await asyncio.gather(*(client(k) for k in ["big"] * 8 + ["huge"] * 2 + ["small"] * 8))
+    return ports, attempts[0]
 
 
 # -- the receivers under attack ----------------------------------------------------------------
@@ -231,9 +237,11 @@ def test_pinned_receiver_under_attack(homes, receivers):
     injected = "tiny\nreceive: forged line\x1b]0;pwned\x07\x1b[31m"
 
     bomb = png_bomb()
+    done = threading.Event()
 
     async def main():
-        trusted = Background(stream(url, make_info(), alice, range(N_TRUSTED)))
+        # alice streams throughout: from before the first attack until after the flood
+        trusted = Background(stream(url, make_info(), alice, range(100_000), until=done))
         await asyncio.sleep(0.5)
         named = {
             "not the trusted key": await attack(url, info=make_info(albedo=RED), key=mallory),
@@ -247,42 +255,45 @@ def test_pinned_receiver_under_attack(homes, receivers):
             "text message": await attack(url, "hello"),
             "FRAME before an accepted INIT": await attack(url, pack_message(FRAME, 0, b"\0" * 20) + b"\0" * 8),
         }
-        flooded = await flood(url, 2.0)
-        init = await trusted.result()
+        before = rx.peak_mb()
+        flooded, tried = await flood(url, 2.0)
+        done.set()
+        init, n = await trusted.result()
         named["not an answer to this receiver's HELLO"] = await attack(url, init)  # replayed INIT
         peak = rx.peak_mb()
         # alice (trusted) forges sequence gaps: 1000 frames each
-        await stream(url, make_info(), alice, range(1000, 11000, 1000), pace=0.0)
-        return named, flooded, peak
+        await stream(url, make_info(), alice, range(n + 1000, n + 11000, 1000), pace=0.0)
+        return named, flooded, tried, (before, peak), n
 
     try:
-        named, flooded, peak = asyncio.run(main())
+        named, flooded, tried, (before, peak), n = asyncio.run(main())
     except Exception:
         print("\n".join(rx.lines))
         raise
     assert rx.p.wait(60) == 0, rx.lines
     lines = rx.lines
-    print(f"receiver peak memory under the flood: {peak:.0f} MB ({len(flooded)} stranger connections)")
+    print(f"receiver peak memory: {before:.0f} MB before the flood, {peak:.0f} MB after it ({tried} stranger "
+          f"connections tried, {len(flooded)} opened)")
     for reason, port in named.items():
         about = rx.lines_about(port)
         assert len(about) == 1 and "refused" in about[0] and reason.strip() in about[0], (reason, about)
     assert all(len(rx.lines_about(p)) <= 1 for p in flooded)
-    assert len(flooded) > 20 and peak < MEMORY_BOUND_MB
+    assert tried > 40 and peak < MEMORY_BOUND_MB
     # the injection is escaped: no forged line, no escape sequence reached the terminal
     assert "\x1b" not in rx.raw and "\x07" not in rx.raw
     assert not any(s.startswith("receive: forged") for s in lines)
     assert "/etc/passwd" not in "".join(s for s in lines if "refused" not in s)
 
     video = np.stack(list(iio.imiter(out / "pinned.mp4", plugin="FFMPEG")))
-    # alice's 100 frames, then her 10 gap frames; the gaps held only as long as the wall clock allows
-    assert N_TRUSTED + 10 <= len(video) <= N_TRUSTED + 10 + 100, len(video)
+    # alice's n frames, then her 10 gap frames; the gaps held only as long as the wall clock allows
+    assert n > 50 and n + 10 <= len(video) <= n + 10 + 100, (n, len(video))
     head = np.abs(video.astype(int) - video[:, :1, :1].astype(int)).sum(-1) > 40  # not the corner's background
-    assert head[:N_TRUSTED].mean(axis=(1, 2)).min() > 0.05
+    assert head[:n].mean(axis=(1, 2)).min() > 0.05
     for img, mask in zip(video, head):  # every picture is alice's green head, never the stranger's red
         r, g, b = img[mask].astype(float).mean(0)
         assert g > r + 30 and g > b + 30, (r, g, b)
     summary = next(s for s in lines if "frames decoded" in s)
-    assert re.search(rf"\b{N_TRUSTED + 10} frames decoded", summary), summary
+    assert re.search(rf"\b{n + 10} frames decoded, {n + 10} written", summary), summary
 
 
 def test_trust_on_first_use_trusts_the_first_sender_only(homes, receivers):

@@ -7,8 +7,11 @@
 - :mod:`headcast.stream.session`: transport-free sender and receiver.
 - :mod:`headcast.stream.files`: ``encode_file`` / ``decode_file`` and the size/accuracy report.
 - live link: :mod:`~headcast.stream.source` (tracking as the video plays), :mod:`~headcast.stream.sender`,
-  :mod:`~headcast.stream.receiver` (with :mod:`~headcast.stream.renderer`, the MP4 render worker),
-  :mod:`~headcast.stream.metrics` (latency report); :mod:`headcast.stream.live`: the send/receive commands.
+  :mod:`~headcast.stream.receiver` (one isolated session per connection; :mod:`~headcast.stream.heads`
+  admits an INIT's head, :mod:`~headcast.stream.peers` bounds what each peer may cost,
+  :mod:`~headcast.stream.recorder` renders the shown session into the MP4 with
+  :mod:`~headcast.stream.renderer`), :mod:`~headcast.stream.metrics` (counters, latency report);
+  :mod:`headcast.stream.live`: the send/receive commands.
 
 The byte layout is documented in docs/protocol.md.
 """

@@ -34,10 +34,11 @@ from headcast.stream.wire import FRAME, HEADER_SIZE, MAX_FRAME_BODY, TAG_SIZE, I
 
 logger = logging.getLogger(__name__)
 
-MAX_PEERS = 64                 # connections at a time; more are closed at once
+MAX_PEERS = 64                 # connections at a time; more are answered 503 before the WebSocket opens
 MAX_UNACCEPTED = 8             # of them without an accepted INIT yet
-CONNECT_RATE = (50.0, 100.0)   # new connections per second, burst
-INIT_TIMEOUT = 10.0            # seconds a connection has to send its INIT
+CONNECT_RATE = (20.0, 20.0)    # new connections per second, burst
+INIT_TIMEOUT = 5.0             # seconds a connection has to send its INIT
+CLOSE_TIMEOUT = 1.0            # seconds a refused connection gets to answer the close
 MAX_INIT_BYTES = 4 << 20       # a message before the INIT is accepted: an INIT with a 2048^2 albedo PNG
 MAX_FRAME_BYTES = HEADER_SIZE + MAX_FRAME_BODY + TAG_SIZE  # every message after it
 TOTAL_RATE = (2000.0, 4000.0)  # messages per second over all connections, burst
@@ -54,6 +55,11 @@ class Sink(Protocol):
 
     def frame(self, f: DecodedFrame) -> None:
         """A decoded frame of the shown session, in order."""
+
+
+def _peer(connection) -> str:
+    addr = connection.remote_address
+    return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else "a peer"
 
 
 class _Refused(Exception):
@@ -76,16 +82,19 @@ class _Link:
         self.connects, self.total = Bucket(*CONNECT_RATE), Bucket(*TOTAL_RATE)
         self.log_budget = Bucket(*LOG_RATE)
 
+    def opening(self, connection, request):
+        """The WebSocket handshake's check: over the connection bounds, the answer is 503 and no WebSocket
+        opens (so nothing the peer sends is read)."""
+        if self.peers < MAX_PEERS and self.unaccepted < MAX_UNACCEPTED and self.connects.take():
+            return None
+        self.stats.refused_peers += 1
+        PeerLog(logger, self.log_budget, 1).info(f"receive: refused {_peer(connection)}: too many connections")
+        return connection.respond(503, "busy\n")
+
     async def handler(self, ws) -> None:
         """One connection: HELLO, its INIT (accepted or the connection refused), then its frames."""
-        addr = ws.remote_address
-        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else "a peer"
+        peer = _peer(ws)
         log = PeerLog(logger, self.log_budget, LOG_PER_PEER)
-        if self.peers >= MAX_PEERS or self.unaccepted >= MAX_UNACCEPTED or not self.connects.take():
-            self.stats.refused_peers += 1
-            log.info(f"receive: refused {peer}: too many connections")
-            await ws.close(1013, "busy")
-            return
         self.peers += 1
         self.unaccepted += 1
         accepted = False
@@ -246,8 +255,9 @@ async def _listen(host: str, port: int, worker: RenderWorker | None, trust: auth
         async with contextlib.AsyncExitStack() as stack:
             if web is not None:
                 await stack.enter_async_context(web)
-            server = await stack.enter_async_context(serve(link.handler, host, port, max_size=MAX_INIT_BYTES,
-                                                           max_queue=4, compression=None))
+            server = await stack.enter_async_context(serve(
+                link.handler, host, port, process_request=link.opening, max_size=MAX_INIT_BYTES, max_queue=1,
+                compression=None, close_timeout=CLOSE_TIMEOUT))
             bound = next(iter(server.sockets)).getsockname()
             logger.info("receive: listening on ws://%s:%s", host, bound[1])
             if ready is not None:
