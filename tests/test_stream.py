@@ -226,6 +226,22 @@ def test_trust_on_first_use(tmp_path, key):
         live_pair(info, auth.Ed25519PrivateKey.generate(), trust=auth.Trust(store=store))
 
 
+def test_trust_on_first_use_in_a_receiver_trusts_the_first_sender_only(tmp_path, key):
+    """accept_new=False (``receive`` without --accept-new): the first name is stored, a second name is
+    refused and not stored; with accept_new it is stored. A store that is not a map of keys is one line."""
+    store = tmp_path / "known.json"
+    live_pair(make_info(sender="bob"), key, trust=auth.Trust(store=store, accept_new=False))
+    other = auth.Ed25519PrivateKey.generate()
+    with pytest.raises(ProtocolError, match="new sender 'eve'.*--accept-new"):
+        live_pair(make_info(sender="eve"), other, trust=auth.Trust(store=store, accept_new=False))
+    assert list(json.loads(store.read_text())) == ["bob"]
+    live_pair(make_info(sender="eve"), other, trust=auth.Trust(store=store, accept_new=True))
+    assert list(json.loads(store.read_text())) == ["bob", "eve"]
+    store.write_text("[1, 2]")
+    with pytest.raises(HeadcastError, match="not a map of sender names"):
+        auth.Trust(store=store).known()
+
+
 def test_keygen_files(tmp_path):
     p, pub = auth.generate_key(tmp_path / "id.pem")
     k = auth.load_private_key(p)
