@@ -2,7 +2,7 @@
 head its INIT described (:class:`~headcast.stream.renderer.ReceivedHeadRenderer`), so decoding never
 waits for rendering. Its queue is bounded (a full queue drops frames and counts them), a head that
 cannot be built ends that session's picture with one log line (the worker carries on), and a sequence
-gap is held in the video only as long as the wall clock allows (a forged jump cannot pad the MP4).
+gap is held in the video only as long as the frames' arrival times allow (a forged jump cannot pad the MP4).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class RenderWorker(threading.Thread):
     """Renders decoded frames, in order, into an MP4 at the stream's rate. While its backlog is at
     most ``max_lag`` frames it renders every frame; beyond that it jumps to the newest one (bounded
     latency). Lost or skipped frames repeat the previous picture, so the video keeps its timing, but
-    never more than twice the wall-clock time since the last picture allows.
+    never for more than twice the time that passed between the two frames' arrivals.
 
     The receiver calls :meth:`init` (a session it shows: its INIT and admitted model) and :meth:`frame`,
     then :meth:`stop`; an unexpected exception in the thread is kept in ``error``. ``out`` None: render
@@ -72,7 +72,7 @@ class RenderWorker(threading.Thread):
     def frame(self, f: DecodedFrame) -> None:
         """A decoded frame of the shown session, queued for rendering (dropped when the queue is full)."""
         try:
-            self.q.put_nowait(("frame", f))
+            self.q.put_nowait(("frame", f, time.perf_counter()))
         except queue.Full:
             self.stats.dropped += 1
 
@@ -98,7 +98,7 @@ class RenderWorker(threading.Thread):
 
     # -- the thread -----------------------------------------------------------------------------
     def run(self) -> None:
-        pending: list[DecodedFrame] = []
+        pending: list[tuple[DecodedFrame, float]] = []  # (frame, when it arrived)
         stop = False
         try:
             while not (stop and not pending):
@@ -109,7 +109,7 @@ class RenderWorker(threading.Thread):
                 if self.lag and len(pending) > self.lag:
                     self.stats.skipped += len(pending) - 1
                     del pending[:-1]
-                self._show(pending.pop(0))
+                self._show(*pending.pop(0))
         except BaseException as e:  # surfaced by receive()
             self.error = e
         finally:
@@ -118,7 +118,7 @@ class RenderWorker(threading.Thread):
             if self.renderer is not None:
                 self.renderer.release()
 
-    def _take(self, pending: list[DecodedFrame], block: bool) -> bool:
+    def _take(self, pending: list, block: bool) -> bool:
         """Move the queued frames to ``pending`` (waiting for one item when ``block``), switch heads on an
         INIT; True when the stop marker came."""
         items, self._later = self._later or ([self.q.get()] if block else []), []
@@ -132,7 +132,7 @@ class RenderWorker(threading.Thread):
             if item is None:
                 stop = True
             elif item[0] == "frame":
-                pending.append(item[1])
+                pending.append(item[1:])
             elif pending:  # a new session: the frames before it are rendered with their own head first
                 self._later = items[i:]
                 break
@@ -164,16 +164,17 @@ class RenderWorker(threading.Thread):
             self.fps = info.fps
             self.writer = iio2.get_writer(self.out, fps=info.fps, codec="libx264", quality=7, macro_block_size=16)
 
-    def _show(self, f: DecodedFrame) -> None:
+    def _show(self, f: DecodedFrame, arrived: float) -> None:
         img = self.renderer.render(f)
         now = time.perf_counter()
         ReceiveStats.timed(self.stats.rendered_at, f.seq, now)
         if self.writer is not None:
             if self.last_seq is not None and self.last_img is not None:
-                allowed = int(2 * (now - self.last_at) * self.fps) + 2  # the wall clock bounds a held gap
+                # a held gap is bounded by the time between the two frames' arrivals here (not by their seq)
+                allowed = int(2 * (arrived - self.last_at) * self.fps) + 2
                 for _ in range(min(max(0, f.seq - self.last_seq - 1), MAX_HOLD, allowed)):
                     self.writer.append_data(self.last_img)
                     self.stats.padded += 1
             self.writer.append_data(img)
             self.stats.written += 1
-        self.last_seq, self.last_img, self.last_at = f.seq, img, now
+        self.last_seq, self.last_img, self.last_at = f.seq, img, arrived
