@@ -39,6 +39,7 @@ class ReceiveStats:
     rejected: int = 0
     refused_peers: int = 0
     dropped: int = 0    # messages or frames dropped over a rate or queue bound
+    log_held: int = 0   # log lines about peers held back by the per-peer and overall limits
     sessions: int = 0
     skipped: int = 0    # decoded but not rendered: the renderer was behind and showed a newer frame
     arrived_at: dict = field(default_factory=dict)    # seq -> wall time decoded

@@ -46,12 +46,11 @@ class Bucket:
 
 
 class PeerLog:
-    """Log lines about one peer: at most ``per_peer`` of them, and at most ``rate`` a second over all
-    peers (a shared :class:`Bucket`); what is held back is counted in ``suppressed``."""
+    """Log lines about one peer: at most ``per_peer`` of them, and within the ``overall`` :class:`Bucket`
+    shared by all peers; each line held back is counted in ``stats.log_held``."""
 
-    def __init__(self, logger: logging.Logger, overall: Bucket, per_peer: int = 3):
-        self.logger, self.overall, self.left = logger, overall, per_peer
-        self.suppressed = 0
+    def __init__(self, logger: logging.Logger, overall: Bucket, per_peer: int, stats):
+        self.logger, self.overall, self.left, self.stats = logger, overall, per_peer, stats
 
     def info(self, line: str) -> bool:
         """Log ``line`` (already escaped where it quotes the peer) unless a limit holds it back."""
@@ -59,7 +58,7 @@ class PeerLog:
             self.left -= 1
             self.logger.info("%s", line)
             return True
-        self.suppressed += 1
+        self.stats.log_held += 1
         return False
 
 

@@ -88,13 +88,13 @@ class _Link:
         if self.peers < MAX_PEERS and self.unaccepted < MAX_UNACCEPTED and self.connects.take():
             return None
         self.stats.refused_peers += 1
-        PeerLog(logger, self.log_budget, 1).info(f"receive: refused {_peer(connection)}: too many connections")
+        PeerLog(logger, self.log_budget, 1, self.stats).info(f"receive: refused {_peer(connection)}: too many connections")
         return connection.respond(503, "busy\n")
 
     async def handler(self, ws) -> None:
         """One connection: HELLO, its INIT (accepted or the connection refused), then its frames."""
         peer = _peer(ws)
-        log = PeerLog(logger, self.log_budget, LOG_PER_PEER)
+        log = PeerLog(logger, self.log_budget, LOG_PER_PEER, self.stats)
         self.peers += 1
         self.unaccepted += 1
         accepted = False
@@ -272,5 +272,6 @@ async def _listen(host: str, port: int, worker: RenderWorker | None, trust: auth
     if worker and worker.error is not None:
         raise worker.error
     logger.info(f"receive: {stats.frames} frames decoded, {stats.written} written, {stats.rejected} messages "
-                f"rejected, {stats.refused_peers} peers refused, {stats.dropped} dropped over a bound")
+                f"rejected, {stats.refused_peers} peers refused, {stats.dropped} dropped over a bound, "
+                f"{stats.log_held} log lines held back")
     return cancelled
