@@ -1,7 +1,8 @@
 """``headcast receive --web``: the viewer page showing a live stream, pushed to it over WebSocket.
 
 One port on 127.0.0.1 serves both the page (HTTP: ``/live``, its script, three.js, the head's GLB: the
-viewer's :class:`~headcast.view.server.PageServer`) and a WebSocket at ``/socket``. On a sender's INIT
+viewer's :class:`~headcast.view.server.PageServer`) and a WebSocket at ``/socket``, which answers only
+the page this server served, with the run's random token from the page's URL (``/live?token=...``). On a sender's INIT
 the head is rebuilt as a GLB (identity beta baked, the expression basis as morph targets, the five
 joints as a skin, the sent albedo when there is one) and each page is told to load it; every decoded
 frame is then pushed as JSON ``{"type": "frame", "seq", "theta" (15 axis-angle radians), "psi" (E)}``
