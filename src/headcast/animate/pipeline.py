@@ -27,6 +27,7 @@ from headcast.animate.identity import DriverIdentity
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
 from headcast.animate.track import TrackedFrame, Tracker, jaw_expressions, select_calibration
 from headcast.animate.video import VideoInfo, VideoLandmarker, read_frames, video_info
+from headcast.core import threads
 from headcast.core.camera import Intrinsics, to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
@@ -258,6 +259,7 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     the driving video in the folder (``input.mp4``, for the demo's built-in driver); ``truth`` (a
     :class:`headcast.animate.builtin.Motion`, when the video is the built-in motion) adds the recovered
     motion to the report; ``force`` replaces an earlier animation in ``out_dir``."""
+    threads.apply()
     cfg = _config(config, threshold, max_iters)
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
