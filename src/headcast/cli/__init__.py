@@ -23,7 +23,7 @@ from headcast.core import threads
 threads.apply()  # thread counts into the environment before any library that reads them is loaded
 
 from headcast import __version__  # noqa: E402
-from headcast.cli import animate, bench, capture, demo, logs, model, stream  # noqa: E402
+from headcast.cli import animate, bench, capture, demo, logs, model, parser, stream  # noqa: E402
 from headcast.cli.parser import CommandParser, build_all  # noqa: E402
 from headcast.core.errors import HeadcastError  # noqa: E402
 from headcast.io.outputs import HELD_SIGNALS, Terminated, install_signal_handlers  # noqa: E402
@@ -50,6 +50,12 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command in ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser.help_cache = parser.HelpCache(argv)
+    cached = parser.help_cache.lookup()
+    if cached is not None:  # the options' defaults come from the stages; their text is kept to spare imports
+        sys.stdout.write(cached)
+        return 0
     a = build_parser(lazy=True).parse_args(argv)
     with _signals_unwind(), logs.to_stderr(logs.level(a.verbose, a.quiet, a.debug), native=a.debug):
         logger.debug(threads.apply().describe())
