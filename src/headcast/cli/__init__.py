@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cached = parser.help_cache.lookup()
     if cached is not None:  # the options' defaults come from the stages; their text is kept to spare imports
         sys.stdout.write(cached)
-        return 0
+        sys.exit(0)  # as argparse's --help does
     a = build_parser(lazy=True).parse_args(argv)
     with _signals_unwind(), logs.to_stderr(logs.level(a.verbose, a.quiet, a.debug), native=a.debug):
         logger.debug(threads.apply().describe())
