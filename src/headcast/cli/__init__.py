@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if cached is not None:  # the options' defaults come from the stages; their text is kept to spare imports
         sys.stdout.write(cached)
         sys.exit(0)  # as argparse's --help does
-    a = build_parser(lazy=True).parse_args(argv)
+    parser.main_parser = build_parser(lazy=True)
+    a = parser.main_parser.parse_args(argv)
     with _signals_unwind(), logs.to_stderr(logs.level(a.verbose, a.quiet, a.debug), native=a.debug):
         logger.debug(threads.apply().describe())
         return _run(a)

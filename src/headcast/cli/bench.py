@@ -165,18 +165,9 @@ def _speed_arguments(bs: argparse.ArgumentParser) -> None:
 
 def run_speed(a: argparse.Namespace) -> None:
     from headcast.bench.speed import markdown, run_speed_bench
-    from headcast.cli import build_parser
+    from headcast.cli import parser
 
-    paths: list[list[str]] = []
-
-    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
-        paths.append(path)
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    walk(sub, path + [name])
-
-    walk(build_parser(), [])
+    paths = parser.command_paths(parser.main_parser) if parser.main_parser is not None else [[]]
     with logs.scoped(show=SHOWN):
         res = run_speed_bench(Path(a.work), paths, video=Path(a.video) if a.video else None, frames=a.frames,
                               demo=not a.no_demo, model_spec=a.model)

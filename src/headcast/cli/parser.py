@@ -47,6 +47,7 @@ class CommandParser(argparse.ArgumentParser):
 
 
 help_cache: HelpCache | None = None  # set by the command line's main() for its own argv
+main_parser: argparse.ArgumentParser | None = None  # the parser main() built (for commands that list commands)
 
 
 def build_all(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +58,17 @@ def build_all(parser: argparse.ArgumentParser) -> None:
                 if isinstance(sub, CommandParser):
                     sub.build()
                 build_all(sub)
+
+
+def command_paths(parser: argparse.ArgumentParser) -> list[list[str]]:
+    """Every command path under ``parser`` (``[]`` for itself, ``["bench", "speed"]``, ...), options built."""
+    build_all(parser)
+    out = [[]]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += [[name] + p for p in command_paths(sub)]
+    return out
 
 
 def add_force(parser: argparse.ArgumentParser, file: bool = False) -> None:
