@@ -39,7 +39,7 @@ class ThreadPlan:
     def describe(self) -> str:
         """One line for ``--debug``."""
         loaded = ", ".join(m for m in ("torch", "cv2", "open3d") if m in sys.modules) or "none yet"
-        return (f"threads: {self.count} (from {self.source}; torch intra-op {self.count}, inter-op 1, "
+        return (f"threads: {self.count} (from {self.source}; torch intra-op {self.count}, "
                 f"OpenMP {os.environ.get('OMP_NUM_THREADS')} {os.environ.get('OMP_WAIT_POLICY', '').lower()}, "
                 f"BLAS {self.blas}, Open3D {self.count}, OpenCV {self.count}; libraries loaded: {loaded})")
 
