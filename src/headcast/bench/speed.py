@@ -71,10 +71,17 @@ def time_pair(command: list[str], second: list[str]) -> dict:
     return {"alone_s": alone, "together_s": both, "ratio": max(both) / alone}
 
 
+PARTS = ("help", "reconstruct", "animate", "demo")
+
+
 def run_speed_bench(work: Path, help_paths: list[list[str]], video: Path | None = None, frames: int = 250,
-                    demo: bool = True, model_spec: str = "ict") -> dict:
-    """All the timings above, with working folders under ``work``; ``help_paths``: the command paths whose
-    ``--help`` is timed (the command line's tree); ``frames``: the clip's first frames animated."""
+                    parts: str = ",".join(PARTS), model_spec: str = "ict") -> dict:
+    """The timings above, with working folders under ``work``; ``help_paths``: the command paths whose
+    ``--help`` is timed (the command line's tree); ``frames``: the clip's first frames animated; ``parts``:
+    which of :data:`PARTS` to run, comma-separated (animate uses ``work/r1`` from the reconstruct part)."""
+    todo = {p.strip() for p in parts.split(",") if p.strip()}
+    if not todo <= set(PARTS):
+        raise HeadcastError(f"bench speed: unknown parts {sorted(todo - set(PARTS))} (choose from {', '.join(PARTS)})")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     video = Path(video) if video else shared_samples() / "video" / "wojtek.mp4"
@@ -82,14 +89,31 @@ def run_speed_bench(work: Path, help_paths: list[list[str]], video: Path | None 
         raise HeadcastError(f"bench speed: no video {video} (pass --video)")
     res: dict = {"machine": machine(), "threads": plan().count, "time": time.strftime("%Y-%m-%d %H:%M"),
                  "video": video.name, "frames": frames, "targets": TARGETS}
-    logger.info("bench speed: --help of every command")
-    res["help_s"] = time_help(help_paths)
+    if "help" in todo:
+        logger.info("bench speed: --help of every command")
+        res["help_s"] = time_help(help_paths)
+    if "reconstruct" in todo:
+        _reconstruct(res, work, model_spec)
+    if "animate" in todo:
+        if not (work / "r1" / "params.npz").is_file():
+            raise HeadcastError(f"bench speed: animate needs {work / 'r1'} (run the reconstruct part first)")
+        _animate(res, work, video, frames)
+    if "demo" in todo:
+        logger.info("bench speed: demo")
+        res["demo_s"] = run_together([["demo", "--out", str(work / "demo"), "--force"]])[0]
+    return res
+
+
+def _reconstruct(res: dict, work: Path, model_spec: str) -> None:
     run_together([["synth", "--out", str(work / "synth"), "--seed", "3", "--size", "640x480", "--force"]])
     frame = str(work / "synth" / "frame-000")
     rec = lambda name: ["reconstruct", frame, "--out", str(work / name), "--force", "--model", model_spec]  # noqa: E731
     logger.info("bench speed: reconstruct alone and two at once")
     res["reconstruct"] = time_pair(rec("r1"), rec("r2"))
     res["reconstruct"]["fit_s"] = json.loads((work / "r1" / "fit_report.json").read_text()).get("seconds_fit")
+
+
+def _animate(res: dict, work: Path, video: Path, frames: int) -> None:
     for video_on in (True, False):
         key = "animate" if video_on else "animate_no_video"
         logger.info(f"bench speed: {key} alone and two at once")
@@ -97,32 +121,32 @@ def run_speed_bench(work: Path, help_paths: list[list[str]], video: Path | None 
                               "--max-frames", str(frames)] + ([] if video_on else ["--no-video"]))
         res[key] = time_pair(anim(f"{key}1"), anim(f"{key}2"))
         res[key]["fps"] = frames / res[key]["alone_s"]
-    if demo:
-        logger.info("bench speed: demo")
-        res["demo_s"] = run_together([["demo", "--out", str(work / "demo"), "--force"]])[0]
-    return res
 
 
 def markdown(res: dict) -> str:
     """The figures as markdown for bench/RESULTS.md."""
     t = res["targets"]
-    helps = res["help_s"]
-    slowest = max(helps, key=helps.get)
     L = [f"### Speed (`headcast bench speed`, {res['machine']}, {res['threads']} threads, {res['time']})", "",
          "| what | alone | two at once (each) | ratio | target |", "|---|---|---|---|---|"]
-    r = res["reconstruct"]
-    L.append(f"| reconstruct 640x480 (fit {r['fit_s'] or float('nan'):.2f} s) | {r['alone_s']:.2f} s | "
-             + " / ".join(f"{x:.2f}" for x in r["together_s"]) + f" s | {r['ratio']:.2f} | "
-             f"<= {t['reconstruct_s']:g} s, ratio <= {t['pair_ratio']:g} |")
+    r = res.get("reconstruct")
+    if r:
+        L.append(f"| reconstruct 640x480 (fit {r['fit_s'] or float('nan'):.2f} s) | {r['alone_s']:.2f} s | "
+                 + " / ".join(f"{x:.2f}" for x in r["together_s"]) + f" s | {r['ratio']:.2f} | "
+                 f"<= {t['reconstruct_s']:g} s, ratio <= {t['pair_ratio']:g} |")
     for key, target in (("animate", t["animate_fps"]), ("animate_no_video", t["animate_no_video_fps"])):
-        a = res[key]
+        a = res.get(key)
+        if not a:
+            continue
         L.append(f"| {key.replace('_', ' ')} {res['video']} ({res['frames']} frames) | {a['alone_s']:.2f} s = "
                  f"{a['fps']:.1f} fps | " + " / ".join(f"{x:.2f}" for x in a["together_s"]) +
                  f" s | {a['ratio']:.2f} | >= {target:g} fps, ratio <= {t['pair_ratio']:g} |")
     if "demo_s" in res:
         L.append(f"| demo | {res['demo_s']:.1f} s | | | <= {t['demo_s']:g} s |")
-    L.append(f"| --help ({len(helps)} commands) | slowest {slowest}: {helps[slowest]:.2f} s, median "
-             f"{sorted(helps.values())[len(helps) // 2]:.2f} s | | | <= {t['help_s']:g} s |")
+    helps = res.get("help_s")
+    if helps:
+        slowest = max(helps, key=helps.get)
+        L.append(f"| --help ({len(helps)} commands) | slowest {slowest}: {helps[slowest]:.2f} s, median "
+                 f"{sorted(helps.values())[len(helps) // 2]:.2f} s | | | <= {t['help_s']:g} s |")
     L += ["", "Wall clock from process start to exit (imports and writing included); the ratio is the slower of the "
           "two runs started together over the run alone. Timings depend on the machine's other load."]
     return "\n".join(L)

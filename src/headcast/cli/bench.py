@@ -157,7 +157,7 @@ def _speed_arguments(bs: argparse.ArgumentParser) -> None:
     bs.add_argument("--work", required=True, help="working folder (synthetic frame, reconstructions, animations)")
     bs.add_argument("--video", help="the clip to animate (default ../shared/samples/video/wojtek.mp4)")
     bs.add_argument("--frames", type=int, default=default("frames"), help="frames of the clip animated (default %(default)s)")
-    bs.add_argument("--no-demo", action="store_true", help="skip timing the demo")
+    bs.add_argument("--parts", default=default("parts"), help="which timings, comma-separated (default %(default)s)")
     bs.add_argument("--model", default=default("model_spec"), help="head model (default %(default)s)")
     bs.add_argument("--json", action="store_true", help="print the figures as JSON too")
     bs.set_defaults(func=run_speed)
@@ -170,7 +170,7 @@ def run_speed(a: argparse.Namespace) -> None:
     paths = parser.command_paths(parser.main_parser) if parser.main_parser is not None else [[]]
     with logs.scoped(show=SHOWN):
         res = run_speed_bench(Path(a.work), paths, video=Path(a.video) if a.video else None, frames=a.frames,
-                              demo=not a.no_demo, model_spec=a.model)
+                              parts=a.parts, model_spec=a.model)
     if a.json:
         print(json.dumps(res, indent=2))
     print(markdown(res))
