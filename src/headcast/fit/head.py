@@ -103,7 +103,7 @@ class PackedHead:
         rows = np.repeat(np.arange(len(corners)), 3)
         B = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, inv.reshape(-1)])),
                                     torch.as_tensor(bary, dtype=torch.float64).reshape(-1),
-                                    (len(corners), len(ids)))  # (n, k) corner weights
+                                    (len(corners), len(ids)), check_invariants=False)  # (n, k); valid by construction
         if not with_jac:
             return B @ self.vertices_cam(x, ids_t), None
         V, J = self.vertices_jacobian(x, ids_t)
