@@ -8,40 +8,16 @@ OpenBLAS it finds, it does nothing.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
-_NAMES = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-          ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-          ("openblas_set_num_threads", "openblas_get_num_threads"))
-
-
-@functools.cache
-def _openblas():
-    """(set, get) functions of the OpenBLAS numpy loaded, or None."""
-    root = Path(np.__file__).parent
-    for lib in sorted(root.parent.glob("numpy.libs/*openblas*")) + sorted(root.glob(".libs/*openblas*")):
-        try:
-            dll = ctypes.CDLL(str(lib))
-        except OSError:
-            continue
-        for set_name, get_name in _NAMES:
-            if hasattr(dll, set_name) and hasattr(dll, get_name):
-                s, g = getattr(dll, set_name), getattr(dll, get_name)
-                s.argtypes, g.restype = [ctypes.c_int], ctypes.c_int
-                return s, g
-    return None
+from headcast.core.threads import openblas
 
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
     """Within the block numpy's BLAS uses one thread."""
-    fns = _openblas()
+    fns = openblas()
     if fns is None:
         yield
         return

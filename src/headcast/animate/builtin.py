@@ -106,8 +106,7 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
     background is a plain wall. ``insert_blank=(start, count)`` replaces ``count`` frames from
     ``start`` with black frames (no face). Returns the ground truth.
     """
-    import imageio.v2 as iio2
-
+    from headcast.animate.video import VideoWriter
     from headcast.render.gl import MeshRenderer
     from headcast.synth.appearance import skin_albedo
 
@@ -122,8 +121,7 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
     layer = HeadLayer(model, dtype=torch.float32)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = iio2.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=16,
-                             ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"])
+    writer = VideoWriter(path, fps, crf=10, macro_block_size=16)
     try:
         n = len(motion.times)
         for a in range(0, n, 16):

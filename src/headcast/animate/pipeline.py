@@ -26,7 +26,8 @@ from headcast.animate.fit import Observation, TrackConfig
 from headcast.animate.identity import DriverIdentity
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
 from headcast.animate.track import TrackedFrame, Tracker, jaw_expressions, select_calibration
-from headcast.animate.video import VideoInfo, VideoLandmarker, read_frames, video_info
+from headcast.animate.video import VideoInfo, VideoLandmarker, VideoWriter, read_frames, video_info
+from headcast.core import threads
 from headcast.core.camera import Intrinsics, to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
@@ -208,16 +209,13 @@ def compose(frame: np.ndarray, head: np.ndarray, detected: np.ndarray | None, fi
 def write_preview_video(path: Path, video: str | Path, subject: Subject, det: Detections, trk: Track,
                         threshold: float) -> tuple[float, list[np.ndarray]]:
     """Write the side-by-side MP4; returns the seconds it took and four composed frames for a still."""
-    import imageio.v2 as iio2
-
     view = HeadView(subject)
     fps = det.info.fps
     n = len(trk.frames)
     keep = set(np.linspace(0, n - 1, 4).round().astype(int).tolist()) if n else set()
     stills = []
     t0 = time.perf_counter()
-    writer = iio2.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=2,
-                             ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"])
+    writer = VideoWriter(path, fps)
     try:
         frames = read_frames(video, n)
         for a in range(0, n, 16):
@@ -258,6 +256,7 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     the driving video in the folder (``input.mp4``, for the demo's built-in driver); ``truth`` (a
     :class:`headcast.animate.builtin.Motion`, when the video is the built-in motion) adds the recovered
     motion to the report; ``force`` replaces an earlier animation in ``out_dir``."""
+    threads.apply()
     cfg = _config(config, threshold, max_iters)
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)

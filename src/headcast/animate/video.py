@@ -6,6 +6,8 @@ top-left pixel at (0, 0), as :mod:`headcast.preprocess.landmarks`.
 
 from __future__ import annotations
 
+import queue
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,67 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
         raise HeadcastError(f"cannot decode video {path} after {n} frames: {_first_line(e)}") from None
     if n == 0:
         raise HeadcastError(f"video {path} has no frames")
+
+
+class VideoWriter:
+    """An H.264 MP4 (yuv420p) from (H, W, 3) uint8 RGB frames, encoded by ffmpeg while the caller makes
+    the next frames: frames go through a short queue to a thread that pipes them raw into ffmpeg.
+
+    ``preset`` is x264's speed/size trade; ``veryfast`` costs under half the CPU of the default
+    (``medium``) for about the same file size at ``crf`` 15 on talking-head previews. Width and height
+    are padded up to a multiple of ``macro_block_size``. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path, fps: float, crf: int = 15, preset: str = "veryfast",
+                 macro_block_size: int = 2, queued: int = 8):
+        self.path, self.fps, self.crf, self.preset, self.block = Path(path), fps, crf, preset, macro_block_size
+        self._queue: queue.Queue = queue.Queue(maxsize=queued)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def append_data(self, frame: np.ndarray) -> None:
+        """Queue one frame (every frame the same size); raises what the encoder raised, if anything."""
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._encode, args=(frame.shape[1], frame.shape[0]), daemon=True)
+            self._thread.start()
+        self._queue.put(np.ascontiguousarray(frame))
+
+    def _encode(self, width: int, height: int) -> None:
+        import imageio_ffmpeg
+
+        from headcast.core.threads import apply
+
+        gen = imageio_ffmpeg.write_frames(
+            str(self.path), (width, height), fps=self.fps, codec="libx264", quality=None, macro_block_size=self.block,
+            ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p", "-preset", self.preset, "-crf", str(self.crf),
+                                                     "-threads", str(apply().count)])
+        try:
+            gen.send(None)
+            while (frame := self._queue.get()) is not None:
+                gen.send(frame)
+        except BaseException as e:  # reported to the caller on its next append or at close
+            self._error = e
+            while self._queue.get() is not None:  # let the caller finish its puts
+                pass
+        finally:
+            gen.close()
+
+    def close(self) -> None:
+        """Finish the file (waits for the encoder); raises what the encoder raised, if anything."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _first_line(e: Exception) -> str:

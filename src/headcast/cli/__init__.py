@@ -18,11 +18,15 @@ import sys
 import threading
 from typing import Iterator
 
-from headcast import __version__
-from headcast.cli import animate, bench, capture, demo, logs, model, stream
-from headcast.cli.parser import CommandParser, build_all
-from headcast.core.errors import HeadcastError
-from headcast.io.outputs import HELD_SIGNALS, Terminated, install_signal_handlers
+from headcast.core import threads
+
+threads.apply()  # thread counts into the environment before any library that reads them is loaded
+
+from headcast import __version__  # noqa: E402
+from headcast.cli import animate, bench, capture, demo, logs, model, parser, stream  # noqa: E402
+from headcast.cli.parser import CommandParser, build_all  # noqa: E402
+from headcast.core.errors import HeadcastError  # noqa: E402
+from headcast.io.outputs import HELD_SIGNALS, Terminated, install_signal_handlers  # noqa: E402
 
 GROUPS = (model, capture, animate, bench, stream, demo)  # the commands, in the order --help lists them
 logger = logging.getLogger(__name__)
@@ -46,8 +50,16 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command in ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    a = build_parser(lazy=True).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser.help_cache = parser.HelpCache(argv)
+    cached = parser.help_cache.lookup()
+    if cached is not None:  # the options' defaults come from the stages; their text is kept to spare imports
+        sys.stdout.write(cached)
+        sys.exit(0)  # as argparse's --help does
+    parser.main_parser = build_parser(lazy=True)
+    a = parser.main_parser.parse_args(argv)
     with _signals_unwind(), logs.to_stderr(logs.level(a.verbose, a.quiet, a.debug), native=a.debug):
+        logger.debug(threads.apply().describe())
         return _run(a)
 
 

@@ -31,6 +31,8 @@ def _benches(pb: argparse.ArgumentParser) -> None:
     bsub.add_parser("animate", help="tracking speed and accuracy on videos", arguments=_animate_arguments)
     bsub.add_parser("stream", help="bytes per frame, vertex error, live latency and fps", arguments=_stream_arguments)
     bsub.add_parser("render", help="preview renderer (OpenGL/EGL) against the ray caster", arguments=_render_arguments)
+    bsub.add_parser("speed", help="whole commands timed: alone and two at once, --help, animate fps, demo",
+                    arguments=_speed_arguments)
 
 
 def _reconstruct_arguments(br: argparse.ArgumentParser) -> None:
@@ -143,6 +145,32 @@ def run_render(a: argparse.Namespace) -> None:
 
     with logs.scoped(show=SHOWN):
         res = run(a.size, a.frames, a.texture, a.model)
+    if a.json:
+        print(json.dumps(res, indent=2))
+    print(markdown(res))
+
+
+def _speed_arguments(bs: argparse.ArgumentParser) -> None:
+    from headcast.bench.speed import run_speed_bench
+
+    default = lambda name: param_default(run_speed_bench, name)  # noqa: E731
+    bs.add_argument("--work", required=True, help="working folder (synthetic frame, reconstructions, animations)")
+    bs.add_argument("--video", help="the clip to animate (default ../shared/samples/video/wojtek.mp4)")
+    bs.add_argument("--frames", type=int, default=default("frames"), help="frames of the clip animated (default %(default)s)")
+    bs.add_argument("--parts", default=default("parts"), help="which timings, comma-separated (default %(default)s)")
+    bs.add_argument("--model", default=default("model_spec"), help="head model (default %(default)s)")
+    bs.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    bs.set_defaults(func=run_speed)
+
+
+def run_speed(a: argparse.Namespace) -> None:
+    from headcast.bench.speed import markdown, run_speed_bench
+    from headcast.cli import parser
+
+    paths = parser.command_paths(parser.main_parser) if parser.main_parser is not None else [[]]
+    with logs.scoped(show=SHOWN):
+        res = run_speed_bench(Path(a.work), paths, video=Path(a.video) if a.video else None, frames=a.frames,
+                              parts=a.parts, model_spec=a.model)
     if a.json:
         print(json.dumps(res, indent=2))
     print(markdown(res))

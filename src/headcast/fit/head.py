@@ -6,11 +6,26 @@ import numpy as np
 import torch
 
 from headcast.core.camera import FLIP, to_camera, to_camera_torch
-from headcast.core.params import HeadParams, pose_slice
+from headcast.core.params import N_POSE, HeadParams, pose_slice
 from headcast.core.rigid import similarity_fit
-from headcast.fit.packing import Packing, layout, pose_vector
+from headcast.fit.packing import FITTED_JOINTS, Packing, layout
 from headcast.model import lbs
 from headcast.model.layer import HeadLayer
+
+
+def _with_tangents(f, y: torch.Tensor, h: float = 1e-20) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(y) and its Jacobian (f's shape + (len(y),)) for a batched analytic f ((B, n) -> (B, ...)).
+
+    Complex-step differentiation: Im f(y + i h e_k) / h is df/dy_k with an error of order h^2 relative,
+    i.e. exact in float64 for h = 1e-20 (no difference is taken, so nothing cancels); all len(y)
+    directions go through f as one batch. f must be built from analytic operations (products, sums,
+    sin, cos, sqrt, division), as rotations and forward kinematics are.
+    """
+    n = len(y)
+    Y = y.detach().to(torch.complex128).repeat(n + 1, 1)
+    Y[1:] += 1j * h * torch.eye(n, dtype=torch.float64)
+    out = f(Y)
+    return out[0].real.to(y.dtype), (out[1:].imag / h).to(y.dtype).movedim(0, -1)
 
 
 class PackedHead:
@@ -35,10 +50,12 @@ class PackedHead:
     def vertices_jacobian(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Vertices ``ids`` (k, 3) and their Jacobian (k, 3, P) for the packed vector x (P,).
 
-        Shaped vertices and rest joints are linear in beta and psi, and skinning is linear in both
-        for a fixed pose, so dV/d(beta, psi) = s FLIP M_v @ dirs + dV/dJ @ joint dirs, with M_v the
-        blended skinning rotation of each vertex; only the pose, placement and rest-joint directions
-        (25 for 5 joints) need forward-mode autodiff instead of all P parameters.
+        Skinning is V = s FLIP sum_j w_vj G_j [v_shaped; 1] + t with G_j (3, 4) the joints' relative
+        transforms, which depend only on y = [rest joints | root 3 | jaw 3] (15 + 6 numbers for 5 joints).
+        So dG/dy (J, 3, 4, |y|) comes from a complex-step derivative of that small function (one batch),
+        and every vertex's derivative is a blend of it: no differentiation over the k vertices.
+        Shaped vertices and rest joints are linear in beta and psi: dV/d(beta, psi) = s FLIP M_v @ dirs
+        + dV/dJ @ joint dirs, with M_v the blended skinning rotation of each vertex.
         """
         L, sl = self.layer, self.pk.sl
         beta, psi = x[sl["beta"]][None], x[sl["psi"]][None]
@@ -46,42 +63,51 @@ class PackedHead:
         v_shaped = L.v_template[ids] + lbs.blend_shapes(beta, sd)[0] + lbs.blend_shapes(psi, ed)[0]
         joints = L.j_template + lbs.blend_shapes(beta, L.j_shapedirs)[0] + lbs.blend_shapes(psi, L.j_exprdirs)[0]
         nj = joints.numel()
-        zs, _ = layout((("joints", nj), ("root", 3), ("jaw", 3), ("log_s", 1), ("t", 3)))
+        ys, ny = layout((("joints", nj),) + tuple((joint, 3) for joint in FITTED_JOINTS))
+        y = torch.cat([joints.reshape(-1)] + [x[sl[joint]] for joint in FITTED_JOINTS])
+        G, dG = _with_tangents(lambda yy: self._relative_transforms(yy, ys), y)  # (J, 3, 4), (J, 3, 4, ny)
         weights = L.lbs_weights[ids]
-
-        def pose_map(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """z = [rest joints | root 3 | jaw 3 | log s | t 3] -> camera vertices (k, 3) and skinning T (k, 3, 4)."""
-            theta = pose_vector({"root": z[zs["root"]], "jaw": z[zs["jaw"]]}, z)
-            rot = lbs.batch_rodrigues(theta.view(-1, 3)).unsqueeze(0)
-            _, rel = lbs.batch_rigid_transform(rot, z[zs["joints"]].view(1, -1, 3), L.parents)
-            T = torch.einsum("vj,jrc->vrc", weights, rel[0, :, :3, :])
-            v = torch.einsum("vrc,vc->vr", T[..., :3], v_shaped) + T[..., 3]
-            return to_camera_torch(v, torch.exp(z[zs["log_s"]]), z[zs["t"]]), T
-
-        z = torch.cat([joints.reshape(-1)] + [x[sl[name]] for name in ("root", "jaw", "log_s", "t")])
-        V, T = pose_map(z)
-        Jz = torch.func.jacfwd(lambda zz: pose_map(zz)[0])(z)  # (k, 3, nj + 10)
-        s, origin = torch.exp(x[sl["log_s"]]), torch.zeros(3, dtype=x.dtype)
-        jac = torch.zeros(V.shape[0], 3, self.pk.size, dtype=x.dtype)
-        # s FLIP M_v: the placement's linear part applied to the columns of each vertex's skinning rotation
-        M = to_camera_torch(T[..., :3].transpose(1, 2), s, origin).transpose(1, 2)  # (k, 3, 3)
+        vh = torch.cat([v_shaped, torch.ones_like(v_shaped[:, :1])], 1)  # (k, 4)
+        T = torch.einsum("vj,jrc->vrc", weights, G)  # (k, 3, 4)
+        posed = torch.einsum("vrc,vc->vr", T, vh)
+        dT = (weights @ dG.reshape(G.shape[0], -1)).reshape(-1, 3, 4, ny)
+        dposed = torch.einsum("vrcy,vc->vry", dT, vh)  # (k, 3, ny)
+        s, t, origin = torch.exp(x[sl["log_s"]]), x[sl["t"]], torch.zeros(3, dtype=x.dtype)
+        V = to_camera_torch(posed, s, t)
+        to_cam = lambda a: to_camera_torch(a.transpose(1, 2), s, origin).transpose(1, 2)  # noqa: E731  s FLIP a
+        Jy = to_cam(dposed)  # (k, 3, ny)
+        M = to_cam(T[..., :3])  # (k, 3, 3)
+        parts = {joint: Jy[..., ys[joint]] for joint in FITTED_JOINTS}
         for name, dirs, joint_dirs in (("beta", sd, L.j_shapedirs), ("psi", ed, L.j_exprdirs)):
-            jac[..., sl[name]] = torch.einsum("vab,vbk->vak", M, dirs) + Jz[..., zs["joints"]] @ joint_dirs.reshape(nj, -1)
-        for name in ("root", "jaw", "log_s", "t"):
-            jac[..., sl[name]] = Jz[..., zs[name]]
+            parts[name] = torch.baddbmm(Jy[..., ys["joints"]] @ joint_dirs.reshape(nj, -1), M, dirs)
+        parts["log_s"] = (V - t)[..., None]
+        parts["t"] = torch.eye(3, dtype=x.dtype).expand(V.shape[0], 3, 3)
+        jac = torch.cat([parts[name] for name in sorted(sl, key=lambda n: sl[n].start)], dim=2)
         return V, jac
+
+    def _relative_transforms(self, y: torch.Tensor, ys: dict[str, slice]) -> torch.Tensor:
+        """y (B, n) = [rest joints | root 3 | jaw 3] -> the joints' skinning transforms (B, J, 3, 4)."""
+        L, B = self.layer, y.shape[0]
+        theta = torch.zeros(B, N_POSE, dtype=y.dtype)
+        for joint in FITTED_JOINTS:
+            theta[:, pose_slice(joint)] = y[:, ys[joint]]
+        rot = lbs.batch_rodrigues(theta.reshape(-1, 3)).view(B, -1, 3, 3)
+        _, rel = lbs.batch_rigid_transform(rot, y[:, ys["joints"]].reshape(B, -1, 3), L.parents)
+        return rel[:, :, :3, :]
 
     def surface_points(self, x: torch.Tensor, corners: np.ndarray, bary: np.ndarray, with_jac: bool):
         """Points (n, 3) = bary-weighted triangle corners (n, 3 vertex ids) at x, and their (n, 3, P)
         Jacobian (None unless ``with_jac``)."""
         ids, inv = np.unique(corners, return_inverse=True)
-        ids_t, inv_t = torch.as_tensor(ids), torch.as_tensor(inv.reshape(-1, 3))
-        b = torch.as_tensor(bary, dtype=torch.float64)
+        ids_t = torch.as_tensor(ids)
+        rows = np.repeat(np.arange(len(corners)), 3)
+        B = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, inv.reshape(-1)])),
+                                    torch.as_tensor(bary, dtype=torch.float64).reshape(-1),
+                                    (len(corners), len(ids)), check_invariants=False)  # (n, k); valid by construction
         if not with_jac:
-            V = self.vertices_cam(x, ids_t)
-            return torch.einsum("nk,nkc->nc", b, V[inv_t]), None
+            return B @ self.vertices_cam(x, ids_t), None
         V, J = self.vertices_jacobian(x, ids_t)
-        return torch.einsum("nk,nkc->nc", b, V[inv_t]), torch.einsum("nk,nkcp->ncp", b, J[inv_t])
+        return B @ V, (B @ J.reshape(len(ids), -1)).reshape(len(corners), 3, -1)
 
     def template_landmarks(self) -> np.ndarray:
         """The neutral head's 68 landmarks (68, 3), model frame, float64."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from headcast.core import threads
 from headcast.core.camera import project
 from headcast.core.params import HeadParams
 from headcast.core.scene import closest_points_on_mesh
@@ -61,6 +62,7 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
     ``time.perf_counter()`` the run began at, for ``seconds_total`` (default: now).
     """
     started = time.perf_counter() if started is None else started
+    threads.apply()
     config = config or FitConfig()
     check_output_dir(out, "reconstruction", force=force, inputs=_inputs(frame))  # refuse before the work
     obs = preprocess(frame, landmarks, face=face, forehead=forehead, hull_margin=hull_margin, seed=config.seed)

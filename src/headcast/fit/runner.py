@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from headcast.core import threads
 from headcast.fit.config import FitConfig
 from headcast.fit.head import PackedHead
 from headcast.fit.priors import PriorWeights
@@ -30,6 +31,7 @@ class BlockRunner(PackedHead):
     def __init__(self, layer: HeadLayer, model_name: str, expr_range: tuple[float, float] | None,
                  config: FitConfig | None = None):
         super().__init__(layer, model_name)
+        threads.apply()
         self.cfg = config or FitConfig()
         lo = torch.full((self.pk.size,), -torch.inf, dtype=torch.float64)
         hi = torch.full((self.pk.size,), torch.inf, dtype=torch.float64)

@@ -16,7 +16,7 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
     import imageio.v3 as iio
 
     path = Path(path)
-    iio.imwrite(path, np.asarray(image))
+    iio.imwrite(path, np.asarray(image), compress_level=1)  # a quarter of the default level's time, ~15 % larger
     return path
 
 

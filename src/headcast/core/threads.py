@@ -1,0 +1,126 @@
+"""Thread counts of every native pool headcast uses (torch, OpenMP, BLAS, Open3D, OpenCV), chosen here once.
+
+The count is the number of CPUs this process may run on (``os.sched_getaffinity``), unless
+``HEADCAST_THREADS`` or else ``OMP_NUM_THREADS`` says otherwise; a library's own variable
+(``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``) wins for that library. Idle OpenMP threads sleep
+instead of spinning (``OMP_WAIT_POLICY=PASSIVE`` unless set): spinning threads of two processes
+sharing the cores take the CPU from each other's working threads, and that, not the work, made
+two fits at once take 3.5 times as long as one.
+
+Environment variables only work before a library is loaded, so the command line calls :func:`apply`
+before its heavy imports; :func:`apply` also sets the pools of libraries already loaded (torch,
+OpenCV, numpy's OpenBLAS), so the Python API's entry points call it as well. It is idempotent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+OWN = "HEADCAST_THREADS"
+BLAS_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+_OPENBLAS_NAMES = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                   ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+                   ("openblas_set_num_threads", "openblas_get_num_threads"))
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How many threads each pool gets and where the number came from."""
+
+    count: int  # torch intra-op, OpenMP (torch, Open3D), OpenCV
+    blas: int  # OpenBLAS / MKL
+    source: str  # "HEADCAST_THREADS", "OMP_NUM_THREADS" or "CPUs"
+
+    def describe(self) -> str:
+        """One line for ``--debug``."""
+        loaded = ", ".join(m for m in ("torch", "cv2", "open3d") if m in sys.modules) or "none yet"
+        return (f"threads: {self.count} (from {self.source}; torch intra-op {self.count}, "
+                f"OpenMP {os.environ.get('OMP_NUM_THREADS')} {os.environ.get('OMP_WAIT_POLICY', '').lower()}, "
+                f"BLAS {self.blas}, Open3D {self.count}, OpenCV {self.count}; libraries loaded: {loaded})")
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _positive(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def plan() -> ThreadPlan:
+    """The counts the environment and the machine call for (reads the environment each time)."""
+    for name in (OWN, "OMP_NUM_THREADS"):
+        n = _positive(name)
+        if n is not None:
+            break
+    else:
+        n, name = cpu_count(), "CPUs"
+    blas = next((b for b in map(_positive, BLAS_VARS[:2]) if b is not None), n)
+    return ThreadPlan(count=n, blas=blas, source=name)
+
+
+@functools.cache
+def apply() -> ThreadPlan:
+    """Set the environment for libraries not loaded yet and the pools of those already loaded; returns
+    the plan. Runs once per process (later calls return the first plan)."""
+    p = plan()
+    os.environ.setdefault("OMP_NUM_THREADS", str(p.count))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OPENCV_FOR_THREADS_NUM", str(p.count))
+    for name in BLAS_VARS:
+        os.environ.setdefault(name, str(p.blas))
+    if "torch" in sys.modules:
+        set_torch_threads(p.count)
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(p.count)
+    if "numpy" in sys.modules:
+        set_openblas_threads(p.blas)
+    return p
+
+
+def set_torch_threads(n: int) -> None:
+    """torch's intra-op pool to ``n`` threads and its inter-op pool to one (headcast runs no parallel
+    graphs; the inter-op count can only be set before torch's first parallel work, hence the guard)."""
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # torch already ran parallel work
+        pass
+
+
+@functools.cache
+def openblas() -> tuple | None:
+    """(set, get) thread-count functions of the OpenBLAS numpy loaded, or None where there is none."""
+    import numpy as np
+
+    root = Path(np.__file__).parent
+    for lib in sorted(root.parent.glob("numpy.libs/*openblas*")) + sorted(root.glob(".libs/*openblas*")):
+        try:
+            dll = ctypes.CDLL(str(lib))
+        except OSError:
+            continue
+        for set_name, get_name in _OPENBLAS_NAMES:
+            if hasattr(dll, set_name) and hasattr(dll, get_name):
+                s, g = getattr(dll, set_name), getattr(dll, get_name)
+                s.argtypes, g.restype = [ctypes.c_int], ctypes.c_int
+                return s, g
+    return None
+
+
+def set_openblas_threads(n: int) -> None:
+    """numpy's OpenBLAS to ``n`` threads (nothing where numpy's BLAS is not an OpenBLAS found)."""
+    fns = openblas()
+    if fns is not None:
+        fns[0](n)
