@@ -321,7 +321,9 @@ def _animation(b: GlbBuffer, A: Motion, head: GlbHead, mesh_node: int) -> dict:
     channel(mesh_node, "weights", A.psi.reshape(-1), "SCALAR")
     channel(0, "translation", to_camera(A.translation, 1.0, 0.0), "VEC3")  # camera -> glTF axes (FLIP = FLIP^-1)
     channel(0, "scale", np.repeat(A.scale[:, None] * head.scale, 3, axis=1), "VEC3")
-    return {"name": "performance", "samplers": samplers, "channels": channels}
+    # glTF keys in seconds; Blender turns them into frames at its scene rate (24 by default): the rate to set
+    fps = float(np.round(1.0 / np.median(np.diff(A.times)), 6))
+    return {"name": "performance", "samplers": samplers, "channels": channels, "extras": {"fps": fps}}
 
 
 # ---------------------------------------------------------------------------------------------------
