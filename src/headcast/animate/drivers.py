@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.animate.pipeline import PANEL, HeadView, Subject, load_subject
+from headcast.animate.pipeline import PANEL, HeadView, Subject, load_subject, video_camera
 from headcast.core.camera import FLIP, Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.io import anim as anim_io
@@ -49,12 +49,6 @@ class Driven:
 def is_driver_file(path: str | Path) -> bool:
     """Whether ``path`` names a curves file (``.csv``, ``.npz``) rather than a video."""
     return Path(path).suffix.lower() in DRIVER_SUFFIXES
-
-
-def video_camera(width: int, height: int) -> Intrinsics:
-    """A nominal pinhole for a driving video (focal length = its longer side, about 53 degrees across)."""
-    f = float(max(width, height))
-    return Intrinsics(f, f, (width - 1) / 2, (height - 1) / 2, int(width), int(height))
 
 
 def read_driver(path: str | Path, subject: Subject, camera: Intrinsics, fps: float | None = None) -> Driven:

@@ -301,6 +301,12 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     return report
 
 
+def video_camera(width: int, height: int) -> Intrinsics:
+    """A nominal pinhole for a driving video (focal length = its longer side, about 53 degrees across)."""
+    f = float(max(width, height))
+    return Intrinsics(f, f, (width - 1) / 2, (height - 1) / 2, int(width), int(height))
+
+
 def _config(config: TrackConfig | None, threshold: float | None, max_iters: int | None) -> TrackConfig:
     """The tracker's settings: ``config`` (default TrackConfig()) with the explicitly given values, checked."""
     cfg = config or TrackConfig()
@@ -319,9 +325,7 @@ def animation(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -
     """The animation folder's content (:mod:`headcast.io.anim`): the tracked frames with their Loss5,
     iterations, detected and fitted landmarks (N, 68, 2) pixels, the subject's beta, the driver's
     identity, the threshold used and a nominal camera for the video (its pixels are eta's;
-    :func:`headcast.animate.drivers.video_camera`)."""
-    from headcast.animate.drivers import video_camera
-
+    :func:`video_camera`)."""
     fr = trk.frames
     n = len(fr)
     nan68 = np.full((68, 2), np.nan)
