@@ -237,6 +237,13 @@ def test_flame_npz_keys_shapes_and_drive(flame_recon, ict_take, capsys):
     b = anim_io.read_animation(d / "anim-npz")
     assert np.abs(b.theta - a.theta).max() < 1e-5 and np.abs(b.psi - a.psi).max() < 1e-5
     assert np.abs(b.placement - a.placement).max() < 1e-5
+    # a video-tracked animation (eta in the video's pixels) becomes a perspective camera in front of the head
+    code, err = _run(capsys, "export", d / "anim-video", "--format", "flame-npz", "--out", d / "video.npz")
+    assert code == 0, err
+    v = np.load(d / "video.npz")
+    assert v["expr"].shape == (6, 100) and np.all(v["scale"] == 1)
+    depth = -v["translation"][:, 2]  # the camera looks along the model's -z
+    assert np.all((depth > 0.1) & (depth < 5)), depth
     # ICT is not a FLAME model: refused in one line
     code, err = _run(capsys, "export", ict_take / "anim", "--format", "flame-npz", "--out", d / "ict.npz")
     assert code == 2 and "not a FLAME model" in _error_line(err)

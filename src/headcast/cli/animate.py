@@ -48,6 +48,10 @@ def run_animate(a: argparse.Namespace) -> None:
                     fps=a.fps, max_frames=a.max_frames, force=a.force)
         logger.info(f"headcast: wrote {a.out}/ ({rep['frames']} frames)")
         return
+    if a.fps is not None:
+        from headcast.core.errors import HeadcastError
+
+        raise HeadcastError("--fps is for a .csv take (a video states its own frame rate)")
     rep = animate(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, threshold=a.threshold,
                   max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video, force=a.force)
     logger.info(f"headcast: wrote {a.out}/ ({rep.get('frames', '?')} frames)")
