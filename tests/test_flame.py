@@ -283,8 +283,15 @@ def test_uvs_from_template_in_another_triangle_order(fixture_pkl, assets, model,
               np.roll(mesh.uv_faces[order], 1, axis=1))
     m = import_flame(fixture_pkl, [assets / "landmark_embedding.npy"], template_obj=shuffled)
     np.testing.assert_allclose(m.uv[m.uv_faces], model.uv[model.uv_faces], atol=1e-6)
-    with pytest.raises(HeadcastError, match="no texture coordinates.*--template-obj"):
-        import_flame(fixture_pkl, [assets / "landmark_embedding.npy"])
+    # as delivered (no template): no UVs, and only texturing is refused, saying how to add them
+    bare = import_flame(fixture_pkl, [assets / "landmark_embedding.npy"])
+    assert bare.uv is None and bare.meta["sources"]["uv"] is None
+    with pytest.raises(HeadcastError, match="has none: add them with 'headcast model add-uv flame2020 head_template"):
+        bare.require_uv("texture")
+    from headcast.model.flame import add_uv
+
+    added = add_uv(bare, shuffled)
+    np.testing.assert_allclose(added.uv[added.uv_faces], model.uv[model.uv_faces], atol=1e-6)
 
 
 # hostile and broken files -------------------------------------------------------------------------

@@ -300,6 +300,12 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     return report
 
 
+def video_camera(width: int, height: int) -> Intrinsics:
+    """A nominal pinhole for a driving video (focal length = its longer side, about 53 degrees across)."""
+    f = float(max(width, height))
+    return Intrinsics(f, f, (width - 1) / 2, (height - 1) / 2, int(width), int(height))
+
+
 def _config(config: TrackConfig | None, threshold: float | None, max_iters: int | None) -> TrackConfig:
     """The tracker's settings: ``config`` (default TrackConfig()) with the explicitly given values, checked."""
     cfg = config or TrackConfig()
@@ -317,15 +323,17 @@ def _config(config: TrackConfig | None, threshold: float | None, max_iters: int 
 def animation(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -> anim_io.Animation:
     """The animation folder's content (:mod:`headcast.io.anim`): the tracked frames with their Loss5,
     iterations, detected and fitted landmarks (N, 68, 2) pixels, the subject's beta, the driver's
-    identity and the threshold used."""
+    identity, the threshold used and a nominal camera for the video (its pixels are eta's;
+    :func:`video_camera`)."""
     fr = trk.frames
     n = len(fr)
     nan68 = np.full((68, 2), np.nan)
+    cam = video_camera(det.info.width, det.info.height)  # eta's pixels are the video's
     extras = dict(loss=np.array([f.loss for f in fr]), iterations=np.array([f.iterations for f in fr]),
                   landmarks=np.array([nan68 if o is None else o.landmarks for o in det.observations]),
                   model_landmarks=np.array([nan68 if f.landmarks is None else f.landmarks for f in fr]),
                   driver_beta=trk.identity.beta, driver_offsets=trk.identity.offsets,
-                  threshold=np.float64(cfg.threshold))
+                  threshold=np.float64(cfg.threshold), camera_K=cam.K, image_size=np.array([cam.width, cam.height]))
     return anim_io.Animation(np.arange(n) / det.info.fps, np.array([f.theta for f in fr]),
                              np.array([f.psi for f in fr]), np.array([f.eta for f in fr]),
                              np.array([f.face_found for f in fr]), det.info.fps, subject.params.beta,

@@ -13,7 +13,8 @@ logger = logging.getLogger(__name__)
 
 def add_parser(sub) -> None:
     sub.add_parser("animate", help="drive a reconstructed head from an RGB video", arguments=_animate_arguments)
-    sub.add_parser("export", help="write a binary glTF (.glb): textured head, morph targets, skin, animation",
+    sub.add_parser("export", help="write a binary glTF (.glb): textured head, morph targets, skin, animation; "
+                                  "or an animation as a Live Link Face CSV or a FLAME parameter file",
                    arguments=_export_arguments)
     sub.add_parser("view", help="show a reconstruction or .glb in the browser (local, offline)",
                    arguments=_view_arguments)
@@ -23,7 +24,8 @@ def _animate_arguments(an: argparse.ArgumentParser) -> None:
     from headcast.animate.fit import TrackConfig
 
     an.add_argument("recon_dir", help="a reconstruction folder")
-    an.add_argument("video", help="a video file with a face (any person)")
+    an.add_argument("video", help="a video file with a face (any person), a Live Link Face .csv take or a "
+                                  "flame_param.npz")
     an.add_argument("--out", required=True, help="output folder")
     add_force(an)
     an.add_argument("--model", help="expected head model (default: the folder's own)")
@@ -33,21 +35,35 @@ def _animate_arguments(an: argparse.ArgumentParser) -> None:
                     help=f"iteration cap per frame (default {field_default(TrackConfig, 'max_iters')})")
     an.add_argument("--max-frames", type=int, help="only the first N frames (at least 1)")
     an.add_argument("--no-video", action="store_true", help="parameters only, no MP4")
+    an.add_argument("--fps", type=float, help="a .csv take's frame rate (default: what its timecodes imply)")
     an.set_defaults(func=run_animate)
 
 
 def run_animate(a: argparse.Namespace) -> None:
     from headcast.animate import animate
+    from headcast.animate.drivers import drive, is_driver_file
 
+    if is_driver_file(a.video):
+        rep = drive(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, write_video=not a.no_video,
+                    fps=a.fps, max_frames=a.max_frames, force=a.force)
+        logger.info(f"headcast: wrote {a.out}/ ({rep['frames']} frames)")
+        return
+    if a.fps is not None:
+        from headcast.core.errors import HeadcastError
+
+        raise HeadcastError("--fps is for a .csv take (a video states its own frame rate)")
     rep = animate(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, threshold=a.threshold,
                   max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video, force=a.force)
     logger.info(f"headcast: wrote {a.out}/ ({rep.get('frames', '?')} frames)")
 
 
 def _export_arguments(e: argparse.ArgumentParser) -> None:
-    e.add_argument("result_dir", help="a reconstruction folder")
+    e.add_argument("result_dir", help="a reconstruction folder (glb), or an animation folder (livelink, flame-npz)")
+    e.add_argument("--format", choices=("glb", "livelink", "flame-npz"), default="glb",
+                   help="glb: the head as binary glTF; livelink: a Live Link Face CSV take (ARKit curves) of an "
+                        "animation folder; flame-npz: its FLAME parameters (flame_param.npz) (default: %(default)s)")
     e.add_argument("--anim", help="an animation folder (headcast animate) to add as glTF animation")
-    e.add_argument("--out", required=True, help="output .glb")
+    e.add_argument("--out", required=True, help="output .glb, .csv or .npz")
     add_force(e, file=True)
     e.set_defaults(func=run_export)
 
@@ -55,6 +71,16 @@ def _export_arguments(e: argparse.ArgumentParser) -> None:
 def run_export(a: argparse.Namespace) -> None:
     from headcast.export.gltf import export_glb
 
+    if a.format != "glb":
+        from headcast.core.errors import HeadcastError
+        from headcast.export.livelink import export_flame_npz, export_livelink
+
+        if a.anim:
+            raise HeadcastError(f"--anim is for --format glb; for {a.format} the folder given is the animation")
+        (export_livelink if a.format == "livelink" else export_flame_npz)(Path(a.result_dir), Path(a.out),
+                                                                           force=a.force)
+        logger.info(f"headcast: wrote {a.out}")
+        return
     out = export_glb(Path(a.result_dir), Path(a.anim) if a.anim else None, Path(a.out), force=a.force)
     logger.info(f"headcast: wrote {out} ({out.stat().st_size / 1e6:.1f} MB); look at it with: headcast view {out}")
 

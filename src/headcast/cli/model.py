@@ -1,4 +1,4 @@
-"""``headcast model build-ict | import-flame | info | list``: build, import and inspect head models."""
+"""``headcast model build-ict | import-flame | add-uv | info | list``: build, import and inspect head models."""
 
 from __future__ import annotations
 
@@ -33,11 +33,18 @@ def _actions(p: argparse.ArgumentParser) -> None:
     f.add_argument("--landmarks", nargs="*", default=[], metavar="FILE",
                    help="flame_static_embedding.pkl, DECA landmark_embedding.npy, mediapipe_landmark_embedding.npz")
     f.add_argument("--masks", help="FLAME_masks.pkl (region masks); default: masks from geometry")
-    f.add_argument("--template-obj", help="head_template.obj with FLAME's UV layout")
+    f.add_argument("--template-obj", help="head_template.obj with FLAME's UV layout (default: none; only "
+                                          "texturing needs it, 'model add-uv' adds it later)")
     f.add_argument("--name", help="model name (default from the file: flame2020, flame2023, flame2023_open)")
     f.add_argument("--out", help="output .npz (default: the model directory)")
     add_force(f, file=True)
     f.set_defaults(func=run_import_flame)
+    u = msub.add_parser("add-uv", help="add texture coordinates (FLAME's head_template.obj) to an imported model")
+    u.add_argument("model", help="model name or .npz path")
+    u.add_argument("template_obj", help="head_template.obj with FLAME's UV layout (same vertices and triangles)")
+    u.add_argument("--out", help="output .npz (default: replace the model's own file)")
+    add_force(u, file=True)
+    u.set_defaults(func=run_add_uv)
     i = msub.add_parser("info", help="print a model's sizes and metadata")
     i.add_argument("model", nargs="?", default=DEFAULT_MODEL, help="name or .npz path (default: %(default)s)")
     i.set_defaults(func=run_info)
@@ -87,6 +94,24 @@ def run_import_flame(a: argparse.Namespace) -> None:
                 f"{'dynamic' if model.has_dynamic_contour else 'static'} contour)")
 
 
+def run_add_uv(a: argparse.Namespace) -> None:
+    """Write the model with the OBJ's texture coordinates: to --out, or over its own file (its own
+    file is headcast's output, so replacing it needs no --force)."""
+    from headcast.io.outputs import check_output_file
+    from headcast.model.flame import add_uv
+    from headcast.model.head_model import save_model
+    from headcast.model.registry import model_path, resolve_model
+
+    src = Path(a.model) if Path(a.model).suffix == ".npz" else model_path(a.model)
+    out = Path(a.out) if a.out else src
+    force = a.force or out.resolve() == src.resolve()
+    check_output_file(out, force=force, inputs=[a.template_obj])
+    model = add_uv(resolve_model(a.model), Path(a.template_obj))
+    save_model(model, out, force=force)
+    logger.info(f"headcast: wrote {out} ({model.name}: {len(model.uv)} texture coordinates from "
+                f"{Path(a.template_obj).name})")
+
+
 def run_info(a: argparse.Namespace) -> None:
     """The model's sizes and metadata as JSON on stdout (the command's output)."""
     import json
@@ -97,7 +122,13 @@ def run_info(a: argparse.Namespace) -> None:
     info = {k: v for k, v in m.meta.items() if k not in ("attribution", "expression_names")}
     info.update(vertices=m.n_vertices, triangles=int(m.faces.shape[0]), n_shape=m.n_shape, n_expr=m.n_expr,
                 joints=m.n_joints, dynamic_contour=m.has_dynamic_contour,
+                texture_coordinates=int(len(m.uv)) if m.has_uv else None,
                 masks={k: int(v.size) for k, v in m.masks.items()})
+    sources = m.meta.get("sources") or {}
+    if "masks" in sources:
+        info["masks_from"] = sources["masks"]
+    if "uv" in sources:
+        info["uv_from"] = sources["uv"] or "none: add them with 'headcast model add-uv NAME head_template.obj'"
     print(json.dumps(info, indent=2))
 
 

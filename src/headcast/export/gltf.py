@@ -189,7 +189,7 @@ class GlbHead:
             raise HeadcastError(f"beta has {self.beta.size} values; model {m.name!r} has {m.n_shape}")
         self.uv = m.uv if self.uv is None else np.asarray(self.uv)
         self.uv_faces = m.uv_faces if self.uv_faces is None else np.asarray(self.uv_faces)
-        if self.uv_faces.shape != m.faces.shape:
+        if self.uv_faces is not None and self.uv_faces.shape != m.faces.shape:
             raise HeadcastError("uv_faces must have one row per model triangle")
         self.translation = np.asarray(self.translation, dtype=np.float64).reshape(3)
         self.theta = np.zeros(3 * J) if self.theta is None else np.asarray(self.theta, dtype=np.float64).ravel()
@@ -251,13 +251,14 @@ def _primitive(b: GlbBuffer, head: GlbHead, v_shaped: np.ndarray) -> tuple[dict,
     targets' names."""
     m = head.model
     E = m.n_expr
-    vid, tid, faces = split_seams(m.faces, head.uv_faces)
+    vid, tid, faces = split_seams(m.faces, m.faces if head.uv_faces is None else head.uv_faces)
     attrs = {
         "POSITION": b.accessor(v_shaped[vid].astype(np.float32), "VEC3", ARRAY_BUFFER, bounds=True),
         "NORMAL": b.accessor(vertex_normals(v_shaped, m.faces)[vid].astype(np.float32), "VEC3", ARRAY_BUFFER),
-        "TEXCOORD_0": b.accessor((np.asarray(head.uv, np.float64)[tid] * [1, -1] + [0, 1]).astype(np.float32),
-                                 "VEC2", ARRAY_BUFFER),
     }
+    if head.uv is not None:  # a model without texture coordinates gives an untextured GLB
+        attrs["TEXCOORD_0"] = b.accessor((np.asarray(head.uv, np.float64)[tid] * [1, -1] + [0, 1]).astype(np.float32),
+                                         "VEC2", ARRAY_BUFFER)
     jidx, jw = skin_weights(m.lbs_weights[vid])
     attrs["JOINTS_0"] = b.accessor(jidx, "VEC4", ARRAY_BUFFER)
     attrs["WEIGHTS_0"] = b.accessor(jw, "VEC4", ARRAY_BUFFER)
@@ -320,7 +321,9 @@ def _animation(b: GlbBuffer, A: Motion, head: GlbHead, mesh_node: int) -> dict:
     channel(mesh_node, "weights", A.psi.reshape(-1), "SCALAR")
     channel(0, "translation", to_camera(A.translation, 1.0, 0.0), "VEC3")  # camera -> glTF axes (FLIP = FLIP^-1)
     channel(0, "scale", np.repeat(A.scale[:, None] * head.scale, 3, axis=1), "VEC3")
-    return {"name": "performance", "samplers": samplers, "channels": channels}
+    # glTF keys in seconds; Blender turns them into frames at its scene rate (24 by default): the rate to set
+    fps = float(np.round(1.0 / np.median(np.diff(A.times)), 6))
+    return {"name": "performance", "samplers": samplers, "channels": channels, "extras": {"fps": fps}}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -341,6 +344,8 @@ def export_glb(result_dir: str | Path, anim_dir: str | Path | None = None, out: 
     m = model if model is not None else resolve_model(params.model)
     check_model(d, params, m)
     tex = read_texture(d, m.faces)
+    if tex is not None:
+        m.require_uv("a textured export")
     if animation is None and anim_dir is not None:
         animation = motion_from(read_animation(anim_dir, n_expr=m.n_expr))
     head = GlbHead(m, params.beta, params.scale, params.translation, None if tex is None else tex.uv,

@@ -31,8 +31,8 @@ MASK_PREFIX = "mask_"
 META = "meta_json"
 # array name -> number of dimensions
 ARRAYS = {"v_template": 2, "faces": 2, "shapedirs": 3, "exprdirs": 3, "posedirs": 3, "j_regressor": 2,
-          "parents": 1, "lbs_weights": 2, "uv": 2, "uv_faces": 2, "lmk_faces": 1, "lmk_bary": 2}
-OPTIONAL = {"dyn_lmk_faces": 2, "dyn_lmk_bary": 3}
+          "parents": 1, "lbs_weights": 2, "lmk_faces": 1, "lmk_bary": 2}
+OPTIONAL = {"uv": 2, "uv_faces": 2, "dyn_lmk_faces": 2, "dyn_lmk_bary": 3}
 MAX_BYTES = 1 << 30      # uncompressed; the ICT model is about 45 MB, FLAME 2020 about 30 MB
 MAX_MEMBERS = 256
 MAX_META_BYTES = 4 << 20

@@ -10,7 +10,8 @@ What FLAME's pickle lacks comes from side files, recognised by content:
   ``flame_dynamic_embedding.npy`` (contour by yaw) and metrical-tracker's
   ``mediapipe_landmark_embedding.npz`` (recognised and not needed: headcast maps MediaPipe to
   iBUG-68 in the detector, so every model needs only its 68-point embedding);
-- texture coordinates: a FLAME ``head_template.obj`` (same vertices and triangles);
+- texture coordinates: a FLAME ``head_template.obj`` (same vertices and triangles), optional: without
+  it the model has none and only texturing is refused (:func:`add_uv` adds them later);
 - region masks: ``FLAME_masks.pkl``; without it, masks come from the geometry
   (:func:`headcast.model.flame_geometry.geometric_masks`).
 
@@ -22,6 +23,7 @@ Side files not named are looked for next to the pickle under their usual names.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,9 @@ SIDE_FILE_NAMES = {
     "masks": ("FLAME_masks.pkl",),
     "template": ("head_template.obj", "head_template_mesh.obj"),
 }
+GEOMETRIC_MASKS = "geometric (headcast.model.flame_geometry.geometric_masks)"
+
+
 # the model pickle ------------------------------------------------------------------------------
 def flame_version(path: str | Path) -> str | None:
     """'2020', '2023' or '2023_open' from a FLAME file's name (or its folder's); None if it does not say."""
@@ -166,6 +171,14 @@ def template_uvs(obj_path: str | Path, faces: np.ndarray, n_vertices: int) -> tu
     return mesh.uv, uv_faces
 
 
+def add_uv(model: HeadModel, template_obj: str | Path) -> HeadModel:
+    """``model`` with the texture coordinates of a FLAME ``head_template.obj`` (same vertices and triangles)."""
+    template_obj = Path(template_obj)
+    uv, uv_faces = template_uvs(template_obj, model.faces, model.n_vertices)
+    meta = dict(model.meta, sources=dict(model.meta.get("sources") or {}, uv=template_obj.name))
+    return replace(model, uv=uv, uv_faces=uv_faces, meta=meta)
+
+
 def _side_file(pkl: Path, group: str) -> list[Path]:
     return [pkl.parent / n for n in SIDE_FILE_NAMES[group] if (pkl.parent / n).is_file()]
 
@@ -182,7 +195,8 @@ def import_flame(pkl_path: str | Path, landmark_paths=(), masks_path: str | Path
             how they combine: :func:`headcast.model.flame_landmarks.landmark_embedding`).
         masks_path: FLAME_masks.pkl; without it masks come from :func:`geometric_masks`.
         name: model name (default flame2020, flame2023, flame2023_open, or flame if the name does not say).
-        template_obj: a FLAME head_template.obj for the UV layout (FLAME pickles have none).
+        template_obj: a FLAME head_template.obj for the UV layout (FLAME pickles have none); without it
+            the model has no texture coordinates (everything but texturing works; :func:`add_uv` adds them).
 
     Side files not given are looked for next to ``pkl_path`` under their usual names.
     """
@@ -201,21 +215,24 @@ def import_flame(pkl_path: str | Path, landmark_paths=(), masks_path: str | Path
                             "flame_static_embedding.pkl with --landmarks")
     lmk = landmark_embedding(landmark_files, v, f)
 
-    template_obj = Path(template_obj) if template_obj else next(iter(_side_file(pkl_path, "template")), None)
-    if template_obj is None:
-        raise HeadcastError("FLAME pickles have no texture coordinates: pass a FLAME head_template.obj "
-                            "(e.g. DECA's data/head_template.obj) with --template-obj")
-    uv, uv_faces = template_uvs(template_obj, f, V)
-    logger.info(f"texture coordinates: {len(uv)} from {template_obj.name}")
-
     sources = dict(lmk.sources)
+    template_obj = Path(template_obj) if template_obj else next(iter(_side_file(pkl_path, "template")), None)
+    uv = uv_faces = None
+    if template_obj is not None:
+        uv, uv_faces = template_uvs(template_obj, f, V)
+        sources["uv"] = template_obj.name
+        logger.info(f"texture coordinates: {len(uv)} from {template_obj.name}")
+    else:
+        sources["uv"] = None
+        logger.info("no texture coordinates (FLAME pickles have none): everything but texturing works; add them "
+                    "later with 'headcast model add-uv NAME head_template.obj'")
     masks_path = Path(masks_path) if masks_path else next(iter(_side_file(pkl_path, "masks")), None)
     if masks_path is not None:
         masks = flame_masks(masks_path, V)
         sources["masks"] = masks_path.name
     else:
         masks = geometric_masks(v, f, embedded_points(v, f, lmk.lmk_faces, lmk.lmk_bary), m["weights"])
-        sources["masks"] = "geometric (headcast.model.flame_geometry.geometric_masks)"
+        sources["masks"] = GEOMETRIC_MASKS
     logger.info(f"masks: {', '.join(f'{k} {len(i)}' for k, i in sorted(masks.items()))}")
 
     meta = {

@@ -37,8 +37,9 @@ class HeadModel:
         j_regressor: (J, V) float32 joint locations as weighted sums of shaped vertices.
         parents: (J,) int32 kinematic tree; parents[0] == -1.
         lbs_weights: (V, J) float32 skinning weights, rows sum to 1.
-        uv: (T, 2) float32 texture coordinates in [0, 1], origin bottom-left (OBJ convention).
-        uv_faces: (F, 3) int32 indices into ``uv`` per triangle corner.
+        uv: (T, 2) float32 texture coordinates in [0, 1], origin bottom-left (OBJ convention); None for a
+            model without texture coordinates (FLAME imported without its head_template.obj).
+        uv_faces: (F, 3) int32 indices into ``uv`` per triangle corner; None with ``uv``.
         lmk_faces: (68,) int32 triangle of each iBUG-68 landmark (static embedding).
         lmk_bary: (68, 3) float32 barycentric coordinates of each landmark in its triangle.
         dyn_lmk_faces: optional (79, 17) int32 contour triangles by yaw, row i is yaw i - 39 degrees.
@@ -55,8 +56,8 @@ class HeadModel:
     j_regressor: np.ndarray
     parents: np.ndarray
     lbs_weights: np.ndarray
-    uv: np.ndarray
-    uv_faces: np.ndarray
+    uv: np.ndarray | None
+    uv_faces: np.ndarray | None
     lmk_faces: np.ndarray
     lmk_bary: np.ndarray
     masks: dict[str, np.ndarray]
@@ -106,6 +107,17 @@ class HeadModel:
     def has_dynamic_contour(self) -> bool:
         return self.dyn_lmk_faces is not None
 
+    @property
+    def has_uv(self) -> bool:
+        return self.uv is not None
+
+    def require_uv(self, what: str) -> None:
+        """HeadcastError (one line saying how to add them) when the model has no texture coordinates."""
+        if self.uv is None:
+            raise HeadcastError(f"{what} needs texture coordinates and model {self.name!r} has none: add them with "
+                                f"'headcast model add-uv {self.name} head_template.obj' (or pass --template-obj "
+                                f"to 'headcast model import-flame')")
+
     def validate(self) -> None:
         """Check shapes and index ranges; raise HeadcastError naming the first problem."""
         V, F, J = self.n_vertices, self.faces.shape[0], self.n_joints
@@ -125,9 +137,11 @@ class HeadModel:
              "parents must be a tree rooted at joint 0 with parents before children")
         need(self.lbs_weights.shape == (V, J), "lbs_weights must be (V, J)")
         need(np.allclose(self.lbs_weights.sum(1), 1.0, atol=1e-3), "lbs_weights rows must sum to 1")
-        need(self.uv.ndim == 2 and self.uv.shape[1] == 2, "uv must be (T, 2)")
-        need(self.uv_faces.shape == (F, 3), "uv_faces must match faces")
-        need(self.uv_faces.min() >= 0 and self.uv_faces.max() < len(self.uv), "uv_faces index missing uvs")
+        need((self.uv is None) == (self.uv_faces is None), "uv and uv_faces come together")
+        if self.uv is not None:
+            need(self.uv.ndim == 2 and self.uv.shape[1] == 2, "uv must be (T, 2)")
+            need(self.uv_faces.shape == (F, 3), "uv_faces must match faces")
+            need(self.uv_faces.min() >= 0 and self.uv_faces.max() < len(self.uv), "uv_faces index missing uvs")
         need(self.lmk_faces.shape == (N_LANDMARKS,) and self.lmk_bary.shape == (N_LANDMARKS, 3),
              "the landmark embedding must have 68 points")
         need(self.lmk_faces.min() >= 0 and self.lmk_faces.max() < F, "lmk_faces index missing triangles")

@@ -55,6 +55,7 @@ _SPACES: dict[str, TextureSpace] = {}
 
 def texture_space(model: HeadModel, size: int) -> TextureSpace:
     """The model's :class:`TextureSpace` at ``size`` (cached per model content and size)."""
+    model.require_uv("texture")
     h = hashlib.sha1()
     for a in (model.uv, model.uv_faces, model.faces, model.v_template):
         h.update(np.ascontiguousarray(a).tobytes())

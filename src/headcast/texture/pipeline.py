@@ -81,6 +81,7 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     am = load_albedo_model(albedo_model, n_components) if albedo_model is not None else None
     m = model if isinstance(model, HeadModel) else resolve_model(str(model) if model is not None else params.model)
     recon.check_model(d, params, m)
+    m.require_uv("texture")
     _check_targets(d, force)  # the inputs are all checked: refuse a bad target before the work
     verts = params.vertices(HeadLayer(m))
     res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth)
