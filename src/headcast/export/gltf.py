@@ -340,6 +340,7 @@ def export_glb(result_dir: str | Path, anim_dir: str | Path | None = None, out: 
     params = read_params(d)
     m = model if model is not None else resolve_model(params.model)
     check_model(d, params, m)
+    m = recon.with_offsets(m, recon.read_offsets(d, m.n_vertices))  # the detail layer, when the folder has one
     tex = read_texture(d, m.faces)
     if animation is None and anim_dir is not None:
         animation = motion_from(read_animation(anim_dir, n_expr=m.n_expr))

@@ -82,7 +82,7 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     m = model if isinstance(model, HeadModel) else resolve_model(str(model) if model is not None else params.model)
     recon.check_model(d, params, m)
     _check_targets(d, force)  # the inputs are all checked: refuse a bad target before the work
-    verts = params.vertices(HeadLayer(m))
+    verts = params.vertices(HeadLayer(recon.with_offsets(m, recon.read_offsets(d, m.n_vertices))))
     res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth)
     report = {
         "model": m.name, "size": int(size), "albedo": res.stats.get("albedo"),
