@@ -52,6 +52,11 @@ def _synth_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--beta-file", help="identity: .npy, .json, or a params.npz / _gt.npz with 'beta'")
     s.add_argument("--expression", action="append", metavar="NAME=W",
                    help="expression weight by name or index, repeatable (default: random)")
+    s.add_argument("--sweep", type=int, metavar="N",
+                   help="one subject (--seed) turning its head over +-yaw-range (default 60) degrees, N views")
+    s.add_argument("--bump-mm", type=float, default=0.0,
+                   help="with --sweep: a bump beyond the head model on the left cheek, mm (default 0); the sweep "
+                        "renders the head alone, without wall and shoulders")
     s.set_defaults(func=run_synth)
 
 
@@ -66,6 +71,15 @@ def run_synth(a: argparse.Namespace) -> None:
         check_number(a.skin_tone, "--skin-tone", 0, 1)
     check_output_dir(a.out, "synth", force=a.force, inputs=(a.beta_file,))  # refuse before the model loads
     model = resolve_model(a.model)
+    if a.sweep is not None:
+        from headcast.synth.sweep import synth_sweep
+
+        check_number(a.bump_mm, "--bump-mm", -10, 10, unit="mm")
+        paths = synth_sweep(model, Path(a.out), n=a.sweep, seed=a.seed, profile=a.noise, width=w, height=h,
+                            yaw_range_deg=60.0 if a.yaw_range is None else a.yaw_range, bump_mm=a.bump_mm,
+                            force=a.force)
+        logger.info(f"headcast: wrote a {len(paths)}-view synthetic sweep to {a.out}")
+        return
     subject = {k: v for k, v in dict(yaw_deg=a.yaw, pitch_deg=a.pitch, roll_deg=a.roll, distance=a.distance,
                                      yaw_range_deg=a.yaw_range, skin_tone=a.skin_tone).items() if v is not None}
     if a.beta_file:

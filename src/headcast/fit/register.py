@@ -54,10 +54,16 @@ def rigid_matrix(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
-def head_cloud(depth: np.ndarray, K: Intrinsics, centre: np.ndarray, radius: float) -> np.ndarray:
-    """Depth points (N, 3) of an (H, W) depth map (metres) within ``radius`` of ``centre`` (3,), camera frame."""
+def head_cloud(depth: np.ndarray, K: Intrinsics, centre: np.ndarray, radius: float,
+               up: np.ndarray | None = None, below: float = 0.0) -> np.ndarray:
+    """Depth points (N, 3) of an (H, W) depth map (metres) within ``radius`` of ``centre`` (3,), camera
+    frame; with ``up`` (3,) unit vector, only those at most ``below`` metres under the centre along it
+    (the neck turns less than the head, so it stays out)."""
     pts, _ = depth_to_points(depth, K)
-    return pts[np.linalg.norm(pts - centre, axis=1) < radius]
+    keep = np.linalg.norm(pts - centre, axis=1) < radius
+    if up is not None:
+        keep &= (pts - centre) @ up > -below
+    return pts[keep]
 
 
 def _cloud(pts: np.ndarray, normals: bool):
@@ -101,16 +107,17 @@ def landmark_guess(lm: np.ndarray | None, ref_lm: np.ndarray) -> np.ndarray | No
 
 
 def register_frames(depths: list[np.ndarray | None], K: Intrinsics, landmarks: list[np.ndarray | None], ref: int,
-                    centre: np.ndarray, radius: float) -> list[Registered]:
+                    centre: np.ndarray, radius: float, up: np.ndarray, below: float) -> list[Registered]:
     """Register every frame's head points to frame ``ref``; returns one :class:`Registered` per frame.
 
     depths: (H, W) metres per frame (None: skipped). landmarks: each frame's 3D landmarks (68, 3) with NaN
     where unknown, or None (no face found). The head points are the depth points within ``radius`` of the
-    head's ``centre`` (3,) (reference camera frame) as the registered neighbour's pose predicts it.
+    head's ``centre`` (3,) (reference camera frame) as the registered neighbour's pose predicts it, and
+    at most ``below`` under it along the head's ``up`` (3,) (:func:`head_cloud`).
     Frames are visited outwards from ``ref`` in sequence order; see the module docstring.
     """
     out = [Registered(None, reason="skipped") for _ in depths]
-    out[ref] = Registered(np.eye(4), "reference", 1.0, 0.0, cloud=head_cloud(depths[ref], K, centre, radius))
+    out[ref] = Registered(np.eye(4), "reference", 1.0, 0.0, cloud=head_cloud(depths[ref], K, centre, radius, up, below))
     ref_lm = landmarks[ref]
     for order in (range(ref + 1, len(depths)), range(ref - 1, -1, -1)):
         done = [ref]
@@ -118,7 +125,8 @@ def register_frames(depths: list[np.ndarray | None], K: Intrinsics, landmarks: l
             if depths[i] is None:
                 continue
             last = out[done[-1]].pose
-            pts = head_cloud(depths[i], K, transform(np.linalg.inv(last), centre[None])[0], radius)
+            inv = np.linalg.inv(last)
+            pts = head_cloud(depths[i], K, transform(inv, centre[None])[0], radius, inv[:3, :3] @ up, below)
             if len(pts) < 500:
                 out[i] = Registered(None, reason=f"too few depth points on the head ({len(pts)})")
                 continue

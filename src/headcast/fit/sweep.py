@@ -41,6 +41,7 @@ class SweepConfig:
     max_frames: int = 12         # frames the fit uses, spread over the view angles (all frames are registered)
     radius: float = 0.14         # head points: depth points within this of the head's centre
     behind: float = 0.07         # the head's centre: this far behind the face's centre along the face normal
+    below: float = 0.06          # head points reach this far under the head's centre (chin level, not the neck)
     refine: bool = True          # refine the poses against the fitted mesh and refit once
     iters_refit: int = 8         # block 2 steps of the refit
     detail: str = "normal"       # the detail layer: "normal" (offsets along the normals) or "none"
@@ -126,10 +127,10 @@ def register_sweep(frames: list[RGBDFrame], cfg: SweepConfig, method: str = "med
         raise HeadcastError(f"no face found in any of the {len(look)} frames looked at (from {frames[0].name})")
     ref = max(found, key=lambda i: (obs[i].n_lifted, obs[i].detection.score))
     o = obs[ref]
-    _, normal, _ = face_axes(o.landmarks3d)
+    up, normal, _ = face_axes(o.landmarks3d)
     centre = np.nanmean(o.landmarks3d[o.valid], axis=0) - cfg.behind * normal
     reg = register_frames([None if i in skipped else f.depth for i, f in enumerate(frames)], frames[0].K,
-                          [None if ob is None else ob.landmarks3d for ob in obs], ref, centre, cfg.radius)
+                          [None if ob is None else ob.landmarks3d for ob in obs], ref, centre, cfg.radius, up, cfg.below)
     ok = [i for i in cand if reg[i].pose is not None]
     first = min(i for i, r in enumerate(reg) if r.pose is not None)
     back = np.linalg.inv(reg[first].pose)
