@@ -5,8 +5,8 @@ camera (``A_i``, metres). A camera moving round a still head and a head turning 
 camera are the same problem: only the head's points take part, so the rest of the scene does not pull.
 
 Frames are registered outwards from the reference frame, each from its registered neighbour: the
-initial guess is the neighbour's pose, or the rigid fit of the frame's 3D landmarks to the reference
-landmarks when the face was detected (whichever ICP then fits better), refined by point-to-plane ICP
+initial guess is the neighbour's pose, or, when ICP from there fits poorly, the rigid fit of the frame's 3D
+landmarks to the reference landmarks when the face was detected (the better of the two), refined by point-to-plane ICP
 (Open3D) against the points of the frames registered so far.
 """
 
@@ -26,6 +26,7 @@ VOXEL = 0.002            # metres: the point clouds ICP works on are thinned to 
 ICP_STAGES = (0.02, 0.008, 0.004)  # metres: coarse-to-fine correspondence distances
 MIN_FITNESS = 0.6        # share of a frame's head points within the last distance of the model
 MAX_RMSE = 0.0025        # metres: point-to-plane RMS over those points
+GOOD_FITNESS = 0.9       # a fit from the neighbour's pose this good is not tried again from the landmarks
 NEIGHBOURS = 4           # registered frames whose points a new frame is aligned to
 
 
@@ -141,10 +142,11 @@ def register_frames(depths: list[np.ndarray | None], K: Intrinsics, landmarks: l
 
 
 def _register_one(pts: np.ndarray, model, neighbour: np.ndarray, from_landmarks: np.ndarray | None) -> Registered:
-    """The better ICP result of the neighbour's pose and the landmark guess as starting points."""
+    """ICP from the neighbour's pose; when that fits less than GOOD_FITNESS, also from the landmark
+    guess, keeping the better."""
     best = Registered(None, reason="ICP did not converge")
-    for how, init in (("landmarks", from_landmarks), ("neighbour", neighbour)):
-        if init is None:
+    for how, init in (("neighbour", neighbour), ("landmarks", from_landmarks)):
+        if init is None or (best.fitness >= GOOD_FITNESS and best.rmse <= MAX_RMSE):
             continue
         T, fit, rmse = icp(pts, model, init)
         if fit > best.fitness or (fit == best.fitness and rmse < best.rmse):
