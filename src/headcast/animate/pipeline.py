@@ -60,6 +60,7 @@ def load_subject(recon_dir: str | Path, model_spec: str | None = None) -> Subjec
     params = recon.read_params(d)
     model = resolve_model(model_spec or params.model)
     recon.check_model(d, params, model)
+    model = recon.with_offsets(model, recon.read_offsets(d, model.n_vertices))  # the detail layer, if any
     tex = recon.read_texture(d, model.faces)
     return Subject(params, model, None if tex is None else (tex.image(), tex.uv, tex.uv_faces))
 

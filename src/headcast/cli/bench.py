@@ -33,6 +33,37 @@ def _benches(pb: argparse.ArgumentParser) -> None:
     bsub.add_parser("render", help="preview renderer (OpenGL/EGL) against the ray caster", arguments=_render_arguments)
     bsub.add_parser("speed", help="whole commands timed: alone and two at once, --help, animate fps, demo",
                     arguments=_speed_arguments)
+    bsub.add_parser("sweep", help="whole-head error of a sweep against one frame; the real TrueDepth sweep",
+                    arguments=_sweep_arguments)
+
+
+def _sweep_arguments(bs: argparse.ArgumentParser) -> None:
+    from headcast.bench.sweep import run_sweep_bench
+
+    default = lambda name: param_default(run_sweep_bench, name)  # noqa: E731
+    bs.add_argument("--n", type=int, default=default("n"), help="synthetic subjects (default %(default)s)")
+    bs.add_argument("--views", type=int, default=default("views"), help="views per sweep (default %(default)s)")
+    bs.add_argument("--yaw-range", type=float, default=default("yaw_range"),
+                    help="views over +-this many degrees (default %(default)s)")
+    bs.add_argument("--bump-mm", type=float, default=default("bump_mm"),
+                    help="a bump beyond the model in the ground truth, mm (default %(default)s)")
+    bs.add_argument("--max-frames", type=int, default=default("max_frames"),
+                    help="frames each sweep fit uses (default %(default)s)")
+    bs.add_argument("--seed", type=int, default=default("seed"), help="first subject seed (default %(default)s)")
+    bs.add_argument("--no-real", action="store_true", help="skip the real TrueDepth sweep")
+    bs.add_argument("--out", help="folder for the summary JSON and markdown")
+    bs.add_argument("--samples", help="the real samples folder (default ../shared/samples)")
+    bs.add_argument("--figures", help="folder for the real sweep's views picture (e.g. bench/figures)")
+    bs.set_defaults(func=run_sweep)
+
+
+def run_sweep(a: argparse.Namespace) -> None:
+    from headcast.bench.sweep import run_sweep_bench
+
+    with logs.scoped(show=SHOWN):
+        run_sweep_bench(n=a.n, views=a.views, yaw_range=a.yaw_range, bump_mm=a.bump_mm, max_frames=a.max_frames,
+                        seed=a.seed, real=not a.no_real, samples=Path(a.samples) if a.samples else None,
+                        figures=Path(a.figures) if a.figures else None, out=Path(a.out) if a.out else None)
 
 
 def _reconstruct_arguments(br: argparse.ArgumentParser) -> None:

@@ -52,6 +52,11 @@ def _synth_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--beta-file", help="identity: .npy, .json, or a params.npz / _gt.npz with 'beta'")
     s.add_argument("--expression", action="append", metavar="NAME=W",
                    help="expression weight by name or index, repeatable (default: random)")
+    s.add_argument("--sweep", type=int, metavar="N",
+                   help="one subject (--seed) turning its head over +-yaw-range (default 60) degrees, N views")
+    s.add_argument("--bump-mm", type=float, default=0.0,
+                   help="with --sweep: a bump beyond the head model on the left cheek, mm (default 0); the sweep "
+                        "renders the head alone, without wall and shoulders")
     s.set_defaults(func=run_synth)
 
 
@@ -66,6 +71,15 @@ def run_synth(a: argparse.Namespace) -> None:
         check_number(a.skin_tone, "--skin-tone", 0, 1)
     check_output_dir(a.out, "synth", force=a.force, inputs=(a.beta_file,))  # refuse before the model loads
     model = resolve_model(a.model)
+    if a.sweep is not None:
+        from headcast.synth.sweep import synth_sweep
+
+        check_number(a.bump_mm, "--bump-mm", -10, 10, unit="mm")
+        paths = synth_sweep(model, Path(a.out), n=a.sweep, seed=a.seed, profile=a.noise, width=w, height=h,
+                            yaw_range_deg=60.0 if a.yaw_range is None else a.yaw_range, bump_mm=a.bump_mm,
+                            force=a.force)
+        logger.info(f"headcast: wrote a {len(paths)}-view synthetic sweep to {a.out}")
+        return
     subject = {k: v for k, v in dict(yaw_deg=a.yaw, pitch_deg=a.pitch, roll_deg=a.roll, distance=a.distance,
                                      yaw_range_deg=a.yaw_range, skin_tone=a.skin_tone).items() if v is not None}
     if a.beta_file:
@@ -93,6 +107,7 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     from headcast.fit.config import FitConfig
     from headcast.fit.reconstruct import reconstruct_frame
     from headcast.fit.rgbd_fit import METHODS
+    from headcast.fit.sweep import SweepConfig
     from headcast.io.validate import MAX_HULL_MARGIN_M, MAX_TEXTURE_SIZE
     from headcast.model.registry import DEFAULT_MODEL
     from headcast.preprocess.cloud import HULL_MARGIN
@@ -101,9 +116,16 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     from headcast.preprocess.rgbd import load_rgbd
     from headcast.texture.pipeline import texture_reconstruction
 
-    r.add_argument("color", help="color image, or a frame prefix such as frame-050 (finds _color.png, "
-                                 "_depth_mm.png, _intrinsics.json)")
-    r.add_argument("depth", nargs="?", help="depth: uint16 PNG (mm), float32 NPY/TIFF/EXR (m), or a PLY point cloud")
+    r.add_argument("inputs", nargs="+", metavar="FRAME",
+                   help="color image, or a frame prefix such as frame-050 (finds _color.png, _depth_mm.png, "
+                        "_intrinsics.json), optionally followed by its depth (uint16 PNG in mm, float32 "
+                        "NPY/TIFF/EXR in m, or a PLY point cloud); several frames, or a folder of them "
+                        "(every *_color.png), fit one head to the sweep")
+    r.add_argument("--max-frames", type=int, default=field_default(SweepConfig, "max_frames"),
+                   help="sweep: frames the fit uses, spread over the view angles (every frame is registered; "
+                        "default %(default)s)")
+    r.add_argument("--detail", choices=("normal", "none"), default=field_default(SweepConfig, "detail"),
+                   help="sweep: per-vertex offsets along the normals beyond the model (default %(default)s)")
     r.add_argument("--intrinsics", help="JSON with fx, fy, cx, cy, width, height")
     r.add_argument("--depth-scale", type=float, help="metres per depth unit (default 0.001 for PNG, 1 for float)")
     r.add_argument("--rotate", default=param_default(load_rgbd, "rotate"),
@@ -141,6 +163,14 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
 
 
 def run_reconstruct(a: argparse.Namespace) -> None:
+    from headcast.fit.sweep import is_sweep
+
+    if is_sweep(a.inputs):
+        return run_sweep(a)
+    if len(a.inputs) > 2:
+        raise HeadcastError(f"{a.inputs[1]} is not a frame (no {a.inputs[1]}_color.png): give frames, or one "
+                            "color image and its depth")
+    a.color, a.depth = a.inputs[0], (a.inputs[1] if len(a.inputs) > 1 else None)
     from headcast.fit.config import FitConfig
     from headcast.fit.reconstruct import reconstruct_frame
     from headcast.io.outputs import check_output_dir
@@ -176,6 +206,35 @@ def run_reconstruct(a: argparse.Namespace) -> None:
                     f"(w_beta {pri['w_beta']:.2g}, w_psi {pri['w_psi']:.2g})")
     logger.info(f"headcast: wrote {a.out}/ (params, mesh.obj/ply, fit_report.json, "
                 "landmarks/overlay/depth_residual.png)")
+
+
+def run_sweep(a: argparse.Namespace) -> None:
+    """``headcast reconstruct`` on several frames: one head from the sweep (headcast.fit.sweep)."""
+    from headcast.fit.config import FitConfig
+    from headcast.fit.sweep import SweepConfig, reconstruct_sweep
+    from headcast.io.validate import MAX_TEXTURE_SIZE, check_number
+    from headcast.model.registry import resolve_model
+
+    t0 = time.perf_counter()
+    check_number(a.max_frames, "--max-frames", 1, 1000, integer=True)
+    if a.texture:
+        check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
+    if a.depth_scale is not None or a.intrinsics is not None:
+        raise HeadcastError("--depth-scale and --intrinsics are for one frame; a sweep's frames carry their own")
+    model = resolve_model(a.model)
+    cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, seed=a.seed)
+    with logs.scoped(hide=("headcast.fit.runner", "headcast.fit.rgbd_fit") if a.fit_quiet else ()):
+        rec, sw = reconstruct_sweep(a.inputs, model, Path(a.out), rotate=a.rotate, landmarks=a.landmarks, config=cfg,
+                                    sweep=SweepConfig(max_frames=a.max_frames, detail=a.detail), started=t0,
+                                    force=a.force)
+    if a.texture:
+        texture(Path(a.out), a.albedo_model, a.texture_size, model.name, force=a.force)
+    pm = rec.report["registered_points_to_mesh_mm"]
+    n_reg = sum(p is not None for p in sw.poses)
+    logger.info(f"headcast: {n_reg} of {len(sw.frames)} frames registered, {len(sw.used)} fitted in "
+                f"{rec.report['seconds_fit']:.1f} s; registered points to mesh: median {pm['median']:.2f} mm, "
+                f"p95 {pm['p95']:.2f} mm")
+    logger.info(f"headcast: wrote {a.out}/ (params, mesh.obj/ply, poses.json, fused.ply, frames/, fit_report.json)")
 
 
 # ---------------------------------------------------------------- texture

@@ -343,6 +343,7 @@ def export_glb(result_dir: str | Path, anim_dir: str | Path | None = None, out: 
     params = read_params(d)
     m = model if model is not None else resolve_model(params.model)
     check_model(d, params, m)
+    m = recon.with_offsets(m, recon.read_offsets(d, m.n_vertices))  # the detail layer, when the folder has one
     tex = read_texture(d, m.faces)
     if tex is not None:
         m.require_uv("a textured export")

@@ -45,6 +45,7 @@ class Reconstruction:
     vertices: np.ndarray
     landmarks: np.ndarray
     report: dict
+    offsets: np.ndarray | None = None  # the detail layer: rest-space vertex offsets (V, 3) metres
 
 
 def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str = "full", *,
@@ -148,7 +149,7 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
     """Write every output of a reconstruction into ``out_dir`` atomically (``force``: replace an earlier one)."""
     frame = obs.frame
     with staged_dir(out_dir, "reconstruction", force=force, inputs=_inputs(frame)) as tmp:
-        write_params(tmp, rec.params, frame.K)
+        write_params(tmp, rec.params, frame.K, rec.offsets)
         write_obj(tmp / "mesh.obj", rec.vertices, model.faces, model.uv, model.uv_faces)
         write_ply(tmp / "mesh.ply", rec.vertices, model.faces)
         images.save_png(tmp / "color.png", frame.color)

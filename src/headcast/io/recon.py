@@ -37,6 +37,10 @@ FIT_REPORT = "fit_report.json"
 LANDMARKS_PNG = "landmarks.png"
 OVERLAY_PNG = "overlay.png"
 DEPTH_RESIDUAL_PNG = "depth_residual.png"
+# written by `headcast reconstruct` on several frames (a sweep)
+POSES = "poses.json"               # each frame's 4x4 head-to-camera transform, used or not and why
+FUSED = "fused.ply"                # the registered head points of every frame, output frame, coloured
+FRAMES = "frames"                  # the used frames, upright: NNN_color.png, NNN_depth_mm.png
 # added by `headcast texture`
 ALBEDO = "albedo.png"              # UV albedo atlas, RGB
 TEXTURED_OBJ = "mesh_textured.obj"  # fitted mesh with the atlas UVs, material "albedo"
@@ -81,13 +85,16 @@ def check_model(folder: str | Path, params: HeadParams, model) -> None:
 
 
 # ---------------------------------------------------------------- parameters
-def write_params(folder: str | Path, params: HeadParams, K: Intrinsics | None = None) -> None:
-    """params.npz and params.json (metres, radians); with ``K`` also the paper's eta."""
+def write_params(folder: str | Path, params: HeadParams, K: Intrinsics | None = None,
+                 offsets: np.ndarray | None = None) -> None:
+    """params.npz and params.json (metres, radians); with ``K`` also the paper's eta; with ``offsets``
+    (V, 3) the detail layer (rest-space vertex offsets, metres; in params.npz only)."""
     folder = Path(folder)
     p = params
     d = dict(beta=p.beta, psi=p.psi, theta=p.theta, scale=np.float64(p.scale), translation=p.translation)
     eta = p.paper_eta(K) if K is not None else None
-    np.savez(folder / PARAMS, model=np.str_(p.model), **d, **({"eta": eta} if eta is not None else {}))
+    more = {} if offsets is None else {"offsets": np.asarray(offsets, dtype=np.float32)}
+    np.savez(folder / PARAMS, model=np.str_(p.model), **d, **({"eta": eta} if eta is not None else {}), **more)
     js = {k: np.asarray(v).tolist() for k, v in d.items()}
     js.update(model=p.model, units={"length": "m", "angle": "rad (axis-angle)"},
               theta_layout="[root | neck | jaw | left eye | right eye]",
@@ -116,6 +123,61 @@ def read_params(folder: str | Path) -> HeadParams:
         raise HeadcastError(f"{path}: scale must be positive, not {scale:g}")
     logger.debug("read %s: model %s, %d identity, %d expression values", path, model, beta.size, psi.size)
     return HeadParams(beta, psi, theta, scale, translation, model)
+
+
+MAX_OFFSET_M = 0.05  # a detail offset beyond 5 cm is not a detail
+
+
+def read_offsets(folder: str | Path, n_vertices: int) -> np.ndarray | None:
+    """The detail layer in ``folder``/params.npz: rest-space vertex offsets (n_vertices, 3) float32
+    metres, or None when it has none; checked: shape, finite, at most MAX_OFFSET_M."""
+    path = Path(folder) / PARAMS
+    z = read_npz(path, "reconstruction parameters", max_bytes=MAX_PARAMS_BYTES)
+    if "offsets" not in z:
+        return None
+    off = finite_array(z["offsets"], f"{path}: offsets", (n_vertices, 3), dtype=np.float32)
+    if np.abs(off).max(initial=0) > MAX_OFFSET_M:
+        raise HeadcastError(f"{path}: offsets up to {np.abs(off).max() * 1000:.0f} mm; a detail layer stays "
+                            f"within {MAX_OFFSET_M * 1000:.0f} mm")
+    return off
+
+
+def with_offsets(model, offsets: np.ndarray | None):
+    """``model`` (a HeadModel) with the rest-space ``offsets`` (V, 3) added to its template (None: as is),
+    so every posed, animated or exported mesh of it carries the detail layer."""
+    import dataclasses
+
+    if offsets is None:
+        return model
+    return dataclasses.replace(model, v_template=(model.v_template + offsets).astype(np.float32))
+
+
+def write_poses(folder: str | Path, frames: list[dict], output_frame: str) -> None:
+    """poses.json: one entry per input frame (see docs/formats.md), ``output_frame`` the frame whose
+    camera the reconstruction is in."""
+    js = {"output_frame": output_frame,
+          "head_to_camera": "4x4, metres: X_frame = T @ [X_out, 1], X_out a point of mesh.obj (the output frame)",
+          "frames": frames}
+    (Path(folder) / POSES).write_text(json.dumps(js, indent=1) + "\n")
+
+
+def read_poses(folder: str | Path) -> list[dict] | None:
+    """poses.json's frames (``head_to_camera`` as (4, 4) arrays or None), or None when the folder has none."""
+    p = Path(folder) / POSES
+    if not _present(p):
+        return None
+    js = read_json(p, "poses file")
+    if not isinstance(js, dict) or not isinstance(js.get("frames"), list):
+        raise HeadcastError(f"{p} is not a headcast poses file (no 'frames' list)")
+    out = []
+    for k, f in enumerate(js["frames"]):
+        if not isinstance(f, dict):
+            raise HeadcastError(f"{p}: frame {k} is not an object")
+        T = f.get("head_to_camera")
+        f = dict(f, head_to_camera=None if T is None else finite_array(T, f"{p}: frame {k}", (4, 4),
+                                                                       dtype=np.float64))
+        out.append(f)
+    return out
 
 
 # ---------------------------------------------------------------- the photo

@@ -42,6 +42,7 @@ from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.texture.albedo_model import load_albedo_model
 from headcast.texture.core import TextureResult, texture_frame
+from headcast.texture.multiview import apply_sweep
 from headcast.texture.render import comparison_picture, render_textured, turned
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,10 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     recon.check_model(d, params, m)
     m.require_uv("texture")
     _check_targets(d, force)  # the inputs are all checked: refuse a bad target before the work
-    verts = params.vertices(HeadLayer(m))
+    verts = params.vertices(HeadLayer(recon.with_offsets(m, recon.read_offsets(d, m.n_vertices))))
     res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth)
+    if am is None:
+        apply_sweep(res, d, m.faces, verts, photo.K)  # a sweep folder: every frame's view blended
     report = {
         "model": m.name, "size": int(size), "albedo": res.stats.get("albedo"),
         "albedo_model": str(albedo_model) if albedo_model is not None else None,

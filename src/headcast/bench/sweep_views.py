@@ -1,0 +1,60 @@
+"""A sweep reconstruction seen from the left, the front, the right and above, beside the nearest real frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from headcast.io import recon
+from headcast.io.mesh import read_obj_vertices
+from headcast.io.validate import read_image
+from headcast.render import images
+from headcast.texture.render import comparison_picture, render_textured
+
+
+def _render(model, folder: Path, verts: np.ndarray, K) -> np.ndarray:
+    """The mesh (camera frame) textured (unlit albedo) when the folder has a texture, else shaded; uint8."""
+    tex = recon.read_texture(folder, model.faces)
+    if tex is None:
+        return images.render_shaded(verts, model.faces, K)[1]
+    img, _ = render_textured(verts, model.faces, tex.uv, tex.uv_faces, tex.image().astype(np.float32) / 255, None, K)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def views_picture(model, folder: Path, out: Path, scale: float = 2.0) -> Path:
+    """Write ``out``: top row the reconstruction in the cameras of the used frames furthest left, in the
+    middle and furthest right, and from above; bottom row those real frames (the middle one under "above")."""
+    folder = Path(folder)
+    verts = read_obj_vertices(folder / recon.MESH_OBJ)
+    K = recon.read_intrinsics(folder)
+    used = [f for f in recon.read_poses(folder) if f["used"] and f["head_to_camera"] is not None]
+    centre = verts.mean(0)
+
+    def angle(f: dict) -> float:
+        T = f["head_to_camera"]
+        eye = -T[:3, :3].T @ T[:3, 3] - centre  # the camera's centre seen from the head, output frame
+        return float(np.arctan2(eye[0], -eye[2]))
+
+    used.sort(key=angle)
+    picks = [used[0], used[len(used) // 2], used[-1]]
+    Kb = K.scaled(scale)
+    renders, photos, labels = [], [], []
+    for f, name in zip(picks, ("left", "front", "right")):
+        T = f["head_to_camera"]
+        renders.append(_render(model, folder, verts @ T[:3, :3].T + T[:3, 3], Kb))
+        photo = read_image(folder / recon.FRAMES / f"{f['index']:03d}_color.png", "sweep frame", formats=("PNG",))
+        photos.append(images.side_by_side([photo], Kb.height))
+        labels.append(f"{name}: frame {f['name']}")
+    T = picks[1]["head_to_camera"]
+    v = verts @ T[:3, :3].T + T[:3, 3]
+    c = v.mean(0)
+    R = Rotation.from_euler("x", 55, degrees=True).as_matrix()  # tip the head towards the camera: its top shows
+    renders.append(_render(model, folder, (v - c) @ R.T + c, Kb))
+    photos.append(photos[1])
+    labels.append("from above")
+    top = comparison_picture(renders, labels)
+    bottom = comparison_picture(photos, ["real frame"] * 3 + ["real frame (front)"])
+    images.save_png(out, np.concatenate([top, bottom[:, : top.shape[1]]], axis=0))
+    return out

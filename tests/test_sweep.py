@@ -1,0 +1,174 @@
+"""Sweeps: registration on a synthetic sweep, the detail layer, texture blending, and bad sequences."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from conftest import shared_path
+from headcast.cli import main
+from headcast.core.geometry import vertex_normals
+from headcast.core.params import HeadParams
+from headcast.fit.detail import normal_offsets
+from headcast.fit.frames import load_frames, spread_frames, sweep_inputs
+from headcast.fit.sweep import SweepConfig, is_sweep, register_sweep
+from headcast.io.recon import read_offsets, with_offsets, write_params
+from headcast.model.layer import HeadLayer
+from headcast.synth import read_sample, render_rgbd
+from headcast.synth.subject import random_subject
+from headcast.synth.sweep import bump_offsets, synth_sweep, true_poses
+from headcast.texture.core import texture_space
+from headcast.texture.multiview import blend_frames
+from headcast.texture.observe import interpolate
+
+VIEWS, YAW = 5, 40.0
+
+
+@pytest.fixture(scope="module")
+def synthetic_sweep(ict_model, tmp_path_factory):
+    """Five views of one subject turning its head over +-40 degrees (TrueDepth noise, 320x240)."""
+    d = tmp_path_factory.mktemp("sweep") / "frames"
+    synth_sweep(ict_model, d, n=VIEWS, seed=7, yaw_range_deg=YAW, width=320, height=240)
+    return d
+
+
+def test_synthetic_sweep_poses_recovered(ict_model, synthetic_sweep):
+    frames = load_frames(sweep_inputs([synthetic_sweep]))
+    sw = register_sweep(frames, SweepConfig(max_frames=VIEWS))
+    assert all(p is not None for p in sw.poses) and sw.first == 0
+    truths = [read_sample(synthetic_sweep, f"frame-{k:03d}")["gt"]["vertices"] for k in range(VIEWS)]
+    nose = ict_model.landmark_vertices(truths[0])[30]
+    rigid = np.flatnonzero(np.linalg.norm(truths[0] - nose, axis=1) < 0.09)
+    gt = true_poses(truths, rigid)
+    centre = truths[0][rigid].mean(0)
+    turned = Rotation.from_matrix(gt[-1][:3, :3]).magnitude()
+    assert np.degrees(turned) > 60  # the views really span the sweep
+    for A, T in zip(sw.poses, gt):
+        E = np.linalg.inv(A)  # head (output frame) -> this view's camera
+        assert np.degrees(Rotation.from_matrix(E[:3, :3].T @ T[:3, :3]).magnitude()) < 1.0
+        assert np.linalg.norm(E[:3, :3] @ centre + E[:3, 3] - (T[:3, :3] @ centre + T[:3, 3])) < 0.002
+
+
+def test_spread_frames_keeps_reference_and_spreads():
+    angles = np.linspace(-1, 1, 21)
+    pick = spread_frames(list(range(21)), angles, 5, keep=7)
+    assert len(pick) == 5 and 7 in pick and 0 in pick and 20 in pick
+
+
+def test_detail_recovers_bump_and_stays_zero_without_data(ict_model):
+    layer = HeadLayer(ict_model)
+    p = HeadParams.neutral(layer, ict_model.name)
+    p.translation = np.array([0.0, 0.0, 0.5])
+    verts = p.vertices(layer)
+    bump = bump_offsets(ict_model, 2.0)  # rest space; the placement flips y and z only
+    truth = p.vertices(HeadLayer(with_offsets(ict_model, bump)))
+    n = vertex_normals(truth, ict_model.faces)
+    seen = np.zeros(len(truth), bool)
+    seen[ict_model.masks["face"]] = True
+    seen &= n[:, 2] < -0.3  # the face's skin turned to the camera (not the mouth's or eyes' inner parts)
+    rng = np.random.default_rng(0)
+    pts = truth[seen] + 0.0003 * rng.standard_normal((int(seen.sum()), 3))  # 0.3 mm noise
+    d, support = normal_offsets(verts, ict_model.faces, pts)
+    peak = int(np.argmax(np.linalg.norm(bump, axis=1)))
+    assert support[peak] and abs(d[peak] - np.linalg.norm(bump[peak])) < 0.00025
+    flat = seen & (np.linalg.norm(bump, axis=1) < 1e-5)
+    assert np.median(np.abs(d[flat])) < 0.0002  # no invented detail where the truth has none
+    back = verts[:, 2] > verts[:, 2].min() + 0.19  # the back of the head, 19 cm behind the nose: no data
+    assert back.sum() > 300 and not support[back].any() and np.all(d[back] == 0.0)
+
+
+def test_offsets_round_trip_through_params(ict_model, tmp_path):
+    layer = HeadLayer(ict_model)
+    p = HeadParams.neutral(layer, ict_model.name)
+    off = bump_offsets(ict_model, 1.5)
+    write_params(tmp_path, p, offsets=off)
+    np.testing.assert_array_equal(read_offsets(tmp_path, ict_model.n_vertices), off)
+    write_params(tmp_path, p)
+    assert read_offsets(tmp_path, ict_model.n_vertices) is None
+
+
+def test_texture_blending_recovers_albedo_and_exposure(ict_model, synthetic_sweep):
+    """Two views of a subject under ambient light, one 30 % darker: the blend is the albedo in both."""
+    K = read_sample(synthetic_sweep, "frame-000")["K"]
+    subject = random_subject(ict_model, 7, yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, distance=0.45)
+    subject.lighting = np.zeros((9, 3))
+    subject.lighting[0] = 1.0 / 0.886227  # SH_CONST[0]: shading 1 everywhere
+    frames, base = [], None
+    for k, yaw in enumerate((-25.0, 25.0)):
+        s = random_subject(ict_model, 7, yaw_deg=yaw, pitch_deg=0.0, roll_deg=0.0, distance=0.45)
+        s.lighting = subject.lighting
+        f = render_rgbd(ict_model, s, K, profile="none", background=False, seed=k)
+        if k == 1:
+            f.color = np.clip(f.color * 0.7, 0, 255).astype(np.uint8)
+        base = f.vertices if base is None else base
+        frames.append((k, f.color, f.depth, f.vertices))
+    rigid = np.flatnonzero(np.linalg.norm(base - ict_model.landmark_vertices(base)[30], axis=1) < 0.09)
+    poses = true_poses([frames[0][3], frames[1][3]], rigid)
+    space = texture_space(ict_model, 256)
+    _, tri, bary = space.texmap.texels()
+    b = blend_frames(ict_model.faces, base, [(k, c, d, T) for (k, c, d, _), T in zip(frames, poses)], K,
+                     subject.lighting, tri, bary)
+    truth = interpolate(ict_model.faces, tri, bary, subject.albedo)
+    ok = b.weight > 0.5
+    assert ok.mean() > 0.1
+    assert np.median(np.abs(b.albedo[ok] - truth[ok])) < 0.03
+    np.testing.assert_allclose(b.gains[1], 1 / 0.7, rtol=0.1)
+
+
+def test_sweep_inputs_and_single_frame_path(tmp_path):
+    folder = shared_path("samples", "rgbd", "truedepth-mannequin")
+    prefix = folder / "frame-050"
+    assert not is_sweep([str(prefix)])
+    assert not is_sweep([str(folder / "frame-050_color.png"), str(folder / "frame-050_depth_mm.png")])
+    assert is_sweep([str(folder)]) and is_sweep([str(prefix), str(folder / "frame-052")])
+    assert sweep_inputs([folder])[:2] == [folder / "frame-000", folder / "frame-002"]
+
+
+def _copy(folder, names, dest):
+    dest.mkdir()
+    for n in names:
+        for suffix in ("_color.png", "_depth_mm.png", "_intrinsics.json"):
+            shutil.copy(folder / f"{n}{suffix}", dest / f"{n}{suffix}")
+    return dest
+
+
+def _refused(capsys, args, out):
+    assert main(["reconstruct", *args, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("headcast: error:"), err
+    assert not out.exists()
+    return err[0]
+
+
+def test_bad_sequences_refused(tmp_path, capsys):
+    folder = shared_path("samples", "rgbd", "truedepth-mannequin")
+    d = _copy(folder, ["frame-048", "frame-050"], tmp_path / "intr")
+    js = json.loads((d / "frame-050_intrinsics.json").read_text())
+    js["fx"] *= 1.2
+    (d / "frame-050_intrinsics.json").write_text(json.dumps(js))
+    assert "other intrinsics" in _refused(capsys, [str(d)], tmp_path / "o1")
+
+    d = _copy(folder, ["frame-048", "frame-050"], tmp_path / "size")
+    for suffix in ("_color.png", "_depth_mm.png"):
+        import imageio.v3 as iio
+
+        im = iio.imread(d / f"frame-050{suffix}")
+        iio.imwrite(d / f"frame-050{suffix}", im[::2, ::2])
+    js = json.loads((d / "frame-050_intrinsics.json").read_text())
+    js.update(fx=js["fx"] / 2, fy=js["fy"] / 2, cx=js["cx"] / 2, cy=js["cy"] / 2, width=160, height=120)
+    (d / "frame-050_intrinsics.json").write_text(json.dumps(js))
+    assert "share one size" in _refused(capsys, [str(d)], tmp_path / "o2")
+
+    d = _copy(folder, ["frame-048", "frame-050"], tmp_path / "broken")
+    (d / "frame-048_color.png").write_bytes(b"not a png")
+    assert "frame-048_color.png" in _refused(capsys, [str(d / "frame-048"), str(d / "frame-050")], tmp_path / "o3")
+
+    d = _copy(folder, ["frame-048", "frame-050"], tmp_path / "noface")
+    for n in ("frame-048", "frame-050"):
+        import imageio.v3 as iio
+
+        im = iio.imread(d / f"{n}_color.png")
+        iio.imwrite(d / f"{n}_color.png", np.full_like(im, 128))
+    assert "no face" in _refused(capsys, [str(d)], tmp_path / "o4")
