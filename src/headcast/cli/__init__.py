@@ -19,12 +19,12 @@ import threading
 from typing import Iterator
 
 from headcast import __version__
-from headcast.cli import animate, bench, capture, demo, logs, model, stream
+from headcast.cli import animate, batch, bench, capture, demo, logs, model, stream
 from headcast.cli.parser import CommandParser, build_all
 from headcast.core.errors import HeadcastError
 from headcast.io.outputs import HELD_SIGNALS, Terminated, install_signal_handlers
 
-GROUPS = (model, capture, animate, bench, stream, demo)  # the commands, in the order --help lists them
+GROUPS = (model, capture, animate, batch, bench, stream, demo)  # the commands, in the order --help lists them
 logger = logging.getLogger(__name__)
 
 
@@ -69,7 +69,7 @@ def _signals_unwind() -> Iterator[None]:
 
 def _run(a: argparse.Namespace) -> int:
     try:
-        a.func(a)
+        status = a.func(a)  # None, or a command's own exit status (batch: 1 when a job failed)
     except HeadcastError as e:
         if a.debug:
             raise
@@ -86,7 +86,7 @@ def _run(a: argparse.Namespace) -> int:
             raise
         logger.error(f"headcast: internal error: {e.__class__.__name__}: {e} (run with --debug for the traceback)")
         return 1
-    return 0
+    return status or 0
 
 
 def _drop_stdout() -> None:
