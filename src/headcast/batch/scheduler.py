@@ -23,6 +23,7 @@ from headcast.core.errors import HeadcastError
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 10.0  # at most one progress line this often (and one per finished job before that)
+WORKER_START_S = 600.0  # how long jobs wait for every worker to start before going to those ready
 
 
 @contextlib.contextmanager
@@ -86,31 +87,40 @@ class Progress:
 
 
 def run_jobs(jobs: list[Job], slots: int, threads: int, force: bool, retries: int, progress: Progress,
-             rows: dict[str, dict]) -> None:
-    """Run ``jobs`` on ``slots`` actors; each finished job's row goes into ``rows`` (by name) as it arrives."""
+             rows: dict[str, dict]) -> dict:
+    """Run ``jobs`` on ``slots`` actors; each finished job's row goes into ``rows`` (by name) as it arrives,
+    with ``overhead_s``: the driver's time from sending the job to its result, less the job's own
+    ``seconds``. Returns the seconds the workers took to start (``workers_ready_s``) and then to run every
+    job (``jobs_s``)."""
     import ray
     from ray.exceptions import RayActorError, WorkerCrashedError
 
     from headcast.batch.worker import Worker
 
+    t0 = time.perf_counter()
     remote = ray.remote(Worker).options(num_cpus=threads, scheduling_strategy="SPREAD", max_restarts=0)
     new_actor = lambda: remote.remote(threads)  # noqa: E731
     queue, idle = deque(jobs), [new_actor() for _ in range(min(slots, len(jobs)))]
+    starting = [a.ready.remote() for a in idle]
+    ray.wait(starting, num_returns=len(starting), timeout=WORKER_START_S)  # a slow one gets its job when ready
+    t1 = time.perf_counter()
+    logger.info(f"batch: {len(idle)} workers started in {t1 - t0:.1f} s (the head model and detector loaded)")
     attempts: dict[str, int] = {}
-    running: dict = {}  # ref -> (actor, job)
+    running: dict = {}  # ref -> (actor, job, time sent)
     try:
         while queue or running:
             while idle and queue:
                 actor, job = idle.pop(), queue.popleft()
                 attempts[job.name] = attempts.get(job.name, 0) + 1
-                running[actor.run.remote(job, force)] = (actor, job)
+                running[actor.run.remote(job, force)] = (actor, job, time.perf_counter())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_EVERY_S)
             if not ready:
                 progress.show()
             for ref in ready:
-                actor, job = running.pop(ref)
+                actor, job, sent = running.pop(ref)
                 try:
                     row = ray.get(ref)
+                    row["overhead_s"] = time.perf_counter() - sent - row["seconds"]
                     idle.append(actor)
                 except (RayActorError, WorkerCrashedError) as e:  # the process died, not the job's own error
                     remove_staging(job)
@@ -127,16 +137,17 @@ def run_jobs(jobs: list[Job], slots: int, threads: int, force: bool, retries: in
     except BaseException:  # Ctrl-C, SIGTERM, a lost cluster: stop the running jobs and clear what they staged
         _stop(running)
         raise
+    return {"workers_ready_s": t1 - t0, "jobs_s": time.perf_counter() - t1}
 
 
 def _stop(running: dict) -> None:
     """Kill the actors of the running jobs, wait (briefly) until they are gone, remove their staging."""
     import ray
 
-    for actor, _ in running.values():
+    for actor, _, _ in running.values():
         ray.kill(actor)
     with contextlib.suppress(Exception):
         ray.wait(list(running), num_returns=len(running), timeout=30)
-    for _, job in running.values():
+    for _, job, _ in running.values():
         remove_staging(job)
         logger.info(f"batch: stopped {job.name} (no output written)")

@@ -31,7 +31,8 @@ OPTIONS = {
     "animate": ("model", "threshold", "max_iters", "max_frames", "no_video"),
     "texture": ("albedo_model", "n_components", "size", "model"),
 }
-COLUMNS = ("name", "kind", "input", "status", "error", "seconds", "node", "attempts", *FIGURES, "worker_rss_mb")
+COLUMNS = ("name", "kind", "input", "status", "error", "seconds", "node", "attempts", *FIGURES, "worker_rss_mb",
+           "overhead_s")
 
 
 def check_options(kind: str, options: dict) -> None:

@@ -1,0 +1,152 @@
+"""Batch benchmark (``headcast bench batch``): ``headcast batch`` against a shell loop of single commands.
+
+For each kind, the same jobs three ways, one after another in one run: ``loop`` (the single command once
+per input, a new process each time, as a shell loop runs them), and ``headcast batch`` on an embedded
+local Ray with 1 and with 2 workers. animate: the shared videos, each ``repeat`` times (symbolic links,
+so the job count divides between the workers), the first ``max_frames`` frames, parameters only
+(no preview video) unless ``video``; driving a head reconstructed once beforehand (not timed).
+reconstruct: TrueDepth frames with ``method``.
+
+Figures per run: wall seconds end to end, jobs per minute and frames per second on it; for the batch
+also its parts (Ray start-up, worker start-up: imports, head model and detector, then the jobs), the
+steady jobs per minute (jobs only), the scheduling overhead per job (median of the driver's time from
+sending a job to its result, less the job's own time) and the peak memory per worker (RSS). Targets:
+2 workers >= 1.7 x 1 worker; 1 worker faster than the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from headcast.batch.jobs import figures, make_jobs
+from headcast.batch.scheduler import Progress, ray_session, run_jobs
+from headcast.bench import machine, shared_samples, truedepth_folder
+from headcast.core.errors import HeadcastError
+
+logger = logging.getLogger(__name__)
+FRAMES = ("frame-040", "frame-046", "frame-050", "frame-056")  # near frontal: every method finds the face
+
+
+def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruct"), workers: tuple[int, ...] = (1, 2),
+                    repeat: int = 2, max_frames: int | None = 100, method: str = "full", video: bool = False,
+                    loop: bool = True) -> dict:
+    """Run the benchmark in ``work`` (a new or empty folder); returns the figures (module docstring)."""
+    samples = shared_samples()
+    if not (samples / "video").is_dir() or not truedepth_folder().is_dir():
+        raise HeadcastError(f"bench batch needs the shared samples in {samples}")
+    work = Path(work)
+    if work.exists() and any(work.iterdir()):
+        raise HeadcastError(f"bench batch needs a new or empty --work folder, not {work}")
+    work.mkdir(parents=True, exist_ok=True)
+    res = {"machine": machine(), "workers": list(workers), "runs": {}}
+    head = work / "head"
+    _cli("reconstruct", str(truedepth_folder() / "frame-050"), "--out", str(head), "--method", "landmarks-3d",
+         "--quiet")
+    for kind in kinds:
+        if kind == "animate":
+            inputs = _repeated_videos(samples / "video", work / "videos", repeat)
+            opts = {"max_frames": max_frames, "no_video": not video}
+            args = [*(["--max-frames", str(max_frames)] if max_frames else []), *([] if video else ["--no-video"])]
+        else:
+            inputs = [str(truedepth_folder() / f) for f in FRAMES]
+            opts, args = {"method": method}, ["--method", method, "--quiet"]
+        runs = {}
+        if loop:
+            runs["loop"] = _loop(kind, inputs, work / kind / "loop", head, args)
+        for w in workers:
+            runs[f"batch-{w}"] = _batch(kind, inputs, work / kind / f"batch-{w}", head, opts, w)
+        res["runs"][kind] = runs
+        res.setdefault("speedup", {})[kind] = _speedups(runs, workers)
+    return res
+
+
+def _cli(*args: str) -> None:
+    run = subprocess.run([sys.executable, "-m", "headcast.cli", *args], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise HeadcastError(f"headcast {args[0]} failed: {run.stderr.strip().splitlines()[-1:]}")
+
+
+def _repeated_videos(folder: Path, into: Path, repeat: int) -> list[str]:
+    """Each video of ``folder`` ``repeat`` times, as links in ``into`` (distinct job names)."""
+    into.mkdir(parents=True)
+    out = []
+    for v in sorted(folder.glob("*.mp4")):
+        for k in range(repeat):
+            link = into / f"{v.stem}-{k}{v.suffix}"
+            link.symlink_to(v.resolve())
+            out.append(str(link))
+    return out
+
+
+def _loop(kind: str, inputs: list[str], out: Path, head: Path, args: list[str]) -> dict:
+    """The single command once per input, one process after another."""
+    jobs = make_jobs(kind, inputs, out, str(head))
+    t0 = time.perf_counter()
+    for j in jobs:
+        logger.info(f"bench batch: loop {kind} {j.name}")
+        _cli(kind, *([str(head)] if kind == "animate" else []), j.input, "--out", j.target, *args)
+    wall = time.perf_counter() - t0
+    frames = sum(figures(j).get("frames") or 1 for j in jobs)
+    return _rates({"wall_s": wall, "jobs": len(jobs), "frames": frames})
+
+
+def _batch(kind: str, inputs: list[str], out: Path, head: Path, options: dict, workers: int) -> dict:
+    """``headcast batch`` on an embedded Ray with ``workers`` workers (1 thread each)."""
+    jobs = make_jobs(kind, inputs, out, str(head), {k: v for k, v in options.items() if v is not None})
+    rows: dict = {}
+    logger.info(f"bench batch: {kind} with {workers} worker(s)")
+    t0 = time.perf_counter()
+    with ray_session(None, workers) as slots:
+        t1 = time.perf_counter()
+        parts = run_jobs(jobs, slots, 1, False, 2, Progress(len(jobs), 0), rows)
+    wall = time.perf_counter() - t0
+    failed = [r["name"] for r in rows.values() if r["status"] != "ok"]
+    if failed:
+        raise HeadcastError(f"bench batch: {kind} jobs failed: {', '.join(failed)}")
+    r = list(rows.values())
+    res = {"wall_s": wall, "jobs": len(r), "frames": sum(x.get("frames") or 1 for x in r), "ray_start_s": t1 - t0,
+           **parts, "job_s_mean": statistics.mean(x["seconds"] for x in r),
+           "overhead_per_job_s": statistics.median(x["overhead_s"] for x in r),
+           "worker_rss_mb": max(x["worker_rss_mb"] for x in r), "nodes": len({x["node"] for x in r})}
+    res["jobs_per_min_steady"] = 60 * len(r) / parts["jobs_s"]
+    return _rates(res)
+
+
+def _rates(res: dict) -> dict:
+    res["jobs_per_min"] = 60 * res["jobs"] / res["wall_s"]
+    res["frames_per_s"] = res["frames"] / res["wall_s"]
+    return res
+
+
+def _speedups(runs: dict, workers: tuple[int, ...]) -> dict:
+    out = {}
+    if len(workers) >= 2:
+        a, b = runs[f"batch-{workers[0]}"], runs[f"batch-{workers[1]}"]
+        out[f"batch-{workers[1]}_over_batch-{workers[0]}"] = a["wall_s"] / b["wall_s"]
+        out[f"batch-{workers[1]}_over_batch-{workers[0]}_steady"] = a["jobs_s"] / b["jobs_s"]
+    if "loop" in runs and f"batch-{workers[0]}" in runs:
+        out[f"batch-{workers[0]}_over_loop"] = runs["loop"]["wall_s"] / runs[f"batch-{workers[0]}"]["wall_s"]
+    return out
+
+
+def markdown(res: dict) -> str:
+    """The figures as markdown tables, one per kind."""
+    lines = [f"Machine: {res['machine']}", ""]
+    for kind, runs in res["runs"].items():
+        lines += [f"### batch {kind}", "",
+                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | steady jobs/min "
+                  "| overhead/job s | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in runs.items():
+            f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
+            lines.append(f"| {name} | {r['jobs']} | {r['wall_s']:.1f} | {r['jobs_per_min']:.2f} | "
+                         f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | "
+                         f"{f('jobs_per_min_steady', '{:.2f}')} | {f('overhead_per_job_s', '{:.3f}')} | "
+                         f"{f('worker_rss_mb', '{:.0f}')} |")
+        sp = ", ".join(f"{k} {v:.2f}x" for k, v in res.get("speedup", {}).get(kind, {}).items())
+        lines += ["", f"Speed-ups: {sp}", ""]
+    return "\n".join(lines)
