@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections import deque
 from typing import Iterator
@@ -20,6 +22,7 @@ from typing import Iterator
 from headcast.batch.jobs import Job, remove_staging
 from headcast.batch.threads import thread_env
 from headcast.core.errors import HeadcastError
+from headcast.io.outputs import HELD_SIGNALS
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 10.0  # at most one progress line this often (and one per finished job before that)
@@ -38,6 +41,7 @@ def ray_session(address: str | None, workers: int | None, threads: int = 1) -> I
 
     env = {"env_vars": thread_env(threads)}
     tmp = None
+    handlers = _python_handlers()
     try:
         if address:
             try:
@@ -51,6 +55,8 @@ def ray_session(address: str | None, workers: int | None, threads: int = 1) -> I
             tmp = tempfile.mkdtemp(prefix="hc-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
             ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=tmp, runtime_env=env, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
+        for sig, handler in handlers.items():  # Ray's own handlers abort the process; the CLI's unwind it
+            signal.signal(sig, handler)
         slots = max(1, cpus // threads)
         yield min(workers, slots) if workers else slots
     finally:
@@ -58,6 +64,13 @@ def ray_session(address: str | None, workers: int | None, threads: int = 1) -> I
             ray.shutdown()  # the embedded Ray's processes stop here; a cluster only loses this driver
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _python_handlers() -> dict:
+    """The Python handlers of SIGINT, SIGTERM and SIGHUP now (main thread only; elsewhere none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: h for s in HELD_SIGNALS if (h := signal.getsignal(s)) is not None}
 
 
 class Progress:
