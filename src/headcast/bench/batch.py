@@ -2,10 +2,10 @@
 
 For each kind, the same jobs three ways, one after another in one run: ``loop`` (the single command once
 per input, a new process each time, as a shell loop runs them), and ``headcast batch`` on an embedded
-local Ray with 1 and with 2 workers. animate: the shared videos, each ``repeat`` times (symbolic links,
-so the job count divides between the workers), the first ``max_frames`` frames, parameters only
-(no preview video) unless ``video``; driving a head reconstructed once beforehand (not timed).
-reconstruct: TrueDepth frames with ``method``.
+local Ray with 1 and with 2 workers (each its own process, as a user runs it). animate: the shared
+videos, each ``repeat`` times (symbolic links, so the job count divides between the workers), the first
+``max_frames`` frames, parameters only (no preview video) unless ``video``; driving a head
+reconstructed once beforehand (not timed). reconstruct: TrueDepth frames with ``method``.
 
 Figures per run: wall seconds end to end, jobs per minute and frames per second on it; for the batch
 also its parts (Ray start-up, worker start-up: imports, head model and detector, then the jobs), the
@@ -16,17 +16,18 @@ sending a job to its result, less the job's own time) and the peak memory per wo
 
 from __future__ import annotations
 
+import csv
 import logging
+import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from headcast.batch.jobs import figures, make_jobs
-from headcast.batch.scheduler import Progress, ray_session, run_jobs
 from headcast.bench import machine, shared_samples, truedepth_folder
 from headcast.core.errors import HeadcastError
+from headcast.core.files import read_json
 
 logger = logging.getLogger(__name__)
 FRAMES = ("frame-040", "frame-046", "frame-050", "frame-056")  # near frontal: every method finds the face
@@ -50,25 +51,26 @@ def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruc
     for kind in kinds:
         if kind == "animate":
             inputs = _repeated_videos(samples / "video", work / "videos", repeat)
-            opts = {"max_frames": max_frames, "no_video": not video}
             args = [*(["--max-frames", str(max_frames)] if max_frames else []), *([] if video else ["--no-video"])]
         else:
             inputs = [str(truedepth_folder() / f) for f in FRAMES]
-            opts, args = {"method": method}, ["--method", method, "--quiet"]
+            args = ["--method", method, "--quiet"]
         runs = {}
         if loop:
             runs["loop"] = _loop(kind, inputs, work / kind / "loop", head, args)
         for w in workers:
-            runs[f"batch-{w}"] = _batch(kind, inputs, work / kind / f"batch-{w}", head, opts, w)
+            runs[f"batch-{w}"] = _batch(kind, inputs, work / kind / f"batch-{w}", head, args, w)
         res["runs"][kind] = runs
         res.setdefault("speedup", {})[kind] = _speedups(runs, workers)
     return res
 
 
-def _cli(*args: str) -> None:
+def _cli(*args: str) -> str:
+    """Run ``headcast ARGS`` in a new process; its stderr (the progress lines)."""
     run = subprocess.run([sys.executable, "-m", "headcast.cli", *args], capture_output=True, text=True)
     if run.returncode != 0:
-        raise HeadcastError(f"headcast {args[0]} failed: {run.stderr.strip().splitlines()[-1:]}")
+        raise HeadcastError(f"headcast {' '.join(args[:2])} failed: {run.stderr.strip().splitlines()[-1:]}")
+    return run.stderr
 
 
 def _repeated_videos(folder: Path, into: Path, repeat: int) -> list[str]:
@@ -85,35 +87,38 @@ def _repeated_videos(folder: Path, into: Path, repeat: int) -> list[str]:
 
 def _loop(kind: str, inputs: list[str], out: Path, head: Path, args: list[str]) -> dict:
     """The single command once per input, one process after another."""
-    jobs = make_jobs(kind, inputs, out, str(head))
     t0 = time.perf_counter()
-    for j in jobs:
-        logger.info(f"bench batch: loop {kind} {j.name}")
-        _cli(kind, *([str(head)] if kind == "animate" else []), j.input, "--out", j.target, *args)
-    wall = time.perf_counter() - t0
-    frames = sum(figures(j).get("frames") or 1 for j in jobs)
-    return _rates({"wall_s": wall, "jobs": len(jobs), "frames": frames})
+    frames = 0
+    for i in inputs:
+        name = Path(i).stem if kind == "animate" else Path(i).name
+        logger.info(f"bench batch: loop {kind} {name}")
+        _cli(kind, *([str(head)] if kind == "animate" else []), i, "--out", str(out / name), *args)
+        frames += read_json(out / name / "report.json", "report")["frames"] if kind == "animate" else 1
+    return _rates({"wall_s": time.perf_counter() - t0, "jobs": len(inputs), "frames": frames})
 
 
-def _batch(kind: str, inputs: list[str], out: Path, head: Path, options: dict, workers: int) -> dict:
-    """``headcast batch`` on an embedded Ray with ``workers`` workers (1 thread each)."""
-    jobs = make_jobs(kind, inputs, out, str(head), {k: v for k, v in options.items() if v is not None})
-    rows: dict = {}
+def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str], workers: int) -> dict:
+    """``headcast batch`` (its own process, as a user runs it) on an embedded Ray with ``workers`` workers."""
     logger.info(f"bench batch: {kind} with {workers} worker(s)")
     t0 = time.perf_counter()
-    with ray_session(None, workers) as slots:
-        t1 = time.perf_counter()
-        parts = run_jobs(jobs, slots, 1, False, 2, Progress(len(jobs), 0), rows)
+    log = _cli("batch", kind, *([str(head)] if kind == "animate" else []), *inputs, "--out", str(out),
+               "--workers", str(workers), *args)
     wall = time.perf_counter() - t0
-    failed = [r["name"] for r in rows.values() if r["status"] != "ok"]
+    with open(out / "summary.csv", encoding="utf-8", newline="") as f:
+        r = list(csv.DictReader(f))
+    failed = [x["name"] for x in r if x["status"] != "ok"]
     if failed:
         raise HeadcastError(f"bench batch: {kind} jobs failed: {', '.join(failed)}")
-    r = list(rows.values())
-    res = {"wall_s": wall, "jobs": len(r), "frames": sum(x.get("frames") or 1 for x in r), "ray_start_s": t1 - t0,
-           **parts, "job_s_mean": statistics.mean(x["seconds"] for x in r),
-           "overhead_per_job_s": statistics.median(x["overhead_s"] for x in r),
-           "worker_rss_mb": max(x["worker_rss_mb"] for x in r), "nodes": len({x["node"] for x in r})}
-    res["jobs_per_min_steady"] = 60 * len(r) / parts["jobs_s"]
+    started = {k: float(m.group(1)) if (m := re.search(rf"{k} in ([0-9.]+) s", log)) else None
+               for k in ("Ray started", "workers started")}
+    res = {"wall_s": wall, "jobs": len(r), "frames": sum(int(x["frames"] or 1) for x in r),
+           "ray_start_s": started["Ray started"], "workers_ready_s": started["workers started"],
+           "job_s_mean": statistics.mean(float(x["seconds"]) for x in r),
+           "overhead_per_job_s": statistics.median(float(x["overhead_s"]) for x in r),
+           "worker_rss_mb": max(float(x["worker_rss_mb"]) for x in r), "nodes": len({x["node"] for x in r})}
+    if None not in started.values():  # the jobs alone: after Ray and the workers started
+        res["jobs_s"] = wall - sum(started.values())
+        res["jobs_per_min_steady"] = 60 * len(r) / res["jobs_s"]
     return _rates(res)
 
 
@@ -128,7 +133,8 @@ def _speedups(runs: dict, workers: tuple[int, ...]) -> dict:
     if len(workers) >= 2:
         a, b = runs[f"batch-{workers[0]}"], runs[f"batch-{workers[1]}"]
         out[f"batch-{workers[1]}_over_batch-{workers[0]}"] = a["wall_s"] / b["wall_s"]
-        out[f"batch-{workers[1]}_over_batch-{workers[0]}_steady"] = a["jobs_s"] / b["jobs_s"]
+        if "jobs_s" in a and "jobs_s" in b:
+            out[f"batch-{workers[1]}_over_batch-{workers[0]}_steady"] = a["jobs_s"] / b["jobs_s"]
     if "loop" in runs and f"batch-{workers[0]}" in runs:
         out[f"batch-{workers[0]}_over_loop"] = runs["loop"]["wall_s"] / runs[f"batch-{workers[0]}"]["wall_s"]
     return out
