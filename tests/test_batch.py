@@ -202,3 +202,47 @@ def test_two_node_cluster_survives_a_killed_worker(cluster, recon, tmp_path):
     assert max(int(r["attempts"]) for r in rows) == 2
     assert all(_complete(anim / r["name"], "animation", "report.json") for r in rows)
     _no_staging(anim)
+
+
+# ---------------------------------------------------------------- jobs and options (no Ray)
+def test_inputs_expand_to_named_jobs(tmp_path):
+    from headcast.batch.jobs import make_jobs
+
+    frames = shared_path(*FRAMES)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "clip.mp4").write_bytes(b"")
+    (tmp_path / "list.txt").write_text("# videos\na/clip.mp4\n\nb/clip.mp4\n")
+    jobs = make_jobs("animate", [f"@{tmp_path / 'list.txt'}"], tmp_path / "out", "r")
+    assert [j.name for j in jobs] == ["a-clip", "b-clip"]  # the same stem twice: named by their paths
+    assert jobs[0].input == str(tmp_path / "a" / "clip.mp4") and jobs[0].target == str(tmp_path / "out" / "a-clip")
+    rec = make_jobs("reconstruct", [str(frames)], tmp_path / "out")
+    assert len(rec) == 46 and rec[0].name == "frame-000" and rec[0].input == str(frames / "frame-000")
+
+
+def test_cli_passes_the_single_commands_options(tmp_path):
+    from headcast.cli import build_parser
+    from headcast.fit.config import FitConfig
+
+    p = build_parser()
+    a = p.parse_args(["batch", "reconstruct", "x", "--out", str(tmp_path), "--method", "landmarks-3d"])
+    assert a.method == "landmarks-3d" and a.grow_mm == FitConfig().grow_mm and a.workers is None
+    assert set(a.batch_options) >= {"method", "grow_mm", "hull_margin", "texture", "seed"}
+    a = p.parse_args(["batch", "animate", "r", "v.mp4", "--out", str(tmp_path), "--max-frames", "5"])
+    assert a.max_frames == 5 and "threshold" in a.batch_options and "out" not in a.batch_options
+
+
+def test_bad_options_are_refused_before_any_job(tmp_path):
+    from headcast.batch import run
+    from headcast.core.errors import HeadcastError
+
+    with pytest.raises(HeadcastError, match="no option 'bogus'"):
+        run("reconstruct", ["x"], tmp_path / "o", options={"bogus": 1})
+    with pytest.raises(HeadcastError, match="--hull-margin"):
+        run("reconstruct", ["x"], tmp_path / "o", options={"hull_margin": -1.0})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "summary.csv").write_text("my,own,table\n")
+    with pytest.raises(HeadcastError, match="not a headcast batch summary"):
+        run("reconstruct", ["x"], tmp_path / "mine")
+    assert (tmp_path / "mine" / "summary.csv").read_text() == "my,own,table\n"
