@@ -45,8 +45,8 @@ def test_every_command_that_writes_has_force(capsys):
         if ("--out" in text or cmd == ("texture",)) and cmd[0] != "bench":
             writers.append(cmd)
             assert "--force" in text and "other files are never touched" in text, cmd
-    assert len(writers) == 12, writers  # reconstruct animate decode demo synth texture encode export keygen
-    #                                      model build-ict, model import-flame, receive
+    assert len(writers) == 15, writers  # reconstruct animate decode demo synth texture encode export keygen
+    #                                      model build-ict, model import-flame, receive, batch x3
 
 
 def test_console_script_runs():
