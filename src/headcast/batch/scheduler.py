@@ -106,7 +106,7 @@ def run_jobs(jobs: list[Job], slots: int, threads: int, force: bool, retries: in
     ``seconds``. Returns the seconds the workers took to start (``workers_ready_s``) and then to run every
     job (``jobs_s``)."""
     import ray
-    from ray.exceptions import RayActorError, WorkerCrashedError
+    from ray.exceptions import OutOfMemoryError, RayActorError, WorkerCrashedError
 
     from headcast.batch.worker import Worker
 
@@ -135,7 +135,7 @@ def run_jobs(jobs: list[Job], slots: int, threads: int, force: bool, retries: in
                     row = ray.get(ref)
                     row["overhead_s"] = time.perf_counter() - sent - row["seconds"]
                     idle.append(actor)
-                except (RayActorError, WorkerCrashedError) as e:  # the process died, not the job's own error
+                except (RayActorError, WorkerCrashedError, OutOfMemoryError) as e:  # the process died, not the job
                     remove_staging(job)
                     idle.append(new_actor())
                     if attempts[job.name] <= retries:
