@@ -45,8 +45,8 @@ def test_every_command_that_writes_has_force(capsys):
         if ("--out" in text or cmd == ("texture",)) and cmd[0] != "bench":
             writers.append(cmd)
             assert "--force" in text and "other files are never touched" in text, cmd
-    assert len(writers) == 13, writers  # reconstruct animate decode demo synth texture encode export keygen
-    #                                      model build-ict, model import-flame, model add-uv, receive
+    assert len(writers) == 16, writers  # reconstruct animate decode demo synth texture encode export keygen
+    #                                      model build-ict, model import-flame, model add-uv, receive, batch x3
 
 
 def test_console_script_runs():

@@ -52,13 +52,14 @@ class Subject:
     texture: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
-def load_subject(recon_dir: str | Path, model_spec: str | None = None) -> Subject:
-    """Read a reconstruction folder (:mod:`headcast.io.recon`); the model must be the one it was made with."""
+def load_subject(recon_dir: str | Path, model_spec: str | HeadModel | None = None) -> Subject:
+    """Read a reconstruction folder (:mod:`headcast.io.recon`); the model (a name, a path or a loaded
+    model) must be the one it was made with."""
     from headcast.model.registry import resolve_model
 
     d = recon.check_folder(recon_dir)
     params = recon.read_params(d)
-    model = resolve_model(model_spec or params.model)
+    model = model_spec if isinstance(model_spec, HeadModel) else resolve_model(model_spec or params.model)
     recon.check_model(d, params, model)
     model = recon.with_offsets(model, recon.read_offsets(d, model.n_vertices))  # the detail layer, if any
     tex = recon.read_texture(d, model.faces)
@@ -246,7 +247,7 @@ def write_preview_video(path: Path, video: str | Path, subject: Subject, det: De
 
 
 # ------------------------------------------------------------------------ the whole stage
-def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | None = None,
+def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | HeadModel | None = None,
             threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
             write_video: bool = True, max_frames: int | None = None, copy_input: bool = False, truth=None,
             force: bool = False) -> dict:

@@ -23,12 +23,12 @@ from headcast.core import threads
 threads.apply()  # thread counts into the environment before any library that reads them is loaded
 
 from headcast import __version__  # noqa: E402
-from headcast.cli import animate, bench, capture, demo, logs, model, parser, stream  # noqa: E402
+from headcast.cli import animate, batch, bench, capture, demo, logs, model, parser, stream  # noqa: E402
 from headcast.cli.parser import CommandParser, build_all  # noqa: E402
 from headcast.core.errors import HeadcastError  # noqa: E402
 from headcast.io.outputs import HELD_SIGNALS, Terminated, install_signal_handlers  # noqa: E402
 
-GROUPS = (model, capture, animate, bench, stream, demo)  # the commands, in the order --help lists them
+GROUPS = (model, capture, animate, batch, bench, stream, demo)  # the commands, in the order --help lists them
 logger = logging.getLogger(__name__)
 
 
@@ -81,7 +81,7 @@ def _signals_unwind() -> Iterator[None]:
 
 def _run(a: argparse.Namespace) -> int:
     try:
-        a.func(a)
+        status = a.func(a)  # None, or a command's own exit status (batch: 1 when a job failed)
     except HeadcastError as e:
         if a.debug:
             raise
@@ -98,7 +98,7 @@ def _run(a: argparse.Namespace) -> int:
             raise
         logger.error(f"headcast: internal error: {e.__class__.__name__}: {e} (run with --debug for the traceback)")
         return 1
-    return 0
+    return status or 0
 
 
 def _drop_stdout() -> None:

@@ -1,4 +1,4 @@
-"""``headcast bench reconstruct | texture | animate | stream | render``: the benchmarks' front end.
+"""``headcast bench reconstruct | texture | animate | stream | render | batch``: the benchmarks' front end.
 
 A bench's output is its own progress lines (and the model's set-up), not the stages' it runs; the
 results go to stdout as markdown (and JSON with ``--json``).
@@ -35,6 +35,8 @@ def _benches(pb: argparse.ArgumentParser) -> None:
                     arguments=_speed_arguments)
     bsub.add_parser("sweep", help="whole-head error of a sweep against one frame; the real TrueDepth sweep",
                     arguments=_sweep_arguments)
+    bsub.add_parser("batch", help="headcast batch (1 and 2 workers) against a loop of single commands",
+                    arguments=_batch_arguments)
 
 
 def _sweep_arguments(bs: argparse.ArgumentParser) -> None:
@@ -204,4 +206,39 @@ def run_speed(a: argparse.Namespace) -> None:
                               parts=a.parts, model_spec=a.model)
     if a.json:
         print(json.dumps(res, indent=2))
+    print(markdown(res))
+
+
+def _batch_arguments(bb: argparse.ArgumentParser) -> None:
+    from headcast.bench.batch import run_batch_bench
+
+    default = lambda name: param_default(run_batch_bench, name)  # noqa: E731
+    bb.add_argument("--work", required=True, help="a new or empty working folder (the jobs' outputs)")
+    bb.add_argument("--kinds", default=",".join(default("kinds")), help="animate, reconstruct (default %(default)s)")
+    bb.add_argument("--workers", default=",".join(map(str, default("workers"))),
+                    help="worker counts to run, comma-separated (default %(default)s)")
+    bb.add_argument("--repeat", type=int, default=default("repeat"),
+                    help="animate: each shared video this many times (default %(default)s)")
+    bb.add_argument("--max-frames", type=int, default=default("max_frames"),
+                    help="animate: the first N frames of each video (default %(default)s)")
+    bb.add_argument("--method", default=default("method"), help="reconstruct method (default %(default)s)")
+    bb.add_argument("--video", action="store_true", help="animate: also write the preview videos")
+    bb.add_argument("--no-loop", action="store_true", help="skip the loop of single commands")
+    bb.add_argument("--out", help="folder for batch.json and batch.md")
+    bb.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    bb.set_defaults(func=run_batch)
+
+
+def run_batch(a: argparse.Namespace) -> None:
+    from headcast.bench import write_results
+    from headcast.bench.batch import markdown, run_batch_bench
+
+    with logs.scoped(show=SHOWN):
+        res = run_batch_bench(Path(a.work), kinds=tuple(a.kinds.split(",")),
+                              workers=tuple(int(w) for w in a.workers.split(",")), repeat=a.repeat,
+                              max_frames=a.max_frames, method=a.method, video=a.video, loop=not a.no_loop)
+    if a.out:
+        write_results(Path(a.out), "batch", res, markdown(res))
+    if a.json:
+        print(json.dumps(res, indent=2, default=str))
     print(markdown(res))

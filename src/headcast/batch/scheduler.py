@@ -1,0 +1,166 @@
+"""Jobs over a pool of Ray actors: an embedded local Ray by default, a cluster with ``address``.
+
+Each actor (:class:`headcast.batch.worker.Worker`, ``threads`` CPUs each, spread over the nodes) runs one
+job at a time; the driver sends only the job's paths and options. When an actor dies (its process
+killed, out of memory, its node gone) the job it held is retried on a new actor, up to ``retries``
+times, after removing what it had staged. Ctrl-C (or SIGTERM) kills the actors, removes what the
+running jobs had staged and raises; finished jobs stay finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import deque
+from typing import Iterator
+
+from headcast.batch.jobs import Job, remove_staging
+from headcast.batch.threads import thread_env
+from headcast.core.errors import HeadcastError
+from headcast.io.outputs import HELD_SIGNALS
+
+logger = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 10.0  # at most one progress line this often (and one per finished job before that)
+WORKER_START_S = 600.0  # how long jobs wait for every worker to start before going to those ready
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, workers: int | None, threads: int = 1) -> Iterator[int]:
+    """Connect to the Ray cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``), or start an
+    embedded one sized for ``workers`` x ``threads`` CPUs (default: this machine's CPUs) with its session
+    files in a temporary folder; yields the number of workers to run (``workers`` capped by the cluster's
+    CPUs). An embedded Ray is stopped at the end, a cluster left running."""
+    import os
+
+    import ray
+
+    env = {"env_vars": thread_env(threads)}
+    tmp = None
+    handlers = _python_handlers()
+    try:
+        if address:
+            try:
+                ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise HeadcastError(f"cannot join the Ray cluster at {address}: {' '.join(str(e).split())[:300]}"
+                                    ) from None
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+        else:
+            cpus = (workers or os.cpu_count() or 1) * threads
+            tmp = tempfile.mkdtemp(prefix="hc-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+            ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=tmp, runtime_env=env, log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=False)
+        for sig, handler in handlers.items():  # Ray's own handlers abort the process; the CLI's unwind it
+            signal.signal(sig, handler)
+        slots = max(1, cpus // threads)
+        yield min(workers, slots) if workers else slots
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()  # the embedded Ray's processes stop here; a cluster only loses this driver
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _python_handlers() -> dict:
+    """The Python handlers of SIGINT, SIGTERM and SIGHUP now (main thread only; elsewhere none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: h for s in HELD_SIGNALS if (h := signal.getsignal(s)) is not None}
+
+
+class Progress:
+    """Done / failed / rate / ETA lines through logging."""
+
+    def __init__(self, total: int, skipped: int):
+        self.total, self.skipped, self.done, self.failed = total, skipped, 0, 0
+        self.t0 = self.last = time.monotonic()
+
+    def count(self, row: dict) -> None:
+        self.done += 1
+        self.failed += row["status"] == "failed"
+        if row["status"] == "failed":
+            logger.warning(f"batch: {row['name']} failed: {row['error']}")
+        self.show(final=self.done + self.skipped == self.total)
+
+    def show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < PROGRESS_EVERY_S and self.done > 1:
+            return
+        self.last = now
+        rate = self.done / max(now - self.t0, 1e-9) * 60
+        left = self.total - self.skipped - self.done
+        eta = f"{left / rate:.1f} min" if rate > 0 else "?"
+        logger.info(f"batch: {self.done + self.skipped}/{self.total} done ({self.failed} failed, {self.skipped} "
+                    f"skipped) after {now - self.t0:.0f} s, {rate:.1f} jobs/min, ETA {eta}")
+
+
+def run_jobs(jobs: list[Job], slots: int, threads: int, force: bool, retries: int, progress: Progress,
+             rows: dict[str, dict]) -> dict:
+    """Run ``jobs`` on ``slots`` actors; each finished job's row goes into ``rows`` (by name) as it arrives,
+    with ``overhead_s``: the driver's time from sending the job to its result, less the job's own
+    ``seconds``. Returns the seconds the workers took to start (``workers_ready_s``) and then to run every
+    job (``jobs_s``)."""
+    import ray
+    from ray.exceptions import OutOfMemoryError, RayActorError, WorkerCrashedError
+
+    from headcast.batch.worker import Worker
+
+    t0 = time.perf_counter()
+    remote = ray.remote(Worker).options(num_cpus=threads, scheduling_strategy="SPREAD", max_restarts=0)
+    new_actor = lambda: remote.remote(threads)  # noqa: E731
+    queue, idle = deque(jobs), [new_actor() for _ in range(min(slots, len(jobs)))]
+    starting = [a.ready.remote() for a in idle]
+    ray.wait(starting, num_returns=len(starting), timeout=WORKER_START_S)  # a slow one gets its job when ready
+    t1 = time.perf_counter()
+    logger.info(f"batch: {len(idle)} workers started in {t1 - t0:.1f} s (the head model and detector loaded)")
+    attempts: dict[str, int] = {}
+    running: dict = {}  # ref -> (actor, job, time sent)
+    try:
+        while queue or running:
+            while idle and queue:
+                actor, job = idle.pop(), queue.popleft()
+                attempts[job.name] = attempts.get(job.name, 0) + 1
+                running[actor.run.remote(job, force)] = (actor, job, time.perf_counter())
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_EVERY_S)
+            if not ready:
+                progress.show()
+            for ref in ready:
+                actor, job, sent = running.pop(ref)
+                try:
+                    row = ray.get(ref)
+                    row["overhead_s"] = time.perf_counter() - sent - row["seconds"]
+                    idle.append(actor)
+                except (RayActorError, WorkerCrashedError, OutOfMemoryError) as e:  # the process died, not the job
+                    remove_staging(job)
+                    idle.append(new_actor())
+                    if attempts[job.name] <= retries:
+                        logger.warning(f"batch: the worker running {job.name} died; retrying it on another worker")
+                        queue.appendleft(job)
+                        continue
+                    row = {"name": job.name, "kind": job.kind, "input": job.input, "status": "failed",
+                           "error": f"its worker died {attempts[job.name]} times (last: {e.__class__.__name__})"}
+                row["attempts"] = attempts[job.name]
+                rows[job.name] = row
+                progress.count(row)
+    except BaseException:  # Ctrl-C, SIGTERM, a lost cluster: stop the running jobs and clear what they staged
+        _stop(running)
+        raise
+    return {"workers_ready_s": t1 - t0, "jobs_s": time.perf_counter() - t1}
+
+
+def _stop(running: dict) -> None:
+    """Kill the actors of the running jobs, wait (briefly) until they are gone, remove their staging."""
+    import ray
+
+    for actor, _, _ in running.values():
+        ray.kill(actor)
+    with contextlib.suppress(Exception):
+        ray.wait(list(running), num_returns=len(running), timeout=30)
+    for _, job, _ in running.values():
+        remove_staging(job)
+        logger.info(f"batch: stopped {job.name} (no output written)")

@@ -1,0 +1,171 @@
+"""One batch worker: a long-lived process (a Ray actor) that runs jobs one after another with the same
+library calls as the single commands, its threads pinned and its head models and landmark detector
+loaded once (MediaPipe's graphs and dlib's predictor are cached per process by
+:mod:`headcast.preprocess.landmarks`; a video's tracking landmarker is a fresh 0.1 s instance per video,
+as it keeps the track).
+
+A job never raises: a bad input, or any other exception, becomes its row's ``failed`` status and a
+one-line error, and the worker goes on with the next job.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+
+from headcast.batch.jobs import FIGURES, Job, figures
+from headcast.batch.threads import pin
+from headcast.core.errors import HeadcastError
+from headcast.io import recon
+from headcast.io.outputs import read_manifest
+from headcast.model.head_model import HeadModel
+
+logger = logging.getLogger(__name__)
+
+# the single commands' options each kind takes (the CLI passes them through by these names)
+OPTIONS = {
+    "reconstruct": ("depth_scale", "rotate", "model", "method", "landmarks", "face", "forehead", "hull_margin",
+                    "w_beta", "w_psi", "grow_mm", "seed", "fit_quiet", "texture", "albedo_model", "texture_size"),
+    "animate": ("model", "threshold", "max_iters", "max_frames", "no_video"),
+    "texture": ("albedo_model", "n_components", "size", "model"),
+}
+COLUMNS = ("name", "kind", "input", "status", "error", "seconds", "node", "attempts", *FIGURES, "worker_rss_mb",
+           "overhead_s")
+
+
+def check_options(kind: str, options: dict) -> None:
+    """Refuse option names ``kind``'s single command does not have, and out-of-range values, before any job."""
+    from headcast.io.validate import MAX_HULL_MARGIN_M, MAX_TEXTURE_SIZE, check_number
+
+    unknown = sorted(set(options) - set(OPTIONS[kind]))
+    if unknown:
+        raise HeadcastError(f"batch {kind} has no option {unknown[0]!r} (it takes {', '.join(OPTIONS[kind])})")
+    ranges = {"hull_margin": ("--hull-margin", 0, MAX_HULL_MARGIN_M, False),
+              "texture_size": ("--texture-size", 16, MAX_TEXTURE_SIZE, True),
+              "size": ("--size", 16, MAX_TEXTURE_SIZE, True), "max_frames": ("--max-frames", 1, None, True),
+              "max_iters": ("--max-iters", 1, None, True), "threshold": ("--threshold", 0, 10, False)}
+    for key, (flag, lo, hi, integer) in ranges.items():
+        if options.get(key) is not None:
+            check_number(options[key], flag, lo, hi, integer=integer)
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: a HeadcastError's own text, anything else with its class name."""
+    text = " ".join(str(e).split()) or e.__class__.__name__
+    return text if isinstance(e, HeadcastError) else f"{e.__class__.__name__}: {text}"
+
+
+def _pick(options: dict, **names: str) -> dict:
+    """Keyword arguments from the options that are set: ``param=option_name`` (unset ones keep the
+    stage's own default)."""
+    return {param: options[key] for param, key in names.items() if options.get(key) is not None}
+
+
+class Worker:
+    """Runs batch jobs in one process; ``threads``: the size of its native thread pools."""
+
+    def __init__(self, threads: int = 1):
+        pin(threads)
+        self.threads = threads
+        self.models: dict[str, HeadModel] = {}
+        self.node = node_name()
+        try:  # load the default model and MediaPipe now, once, rather than in the first job
+            from headcast.animate.video import VideoLandmarker
+            from headcast.model.registry import DEFAULT_MODEL
+
+            self.model(DEFAULT_MODEL)
+            VideoLandmarker().close()
+        except HeadcastError as e:  # a job that needs them reports it
+            logger.warning(f"batch worker: {e}")
+
+    def model(self, spec: str) -> HeadModel:
+        """The head model ``spec`` (name or path), loaded once per worker."""
+        from headcast.model.registry import resolve_model
+
+        if spec not in self.models:
+            self.models[spec] = resolve_model(spec)
+        return self.models[spec]
+
+    def run(self, job: Job, force: bool = False) -> dict:
+        """Run ``job``; its summary row (see :data:`COLUMNS`)."""
+        t0 = time.perf_counter()
+        row = {"name": job.name, "kind": job.kind, "input": job.input, "node": self.node}
+        try:
+            {"reconstruct": self._reconstruct, "animate": self._animate, "texture": self._texture}[job.kind](job, force)
+            row.update(status="ok", **figures(job))
+        except Exception as e:  # the job's own failure; the worker carries on
+            logger.warning(f"batch: {job.name} failed: {one_line(e)}")
+            row.update(status="failed", error=one_line(e))
+        row["seconds"] = time.perf_counter() - t0
+        row["worker_rss_mb"] = peak_rss_mb()
+        return row
+
+    def _reconstruct(self, job: Job, force: bool) -> None:
+        from headcast.fit.config import FitConfig
+        from headcast.fit.reconstruct import reconstruct_frame
+        from headcast.model.registry import DEFAULT_MODEL
+        from headcast.preprocess.rgbd import load_rgbd
+
+        o, out = job.options, Path(job.target)
+        model = self.model(o.get("model") or DEFAULT_MODEL)
+        if force or not _fitted(out):  # else only the texture is missing (an interrupted earlier run)
+            t0 = time.perf_counter()
+            frame = load_rgbd(job.input, **_pick(o, depth_scale="depth_scale", rotate="rotate", method="landmarks"))
+            cfg = FitConfig(**_pick(o, w_beta="w_beta", w_psi="w_psi", grow_mm="grow_mm", seed="seed"))
+            reconstruct_frame(frame, model, out, config=cfg, started=t0, force=force,
+                              **_pick(o, method="method", landmarks="landmarks", face="face", forehead="forehead",
+                                      hull_margin="hull_margin"))
+        if o.get("texture"):
+            from headcast.texture.pipeline import texture_reconstruction
+
+            texture_reconstruction(out, model=model, force=force, **_pick(o, albedo_model="albedo_model",
+                                                                          size="texture_size"))
+
+    def _animate(self, job: Job, force: bool) -> None:
+        from headcast.animate.pipeline import animate
+
+        o = job.options
+        params = recon.read_params(recon.check_folder(job.recon_dir))
+        animate(job.recon_dir, job.input, job.target, model_spec=self.model(o.get("model") or params.model),
+                write_video=not o.get("no_video"), force=force,
+                **_pick(o, threshold="threshold", max_iters="max_iters", max_frames="max_frames"))
+
+    def _texture(self, job: Job, force: bool) -> None:
+        from headcast.texture.pipeline import texture_reconstruction
+
+        o = job.options
+        params = recon.read_params(recon.check_folder(job.input))
+        if o.get("model") and o["model"] != params.model:
+            raise HeadcastError(f"{job.input} was fitted with model {params.model!r}, not {o['model']!r}")
+        texture_reconstruction(job.input, model=self.model(params.model), force=force,
+                               **_pick(o, albedo_model="albedo_model", n_components="n_components", size="size"))
+
+    def ready(self) -> str:
+        """The worker's node (a call that returns once the worker has started)."""
+        return self.node
+
+
+def _fitted(out: Path) -> bool:
+    m = read_manifest(out)
+    return m is not None and m["kind"] == "reconstruction" and recon.FIT_REPORT in m["files"]
+
+
+def node_name() -> str:
+    """``host:node`` (the first 8 hex digits of the Ray node id; the host alone outside Ray)."""
+    host = socket.gethostname()
+    try:
+        import ray
+
+        return f"{host}:{ray.get_runtime_context().get_node_id()[:8]}"
+    except Exception:  # not inside Ray
+        return host
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+

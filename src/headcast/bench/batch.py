@@ -1,0 +1,158 @@
+"""Batch benchmark (``headcast bench batch``): ``headcast batch`` against a shell loop of single commands.
+
+For each kind, the same jobs three ways, one after another in one run: ``loop`` (the single command once
+per input, a new process each time, as a shell loop runs them), and ``headcast batch`` on an embedded
+local Ray with 1 and with 2 workers (each its own process, as a user runs it). animate: the shared
+videos, each ``repeat`` times (symbolic links, so the job count divides between the workers), the first
+``max_frames`` frames, parameters only (no preview video) unless ``video``; driving a head
+reconstructed once beforehand (not timed). reconstruct: TrueDepth frames with ``method``.
+
+Figures per run: wall seconds end to end, jobs per minute and frames per second on it; for the batch
+also its parts (Ray start-up, worker start-up: imports, head model and detector, then the jobs), the
+steady jobs per minute (jobs only), the scheduling overhead per job (median of the driver's time from
+sending a job to its result, less the job's own time) and the peak memory per worker (RSS). Targets:
+2 workers >= 1.7 x 1 worker; 1 worker faster than the loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from headcast.bench import machine, shared_samples, truedepth_folder
+from headcast.core.errors import HeadcastError
+from headcast.core.files import read_json
+
+logger = logging.getLogger(__name__)
+FRAMES = ("frame-040", "frame-046", "frame-050", "frame-056")  # near frontal: every method finds the face
+
+
+def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruct"), workers: tuple[int, ...] = (1, 2),
+                    repeat: int = 2, max_frames: int | None = 100, method: str = "full", video: bool = False,
+                    loop: bool = True) -> dict:
+    """Run the benchmark in ``work`` (a new or empty folder); returns the figures (module docstring)."""
+    samples = shared_samples()
+    if not (samples / "video").is_dir() or not truedepth_folder().is_dir():
+        raise HeadcastError(f"bench batch needs the shared samples in {samples}")
+    work = Path(work)
+    if work.exists() and any(work.iterdir()):
+        raise HeadcastError(f"bench batch needs a new or empty --work folder, not {work}")
+    work.mkdir(parents=True, exist_ok=True)
+    res = {"machine": machine(), "workers": list(workers), "runs": {}}
+    head = work / "head"
+    _cli("reconstruct", str(truedepth_folder() / "frame-050"), "--out", str(head), "--method", "landmarks-3d",
+         "--quiet")
+    for kind in kinds:
+        if kind == "animate":
+            inputs = _repeated_videos(samples / "video", work / "videos", repeat)
+            args = [*(["--max-frames", str(max_frames)] if max_frames else []), *([] if video else ["--no-video"])]
+        else:
+            inputs = [str(truedepth_folder() / f) for f in FRAMES]
+            args = ["--method", method, "--quiet"]
+        runs = {}
+        if loop:
+            runs["loop"] = _loop(kind, inputs, work / kind / "loop", head, args)
+        for w in workers:
+            runs[f"batch-{w}"] = _batch(kind, inputs, work / kind / f"batch-{w}", head, args, w)
+        res["runs"][kind] = runs
+        res.setdefault("speedup", {})[kind] = _speedups(runs, workers)
+    return res
+
+
+def _cli(*args: str) -> str:
+    """Run ``headcast ARGS`` in a new process; its stderr (the progress lines)."""
+    run = subprocess.run([sys.executable, "-m", "headcast.cli", *args], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise HeadcastError(f"headcast {' '.join(args[:2])} failed: {run.stderr.strip().splitlines()[-1:]}")
+    return run.stderr
+
+
+def _repeated_videos(folder: Path, into: Path, repeat: int) -> list[str]:
+    """Each video of ``folder`` ``repeat`` times, as links in ``into`` (distinct job names)."""
+    into.mkdir(parents=True)
+    out = []
+    for v in sorted(folder.glob("*.mp4")):
+        for k in range(repeat):
+            link = into / f"{v.stem}-{k}{v.suffix}"
+            link.symlink_to(v.resolve())
+            out.append(str(link))
+    return out
+
+
+def _loop(kind: str, inputs: list[str], out: Path, head: Path, args: list[str]) -> dict:
+    """The single command once per input, one process after another."""
+    t0 = time.perf_counter()
+    frames = 0
+    for i in inputs:
+        name = Path(i).stem if kind == "animate" else Path(i).name
+        logger.info(f"bench batch: loop {kind} {name}")
+        _cli(kind, *([str(head)] if kind == "animate" else []), i, "--out", str(out / name), *args)
+        frames += read_json(out / name / "report.json", "report")["frames"] if kind == "animate" else 1
+    return _rates({"wall_s": time.perf_counter() - t0, "jobs": len(inputs), "frames": frames})
+
+
+def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str], workers: int) -> dict:
+    """``headcast batch`` (its own process, as a user runs it) on an embedded Ray with ``workers`` workers."""
+    logger.info(f"bench batch: {kind} with {workers} worker(s)")
+    t0 = time.perf_counter()
+    log = _cli("batch", kind, *([str(head)] if kind == "animate" else []), *inputs, "--out", str(out),
+               "--workers", str(workers), *args)
+    wall = time.perf_counter() - t0
+    with open(out / "summary.csv", encoding="utf-8", newline="") as f:
+        r = list(csv.DictReader(f))
+    failed = [x["name"] for x in r if x["status"] != "ok"]
+    if failed:
+        raise HeadcastError(f"bench batch: {kind} jobs failed: {', '.join(failed)}")
+    started = {k: float(m.group(1)) if (m := re.search(rf"{k} in ([0-9.]+) s", log)) else None
+               for k in ("Ray started", "workers started")}
+    res = {"wall_s": wall, "jobs": len(r), "frames": sum(int(x["frames"] or 1) for x in r),
+           "ray_start_s": started["Ray started"], "workers_ready_s": started["workers started"],
+           "job_s_mean": statistics.mean(float(x["seconds"]) for x in r),
+           "overhead_per_job_s": statistics.median(float(x["overhead_s"]) for x in r),
+           "worker_rss_mb": max(float(x["worker_rss_mb"]) for x in r), "nodes": len({x["node"] for x in r})}
+    if None not in started.values():  # the jobs alone: after Ray and the workers started
+        res["jobs_s"] = wall - sum(started.values())
+        res["jobs_per_min_steady"] = 60 * len(r) / res["jobs_s"]
+    return _rates(res)
+
+
+def _rates(res: dict) -> dict:
+    res["jobs_per_min"] = 60 * res["jobs"] / res["wall_s"]
+    res["frames_per_s"] = res["frames"] / res["wall_s"]
+    return res
+
+
+def _speedups(runs: dict, workers: tuple[int, ...]) -> dict:
+    out = {}
+    if len(workers) >= 2:
+        a, b = runs[f"batch-{workers[0]}"], runs[f"batch-{workers[1]}"]
+        out[f"batch-{workers[1]}_over_batch-{workers[0]}"] = a["wall_s"] / b["wall_s"]
+        if "jobs_s" in a and "jobs_s" in b:
+            out[f"batch-{workers[1]}_over_batch-{workers[0]}_steady"] = a["jobs_s"] / b["jobs_s"]
+    if "loop" in runs and f"batch-{workers[0]}" in runs:
+        out[f"batch-{workers[0]}_over_loop"] = runs["loop"]["wall_s"] / runs[f"batch-{workers[0]}"]["wall_s"]
+    return out
+
+
+def markdown(res: dict) -> str:
+    """The figures as markdown tables, one per kind."""
+    lines = [f"Machine: {res['machine']}", ""]
+    for kind, runs in res["runs"].items():
+        lines += [f"### batch {kind}", "",
+                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | steady jobs/min "
+                  "| overhead/job s | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in runs.items():
+            f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
+            lines.append(f"| {name} | {r['jobs']} | {r['wall_s']:.1f} | {r['jobs_per_min']:.2f} | "
+                         f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | "
+                         f"{f('jobs_per_min_steady', '{:.2f}')} | {f('overhead_per_job_s', '{:.3f}')} | "
+                         f"{f('worker_rss_mb', '{:.0f}')} |")
+        sp = ", ".join(f"{k} {v:.2f}x" for k, v in res.get("speedup", {}).get(kind, {}).items())
+        lines += ["", f"Speed-ups: {sp}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,248 @@
+"""headcast batch on real Ray: an embedded local Ray (failed jobs isolated, exit 1, rerun skips), and a real
+two-node cluster on loopback (both nodes work; a worker killed mid-batch has its job retried)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_path
+from headcast.batch.summary import read_summary
+from headcast.io.outputs import STAGING_MARK, read_manifest
+
+FRAMES = ("samples", "rgbd", "truedepth-mannequin")
+FAST = ("--method", "landmarks-3d")          # the reconstruct baseline: seconds, not minutes, per frame
+SHORT = ("--max-frames", "8", "--no-video")  # a few frames of each video
+
+
+def _headcast(*args: str, env=None, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "headcast.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def _complete(folder: Path, kind: str, report: str) -> bool:
+    m = read_manifest(folder)
+    return m is not None and m["kind"] == kind and report in m["files"] and all(
+        (folder / n).exists() for n in m["files"])
+
+
+def _no_staging(out: Path) -> None:
+    left = [p for p in out.rglob("*") if STAGING_MARK in p.name]
+    assert not left, f"staging left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def recon(headcast_home, tmp_path_factory) -> Path:
+    """One reconstruction (the landmark baseline, fast) for the animate batches to drive."""
+    out = tmp_path_factory.mktemp("recon") / "r050"
+    run = _headcast("reconstruct", str(shared_path(*FRAMES) / "frame-050"), "--out", str(out), *FAST, "--quiet")
+    assert run.returncode == 0, run.stderr
+    return out
+
+
+def test_embedded_bad_inputs_fail_alone_and_rerun_skips(recon, tmp_path):
+    videos = shared_path("samples", "video")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(4096))
+    listing = tmp_path / "videos.txt"
+    listing.write_text(f"{videos / 'd0.mp4'}\n# a comment\ncorrupt.mp4\n{tmp_path / 'missing.mp4'}\n")
+    out = tmp_path / "out"
+    args = ("batch", "animate", str(recon), f"@{listing}", "--out", str(out), "--workers", "1", *SHORT)
+    run = _headcast(*args)
+    assert run.returncode == 1, run.stderr
+    rows = {r["name"]: r for r in read_summary(out)}
+    assert sorted(rows) == ["corrupt", "d0", "missing"]
+    assert rows["d0"]["status"] == "ok" and int(rows["d0"]["frames"]) == 8
+    assert 0 <= float(rows["d0"]["share_under_threshold"]) <= 1 and float(rows["d0"]["fps_fitting"]) > 0
+    for name in ("corrupt", "missing"):
+        r = rows[name]
+        assert r["status"] == "failed" and r["error"] and "\n" not in r["error"], r
+        assert not (out / name).exists()
+        assert f"job {name} " in run.stderr  # listed at the end
+    assert "missing.mp4" in rows["missing"]["error"]
+    assert "Traceback" not in run.stderr
+    assert _complete(out / "d0", "animation", "report.json")
+    _no_staging(out)
+    stamp = (out / "d0" / "report.json").stat().st_mtime_ns
+
+    again = _headcast(*args)
+    assert again.returncode == 1, again.stderr
+    rows2 = {r["name"]: r for r in read_summary(out)}
+    assert rows2["d0"]["status"] == "skipped" and rows2["d0"]["frames"] == "8"  # its figures from its report
+    assert [rows2[n]["status"] for n in ("corrupt", "missing")] == ["failed", "failed"]
+    assert (out / "d0" / "report.json").stat().st_mtime_ns == stamp  # not redone
+    assert "1 already complete (skipped)" in again.stderr
+
+
+# ---------------------------------------------------------------- a two-node cluster on loopback
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _ray_start(temp: Path, env: dict, head_port: int, head: bool) -> None:
+    """``ray start`` for one node (1 CPU, its own session files in ``temp`` and its own agent ports)."""
+    agent, grpc, metrics, runtime_env, manager = _free_ports(5)
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+           f"--temp-dir={temp}", "--disable-usage-stats", f"--dashboard-agent-listen-port={agent}",
+           f"--dashboard-agent-grpc-port={grpc}", f"--metrics-export-port={metrics}",
+           f"--runtime-env-agent-port={runtime_env}", f"--node-manager-port={manager}"]
+    cmd += ["--head", f"--port={head_port}", "--include-dashboard=false"] if head else [
+        f"--address=127.0.0.1:{head_port}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def _node_processes(temp: Path):
+    """This node's Ray processes (those naming its session folder) and all their children."""
+    import psutil
+
+    roots = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(str(temp) in a for a in (p.info["cmdline"] or [])):
+            roots.append(p)
+    procs = {p.pid: p for p in roots}
+    for r in roots:
+        try:
+            procs.update({c.pid: c for c in r.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            pass
+    return roots, list(procs.values())
+
+
+def _stop_nodes(temps: list[Path]) -> None:
+    """Kill, by process id, every process of the nodes this test started (never anyone else's Ray)."""
+    import psutil
+
+    procs = [p for t in temps for p in _node_processes(t)[1]]
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def _busy_worker(temp: Path):
+    """A batch worker process of the node in ``temp`` that is running a job, or None."""
+    import psutil
+
+    for p in _node_processes(temp)[1]:
+        try:
+            if p.cmdline() and p.cmdline()[0].startswith("ray::Worker.run"):
+                return p
+        except psutil.NoSuchProcess:
+            pass
+    return None
+
+
+@pytest.fixture
+def cluster(headcast_home, tmp_path):
+    """A head node and a second node, 1 CPU each, on 127.0.0.1; stopped afterwards whatever happens."""
+    temps = [Path(f"/tmp/hc-test-{os.getpid()}-{k}") for k in ("head", "node")]  # short: socket path limit
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=os.pathsep.join(sys.path))
+    port = _free_ports(1)[0]
+    try:
+        _ray_start(temps[0], env, port, head=True)
+        _ray_start(temps[1], env, port, head=False)
+        yield f"127.0.0.1:{port}", env, temps[1]
+    finally:
+        _stop_nodes(temps)
+        for t in temps:
+            subprocess.run(["rm", "-rf", str(t)], check=False)
+
+
+def test_two_node_cluster_survives_a_killed_worker(cluster, recon, tmp_path):
+    address, env, second = cluster
+    frames = shared_path(*FRAMES)
+    out = tmp_path / "recon"
+    run = _headcast("batch", "reconstruct", str(frames / "frame-050"), str(frames / "frame-030"), "--out", str(out),
+                    "--address", address, *FAST, env=env)
+    assert run.returncode == 0, run.stderr
+    rows = read_summary(out)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert len({r["node"] for r in rows}) == 2, rows  # one job on each node
+    assert all(float(r["p2m_median_mm"]) < 5 and float(r["landmarks_3d_mm"]) < 15 for r in rows)
+    assert all(_complete(out / r["name"], "reconstruction", "fit_report.json") for r in rows)
+
+    videos = shared_path("samples", "video")
+    anim = tmp_path / "anim"
+    p = subprocess.Popen([sys.executable, "-m", "headcast.cli", "batch", "animate", str(recon), str(videos),
+                          "--out", str(anim), "--address", address, "--max-frames", "40", "--no-video"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        killed, deadline = None, time.monotonic() + 600
+        while killed is None and p.poll() is None and time.monotonic() < deadline:
+            w = _busy_worker(second)
+            if w is not None:
+                time.sleep(2)  # well inside the job
+                w.send_signal(signal.SIGKILL)
+                killed = w.pid
+            time.sleep(0.5)
+        _, err = p.communicate(timeout=900)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert killed is not None, "no job ran on the second node"
+    assert p.returncode == 0, err
+    assert "died; retrying it on another worker" in err
+    rows = read_summary(anim)
+    assert sorted(r["name"] for r in rows) == ["d0", "d6", "wojtek"]
+    assert all(r["status"] == "ok" and int(r["frames"]) == 40 for r in rows), rows
+    assert max(int(r["attempts"]) for r in rows) == 2
+    assert all(_complete(anim / r["name"], "animation", "report.json") for r in rows)
+    _no_staging(anim)
+
+
+# ---------------------------------------------------------------- jobs and options (no Ray)
+def test_inputs_expand_to_named_jobs(tmp_path):
+    from headcast.batch.jobs import make_jobs
+
+    frames = shared_path(*FRAMES)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "clip.mp4").write_bytes(b"")
+    (tmp_path / "list.txt").write_text("# videos\na/clip.mp4\n\nb/clip.mp4\n")
+    jobs = make_jobs("animate", [f"@{tmp_path / 'list.txt'}"], tmp_path / "out", "r")
+    assert [j.name for j in jobs] == ["a-clip", "b-clip"]  # the same stem twice: named by their paths
+    assert jobs[0].input == str(tmp_path / "a" / "clip.mp4") and jobs[0].target == str(tmp_path / "out" / "a-clip")
+    rec = make_jobs("reconstruct", [str(frames)], tmp_path / "out")
+    assert len(rec) == 46 and rec[0].name == "frame-000" and rec[0].input == str(frames / "frame-000")
+
+
+def test_cli_passes_the_single_commands_options(tmp_path):
+    from headcast.cli import build_parser
+    from headcast.fit.config import FitConfig
+
+    p = build_parser()
+    a = p.parse_args(["batch", "reconstruct", "x", "--out", str(tmp_path), "--method", "landmarks-3d"])
+    assert a.method == "landmarks-3d" and a.grow_mm == FitConfig().grow_mm and a.workers is None
+    assert set(a.batch_options) >= {"method", "grow_mm", "hull_margin", "texture", "seed"}
+    a = p.parse_args(["batch", "animate", "r", "v.mp4", "--out", str(tmp_path), "--max-frames", "5"])
+    assert a.max_frames == 5 and "threshold" in a.batch_options and "out" not in a.batch_options
+
+
+def test_bad_options_are_refused_before_any_job(tmp_path):
+    from headcast.batch import run
+    from headcast.core.errors import HeadcastError
+
+    with pytest.raises(HeadcastError, match="no option 'bogus'"):
+        run("reconstruct", ["x"], tmp_path / "o", options={"bogus": 1})
+    with pytest.raises(HeadcastError, match="--hull-margin"):
+        run("reconstruct", ["x"], tmp_path / "o", options={"hull_margin": -1.0})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "summary.csv").write_text("my,own,table\n")
+    with pytest.raises(HeadcastError, match="not a headcast batch summary"):
+        run("reconstruct", ["x"], tmp_path / "mine")
+    assert (tmp_path / "mine" / "summary.csv").read_text() == "my,own,table\n"
