@@ -78,3 +78,16 @@ def sh_ambient(color: np.ndarray) -> np.ndarray:
 def to_view(normals_cam: np.ndarray) -> np.ndarray:
     """Camera-frame normals (..., 3) -> the view frame of the SH lighting (x right, y up, z to the camera)."""
     return np.asarray(normals_cam) * np.diag(FLIP)
+
+
+def sh_lambert(light_dir_cam, ambient: float) -> np.ndarray:
+    """SH coefficients (9, 3) of a white light: uniform ``ambient`` plus a distant light of
+    ``1 - ambient`` travelling along ``light_dir_cam`` (camera frame), the previews' neutral light."""
+    d = -np.asarray(light_dir_cam, dtype=np.float64) * np.diag(FLIP)  # towards the light, view frame
+    return sh_ambient(np.full(3, float(ambient))) + sh_directional(d, np.full(3, 1.0 - float(ambient)))
+
+
+def sh_premultiplied(sh: np.ndarray) -> np.ndarray:
+    """(9, 3) ``SH_CONST[k] * L[k]``: the coefficients a shader multiplies with the plain polynomials
+    ``b(n) = [1, x, y, z, xy, xz, yz, x^2 - y^2, 3 z^2 - 1]`` of a view-frame normal."""
+    return SH_CONST[:, None] * np.asarray(sh, dtype=np.float64).reshape(9, 3)

@@ -33,6 +33,10 @@ from headcast.texture.render import render_textured
 logger = logging.getLogger(__name__)
 
 MIN_SHADING = 0.05  # below this the photo says nothing reliable about the albedo
+# confidence of photo / shading by the shading (1 = the face's mean): in the lid folds and eye corners a
+# small error of the fitted surface's normal makes a small shading, and dividing by it paints a light
+# band that any other light shows; there the mirror and the completion take over
+SHADING_RAMP = (0.3, 0.6)
 MIRROR_TRUST = 0.9  # a mirrored texel counts a little less than one seen directly
 FILL_DECAY = 0.03  # metres over which the completion fades to the mean skin tone
 PART_DECAY = 0.004  # the same on small separate parts (eyeballs): their unseen side is not their iris
@@ -280,7 +284,8 @@ def _skin_likeness(albedo: np.ndarray, tone: np.ndarray) -> np.ndarray:
 
 
 def _divide(color: np.ndarray, weight: np.ndarray, shading: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """albedo = color / shading, clipped to 0..1; the weight drops to 0 where the shading is too dark."""
-    dark = (shading < MIN_SHADING).any(1)
+    """albedo = color / shading, clipped to 0..1; the weight fades with the shading (:data:`SHADING_RAMP`)."""
     a = np.clip(color / np.maximum(shading, MIN_SHADING), 0, 1)
-    return a, np.where(dark, 0.0, weight)
+    lo, hi = SHADING_RAMP
+    trust = np.clip((shading.min(1) - lo) / (hi - lo), 0, 1)
+    return a, weight * trust
