@@ -252,12 +252,16 @@ def glb_document(head: GlbHead, motion: Motion | None = None) -> tuple[dict, byt
 def light_extras(light: np.ndarray | None) -> dict:
     """The scene's extras for the viewer: ``sh_light``, 27 numbers (9 SH terms x RGB, row-major) in
     headcast's convention (:mod:`headcast.core.sh`; the glTF axes are its view frame: the capture
-    camera's x right, y up, z towards it), and ``light``: ``fitted`` (the texture stage's) or ``neutral``
-    (:func:`headcast.render.gl.preview_light`'s, when there is none)."""
+    camera's x right, y up, z towards it); ``sh_threejs``: the same light as three.js ``LightProbe``
+    coefficients (:func:`headcast.core.sh.sh_threejs`), and ``light``: ``fitted`` (the texture stage's)
+    or ``neutral`` (:func:`headcast.render.gl.preview_light`'s, when there is none)."""
+    from headcast.core.sh import sh_threejs
     from headcast.render.gl import preview_light
 
     sh = preview_light(light)
-    return {"sh_light": [round(float(x), 6) for x in sh.ravel()], "light": "neutral" if light is None else "fitted"}
+    return {"sh_light": [round(float(x), 6) for x in sh.ravel()],
+            "sh_threejs": [round(float(x), 6) for x in sh_threejs(sh).ravel()],
+            "light": "neutral" if light is None else "fitted"}
 
 
 def _primitive(b: GlbBuffer, head: GlbHead, v_shaped: np.ndarray) -> tuple[dict, list[str]]:
