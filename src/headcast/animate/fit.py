@@ -51,9 +51,9 @@ class TrackConfig:
     w_unseen: float = 30.0
     # a face is symmetric unless the driver's landmarks say otherwise: (psi_L - psi_R)^2 of the left/right
     # pairs weighs w_asym, and the sideways shapes (lips or jaw pulled to one side) have w_psi times w_sideways
-    w_asym: float = 1e-3
+    w_asym: float = 5e-4
     sideways_expressions: tuple[str, ...] = ("mouthLeft", "mouthRight", "jawLeft", "jawRight")
-    w_sideways: float = 10.0
+    w_sideways: float = 5.0
     w_eye_prior: float = 2e-5      # eye joint angles^2
     w_beta: float = 2e-5           # driver identity ||beta||^2 (beta ~ N(0, 1))
     w_smooth_psi: float = 5e-4     # (psi - psi_prev)^2

@@ -4,8 +4,8 @@ the expression.
 Shared by all calibration frames: the identity beta (the leading ``identity_components``) and a
 small rest-pose offset of each landmark (the detector's landmark definitions differ from the
 model's embedding by a few millimetres: the brows, the nose bridge, the face oval; left alone,
-that difference is read as an expression in every frame). The driver's resting expression (the
-median over the calibration frames) is folded into the offsets at the end, so the driver's neutral
+that difference is read as an expression in every frame). The driver's resting expression (a low
+percentile over the calibration frames) is folded into the offsets at the end, so the driver's neutral
 face maps to psi = 0, the avatar's neutral (:func:`rest_offsets`). Each frame has its own pose,
 expression and eta. All of it is one sparse least-squares problem (priors ``w_beta ||beta||^2``,
 ``w_offset ||offsets||^2``, ``w_psi ||psi||^2``), solved by Levenberg-Marquardt with the frames
@@ -26,6 +26,9 @@ from headcast.model.head_model import HeadModel
 logger = logging.getLogger(__name__)
 
 MOBILE = np.arange(36, 68)  # eyelid and lip landmarks
+# the driver's resting expression: this percentile of each coefficient over the calibration frames (a
+# shape held all along, like a mouth resting with its corners down, counts; one used while talking not)
+REST_PERCENTILE = 25
 
 
 @dataclass
@@ -157,7 +160,7 @@ def estimate_identity(model: HeadModel, observations: list[Observation], expr_co
         if not improved or gain < 1e-5 * cost:
             break
     loss_after = [pb.ff._data(s, o, False).loss5 for o, s in zip(observations, states)]
-    rest = np.median([s.z[n_id:] for s in states], axis=0)
+    rest = np.percentile([s.z[n_id:] for s in states], REST_PERCENTILE, axis=0)
     off = off + rest_offsets(rig, np.r_[b, np.zeros(rig.n_expr)], rest)
     ident.beta[:n_id] = b
     ident.offsets = off
