@@ -195,3 +195,29 @@ def test_albedo_is_continuous_across_uv_seams_and_the_mirror(ict_model):
     assert band.sum() > 50
     seen = skin & (res.seen > 0.95)
     assert np.abs(np.median(res.albedo[band], 0) - np.median(res.albedo[seen], 0)).max() < 0.06
+
+
+def test_live_receiver_renders_with_the_streams_sh_light(ict_model):
+    """The receiver's video uses the INIT's 27 SH numbers: a light from view +x brightens the head's
+    right half in the picture; without lam the neutral light is used."""
+    from headcast.stream.renderer import ReceivedHeadRenderer
+    from headcast.stream.session import DecodedFrame
+    from headcast.stream.wire import InitInfo
+
+    m = ict_model
+    lam = sh_ambient([0.2] * 3) + sh_directional([1.0, 0.0, 0.2], [1.0] * 3)
+    frame = DecodedFrame(0, 0.0, np.zeros(15), np.zeros(m.n_expr), np.zeros(3), True, True)
+    pics = []
+    for light in (lam.ravel(), None):
+        r = ReceivedHeadRenderer(InitInfo(m.name, m.n_shape, m.n_expr, np.zeros(m.n_shape), lam=light), 128, model=m)
+        try:
+            pics.append(r.render(frame).astype(float))
+        finally:
+            r.release()
+    lit, neutral = pics
+    head = np.abs(lit - lit[0, 0]).sum(-1) > 30
+    cols = np.flatnonzero(head.any(0))
+    mid = (cols[0] + cols[-1]) // 2
+    lum = lit.mean(-1)
+    assert lum[:, mid:][head[:, mid:]].mean() > lum[:, :mid][head[:, :mid]].mean() + 25
+    assert np.abs(lit - neutral)[head].mean() > 10
