@@ -26,7 +26,8 @@ renderer.outputColorSpace = THREE.SRGBColorSpace;
 document.body.appendChild(renderer.domElement);
 
 const scene = new THREE.Scene();
-scene.background = new THREE.Color(0x202328);
+const BACKGROUND = [0x20 / 255, 0x23 / 255, 0x28 / 255];  // the page's colour, as stored
+scene.background = new THREE.Color().setRGB(...BACKGROUND, THREE.SRGBColorSpace);
 const defaultLights = [new THREE.HemisphereLight(0xffffff, 0x404048, 1.2), new THREE.DirectionalLight(0xffffff, 1.6)];
 defaultLights[1].position.set(0.4, 0.6, 1.0);
 const probe = new THREE.LightProbe();
@@ -38,12 +39,14 @@ function useLight(extras) {
   if (!Array.isArray(sh) || sh.length !== 27) {
     for (const l of defaultLights) scene.add(l);
     renderer.outputColorSpace = THREE.SRGBColorSpace;
+    scene.background.setRGB(...BACKGROUND, THREE.SRGBColorSpace);
     state.light = 'default'; state.lightProbe = null;
     return false;
   }
   probe.sh.fromArray(sh);
   scene.add(probe);
   renderer.outputColorSpace = THREE.LinearSRGBColorSpace;  // headcast's albedo and shading are not gamma-coded
+  scene.background.setRGB(...BACKGROUND, THREE.LinearSRGBColorSpace);  // shown as stored, like the albedo
   state.light = extras.light || 'fitted'; state.lightProbe = sh.slice();
   return true;
 }
