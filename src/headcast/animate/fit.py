@@ -49,9 +49,9 @@ class TrackConfig:
     # the cheeks have no landmarks): their prior is w_psi times w_unseen
     unseen_expressions: tuple[str, ...] = ("eyeLook", "cheekPuff", "cheekSquint")
     w_unseen: float = 30.0
-    # a face is symmetric unless the driver's landmarks say otherwise: (psi_L - psi_R)^2 of the left/right
+    # a mouth is symmetric unless the driver's landmarks say otherwise: (psi_L - psi_R)^2 of its left/right
     # pairs weighs w_asym, and the sideways shapes (lips or jaw pulled to one side) have w_psi times w_sideways
-    w_asym: float = 5e-4
+    w_asym: float = 1e-4
     sideways_expressions: tuple[str, ...] = ("mouthLeft", "mouthRight", "jawLeft", "jawRight")
     w_sideways: float = 5.0
     w_eye_prior: float = 2e-5      # eye joint angles^2
