@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headcast.animate.rig import PointRig, matrix_to_rotvec, rotvec_to_matrix, yaw_degrees
+from headcast.animate.rig import PointRig, matrix_to_rotvec, mirror_pairs, rotvec_to_matrix, yaw_degrees
 from headcast.core.params import N_POSE, pose_slice
 from headcast.model.head_model import N_CONTOUR
 
@@ -49,6 +49,11 @@ class TrackConfig:
     # the cheeks have no landmarks): their prior is w_psi times w_unseen
     unseen_expressions: tuple[str, ...] = ("eyeLook", "cheekPuff", "cheekSquint")
     w_unseen: float = 30.0
+    # a mouth is symmetric unless the driver's landmarks say otherwise: (psi_L - psi_R)^2 of its left/right
+    # pairs weighs w_asym, and the sideways shapes (lips or jaw pulled to one side) have w_psi times w_sideways
+    w_asym: float = 1e-4
+    sideways_expressions: tuple[str, ...] = ("mouthLeft", "mouthRight", "jawLeft", "jawRight")
+    w_sideways: float = 5.0
     w_eye_prior: float = 2e-5      # eye joint angles^2
     w_beta: float = 2e-5           # driver identity ||beta||^2 (beta ~ N(0, 1))
     w_smooth_psi: float = 5e-4     # (psi - psi_prev)^2
@@ -163,8 +168,11 @@ class FrameFitter:
             self.hi[rig.n_id:] = expr_range[1] - rig.psi0[rig.expr_cols]
         names = list(rig.model.meta.get("expression_names") or [])
         unseen = np.array([bool(names) and names[i].startswith(self.cfg.unseen_expressions) for i in rig.expr_cols])
+        sideways = np.array([bool(names) and names[i] in self.cfg.sideways_expressions for i in rig.expr_cols])
         self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta),
-                           np.where(unseen, self.cfg.w_unseen, 1.0) * self.cfg.w_psi]
+                           np.where(unseen, self.cfg.w_unseen, np.where(sideways, self.cfg.w_sideways, 1.0))
+                           * self.cfg.w_psi]
+        self.pairs = mirror_pairs(names, rig.expr_cols, rig.n_id)
         w = np.ones(68)
         w[:N_CONTOUR] = self.cfg.w_contour
         w[EYE_POINTS] = self.cfg.w_eyes
@@ -252,6 +260,13 @@ class FrameFitter:
         fz = self.free_z
         add(st.z[fz] * np.sqrt(self.prior[fz] / self.prior[fz].max()), L["z"], self.prior[fz].max(),
             np.diag(np.sqrt(self.prior[fz] / self.prior[fz].max())))
+        pairs = self.pairs[fz[self.pairs].all(1)] if len(self.pairs) and c.w_asym > 0 else ()
+        if len(pairs):
+            pos = np.cumsum(fz) - 1  # z index -> column among the free ones
+            D = np.zeros((len(pairs), int(fz.sum())))
+            D[np.arange(len(pairs)), pos[pairs[:, 0]]] = 1.0
+            D[np.arange(len(pairs)), pos[pairs[:, 1]]] = -1.0
+            add(st.z[pairs[:, 0]] - st.z[pairs[:, 1]], L["z"], c.w_asym, D)
         use_eyes = L["eyes"].stop > L["eyes"].start
         if use_eyes:
             e = np.concatenate([matrix_to_rotvec(st.eyes[0])[:2], matrix_to_rotvec(st.eyes[1])[:2]])

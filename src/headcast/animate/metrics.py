@@ -48,3 +48,28 @@ def landmark_nme(model_uv: np.ndarray, detected: np.ndarray) -> np.ndarray:
     """Mean landmark distance divided by the inter-ocular (outer eye corner) distance of the detection,
     per frame: model_uv, detected (N, 68, 2) -> (N,)."""
     return np.linalg.norm(model_uv - detected, axis=2).mean(1) / inter_ocular(detected)
+
+
+MOUTH_CORNERS = np.array([48, 54])  # iBUG-68 mouth corners
+LIPS = np.arange(48, 68)  # iBUG-68 outer and inner lip points
+
+
+def expression_landmarks(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
+    """iBUG-68 landmarks (N, 68, 3) metres of the head ``beta`` (S,) with the expression and jaw of theta
+    (N, N_POSE) / psi (N, E) but no head rotation (root and neck zeroed): expression alone, model frame."""
+    th = np.array(theta, dtype=np.float64)
+    th[:, :6] = 0.0  # root | neck
+    layer = HeadLayer(model, dtype=torch.float64)
+    f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
+    with torch.no_grad():
+        return layer.landmarks(f(np.tile(beta, (len(th), 1))), f(psi), f(th)).numpy()
+
+
+def mouth_errors_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: np.ndarray,
+                    theta_ref: np.ndarray, psi_ref: np.ndarray) -> dict[str, np.ndarray]:
+    """Per frame (N,), in millimetres on the head ``beta``: the mean distance of the two mouth corners and
+    of the 20 lip points between the expression (theta, psi) and the reference (theta_ref, psi_ref)."""
+    a = expression_landmarks(model, beta, theta, psi)
+    b = expression_landmarks(model, beta, theta_ref, psi_ref)
+    d = np.linalg.norm(a - b, axis=2) * 1000
+    return {"mouth_corners": d[:, MOUTH_CORNERS].mean(1), "lips": d[:, LIPS].mean(1)}

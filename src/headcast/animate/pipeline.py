@@ -37,6 +37,7 @@ from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.validate import check_number
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
+from headcast.render.gl import DEFAULT_LIGHT, LIGHTS
 
 logger = logging.getLogger(__name__)
 PANEL = 512  # height of the output video's panels, pixels
@@ -45,11 +46,13 @@ PANEL = 512  # height of the output video's panels, pixels
 # ------------------------------------------------------------------------ inputs
 @dataclass
 class Subject:
-    """The reconstructed head: parameters, model, and the texture (image, uv, uv_faces) when present."""
+    """The reconstructed head: parameters, model, the texture (image, uv, uv_faces) and the texture stage's
+    fitted SH light (9, 3) (:mod:`headcast.core.sh`, the capture camera's view frame) when present."""
 
     params: HeadParams
     model: HeadModel
     texture: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    light: np.ndarray | None = None
 
 
 def load_subject(recon_dir: str | Path, model_spec: str | HeadModel | None = None) -> Subject:
@@ -63,7 +66,17 @@ def load_subject(recon_dir: str | Path, model_spec: str | HeadModel | None = Non
     recon.check_model(d, params, model)
     model = recon.with_offsets(model, recon.read_offsets(d, model.n_vertices))  # the detail layer, if any
     tex = recon.read_texture(d, model.faces)
-    return Subject(params, model, None if tex is None else (tex.image(), tex.uv, tex.uv_faces))
+    lighting = recon.read_lighting(d)
+    return Subject(params, model, None if tex is None else (tex.image(), tex.uv, tex.uv_faces),
+                   None if lighting is None else np.asarray(lighting.sh, dtype=np.float64).reshape(9, 3))
+
+
+def subject_light(subject: Subject, light: str = DEFAULT_LIGHT) -> np.ndarray | None:
+    """The SH light (9, 3) previews use: the subject's fitted light for ``fitted`` when it has one, else
+    None (the renderer's neutral light)."""
+    if light not in LIGHTS:
+        raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
+    return subject.light if light == "fitted" else None
 
 
 # ------------------------------------------------------------------------ stages
@@ -153,9 +166,11 @@ def eye_colors(model: HeadModel, base=(0.82, 0.74, 0.68)) -> np.ndarray:
 
 
 class HeadView:
-    """Renders the subject's head for (theta, psi) in a fixed square camera looking at its face."""
+    """Renders the subject's head for (theta, psi) in a fixed square camera looking at its face, lit by
+    :func:`subject_light` (``light``: fitted or neutral). The camera's view frame is the model frame, so
+    the fitted light stays where the capture camera saw it while the head turns."""
 
-    def __init__(self, subject: Subject, size: int = PANEL):
+    def __init__(self, subject: Subject, size: int = PANEL, light: str = DEFAULT_LIGHT):
         from headcast.animate.builtin import head_placement
         from headcast.render.gl import MeshRenderer
 
@@ -171,6 +186,7 @@ class HeadView:
         else:
             self.renderer = MeshRenderer(m.faces, m.n_vertices, colors=eye_colors(m))
         self.textured = subject.texture is not None
+        self.light = subject_light(subject, light)
 
     def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
         """Camera-frame vertices (B, V, 3) for theta (B, N_POSE), psi (B, E)."""
@@ -180,7 +196,7 @@ class HeadView:
         return to_camera(v, 1.0, self.t)
 
     def render(self, vertices: np.ndarray) -> np.ndarray:
-        img, _ = self.renderer.render(vertices, self.K, background=(34, 36, 40), ambient=0.5 if self.textured else 0.35)
+        img, _ = self.renderer.render(vertices, self.K, background=(34, 36, 40), light=self.light)
         return img
 
     def release(self) -> None:
@@ -209,9 +225,10 @@ def compose(frame: np.ndarray, head: np.ndarray, detected: np.ndarray | None, fi
 
 
 def write_preview_video(path: Path, video: str | Path, subject: Subject, det: Detections, trk: Track,
-                        threshold: float) -> tuple[float, list[np.ndarray]]:
-    """Write the side-by-side MP4; returns the seconds it took and four composed frames for a still."""
-    view = HeadView(subject)
+                        threshold: float, light: str = DEFAULT_LIGHT) -> tuple[float, list[np.ndarray]]:
+    """Write the side-by-side MP4 (the head lit by ``light``, see :class:`HeadView`); returns the seconds it
+    took and four composed frames for a still."""
+    view = HeadView(subject, light=light)
     fps = det.info.fps
     n = len(trk.frames)
     keep = set(np.linspace(0, n - 1, 4).round().astype(int).tolist()) if n else set()
@@ -250,16 +267,19 @@ def write_preview_video(path: Path, video: str | Path, subject: Subject, det: De
 def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | HeadModel | None = None,
             threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
             write_video: bool = True, max_frames: int | None = None, copy_input: bool = False, truth=None,
-            force: bool = False) -> dict:
+            force: bool = False, light: str = DEFAULT_LIGHT) -> dict:
     """Animate the head in ``recon_dir`` with the face in ``video``; write ``out_dir``; return the report.
 
     ``config`` holds the tracker's settings (default :class:`TrackConfig`); ``threshold`` and ``max_iters``,
     when given, replace its values. ``max_frames`` stops after that many frames; ``copy_input`` also puts
     the driving video in the folder (``input.mp4``, for the demo's built-in driver); ``truth`` (a
     :class:`headcast.animate.builtin.Motion`, when the video is the built-in motion) adds the recovered
-    motion to the report; ``force`` replaces an earlier animation in ``out_dir``."""
+    motion to the report; ``force`` replaces an earlier animation in ``out_dir``; ``light`` (fitted or
+    neutral) lights the video's head (:func:`subject_light`)."""
     threads.apply()
     cfg = _config(config, threshold, max_iters)
+    if light not in LIGHTS:
+        raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
     check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
@@ -285,7 +305,7 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
                 f"{report['fps']['fitting']:.0f} fps, end to end {report['fps']['end_to_end']:.1f} fps")
     with staged_dir(out_dir, "animation", force=force, inputs=(recon_dir, video)) as tmp:
         if write_video:
-            sec, stills = write_preview_video(tmp / anim_io.VIDEO, video, subject, det, trk, cfg.threshold)
+            sec, stills = write_preview_video(tmp / anim_io.VIDEO, video, subject, det, trk, cfg.threshold, light)
             report["seconds"]["video"] = sec
             if stills:
                 from headcast.render.images import save_png

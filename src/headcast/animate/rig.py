@@ -68,6 +68,16 @@ def yaw_degrees(R0: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(-R0[2, 0], np.hypot(R0[0, 0], R0[1, 0]))))
 
 
+def mirror_pairs(names: list[str], expr_cols: np.ndarray, offset: int, prefix: str = "mouth") -> np.ndarray:
+    """(P, 2) z indices (``offset`` + position in ``expr_cols``) of the expression pairs ``X_L`` / ``X_R``
+    whose names start with ``prefix`` (the mouth's: a wink or one raised brow is common, a lopsided mouth
+    at rest is the tracker's error more often than the face's)."""
+    col = {names[c]: offset + k for k, c in enumerate(expr_cols)} if names else {}
+    pairs = [(col[n], col[n[:-2] + "_R"]) for n in col
+             if n.startswith(prefix) and n.endswith("_L") and n[:-2] + "_R" in col]
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
 def pupil_vertices(model: HeadModel) -> tuple[int, int] | None:
     """Vertex ids (left eye, right eye) of each eyeball's most forward point (the pupil), or None
     when the model has no separate eyeballs."""

@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
 
 def _animate_arguments(an: argparse.ArgumentParser) -> None:
     from headcast.animate.fit import TrackConfig
+    from headcast.render.gl import DEFAULT_LIGHT, LIGHTS
 
     an.add_argument("recon_dir", help="a reconstruction folder")
     an.add_argument("video", help="a video file with a face (any person), a Live Link Face .csv take or a "
@@ -36,6 +37,9 @@ def _animate_arguments(an: argparse.ArgumentParser) -> None:
     an.add_argument("--max-frames", type=int, help="only the first N frames (at least 1)")
     an.add_argument("--no-video", action="store_true", help="parameters only, no MP4")
     an.add_argument("--fps", type=float, help="a .csv take's frame rate (default: what its timecodes imply)")
+    an.add_argument("--light", choices=LIGHTS, default=DEFAULT_LIGHT,
+                    help="the video's lighting: the texture stage's fitted SH light (when the folder has one) "
+                         "or a neutral white light (default %(default)s)")
     an.set_defaults(func=run_animate)
 
 
@@ -53,7 +57,8 @@ def run_animate(a: argparse.Namespace) -> None:
 
         raise HeadcastError("--fps is for a .csv take (a video states its own frame rate)")
     rep = animate(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, threshold=a.threshold,
-                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video, force=a.force)
+                  max_iters=a.max_iters, max_frames=a.max_frames, write_video=not a.no_video, force=a.force,
+                  light=a.light)
     logger.info(f"headcast: wrote {a.out}/ ({rep.get('frames', '?')} frames)")
 
 

@@ -1,4 +1,5 @@
-"""``headcast bench reconstruct | texture | animate | stream | render | batch``: the benchmarks' front end.
+"""``headcast bench reconstruct | texture | animate | stream | render | speed | sweep | batch | views | expression``:
+the benchmarks' front end.
 
 A bench's output is its own progress lines (and the model's set-up), not the stages' it runs; the
 results go to stdout as markdown (and JSON with ``--json``).
@@ -37,6 +38,10 @@ def _benches(pb: argparse.ArgumentParser) -> None:
                     arguments=_sweep_arguments)
     bsub.add_parser("batch", help="headcast batch (1 and 2 workers) against a loop of single commands",
                     arguments=_batch_arguments)
+    bsub.add_parser("views", help="held-out views of the real TrueDepth sweep: textured, fitted-light render "
+                    "against the photo (L1, SSIM by angle)", arguments=_views_arguments)
+    bsub.add_parser("expression", help="expression transfer from synthetic drivers of other identities "
+                    "(mouth-corner and lip errors in mm)", arguments=_expression_arguments)
 
 
 def _sweep_arguments(bs: argparse.ArgumentParser) -> None:
@@ -239,6 +244,43 @@ def run_batch(a: argparse.Namespace) -> None:
                               max_frames=a.max_frames, method=a.method, video=a.video, loop=not a.no_loop)
     if a.out:
         write_results(Path(a.out), "batch", res, markdown(res))
+    if a.json:
+        print(json.dumps(res, indent=2, default=str))
+    print(markdown(res))
+
+
+def _views_arguments(bv: argparse.ArgumentParser) -> None:
+    bv.add_argument("--frames", nargs="*", help="sweep frames to compare (default: every frame in the sweep)")
+    bv.add_argument("--source", default="frame-050", help="the frame the head is built from (default %(default)s)")
+    bv.add_argument("--work", required=True, help="folder for the reconstruction and the picture (reused when present)")
+    bv.add_argument("--texture-size", type=int, default=512, help="albedo side in texels (default %(default)s)")
+    bv.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    bv.set_defaults(func=run_views)
+
+
+def run_views(a: argparse.Namespace) -> None:
+    from headcast.bench.views import markdown, run_views_bench
+
+    with logs.scoped(show=SHOWN):
+        res = run_views_bench(Path(a.work), a.source, a.frames or None, a.texture_size)
+    if a.json:
+        print(json.dumps(res, indent=2, default=str))
+    print(markdown(res))
+
+
+def _expression_arguments(be: argparse.ArgumentParser) -> None:
+    be.add_argument("--drivers", type=int, default=3, help="synthetic drivers, 1..50 (default %(default)s)")
+    be.add_argument("--spread", type=float, default=1.0, help="identity spread in standard deviations (default %(default)s)")
+    be.add_argument("--max-frames", type=int, help="only the first N frames of each driver")
+    be.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    be.set_defaults(func=run_expression)
+
+
+def run_expression(a: argparse.Namespace) -> None:
+    from headcast.bench.expression import markdown, run_expression_bench
+
+    with logs.scoped(show=SHOWN):
+        res = run_expression_bench(a.drivers, spread=a.spread, max_frames=a.max_frames)
     if a.json:
         print(json.dumps(res, indent=2, default=str))
     print(markdown(res))

@@ -78,3 +78,51 @@ def sh_ambient(color: np.ndarray) -> np.ndarray:
 def to_view(normals_cam: np.ndarray) -> np.ndarray:
     """Camera-frame normals (..., 3) -> the view frame of the SH lighting (x right, y up, z to the camera)."""
     return np.asarray(normals_cam) * np.diag(FLIP)
+
+
+def sh_lambert(light_dir_cam, ambient: float) -> np.ndarray:
+    """SH coefficients (9, 3) of a white light: uniform ``ambient`` plus a distant light of
+    ``1 - ambient`` travelling along ``light_dir_cam`` (camera frame), the previews' neutral light."""
+    d = -np.asarray(light_dir_cam, dtype=np.float64) * np.diag(FLIP)  # towards the light, view frame
+    return sh_ambient(np.full(3, float(ambient))) + sh_directional(d, np.full(3, 1.0 - float(ambient)))
+
+
+def sh_premultiplied(sh: np.ndarray) -> np.ndarray:
+    """(9, 3) ``SH_CONST[k] * L[k]``: the coefficients a shader multiplies with the plain polynomials
+    ``b(n) = [1, x, y, z, xy, xz, yz, x^2 - y^2, 3 z^2 - 1]`` of a view-frame normal."""
+    return SH_CONST[:, None] * np.asarray(sh, dtype=np.float64).reshape(9, 3)
+
+
+# three.js's SphericalHarmonics3 / LightProbe: its shader's irradiance is sum_j c_j * _THREE_SCALE[j] * p_j(n)
+# over the polynomials p = [1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2] (n in world axes), and a Lambert
+# material shows albedo * irradiance / pi; _THREE_TERM[j] is the headcast term of the same polynomial
+_THREE_TERM = np.array([0, 2, 3, 1, 4, 6, 8, 5, 7])
+_THREE_SCALE = np.array([0.886227, 2 * 0.511664, 2 * 0.511664, 2 * 0.511664, 2 * 0.429043, 2 * 0.429043,
+                         0.247708, 2 * 0.429043, 0.429043])
+
+
+def sh_threejs(sh: np.ndarray) -> np.ndarray:
+    """three.js ``LightProbe`` coefficients (9, 3) that light a Lambert material like ``sh`` (9, 3) lights
+    headcast's renders (``albedo * sh_shading``), with three's world axes as the SH view frame (glTF's:
+    x right, y up, z towards the viewer)."""
+    p = sh_premultiplied(sh)
+    return np.pi * p[_THREE_TERM] / _THREE_SCALE[:, None]
+
+
+def threejs_irradiance(normals: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """three.js's light-probe irradiance (..., 3) at unit normals (..., 3) (its shader's formula), for checks."""
+    n = np.asarray(normals, dtype=np.float64)
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    p = np.stack([np.ones_like(x), y, z, x, x * y, y * z, 3 * z * z - 1, x * z, x * x - y * y], -1)
+    return (p * _THREE_SCALE) @ np.asarray(coefficients, dtype=np.float64)
+
+
+def sh_rotate(sh: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """The SH light (9, 3) seen from a frame turned by ``R`` (3, 3, view frame): shading of ``R @ n`` under
+    the result equals shading of ``n`` under ``sh``, i.e. ``sh_shading(n, out) = sh_shading(R.T @ n, sh)``
+    (order-2 SH are closed under rotation, so the least-squares fit on a fixed spread of normals is exact)."""
+    g = np.random.default_rng(0).normal(size=(64, 3))
+    n = g / np.linalg.norm(g, axis=1, keepdims=True)
+    B = sh_basis(n)
+    target = sh_shading(n @ np.asarray(R, dtype=np.float64), sh)  # rows: (R.T @ n_i)^T = n_i^T R
+    return np.linalg.lstsq(B, target, rcond=None)[0]

@@ -35,7 +35,7 @@ from headcast.io import recon
 from headcast.io.anim import Animation, read_animation
 from headcast.io.gltf import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, GlbBuffer, write_glb
 from headcast.io.outputs import check_output_file, staged_file
-from headcast.io.recon import check_folder, check_model, read_intrinsics, read_params, read_texture
+from headcast.io.recon import check_folder, check_model, read_intrinsics, read_lighting, read_params, read_texture
 from headcast.model.head_model import HeadModel
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,8 @@ class GlbHead:
     metres (OpenCV camera frame); ``uv`` (T, 2) / ``uv_faces`` (F, 3) (OBJ convention; default the
     model's) and ``texture_png`` (a PNG file's bytes) for the base colour; ``K`` adds the capture camera;
     the nodes' rest pose and morph weights are ``theta`` (N_POSE,) and ``psi`` (E,) (default neutral)
-    unless an animation gives its first frame."""
+    unless an animation gives its first frame. ``light``: the texture stage's SH light (27 numbers,
+    :mod:`headcast.core.sh`), carried in the scene's extras for the viewer (:func:`light_extras`)."""
 
     model: HeadModel
     beta: np.ndarray
@@ -180,6 +181,7 @@ class GlbHead:
     name: str = "head"
     theta: np.ndarray | None = None
     psi: np.ndarray | None = None
+    light: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = self.model
@@ -237,13 +239,29 @@ def glb_document(head: GlbHead, motion: Motion | None = None) -> tuple[dict, byt
         if not np.allclose(q, [0, 0, 0, 1]):
             nodes[j + 1]["rotation"] = q.tolist()
     doc.update({
-        "scene": 0, "scenes": [{"name": "headcast", "nodes": scene_nodes}], "nodes": nodes,
+        "scene": 0, "scenes": [{"name": "headcast", "nodes": scene_nodes, "extras": light_extras(head.light)}],
+        "nodes": nodes,
         "meshes": [{"name": head.name, "primitives": [primitive],
                     "weights": [float(x) for x in psi0], "extras": {"targetNames": target_names}}],
         "materials": [material], "skins": [skin],
         "accessors": b.accessors, "bufferViews": b.views,
     })
     return doc, b.blob()
+
+
+def light_extras(light: np.ndarray | None) -> dict:
+    """The scene's extras for the viewer: ``sh_light``, 27 numbers (9 SH terms x RGB, row-major) in
+    headcast's convention (:mod:`headcast.core.sh`; the glTF axes are its view frame: the capture
+    camera's x right, y up, z towards it); ``sh_threejs``: the same light as three.js ``LightProbe``
+    coefficients (:func:`headcast.core.sh.sh_threejs`), and ``light``: ``fitted`` (the texture stage's)
+    or ``neutral`` (:func:`headcast.render.gl.preview_light`'s, when there is none)."""
+    from headcast.core.sh import sh_threejs
+    from headcast.render.gl import preview_light
+
+    sh = preview_light(light)
+    return {"sh_light": [round(float(x), 6) for x in sh.ravel()],
+            "sh_threejs": [round(float(x), 6) for x in sh_threejs(sh).ravel()],
+            "light": "neutral" if light is None else "fitted"}
 
 
 def _primitive(b: GlbBuffer, head: GlbHead, v_shaped: np.ndarray) -> tuple[dict, list[str]]:
@@ -336,7 +354,8 @@ def export_glb(result_dir: str | Path, anim_dir: str | Path | None = None, out: 
     replaces an existing file)."""
     from headcast.model.registry import resolve_model
 
-    read = [Path(result_dir) / n for n in (recon.PARAMS, recon.ALBEDO, recon.TEXTURED_OBJ, recon.INTRINSICS)]
+    read = [Path(result_dir) / n for n in (recon.PARAMS, recon.ALBEDO, recon.TEXTURED_OBJ, recon.INTRINSICS,
+                                                 recon.LIGHTING)]
     inputs = read + ([Path(anim_dir) / anim_io.PARAMS] if anim_dir is not None else [])
     check_output_file(out, force=force, inputs=inputs)  # refuse before the work
     d = check_folder(result_dir)
@@ -347,11 +366,12 @@ def export_glb(result_dir: str | Path, anim_dir: str | Path | None = None, out: 
     tex = read_texture(d, m.faces)
     if tex is not None:
         m.require_uv("a textured export")
+    lighting = read_lighting(d)
     if animation is None and anim_dir is not None:
         animation = motion_from(read_animation(anim_dir, n_expr=m.n_expr))
     head = GlbHead(m, params.beta, params.scale, params.translation, None if tex is None else tex.uv,
                    None if tex is None else tex.uv_faces, None if tex is None else tex.png, read_intrinsics(d),
-                   theta=params.theta, psi=params.psi)
+                   theta=params.theta, psi=params.psi, light=None if lighting is None else lighting.sh)
     out = Path(out)
     data = write_glb(None, *glb_document(head, animation))
     with staged_file(out, force=force, inputs=inputs) as tmp:

@@ -1,5 +1,7 @@
 """Fast preview rendering with OpenGL (moderngl, headless EGL; software llvmpipe works).
 
+Shading is one model everywhere: second-order SH irradiance (:mod:`headcast.core.sh`) of the
+normal times the base colour, with the texture stage's fitted 27 numbers or a neutral white light.
 A :class:`MeshRenderer` holds one topology (and a colour, per-vertex colours or a texture) and
 draws it for new vertex positions through a pinhole camera given as :class:`Intrinsics`: a few
 milliseconds per 512x512 frame on a CPU, against ~60 ms for the exact ray caster in
@@ -38,8 +40,7 @@ _FRAG = """
 #version 330
 uniform sampler2D albedo;
 uniform bool textured;
-uniform vec3 light_dir;
-uniform float ambient;
+uniform vec3 sh[9];  // SH_CONST[k] * L[k] (headcast.core.sh), one RGB triple per term
 in vec3 v_nrm;
 in vec3 v_col;
 in vec2 v_tex;
@@ -47,11 +48,18 @@ out vec4 color;
 void main() {
     vec3 n = normalize(v_nrm);
     if (n.z > 0.0) n = -n;  // face the camera (it looks along +z)
-    float lambert = max(dot(n, -light_dir), 0.0);
+    vec3 v = vec3(n.x, -n.y, -n.z);  // camera frame -> the SH view frame (x right, y up, z to the camera)
+    vec3 irr = sh[0] + sh[1] * v.x + sh[2] * v.y + sh[3] * v.z + sh[4] * (v.x * v.y) + sh[5] * (v.x * v.z)
+             + sh[6] * (v.y * v.z) + sh[7] * (v.x * v.x - v.y * v.y) + sh[8] * (3.0 * v.z * v.z - 1.0);
     vec3 base = textured ? texture(albedo, v_tex).rgb : v_col;
-    color = vec4(base * (ambient + (1.0 - ambient) * lambert), 1.0);
+    color = vec4(base * max(irr, 0.0), 1.0);
 }
 """
+
+NEUTRAL_DIR = (0.25, 0.35, 1.0)  # the neutral light's direction of travel, camera frame
+NEUTRAL_AMBIENT = 0.35
+LIGHTS = ("fitted", "neutral")  # a preview's light: the texture stage's fitted SH numbers, or the neutral one
+DEFAULT_LIGHT = "fitted"
 
 
 _THREAD = threading.local()
@@ -74,12 +82,25 @@ def gl_context():
     return ctx
 
 
-def _set_uniforms(prog, texture, textured: bool, K: Intrinsics, light_dir, ambient: float) -> None:
-    """Camera, light and texture uniforms shared by the renderers' shader."""
-    ld = np.asarray(light_dir, dtype=np.float64)
+def preview_light(light=None, light_dir=NEUTRAL_DIR, ambient: float = NEUTRAL_AMBIENT) -> np.ndarray:
+    """The SH light (9, 3) of a preview: ``light`` (the 27 fitted numbers, view frame) when given, else the
+    neutral white light: ``ambient`` plus a distant light travelling along ``light_dir`` (camera frame)."""
+    from headcast.core.sh import sh_lambert
+
+    if light is None:
+        return sh_lambert(light_dir, ambient)
+    sh = np.asarray(light, dtype=np.float64)
+    if sh.shape not in ((9, 3), (27,)) or not np.isfinite(sh).all():
+        raise HeadcastError(f"an SH light is 27 finite numbers (9 terms x RGB), got shape {sh.shape}")
+    return sh.reshape(9, 3)
+
+
+def _set_uniforms(prog, texture, textured: bool, K: Intrinsics, light: np.ndarray) -> None:
+    """Camera, SH light (9, 3) and texture uniforms shared by the renderers' shader."""
+    from headcast.core.sh import sh_premultiplied
+
     prog["proj"].write(projection_matrix(K).T.astype("f4").tobytes())  # GL wants column-major
-    prog["light_dir"].value = tuple(ld / np.linalg.norm(ld))
-    prog["ambient"].value = float(ambient)
+    prog["sh"].write(sh_premultiplied(light).astype("f4").tobytes())
     prog["textured"].value = textured
     if texture is not None:
         texture.use(0)
@@ -101,7 +122,7 @@ def projection_matrix(K: Intrinsics, near: float = 0.01, far: float = 10.0) -> n
 
 
 class MeshRenderer:
-    """Draws one triangle-mesh topology with Lambert shading for new vertex positions.
+    """Draws one triangle-mesh topology with SH shading for new vertex positions.
 
     Indexed: vertices are split once where a vertex has several UVs, and each frame uploads only the
     split vertices' positions and normals (float32).
@@ -155,10 +176,14 @@ class MeshRenderer:
             self.texture.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
         self._fbo = {}
 
-    def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0), light_dir=(0.25, 0.35, 1.0),
-               ambient: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0), light_dir=NEUTRAL_DIR,
+               ambient: float = NEUTRAL_AMBIENT, light: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Camera-frame vertices (V, 3) metres -> (H, W, 3) uint8 RGB image and (H, W) bool coverage.
-        ``light_dir``: the direction light travels (camera frame); ``background``: RGB 0..255."""
+
+        Colour = base colour x SH irradiance of the normal: ``light`` (9, 3), the SH numbers of
+        :mod:`headcast.core.sh` (e.g. fitted by the texture stage), or when None the neutral light of
+        :func:`preview_light` (``light_dir``: the direction light travels, camera frame; ``ambient``).
+        ``background``: RGB 0..255."""
         import moderngl
 
         v = np.asarray(vertices, dtype=np.float32)
@@ -167,7 +192,7 @@ class MeshRenderer:
         self.vbo_pos.write(np.ascontiguousarray(v[self.vid]).tobytes())
         normals = vertex_normals(v, self.faces).astype(np.float32)
         self.vbo_nrm.write(np.ascontiguousarray(normals[self.vid]).tobytes())
-        _set_uniforms(self.prog, self.texture, self.textured, K, light_dir, ambient)
+        _set_uniforms(self.prog, self.texture, self.textured, K, preview_light(light, light_dir, ambient))
         if (K.width, K.height) not in self._fbo:
             self._fbo[(K.width, K.height)] = self.ctx.simple_framebuffer((K.width, K.height), components=4)
         fbo = self._fbo[(K.width, K.height)]
@@ -200,10 +225,12 @@ def _fingerprint(a) -> tuple | None:
 
 
 def render_head(vertices: np.ndarray, faces: np.ndarray, K: Intrinsics, uv: np.ndarray | None = None,
-                uv_faces: np.ndarray | None = None, texture: np.ndarray | None = None, light_dir=(0.25, 0.35, 1.0),
-                ambient: float = 0.35, background=(0, 0, 0), color=(0.82, 0.74, 0.68)) -> np.ndarray:
-    """Preview of a camera-frame mesh (V, 3) metres through intrinsics ``K``: (H, W, 3) uint8 RGB, Lambert-lit
-    (``light_dir``: the direction light travels, camera frame; ``ambient`` in [0, 1]).
+                uv_faces: np.ndarray | None = None, texture: np.ndarray | None = None, light_dir=NEUTRAL_DIR,
+                ambient: float = NEUTRAL_AMBIENT, background=(0, 0, 0), color=(0.82, 0.74, 0.68),
+                light: np.ndarray | None = None) -> np.ndarray:
+    """Preview of a camera-frame mesh (V, 3) metres through intrinsics ``K``: (H, W, 3) uint8 RGB, SH-lit
+    (``light`` (9, 3) SH numbers, or the neutral light of ``light_dir`` (the direction light travels,
+    camera frame) and ``ambient`` in [0, 1]).
 
     Textured when ``texture`` (h, w, 3) uint8 with ``uv`` (T, 2) (origin bottom-left) and ``uv_faces`` (F, 3)
     are given, else a flat ``color``. The GL objects of the last few topologies/textures are kept, so
@@ -218,4 +245,4 @@ def render_head(vertices: np.ndarray, faces: np.ndarray, K: Intrinsics, uv: np.n
         if len(_HEAD_RENDERERS) >= 4:
             _HEAD_RENDERERS.pop(next(iter(_HEAD_RENDERERS))).release()
         r = _HEAD_RENDERERS[key] = MeshRenderer(faces, len(vertices), color, uv, uv_faces, texture)
-    return r.render(vertices, K, background, light_dir, ambient)[0]
+    return r.render(vertices, K, background, light_dir, ambient, light)[0]

@@ -25,9 +25,15 @@ def init_head(info: InitInfo, model=None):
     return model, beta
 
 
+def init_light(info: InitInfo) -> np.ndarray | None:
+    """The SH light (9, 3) an INIT carries (its lam), or None."""
+    return None if info.lam is None else np.asarray(info.lam, dtype=np.float64).reshape(9, 3)
+
+
 class ReceivedHeadRenderer:
-    """Rebuilds the head from an INIT (model, beta, albedo) and renders frames (theta, psi) with the
-    animation stage's fixed face camera (OpenGL)."""
+    """Rebuilds the head from an INIT (model, beta, albedo, SH light lam) and renders frames (theta, psi)
+    with the animation stage's fixed face camera (OpenGL), lit by the sent 27 SH numbers like the
+    sender's previews (the neutral light when the INIT has none)."""
 
     def __init__(self, info: InitInfo, size: int = 512, model=None):
         from headcast.animate.pipeline import HeadView, Subject
@@ -36,7 +42,7 @@ class ReceivedHeadRenderer:
         model, beta = init_head(info, model)
         texture = self._texture(info, model)
         params = HeadParams(beta, np.zeros(model.n_expr), np.zeros(N_POSE), model=info.model)
-        self.view = HeadView(Subject(params, model, texture), size)
+        self.view = HeadView(Subject(params, model, texture, init_light(info)), size)
 
     @staticmethod
     def _texture(info: InitInfo, model):

@@ -33,6 +33,10 @@ from headcast.texture.render import render_textured
 logger = logging.getLogger(__name__)
 
 MIN_SHADING = 0.05  # below this the photo says nothing reliable about the albedo
+# confidence of photo / shading by the shading (1 = the face's mean): in the lid folds and eye corners a
+# small error of the fitted surface's normal makes a small shading, and dividing by it paints a light
+# band that any other light shows; there the mirror and the completion take over
+SHADING_RAMP = (0.3, 0.6)
 MIRROR_TRUST = 0.9  # a mirrored texel counts a little less than one seen directly
 FILL_DECAY = 0.03  # metres over which the completion fades to the mean skin tone
 PART_DECAY = 0.004  # the same on small separate parts (eyeballs): their unseen side is not their iris
@@ -219,14 +223,15 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     low_v, _ = fill.smooth_weighted(a_v, w_v * (0.05 + 0.95 * _skin_likeness(a_v, tone)), faces)
     g_v = space.feature
     w_mv = np.where(has, w_v[ms], 0.0) * MIRROR_TRUST
-    a_mv = g_v[:, None] * a_v[ms] + (1 - g_v[:, None]) * low_v[ms]
+    shift = _mirror_shift(low_v, w_v, sym, view.vertices, faces)
+    a_mv = g_v[:, None] * a_v[ms] + (1 - g_v[:, None]) * low_v[ms] + shift
     tot = w_v + w_mv
     data = (w_v[:, None] * a_v + w_mv[:, None] * a_mv) / np.maximum(tot, 1e-9)[:, None]
 
     prior, decay = _part_priors(view.part, data, np.clip(tot, 0, 1), tone)
     filled_v = fill.inpaint_vertices(data, np.clip(tot, 0, 1), view.vertices, faces, prior, decay=decay)
-    per_texel = interpolate(faces, tri, bary, np.hstack([filled_v, low_v[ms], g_v[:, None]]))
-    a_f, low_m, g = per_texel[:, :3], per_texel[:, 3:6], per_texel[:, 6:]
+    per_texel = interpolate(faces, tri, bary, np.hstack([filled_v, low_v[ms], g_v[:, None], shift]))
+    a_f, low_m, g, shift_t = per_texel[:, :3], per_texel[:, 3:6], per_texel[:, 6:7], per_texel[:, 7:]
 
     # mirror texels: premultiplied sampling of the seen albedo at each texel's mirror image
     idx = np.flatnonzero(space.texmap.tri.ravel() >= 0)
@@ -237,7 +242,7 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     w_m = np.where(space.mirror_ok, m[:, 3], 0.0)
     a_m = m[:, :3] / np.maximum(m[:, 3:], 1e-6)
     w_m = np.clip(w_m, 0, 1) * MIRROR_TRUST
-    a_m = g * a_m + (1 - g) * low_m
+    a_m = g * a_m + (1 - g) * low_m + shift_t
 
     out = w[:, None] * a_s + (1 - w)[:, None] * (w_m[:, None] * a_m + (1 - w_m)[:, None] * a_f)
     own = w > 0.5
@@ -247,6 +252,22 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     logger.info(f"texture: {own.mean():.0%} of texels seen, {mirrored.mean():.0%} mirrored, "
                 f"{(~own & ~mirrored).mean():.0%} completed")
     return out, w.astype(np.float32)
+
+
+def _mirror_shift(low: np.ndarray, weight: np.ndarray, sym: np.ndarray, vertices: np.ndarray,
+                  faces: np.ndarray) -> np.ndarray:
+    """(V, 3) colour to add to a vertex's mirrored albedo so that it meets the albedo seen on its own side.
+
+    The two halves of a face are seldom lit alike beyond what the SH light explains (cast shadows, the
+    camera's exposure falloff), so a mirrored colour copied as it is leaves a visible line where the
+    seen side ends. The smooth colours ``low`` (V, 3) of both sides are compared where both were seen
+    (confidence ``weight`` (V,)), and the difference is carried smoothly into the region only the mirror
+    saw, fading to 0 over :data:`FILL_DECAY`."""
+    has = sym >= 0
+    ms = np.maximum(sym, 0)
+    both = np.where(has, np.minimum(weight, weight[ms]), 0.0)
+    diff = np.where(has[:, None], low - low[ms], 0.0)
+    return fill.inpaint_vertices(diff, np.clip(both, 0, 1), vertices, faces, np.zeros(3), decay=FILL_DECAY)
 
 
 def _part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray,
@@ -281,7 +302,8 @@ def _skin_likeness(albedo: np.ndarray, tone: np.ndarray) -> np.ndarray:
 
 
 def _divide(color: np.ndarray, weight: np.ndarray, shading: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """albedo = color / shading, clipped to 0..1; the weight drops to 0 where the shading is too dark."""
-    dark = (shading < MIN_SHADING).any(1)
+    """albedo = color / shading, clipped to 0..1; the weight fades with the shading (:data:`SHADING_RAMP`)."""
     a = np.clip(color / np.maximum(shading, MIN_SHADING), 0, 1)
-    return a, np.where(dark, 0.0, weight)
+    lo, hi = SHADING_RAMP
+    trust = np.clip((shading.min(1) - lo) / (hi - lo), 0, 1)
+    return a, weight * trust

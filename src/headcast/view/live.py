@@ -41,7 +41,8 @@ def head_glb_bytes(info, model=None) -> bytes:
 
         atlas = build_atlas(model.uv, model.uv_faces, model.v_template, model.faces)
         uv, uv_faces, png = atlas.uv, atlas.uv_faces, bytes(info.albedo_png)
-    return build_glb(GlbHead(model, beta, uv=uv, uv_faces=uv_faces, texture_png=png, name=info.sender or "head"))
+    return build_glb(GlbHead(model, beta, uv=uv, uv_faces=uv_faces, texture_png=png, name=info.sender or "head",
+                              light=info.lam))
 
 
 def frame_message(f) -> str:

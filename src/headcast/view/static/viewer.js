@@ -4,7 +4,11 @@
 // window.__headcast reports state for tests: loaded, error, frames (rendered), time (animation s),
 // duration, animations, meshes, morphTargets, textured; seek(t) pauses playback at time t (s). Live:
 // live, connected, headVersion, received (frames), seq, pose (the joints' quaternions as applied, 5x4),
-// weights (the morph weights as applied).
+// weights (the morph weights as applied). Lighting: the GLB's scene extras carry headcast's SH light
+// (sh_threejs: 27 LightProbe coefficients, the texture stage's fitted light or the neutral one), shown
+// by a LightProbe alone on Lambert materials with no colour-space conversion, so a pixel is
+// albedo x SH shading as in headcast's own renders; light ('fitted' | 'neutral' | 'default': a GLB
+// without it) and lightProbe (the 27 coefficients in use) report it.
 import * as THREE from 'three';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
@@ -13,7 +17,7 @@ const LIVE = location.pathname.replace(/\/+$/, '') === '/live';
 const state = window.__headcast = { loaded: false, error: null, frames: 0, time: 0, duration: 0,
                                     animations: 0, meshes: 0, morphTargets: 0, textured: false, playing: true,
                                     live: LIVE, connected: false, headVersion: 0, received: 0, seq: -1,
-                                    pose: null, weights: null };
+                                    pose: null, weights: null, light: null, lightProbe: null };
 const info = document.getElementById('info');
 const renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
 renderer.setPixelRatio(window.devicePixelRatio);
@@ -22,11 +26,39 @@ renderer.outputColorSpace = THREE.SRGBColorSpace;
 document.body.appendChild(renderer.domElement);
 
 const scene = new THREE.Scene();
-scene.background = new THREE.Color(0x202328);
-scene.add(new THREE.HemisphereLight(0xffffff, 0x404048, 1.2));
-const key = new THREE.DirectionalLight(0xffffff, 1.6);
-key.position.set(0.4, 0.6, 1.0);
-scene.add(key);
+const BACKGROUND = [0x20 / 255, 0x23 / 255, 0x28 / 255];  // the page's colour, as stored
+scene.background = new THREE.Color().setRGB(...BACKGROUND, THREE.SRGBColorSpace);
+const defaultLights = [new THREE.HemisphereLight(0xffffff, 0x404048, 1.2), new THREE.DirectionalLight(0xffffff, 1.6)];
+defaultLights[1].position.set(0.4, 0.6, 1.0);
+const probe = new THREE.LightProbe();
+
+function useLight(extras) {
+  // the head's SH light when its GLB has one (see the header), else three's default lights
+  const sh = extras && extras.sh_threejs;
+  for (const l of [...defaultLights, probe]) scene.remove(l);
+  if (!Array.isArray(sh) || sh.length !== 27) {
+    for (const l of defaultLights) scene.add(l);
+    renderer.outputColorSpace = THREE.SRGBColorSpace;
+    scene.background.setRGB(...BACKGROUND, THREE.SRGBColorSpace);
+    state.light = 'default'; state.lightProbe = null;
+    return false;
+  }
+  probe.sh.fromArray(sh);
+  scene.add(probe);
+  renderer.outputColorSpace = THREE.LinearSRGBColorSpace;  // headcast's albedo and shading are not gamma-coded
+  scene.background.setRGB(...BACKGROUND, THREE.LinearSRGBColorSpace);  // shown as stored, like the albedo
+  state.light = extras.light || 'fitted'; state.lightProbe = sh.slice();
+  return true;
+}
+
+function lambert(mesh) {
+  // the glTF material as a Lambert one (diffuse only, like headcast's SH shading); texture values as stored
+  const old = mesh.material;
+  const map = old.map || null;
+  if (map) { map.colorSpace = THREE.NoColorSpace; map.needsUpdate = true; }
+  mesh.material = new THREE.MeshLambertMaterial({ map, color: old.color ? old.color.clone() : 0xffffff });
+  old.dispose();
+}
 const camera = new THREE.PerspectiveCamera(30, window.innerWidth / window.innerHeight, 0.01, 100);
 const controls = new OrbitControls(camera, renderer.domElement);
 controls.enableDamping = true;
@@ -43,8 +75,10 @@ function showHead(url, done) {
     current = root;
     scene.add(root);
     state.meshes = 0; state.morphTargets = 0; state.textured = false; skinned = null;
+    const probed = useLight(root.userData);
     root.traverse((o) => {
       if (o.isMesh) {
+        if (probed) lambert(o);
         state.meshes += 1;
         o.frustumCulled = false;  // skinned and morphed: the rest-pose bounds do not follow the animation
         const dict = o.morphTargetDictionary;
