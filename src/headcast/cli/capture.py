@@ -226,7 +226,7 @@ def run_sweep(a: argparse.Namespace) -> None:
                             "to the whole head")
     model = resolve_model(a.model)
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, seed=a.seed)
-    with logs.scoped(hide=("headcast.fit.runner", "headcast.fit.rgbd_fit") if a.fit_quiet else ()):
+    with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
         rec, sw = reconstruct_sweep(a.inputs, model, Path(a.out), rotate=a.rotate, landmarks=a.landmarks, config=cfg,
                                     sweep=SweepConfig(max_frames=a.max_frames, detail=a.detail), started=t0,
                                     force=a.force)
