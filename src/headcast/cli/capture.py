@@ -221,9 +221,12 @@ def run_sweep(a: argparse.Namespace) -> None:
         check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
     if a.depth_scale is not None or a.intrinsics is not None:
         raise HeadcastError("--depth-scale and --intrinsics are for one frame; a sweep's frames carry their own")
+    if a.method != "full" or a.face is not None or a.forehead:
+        raise HeadcastError("--method, --face and --forehead are for one frame; a sweep fits the full method "
+                            "to the whole head")
     model = resolve_model(a.model)
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, seed=a.seed)
-    with logs.scoped(hide=("headcast.fit.runner", "headcast.fit.rgbd_fit") if a.fit_quiet else ()):
+    with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
         rec, sw = reconstruct_sweep(a.inputs, model, Path(a.out), rotate=a.rotate, landmarks=a.landmarks, config=cfg,
                                     sweep=SweepConfig(max_frames=a.max_frames, detail=a.detail), started=t0,
                                     force=a.force)
