@@ -29,17 +29,27 @@ from headcast.view.server import PageServer, Site
 logger = logging.getLogger(__name__)
 
 
-def head_glb_bytes(info, model=None) -> bytes:
+def model_atlas(model):
+    """The texture atlas of ``model`` (None without UVs). It depends on the model only, so a receiver builds
+    it once, when its page server starts, not after each INIT (~1 s, plus ~2 s importing
+    :mod:`headcast.texture` the first time, measured on a shared 2-core machine)."""
+    if model is None or model.uv is None:
+        return None
+    from headcast.texture.atlas import build_atlas
+
+    return build_atlas(model.uv, model.uv_faces, model.v_template, model.faces)
+
+
+def head_glb_bytes(info, model=None, atlas=None) -> bytes:
     """The GLB of the head an INIT describes: its model (``model`` when the names match, else resolved),
-    beta zero-padded to the model's components, the sent albedo in the model's atlas when present."""
+    beta zero-padded to the model's components, the sent albedo in the model's atlas when present
+    (``atlas``: that model's :func:`model_atlas` when already built)."""
     from headcast.export.gltf import GlbHead, build_glb
 
     model, beta = init_head(info, model)
     uv = uv_faces = png = None
     if info.albedo_png and model.uv is not None:
-        from headcast.texture.atlas import build_atlas
-
-        atlas = build_atlas(model.uv, model.uv_faces, model.v_template, model.faces)
+        atlas = atlas or model_atlas(model)
         uv, uv_faces, png = atlas.uv, atlas.uv_faces, bytes(info.albedo_png)
     return build_glb(GlbHead(model, beta, uv=uv, uv_faces=uv_faces, texture_png=png, name=info.sender or "head",
                               light=info.lam))
@@ -68,6 +78,7 @@ class LiveWeb:
         self._wake: asyncio.Event | None = None
         self._build: asyncio.Task | None = None
         self._closing = False
+        self._atlas: asyncio.Task | None = None  # the page's model's atlas, built as the server starts
 
     @property
     def port(self) -> int:
@@ -80,12 +91,14 @@ class LiveWeb:
     async def __aenter__(self) -> "LiveWeb":
         self._wake = asyncio.Event()
         await self.server.__aenter__()
+        self._atlas = asyncio.get_running_loop().create_task(asyncio.to_thread(model_atlas, self.model))
         logger.info("receive: live page at %s", self.url)
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._build is not None:
-            self._build.cancel()
+        for task in (self._build, self._atlas):
+            if task is not None:
+                task.cancel()
         self._closing = True  # page handlers waiting for news return
         self._wake.set()
         await self.server.__aexit__(*exc)
@@ -104,7 +117,8 @@ class LiveWeb:
 
     async def _make_head(self, info, model) -> None:
         try:
-            glb = await asyncio.to_thread(head_glb_bytes, info, model)
+            atlas = await self._atlas if model is self.model else None
+            glb = await asyncio.to_thread(head_glb_bytes, info, model, atlas)
         except HeadcastError as e:
             logger.info("receive: cannot show the head: %s", clean(e))
             return
