@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # open3d needs libusb; the preview renderer needs EGL + Mesa; browser tests need Chromium;
-# the Blender import test needs Blender (its glTF importer needs python3-numpy).
-APT_PACKAGES=(libusb-1.0-0 libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 chromium blender python3-numpy)
+# the Blender import test needs Blender (its glTF importer gets headcast's numpy 2 on its path).
+APT_PACKAGES=(libusb-1.0-0 libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 chromium blender)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3

@@ -59,12 +59,9 @@ def _blender() -> str:
 
 
 def _numpy_path(exe: str) -> list[str]:
-    """Blender's glTF importer needs numpy in Blender's own Python (Debian: python3-numpy, which set-up
-    installs). Where it lacks one, the test's own numpy (same Python minor version) is put on its path."""
-    ok = subprocess.run([exe, "-b", "--factory-startup", "--python-expr", "import numpy"], capture_output=True,
-                        text=True, timeout=300)
-    if "No module named 'numpy'" not in ok.stdout + ok.stderr:
-        return []
+    """Blender's glTF importer needs a numpy in Blender's own Python that still has ``np.bool``: Debian
+    bookworm's python3-numpy (1.24) lacks it and the importer fails. numpy 2 has it again, so the test's
+    own numpy (same Python minor version) goes first on Blender's path."""
     return [str(Path(np.__file__).parents[1])]
 
 
@@ -103,7 +100,7 @@ def test_blender_imports_the_glb(demo_glb, ict_model):
     fps = doc["animations"][0]["extras"]["fps"]
     assert fps == 25.0
     paths = _numpy_path(exe)
-    expr = f"import sys; sys.path.extend({paths!r}); exec({PROBE!r})"
+    expr = f"import sys; sys.path[:0] = {paths!r}; exec({PROBE!r})"
     run = subprocess.run([exe, "-b", "--factory-startup", "--python-expr", expr, "--", str(glb), str(fps)],
                          capture_output=True, text=True, timeout=600)
     line = next((x for x in run.stdout.splitlines() if x.startswith("HEADCAST_PROBE ")), None)
