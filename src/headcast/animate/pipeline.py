@@ -35,6 +35,7 @@ from headcast.io import recon
 from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.validate import check_number
 from headcast.model.head_model import HeadModel
+from headcast.model.interior_layer import interior_layer
 from headcast.model.layer import HeadLayer
 
 logger = logging.getLogger(__name__)
@@ -168,16 +169,25 @@ class HeadView:
         else:
             self.renderer = MeshRenderer(m.faces, m.n_vertices, colors=eye_colors(m))
         self.textured = subject.texture is not None
+        self.inner = interior_layer(self.layer)
+        if self.inner is not None:
+            self.renderer.add_parts(self.inner.interior.faces, self.inner.interior.colors)
 
     def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
-        """Camera-frame vertices (B, V, 3) for theta (B, N_POSE), psi (B, E)."""
+        """Camera-frame vertices (B, V + P, 3) for theta (B, N_POSE), psi (B, E): the head's V, then the
+        mouth interior's P (none without one)."""
         f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
+        args = (f(np.tile(self.beta, (len(theta), 1))), f(psi), f(theta))
         with torch.no_grad():
-            v = self.layer.vertices(f(np.tile(self.beta, (len(theta), 1))), f(psi), f(theta)).double().numpy()
-        return to_camera(v, 1.0, self.t)
+            v = self.layer.vertices(*args)
+            if self.inner is not None:
+                v = torch.cat([v, self.inner.vertices(*args)], 1)
+        return to_camera(v.double().numpy(), 1.0, self.t)
 
     def render(self, vertices: np.ndarray) -> np.ndarray:
-        img, _ = self.renderer.render(vertices, self.K, background=(34, 36, 40), ambient=0.5 if self.textured else 0.35)
+        V = self.model.n_vertices
+        img, _ = self.renderer.render(vertices[:V], self.K, background=(34, 36, 40),
+                                      ambient=0.5 if self.textured else 0.35, parts=vertices[V:])
         return img
 
     def release(self) -> None:
