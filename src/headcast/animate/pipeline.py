@@ -34,6 +34,7 @@ from headcast.io import anim as anim_io
 from headcast.io import recon
 from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.validate import check_number
+from headcast.model.eyes import eye_colors
 from headcast.model.head_model import HeadModel
 from headcast.model.interior_layer import interior_layer
 from headcast.model.layer import HeadLayer
@@ -131,25 +132,6 @@ def track(model: HeadModel, observations: list[Observation | None], fps: float, 
 
 
 # ------------------------------------------------------------------------ the preview video
-def eye_colors(model: HeadModel, base=(0.82, 0.74, 0.68)) -> np.ndarray:
-    """Per-vertex colours (V, 3) for the untextured head: clay skin, white eyeballs with a dark iris and
-    pupil around each eye's forward axis (so the gaze shows)."""
-    col = np.tile(np.asarray(base, dtype=np.float64), (model.n_vertices, 1))
-    v = model.v_template.astype(np.float64)
-    for joint, mask in ((3, "left_eyeball"), (4, "right_eyeball")):
-        if mask not in model.masks or model.n_joints <= joint:
-            continue
-        ids = model.masks[mask]
-        c = model.j_regressor[joint].astype(np.float64) @ v
-        rel = v[ids] - c
-        cos = rel[:, 2] / np.maximum(np.linalg.norm(rel, axis=1), 1e-9)
-        rgb = np.tile([0.92, 0.9, 0.86], (len(ids), 1))
-        rgb[cos > 0.92] = [0.35, 0.25, 0.18]
-        rgb[cos > 0.985] = [0.05, 0.05, 0.05]
-        col[ids] = rgb
-    return col
-
-
 class HeadView:
     """Renders the subject's head for (theta, psi) in a fixed square camera looking at its face."""
 
