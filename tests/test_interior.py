@@ -160,3 +160,16 @@ def test_glb_has_interior_primitives_and_validates(ict_model, tmp_path):
     assert all(len(p["targets"]) == ict_model.n_expr for p in prims) and all("COLOR_0" in p["attributes"] for p in prims[1:])
     issues = khronos_validate(path)["issues"]
     assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
+
+
+def test_synth_frames_show_the_interior_in_an_open_mouth(ict_model):
+    from headcast.synth import default_intrinsics, random_subject, render_rgbd
+    from headcast.synth.render import HEAD, MOUTH
+
+    subj = random_subject(ict_model, 0, expression={"jawOpen": 0.9}, yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0,
+                          distance=0.4)
+    f = render_rgbd(ict_model, subj, default_intrinsics(320, 240), profile="none", background=False)
+    mouth, head = f.labels == MOUTH, f.labels == HEAD
+    assert mouth.sum() > 30  # teeth and cavity, ray-cast like the head (colour and depth)
+    assert (f.depth[mouth] > 0).all() and f.depth[mouth].mean() > f.depth[head & f.face_mask].min()
+    assert f.color[mouth].mean() < 0.8 * f.color[head].mean()  # the cavity is darker than the skin
