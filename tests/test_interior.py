@@ -60,7 +60,8 @@ def _check_rig(model):
 def test_ict_interior_parts_and_rig(ict_model):
     inner = ict_model.interior
     assert inner is not None and inner.names == ("socket", "gums_tongue", "teeth")
-    assert inner.n_vertices == (13293 - 11248 + 1) + (17038 - 14062 + 1) + (21450 - 17039 + 1)
+    assert 2000 < len(inner.faces) < 18520 / 2  # upstream's 18520 triangles, decimated for the preview
+    assert {"left_iris", "right_iris"} <= set(ict_model.masks)
     assert ict_model.meta["version"].endswith("headcast-2")
     _check_rig(ict_model)
     # ICT's own expression shapes move the interior: jawOpen drops the lower teeth, not the upper ones

@@ -45,7 +45,7 @@ from headcast.model.ict_source import (
     read_source,
     span,
 )
-from headcast.model.interior import CAVITY_RGB, GUMS_RGB, TEETH_RGB, Interior, concat, depth_shade
+from headcast.model.interior import CAVITY_RGB, GUMS_RGB, TEETH_RGB, Interior, concat, decimate, depth_shade
 from headcast.model.mesh_geometry import pack_uv, rotation_x, submesh, vertex_embedding
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ UV_LAYOUT = {"face": [0, 0.5, 0.5, 1], "back_of_head_and_eye_sockets": [0.5, 0.5
              "left_eyeball": [0, 0, 0.5, 0.5], "right_eyeball": [0.5, 0, 1, 0.5]}
 CM = 0.01  # upstream centimetres -> metres
 N_VARIANTS = 8  # random identities (seed 0) the jaw weights must not tear either
+INTERIOR_KEEP = 1 / 3  # share of the mouth interior's triangles kept (18520 upstream)
 
 
 def _kept_mesh(s: IctSource) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -109,8 +110,27 @@ def _iris_masks(s: IctSource, remap: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def _decimated(s: IctSource, groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upstream's triangles within each vertex group, decimated group by group (so no new vertex takes
+    the shapes of another group's vertex): vertices (K, 3) m, faces and each vertex's source vertex."""
+    vs, fs, srcs, n = [], [], [], 0
+    for ids in groups:
+        keep = np.zeros(N_SOURCE_VERTICES, bool)
+        keep[ids] = True
+        _, _, faces = submesh(s.faces, keep)
+        if len(faces) == 0:
+            continue
+        v, faces, near = decimate(s.vertices[ids] * CM, faces, INTERIOR_KEEP)
+        vs.append(v)
+        fs.append(faces + n)
+        srcs.append(ids[near])
+        n += len(v)
+    return np.concatenate(vs), np.concatenate(fs), np.concatenate(srcs)
+
+
 def _interior(s: IctSource, rig: Rig, n_joints: int, lips_z: float) -> Interior:
-    """Upstream's mouth socket, gums and tongue and teeth as the render-only interior (metres).
+    """Upstream's mouth socket, gums and tongue and teeth as the render-only interior (metres), each
+    decimated to :data:`INTERIOR_KEEP` of its triangles (the preview draws it every frame).
 
     Jaw weight of a vertex: the share of the jaw rotation's displacement d that its ``jawOpen``
     offset o carries, clip(o . d / |d|^2, 0, 1) (the teeth: 1 for those ``jawOpen`` moves > 1 mm,
@@ -121,21 +141,20 @@ def _interior(s: IctSource, rig: Rig, n_joints: int, lips_z: float) -> Interior:
     for name, r, base in (("socket", MOUTH_SOCKET, CAVITY_RGB), ("gums_tongue", GUMS_TONGUE, GUMS_RGB),
                           ("teeth", TEETH, TEETH_RGB)):
         ids = span(r)
-        keep = np.zeros(N_SOURCE_VERTICES, bool)
-        keep[ids] = True
-        _, _, faces = submesh(s.faces, keep)
-        v = s.vertices[ids] * CM
+        moves = np.linalg.norm(jaw_open[ids], axis=1) > 1e-3
+        groups = [ids] if name == "socket" else [ids[moves], ids[~moves]]  # lower and upper decimated apart
+        v, faces, src = _decimated(s, groups)
         d = (v - pivot) @ rotation_x(angle).T + pivot - v
         if name == "teeth":
-            w = (np.linalg.norm(jaw_open[ids], axis=1) > 1e-3).astype(np.float64)
+            w = (np.linalg.norm(jaw_open[src], axis=1) > 1e-3).astype(np.float64)
         else:
-            w = np.clip((jaw_open[ids] * d).sum(1) / ((d * d).sum(1) + 1e-12), 0.0, 1.0)
-        W = np.zeros((len(ids), n_joints))
+            w = np.clip((jaw_open[src] * d).sum(1) / ((d * d).sum(1) + 1e-12), 0.0, 1.0)
+        W = np.zeros((len(src), n_joints))
         W[:, 1], W[:, 2] = 1.0 - w, w
         pieces.append((name, {
             "v_template": v, "faces": faces,
-            "shapedirs": s.identity[:, ids].transpose(1, 2, 0) * CM,
-            "exprdirs": s.expressions[:, ids].transpose(1, 2, 0) * CM, "lbs_weights": W,
+            "shapedirs": s.identity[:, src].transpose(1, 2, 0) * CM,
+            "exprdirs": s.expressions[:, src].transpose(1, 2, 0) * CM, "lbs_weights": W,
             "colors": depth_shade(v, base, lips_z, 0.05, 0.55 if name == "teeth" else 0.3)}))
     return concat(pieces)
 
