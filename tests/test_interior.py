@@ -61,7 +61,6 @@ def test_ict_interior_parts_and_rig(ict_model):
     inner = ict_model.interior
     assert inner is not None and inner.names == ("socket", "gums_tongue", "teeth")
     assert 2000 < len(inner.faces) < 18520 / 2  # upstream's 18520 triangles, decimated for the preview
-    assert {"left_iris", "right_iris"} <= set(ict_model.masks)
     assert ict_model.meta["version"].endswith("headcast-2")
     _check_rig(ict_model)
     # ICT's own expression shapes move the interior: jawOpen drops the lower teeth, not the upper ones
@@ -174,3 +173,36 @@ def test_synth_frames_show_the_interior_in_an_open_mouth(ict_model):
     assert mouth.sum() > 30  # teeth and cavity, ray-cast like the head (colour and depth)
     assert (f.depth[mouth] > 0).all() and f.depth[mouth].mean() > f.depth[head & f.face_mask].min()
     assert f.color[mouth].mean() < 0.8 * f.color[head].mean()  # the cavity is darker than the skin
+
+
+def test_flame_glb_carries_the_proxy_and_validates(flame_model, tmp_path):
+    from headcast.export.gltf import GlbHead, build_glb
+    from headcast.io.gltf import read_glb
+
+    path = tmp_path / "flame.glb"
+    path.write_bytes(build_glb(GlbHead(flame_model, np.zeros(flame_model.n_shape))))
+    doc, _ = read_glb(path)
+    names = [doc["materials"][p["material"]]["name"] for p in doc["meshes"][0]["primitives"][1:]]
+    assert names == ["interior_cavity", "interior_upper_teeth", "interior_lower_teeth"]
+    issues = khronos_validate(path)["issues"]
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
+
+
+def test_gaze_follows_the_iris_points_on_a_real_clip(ict_model):
+    """On a real driver (d6: big eye movements), the tracked left-eye yaw and pitch rise with the detected
+    iris centre's offset from the eye corners' centre to the image right (the subject's left, +x) and
+    down (a positive rotation about x turns the gaze down)."""
+    from headcast.animate.pipeline import detect_video, track
+
+    det = detect_video(shared_path("samples", "video", "d6.mp4"), 100)
+    trk = track(ict_model, det.observations, det.info.fps)
+    rel, eye = [], []
+    for o, f in zip(det.observations, trk.frames):
+        if o is None or o.pupils is None:
+            continue
+        width = np.linalg.norm(o.landmarks[45] - o.landmarks[42])
+        rel.append((o.pupils[0] - o.landmarks[42:48].mean(0)) / width)
+        eye.append(f.theta[pose_slice("left_eye")])
+    rel, eye = np.array(rel), np.array(eye)
+    assert np.corrcoef(rel[:, 0], eye[:, 1])[0, 1] > 0.5  # image right <-> yaw towards +x
+    assert np.corrcoef(rel[:, 1], eye[:, 0])[0, 1] > 0.3  # image down <-> rotation about +x

@@ -1,29 +1,34 @@
 """The eyes of a head model: each eyeball's rest gaze and colours for an untextured eyeball.
 
-A model may mark its irises (``left_iris`` / ``right_iris`` masks: ICT-FaceKit's iris material, whose
-irises look about 10 degrees outwards at rest); the rest gaze of an eye is then the direction from
-its joint to the iris's centroid, else the model's +z (FLAME). Metres, model frame (x to the
-subject's left, y up, face along +z).
+The rest gaze of an eye runs from its joint (the eyeball's centre) to the eyeball point in front of
+the centroid of its six eye-contour landmarks (iBUG 42-47 left, 36-41 right): a real eye at rest looks
+out of the middle of its opening, while a model's own iris may not (ICT-FaceKit's irises look about 10 degrees
+outwards), and the tracker's pupil point and the drawn iris must agree with the photo's. Metres, model
+frame (x to the subject's left, y up, face along +z).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-EYES = ((3, "left_eyeball", "left_iris"), (4, "right_eyeball", "right_iris"))  # joint, eyeball mask, iris mask
+EYES = ((3, "left_eyeball", range(42, 48)), (4, "right_eyeball", range(36, 42)))  # joint, eyeball, eye contour
 SCLERA_RGB, PUPIL_RGB = (0.92, 0.9, 0.86), (0.03, 0.03, 0.03)
 IRIS_RGB = (0.35, 0.25, 0.18)
 IRIS_COS, PUPIL_COS = 0.92, 0.985  # cosines of the iris's and the pupil's angular radii about the gaze
 
 
 def gaze_directions(model) -> list[np.ndarray]:
-    """Unit rest-gaze directions (3,) of the left and right eye."""
+    """Unit rest-gaze directions (3,) of the left and right eye (+z where a model has no eyeballs)."""
     v = model.v_template.astype(np.float64)
+    lm = model.landmark_vertices().astype(np.float64)
     out = []
-    for joint, _, iris in EYES:
+    for joint, mask, contour in EYES:
         d = np.array([0.0, 0.0, 1.0])
-        if iris in model.masks and model.masks[iris].size and model.n_joints > joint:
-            d = v[model.masks[iris]].mean(0) - model.j_regressor[joint].astype(np.float64) @ v
+        if mask in model.masks and model.masks[mask].size and model.n_joints > joint:
+            c = model.j_regressor[joint].astype(np.float64) @ v
+            r = float(np.median(np.linalg.norm(v[model.masks[mask]] - c, axis=1)))
+            dx, dy = lm[list(contour), :2].mean(0) - c[:2]
+            d = np.array([dx, dy, np.sqrt(max(r * r - dx * dx - dy * dy, 0.25 * r * r))])
         out.append(d / np.linalg.norm(d))
     return out
 

@@ -98,18 +98,6 @@ def _jaw_and_sclera(s: IctSource) -> tuple[tuple[np.ndarray, np.ndarray], dict[s
     return (s.vertices[lower] * CM, (s.vertices[lower] + jaw_full[lower]) * CM), sclera
 
 
-def _iris_masks(s: IctSource, remap: np.ndarray) -> dict[str, np.ndarray]:
-    """``left_iris`` / ``right_iris``: the kept eyeball vertices on upstream's iris material (the
-    irises look about 10 degrees outwards at rest, not along +z)."""
-    out = {}
-    for side, r, material in (("left", EYEBALL_L, "M_IrisLeft"), ("right", EYEBALL_R, "M_IrisRight")):
-        if material not in s.material_names:
-            raise HeadcastError(f"{s.root}: no {material} material on the eyeballs (not ICT-FaceKit Light?)")
-        ids = np.intersect1d(span(r), s.faces[s.face_material == s.material_names.index(material)])
-        out[f"{side}_iris"] = np.sort(remap[ids]).astype(np.int32)
-    return out
-
-
 def _decimated(s: IctSource, groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Upstream's triangles within each vertex group, decimated group by group (so no new vertex takes
     the shapes of another group's vertex): vertices (K, 3) m, faces and each vertex's source vertex."""
@@ -216,7 +204,6 @@ def build_ict_model(src: Path | str | None = None, n_shape: int = 100, *, url: s
                              "band": np.setdiff1d(part(FACE), part(FACE_NARROW)),
                              "eye_socket_left": part(EYE_SOCKET_L), "eye_socket_right": part(EYE_SOCKET_R),
                              **eyeballs}, landmarks, rig.neck_height)
-    masks.update(_iris_masks(s, remap))
 
     V = len(v)
     model = HeadModel(
