@@ -64,6 +64,7 @@ def test_page_shows_textured_head_and_plays_animation(chromium, server, tmp_path
     assert state["error"] is None
     assert state["loaded"] and state["textured"] and state["animations"] == 1
     assert state["morphTargets"] == 53 and state["duration"] == pytest.approx(4.0, abs=0.01)
+    assert state["meshes"] == 1 and state["primitives"] == 4  # the head and its mouth interior's 3 parts
 
     # playing: animation time and rendered frame count advance, and the pictures differ
     t0, f0 = state["time"], state["frames"]

@@ -19,6 +19,7 @@ from headcast.core.camera import Intrinsics, to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE, pose_slice
 from headcast.model.head_model import HeadModel
+from headcast.model.interior_layer import interior_layer
 from headcast.model.layer import HeadLayer
 
 #: channel -> keyframes (seconds, value); angles in degrees, the jaw in radians, expressions in the
@@ -119,6 +120,9 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
     albedo, _ = skin_albedo(model, np.random.default_rng(seed), tone=0.25, hair=True)
     renderer = MeshRenderer(model.faces, model.n_vertices, colors=albedo)
     layer = HeadLayer(model, dtype=torch.float32)
+    inner = interior_layer(layer)  # the mouth interior: teeth and cavity when the mouth opens
+    if inner is not None:
+        renderer.add_parts(inner.interior.faces, inner.interior.colors)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = VideoWriter(path, fps, crf=10, macro_block_size=16)
@@ -127,12 +131,13 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
         for a in range(0, n, 16):
             b = min(n, a + 16)
             f32 = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
+            args = (f32(np.tile(beta, (b - a, 1))), f32(motion.psi[a:b]), f32(motion.theta[a:b]))
             with torch.no_grad():
-                verts = layer.vertices(f32(np.tile(beta, (b - a, 1))), f32(motion.psi[a:b]),
-                                       f32(motion.theta[a:b])).double().numpy()
+                verts = layer.vertices(*args).double().numpy()
+                parts = None if inner is None else inner.vertices(*args).double().numpy()
             for k, v in enumerate(verts):
                 img, _ = renderer.render(to_camera(v, 1.0, t), K, background=(200, 205, 210), light_dir=(0.3, 0.4, 1.0),
-                                         ambient=0.45)
+                                         ambient=0.45, parts=None if parts is None else to_camera(parts[k], 1.0, t))
                 i = a + k
                 if insert_blank is not None and insert_blank[0] <= i < insert_blank[0] + insert_blank[1]:
                     img = np.zeros_like(img)

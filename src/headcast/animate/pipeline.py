@@ -35,7 +35,9 @@ from headcast.io import anim as anim_io
 from headcast.io import recon
 from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.validate import check_number
+from headcast.model.eyes import eye_colors
 from headcast.model.head_model import HeadModel
+from headcast.model.interior_layer import interior_layer
 from headcast.model.layer import HeadLayer
 from headcast.render.gl import DEFAULT_LIGHT, LIGHTS
 
@@ -146,25 +148,6 @@ def track(model: HeadModel, observations: list[Observation | None], fps: float, 
 
 
 # ------------------------------------------------------------------------ the preview video
-def eye_colors(model: HeadModel, base=(0.82, 0.74, 0.68)) -> np.ndarray:
-    """Per-vertex colours (V, 3) for the untextured head: clay skin, white eyeballs with a dark iris and
-    pupil around each eye's forward axis (so the gaze shows)."""
-    col = np.tile(np.asarray(base, dtype=np.float64), (model.n_vertices, 1))
-    v = model.v_template.astype(np.float64)
-    for joint, mask in ((3, "left_eyeball"), (4, "right_eyeball")):
-        if mask not in model.masks or model.n_joints <= joint:
-            continue
-        ids = model.masks[mask]
-        c = model.j_regressor[joint].astype(np.float64) @ v
-        rel = v[ids] - c
-        cos = rel[:, 2] / np.maximum(np.linalg.norm(rel, axis=1), 1e-9)
-        rgb = np.tile([0.92, 0.9, 0.86], (len(ids), 1))
-        rgb[cos > 0.92] = [0.35, 0.25, 0.18]
-        rgb[cos > 0.985] = [0.05, 0.05, 0.05]
-        col[ids] = rgb
-    return col
-
-
 class HeadView:
     """Renders the subject's head for (theta, psi) in a fixed square camera looking at its face, lit by
     :func:`subject_light` (``light``: fitted or neutral). The camera's view frame is the model frame, so
@@ -187,16 +170,25 @@ class HeadView:
             self.renderer = MeshRenderer(m.faces, m.n_vertices, colors=eye_colors(m))
         self.textured = subject.texture is not None
         self.light = subject_light(subject, light)
+        self.inner = interior_layer(self.layer)
+        if self.inner is not None:
+            self.renderer.add_parts(self.inner.interior.faces, self.inner.interior.colors)
 
     def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
-        """Camera-frame vertices (B, V, 3) for theta (B, N_POSE), psi (B, E)."""
+        """Camera-frame vertices (B, V + P, 3) for theta (B, N_POSE), psi (B, E): the head's V, then the
+        mouth interior's P (none without one)."""
         f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
+        args = (f(np.tile(self.beta, (len(theta), 1))), f(psi), f(theta))
         with torch.no_grad():
-            v = self.layer.vertices(f(np.tile(self.beta, (len(theta), 1))), f(psi), f(theta)).double().numpy()
-        return to_camera(v, 1.0, self.t)
+            v = self.layer.vertices(*args)
+            if self.inner is not None:
+                v = torch.cat([v, self.inner.vertices(*args)], 1)
+        return to_camera(v.double().numpy(), 1.0, self.t)
 
     def render(self, vertices: np.ndarray) -> np.ndarray:
-        img, _ = self.renderer.render(vertices, self.K, background=(34, 36, 40), light=self.light)
+        V = self.model.n_vertices
+        img, _ = self.renderer.render(vertices[:V], self.K, background=(34, 36, 40), light=self.light,
+                                      parts=vertices[V:])
         return img
 
     def release(self) -> None:

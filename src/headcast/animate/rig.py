@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headcast.core.params import JOINT_NAMES
+from headcast.model.eyes import gaze_directions
 from headcast.model.head_model import DYN_YAW_MAX_DEG, N_CONTOUR, HeadModel
 
 ROOT, NECK, JAW, LEFT_EYE, RIGHT_EYE = (JOINT_NAMES.index(j) for j in ("root", "neck", "jaw", "left_eye", "right_eye"))
@@ -79,18 +80,18 @@ def mirror_pairs(names: list[str], expr_cols: np.ndarray, offset: int, prefix: s
 
 
 def pupil_vertices(model: HeadModel) -> tuple[int, int] | None:
-    """Vertex ids (left eye, right eye) of each eyeball's most forward point (the pupil), or None
-    when the model has no separate eyeballs."""
+    """Vertex ids (left eye, right eye) of each eyeball's pupil, or None when the model has no separate
+    eyeballs: the eyeball vertex furthest along the eye's rest gaze (:func:`headcast.model.eyes.gaze_directions`)."""
     if model.n_joints < len(JOINT_NAMES) or not {"left_eyeball", "right_eyeball"} <= set(model.masks):
         return None
     v = model.v_template.astype(np.float64)
     out = []
-    for joint, mask in ((LEFT_EYE, "left_eyeball"), (RIGHT_EYE, "right_eyeball")):
+    for (joint, mask), gaze in zip(((LEFT_EYE, "left_eyeball"), (RIGHT_EYE, "right_eyeball")), gaze_directions(model)):
         ids = model.masks[mask]
         if ids.size == 0:
             return None
         centre = model.j_regressor[joint].astype(np.float64) @ v
-        out.append(int(ids[np.argmax(v[ids, 2] - centre[2])]))  # eyes look along +z at rest
+        out.append(int(ids[np.argmax((v[ids] - centre) @ gaze)]))
     return out[0], out[1]
 
 

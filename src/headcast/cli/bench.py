@@ -1,5 +1,5 @@
-"""``headcast bench reconstruct | texture | animate | stream | render | speed | sweep | batch | views | expression``:
-the benchmarks' front end.
+"""``headcast bench reconstruct | texture | animate | stream | render | mouth | speed | sweep | batch | views |
+expression``: the benchmarks' front end.
 
 A bench's output is its own progress lines (and the model's set-up), not the stages' it runs; the
 results go to stdout as markdown (and JSON with ``--json``).
@@ -42,6 +42,8 @@ def _benches(pb: argparse.ArgumentParser) -> None:
                     "against the photo (L1, SSIM by angle)", arguments=_views_arguments)
     bsub.add_parser("expression", help="expression transfer from synthetic drivers of other identities "
                     "(mouth-corner and lip errors in mm)", arguments=_expression_arguments)
+    bsub.add_parser("mouth", help="self-reenactment of a synthetic talking subject: PSNR/SSIM of the face and "
+                    "the open mouth", arguments=_mouth_arguments)
 
 
 def _sweep_arguments(bs: argparse.ArgumentParser) -> None:
@@ -283,4 +285,28 @@ def run_expression(a: argparse.Namespace) -> None:
         res = run_expression_bench(a.drivers, spread=a.spread, max_frames=a.max_frames)
     if a.json:
         print(json.dumps(res, indent=2, default=str))
+    print(markdown(res))
+
+
+def _mouth_arguments(bm: argparse.ArgumentParser) -> None:
+    from headcast.bench.mouth import run_mouth_bench
+
+    default = lambda name: param_default(run_mouth_bench, name)  # noqa: E731
+    bm.add_argument("--model", default=default("model"), help="head model (default %(default)s)")
+    bm.add_argument("--seed", type=int, default=default("seed"), help="subject seed (default %(default)s)")
+    bm.add_argument("--size", type=int, default=default("size"), help="video side in pixels (default %(default)s)")
+    bm.add_argument("--duration", type=float, default=default("duration"),
+                    help="seconds of the built-in motion (default %(default)s)")
+    bm.add_argument("--figures", help="folder for the strip of mouth-open frames (e.g. bench/figures)")
+    bm.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    bm.set_defaults(func=run_mouth)
+
+
+def run_mouth(a: argparse.Namespace) -> None:
+    from headcast.bench.mouth import markdown, run_mouth_bench
+
+    with logs.scoped(show=SHOWN):
+        res = run_mouth_bench(a.model, a.seed, a.size, a.duration, Path(a.figures) if a.figures else None)
+    if a.json:
+        print(json.dumps(res, indent=2))
     print(markdown(res))

@@ -8,7 +8,9 @@ Scene layout (glTF: metres, y up, a camera looks along -z)::
     |  |                scale s and translation FLIP @ (t - t0); t0 is the first (or only) frame's t, so the
     |  |                head sits near the origin in the FLAME model frame (which is already y-up, face +z)
     |  +- "root" > "neck" > "jaw", "left_eye", "right_eye"      joints, local rotations from theta
-    +- "head"           the skinned mesh (rest pose: v_template + shapedirs @ beta; morph targets: exprdirs)
+    +- "head"           the skinned mesh (rest pose: v_template + shapedirs @ beta; morph targets: exprdirs);
+    |                   primitive 0 the head, then one primitive per mouth-interior part (socket, teeth...,
+    |                   :mod:`headcast.model.interior`) with vertex colours, the same skin and morph targets
     +- "camera"         the capture camera at -FLIP @ t0 looking along -z (vertical field of view from fy;
                         glTF cannot express an off-centre principal point)
 
@@ -218,6 +220,7 @@ def glb_document(head: GlbHead, motion: Motion | None = None) -> tuple[dict, byt
     primitive, target_names = _primitive(b, head, v_shaped)
     doc: dict = {"asset": {"version": "2.0", "generator": "headcast"}}
     material = _material(b, head.texture_png, doc)
+    inner, inner_materials = _interior_primitives(b, head, first_material=1)
     nodes, skin = _skeleton(b, head, joints)  # nodes: 0 placement, 1..J joints, J+1 mesh, J+2 camera
     mesh_node = J + 1
     nodes.append({"name": head.name, "mesh": 0, "skin": 0})
@@ -241,9 +244,9 @@ def glb_document(head: GlbHead, motion: Motion | None = None) -> tuple[dict, byt
     doc.update({
         "scene": 0, "scenes": [{"name": "headcast", "nodes": scene_nodes, "extras": light_extras(head.light)}],
         "nodes": nodes,
-        "meshes": [{"name": head.name, "primitives": [primitive],
+        "meshes": [{"name": head.name, "primitives": [primitive, *inner],
                     "weights": [float(x) for x in psi0], "extras": {"targetNames": target_names}}],
-        "materials": [material], "skins": [skin],
+        "materials": [material, *inner_materials], "skins": [skin],
         "accessors": b.accessors, "bufferViews": b.views,
     })
     return doc, b.blob()
@@ -287,6 +290,40 @@ def _primitive(b: GlbBuffer, head: GlbHead, v_shaped: np.ndarray) -> tuple[dict,
     names = list(m.meta.get("expression_names") or [f"psi{e}" for e in range(E)])[:E]
     names += [f"psi{e}" for e in range(len(names), E)]
     return {"attributes": attrs, "indices": indices, "material": 0, "mode": 4, "targets": targets}, names
+
+
+def _interior_primitives(b: GlbBuffer, head: GlbHead, first_material: int) -> tuple[list[dict], list[dict]]:
+    """One primitive per part of the model's mouth interior (its own or the FLAME proxy): identity baked,
+    expressions as morph targets, skinned on the head's joints, vertex colours (COLOR_0) under a white
+    double-sided material; and those materials. Nothing when the model has no interior."""
+    from headcast.model.cavity import interior_of
+
+    interior = interior_of(head.model)
+    if interior is None:
+        return [], []
+    v_all = interior.v_template.astype(np.float64) + interior.shapedirs.astype(np.float64) @ head.beta
+    prims, materials = [], []
+    for k, name in enumerate(interior.names):
+        tri = interior.part_faces(k)
+        if len(tri) == 0:
+            continue
+        ids, faces = np.unique(tri, return_inverse=True)
+        faces = faces.reshape(-1, 3)
+        nrm = vertex_normals(v_all[ids], faces)
+        nrm[np.linalg.norm(nrm, axis=1) < 0.5] = (0.0, 0.0, 1.0)  # unit length everywhere (degenerate corners)
+        jidx, jw = skin_weights(interior.lbs_weights[ids])
+        attrs = {"POSITION": b.accessor(v_all[ids].astype(np.float32), "VEC3", ARRAY_BUFFER, bounds=True),
+                 "NORMAL": b.accessor(nrm.astype(np.float32), "VEC3", ARRAY_BUFFER),
+                 "COLOR_0": b.accessor(interior.colors[ids].astype(np.float32), "VEC3", ARRAY_BUFFER),
+                 "JOINTS_0": b.accessor(jidx, "VEC4", ARRAY_BUFFER), "WEIGHTS_0": b.accessor(jw, "VEC4", ARRAY_BUFFER)}
+        idx_dtype = np.uint16 if len(ids) < 65535 else np.uint32
+        targets = [{"POSITION": b.accessor(interior.exprdirs[ids, :, e].astype(np.float32), "VEC3", ARRAY_BUFFER,
+                                           bounds=True)} for e in range(head.model.n_expr)]
+        prims.append({"attributes": attrs, "mode": 4, "material": first_material + len(materials), "targets": targets,
+                      "indices": b.accessor(faces.astype(idx_dtype).ravel(), "SCALAR", ELEMENT_ARRAY_BUFFER)})
+        materials.append({"name": f"interior_{name}", "doubleSided": True, "pbrMetallicRoughness": {
+            "baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0, "roughnessFactor": 0.9}})
+    return prims, materials
 
 
 def _material(b: GlbBuffer, png: bytes | None, doc: dict) -> dict:

@@ -1,6 +1,6 @@
 """The head model file: one ``.npz`` holding the model's arrays and a ``meta_json`` member.
 
-Members: the arrays of :data:`ARRAYS` (required) and :data:`OPTIONAL`, one ``mask_<region>`` int
+Members: the arrays of :data:`ARRAYS` (required), :data:`OPTIONAL` and :data:`INTERIOR` (all or none), one ``mask_<region>`` int
 array per region mask, and ``meta_json``: UTF-8 JSON bytes (uint8) of an object with
 ``format = "headcast-model"``, ``format_version`` (an integer, at most :data:`FORMAT_VERSION`),
 ``masks`` (the region names) and the model's own metadata (name, version, licence, units...).
@@ -33,6 +33,9 @@ META = "meta_json"
 ARRAYS = {"v_template": 2, "faces": 2, "shapedirs": 3, "exprdirs": 3, "posedirs": 3, "j_regressor": 2,
           "parents": 1, "lbs_weights": 2, "lmk_faces": 1, "lmk_bary": 2}
 OPTIONAL = {"uv": 2, "uv_faces": 2, "dyn_lmk_faces": 2, "dyn_lmk_bary": 3}
+# the render-only mouth interior (headcast.model.interior), all or none; its part names are meta["interior_parts"]
+INTERIOR = {"interior_v_template": 2, "interior_faces": 2, "interior_shapedirs": 3, "interior_exprdirs": 3,
+            "interior_lbs_weights": 2, "interior_colors": 2, "interior_part": 1}
 MAX_BYTES = 1 << 30      # uncompressed; the ICT model is about 45 MB, FLAME 2020 about 30 MB
 MAX_MEMBERS = 256
 MAX_META_BYTES = 4 << 20
@@ -81,7 +84,10 @@ def _check_arrays(path: Path, data: dict[str, np.ndarray], masks: list[str]) -> 
     for k in masks:
         if MASK_PREFIX + k not in data:
             raise HeadcastError(f"{path}: mask {k!r} names a missing array {MASK_PREFIX + k!r}")
-    for k, ndim in {**ARRAYS, **OPTIONAL}.items():
+    interior = [k for k in INTERIOR if k in data]
+    if interior and len(interior) < len(INTERIOR):
+        raise HeadcastError(f"{path} lacks interior arrays: {', '.join(k for k in INTERIOR if k not in data)}")
+    for k, ndim in {**ARRAYS, **OPTIONAL, **INTERIOR}.items():
         if k in data:
             finite_array(data[k], f"{path}: {k}", (None,) * ndim)
     if data["faces"].shape[0] == 0 or data["v_template"].shape[0] == 0:
@@ -102,6 +108,6 @@ def read_model_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     _check_arrays(path, data, masks)
     for k in ("format", "format_version"):
         meta.pop(k, None)
-    arrays = {k: v for k, v in data.items() if k in ARRAYS or k in OPTIONAL}
+    arrays = {k: v for k, v in data.items() if k in ARRAYS or k in OPTIONAL or k in INTERIOR}
     arrays.update({MASK_PREFIX + k: data[MASK_PREFIX + k] for k in masks})
     return arrays, meta

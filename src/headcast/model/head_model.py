@@ -16,6 +16,7 @@ import numpy as np
 from headcast.core.errors import HeadcastError
 from headcast.io.model_npz import ARRAYS, MASK_PREFIX, OPTIONAL, read_model_npz, write_model_npz
 from headcast.io.outputs import staged_file
+from headcast.model.interior import Interior, from_arrays, to_arrays
 
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
 N_LANDMARKS = 68
@@ -46,6 +47,8 @@ class HeadModel:
         dyn_lmk_bary: optional (79, 17, 3) float32 matching barycentric coordinates.
         masks: region name -> int32 vertex indices (at least face, eyes, lips, scalp, neck).
         meta: name, version, licence, attribution, units and anything else JSON-serialisable.
+        interior: optional render-only mouth interior (:class:`headcast.model.interior.Interior`), never
+            fitted; its part names are kept in ``meta["interior_parts"]``.
     """
 
     v_template: np.ndarray
@@ -64,6 +67,7 @@ class HeadModel:
     meta: dict
     dyn_lmk_faces: np.ndarray | None = None
     dyn_lmk_bary: np.ndarray | None = None
+    interior: Interior | None = None
 
     def __post_init__(self) -> None:
         f32 = ("v_template", "shapedirs", "exprdirs", "posedirs", "j_regressor", "lbs_weights",
@@ -80,6 +84,8 @@ class HeadModel:
         self.meta = dict(self.meta)
         self.meta.setdefault("units", "m")
         self.meta.setdefault("joint_names", list(JOINT_NAMES))
+        if self.interior is not None:
+            self.meta["interior_parts"] = list(self.interior.names)
         self.validate()
 
     # sizes -----------------------------------------------------------------
@@ -158,6 +164,9 @@ class HeadModel:
                      "lmk_bary", "dyn_lmk_bary"):
             a = getattr(self, name)
             need(a is None or bool(np.isfinite(a).all()), f"{name} has non-finite values")
+        if self.interior is not None:
+            problem = self.interior.check(self.n_shape, self.n_expr, J)
+            need(problem is None, str(problem))
         for m in REQUIRED_MASKS:
             need(m in self.masks, f"region mask {m!r} is missing")
         for k, idx in self.masks.items():
@@ -181,6 +190,8 @@ def save_model(model: HeadModel, path: str | Path, force: bool = False) -> Path:
     arrays = {k: getattr(model, k) for k in ARRAYS}
     arrays.update({k: getattr(model, k) for k in OPTIONAL if getattr(model, k) is not None})
     arrays.update({f"{MASK_PREFIX}{k}": v for k, v in model.masks.items()})
+    if model.interior is not None:
+        arrays.update(to_arrays(model.interior))
     with staged_file(path, force=force) as tmp:
         write_model_npz(tmp, arrays, model.meta)
     return Path(path)
@@ -192,6 +203,7 @@ def load_model(path: str | Path) -> HeadModel:
     masks = {k[len(MASK_PREFIX):]: v for k, v in arrays.items() if k.startswith(MASK_PREFIX)}
     fields = {k: arrays.get(k) for k in (*ARRAYS, *OPTIONAL)}
     try:
-        return HeadModel(masks=masks, meta=meta, **fields)
+        interior = from_arrays(arrays, meta.get("interior_parts"))
+        return HeadModel(masks=masks, meta=meta, interior=interior, **fields)
     except HeadcastError as e:
         raise HeadcastError(f"{path}: {e}") from None

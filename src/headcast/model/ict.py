@@ -1,9 +1,12 @@
 """ICT-FaceKit Light as a FLAME-format :class:`HeadModel`: the open default head (``ict``).
 
 :func:`build_ict_model` reads upstream's files (:mod:`headcast.model.ict_source`), keeps the face,
-head and neck, eye sockets and eyeballs (not the mouth socket, gums, teeth, lashes or helper
-meshes), converts to metres and adds the rig designed from the geometry
-(:mod:`headcast.model.ict_rig`: joints, skinning weights, dynamic contour, region masks).
+head and neck, eye sockets and eyeballs (not lashes or helper meshes), converts to metres and adds
+the rig designed from the geometry (:mod:`headcast.model.ict_rig`: joints, skinning weights, dynamic
+contour, region masks). The mouth socket, gums and tongue and teeth become the model's render-only
+interior (:mod:`headcast.model.interior`): upstream's identity and expression shapes, skinned to the
+neck (upper teeth) and the jaw (lower teeth, tongue) by how far ``jawOpen`` moves each vertex along
+the jaw's rotation.
 
 Landmarks: upstream's 68 vertices (iBUG-68 order) as barycentric corners.
 
@@ -31,7 +34,9 @@ from headcast.model.ict_source import (
     EYEBALL_R,
     FACE,
     FACE_NARROW,
+    GUMS_TONGUE,
     HEAD_NECK,
+    MOUTH_SOCKET,
     N_SOURCE_VERTICES,
     TEETH,
     UPSTREAM,
@@ -40,11 +45,12 @@ from headcast.model.ict_source import (
     read_source,
     span,
 )
-from headcast.model.mesh_geometry import pack_uv, submesh, vertex_embedding
+from headcast.model.interior import CAVITY_RGB, GUMS_RGB, TEETH_RGB, Interior, concat, decimate, depth_shade
+from headcast.model.mesh_geometry import pack_uv, rotation_x, submesh, vertex_embedding
 
 logger = logging.getLogger(__name__)
 
-VERSION = f"ict-facekit-{COMMIT}/headcast-1"
+VERSION = f"ict-facekit-{COMMIT}/headcast-2"
 KEEP = (FACE, HEAD_NECK, EYE_SOCKET_L, EYE_SOCKET_R, EYEBALL_L, EYEBALL_R)
 
 # Upstream UV is UDIM-like (face in u 0..1, back of head and eye sockets in 1..2, each eyeball its
@@ -55,6 +61,7 @@ UV_LAYOUT = {"face": [0, 0.5, 0.5, 1], "back_of_head_and_eye_sockets": [0.5, 0.5
              "left_eyeball": [0, 0, 0.5, 0.5], "right_eyeball": [0.5, 0, 1, 0.5]}
 CM = 0.01  # upstream centimetres -> metres
 N_VARIANTS = 8  # random identities (seed 0) the jaw weights must not tear either
+INTERIOR_KEEP = 1 / 3  # share of the mouth interior's triangles kept (18520 upstream)
 
 
 def _kept_mesh(s: IctSource) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -89,6 +96,55 @@ def _jaw_and_sclera(s: IctSource) -> tuple[tuple[np.ndarray, np.ndarray], dict[s
             ids = np.intersect1d(ids, s.faces[s.face_material == s.material_names.index(material)])
         sclera[side] = s.vertices[ids] * CM
     return (s.vertices[lower] * CM, (s.vertices[lower] + jaw_full[lower]) * CM), sclera
+
+
+def _decimated(s: IctSource, groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upstream's triangles within each vertex group, decimated group by group (so no new vertex takes
+    the shapes of another group's vertex): vertices (K, 3) m, faces and each vertex's source vertex."""
+    vs, fs, srcs, n = [], [], [], 0
+    for ids in groups:
+        keep = np.zeros(N_SOURCE_VERTICES, bool)
+        keep[ids] = True
+        _, _, faces = submesh(s.faces, keep)
+        if len(faces) == 0:
+            continue
+        v, faces, near = decimate(s.vertices[ids] * CM, faces, INTERIOR_KEEP)
+        vs.append(v)
+        fs.append(faces + n)
+        srcs.append(ids[near])
+        n += len(v)
+    return np.concatenate(vs), np.concatenate(fs), np.concatenate(srcs)
+
+
+def _interior(s: IctSource, rig: Rig, n_joints: int, lips_z: float) -> Interior:
+    """Upstream's mouth socket, gums and tongue and teeth as the render-only interior (metres), each
+    decimated to :data:`INTERIOR_KEEP` of its triangles (the preview draws it every frame).
+
+    Jaw weight of a vertex: the share of the jaw rotation's displacement d that its ``jawOpen``
+    offset o carries, clip(o . d / |d|^2, 0, 1) (the teeth: 1 for those ``jawOpen`` moves > 1 mm,
+    else 0); the rest is on the neck joint, as the skull above the neck plane."""
+    jaw_open = s.expressions[s.expression_names.index("jawOpen")] * CM
+    angle, pivot = rig.info["jaw_open_angle_rad"], rig.joints[2]
+    pieces = []
+    for name, r, base in (("socket", MOUTH_SOCKET, CAVITY_RGB), ("gums_tongue", GUMS_TONGUE, GUMS_RGB),
+                          ("teeth", TEETH, TEETH_RGB)):
+        ids = span(r)
+        moves = np.linalg.norm(jaw_open[ids], axis=1) > 1e-3
+        groups = [ids] if name == "socket" else [ids[moves], ids[~moves]]  # lower and upper decimated apart
+        v, faces, src = _decimated(s, groups)
+        d = (v - pivot) @ rotation_x(angle).T + pivot - v
+        if name == "teeth":
+            w = (np.linalg.norm(jaw_open[src], axis=1) > 1e-3).astype(np.float64)
+        else:
+            w = np.clip((jaw_open[src] * d).sum(1) / ((d * d).sum(1) + 1e-12), 0.0, 1.0)
+        W = np.zeros((len(src), n_joints))
+        W[:, 1], W[:, 2] = 1.0 - w, w
+        pieces.append((name, {
+            "v_template": v, "faces": faces,
+            "shapedirs": s.identity[:, src].transpose(1, 2, 0) * CM,
+            "exprdirs": s.expressions[:, src].transpose(1, 2, 0) * CM, "lbs_weights": W,
+            "colors": depth_shade(v, base, lips_z, 0.05, 0.55 if name == "teeth" else 0.3)}))
+    return concat(pieces)
 
 
 def _meta(s: IctSource, rig: Rig) -> dict:
@@ -156,7 +212,8 @@ def build_ict_model(src: Path | str | None = None, n_shape: int = 100, *, url: s
         posedirs=np.zeros((V, 3, 36), np.float32), j_regressor=rig.j_regressor,
         parents=np.array([-1, 0, 1, 1, 1]), lbs_weights=rig.lbs_weights,
         uv=uv, uv_faces=uv_faces, lmk_faces=lmk_faces, lmk_bary=lmk_bary,
-        dyn_lmk_faces=dyn_faces, dyn_lmk_bary=dyn_bary, masks=masks, meta=_meta(s, rig))
+        dyn_lmk_faces=dyn_faces, dyn_lmk_bary=dyn_bary, masks=masks, meta=_meta(s, rig),
+        interior=_interior(s, rig, 5, float(landmarks[[62, 66], 2].mean())))
     eye_mm = np.linalg.norm(rig.joints[3] - rig.joints[4]) * 1e3
     jaw_deg = np.rad2deg(rig.info["jaw_open_angle_rad"])
     logger.info(f"ICT-FaceKit: built model 'ict' ({V} vertices, {len(faces)} triangles, {n_shape} identity and "

@@ -175,24 +175,39 @@ class MeshRenderer:
             self.texture.build_mipmaps()
             self.texture.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
         self._fbo = {}
+        self.parts: MeshRenderer | None = None
 
-    def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0), light_dir=NEUTRAL_DIR,
-               ambient: float = NEUTRAL_AMBIENT, light: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Camera-frame vertices (V, 3) metres -> (H, W, 3) uint8 RGB image and (H, W) bool coverage.
+    def add_parts(self, faces: np.ndarray, colors: np.ndarray) -> None:
+        """Draw a second mesh (the mouth interior: faces (Fi, 3), per-vertex colours (P, 3)) in every
+        frame, with its own vertex colours; its vertices are passed to :meth:`render` as ``parts``."""
+        if self.parts is not None:
+            self.parts.release()
+        self.parts = MeshRenderer(faces, len(colors), colors=colors)
 
-        Colour = base colour x SH irradiance of the normal: ``light`` (9, 3), the SH numbers of
-        :mod:`headcast.core.sh` (e.g. fitted by the texture stage), or when None the neutral light of
-        :func:`preview_light` (``light_dir``: the direction light travels, camera frame; ``ambient``).
-        ``background``: RGB 0..255."""
-        import moderngl
-
-        v = np.asarray(vertices, dtype=np.float32)
+    def _upload(self, v: np.ndarray) -> None:
+        """Write this mesh's positions and normals (camera frame, (V, 3)) for the next draw."""
+        v = np.asarray(v, dtype=np.float32)
         if v.shape != (self.n_vertices, 3):
             raise HeadcastError(f"vertices must be ({self.n_vertices}, 3), got {v.shape}")
         self.vbo_pos.write(np.ascontiguousarray(v[self.vid]).tobytes())
         normals = vertex_normals(v, self.faces).astype(np.float32)
         self.vbo_nrm.write(np.ascontiguousarray(normals[self.vid]).tobytes())
-        _set_uniforms(self.prog, self.texture, self.textured, K, preview_light(light, light_dir, ambient))
+
+    def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0), light_dir=NEUTRAL_DIR,
+               ambient: float = NEUTRAL_AMBIENT, light: np.ndarray | None = None,
+               parts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Camera-frame vertices (V, 3) metres -> (H, W, 3) uint8 RGB image and (H, W) bool coverage.
+
+        Colour = base colour x SH irradiance of the normal: ``light`` (9, 3), the SH numbers of
+        :mod:`headcast.core.sh` (e.g. fitted by the texture stage), or when None the neutral light of
+        :func:`preview_light` (``light_dir``: the direction light travels, camera frame; ``ambient``).
+        ``background``: RGB 0..255; ``parts``: camera-frame vertices (P, 3) of the mesh added by
+        :meth:`add_parts`, drawn in the same frame under the same light."""
+        import moderngl
+
+        sh = preview_light(light, light_dir, ambient)
+        self._upload(vertices)
+        _set_uniforms(self.prog, self.texture, self.textured, K, sh)
         if (K.width, K.height) not in self._fbo:
             self._fbo[(K.width, K.height)] = self.ctx.simple_framebuffer((K.width, K.height), components=4)
         fbo = self._fbo[(K.width, K.height)]
@@ -201,10 +216,23 @@ class MeshRenderer:
         fbo.clear(bg[0], bg[1], bg[2], 0.0, depth=1.0)
         self.ctx.enable(moderngl.DEPTH_TEST)
         self.vao.render(moderngl.TRIANGLES)
+        if self.parts is not None and parts is not None:
+            self.parts._draw_into(parts, K, sh)
         buf = np.frombuffer(fbo.read(components=4), dtype=np.uint8).reshape(K.height, K.width, 4)  # see projection_matrix
         return np.ascontiguousarray(buf[..., :3]), buf[..., 3] > 0
 
+    def _draw_into(self, vertices: np.ndarray, K: Intrinsics, sh: np.ndarray) -> None:
+        """Draw this mesh into the framebuffer in use (another renderer's frame), lit by ``sh`` (9, 3)."""
+        import moderngl
+
+        self._upload(vertices)
+        _set_uniforms(self.prog, self.texture, self.textured, K, sh)
+        self.vao.render(moderngl.TRIANGLES)
+
     def release(self) -> None:
+        if self.parts is not None:
+            self.parts.release()
+            self.parts = None
         for obj in (*self._fbo.values(), self.vao, self.ibo, self.vbo_pos, self.vbo_nrm, self.vbo_col, self.vbo_tex,
                     self.prog, self.texture):
             if obj is not None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from headcast.core.params import JOINT_NAMES
 from headcast.core.sh import sh_ambient, sh_directional
+from headcast.model.eyes import gaze_directions
 from headcast.model.head_model import HeadModel
 from headcast.synth import mesh as M
 
@@ -135,7 +136,8 @@ def _eye_colors(model: HeadModel, v: np.ndarray, iris_rgb: np.ndarray, rng: np.r
     rel = p - centres[which]
     r = np.linalg.norm(rel, axis=1)
     radius = np.median(r)
-    cos_to_front = rel[:, 2] / np.maximum(r, 1e-9)  # eyes look along +z in the template
+    gaze = np.stack(gaze_directions(model))  # rest gaze of the left and right eye
+    cos_to_front = np.einsum("nc,nc->n", rel, gaze[which]) / np.maximum(r, 1e-9)
     iris_cos = np.cos(np.arcsin(min(IRIS_RADIUS / radius, 1.0)))
     pupil_cos = np.cos(np.arcsin(min(PUPIL_RADIUS / radius, 1.0)))
     sclera = np.array([0.90, 0.87, 0.83]) * rng.uniform(0.92, 1.0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from headcast.core.camera import FLIP, Intrinsics, project
+from headcast.core.camera import FLIP, Intrinsics, project, to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.geometry import vertex_normals
 from headcast.core.params import pose_slice
@@ -27,7 +27,7 @@ from headcast.synth.appearance import smooth_field
 from headcast.synth.sensor import depth_jumps, get_profile, sensor_depth
 from headcast.synth.subject import SynthSubject, streams, subject_geometry
 
-HEAD, TORSO, WALL = 0, 1, 2  # object ids in the scene and in SynthFrame.labels (-1 = nothing)
+HEAD, TORSO, WALL, MOUTH = 0, 1, 2, 3  # object ids in SynthFrame.labels (-1 = nothing); MOUTH: the interior
 CLOTHES = np.array([[0.15, 0.17, 0.22], [0.55, 0.12, 0.12], [0.20, 0.35, 0.25], [0.75, 0.73, 0.70],
                     [0.10, 0.10, 0.10], [0.30, 0.40, 0.60], [0.55, 0.45, 0.30]])
 WALLS = np.array([[0.85, 0.84, 0.80], [0.78, 0.80, 0.82], [0.80, 0.74, 0.64], [0.62, 0.70, 0.72],
@@ -44,7 +44,8 @@ class SynthFrame:
         depth_clean: (H, W) float32 exact z-depth of the surface hit by each pixel-centre ray, 0 = none.
         face_mask: (H, W) bool, pixel-centre rays that hit a face triangle (all corners in mask 'face'),
             whether or not the sensor gave depth there.
-        labels: (H, W) int8 object hit by the pixel-centre ray: 0 head, 1 torso, 2 wall, -1 nothing.
+        labels: (H, W) int8 object hit by the pixel-centre ray: 0 head, 1 torso, 2 wall, 3 mouth interior
+            (teeth, cavity), -1 nothing.
         triangle_ids: (H, W) int32 head triangle hit by the pixel-centre ray, -1 elsewhere.
         vertices: (V, 3) float64 posed head vertices.
         landmarks: (68, 3) float64 landmarks of the posed head.
@@ -94,6 +95,21 @@ def _torso(head_vertices: np.ndarray, root_rotvec: np.ndarray, rng: np.random.Ge
     cloth = CLOTHES[rng.integers(len(CLOTHES))] * rng.uniform(0.8, 1.15)
     albedo = cloth[None, :] * (1 + 0.05 * smooth_field(v, rng, (0.05, 0.2)))[:, None]
     return _Object(verts, f, np.clip(albedo, 0, 1), vertex_normals(verts, f))
+
+
+def _mouth(model: HeadModel, subject: SynthSubject) -> _Object | None:
+    """The mouth interior (teeth, cavity; :mod:`headcast.model.interior`) posed like the head, camera frame."""
+    from headcast.model.cavity import interior_of
+    from headcast.model.interior_layer import posed_interior
+
+    interior = interior_of(model)
+    if interior is None:
+        return None
+    v = posed_interior(model, subject.beta, subject.psi[None], subject.theta[None])[0]
+    v = to_camera(v, subject.s, np.asarray(subject.t, dtype=np.float64))
+    n = vertex_normals(v, interior.faces)
+    n[np.einsum("nc,nc->n", n, v) > 0] *= -1  # towards the camera: the cavity is seen from inside
+    return _Object(v, interior.faces, interior.colors.astype(np.float64), n)
 
 
 def _wall(z_wall: float, K: Intrinsics, rng: np.random.Generator) -> _Object:
@@ -203,10 +219,16 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
     if verts[:, 2].min() <= 0.01:
         raise HeadcastError("the subject is behind or too close to the camera (z <= 1 cm)")
     objects = [_Object(verts, model.faces, subject.albedo.astype(np.float64), vertex_normals(verts, model.faces))]
+    kinds = [HEAD]
     if background:
         r_scene = streams(subject.seed)[-1]
         objects.append(_torso(verts, subject.theta[pose_slice("root")], r_scene))
         objects.append(_wall(float(np.median(verts[:, 2])) + r_scene.uniform(0.4, 1.0), K, r_scene))
+        kinds += [TORSO, WALL]
+    mouth = _mouth(model, subject)
+    if mouth is not None:
+        objects.append(mouth)
+        kinds.append(MOUTH)
 
     scene = MeshScene([(obj.vertices, obj.faces) for obj in objects])
     H, W = K.height, K.width
@@ -217,7 +239,7 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
     hit = _cast(scene, np.zeros(3), d0)
     ok = hit["mesh_id"] >= 0
     z = np.where(ok, _exact_depth(objects, hit, d0), 0.0)
-    labels = hit["mesh_id"]
+    labels = np.where(ok, np.asarray(kinds)[np.maximum(hit["mesh_id"], 0)], -1)
     rgb, normals = _shade(objects, hit, subject.lighting)
     cos_inc = np.abs(np.einsum("nc,nc->n", normals, d0)) / np.linalg.norm(d0, axis=1)
     shadowed = np.zeros(len(d0), dtype=bool)

@@ -2,7 +2,8 @@
 // --web) it instead follows a live stream over the WebSocket /socket: "head" messages name a GLB to load,
 // "frame" messages pose it (theta: 15 axis-angle radians for the skin's 5 joints, psi: morph weights).
 // window.__headcast reports state for tests: loaded, error, frames (rendered), time (animation s),
-// duration, animations, meshes, morphTargets, textured; seek(t) pauses playback at time t (s). Live:
+// duration, animations, meshes (glTF meshes), primitives (their parts: the head, then the mouth interior's),
+// morphTargets, textured; seek(t) pauses playback at time t (s). Live:
 // live, connected, headVersion, received (frames), seq, pose (the joints' quaternions as applied, 5x4),
 // weights (the morph weights as applied). Lighting: the GLB's scene extras carry headcast's SH light
 // (sh_threejs: 27 LightProbe coefficients, the texture stage's fitted light or the neutral one), shown
@@ -15,7 +16,7 @@ import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 
 const LIVE = location.pathname.replace(/\/+$/, '') === '/live';
 const state = window.__headcast = { loaded: false, error: null, frames: 0, time: 0, duration: 0,
-                                    animations: 0, meshes: 0, morphTargets: 0, textured: false, playing: true,
+                                    animations: 0, meshes: 0, primitives: 0, morphTargets: 0, textured: false, playing: true,
                                     live: LIVE, connected: false, headVersion: 0, received: 0, seq: -1,
                                     pose: null, weights: null, light: null, lightProbe: null };
 const info = document.getElementById('info');
@@ -56,7 +57,8 @@ function lambert(mesh) {
   const old = mesh.material;
   const map = old.map || null;
   if (map) { map.colorSpace = THREE.NoColorSpace; map.needsUpdate = true; }
-  mesh.material = new THREE.MeshLambertMaterial({ map, color: old.color ? old.color.clone() : 0xffffff });
+  mesh.material = new THREE.MeshLambertMaterial({ map, color: old.color ? old.color.clone() : 0xffffff,
+                                                 vertexColors: old.vertexColors, side: old.side });
   old.dispose();
 }
 const camera = new THREE.PerspectiveCamera(30, window.innerWidth / window.innerHeight, 0.01, 100);
@@ -66,7 +68,7 @@ controls.enableDamping = true;
 let mixer = null, action = null;
 const clock = new THREE.Clock();
 
-let current = null, skinned = null, framed = false;
+let current = null, skinned = null, morphed = [], framed = false;
 
 function showHead(url, done) {
   new GLTFLoader().load(url, (gltf) => {
@@ -74,12 +76,14 @@ function showHead(url, done) {
     if (current) scene.remove(current);
     current = root;
     scene.add(root);
-    state.meshes = 0; state.morphTargets = 0; state.textured = false; skinned = null;
+    state.meshes = (gltf.parser.json.meshes || []).length;
+    state.primitives = 0; state.morphTargets = 0; state.textured = false; skinned = null; morphed = [];
     const probed = useLight(root.userData);
     root.traverse((o) => {
       if (o.isMesh) {
         if (probed) lambert(o);
-        state.meshes += 1;
+        state.primitives += 1;
+        if (o.morphTargetInfluences) morphed.push(o);
         o.frustumCulled = false;  // skinned and morphed: the rest-pose bounds do not follow the animation
         const dict = o.morphTargetDictionary;
         if (dict) state.morphTargets = Math.max(state.morphTargets, Object.keys(dict).length);
@@ -119,8 +123,11 @@ function applyFrame(f) {
     if (angle > 1e-12) bones[j].quaternion.setFromAxisAngle(axis.divideScalar(angle), angle);
     else bones[j].quaternion.identity();
   }
+  for (const m of morphed) {  // every primitive (head and mouth interior) has the same morph targets
+    const mw = m.morphTargetInfluences;
+    for (let e = 0; e < mw.length && e < f.psi.length; e++) mw[e] = f.psi[e];
+  }
   const w = skinned.morphTargetInfluences;
-  if (w) for (let e = 0; e < w.length && e < f.psi.length; e++) w[e] = f.psi[e];
   state.seq = f.seq;
   state.pose = bones.map((b) => b.quaternion.toArray());
   state.weights = w ? Array.from(w) : null;
