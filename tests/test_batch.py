@@ -1,6 +1,7 @@
 """headcast batch on real Ray: an embedded local Ray (failed jobs isolated, exit 1, rerun skips), and a real
 two-node cluster on loopback (both nodes work; a worker killed mid-batch has its job retried)."""
 
+import json
 import os
 import signal
 import socket
@@ -17,7 +18,6 @@ from headcast.io.outputs import STAGING_MARK, read_manifest
 
 FRAMES = ("samples", "rgbd", "truedepth-mannequin")
 FAST = ("--method", "landmarks-3d")          # the reconstruct baseline: seconds, not minutes, per frame
-SHORT = ("--max-frames", "8", "--no-video")  # a few frames of each video
 
 
 def _headcast(*args: str, env=None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -36,46 +36,53 @@ def _no_staging(out: Path) -> None:
     assert not left, f"staging left behind: {left}"
 
 
-@pytest.fixture(scope="module")
-def recon(headcast_home, tmp_path_factory) -> Path:
-    """One reconstruction (the landmark baseline, fast) for the animate batches to drive."""
-    out = tmp_path_factory.mktemp("recon") / "r050"
-    run = _headcast("reconstruct", str(shared_path(*FRAMES) / "frame-050"), "--out", str(out), *FAST, "--quiet")
-    assert run.returncode == 0, run.stderr
-    return out
+def _sweep_folder(folder: Path, frames=("046", "050", "054")) -> Path:
+    """A folder of a few frames of the real TrueDepth sweep (links to ../shared)."""
+    folder.mkdir()
+    for f in frames:
+        for suffix in ("_color.png", "_depth_mm.png", "_intrinsics.json"):
+            (folder / f"frame-{f}{suffix}").symlink_to(shared_path(*FRAMES) / f"frame-{f}{suffix}")
+    return folder
 
 
-def test_embedded_bad_inputs_fail_alone_and_rerun_skips(recon, tmp_path):
-    videos = shared_path("samples", "video")
-    corrupt = tmp_path / "corrupt.mp4"
-    corrupt.write_bytes(os.urandom(4096))
-    listing = tmp_path / "videos.txt"
-    listing.write_text(f"{videos / 'd0.mp4'}\n# a comment\ncorrupt.mp4\n{tmp_path / 'missing.mp4'}\n")
+def test_embedded_sweeps_bad_inputs_fail_alone_and_rerun_skips(headcast_home, tmp_path):
+    """--sweep: each folder one job; a corrupt and a missing input fail alone (exit 1); a rerun skips the rest."""
+    _sweep_folder(tmp_path / "three")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "frame-000_color.png").write_bytes(os.urandom(4096))
+    for suffix in ("_depth_mm.png", "_intrinsics.json"):
+        (corrupt / f"frame-000{suffix}").symlink_to(shared_path(*FRAMES) / f"frame-050{suffix}")
+    listing = tmp_path / "folders.txt"
+    listing.write_text(f"three\n# a comment\ncorrupt\n{tmp_path / 'missing'}\n")
     out = tmp_path / "out"
-    args = ("batch", "animate", str(recon), f"@{listing}", "--out", str(out), "--workers", "1", *SHORT)
+    args = ("batch", "reconstruct", f"@{listing}", "--sweep", "--max-frames", "3", "--quiet", "--out", str(out),
+            "--workers", "2")
     run = _headcast(*args)
     assert run.returncode == 1, run.stderr
     rows = {r["name"]: r for r in read_summary(out)}
-    assert sorted(rows) == ["corrupt", "d0", "missing"]
-    assert rows["d0"]["status"] == "ok" and int(rows["d0"]["frames"]) == 8
-    assert 0 <= float(rows["d0"]["share_under_threshold"]) <= 1 and float(rows["d0"]["fps_fitting"]) > 0
+    assert sorted(rows) == ["corrupt", "missing", "three"]
+    ok = rows["three"]
+    assert ok["status"] == "ok" and int(ok["frames"]) == 3 and float(ok["p2m_median_mm"]) < 1.0, ok
+    poses = json.loads((out / "three" / "poses.json").read_text())
+    assert [f["used"] for f in poses["frames"]] == [True, True, True]  # the three frames fit one head
     for name in ("corrupt", "missing"):
         r = rows[name]
         assert r["status"] == "failed" and r["error"] and "\n" not in r["error"], r
         assert not (out / name).exists()
         assert f"job {name} " in run.stderr  # listed at the end
-    assert "missing.mp4" in rows["missing"]["error"]
+    assert "missing" in rows["missing"]["error"] and "corrupt" in rows["corrupt"]["error"]
     assert "Traceback" not in run.stderr
-    assert _complete(out / "d0", "animation", "report.json")
+    assert _complete(out / "three", "reconstruction", "fit_report.json")
     _no_staging(out)
-    stamp = (out / "d0" / "report.json").stat().st_mtime_ns
+    stamp = (out / "three" / "fit_report.json").stat().st_mtime_ns
 
     again = _headcast(*args)
     assert again.returncode == 1, again.stderr
     rows2 = {r["name"]: r for r in read_summary(out)}
-    assert rows2["d0"]["status"] == "skipped" and rows2["d0"]["frames"] == "8"  # its figures from its report
+    assert rows2["three"]["status"] == "skipped" and rows2["three"]["frames"] == "3"  # its figures from its report
     assert [rows2[n]["status"] for n in ("corrupt", "missing")] == ["failed", "failed"]
-    assert (out / "d0" / "report.json").stat().st_mtime_ns == stamp  # not redone
+    assert (out / "three" / "fit_report.json").stat().st_mtime_ns == stamp  # not redone
     assert "1 already complete (skipped)" in again.stderr
 
 
@@ -96,7 +103,8 @@ def _ray_start(temp: Path, env: dict, head_port: int, head: bool) -> None:
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--node-ip-address=127.0.0.1", "--num-cpus=1",
            f"--temp-dir={temp}", "--disable-usage-stats", f"--dashboard-agent-listen-port={agent}",
            f"--dashboard-agent-grpc-port={grpc}", f"--metrics-export-port={metrics}",
-           f"--runtime-env-agent-port={runtime_env}", f"--node-manager-port={manager}"]
+           f"--runtime-env-agent-port={runtime_env}", f"--node-manager-port={manager}",
+           "--include-log-monitor=false", f"--object-store-memory={100 << 20}"]  # starts sooner
     cmd += ["--head", f"--port={head_port}", "--include-dashboard=false"] if head else [
         f"--address=127.0.0.1:{head_port}"]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
@@ -146,9 +154,10 @@ def _busy_worker(temp: Path):
     return None
 
 
-@pytest.fixture
-def cluster(headcast_home, tmp_path):
-    """A head node and a second node, 1 CPU each, on 127.0.0.1; stopped afterwards whatever happens."""
+@pytest.fixture(scope="module")
+def cluster(headcast_home):
+    """A head node and a second node, 1 CPU each, on 127.0.0.1, for the module; stopped afterwards whatever
+    happens."""
     temps = [Path(f"/tmp/hc-test-{os.getpid()}-{k}") for k in ("head", "node")]  # short: socket path limit
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=os.pathsep.join(sys.path))
     port = _free_ports(1)[0]
@@ -162,7 +171,7 @@ def cluster(headcast_home, tmp_path):
             subprocess.run(["rm", "-rf", str(t)], check=False)
 
 
-def test_two_node_cluster_survives_a_killed_worker(cluster, recon, tmp_path):
+def test_two_node_cluster_survives_a_killed_worker(cluster, tmp_path):
     address, env, second = cluster
     frames = shared_path(*FRAMES)
     out = tmp_path / "recon"
@@ -174,6 +183,7 @@ def test_two_node_cluster_survives_a_killed_worker(cluster, recon, tmp_path):
     assert len({r["node"] for r in rows}) == 2, rows  # one job on each node
     assert all(float(r["p2m_median_mm"]) < 5 and float(r["landmarks_3d_mm"]) < 15 for r in rows)
     assert all(_complete(out / r["name"], "reconstruction", "fit_report.json") for r in rows)
+    recon = out / "frame-050"  # the head the animate jobs drive
 
     videos = shared_path("samples", "video")
     anim = tmp_path / "anim"
@@ -219,6 +229,8 @@ def test_inputs_expand_to_named_jobs(tmp_path):
     assert jobs[0].input == str(tmp_path / "a" / "clip.mp4") and jobs[0].target == str(tmp_path / "out" / "a-clip")
     rec = make_jobs("reconstruct", [str(frames)], tmp_path / "out")
     assert len(rec) == 46 and rec[0].name == "frame-000" and rec[0].input == str(frames / "frame-000")
+    sweeps = make_jobs("reconstruct", [str(frames), str(tmp_path / "a")], tmp_path / "out", options={"sweep": True})
+    assert [(j.name, j.input) for j in sweeps] == [("truedepth-mannequin", str(frames)), ("a", str(tmp_path / "a"))]
 
 
 def test_cli_passes_the_single_commands_options(tmp_path):
@@ -229,6 +241,9 @@ def test_cli_passes_the_single_commands_options(tmp_path):
     a = p.parse_args(["batch", "reconstruct", "x", "--out", str(tmp_path), "--method", "landmarks-3d"])
     assert a.method == "landmarks-3d" and a.grow_mm == FitConfig().grow_mm and a.workers is None
     assert set(a.batch_options) >= {"method", "grow_mm", "hull_margin", "texture", "seed"}
+    a = p.parse_args(["batch", "reconstruct", "x", "--out", str(tmp_path), "--sweep", "--max-frames", "3"])
+    assert a.sweep and a.max_frames == 3 and {"sweep", "max_frames", "detail"} <= set(a.batch_options)
+    assert "inputs" not in a.batch_options
     a = p.parse_args(["batch", "animate", "r", "v.mp4", "--out", str(tmp_path), "--max-frames", "5"])
     assert a.max_frames == 5 and "threshold" in a.batch_options and "out" not in a.batch_options
 
@@ -239,6 +254,8 @@ def test_bad_options_are_refused_before_any_job(tmp_path):
 
     with pytest.raises(HeadcastError, match="no option 'bogus'"):
         run("reconstruct", ["x"], tmp_path / "o", options={"bogus": 1})
+    with pytest.raises(HeadcastError, match="a --sweep job fits the full method"):
+        run("reconstruct", ["x"], tmp_path / "o", options={"sweep": True, "method": "landmarks-3d"})
     with pytest.raises(HeadcastError, match="--hull-margin"):
         run("reconstruct", ["x"], tmp_path / "o", options={"hull_margin": -1.0})
     (tmp_path / "mine").mkdir()
@@ -246,3 +263,19 @@ def test_bad_options_are_refused_before_any_job(tmp_path):
     with pytest.raises(HeadcastError, match="not a headcast batch summary"):
         run("reconstruct", ["x"], tmp_path / "mine")
     assert (tmp_path / "mine" / "summary.csv").read_text() == "my,own,table\n"
+
+
+def test_worker_threads_pinned_whatever_it_inherits():
+    """A worker started with core.threads.environment(1) and pinned has one thread in every pool, even when
+    the environment it inherited (the driver's, applied for 2 CPUs) said 2."""
+    from headcast.core import threads
+
+    code = ("import os\nfrom headcast.core import threads\nthreads.apply()\nimport torch, cv2\n"
+            "p = threads.pin(1)\nprint(p.count, p.blas, os.environ['OMP_NUM_THREADS'], "
+            "os.environ['OPENBLAS_NUM_THREADS'], torch.get_num_threads(), cv2.getNumThreads(), "
+            "threads.apply() == p)")
+    env = {k: v for k, v in os.environ.items() if k not in ("HEADCAST_THREADS", *threads.BLAS_VARS)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=dict(env, OMP_NUM_THREADS="2"))
+    assert run.stdout.split() == ["1", "1", "1", "1", "1", "1", "True"], run.stderr
+    assert threads.environment(3)["OMP_NUM_THREADS"] == "3" == threads.environment(3)["OPENBLAS_NUM_THREADS"]

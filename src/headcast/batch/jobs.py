@@ -62,14 +62,15 @@ def read_inputs(items: list[str]) -> list[str]:
     return out
 
 
-def expand(kind: str, items: list[str]) -> list[str]:
-    """Each input as the jobs it makes: a folder gives its frame prefixes (reconstruct), its videos
-    (animate) or its reconstruction subfolders (texture, or itself when it is one); anything else is one
-    job as it is (a missing file fails its own job, not the batch)."""
+def expand(kind: str, items: list[str], sweep: bool = False) -> list[str]:
+    """Each input as the jobs it makes: a folder gives its frame prefixes (reconstruct; with ``sweep`` the
+    folder is one job, its frames one sweep), its videos (animate) or its reconstruction subfolders
+    (texture, or itself when it is one); anything else is one job as it is (a missing file fails its own
+    job, not the batch)."""
     out: list[str] = []
     for item in read_inputs(items):
         p = Path(item)
-        if not p.is_dir() or (kind == "texture" and (p / recon.PARAMS).is_file()):
+        if not p.is_dir() or (kind == "texture" and (p / recon.PARAMS).is_file()) or sweep:
             out.append(item)
             continue
         for c in sorted(p.iterdir()):
@@ -103,7 +104,7 @@ def make_jobs(kind: str, items: list[str], out: str | Path, recon_dir: str | Non
     """The jobs for ``items`` (paths, folders, ``@list.txt``), writing below ``out``."""
     if kind not in KINDS:
         raise HeadcastError(f"batch kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    paths = expand(kind, items)
+    paths = expand(kind, items, sweep=kind == "reconstruct" and bool((options or {}).get("sweep")))
     if not paths:
         raise HeadcastError(f"no {kind} inputs found in {' '.join(items)}")
     out = Path(out)
@@ -131,8 +132,8 @@ def complete(job: Job) -> bool:
 
 def figures(job: Job) -> dict:
     """The key figures of ``job``'s report: reconstruct, face points to mesh median and 3D landmark mean
-    error (mm); animate, frames, share of frames under the Loss5 threshold, fitting and end-to-end fps;
-    texture, Loss4."""
+    error (mm) (a sweep: its registered points to mesh median and the frames registered); animate, frames,
+    share of frames under the Loss5 threshold, fitting and end-to-end fps; texture, Loss4."""
     rep = read_json(report_path(job), "report")
     if job.kind == "animate":
         fps = rep.get("fps", {})
@@ -141,6 +142,9 @@ def figures(job: Job) -> dict:
     if report_path(job).name == recon.TEXTURE_REPORT:
         more = figures(Job(job.kind, job.name, job.input, job.target)) if job.kind == "reconstruct" else {}
         return {**more, "loss4": rep.get("loss4")}
+    if "registered_points_to_mesh_mm" in rep:  # a sweep
+        return {"p2m_median_mm": rep["registered_points_to_mesh_mm"].get("median"),
+                "frames": rep.get("frames", {}).get("registered")}
     return {"p2m_median_mm": rep.get("point_to_mesh_mm", {}).get("median"),
             "landmarks_3d_mm": rep.get("landmarks_3d_mm", {}).get("mean")}
 

@@ -20,8 +20,8 @@ from collections import deque
 from typing import Iterator
 
 from headcast.batch.jobs import Job, remove_staging
-from headcast.batch.threads import thread_env
 from headcast.core.errors import HeadcastError
+from headcast.core.threads import environment
 from headcast.io.outputs import HELD_SIGNALS
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def ray_session(address: str | None, workers: int | None, threads: int = 1) -> I
 
     import ray
 
-    env = {"env_vars": thread_env(threads)}
+    env = {"env_vars": environment(threads)}
     tmp = None
     handlers = _python_handlers()
     try:

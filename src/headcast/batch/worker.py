@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from headcast.batch.jobs import FIGURES, Job, figures
-from headcast.batch.threads import pin
 from headcast.core.errors import HeadcastError
+from headcast.core.threads import pin
 from headcast.io import recon
 from headcast.io.outputs import read_manifest
 from headcast.model.head_model import HeadModel
@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 # the single commands' options each kind takes (the CLI passes them through by these names)
 OPTIONS = {
     "reconstruct": ("depth_scale", "rotate", "model", "method", "landmarks", "face", "forehead", "hull_margin",
-                    "w_beta", "w_psi", "grow_mm", "seed", "fit_quiet", "texture", "albedo_model", "texture_size"),
-    "animate": ("model", "threshold", "max_iters", "max_frames", "no_video"),
+                    "w_beta", "w_psi", "grow_mm", "seed", "fit_quiet", "texture", "albedo_model", "texture_size",
+                    "max_frames", "detail", "sweep"),
+    "animate": ("model", "threshold", "max_iters", "max_frames", "no_video", "fps", "light"),
     "texture": ("albedo_model", "n_components", "size", "model"),
 }
 COLUMNS = ("name", "kind", "input", "status", "error", "seconds", "node", "attempts", *FIGURES, "worker_rss_mb",
@@ -46,6 +47,11 @@ def check_options(kind: str, options: dict) -> None:
               "texture_size": ("--texture-size", 16, MAX_TEXTURE_SIZE, True),
               "size": ("--size", 16, MAX_TEXTURE_SIZE, True), "max_frames": ("--max-frames", 1, None, True),
               "max_iters": ("--max-iters", 1, None, True), "threshold": ("--threshold", 0, 10, False)}
+    if kind == "reconstruct" and options.get("sweep") and (
+            options.get("method", "full") != "full" or options.get("face") is not None or options.get("forehead")
+            or options.get("depth_scale") is not None):
+        raise HeadcastError("--method, --face, --forehead and --depth-scale are for one frame; a --sweep job fits "
+                            "the full method to the whole head")
     for key, (flag, lo, hi, integer) in ranges.items():
         if options.get(key) is not None:
             check_number(options[key], flag, lo, hi, integer=integer)
@@ -110,7 +116,9 @@ class Worker:
 
         o, out = job.options, Path(job.target)
         model = self.model(o.get("model") or DEFAULT_MODEL)
-        if force or not _fitted(out):  # else only the texture is missing (an interrupted earlier run)
+        if o.get("sweep") and (force or not _fitted(out)):
+            self._sweep(job, model, force)
+        elif force or not _fitted(out):  # else only the texture is missing (an interrupted earlier run)
             t0 = time.perf_counter()
             frame = load_rgbd(job.input, **_pick(o, depth_scale="depth_scale", rotate="rotate", method="landmarks"))
             cfg = FitConfig(**_pick(o, w_beta="w_beta", w_psi="w_psi", grow_mm="grow_mm", seed="seed"))
@@ -123,14 +131,33 @@ class Worker:
             texture_reconstruction(out, model=model, force=force, **_pick(o, albedo_model="albedo_model",
                                                                           size="texture_size"))
 
+    @staticmethod
+    def _sweep(job: Job, model: HeadModel, force: bool) -> None:
+        """One head from the frames of the folder ``job.input``, as ``headcast reconstruct FOLDER``."""
+        from headcast.fit.config import FitConfig
+        from headcast.fit.sweep import SweepConfig, reconstruct_sweep
+
+        o = job.options
+        reconstruct_sweep([job.input], model, Path(job.target), config=FitConfig(**_pick(o, w_beta="w_beta",
+                          w_psi="w_psi", seed="seed")), sweep=SweepConfig(**_pick(o, max_frames="max_frames",
+                          detail="detail")), force=force, **_pick(o, rotate="rotate", landmarks="landmarks"))
+
     def _animate(self, job: Job, force: bool) -> None:
+        from headcast.animate.drivers import drive, is_driver_file
         from headcast.animate.pipeline import animate
 
         o = job.options
         params = recon.read_params(recon.check_folder(job.recon_dir))
-        animate(job.recon_dir, job.input, job.target, model_spec=self.model(o.get("model") or params.model),
-                write_video=not o.get("no_video"), force=force,
-                **_pick(o, threshold="threshold", max_iters="max_iters", max_frames="max_frames"))
+        model = self.model(o.get("model") or params.model)
+        if is_driver_file(job.input):  # a Live Link Face .csv take, as 'headcast animate' drives it
+            drive(Path(job.recon_dir), Path(job.input), Path(job.target), model_spec=model,
+                  write_video=not o.get("no_video"), force=force, **_pick(o, fps="fps", max_frames="max_frames"))
+            return
+        if o.get("fps") is not None:
+            raise HeadcastError("--fps is for a .csv take (a video states its own frame rate)")
+        animate(job.recon_dir, job.input, job.target, model_spec=model, write_video=not o.get("no_video"),
+                force=force, **_pick(o, threshold="threshold", max_iters="max_iters", max_frames="max_frames",
+                                     light="light"))
 
     def _texture(self, job: Job, force: bool) -> None:
         from headcast.texture.pipeline import texture_reconstruction

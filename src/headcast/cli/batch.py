@@ -13,7 +13,8 @@ import logging
 from headcast.cli.parser import add_force
 
 logger = logging.getLogger(__name__)
-NOT_PASSED = {"help", "out", "force", "color", "depth", "intrinsics", "recon_dir", "video"}  # per job or the batch's
+NOT_PASSED = {"help", "out", "force", "inputs", "color", "depth", "intrinsics", "recon_dir",
+              "video"}  # per job or the batch's
 
 
 def add_parser(sub) -> None:
@@ -34,6 +35,8 @@ def _reconstruct(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="frame prefixes (frame-050 for frame-050_color.png ...), folders of them, @list.txt")
+    p.add_argument("--sweep", action="store_true",
+                   help="each folder is one job: one head from its frames (as 'headcast reconstruct FOLDER')")
     _common(p, "reconstruct", _reconstruct_arguments)
 
 
@@ -75,7 +78,7 @@ def _common(p: argparse.ArgumentParser, kind: str, single) -> None:
             passed.append(action.dest)
     unknown = set(passed) - set(OPTIONS[kind])
     assert not unknown, f"batch {kind} does not pass {sorted(unknown)} to its jobs"  # keeps worker.OPTIONS in step
-    p.set_defaults(func=run_batch, batch_options=tuple(passed))
+    p.set_defaults(func=run_batch, batch_options=tuple(passed) + (("sweep",) if kind == "reconstruct" else ()))
 
 
 def run_batch(a: argparse.Namespace) -> int:

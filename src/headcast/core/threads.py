@@ -10,6 +10,9 @@ two fits at once take 3.5 times as long as one.
 Environment variables only work before a library is loaded, so the command line calls :func:`apply`
 before its heavy imports; :func:`apply` also sets the pools of libraries already loaded (torch,
 OpenCV, numpy's OpenBLAS), so the Python API's entry points call it as well. It is idempotent.
+
+A process that must use an explicit count whatever it inherited (a batch worker: N workers sharing N
+cores, one thread each) is started with :func:`environment` and calls :func:`pin`.
 """
 
 from __future__ import annotations
@@ -86,6 +89,22 @@ def apply() -> ThreadPlan:
     if "numpy" in sys.modules:
         set_openblas_threads(p.blas)
     return p
+
+
+def environment(count: int) -> dict[str, str]:
+    """The environment variables that give every pool of a process started with them ``count`` threads
+    (overriding what it would inherit; for a Ray worker's runtime environment)."""
+    n = str(int(count))
+    return {OWN: n, "OMP_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE", "OPENCV_FOR_THREADS_NUM": n,
+            **{name: n for name in BLAS_VARS}}
+
+
+def pin(count: int) -> ThreadPlan:
+    """Give this process's pools exactly ``count`` threads, whatever its environment said: the environment
+    for libraries not loaded yet, the pools of those loaded; later :func:`apply` calls return this plan."""
+    os.environ.update(environment(count))
+    apply.cache_clear()
+    return apply()
 
 
 def set_torch_threads(n: int) -> None:
