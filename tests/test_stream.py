@@ -20,16 +20,20 @@ from headcast.stream.session import ReceiverSession, SenderSession
 from headcast.stream.wire import (
     COMPACT,
     ETA_PAPER,
+    F_LEN,
+    F_SEQ,
     FRAME,
     MAX_FRAME_BODY,
     PAPER,
     InitInfo,
     ProtocolError,
     init_body,
+    pack_frame,
     pack_message,
     parse_init_body,
     parse_message,
     split_stream,
+    varint,
 )
 
 E = 12  # expression components of the synthetic streams
@@ -110,7 +114,9 @@ def test_init_round_trip_and_paper_sizes():
 
 def test_caps_reject_oversized_fields():
     with pytest.raises(ProtocolError, match="cap"):
-        parse_message(pack_message(FRAME, 0, b"")[:5] + (MAX_FRAME_BODY + 1).to_bytes(4, "little"))
+        parse_message(pack_frame(0, 0, False, b"", True)[:2] + varint(MAX_FRAME_BODY + 1) + bytes(MAX_FRAME_BODY + 1))
+    with pytest.raises(ProtocolError, match="cap"):
+        parse_message(pack_frame(0, 0, False, bytes(MAX_FRAME_BODY + 1), False) + bytes(4))
     info = make_info()
     body = bytearray(init_body(info) + bytes(64))
     body[0] = 200  # model id length over its 64-byte cap
@@ -143,11 +149,58 @@ def test_paper_profile_is_raw_float32(key):
     tx, rx = live_pair(info, key)
     f = synthetic_frames(3)[2]
     msg = tx.frame(f)
-    assert len(msg) == 9 + 8 + 4 * (6 + E + 3) + 8
+    # frame byte + the full seq 2 as a one-byte varint (every paper frame is a keyframe) + payload + tag
+    assert len(msg) == 1 + 1 + 4 * (6 + E + 3) + 4
     d = rx.handle(msg)[0]
     np.testing.assert_allclose(d.theta[[0, 1, 2, 6, 7, 8]], f.theta[[0, 1, 2, 6, 7, 8]], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(d.psi, f.psi, rtol=1e-6, atol=1e-7)
     assert np.all(d.theta[[3, 4, 5, 9, 10, 11, 12, 13, 14]] == 0)  # the paper does not send neck or eyes
+
+
+def test_lean_frames_sizes_replays_and_splices(key):
+    """Version 2 frames: a delta frame is its payload + 6 bytes live (frame byte, sequence byte, 4-byte
+    tag); the sequence extended from its low byte is in the MAC input, so a frame replayed within the
+    window is a duplicate and one replayed 256 frames later fails the MAC."""
+    info = make_info(key_interval=1000)
+    tx, rx = live_pair(info, key)
+    frames = synthetic_frames(300, seed=4)
+    msgs = [tx.frame(f) for f in frames]
+    assert msgs[0][0] & F_SEQ and not msgs[1][0] & F_SEQ
+    got = [d for m in msgs[:260] for d in rx.handle(m)]
+    assert [d.seq for d in got] == list(range(260)) and got[7].t == 7 / info.fps
+    with pytest.raises(ProtocolError, match="already received"):
+        rx.handle(msgs[259])
+    with pytest.raises(ProtocolError, match="bad MAC"):
+        rx.handle(msgs[4])  # low byte 4 now means seq 260
+    assert [d.seq for m in msgs[260:] for d in rx.handle(m)] == list(range(260, 300))
+    for m in msgs[1:]:
+        assert len(m) == len(parse_message(m).body) + 6
+    # in a file the same frame carries its length and no tag (the signed END covers it)
+    ftx = SenderSession(info, key, file_mode=True)
+    ftx.init()
+    fm = [ftx.frame(f) for f in frames[:3]]
+    assert fm[0][0] & F_LEN and all(len(m) == len(parse_message(m).body) + 3 for m in fm[1:])
+    frx = ReceiverSession(auth.Trust(auth.public_bytes(key)), file_mode=True)
+    frx.handle(SenderSession(info, key, file_mode=True).init())
+    for r, m in ((frx, msgs[1]), (rx, fm[1])):
+        with pytest.raises(ProtocolError, match="a file frame sent live, or a live frame in a file"):
+            r.handle(m)
+
+
+def test_version_1_streams_get_a_one_line_error(tmp_path, key):
+    """A version 1 INIT or file: one line naming the version, in the library and from the CLI (exit 2)."""
+    import subprocess
+    import sys
+
+    v1 = b"HC\x01\x02\x00" + (10).to_bytes(4, "little") + bytes(10)
+    with pytest.raises(ProtocolError, match="version 1 headcast stream.*version 2"):
+        parse_message(v1)
+    path = tmp_path / "old.hcs"
+    path.write_bytes(v1)
+    r = subprocess.run([sys.executable, "-m", "headcast.cli", "decode", str(path), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "version 1" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_steps_meet_vertex_error_on_ict(ict_model):

@@ -1,9 +1,13 @@
-"""The headcast wire format, version 1: little-endian messages with a fixed 9-byte header.
+"""The headcast wire format, version 2: little-endian messages.
 
-Every message is ``header | body | tag``:
+HELLO, INIT and END carry a 9-byte header, ``header | body``:
 
     header  = magic b"HC" | version u8 | type u8 | flags u8 | body_length u32     (9 bytes)
-    tag     = 8 bytes (truncated HMAC-SHA256) on FRAME messages, nothing on the others
+
+A FRAME is lean: one byte ``0b11LS00NK`` (L: file form, S: full sequence number, N: no face, K: keyframe),
+then the sequence (its low byte, or the whole number as a varint with S), then live (L clear) the payload
+and a 4-byte truncated HMAC-SHA256 tag (the WebSocket message gives the length), or in a file (L set) the
+payload length as a varint and the payload (the signed END covers every byte; no tag).
 
 See docs/protocol.md for the field-by-field layout. Parsing never trusts a length: every count is
 checked against its cap and against the bytes that remain before anything is allocated, and every
@@ -21,19 +25,24 @@ from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE
 
 MAGIC = b"HC"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<2sBBBI")  # magic, version, type, flags, body length
 HEADER_SIZE = HEADER.size  # 9
-TAG_SIZE = 8  # truncated HMAC-SHA256 on frames
-FRAME_PREFIX = struct.Struct("<II")  # sequence number, timestamp (ms since the session's first frame)
+TAG_SIZE = 4  # truncated HMAC-SHA256 on live frames (length justified in docs/protocol.md)
+MAC_SEQ = struct.Struct("<I")  # the full sequence number, prepended to a frame's bytes in the MAC input
 
 # message types
 HELLO, INIT, FRAME, END = 1, 2, 3, 4
 TYPE_NAMES = {HELLO: "HELLO", INIT: "INIT", FRAME: "FRAME", END: "END"}
 
-# frame flags
+# frame byte: FRAME_MARK | flags
+FRAME_MARK = 0xC0  # the top two bits of a FRAME's first byte (never b"H" = 0x48 of the other messages)
 F_KEY = 0x01      # keyframe: decodable on its own
 F_NOFACE = 0x02   # no face in this video frame: hold the previous parameters (empty payload)
+F_SEQ = 0x04      # the full sequence number follows as a varint (else its low byte)
+F_LEN = 0x20      # file form: a varint payload length follows the sequence, and there is no tag
+F_RESERVED = 0x18
+MAX_VARINT = 5    # bytes: a u32
 # init flags
 I_FILE = 0x01     # written for a file: no receiver handshake (authenticity from the signed END)
 
@@ -109,13 +118,15 @@ class InitInfo:
 
 @dataclass
 class Message:
-    """A parsed message: type, flags, body bytes, tag (frames), and the raw bytes it came from."""
+    """A parsed message: type, flags, body bytes (a FRAME's payload), tag (live frames), the raw bytes
+    it came from, and a FRAME's sequence field (the whole number with ``F_SEQ``, else its low byte)."""
 
     type: int
     flags: int
     body: bytes
     tag: bytes
     raw: bytes
+    seq: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,45 +195,122 @@ def _f32(a) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
+def varint(n: int) -> bytes:
+    """LEB128 of 0 <= n < 2^32: 7 bits a byte, low first, the top bit set on all but the last."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    """(value, position after it) of the varint at ``data[pos]``; at most MAX_VARINT bytes, < 2^32."""
+    n = 0
+    for k in range(MAX_VARINT):
+        if pos + k >= len(data):
+            raise ProtocolError(f"{what}: truncated inside a varint")
+        b = data[pos + k]
+        n |= (b & 0x7F) << (7 * k)
+        if not b & 0x80:
+            if n >= 1 << 32:
+                raise ProtocolError(f"{what}: varint over 32 bits")
+            return n, pos + k + 1
+    raise ProtocolError(f"{what}: varint longer than {MAX_VARINT} bytes")
+
+
 def pack_message(mtype: int, flags: int, body: bytes, tag: bytes = b"") -> bytes:
-    """header | body | tag."""
+    """header | body | tag; a FRAME is its lean byte (FRAME_MARK | flags) | body | tag."""
+    if mtype == FRAME:
+        return bytes([FRAME_MARK | (flags & 0x3F)]) + body + tag
     if len(body) > MAX_MESSAGE:
         raise HeadcastError(f"message body of {len(body)} bytes exceeds the {MAX_MESSAGE}-byte cap")
     return HEADER.pack(MAGIC, VERSION, mtype, flags, len(body)) + body + tag
 
 
+def pack_frame(flags: int, seq: int, full_seq: bool, payload: bytes, file_form: bool) -> bytes:
+    """A FRAME without its tag: byte | seq (low byte, or varint with F_SEQ) | [varint length] | payload."""
+    flags |= (F_SEQ if full_seq else 0) | (F_LEN if file_form else 0)
+    s = varint(seq & 0xFFFFFFFF) if full_seq else bytes([seq & 0xFF])
+    return bytes([FRAME_MARK | flags]) + s + (varint(len(payload)) if file_form else b"") + payload
+
+
+def is_frame(data: bytes) -> bool:
+    return len(data) > 0 and data[0] & 0xC0 == FRAME_MARK
+
+
 def parse_header(data: bytes) -> tuple[int, int, int]:
-    """(type, flags, body length) of the header at the start of ``data``."""
+    """(type, flags, body length) of the 9-byte header at the start of ``data`` (not a FRAME)."""
     if len(data) < HEADER_SIZE:
         raise ProtocolError(f"message of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
     magic, ver, mtype, flags, n = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError("bad magic (not a headcast message)")
+    if ver == 1:
+        raise ProtocolError("a version 1 headcast stream: this headcast reads version 2 only (encode it again)")
     if ver != VERSION:
         raise ProtocolError(f"unsupported protocol version {ver} (this is {VERSION})")
-    if mtype not in TYPE_NAMES:
+    if mtype not in TYPE_NAMES or mtype == FRAME:
         raise ProtocolError(f"unknown message type {mtype}")
-    cap = MAX_FRAME_BODY if mtype == FRAME else MAX_MESSAGE
-    if n > cap:
-        raise ProtocolError(f"{TYPE_NAMES[mtype]} body length {n} exceeds its cap {cap}")
+    if n > MAX_MESSAGE:
+        raise ProtocolError(f"{TYPE_NAMES[mtype]} body length {n} exceeds its cap {MAX_MESSAGE}")
     return mtype, flags, n
 
 
+def message_type(data: bytes) -> int:
+    """The type of the message ``data`` starts with."""
+    return FRAME if is_frame(data) else parse_header(data)[0]
+
+
+def _frame_fields(data: bytes) -> tuple[int, int, int]:
+    """(flags, seq field, position of the length or payload) of the FRAME at the start of ``data``."""
+    flags = data[0] & 0x3F
+    if flags & F_RESERVED:
+        raise ProtocolError("FRAME: reserved flag bits set")
+    if flags & F_SEQ:
+        return (flags, *read_varint(data, 1, "FRAME"))
+    if len(data) < 2:
+        raise ProtocolError("FRAME: truncated before its sequence byte")
+    return flags, data[1], 2
+
+
 def message_size(data: bytes) -> int:
-    """Total size (header + body + tag) of the message starting at ``data`` (needs its header)."""
-    mtype, _, n = parse_header(data)
-    return HEADER_SIZE + n + (TAG_SIZE if mtype == FRAME else 0)
+    """Total size of the message at the start of ``data`` (a header, or a file-form FRAME's first bytes)."""
+    if not is_frame(data):
+        return HEADER_SIZE + parse_header(data)[2]
+    flags, _, pos = _frame_fields(data)
+    if not flags & F_LEN:
+        raise ProtocolError("a live FRAME (tagged, no length) inside a file stream")
+    n, pos = read_varint(data, pos, "FRAME")
+    if n > MAX_FRAME_BODY:
+        raise ProtocolError(f"FRAME payload length {n} exceeds its cap {MAX_FRAME_BODY}")
+    return pos + n
 
 
 def parse_message(data: bytes) -> Message:
     """One whole message (exactly; no trailing bytes)."""
+    data = bytes(data)
+    if is_frame(data):
+        flags, seq, pos = _frame_fields(data)
+        if flags & F_LEN:
+            total = message_size(data)
+            tag, pos = b"", read_varint(data, pos, "FRAME")[1]
+        else:
+            total = len(data)
+            if total - TAG_SIZE < pos:
+                raise ProtocolError(f"FRAME of {total} bytes is shorter than its sequence and tag")
+            if total - TAG_SIZE - pos > MAX_FRAME_BODY:
+                raise ProtocolError(f"FRAME payload exceeds its cap {MAX_FRAME_BODY}")
+            tag = data[total - TAG_SIZE:]
+        if len(data) != total:
+            raise ProtocolError(f"FRAME message is {len(data)} bytes, its length says {total}")
+        return Message(FRAME, flags, data[pos:total - len(tag)], tag, data, seq)
     mtype, flags, n = parse_header(data)
-    total = HEADER_SIZE + n + (TAG_SIZE if mtype == FRAME else 0)
+    total = HEADER_SIZE + n
     if len(data) != total:
         raise ProtocolError(f"{TYPE_NAMES[mtype]} message is {len(data)} bytes, its header says {total}")
-    body = bytes(data[HEADER_SIZE:HEADER_SIZE + n])
-    tag = bytes(data[HEADER_SIZE + n:total])
-    return Message(mtype, flags, body, tag, bytes(data))
+    return Message(mtype, flags, data[HEADER_SIZE:total], b"", data)
 
 
 def split_stream(data: bytes, max_messages: int = 10_000_000):
@@ -232,7 +320,7 @@ def split_stream(data: bytes, max_messages: int = 10_000_000):
     while pos < len(data):
         if count >= max_messages:
             raise ProtocolError(f"stream has more than {max_messages} messages")
-        size = message_size(data[pos:pos + HEADER_SIZE])
+        size = message_size(data[pos:pos + HEADER_SIZE + MAX_VARINT])
         if pos + size > len(data):
             raise ProtocolError(f"stream truncated inside a message at byte {pos}")
         yield parse_message(data[pos:pos + size])
@@ -276,8 +364,13 @@ def init_body(info: InitInfo) -> bytes:
         steps = np.asarray(info.steps, dtype=np.float64).reshape(-1)
         if steps.size != info.n_components or not np.all(steps > 0):
             raise HeadcastError("compact profile needs one positive quantisation step per component")
-        parts.append(_f32(steps))
+        parts.append(half_steps(steps).astype("<f2").tobytes())
     return b"".join(parts)
+
+
+def half_steps(steps) -> np.ndarray:
+    """Quantisation steps as the INIT carries them: float16, within [2^-14, 1000] (float64 array)."""
+    return np.clip(np.asarray(steps, np.float64), 2.0 ** -14, 1000.0).astype(np.float16).astype(np.float64)
 
 
 def parse_init_body(body: bytes) -> tuple[InitInfo, bytes, bytes]:
@@ -318,8 +411,8 @@ def parse_init_body(body: bytes) -> tuple[InitInfo, bytes, bytes]:
     info = InitInfo(model, n_shape, n_expr, beta, lam, rho, png, float(fps), profile, n_pose, eta_kind,
                     key_interval, None, sender, session_id, sx, rx, spub)
     if profile == COMPACT:
-        steps = r.f32s(info.n_components, MAX_SHAPE + MAX_EXPR + 19, "steps")
-        if not np.all(steps > 0):
+        steps = np.frombuffer(r.take(2 * info.n_components), dtype="<f2").astype(np.float64)
+        if not np.all(np.isfinite(steps) & (steps > 0)):
             raise ProtocolError("INIT: quantisation steps must be positive")
         info.steps = steps
     r.done()
