@@ -16,6 +16,7 @@ from headcast.core.errors import HeadcastError
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream import coder as C
+from headcast.stream.introduction import init_body, parse_init_body
 from headcast.stream.session import ReceiverSession, SenderSession
 from headcast.stream.wire import (
     COMPACT,
@@ -27,10 +28,8 @@ from headcast.stream.wire import (
     PAPER,
     InitInfo,
     ProtocolError,
-    init_body,
     pack_frame,
     pack_message,
-    parse_init_body,
     parse_message,
     split_stream,
     varint,

@@ -22,7 +22,8 @@ import numpy as np
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE, pose_slice
 from headcast.stream import coder as C
-from headcast.stream.wire import COMPACT, ETA_PAPER, ETA_SIM, PAPER, InitInfo, ProtocolError, half_steps
+from headcast.stream.introduction import half_steps
+from headcast.stream.wire import COMPACT, ETA_PAPER, ETA_SIM, PAPER, InitInfo, ProtocolError
 
 PAPER_POSE = np.r_[pose_slice("root"), pose_slice("jaw")]  # root and jaw: the paper's L = 6
 Q_MAX = 1 << 24                            # |q| cap: a value beyond it is clipped (and reported)

@@ -22,6 +22,7 @@ import numpy as np
 
 from headcast.stream import auth
 from headcast.stream import codec as K
+from headcast.stream.introduction import SIGNATURE_SIZE, half_steps, init_body, parse_init_body
 from headcast.stream.peers import shown
 from headcast.stream.wire import (
     COMPACT,
@@ -36,16 +37,12 @@ from headcast.stream.wire import (
     I_FILE,
     INIT,
     MAC_SEQ,
-    SIGNATURE_SIZE,
     TAG_SIZE,
     TYPE_NAMES,
     InitInfo,
     ProtocolError,
-    half_steps,
-    init_body,
     pack_frame,
     pack_message,
-    parse_init_body,
     parse_message,
 )
 
