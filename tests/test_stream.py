@@ -22,6 +22,7 @@ from headcast.stream.wire import (
     COMPACT,
     ETA_PAPER,
     F_LEN,
+    F_NEXT,
     F_SEQ,
     FRAME,
     MAX_FRAME_BODY,
@@ -157,28 +158,38 @@ def test_paper_profile_is_raw_float32(key):
 
 
 def test_lean_frames_sizes_replays_and_splices(key):
-    """Version 2 frames: a delta frame is its payload + 6 bytes live (frame byte, sequence byte, 4-byte
-    tag); the sequence extended from its low byte is in the MAC input, so a frame replayed within the
-    window is a duplicate and one replayed 256 frames later fails the MAC."""
-    info = make_info(key_interval=1000)
-    tx, rx = live_pair(info, key)
+    """Version 2 frames: the frame after the previous one is its payload + 5 bytes live (frame byte,
+    4-byte tag): the receiver counts, and the counted sequence is in the MAC input, so a replayed frame
+    fails the MAC; a keyframe's full sequence number replayed is a duplicate; a jump sends the low byte."""
+    info = make_info(key_interval=200)
+    tx = SenderSession(info, key, ordered=True)
+    rx = ReceiverSession(auth.Trust(auth.public_bytes(key)))
+    rx.handle(tx.init(rx.hello()))
     frames = synthetic_frames(300, seed=4)
     msgs = [tx.frame(f) for f in frames]
     assert msgs[0][0] & F_SEQ and not msgs[1][0] & F_SEQ
     got = [d for m in msgs[:260] for d in rx.handle(m)]
     assert [d.seq for d in got] == list(range(260)) and got[7].t == 7 / info.fps
     with pytest.raises(ProtocolError, match="already received"):
-        rx.handle(msgs[259])
+        rx.handle(msgs[200])  # a keyframe: its full sequence number
     with pytest.raises(ProtocolError, match="bad MAC"):
-        rx.handle(msgs[4])  # low byte 4 now means seq 260
+        rx.handle(msgs[259])  # counted as seq 260
     assert [d.seq for m in msgs[260:] for d in rx.handle(m)] == list(range(260, 300))
-    for m in msgs[1:]:
-        assert len(m) == len(parse_message(m).body) + 6
+    for m in msgs[1:200]:
+        assert len(m) == len(parse_message(m).body) + 5 and m[0] & F_NEXT
+    # a jump of a few frames: the sequence's low byte, extended by the receiver
+    gap = SenderSession(info, key, ordered=True)
+    grx = ReceiverSession(auth.Trust(auth.public_bytes(key)))
+    grx.handle(gap.init(grx.hello()))
+    jumped = [gap.frame(f) for f in (frames[0], frames[3], frames[4])]
+    for m in jumped:
+        grx.handle(m)  # authenticated (the extended seq is in the MAC input); 3 waits for its reference 2
+    assert not jumped[1][0] & (F_NEXT | F_SEQ) and grx.window.seen == {0, 3, 4}
     # in a file the same frame carries its length and no tag (the signed END covers it)
     ftx = SenderSession(info, key, file_mode=True)
     ftx.init()
     fm = [ftx.frame(f) for f in frames[:3]]
-    assert fm[0][0] & F_LEN and all(len(m) == len(parse_message(m).body) + 3 for m in fm[1:])
+    assert fm[0][0] & F_LEN and all(len(m) == len(parse_message(m).body) + 2 for m in fm[1:])
     frx = ReceiverSession(auth.Trust(auth.public_bytes(key)), file_mode=True)
     frx.handle(SenderSession(info, key, file_mode=True).init())
     for r, m in ((frx, msgs[1]), (rx, fm[1])):

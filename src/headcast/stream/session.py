@@ -29,6 +29,7 @@ from headcast.stream.wire import (
     END,
     F_KEY,
     F_LEN,
+    F_NEXT,
     F_NOFACE,
     F_SEQ,
     FRAME,
@@ -72,10 +73,14 @@ class SenderSession:
         template: the stream's InitInfo (model, beta, appearance, profile, steps...).
         key: the sender's Ed25519 identity.
         file_mode: no receiver handshake; :meth:`end` signs the whole stream.
+        ordered: the transport delivers every message once and in order (a WebSocket, a file): the frame
+            after the previous one carries no sequence number (the receiver counts). False: each frame
+            carries at least its low byte, so a receiver can take lost, duplicated and reordered frames.
     """
 
-    def __init__(self, template: InitInfo, key, file_mode: bool = False):
+    def __init__(self, template: InitInfo, key, file_mode: bool = False, ordered: bool = False):
         self.template = template
+        self.ordered = ordered or file_mode
         self.key = key
         self.file_mode = file_mode
         self.info: InitInfo | None = None
@@ -135,7 +140,8 @@ class SenderSession:
             flags |= F_KEY if key else 0
         seq = f.seq & 0xFFFFFFFF
         full = key or self.last_seq is None or not 0 < seq - self.last_seq < 64
-        msg = pack_frame(flags, seq, full, payload, self.file_mode)
+        nxt = self.ordered and not full and seq == self.last_seq + 1
+        msg = pack_frame(flags, None if nxt else seq, full, payload, self.file_mode)
         if not self.file_mode:
             msg += auth.mac(self.mac_key, MAC_SEQ.pack(seq) + msg)
         self.last_seq = seq
@@ -183,6 +189,7 @@ class ReceiverSession:
         self.states: dict[int, tuple] = {}
         self.pending: dict[int, tuple] = {}
         self.last_out = -1
+        self.last_in: int | None = None  # the seq of the last accepted frame (F_NEXT counts from it)
         self.frames_received = 0
         self.ended = False
         self.damaged: str | None = None   # file mode: why an earlier message was rejected
@@ -249,6 +256,7 @@ class ReceiverSession:
         self.states.clear()
         self.pending.clear()
         self.last_out = -1
+        self.last_in = None
         logger.log(logging.INFO if self.remember else logging.DEBUG, describe(info, self.label))
         return []
 
@@ -273,13 +281,19 @@ class ReceiverSession:
             raise ProtocolError("FRAME before an accepted INIT")
         if bool(m.flags & F_LEN) != self.file_mode:
             raise ProtocolError("FRAME: a file frame sent live, or a live frame in a file")
-        seq = m.seq if m.flags & F_SEQ else self._extend(m.seq)
+        if m.flags & F_NEXT:
+            if self.last_in is None:
+                raise ProtocolError("FRAME: no sequence number before any full one")
+            seq = self.last_in + 1
+        else:
+            seq = m.seq if m.flags & F_SEQ else self._extend(m.seq)
         if not self.file_mode and not auth.check_mac(self.mac_key, MAC_SEQ.pack(seq) + m.raw[:-TAG_SIZE], m.tag):
             raise ProtocolError("FRAME: bad MAC (tampered, forged, replayed or from another session)")
         why = self.window.check(seq)
         if why is not None:
             raise ProtocolError(f"FRAME: {why}")
         self.window.accept(seq)
+        self.last_in = seq
         self.frames_received += 1
         if m.flags & F_NOFACE and m.body:
             raise ProtocolError("FRAME: no-face frame with a payload")

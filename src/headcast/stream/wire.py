@@ -40,8 +40,9 @@ FRAME_MARK = 0xC0  # the top two bits of a FRAME's first byte (never b"H" = 0x48
 F_KEY = 0x01      # keyframe: decodable on its own
 F_NOFACE = 0x02   # no face in this video frame: hold the previous parameters (empty payload)
 F_SEQ = 0x04      # the full sequence number follows as a varint (else its low byte)
+F_NEXT = 0x08     # no sequence field: the one after the session's previous frame
 F_LEN = 0x20      # file form: a varint payload length follows the sequence, and there is no tag
-F_RESERVED = 0x18
+F_RESERVED = 0x10
 MAX_VARINT = 5    # bytes: a u32
 # init flags
 I_FILE = 0x01     # written for a file: no receiver handshake (authenticity from the signed END)
@@ -164,10 +165,11 @@ def pack_message(mtype: int, flags: int, body: bytes, tag: bytes = b"") -> bytes
     return HEADER.pack(MAGIC, VERSION, mtype, flags, len(body)) + body + tag
 
 
-def pack_frame(flags: int, seq: int, full_seq: bool, payload: bytes, file_form: bool) -> bytes:
-    """A FRAME without its tag: byte | seq (low byte, or varint with F_SEQ) | [varint length] | payload."""
-    flags |= (F_SEQ if full_seq else 0) | (F_LEN if file_form else 0)
-    s = varint(seq & 0xFFFFFFFF) if full_seq else bytes([seq & 0xFF])
+def pack_frame(flags: int, seq: int | None, full_seq: bool, payload: bytes, file_form: bool) -> bytes:
+    """A FRAME without its tag: byte | seq (nothing when None: F_NEXT; its low byte; or a varint with
+    F_SEQ) | [varint length] | payload."""
+    flags |= (F_SEQ if full_seq else 0) | (F_LEN if file_form else 0) | (F_NEXT if seq is None else 0)
+    s = b"" if seq is None else varint(seq & 0xFFFFFFFF) if full_seq else bytes([seq & 0xFF])
     return bytes([FRAME_MARK | flags]) + s + (varint(len(payload)) if file_form else b"") + payload
 
 
@@ -203,8 +205,12 @@ def _frame_fields(data: bytes) -> tuple[int, int, int]:
     flags = data[0] & 0x3F
     if flags & F_RESERVED:
         raise ProtocolError("FRAME: reserved flag bits set")
+    if flags & F_SEQ and flags & F_NEXT:
+        raise ProtocolError("FRAME: both a full and no sequence number")
     if flags & F_SEQ:
         return (flags, *read_varint(data, 1, "FRAME"))
+    if flags & F_NEXT:
+        return flags, 0, 1
     if len(data) < 2:
         raise ProtocolError("FRAME: truncated before its sequence byte")
     return flags, data[1], 2
