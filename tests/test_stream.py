@@ -652,3 +652,44 @@ def test_live_loopback_with_a_dropped_connection(ict_model, headcast_home, tmp_p
     assert video.shape[1:] == (128, 128, 3) and len(video) == rendered[-1] - rendered[0] + 1  # gaps held
     assert video[len(video) // 2].std() > 5  # a rendered head, not a blank frame
     iio.imwrite(tmp_path / "mid.png", video[len(video) // 2])
+
+
+def test_live_session_ends_at_its_first_bad_tag(ict_model, headcast_home, key, caplog):
+    """A frame with a wrong tag inside the trusted sender's own connection (what an on-path forger can
+    do) ends that session: the receiver closes the connection and decodes nothing after it, so a forger
+    gets one 2^-32 try per session (docs/protocol.md)."""
+    import asyncio
+    import contextlib
+
+    from headcast.stream import receiver
+    from headcast.stream.transport import websockets_api
+
+    _, connect, _ = websockets_api()
+    m = ict_model
+    frames = synthetic_frames(6, seed=5, e=m.n_expr)
+    info = InitInfo("ict", m.n_shape, m.n_expr, np.zeros(m.n_shape), None, None, None, 25.0, COMPACT, 15,
+                    ETA_PAPER, 4, K.steps_for(m, np.zeros(m.n_shape), 15, ETA_PAPER, frames[0].eta), "dave")
+
+    async def main():
+        servers, ready = [], asyncio.Event()
+        rx_task = asyncio.create_task(receiver.receive(
+            "127.0.0.1", 0, None, auth.Trust(auth.public_bytes(key)), idle_timeout=1.0, render=False, model=m,
+            ready=lambda s: (servers.append(s), ready.set())))
+        await ready.wait()
+        port = next(iter(servers[0].sockets)).getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as ws:
+            tx = SenderSession(info, key, ordered=True)
+            await ws.send(tx.init(await ws.recv()))
+            msgs = [tx.frame(f) for f in frames]
+            msgs[2] = msgs[2][:-1] + bytes([msgs[2][-1] ^ 1])
+            with contextlib.suppress(Exception):
+                for msg in msgs:
+                    await ws.send(msg)
+                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+        return await rx_task, ws.close_code
+
+    with caplog.at_level(logging.INFO, logger="headcast.stream"):
+        got, code = asyncio.run(main())
+    assert code is not None and got.frames == 2, got  # the keyframe at seq 4 would decode in an open session
+    assert any("session closed after a bad MAC" in r.getMessage() for r in caplog.records)
