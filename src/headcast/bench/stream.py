@@ -126,8 +126,9 @@ def summary_markdown(result: dict) -> str:
     """Lines for bench/RESULTS.md."""
     L = ["## Telepresence stream (`headcast bench stream`)", "",
          f"Machine: {result.get('machine', '?')}. Real videos tracked by the animation stage; protocol version 2: "
-         "a live frame = frame byte + sequence byte (a varint on keyframes) + payload + 4-byte HMAC tag; in a file "
-         "the tag is replaced by a length varint (the signed END covers every byte). All-in = every byte of the "
+         "a live frame = frame byte + payload + 4-byte HMAC tag (the receiver counts the sequence; keyframes add "
+         "it as a varint); in a file the tag is replaced by a length varint (the signed END covers every byte). "
+         "All-in = every byte of the "
          "stream over its frames (live: HELLO + INIT + frames; file: INIT + frames + END), without the albedo PNG "
          "(sent once; its bytes are in the last column); WebSocket framing (2-6 B a message) not counted. Vertex "
          "error: mean over frames and all model vertices against the unquantised parameters (model frame; "
