@@ -16,20 +16,24 @@ from headcast.core.errors import HeadcastError
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream import coder as C
+from headcast.stream.introduction import init_body, parse_init_body
 from headcast.stream.session import ReceiverSession, SenderSession
 from headcast.stream.wire import (
     COMPACT,
     ETA_PAPER,
+    F_LEN,
+    F_NEXT,
+    F_SEQ,
     FRAME,
     MAX_FRAME_BODY,
     PAPER,
     InitInfo,
     ProtocolError,
-    init_body,
+    pack_frame,
     pack_message,
-    parse_init_body,
     parse_message,
     split_stream,
+    varint,
 )
 
 E = 12  # expression components of the synthetic streams
@@ -110,7 +114,9 @@ def test_init_round_trip_and_paper_sizes():
 
 def test_caps_reject_oversized_fields():
     with pytest.raises(ProtocolError, match="cap"):
-        parse_message(pack_message(FRAME, 0, b"")[:5] + (MAX_FRAME_BODY + 1).to_bytes(4, "little"))
+        parse_message(pack_frame(0, 0, False, b"", True)[:2] + varint(MAX_FRAME_BODY + 1) + bytes(MAX_FRAME_BODY + 1))
+    with pytest.raises(ProtocolError, match="cap"):
+        parse_message(pack_frame(0, 0, False, bytes(MAX_FRAME_BODY + 1), False) + bytes(4))
     info = make_info()
     body = bytearray(init_body(info) + bytes(64))
     body[0] = 200  # model id length over its 64-byte cap
@@ -143,11 +149,68 @@ def test_paper_profile_is_raw_float32(key):
     tx, rx = live_pair(info, key)
     f = synthetic_frames(3)[2]
     msg = tx.frame(f)
-    assert len(msg) == 9 + 8 + 4 * (6 + E + 3) + 8
+    # frame byte + the full seq 2 as a one-byte varint (every paper frame is a keyframe) + payload + tag
+    assert len(msg) == 1 + 1 + 4 * (6 + E + 3) + 4
     d = rx.handle(msg)[0]
     np.testing.assert_allclose(d.theta[[0, 1, 2, 6, 7, 8]], f.theta[[0, 1, 2, 6, 7, 8]], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(d.psi, f.psi, rtol=1e-6, atol=1e-7)
     assert np.all(d.theta[[3, 4, 5, 9, 10, 11, 12, 13, 14]] == 0)  # the paper does not send neck or eyes
+
+
+def test_lean_frames_sizes_replays_and_splices(key):
+    """Version 2 frames: the frame after the previous one is its payload + 5 bytes live (frame byte,
+    4-byte tag): the receiver counts, and the counted sequence is in the MAC input, so a replayed frame
+    fails the MAC; a keyframe's full sequence number replayed is a duplicate; a jump sends the low byte."""
+    info = make_info(key_interval=200)
+    tx = SenderSession(info, key, ordered=True)
+    rx = ReceiverSession(auth.Trust(auth.public_bytes(key)))
+    rx.handle(tx.init(rx.hello()))
+    frames = synthetic_frames(300, seed=4)
+    msgs = [tx.frame(f) for f in frames]
+    assert msgs[0][0] & F_SEQ and not msgs[1][0] & F_SEQ
+    got = [d for m in msgs[:260] for d in rx.handle(m)]
+    assert [d.seq for d in got] == list(range(260)) and got[7].t == 7 / info.fps
+    with pytest.raises(ProtocolError, match="already received"):
+        rx.handle(msgs[200])  # a keyframe: its full sequence number
+    with pytest.raises(ProtocolError, match="bad MAC"):
+        rx.handle(msgs[259])  # counted as seq 260
+    assert [d.seq for m in msgs[260:] for d in rx.handle(m)] == list(range(260, 300))
+    for m in msgs[1:200]:
+        assert len(m) == len(parse_message(m).body) + 5 and m[0] & F_NEXT
+    # a jump of a few frames: the sequence's low byte, extended by the receiver
+    gap = SenderSession(info, key, ordered=True)
+    grx = ReceiverSession(auth.Trust(auth.public_bytes(key)))
+    grx.handle(gap.init(grx.hello()))
+    jumped = [gap.frame(f) for f in (frames[0], frames[3], frames[4])]
+    for m in jumped:
+        grx.handle(m)  # authenticated (the extended seq is in the MAC input); 3 waits for its reference 2
+    assert not jumped[1][0] & (F_NEXT | F_SEQ) and grx.window.seen == {0, 3, 4}
+    # in a file the same frame carries its length and no tag (the signed END covers it)
+    ftx = SenderSession(info, key, file_mode=True)
+    ftx.init()
+    fm = [ftx.frame(f) for f in frames[:3]]
+    assert fm[0][0] & F_LEN and all(len(m) == len(parse_message(m).body) + 2 for m in fm[1:])
+    frx = ReceiverSession(auth.Trust(auth.public_bytes(key)), file_mode=True)
+    frx.handle(SenderSession(info, key, file_mode=True).init())
+    for r, m in ((frx, msgs[1]), (rx, fm[1])):
+        with pytest.raises(ProtocolError, match="a file frame sent live, or a live frame in a file"):
+            r.handle(m)
+
+
+def test_version_1_streams_get_a_one_line_error(tmp_path, key):
+    """A version 1 INIT or file: one line naming the version, in the library and from the CLI (exit 2)."""
+    import subprocess
+    import sys
+
+    v1 = b"HC\x01\x02\x00" + (10).to_bytes(4, "little") + bytes(10)
+    with pytest.raises(ProtocolError, match="version 1 headcast stream.*version 2"):
+        parse_message(v1)
+    path = tmp_path / "old.hcs"
+    path.write_bytes(v1)
+    r = subprocess.run([sys.executable, "-m", "headcast.cli", "decode", str(path), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "version 1" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_steps_meet_vertex_error_on_ict(ict_model):
@@ -589,3 +652,44 @@ def test_live_loopback_with_a_dropped_connection(ict_model, headcast_home, tmp_p
     assert video.shape[1:] == (128, 128, 3) and len(video) == rendered[-1] - rendered[0] + 1  # gaps held
     assert video[len(video) // 2].std() > 5  # a rendered head, not a blank frame
     iio.imwrite(tmp_path / "mid.png", video[len(video) // 2])
+
+
+def test_live_session_ends_at_its_first_bad_tag(ict_model, headcast_home, key, caplog):
+    """A frame with a wrong tag inside the trusted sender's own connection (what an on-path forger can
+    do) ends that session: the receiver closes the connection and decodes nothing after it, so a forger
+    gets one 2^-32 try per session (docs/protocol.md)."""
+    import asyncio
+    import contextlib
+
+    from headcast.stream import receiver
+    from headcast.stream.transport import websockets_api
+
+    _, connect, _ = websockets_api()
+    m = ict_model
+    frames = synthetic_frames(6, seed=5, e=m.n_expr)
+    info = InitInfo("ict", m.n_shape, m.n_expr, np.zeros(m.n_shape), None, None, None, 25.0, COMPACT, 15,
+                    ETA_PAPER, 4, K.steps_for(m, np.zeros(m.n_shape), 15, ETA_PAPER, frames[0].eta), "dave")
+
+    async def main():
+        servers, ready = [], asyncio.Event()
+        rx_task = asyncio.create_task(receiver.receive(
+            "127.0.0.1", 0, None, auth.Trust(auth.public_bytes(key)), idle_timeout=1.0, render=False, model=m,
+            ready=lambda s: (servers.append(s), ready.set())))
+        await ready.wait()
+        port = next(iter(servers[0].sockets)).getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as ws:
+            tx = SenderSession(info, key, ordered=True)
+            await ws.send(tx.init(await ws.recv()))
+            msgs = [tx.frame(f) for f in frames]
+            msgs[2] = msgs[2][:-1] + bytes([msgs[2][-1] ^ 1])
+            with contextlib.suppress(Exception):
+                for msg in msgs:
+                    await ws.send(msg)
+                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+        return await rx_task, ws.close_code
+
+    with caplog.at_level(logging.INFO, logger="headcast.stream"):
+        got, code = asyncio.run(main())
+    assert code is not None and got.frames == 2, got  # the keyframe at seq 4 would decode in an open session
+    assert any("session closed after a bad MAC" in r.getMessage() for r in caplog.records)

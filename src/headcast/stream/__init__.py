@@ -1,6 +1,7 @@
 """Telepresence (the paper's section 3): a versioned, authenticated parameter stream.
 
-- :mod:`headcast.stream.wire`: message layout, caps, :class:`~headcast.stream.wire.ProtocolError`.
+- :mod:`headcast.stream.wire`: message layout, caps, :class:`~headcast.stream.wire.ProtocolError`;
+  :mod:`headcast.stream.introduction` the INIT body.
 - :mod:`headcast.stream.codec`: the ``paper`` (raw float32) and ``compact`` (quantised, predicted,
   arithmetic-coded) profiles; :mod:`headcast.stream.coder` the entropy coder.
 - :mod:`headcast.stream.auth`: Ed25519 identities, session MAC keys, trust, replay window.

@@ -31,8 +31,7 @@ from headcast.core.paths import home
 from headcast.io.outputs import staged_file, staged_files
 from headcast.stream.wire import TAG_SIZE, ProtocolError
 
-MAC_INFO = b"headcast/1 frame mac"
-FILE_INFO = b"headcast/1 file frame mac (integrity only)"
+MAC_INFO = b"headcast/2 frame mac"
 PUB_PREFIX = "headcast-ed25519"
 MAX_KEY_BYTES = 64 << 10  # a key file (PEM or .pub) is a few hundred bytes
 
@@ -144,10 +143,6 @@ def session_mac_key(own: X25519PrivateKey, peer_pub: bytes, signed_init: bytes) 
     except ValueError:
         raise ProtocolError("INIT: invalid X25519 key") from None
     return HKDF(hashes.SHA256(), 32, hashlib.sha256(signed_init).digest(), MAC_INFO).derive(shared)
-
-
-def file_mac_key(signed_init: bytes) -> bytes:
-    return HKDF(hashes.SHA256(), 32, None, FILE_INFO).derive(hashlib.sha256(signed_init).digest())
 
 
 def mac(key: bytes, data: bytes) -> bytes:

@@ -22,6 +22,7 @@ import numpy as np
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE, pose_slice
 from headcast.stream import coder as C
+from headcast.stream.introduction import half_steps
 from headcast.stream.wire import COMPACT, ETA_PAPER, ETA_SIM, PAPER, InitInfo, ProtocolError
 
 PAPER_POSE = np.r_[pose_slice("root"), pose_slice("jaw")]  # root and jaw: the paper's L = 6
@@ -115,13 +116,14 @@ def quantisation_steps(sensitivity: np.ndarray, target_mm: float = 0.1, n_pose: 
     """Steps (C,) giving every component the same RMS vertex error ``target_mm / sqrt(C)`` (so the
     total RMS is about ``target_mm`` when every component varies): ``step_j = sqrt(12) * e / S_j``
     (uniform quantisation error has RMS step / sqrt(12)). Rotations are capped at ``max_rot`` rad and
-    expressions at ``max_expr`` so that small parts (eyes) keep a fine step. float32-representable."""
+    expressions at ``max_expr`` so that small parts (eyes) keep a fine step. float16 numbers (the INIT
+    carries them as float16: :func:`wire.half_steps`)."""
     S = np.maximum(np.asarray(sensitivity, dtype=np.float64), 1e-9)
     e = target_mm * 1e-3 / np.sqrt(S.size)
     steps = np.sqrt(12) * e / S
     steps[:n_pose] = np.minimum(steps[:n_pose], max_rot)
     steps[n_pose:S.size - n_eta] = np.minimum(steps[n_pose:S.size - n_eta], max_expr)
-    return steps.astype(np.float32).astype(np.float64)
+    return half_steps(steps)
 
 
 def steps_for(model, beta, n_pose: int, eta_kind: int, eta_ref, target_mm: float = 0.1) -> np.ndarray:

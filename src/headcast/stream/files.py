@@ -31,7 +31,6 @@ from headcast.stream.wire import (
     ETA_PAPER,
     ETA_SIM,
     FRAME,
-    FRAME_PREFIX,
     HEADER_SIZE,
     INIT,
     MAX_KEY_INTERVAL,
@@ -41,13 +40,14 @@ from headcast.stream.wire import (
     InitInfo,
     ProtocolError,
     split_stream,
+    varint,
 )
 
 logger = logging.getLogger(__name__)
 
 RAW_FRAME_BYTES = 256 * 256 * 3  # the paper's uncompressed 256x256 RGB frame: 196608 bytes
 DEFAULT_TARGET_MM = 0.5
-DEFAULT_KEY_INTERVAL = 25
+DEFAULT_KEY_INTERVAL = 50  # 2 s at 25 fps: a file can be entered there; live, each session starts with one
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -226,36 +226,52 @@ def decode_file(stream: str | Path | BinaryIO, out_dir: str | Path, trust_key: s
 
 # -- reports -----------------------------------------------------------------------------------
 def stream_report(data: bytes, info: InitInfo) -> dict:
-    """Sizes: the paper's counts (payload only) and everything on the wire, per frame and per second."""
-    frame_sizes, init_size, end_size = [], 0, 0
+    """Sizes: the paper's counts (payload only) and everything in the file or on the wire, per frame and
+    per second. All-in: every byte of the stream (the INIT and END amortised over the frames); the live
+    figures are those of the same frames sent live (each with a tag instead of a length, the HELLO and
+    INIT instead of the INIT and END), WebSocket framing not counted. ``*_no_png``: without the albedo PNG
+    (sent once, like a texture; 0 when the INIT has none)."""
+    frames, payloads, live, init_size, end_size = [], [], [], 0, 0
     for m in split_stream(data):
         if m.type == INIT:
             init_size = len(m.raw)
         elif m.type == FRAME:
-            frame_sizes.append(len(m.raw))
+            frames.append(len(m.raw))
+            payloads.append(len(m.body))
+            live.append(len(m.raw) - len(varint(len(m.body))) + TAG_SIZE)
         elif m.type == END:
             end_size = len(m.raw)
-    fs = np.array(frame_sizes, dtype=np.float64) if frame_sizes else np.zeros(1)
-    overhead = HEADER_SIZE + FRAME_PREFIX.size + TAG_SIZE
-    payload = fs - overhead
+    n = max(len(frames), 1)
+    fs, pl, lv = (np.array(a or [0], dtype=np.float64) for a in (frames, payloads, live))
+    png = len(info.albedo_png or b"")
+    hello = HEADER_SIZE + 32
+    live_all = (lv.sum() + hello + init_size) / n
     n_param_floats = info.n_shape + (0 if info.rho is None else info.rho.size) + (0 if info.lam is None else info.lam.size)
     fps = info.fps
+    kbit = lambda b: float(b * 8 * fps / 1000)  # noqa: E731  (bytes per frame -> kbit/s)
     return {
         "profile": "compact" if info.profile == COMPACT else "paper",
-        "model": info.model, "fps": fps, "frames": len(frame_sizes),
+        "model": info.model, "fps": fps, "frames": len(frames),
         "init_bytes": init_size, "init_parameter_bytes": 4 * n_param_floats,
         "init_parameter_definition": "4 * (beta + rho + lambda floats): the paper's (N + M + K) * 4",
-        "init_albedo_png_bytes": len(info.albedo_png or b""),
+        "init_albedo_png_bytes": png,
         "end_bytes": end_size,
-        "frame_payload_bytes_mean": float(payload.mean()),
-        "frame_overhead_bytes": overhead,
-        "frame_overhead_definition": f"header {HEADER_SIZE} + seq/timestamp {FRAME_PREFIX.size} + HMAC tag {TAG_SIZE}",
+        "frame_payload_bytes_mean": float(pl.mean()),
+        "frame_overhead_bytes_mean": float((fs - pl).mean()),
+        "frame_overhead_definition": "file: frame byte + sequence (1 byte, a varint on keyframes) + length varint; "
+                                     f"live: the length replaced by a {TAG_SIZE}-byte HMAC tag",
         "frame_bytes_mean": float(fs.mean()),
         "frame_bytes_max": float(fs.max()),
-        "kbit_s_payload": float(payload.mean() * 8 * fps / 1000),
-        "kbit_s_total": float(fs.mean() * 8 * fps / 1000),
-        "ratio_raw_256_payload": float(RAW_FRAME_BYTES / max(payload.mean(), 1e-9)),
-        "ratio_raw_256_total": float(RAW_FRAME_BYTES / fs.mean()),
+        "live_frame_bytes_mean": float(lv.mean()),
+        "file_bytes_per_frame_all_in": len(data) / n,
+        "file_bytes_per_frame_all_in_no_png": (len(data) - png) / n,
+        "live_bytes_per_frame_all_in": float(live_all),
+        "live_bytes_per_frame_all_in_no_png": float(live_all - png / n),
+        "kbit_s_payload": kbit(pl.mean()),
+        "kbit_s_total": kbit(fs.mean()),
+        "kbit_s_live_all_in_no_png": kbit(live_all - png / n),
+        "ratio_raw_256_payload": float(RAW_FRAME_BYTES / max(pl.mean(), 1e-9)),
+        "ratio_raw_256_total": float(RAW_FRAME_BYTES / max(fs.mean(), 1e-9)),
         "stream_bytes": len(data),
         "key_interval": info.key_interval if info.profile == COMPACT else 1,
     }

@@ -14,8 +14,9 @@ import re
 import threading
 
 from headcast.core.errors import HeadcastError
+from headcast.stream.introduction import check_png
 from headcast.stream.peers import shown
-from headcast.stream.wire import InitInfo, ProtocolError, check_png
+from headcast.stream.wire import InitInfo, ProtocolError
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_ALBEDO_SIDE = 2048     # texels a side: headcast's own albedo maps are at most 2048 (texture --size)

@@ -30,7 +30,7 @@ from headcast.stream.peers import Bucket, PeerLog, clean
 from headcast.stream.recorder import RenderWorker
 from headcast.stream.session import DecodedFrame, ReceiverSession, describe
 from headcast.stream.transport import websockets_api
-from headcast.stream.wire import FRAME, HEADER_SIZE, MAX_FRAME_BODY, TAG_SIZE, InitInfo, parse_header
+from headcast.stream.wire import FRAME, MAX_FRAME_BODY, MAX_VARINT, TAG_SIZE, InitInfo, message_type
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ CONNECT_RATE = (20.0, 20.0)    # new connections per second, burst
 INIT_TIMEOUT = 5.0             # seconds a connection has to send its INIT
 CLOSE_TIMEOUT = 1.0            # seconds a refused connection gets to answer the close
 MAX_INIT_BYTES = 4 << 20       # a message before the INIT is accepted: an INIT with a 2048^2 albedo PNG
-MAX_FRAME_BYTES = HEADER_SIZE + MAX_FRAME_BODY + TAG_SIZE  # every message after it
+MAX_FRAME_BYTES = 1 + MAX_VARINT + MAX_FRAME_BODY + TAG_SIZE  # every message after it (a live FRAME)
 TOTAL_RATE = (2000.0, 4000.0)  # messages per second over all connections, burst
 LOG_RATE = (20.0, 40.0)        # log lines about peers per second over all of them, burst
 LOG_PER_PEER = 3               # log lines about one connection (its INIT's, its rejected messages')
@@ -169,12 +169,15 @@ class _Link:
             try:
                 if not isinstance(msg, bytes):
                     raise HeadcastError("a text message")
-                if parse_header(msg)[0] != FRAME:
+                if message_type(msg) != FRAME:
                     raise HeadcastError("a message other than FRAME after the INIT")
                 frames = rx.handle(msg)
             except HeadcastError as e:
                 self.stats.reject(str(e))
                 log.info(f"receive: {peer}: rejected: {clean(e)}")
+                if "bad MAC" in str(e):  # an ordered, reliable link never garbles: a forgery try ends it
+                    log.info(f"receive: {peer}: session closed after a bad MAC")
+                    break
                 continue
             if rx is not self.current:
                 self.stats.dropped += len(frames)

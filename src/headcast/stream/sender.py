@@ -39,7 +39,7 @@ async def send(source: Iterator[tuple[K.ParamFrame, float]], template: InitInfo,
             try:
                 async with connect(url, open_timeout=connect_timeout, max_size=1 << 16) as ws:
                     hello = await asyncio.wait_for(ws.recv(), connect_timeout)
-                    sess = SenderSession(template, key)
+                    sess = SenderSession(template, key, ordered=True)  # a WebSocket: the receiver counts
                     await ws.send(sess.init(hello if isinstance(hello, bytes) else b""))
                     link["ws"], link["session"] = ws, sess
                     stats.sessions += 1

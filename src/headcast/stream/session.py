@@ -22,26 +22,28 @@ import numpy as np
 
 from headcast.stream import auth
 from headcast.stream import codec as K
+from headcast.stream.introduction import SIGNATURE_SIZE, half_steps, init_body, parse_init_body
 from headcast.stream.peers import shown
 from headcast.stream.wire import (
     COMPACT,
     END,
     F_KEY,
+    F_LEN,
+    F_NEXT,
     F_NOFACE,
+    F_SEQ,
     FRAME,
-    FRAME_PREFIX,
     HEADER_SIZE,
     HELLO,
     I_FILE,
     INIT,
-    SIGNATURE_SIZE,
+    MAC_SEQ,
     TAG_SIZE,
     TYPE_NAMES,
     InitInfo,
     ProtocolError,
-    init_body,
+    pack_frame,
     pack_message,
-    parse_init_body,
     parse_message,
 )
 
@@ -71,10 +73,14 @@ class SenderSession:
         template: the stream's InitInfo (model, beta, appearance, profile, steps...).
         key: the sender's Ed25519 identity.
         file_mode: no receiver handshake; :meth:`end` signs the whole stream.
+        ordered: the transport delivers every message once and in order (a WebSocket, a file): the frame
+            after the previous one carries no sequence number (the receiver counts). False: each frame
+            carries at least its low byte, so a receiver can take lost, duplicated and reordered frames.
     """
 
-    def __init__(self, template: InitInfo, key, file_mode: bool = False):
+    def __init__(self, template: InitInfo, key, file_mode: bool = False, ordered: bool = False):
         self.template = template
+        self.ordered = ordered or file_mode
         self.key = key
         self.file_mode = file_mode
         self.info: InitInfo | None = None
@@ -82,7 +88,7 @@ class SenderSession:
         self.encoder: K.CompactEncoder | None = None
         self.frames = 0
         self._hash = hashlib.sha256()
-        self.t0: float | None = None
+        self.last_seq: int | None = None
 
     def init(self, hello: bytes | None = None) -> bytes:
         """The signed INIT; live sessions pass the receiver's HELLO message."""
@@ -95,14 +101,16 @@ class SenderSession:
                 raise ProtocolError(f"expected a 32-byte HELLO, got {TYPE_NAMES.get(m.type)} of {len(m.body)} bytes")
             rx = m.body
         x_priv, x_pub = auth.x25519_pair()
+        steps = self.template.steps  # the INIT carries float16 steps: quantise with exactly those
+        steps = None if steps is None else half_steps(steps)
         info = replace(self.template, session_id=os.urandom(8), sender_xpub=x_pub, receiver_xpub=rx,
-                       sign_pub=auth.public_bytes(self.key), flags=I_FILE if self.file_mode else 0)
+                       sign_pub=auth.public_bytes(self.key), flags=I_FILE if self.file_mode else 0, steps=steps)
         body = init_body(info)
         flags = I_FILE if self.file_mode else 0
         header = pack_message(INIT, flags, b"\0" * (len(body) + SIGNATURE_SIZE))[:HEADER_SIZE]
         signed = header + body
         msg = signed + auth.sign(self.key, signed)
-        self.mac_key = auth.file_mac_key(signed) if self.file_mode else auth.session_mac_key(x_priv, rx, signed)
+        self.mac_key = None if self.file_mode else auth.session_mac_key(x_priv, rx, signed)
         self.info = info
         self.encoder = K.CompactEncoder(info) if info.profile == COMPACT else None
         self._emit(msg)
@@ -113,13 +121,13 @@ class SenderSession:
             self._hash.update(msg)
 
     def frame(self, f: K.ParamFrame) -> bytes:
-        """The FRAME message of one ParamFrame."""
+        """The FRAME message of one ParamFrame. Its time is not sent: the receiver derives it from the
+        sequence number and the frame rate. The full sequence number goes with the first frame, every
+        keyframe and a jump of 64 or more; otherwise its low byte (the receiver extends it)."""
         if self.info is None:
             raise ProtocolError("frame before INIT")
-        if self.t0 is None:
-            self.t0 = f.t
-        t_ms = int(round(max(0.0, f.t - self.t0) * 1000)) & 0xFFFFFFFF
         flags = 0
+        key = False
         if not f.face:
             flags |= F_NOFACE
             payload = b""
@@ -130,9 +138,13 @@ class SenderSession:
             else:
                 payload, key = self.encoder.encode(x, f.seq)
             flags |= F_KEY if key else 0
-        body = FRAME_PREFIX.pack(f.seq & 0xFFFFFFFF, t_ms) + payload
-        head = pack_message(FRAME, flags, body)
-        msg = head + auth.mac(self.mac_key, head)
+        seq = f.seq & 0xFFFFFFFF
+        full = key or self.last_seq is None or not 0 < seq - self.last_seq < 64
+        nxt = self.ordered and not full and seq == self.last_seq + 1
+        msg = pack_frame(flags, None if nxt else seq, full, payload, self.file_mode)
+        if not self.file_mode:
+            msg += auth.mac(self.mac_key, MAC_SEQ.pack(seq) + msg)
+        self.last_seq = seq
         self.frames += 1
         self._emit(msg)
         return msg
@@ -177,6 +189,7 @@ class ReceiverSession:
         self.states: dict[int, tuple] = {}
         self.pending: dict[int, tuple] = {}
         self.last_out = -1
+        self.last_in: int | None = None  # the seq of the last accepted frame (F_NEXT counts from it)
         self.frames_received = 0
         self.ended = False
         self.damaged: str | None = None   # file mode: why an earlier message was rejected
@@ -237,13 +250,13 @@ class ReceiverSession:
         if self.new_sender and self.remember:
             logger.info(f"{self.label}trusting sender {shown(info.sender)} on first use: key "
                         f"{auth.fingerprint(info.sign_pub)} (stored in {self.trust.store})")
-        self.mac_key = auth.file_mac_key(signed) if self.file_mode else \
-            auth.session_mac_key(self._x_priv, info.sender_xpub, signed)
+        self.mac_key = None if self.file_mode else auth.session_mac_key(self._x_priv, info.sender_xpub, signed)
         self.info = info
         self.window = auth.ReplayWindow(WINDOW)
         self.states.clear()
         self.pending.clear()
         self.last_out = -1
+        self.last_in = None
         logger.log(logging.INFO if self.remember else logging.DEBUG, describe(info, self.label))
         return []
 
@@ -266,28 +279,43 @@ class ReceiverSession:
     def _frame(self, m) -> list[DecodedFrame]:
         if self.info is None:
             raise ProtocolError("FRAME before an accepted INIT")
-        if len(m.tag) != TAG_SIZE or not auth.check_mac(self.mac_key, m.raw[:-TAG_SIZE], m.tag):
-            raise ProtocolError("FRAME: bad MAC (tampered, forged or from another session)")
-        if len(m.body) < FRAME_PREFIX.size:
-            raise ProtocolError("FRAME: shorter than its sequence number and timestamp")
-        seq, t_ms = FRAME_PREFIX.unpack_from(m.body)
+        if bool(m.flags & F_LEN) != self.file_mode:
+            raise ProtocolError("FRAME: a file frame sent live, or a live frame in a file")
+        if m.flags & F_NEXT:
+            if self.last_in is None:
+                raise ProtocolError("FRAME: no sequence number before any full one")
+            seq = self.last_in + 1
+        else:
+            seq = m.seq if m.flags & F_SEQ else self._extend(m.seq)
+        if not self.file_mode and not auth.check_mac(self.mac_key, MAC_SEQ.pack(seq) + m.raw[:-TAG_SIZE], m.tag):
+            raise ProtocolError("FRAME: bad MAC (tampered, forged, replayed or from another session)")
         why = self.window.check(seq)
         if why is not None:
             raise ProtocolError(f"FRAME: {why}")
         self.window.accept(seq)
+        self.last_in = seq
         self.frames_received += 1
-        payload = m.body[FRAME_PREFIX.size:]
-        if m.flags & F_NOFACE and payload:
+        if m.flags & F_NOFACE and m.body:
             raise ProtocolError("FRAME: no-face frame with a payload")
-        self.pending[seq] = (m.flags, t_ms, payload)
+        self.pending[seq] = (m.flags, seq / self.info.fps, m.body)
         out = self._resolve(seq)
         self._evict()
         return out
 
+    def _extend(self, low: int) -> int:
+        """The sequence number whose low byte is ``low`` nearest the newest one received (-128..+127)."""
+        top = self.window.top
+        if top < 0:
+            raise ProtocolError("FRAME: only a sequence byte before any full sequence number")
+        seq = top + ((low - top + 128) % 256) - 128
+        if not 0 <= seq <= 0xFFFFFFFF:
+            raise ProtocolError(f"FRAME: sequence byte {low} extends to {seq}, out of range")
+        return seq
+
     def _resolve(self, seq: int) -> list[DecodedFrame]:
         out = []
         while seq in self.pending:
-            flags, t_ms, payload = self.pending[seq]
+            flags, t, payload = self.pending[seq]
             state = self._decode(seq, flags, payload)
             if state is None:
                 break
@@ -296,7 +324,7 @@ class ReceiverSession:
             if seq > self.last_out:
                 self.last_out = seq
                 theta, psi, eta = K.from_vector(state[2], self.info)
-                out.append(DecodedFrame(seq, t_ms / 1000.0, theta, psi, eta, not flags & F_NOFACE,
+                out.append(DecodedFrame(seq, t, theta, psi, eta, not flags & F_NOFACE,
                                         bool(flags & F_KEY)))
             else:
                 self.stats["late"] += 1

@@ -1,9 +1,13 @@
-"""The headcast wire format, version 1: little-endian messages with a fixed 9-byte header.
+"""The headcast wire format, version 2: little-endian messages.
 
-Every message is ``header | body | tag``:
+HELLO, INIT and END carry a 9-byte header, ``header | body``:
 
     header  = magic b"HC" | version u8 | type u8 | flags u8 | body_length u32     (9 bytes)
-    tag     = 8 bytes (truncated HMAC-SHA256) on FRAME messages, nothing on the others
+
+A FRAME is lean: one byte ``0b11LS00NK`` (L: file form, S: full sequence number, N: no face, K: keyframe),
+then the sequence (its low byte, or the whole number as a varint with S), then live (L clear) the payload
+and a 4-byte truncated HMAC-SHA256 tag (the WebSocket message gives the length), or in a file (L set) the
+payload length as a varint and the payload (the signed END covers every byte; no tag).
 
 See docs/protocol.md for the field-by-field layout. Parsing never trusts a length: every count is
 checked against its cap and against the bytes that remain before anything is allocated, and every
@@ -21,19 +25,25 @@ from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE
 
 MAGIC = b"HC"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<2sBBBI")  # magic, version, type, flags, body length
 HEADER_SIZE = HEADER.size  # 9
-TAG_SIZE = 8  # truncated HMAC-SHA256 on frames
-FRAME_PREFIX = struct.Struct("<II")  # sequence number, timestamp (ms since the session's first frame)
+TAG_SIZE = 4  # truncated HMAC-SHA256 on live frames (length justified in docs/protocol.md)
+MAC_SEQ = struct.Struct("<I")  # the full sequence number, prepended to a frame's bytes in the MAC input
 
 # message types
 HELLO, INIT, FRAME, END = 1, 2, 3, 4
 TYPE_NAMES = {HELLO: "HELLO", INIT: "INIT", FRAME: "FRAME", END: "END"}
 
-# frame flags
+# frame byte: FRAME_MARK | flags
+FRAME_MARK = 0xC0  # the top two bits of a FRAME's first byte (never b"H" = 0x48 of the other messages)
 F_KEY = 0x01      # keyframe: decodable on its own
 F_NOFACE = 0x02   # no face in this video frame: hold the previous parameters (empty payload)
+F_SEQ = 0x04      # the full sequence number follows as a varint (else its low byte)
+F_NEXT = 0x08     # no sequence field: the one after the session's previous frame
+F_LEN = 0x20      # file form: a varint payload length follows the sequence, and there is no tag
+F_RESERVED = 0x10
+MAX_VARINT = 5    # bytes: a u32
 # init flags
 I_FILE = 0x01     # written for a file: no receiver handshake (authenticity from the signed END)
 
@@ -109,120 +119,139 @@ class InitInfo:
 
 @dataclass
 class Message:
-    """A parsed message: type, flags, body bytes, tag (frames), and the raw bytes it came from."""
+    """A parsed message: type, flags, body bytes (a FRAME's payload), tag (live frames), the raw bytes
+    it came from, and a FRAME's sequence field (the whole number with ``F_SEQ``, else its low byte)."""
 
     type: int
     flags: int
     body: bytes
     tag: bytes
     raw: bytes
+    seq: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
-class Reader:
-    """Bounds-checked little-endian reads from bytes; every overrun is a ProtocolError."""
-
-    def __init__(self, data: bytes, what: str):
-        self.data = memoryview(data)
-        self.pos = 0
-        self.what = what
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise ProtocolError(f"{self.what}: truncated (needs {n} bytes at {self.pos}, has {len(self.data) - self.pos})")
-        out = bytes(self.data[self.pos:self.pos + n])
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: str):
-        s = struct.Struct("<" + fmt)
-        return s.unpack(self.take(s.size))
-
-    def u8(self) -> int:
-        return self.unpack("B")[0]
-
-    def u16(self) -> int:
-        return self.unpack("H")[0]
-
-    def u32(self) -> int:
-        return self.unpack("I")[0]
-
-    def f32s(self, n: int, cap: int, name: str) -> np.ndarray:
-        if n > cap:
-            raise ProtocolError(f"{self.what}: {name} has {n} values (cap {cap})")
-        a = np.frombuffer(self.take(4 * n), dtype="<f4").astype(np.float64)
-        if not np.all(np.isfinite(a)):
-            raise ProtocolError(f"{self.what}: {name} has non-finite values")
-        return a
-
-    def text(self, cap: int, name: str) -> str:
-        n = self.u8()
-        if n > cap:
-            raise ProtocolError(f"{self.what}: {name} is {n} bytes (cap {cap})")
-        try:
-            return self.take(n).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError(f"{self.what}: {name} is not UTF-8") from None
-
-    def rest(self) -> bytes:
-        return self.take(len(self.data) - self.pos)
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise ProtocolError(f"{self.what}: {len(self.data) - self.pos} unexpected trailing bytes")
+def varint(n: int) -> bytes:
+    """LEB128 of 0 <= n < 2^32: 7 bits a byte, low first, the top bit set on all but the last."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
 
 
-def _text(s: str, cap: int, name: str) -> bytes:
-    b = s.encode("utf-8")
-    if len(b) > cap:
-        raise HeadcastError(f"{name} {s!r} is longer than {cap} bytes")
-    return struct.pack("<B", len(b)) + b
+def read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    """(value, position after it) of the varint at ``data[pos]``; at most MAX_VARINT bytes, < 2^32."""
+    n = 0
+    for k in range(MAX_VARINT):
+        if pos + k >= len(data):
+            raise ProtocolError(f"{what}: truncated inside a varint")
+        b = data[pos + k]
+        n |= (b & 0x7F) << (7 * k)
+        if not b & 0x80:
+            if n >= 1 << 32:
+                raise ProtocolError(f"{what}: varint over 32 bits")
+            return n, pos + k + 1
+    raise ProtocolError(f"{what}: varint longer than {MAX_VARINT} bytes")
 
 
-def _f32(a) -> bytes:
-    return np.asarray(a, dtype="<f4").tobytes()
-
-
-# ---------------------------------------------------------------------------------------------
 def pack_message(mtype: int, flags: int, body: bytes, tag: bytes = b"") -> bytes:
-    """header | body | tag."""
+    """header | body | tag; a FRAME is its lean byte (FRAME_MARK | flags) | body | tag."""
+    if mtype == FRAME:
+        return bytes([FRAME_MARK | (flags & 0x3F)]) + body + tag
     if len(body) > MAX_MESSAGE:
         raise HeadcastError(f"message body of {len(body)} bytes exceeds the {MAX_MESSAGE}-byte cap")
     return HEADER.pack(MAGIC, VERSION, mtype, flags, len(body)) + body + tag
 
 
+def pack_frame(flags: int, seq: int | None, full_seq: bool, payload: bytes, file_form: bool) -> bytes:
+    """A FRAME without its tag: byte | seq (nothing when None: F_NEXT; its low byte; or a varint with
+    F_SEQ) | [varint length] | payload."""
+    flags |= (F_SEQ if full_seq else 0) | (F_LEN if file_form else 0) | (F_NEXT if seq is None else 0)
+    s = b"" if seq is None else varint(seq & 0xFFFFFFFF) if full_seq else bytes([seq & 0xFF])
+    return bytes([FRAME_MARK | flags]) + s + (varint(len(payload)) if file_form else b"") + payload
+
+
+def is_frame(data: bytes) -> bool:
+    return len(data) > 0 and data[0] & 0xC0 == FRAME_MARK
+
+
 def parse_header(data: bytes) -> tuple[int, int, int]:
-    """(type, flags, body length) of the header at the start of ``data``."""
+    """(type, flags, body length) of the 9-byte header at the start of ``data`` (not a FRAME)."""
     if len(data) < HEADER_SIZE:
         raise ProtocolError(f"message of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
     magic, ver, mtype, flags, n = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError("bad magic (not a headcast message)")
+    if ver == 1:
+        raise ProtocolError("a version 1 headcast stream: this headcast reads version 2 only (encode it again)")
     if ver != VERSION:
         raise ProtocolError(f"unsupported protocol version {ver} (this is {VERSION})")
-    if mtype not in TYPE_NAMES:
+    if mtype not in TYPE_NAMES or mtype == FRAME:
         raise ProtocolError(f"unknown message type {mtype}")
-    cap = MAX_FRAME_BODY if mtype == FRAME else MAX_MESSAGE
-    if n > cap:
-        raise ProtocolError(f"{TYPE_NAMES[mtype]} body length {n} exceeds its cap {cap}")
+    if n > MAX_MESSAGE:
+        raise ProtocolError(f"{TYPE_NAMES[mtype]} body length {n} exceeds its cap {MAX_MESSAGE}")
     return mtype, flags, n
 
 
+def message_type(data: bytes) -> int:
+    """The type of the message ``data`` starts with."""
+    return FRAME if is_frame(data) else parse_header(data)[0]
+
+
+def _frame_fields(data: bytes) -> tuple[int, int, int]:
+    """(flags, seq field, position of the length or payload) of the FRAME at the start of ``data``."""
+    flags = data[0] & 0x3F
+    if flags & F_RESERVED:
+        raise ProtocolError("FRAME: reserved flag bits set")
+    if flags & F_SEQ and flags & F_NEXT:
+        raise ProtocolError("FRAME: both a full and no sequence number")
+    if flags & F_SEQ:
+        return (flags, *read_varint(data, 1, "FRAME"))
+    if flags & F_NEXT:
+        return flags, 0, 1
+    if len(data) < 2:
+        raise ProtocolError("FRAME: truncated before its sequence byte")
+    return flags, data[1], 2
+
+
 def message_size(data: bytes) -> int:
-    """Total size (header + body + tag) of the message starting at ``data`` (needs its header)."""
-    mtype, _, n = parse_header(data)
-    return HEADER_SIZE + n + (TAG_SIZE if mtype == FRAME else 0)
+    """Total size of the message at the start of ``data`` (a header, or a file-form FRAME's first bytes)."""
+    if not is_frame(data):
+        return HEADER_SIZE + parse_header(data)[2]
+    flags, _, pos = _frame_fields(data)
+    if not flags & F_LEN:
+        raise ProtocolError("a live FRAME (tagged, no length) inside a file stream")
+    n, pos = read_varint(data, pos, "FRAME")
+    if n > MAX_FRAME_BODY:
+        raise ProtocolError(f"FRAME payload length {n} exceeds its cap {MAX_FRAME_BODY}")
+    return pos + n
 
 
 def parse_message(data: bytes) -> Message:
     """One whole message (exactly; no trailing bytes)."""
+    data = bytes(data)
+    if is_frame(data):
+        flags, seq, pos = _frame_fields(data)
+        if flags & F_LEN:
+            total = message_size(data)
+            tag, pos = b"", read_varint(data, pos, "FRAME")[1]
+        else:
+            total = len(data)
+            if total - TAG_SIZE < pos:
+                raise ProtocolError(f"FRAME of {total} bytes is shorter than its sequence and tag")
+            if total - TAG_SIZE - pos > MAX_FRAME_BODY:
+                raise ProtocolError(f"FRAME payload exceeds its cap {MAX_FRAME_BODY}")
+            tag = data[total - TAG_SIZE:]
+        if len(data) != total:
+            raise ProtocolError(f"FRAME message is {len(data)} bytes, its length says {total}")
+        return Message(FRAME, flags, data[pos:total - len(tag)], tag, data, seq)
     mtype, flags, n = parse_header(data)
-    total = HEADER_SIZE + n + (TAG_SIZE if mtype == FRAME else 0)
+    total = HEADER_SIZE + n
     if len(data) != total:
         raise ProtocolError(f"{TYPE_NAMES[mtype]} message is {len(data)} bytes, its header says {total}")
-    body = bytes(data[HEADER_SIZE:HEADER_SIZE + n])
-    tag = bytes(data[HEADER_SIZE + n:total])
-    return Message(mtype, flags, body, tag, bytes(data))
+    return Message(mtype, flags, data[HEADER_SIZE:total], b"", data)
 
 
 def split_stream(data: bytes, max_messages: int = 10_000_000):
@@ -232,106 +261,9 @@ def split_stream(data: bytes, max_messages: int = 10_000_000):
     while pos < len(data):
         if count >= max_messages:
             raise ProtocolError(f"stream has more than {max_messages} messages")
-        size = message_size(data[pos:pos + HEADER_SIZE])
+        size = message_size(data[pos:pos + HEADER_SIZE + MAX_VARINT])
         if pos + size > len(data):
             raise ProtocolError(f"stream truncated inside a message at byte {pos}")
         yield parse_message(data[pos:pos + size])
         pos += size
         count += 1
-
-
-# ---------------------------------------------------------------------------------------------
-SIGNATURE_SIZE = 64
-
-
-def init_body(info: InitInfo) -> bytes:
-    """INIT body without the trailing Ed25519 signature (the signature covers header + this)."""
-    if info.profile not in PROFILE_NAMES:
-        raise HeadcastError(f"unknown profile {info.profile}")
-    if not (0 < info.n_shape <= MAX_SHAPE and 0 < info.n_expr <= MAX_EXPR):
-        raise HeadcastError(f"model sizes out of range: {info.n_shape} shape, {info.n_expr} expression components")
-    if info.n_pose not in POSE_SIZES or info.eta_kind not in ETA_SIZES:
-        raise HeadcastError(f"bad pose size {info.n_pose} or eta kind {info.eta_kind}")
-    beta = np.asarray(info.beta, dtype=np.float64).reshape(-1)
-    if beta.size != info.n_shape:
-        raise HeadcastError(f"beta has {beta.size} values, the init says {info.n_shape}")
-    parts = [_text(info.model, MAX_NAME, "model id"), _text(info.sender, MAX_NAME, "sender name"),
-             struct.pack("<BBBHHfH", info.profile, info.n_pose, info.eta_kind, info.n_shape, info.n_expr,
-                         float(info.fps), int(info.key_interval)),
-             info.session_id, info.sender_xpub, info.receiver_xpub, info.sign_pub,
-             _f32(beta)]
-    rho = np.zeros(0) if info.rho is None else np.asarray(info.rho, dtype=np.float64).reshape(-1)
-    if rho.size > MAX_RHO:
-        raise HeadcastError(f"rho has {rho.size} values (cap {MAX_RHO})")
-    parts += [struct.pack("<H", rho.size), _f32(rho)]
-    lam = np.zeros(0) if info.lam is None else np.asarray(info.lam, dtype=np.float64).reshape(-1)
-    if lam.size not in (0, N_LAMBDA):
-        raise HeadcastError(f"lambda must have {N_LAMBDA} values, has {lam.size}")
-    parts += [struct.pack("<B", lam.size), _f32(lam)]
-    png = info.albedo_png or b""
-    if len(png) > MAX_PNG:
-        raise HeadcastError(f"albedo PNG of {len(png)} bytes exceeds the {MAX_PNG}-byte cap")
-    parts += [struct.pack("<I", len(png)), png]
-    if info.profile == COMPACT:
-        steps = np.asarray(info.steps, dtype=np.float64).reshape(-1)
-        if steps.size != info.n_components or not np.all(steps > 0):
-            raise HeadcastError("compact profile needs one positive quantisation step per component")
-        parts.append(_f32(steps))
-    return b"".join(parts)
-
-
-def parse_init_body(body: bytes) -> tuple[InitInfo, bytes, bytes]:
-    """(info, signed part, signature) of an INIT body."""
-    if len(body) < SIGNATURE_SIZE:
-        raise ProtocolError("INIT: shorter than its signature")
-    signed, sig = body[:-SIGNATURE_SIZE], body[-SIGNATURE_SIZE:]
-    r = Reader(signed, "INIT")
-    model = r.text(MAX_NAME, "model id")
-    sender = r.text(MAX_NAME, "sender name")
-    profile, n_pose, eta_kind, n_shape, n_expr, fps, key_interval = r.unpack("BBBHHfH")
-    if profile not in PROFILE_NAMES:
-        raise ProtocolError(f"INIT: unknown profile {profile}")
-    if n_pose not in POSE_SIZES:
-        raise ProtocolError(f"INIT: pose size {n_pose} (must be 6 or {N_POSE})")
-    if eta_kind not in ETA_SIZES:
-        raise ProtocolError(f"INIT: unknown eta kind {eta_kind}")
-    if not (0 < n_shape <= MAX_SHAPE) or not (0 < n_expr <= MAX_EXPR):
-        raise ProtocolError(f"INIT: model sizes out of range ({n_shape}, {n_expr})")
-    if not (np.isfinite(fps) and 0 < fps <= 1000):
-        raise ProtocolError(f"INIT: frame rate {fps} out of range")
-    if not (1 <= key_interval <= MAX_KEY_INTERVAL):
-        raise ProtocolError(f"INIT: keyframe interval {key_interval} out of range")
-    session_id, sx, rx, spub = r.take(8), r.take(32), r.take(32), r.take(32)
-    beta = r.f32s(n_shape, MAX_SHAPE, "beta")
-    n_rho = r.u16()
-    rho = r.f32s(n_rho, MAX_RHO, "rho") if n_rho else None
-    n_lam = r.u8()
-    if n_lam not in (0, N_LAMBDA):
-        raise ProtocolError(f"INIT: lambda has {n_lam} values (0 or {N_LAMBDA})")
-    lam = r.f32s(n_lam, N_LAMBDA, "lambda") if n_lam else None
-    n_png = r.u32()
-    if n_png > MAX_PNG:
-        raise ProtocolError(f"INIT: albedo PNG of {n_png} bytes exceeds its cap {MAX_PNG}")
-    png = r.take(n_png) if n_png else None
-    if png is not None:
-        check_png(png)
-    info = InitInfo(model, n_shape, n_expr, beta, lam, rho, png, float(fps), profile, n_pose, eta_kind,
-                    key_interval, None, sender, session_id, sx, rx, spub)
-    if profile == COMPACT:
-        steps = r.f32s(info.n_components, MAX_SHAPE + MAX_EXPR + 19, "steps")
-        if not np.all(steps > 0):
-            raise ProtocolError("INIT: quantisation steps must be positive")
-        info.steps = steps
-    r.done()
-    return info, signed, sig
-
-
-def check_png(png: bytes) -> tuple[int, int]:
-    """Width and height from a PNG's IHDR, refusing non-PNGs and images over the side cap (so decoding
-    it later cannot allocate without bound)."""
-    if len(png) < 24 or png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
-        raise ProtocolError("INIT: albedo map is not a PNG")
-    w, h = struct.unpack(">II", png[16:24])
-    if not (0 < w <= MAX_PNG_SIDE and 0 < h <= MAX_PNG_SIDE):
-        raise ProtocolError(f"INIT: albedo map of {w}x{h} exceeds the {MAX_PNG_SIDE}-pixel side cap")
-    return w, h

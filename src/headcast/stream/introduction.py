@@ -1,0 +1,193 @@
+"""The INIT message's body (docs/protocol.md, INIT): what a receiver needs before the first frame,
+written and parsed with every count checked against its cap and the bytes that remain."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from headcast.core.errors import HeadcastError
+from headcast.core.params import N_POSE
+from headcast.stream.wire import (
+    COMPACT,
+    ETA_SIZES,
+    MAX_EXPR,
+    MAX_KEY_INTERVAL,
+    MAX_NAME,
+    MAX_PNG,
+    MAX_PNG_SIDE,
+    MAX_RHO,
+    MAX_SHAPE,
+    N_LAMBDA,
+    POSE_SIZES,
+    PROFILE_NAMES,
+    InitInfo,
+    ProtocolError,
+)
+
+
+class Reader:
+    """Bounds-checked little-endian reads from bytes; every overrun is a ProtocolError."""
+
+    def __init__(self, data: bytes, what: str):
+        self.data = memoryview(data)
+        self.pos = 0
+        self.what = what
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ProtocolError(f"{self.what}: truncated (needs {n} bytes at {self.pos}, has {len(self.data) - self.pos})")
+        out = bytes(self.data[self.pos:self.pos + n])
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str):
+        s = struct.Struct("<" + fmt)
+        return s.unpack(self.take(s.size))
+
+    def u8(self) -> int:
+        return self.unpack("B")[0]
+
+    def u16(self) -> int:
+        return self.unpack("H")[0]
+
+    def u32(self) -> int:
+        return self.unpack("I")[0]
+
+    def f32s(self, n: int, cap: int, name: str) -> np.ndarray:
+        if n > cap:
+            raise ProtocolError(f"{self.what}: {name} has {n} values (cap {cap})")
+        a = np.frombuffer(self.take(4 * n), dtype="<f4").astype(np.float64)
+        if not np.all(np.isfinite(a)):
+            raise ProtocolError(f"{self.what}: {name} has non-finite values")
+        return a
+
+    def text(self, cap: int, name: str) -> str:
+        n = self.u8()
+        if n > cap:
+            raise ProtocolError(f"{self.what}: {name} is {n} bytes (cap {cap})")
+        try:
+            return self.take(n).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{self.what}: {name} is not UTF-8") from None
+
+    def rest(self) -> bytes:
+        return self.take(len(self.data) - self.pos)
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise ProtocolError(f"{self.what}: {len(self.data) - self.pos} unexpected trailing bytes")
+
+
+def _text(s: str, cap: int, name: str) -> bytes:
+    b = s.encode("utf-8")
+    if len(b) > cap:
+        raise HeadcastError(f"{name} {s!r} is longer than {cap} bytes")
+    return struct.pack("<B", len(b)) + b
+
+
+def _f32(a) -> bytes:
+    return np.asarray(a, dtype="<f4").tobytes()
+
+
+
+SIGNATURE_SIZE = 64
+
+
+def init_body(info: InitInfo) -> bytes:
+    """INIT body without the trailing Ed25519 signature (the signature covers header + this)."""
+    if info.profile not in PROFILE_NAMES:
+        raise HeadcastError(f"unknown profile {info.profile}")
+    if not (0 < info.n_shape <= MAX_SHAPE and 0 < info.n_expr <= MAX_EXPR):
+        raise HeadcastError(f"model sizes out of range: {info.n_shape} shape, {info.n_expr} expression components")
+    if info.n_pose not in POSE_SIZES or info.eta_kind not in ETA_SIZES:
+        raise HeadcastError(f"bad pose size {info.n_pose} or eta kind {info.eta_kind}")
+    beta = np.asarray(info.beta, dtype=np.float64).reshape(-1)
+    if beta.size != info.n_shape:
+        raise HeadcastError(f"beta has {beta.size} values, the init says {info.n_shape}")
+    parts = [_text(info.model, MAX_NAME, "model id"), _text(info.sender, MAX_NAME, "sender name"),
+             struct.pack("<BBBHHfH", info.profile, info.n_pose, info.eta_kind, info.n_shape, info.n_expr,
+                         float(info.fps), int(info.key_interval)),
+             info.session_id, info.sender_xpub, info.receiver_xpub, info.sign_pub,
+             _f32(beta)]
+    rho = np.zeros(0) if info.rho is None else np.asarray(info.rho, dtype=np.float64).reshape(-1)
+    if rho.size > MAX_RHO:
+        raise HeadcastError(f"rho has {rho.size} values (cap {MAX_RHO})")
+    parts += [struct.pack("<H", rho.size), _f32(rho)]
+    lam = np.zeros(0) if info.lam is None else np.asarray(info.lam, dtype=np.float64).reshape(-1)
+    if lam.size not in (0, N_LAMBDA):
+        raise HeadcastError(f"lambda must have {N_LAMBDA} values, has {lam.size}")
+    parts += [struct.pack("<B", lam.size), _f32(lam)]
+    png = info.albedo_png or b""
+    if len(png) > MAX_PNG:
+        raise HeadcastError(f"albedo PNG of {len(png)} bytes exceeds the {MAX_PNG}-byte cap")
+    parts += [struct.pack("<I", len(png)), png]
+    if info.profile == COMPACT:
+        steps = np.asarray(info.steps, dtype=np.float64).reshape(-1)
+        if steps.size != info.n_components or not np.all(steps > 0):
+            raise HeadcastError("compact profile needs one positive quantisation step per component")
+        parts.append(half_steps(steps).astype("<f2").tobytes())
+    return b"".join(parts)
+
+
+def half_steps(steps) -> np.ndarray:
+    """Quantisation steps as the INIT carries them: float16, within [2^-14, 1000] (float64 array)."""
+    return np.clip(np.asarray(steps, np.float64), 2.0 ** -14, 1000.0).astype(np.float16).astype(np.float64)
+
+
+def parse_init_body(body: bytes) -> tuple[InitInfo, bytes, bytes]:
+    """(info, signed part, signature) of an INIT body."""
+    if len(body) < SIGNATURE_SIZE:
+        raise ProtocolError("INIT: shorter than its signature")
+    signed, sig = body[:-SIGNATURE_SIZE], body[-SIGNATURE_SIZE:]
+    r = Reader(signed, "INIT")
+    model = r.text(MAX_NAME, "model id")
+    sender = r.text(MAX_NAME, "sender name")
+    profile, n_pose, eta_kind, n_shape, n_expr, fps, key_interval = r.unpack("BBBHHfH")
+    if profile not in PROFILE_NAMES:
+        raise ProtocolError(f"INIT: unknown profile {profile}")
+    if n_pose not in POSE_SIZES:
+        raise ProtocolError(f"INIT: pose size {n_pose} (must be 6 or {N_POSE})")
+    if eta_kind not in ETA_SIZES:
+        raise ProtocolError(f"INIT: unknown eta kind {eta_kind}")
+    if not (0 < n_shape <= MAX_SHAPE) or not (0 < n_expr <= MAX_EXPR):
+        raise ProtocolError(f"INIT: model sizes out of range ({n_shape}, {n_expr})")
+    if not (np.isfinite(fps) and 0 < fps <= 1000):
+        raise ProtocolError(f"INIT: frame rate {fps} out of range")
+    if not (1 <= key_interval <= MAX_KEY_INTERVAL):
+        raise ProtocolError(f"INIT: keyframe interval {key_interval} out of range")
+    session_id, sx, rx, spub = r.take(8), r.take(32), r.take(32), r.take(32)
+    beta = r.f32s(n_shape, MAX_SHAPE, "beta")
+    n_rho = r.u16()
+    rho = r.f32s(n_rho, MAX_RHO, "rho") if n_rho else None
+    n_lam = r.u8()
+    if n_lam not in (0, N_LAMBDA):
+        raise ProtocolError(f"INIT: lambda has {n_lam} values (0 or {N_LAMBDA})")
+    lam = r.f32s(n_lam, N_LAMBDA, "lambda") if n_lam else None
+    n_png = r.u32()
+    if n_png > MAX_PNG:
+        raise ProtocolError(f"INIT: albedo PNG of {n_png} bytes exceeds its cap {MAX_PNG}")
+    png = r.take(n_png) if n_png else None
+    if png is not None:
+        check_png(png)
+    info = InitInfo(model, n_shape, n_expr, beta, lam, rho, png, float(fps), profile, n_pose, eta_kind,
+                    key_interval, None, sender, session_id, sx, rx, spub)
+    if profile == COMPACT:
+        steps = np.frombuffer(r.take(2 * info.n_components), dtype="<f2").astype(np.float64)
+        if not np.all(np.isfinite(steps) & (steps > 0)):
+            raise ProtocolError("INIT: quantisation steps must be positive")
+        info.steps = steps
+    r.done()
+    return info, signed, sig
+
+
+def check_png(png: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR, refusing non-PNGs and images over the side cap (so decoding
+    it later cannot allocate without bound)."""
+    if len(png) < 24 or png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ProtocolError("INIT: albedo map is not a PNG")
+    w, h = struct.unpack(">II", png[16:24])
+    if not (0 < w <= MAX_PNG_SIDE and 0 < h <= MAX_PNG_SIDE):
+        raise ProtocolError(f"INIT: albedo map of {w}x{h} exceeds the {MAX_PNG_SIDE}-pixel side cap")
+    return w, h
