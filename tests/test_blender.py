@@ -38,7 +38,7 @@ for ob in bpy.data.objects:
         for mat in ob.data.materials:
             nodes = mat.node_tree.nodes
             bsdf = [n for n in nodes if n.type == "BSDF_PRINCIPLED"]
-            mats.append({"images": [n.image.name for n in nodes if n.type == "TEX_IMAGE" and n.image],
+            mats.append({"name": mat.name, "images": [n.image.name for n in nodes if n.type == "TEX_IMAGE" and n.image],
                          "base_color_linked": bool(bsdf) and bsdf[0].inputs["Base Color"].is_linked})
         out["meshes"][ob.name] = {"shape_keys": [k.name for k in keys.key_blocks] if keys else [],
                                   "uv_layers": len(ob.data.uv_layers), "materials": mats,
@@ -120,4 +120,8 @@ def test_blender_imports_the_glb(demo_glb, ict_model):
     assert got["actions"] and all(r == pytest.approx([0.0, n - 1], abs=1e-3) for r in got["actions"].values())
     # the textured material: the albedo image feeds the base colour, through the UV layer
     assert head["uv_layers"] == 1
-    assert head["materials"] == [{"images": ["albedo"], "base_color_linked": True}]
+    assert head["materials"][0] == {"name": "albedo", "images": ["albedo"], "base_color_linked": True}
+    # the mouth interior's parts: their own materials, coloured by their vertex colours (no image)
+    inner = head["materials"][1:]
+    assert inner and all(m["name"].startswith("interior_") and not m["images"] and m["base_color_linked"]
+                         for m in inner), inner
