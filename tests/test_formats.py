@@ -21,8 +21,8 @@ K = Intrinsics(fx=100, fy=100, cx=31.5, cy=23.5, width=64, height=48)
 
 
 def fake_model(name: str = "ict", n_shape: int = S, n_expr: int = E):
-    """What the readers check a folder against: a name, component counts, triangles."""
-    return SimpleNamespace(name=name, n_shape=n_shape, n_expr=n_expr, faces=np.array([[0, 1, 2], [0, 2, 3]]))
+    """What the readers check a folder against: a name, component counts, vertex count, triangles."""
+    return SimpleNamespace(name=name, n_shape=n_shape, n_expr=n_expr, n_vertices=4, faces=np.array([[0, 1, 2], [0, 2, 3]]))
 
 
 def params(**change) -> HeadParams:
