@@ -252,10 +252,13 @@ def run_batch(a: argparse.Namespace) -> None:
 
 
 def _views_arguments(bv: argparse.ArgumentParser) -> None:
+    from headcast.bench.views import run_views_bench
+
+    default = lambda name: param_default(run_views_bench, name)  # noqa: E731
     bv.add_argument("--frames", nargs="*", help="sweep frames to compare (default: every frame in the sweep)")
-    bv.add_argument("--source", default="frame-050", help="the frame the head is built from (default %(default)s)")
+    bv.add_argument("--source", default=default("source"), help="the frame the head is built from (default %(default)s)")
     bv.add_argument("--work", required=True, help="folder for the reconstruction and the picture (reused when present)")
-    bv.add_argument("--texture-size", type=int, default=512, help="albedo side in texels (default %(default)s)")
+    bv.add_argument("--texture-size", type=int, default=default("size"), help="albedo side in texels (default %(default)s)")
     bv.add_argument("--json", action="store_true", help="print the figures as JSON too")
     bv.set_defaults(func=run_views)
 
@@ -271,8 +274,12 @@ def run_views(a: argparse.Namespace) -> None:
 
 
 def _expression_arguments(be: argparse.ArgumentParser) -> None:
-    be.add_argument("--drivers", type=int, default=3, help="synthetic drivers, 1..50 (default %(default)s)")
-    be.add_argument("--spread", type=float, default=1.0, help="identity spread in standard deviations (default %(default)s)")
+    from headcast.bench.expression import run_expression_bench
+
+    default = lambda name: param_default(run_expression_bench, name)  # noqa: E731
+    be.add_argument("--drivers", type=int, default=default("drivers"), help="synthetic drivers, 1..50 (default %(default)s)")
+    be.add_argument("--spread", type=float, default=default("spread"),
+                    help="identity spread in standard deviations (default %(default)s)")
     be.add_argument("--max-frames", type=int, help="only the first N frames of each driver")
     be.add_argument("--json", action="store_true", help="print the figures as JSON too")
     be.set_defaults(func=run_expression)
