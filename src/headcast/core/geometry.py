@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -37,3 +38,13 @@ def points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         x_at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
     return (crosses & (x < x_at)).sum(1) % 2 == 1
+
+
+def vertex_adjacency(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """Symmetric 0/1 adjacency (V, V) of the vertices joined by a triangle edge (zero diagonal)."""
+    f = np.asarray(faces, dtype=np.int64)
+    i = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
+    j = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
+    a = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices))
+    a.data[:] = 1.0  # an edge shared by two triangles counts once
+    return a

@@ -20,7 +20,7 @@ from scipy.sparse.linalg import spsolve
 from scipy.spatial.transform import Rotation
 
 from headcast.core.camera import FLIP
-from headcast.core.geometry import vertex_normals
+from headcast.core.geometry import vertex_adjacency, vertex_normals
 from headcast.core.params import HeadParams, pose_slice
 from headcast.core.scene import closest_points_on_mesh
 
@@ -41,16 +41,6 @@ class DetailConfig:
     rounds: int = 2               # solves, each with fresh correspondences
 
 
-def adjacency(faces: np.ndarray, n: int) -> sp.csr_matrix:
-    """(n, n) 0/1 vertex adjacency of a triangle mesh (edges counted once)."""
-    f = np.asarray(faces, dtype=np.int64)
-    i = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
-    j = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
-    a = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    a.data[:] = 1.0
-    return a
-
-
 def laplacian(adj: sp.csr_matrix) -> sp.csr_matrix:
     """Uniform graph Laplacian I - D^-1 A of an adjacency (isolated vertices: zero rows)."""
     deg = np.asarray(adj.sum(1)).ravel()
@@ -65,7 +55,7 @@ def normal_offsets(verts: np.ndarray, faces: np.ndarray, pts: np.ndarray, cfg: D
     cfg = cfg or DetailConfig()
     V = len(verts)
     normals = vertex_normals(verts, faces)
-    adj = adjacency(faces, V)
+    adj = vertex_adjacency(faces, V)
     L = laplacian(adj)
     d = np.zeros(V)
     seen = np.zeros(V, bool)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from headcast.core.geometry import vertex_adjacency
+
 
 def smoothing_operator(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """Row-stochastic (V, V) matrix averaging each vertex with its edge neighbours."""
-    f = np.asarray(faces, dtype=np.int64)
-    i = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0], np.arange(n_vertices)])
-    j = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2], np.arange(n_vertices)])
-    a = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices))
-    a.data[:] = 1.0  # duplicate edges count once
+    a = (vertex_adjacency(faces, n_vertices) + sp.identity(n_vertices, format="csr")).tocsr()
     return sp.diags(1.0 / np.asarray(a.sum(1)).ravel()) @ a
 
 

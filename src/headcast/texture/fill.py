@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 from scipy.spatial import cKDTree
 
+from headcast.core.geometry import vertex_adjacency
 from headcast.core.scene import MeshScene
 from headcast.texture.atlas import Atlas, TexelMap, uv_to_texel
 
@@ -117,11 +118,7 @@ def smooth_weighted(values: np.ndarray, weight: np.ndarray, faces: np.ndarray, i
 
 def mesh_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """Graph Laplacian (V, V) of the mesh's edges (unit weights): sum over edges of (x_i - x_j)^2 = x' L x."""
-    f = np.asarray(faces, dtype=np.int64)
-    i = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
-    j = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
-    a = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices)).tocsr()
-    a = ((a + a.T) > 0).astype(np.float64)
+    a = vertex_adjacency(faces, n_vertices)
     return (sp.diags(np.asarray(a.sum(1)).ravel()) - a).tocsr()
 
 
