@@ -64,6 +64,8 @@ def test_embedded_sweeps_bad_inputs_fail_alone_and_rerun_skips(headcast_home, tm
     assert sorted(rows) == ["corrupt", "missing", "three"]
     ok = rows["three"]
     assert ok["status"] == "ok" and int(ok["frames"]) == 3 and float(ok["p2m_median_mm"]) < 1.0, ok
+    # the job's own CPU (not the worker's start-up before it): no more than every core for its whole time
+    assert 0 < float(ok["cpu_s"]) <= os.cpu_count() * float(ok["seconds"]) + 0.1, ok
     poses = json.loads((out / "three" / "poses.json").read_text())
     assert [f["used"] for f in poses["frames"]] == [True, True, True]  # the three frames fit one head
     for name in ("corrupt", "missing"):

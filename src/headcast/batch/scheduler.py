@@ -25,6 +25,11 @@ from headcast.core.threads import environment
 from headcast.io.outputs import HELD_SIGNALS
 
 logger = logging.getLogger(__name__)
+# The embedded Ray's background work kept small: it shares the cores with the workers. No worker is
+# prestarted (the actors need their own, with the thread environment; a prestarted one only imports Ray
+# and idles), no metrics are collected or exported, no usage statistics are gathered.
+LEAN_RAY = {"enable_worker_prestart": False, "prestart_worker_first_driver": False,
+            "enable_metrics_collection": False}
 PROGRESS_EVERY_S = 10.0  # at most one progress line this often (and one per finished job before that)
 WORKER_START_S = 600.0  # how long jobs wait for every worker to start before going to those ready
 
@@ -53,8 +58,9 @@ def ray_session(address: str | None, workers: int | None, threads: int = 1) -> I
         else:
             cpus = (workers or os.cpu_count() or 1) * threads
             tmp = tempfile.mkdtemp(prefix="hc-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # read by the processes ray.init starts
             ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=tmp, runtime_env=env, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False)
+                     logging_level=logging.WARNING, configure_logging=False, _system_config=LEAN_RAY)
         for sig, handler in handlers.items():  # Ray's own handlers abort the process; the CLI's unwind it
             signal.signal(sig, handler)
         slots = max(1, cpus // threads)

@@ -32,8 +32,8 @@ OPTIONS = {
     "animate": ("model", "threshold", "max_iters", "max_frames", "no_video", "fps", "light"),
     "texture": ("albedo_model", "n_components", "size", "model"),
 }
-COLUMNS = ("name", "kind", "input", "status", "error", "seconds", "node", "attempts", *FIGURES, "worker_rss_mb",
-           "overhead_s")
+COLUMNS = ("name", "kind", "input", "status", "error", "seconds", "node", "attempts", *FIGURES, "cpu_s",
+           "worker_rss_mb", "overhead_s")
 
 
 def check_options(kind: str, options: dict) -> None:
@@ -96,7 +96,7 @@ class Worker:
 
     def run(self, job: Job, force: bool = False) -> dict:
         """Run ``job``; its summary row (see :data:`COLUMNS`)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         row = {"name": job.name, "kind": job.kind, "input": job.input, "node": self.node}
         try:
             {"reconstruct": self._reconstruct, "animate": self._animate, "texture": self._texture}[job.kind](job, force)
@@ -105,6 +105,7 @@ class Worker:
             logger.warning(f"batch: {job.name} failed: {one_line(e)}")
             row.update(status="failed", error=one_line(e))
         row["seconds"] = time.perf_counter() - t0
+        row["cpu_s"] = cpu_seconds() - c0
         row["worker_rss_mb"] = peak_rss_mb()
         return row
 
@@ -188,6 +189,14 @@ def node_name() -> str:
         return f"{host}:{ray.get_runtime_context().get_node_id()[:8]}"
     except Exception:  # not inside Ray
         return host
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's threads and of its finished child processes (ffmpeg)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def peak_rss_mb() -> float:

@@ -7,10 +7,17 @@ videos, each ``repeat`` times (symbolic links, so the job count divides between 
 ``max_frames`` frames, parameters only (no preview video) unless ``video``; driving a head
 reconstructed once beforehand (not timed). reconstruct: TrueDepth frames with ``method``.
 
+The ceiling without Ray, with the loop: ``loop-1t`` (the loop, one thread per process, as a batch
+worker has) and ``pair-1t`` (two such loops at once, the inputs dealt alternately): what this machine
+gives two independent one-thread processes, to hold ``batch-2 / batch-1`` against.
+
 Figures per run: wall seconds end to end, jobs per minute and frames per second on it; for the batch
 also its parts (Ray start-up, worker start-up: imports, head model and detector, then the jobs), the
 steady jobs per minute (jobs only), the scheduling overhead per job (median of the driver's time from
-sending a job to its result, less the job's own time) and the peak memory per worker (RSS). Targets:
+sending a job to its result, less the job's own time), the CPU seconds per job (the worker's threads and
+its ffmpeg processes) and the cores a job kept busy (CPU over wall, summed over the jobs: above 1, one
+worker already uses part of a second core, and two workers cannot double it), and the peak memory per
+worker (RSS). Targets:
 2 workers >= 1.7 x 1 worker; 1 worker faster than the loop.
 """
 
@@ -18,11 +25,13 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from headcast.bench import machine, shared_samples, truedepth_folder
@@ -30,6 +39,7 @@ from headcast.core.errors import HeadcastError
 from headcast.core.files import read_json
 
 logger = logging.getLogger(__name__)
+ONE_THREAD = {"HEADCAST_THREADS": "1", "OMP_NUM_THREADS": "1"}  # a batch worker's thread pools
 FRAMES = ("frame-040", "frame-046", "frame-050", "frame-056")  # near frontal: every method finds the face
 
 
@@ -58,6 +68,8 @@ def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruc
         runs = {}
         if loop:
             runs["loop"] = _loop(kind, inputs, work / kind / "loop", head, args)
+            runs["loop-1t"] = _loop(kind, inputs, work / kind / "loop-1t", head, args, ONE_THREAD)
+            runs["pair-1t"] = _pair(kind, inputs, work / kind / "pair-1t", head, args)
         for w in workers:
             runs[f"batch-{w}"] = _batch(kind, inputs, work / kind / f"batch-{w}", head, args, w)
         res["runs"][kind] = runs
@@ -65,9 +77,10 @@ def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruc
     return res
 
 
-def _cli(*args: str) -> str:
-    """Run ``headcast ARGS`` in a new process; its stderr (the progress lines)."""
-    run = subprocess.run([sys.executable, "-m", "headcast.cli", *args], capture_output=True, text=True)
+def _cli(*args: str, env: dict | None = None) -> str:
+    """Run ``headcast ARGS`` in a new process (``env``: extra environment variables); its stderr."""
+    run = subprocess.run([sys.executable, "-m", "headcast.cli", *args], capture_output=True, text=True,
+                         env={**os.environ, **env} if env else None)
     if run.returncode != 0:
         raise HeadcastError(f"headcast {' '.join(args[:2])} failed: {run.stderr.strip().splitlines()[-1:]}")
     return run.stderr
@@ -85,16 +98,24 @@ def _repeated_videos(folder: Path, into: Path, repeat: int) -> list[str]:
     return out
 
 
-def _loop(kind: str, inputs: list[str], out: Path, head: Path, args: list[str]) -> dict:
-    """The single command once per input, one process after another."""
+def _loop(kind: str, inputs: list[str], out: Path, head: Path, args: list[str], env: dict | None = None) -> dict:
+    """The single command once per input, one process after another (``env``: extra environment)."""
     t0 = time.perf_counter()
     frames = 0
     for i in inputs:
         name = Path(i).stem if kind == "animate" else Path(i).name
-        logger.info(f"bench batch: loop {kind} {name}")
-        _cli(kind, *([str(head)] if kind == "animate" else []), i, "--out", str(out / name), *args)
+        logger.info(f"bench batch: loop {kind} {name}{' ' + str(env) if env else ''}")
+        _cli(kind, *([str(head)] if kind == "animate" else []), i, "--out", str(out / name), *args, env=env)
         frames += read_json(out / name / "report.json", "report")["frames"] if kind == "animate" else 1
     return _rates({"wall_s": time.perf_counter() - t0, "jobs": len(inputs), "frames": frames})
+
+
+def _pair(kind: str, inputs: list[str], out: Path, head: Path, args: list[str]) -> dict:
+    """Two one-thread loops at once, the inputs dealt alternately between them; wall: until both end."""
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        halves = list(pool.map(lambda part: _loop(kind, part, out, head, args, ONE_THREAD), (inputs[::2], inputs[1::2])))
+    return _rates({"wall_s": time.perf_counter() - t0, "jobs": len(inputs), "frames": sum(h["frames"] for h in halves)})
 
 
 def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str], workers: int) -> dict:
@@ -115,6 +136,8 @@ def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str],
            "ray_start_s": started["Ray started"], "workers_ready_s": started["workers started"],
            "job_s_mean": statistics.mean(float(x["seconds"]) for x in r),
            "overhead_per_job_s": statistics.median(float(x["overhead_s"]) for x in r),
+           "cpu_per_job_s": statistics.mean(float(x["cpu_s"]) for x in r),
+           "cores_per_job": sum(float(x["cpu_s"]) for x in r) / sum(float(x["seconds"]) for x in r),
            "worker_rss_mb": max(float(x["worker_rss_mb"]) for x in r), "nodes": len({x["node"] for x in r})}
     if None not in started.values():  # the jobs alone: after Ray and the workers started
         res["jobs_s"] = wall - sum(started.values())
@@ -135,6 +158,8 @@ def _speedups(runs: dict, workers: tuple[int, ...]) -> dict:
         out[f"batch-{workers[1]}_over_batch-{workers[0]}"] = a["wall_s"] / b["wall_s"]
         if "jobs_s" in a and "jobs_s" in b:
             out[f"batch-{workers[1]}_over_batch-{workers[0]}_steady"] = a["jobs_s"] / b["jobs_s"]
+    if "pair-1t" in runs:
+        out["pair-1t_over_loop-1t"] = runs["loop-1t"]["wall_s"] / runs["pair-1t"]["wall_s"]
     if "loop" in runs and f"batch-{workers[0]}" in runs:
         out[f"batch-{workers[0]}_over_loop"] = runs["loop"]["wall_s"] / runs[f"batch-{workers[0]}"]["wall_s"]
     return out
@@ -146,13 +171,13 @@ def markdown(res: dict) -> str:
     for kind, runs in res["runs"].items():
         lines += [f"### batch {kind}", "",
                   "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | steady jobs/min "
-                  "| overhead/job s | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| overhead/job s | CPU s/job | cores/job | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in runs.items():
             f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
             lines.append(f"| {name} | {r['jobs']} | {r['wall_s']:.1f} | {r['jobs_per_min']:.2f} | "
                          f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | "
                          f"{f('jobs_per_min_steady', '{:.2f}')} | {f('overhead_per_job_s', '{:.3f}')} | "
-                         f"{f('worker_rss_mb', '{:.0f}')} |")
+                         f"{f('cpu_per_job_s', '{:.2f}')} | {f('cores_per_job', '{:.2f}')} | {f('worker_rss_mb', '{:.0f}')} |")
         sp = ", ".join(f"{k} {v:.2f}x" for k, v in res.get("speedup", {}).get(kind, {}).items())
         lines += ["", f"Speed-ups: {sp}", ""]
     return "\n".join(lines)
