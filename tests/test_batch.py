@@ -235,6 +235,32 @@ def test_inputs_expand_to_named_jobs(tmp_path):
     assert [(j.name, j.input) for j in sweeps] == [("truedepth-mannequin", str(frames)), ("a", str(tmp_path / "a"))]
 
 
+def test_summary_parquet_holds_the_csv_rows(tmp_path):
+    """summary.parquet (written when pyarrow is importable) has the rows of summary.csv: ok, failed and
+    skipped rows, integer and fractional figures in one column, empty cells as nulls."""
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed: summary.parquet is not written")
+    from headcast.batch.summary import write_summary
+
+    rows = [{"name": "a", "kind": "animate", "input": "a.mp4", "status": "ok", "seconds": 5.5, "frames": 100,
+             "share_under_threshold": 1, "cpu_s": 6.0, "attempts": 1},
+            {"name": "b", "kind": "animate", "input": "b.mp4", "status": "failed", "error": "cannot read video b.mp4",
+             "attempts": 1},
+            {"name": "c", "kind": "animate", "input": "c.mp4", "status": "skipped", "frames": 78,
+             "share_under_threshold": 0.93, "attempts": 0}]
+    paths = write_summary(tmp_path, rows)
+    assert [p.name for p in paths] == ["summary.csv", "summary.parquet"]
+    table = pq.read_table(tmp_path / "summary.parquet").to_pylist()
+    csv_rows = read_summary(tmp_path)
+    assert [t["name"] for t in table] == [r["name"] for r in csv_rows] == ["a", "b", "c"]
+    for t, r in zip(table, csv_rows):
+        assert list(t) == list(r)
+        for k, v in t.items():
+            if isinstance(v, (int, float)):
+                assert float(v) == pytest.approx(float(r[k])), (k, v, r[k])
+            else:
+                assert (v or "") == r[k], (k, v, r[k])
+
+
 def test_cli_passes_the_single_commands_options(tmp_path):
     from headcast.cli import build_parser
     from headcast.fit.config import FitConfig
