@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -40,8 +41,6 @@ def ray_session(address: str | None, workers: int | None, threads: int = 1) -> I
     embedded one sized for ``workers`` x ``threads`` CPUs (default: this machine's CPUs) with its session
     files in a temporary folder; yields the number of workers to run (``workers`` capped by the cluster's
     CPUs). An embedded Ray is stopped at the end, a cluster left running."""
-    import os
-
     import ray
 
     env = {"env_vars": environment(threads)}
@@ -78,8 +77,6 @@ def _inherited(variables: dict[str, str]) -> Iterator[None]:
     ray.init starts (and the workers they start) inherit them. Measured: this gives a worker the thread
     environment for about 0.8 CPU s and seconds of start-up less than a runtime environment does (whose
     workers start through Ray's runtime-env agent and a set-up process)."""
-    import os
-
     before = {k: os.environ.get(k) for k in variables}
     os.environ.update(variables)
     try:

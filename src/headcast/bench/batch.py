@@ -37,9 +37,10 @@ from pathlib import Path
 from headcast.bench import machine, shared_samples, truedepth_folder
 from headcast.core.errors import HeadcastError
 from headcast.core.files import read_json
+from headcast.core.threads import environment
 
 logger = logging.getLogger(__name__)
-ONE_THREAD = {"HEADCAST_THREADS": "1", "OMP_NUM_THREADS": "1"}  # a batch worker's thread pools
+ONE_THREAD = environment(1)  # a batch worker's thread pools
 FRAMES = ("frame-040", "frame-046", "frame-050", "frame-056")  # near frontal: every method finds the face
 
 
@@ -99,12 +100,12 @@ def _repeated_videos(folder: Path, into: Path, repeat: int) -> list[str]:
 
 
 def _loop(kind: str, inputs: list[str], out: Path, head: Path, args: list[str], env: dict | None = None) -> dict:
-    """The single command once per input, one process after another (``env``: extra environment)."""
+    """The single command once per input, one process after another (``env``: extra environment variables)."""
     t0 = time.perf_counter()
     frames = 0
     for i in inputs:
         name = Path(i).stem if kind == "animate" else Path(i).name
-        logger.info(f"bench batch: loop {kind} {name}{' ' + str(env) if env else ''}")
+        logger.info(f"bench batch: loop {kind} {name}{' (extra environment: one thread)' if env else ''}")
         _cli(kind, *([str(head)] if kind == "animate" else []), i, "--out", str(out / name), *args, env=env)
         frames += read_json(out / name / "report.json", "report")["frames"] if kind == "animate" else 1
     return _rates({"wall_s": time.perf_counter() - t0, "jobs": len(inputs), "frames": frames})
