@@ -221,3 +221,22 @@ def test_live_receiver_renders_with_the_streams_sh_light(ict_model):
     lum = lit.mean(-1)
     assert lum[:, mid:][head[:, mid:]].mean() > lum[:, :mid][head[:, :mid]].mean() + 25
     assert np.abs(lit - neutral)[head].mean() > 10
+
+
+def test_held_out_view_scores_only_the_head_pixels():
+    """bench views: a render equal to the photo on the head pixels scores L1 0 and SSIM 1 whatever it shows
+    elsewhere; a darker render is found out by L1 and put right by the exposure gain."""
+    from headcast.bench.views import exposure_gain, scores
+
+    rng = np.random.default_rng(0)
+    photo = rng.uniform(0.2, 0.8, (64, 80, 3)).astype(np.float32)
+    mask = np.zeros((64, 80), bool)
+    mask[10:50, 20:60] = True
+    render = np.where(mask[..., None], photo, 0.0)
+    assert scores(photo, render, mask) == pytest.approx((0.0, 1.0), abs=1e-6)
+    dark = render * np.array([0.7, 0.8, 0.9], np.float32)
+    l1, ssim = scores(photo, dark, mask)
+    assert l1 > 0.03 and ssim < 1
+    gain = exposure_gain(photo, dark, mask)
+    assert gain == pytest.approx([1 / 0.7, 1 / 0.8, 1 / 0.9], rel=1e-4)
+    assert scores(photo, dark * gain, mask)[0] < 1e-5
