@@ -211,6 +211,7 @@ def _figure(path: Path, shots) -> None:
             [photo[box], np.where(mask[..., None], img, ph * 0.3)[box], heat[box]],
             [f"{name} photo", f"avatar, yaw {yaw:+.0f}", "|diff|, exposure matched (red 0.1)"], min_height=320))
     width = max(r.shape[1] for r in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_png(path, np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255)
                                    for r in rows]))
 
