@@ -168,6 +168,38 @@ def test_neutral_driver_leaves_the_mouth_neutral(ict_model):
     assert err["lips"].mean() < 1.0, err["lips"]
 
 
+def test_a_jaw_opening_is_tracked_as_jaw(ict_model):
+    """A driver opening its mouth with the jaw alone (0.3 rad) is tracked with the jaw (within 15 %), not with
+    the lip shapes that also part the lips in 2D (mouthFunnel, mouthLowerDown): their sum stays under 0.05."""
+    from headcast.animate.fit import Observation, TrackConfig
+    from headcast.animate.identity import estimate_identity
+    from headcast.animate.track import Tracker, default_expr_cols
+
+    m = ict_model
+    names = list(m.meta["expression_names"])
+    rng = np.random.default_rng(3)
+    beta = np.zeros(m.n_shape)
+    beta[:10] = rng.normal(0, 1, 10)
+    layer = HeadLayer(m, dtype=torch.float64)
+
+    def observe(jaw: float, k: int) -> Observation:
+        theta = np.zeros(15)
+        theta[:3] = [0.05 * np.sin(k), 0.2 * np.sin(0.7 * k), 0.0]
+        theta[6] = jaw
+        f = lambda x: torch.as_tensor(x)[None]  # noqa: E731
+        with torch.no_grad():
+            lmk = layer.landmarks(f(beta), f(np.zeros(m.n_expr)), f(theta))[0].numpy()
+        return Observation(np.c_[400 * lmk[:, 0] + 256, -400 * lmk[:, 1] + 256])
+
+    cfg = TrackConfig()
+    tr = Tracker(m, cfg)
+    tr.identity = estimate_identity(m, [observe(0.0, k) for k in range(8)], default_expr_cols(m), cfg, (0.0, 1.0))
+    tr._build()
+    last = [tr.step(observe(j, 3)) for j in np.linspace(0, 0.3, 8)][-1]
+    assert last.theta[6] == pytest.approx(0.3, rel=0.15)
+    assert sum(last.psi[names.index(n)] for n in cfg.jaw_like_expressions) < 0.05
+
+
 def test_albedo_is_continuous_across_uv_seams_and_the_mirror(ict_model):
     """A synthetic subject turned 25 degrees (one cheek seen, the other mirrored): the two copies of the
     albedo along every UV seam agree about as well as neighbouring texels of one side, and the mirrored
@@ -221,3 +253,22 @@ def test_live_receiver_renders_with_the_streams_sh_light(ict_model):
     lum = lit.mean(-1)
     assert lum[:, mid:][head[:, mid:]].mean() > lum[:, :mid][head[:, :mid]].mean() + 25
     assert np.abs(lit - neutral)[head].mean() > 10
+
+
+def test_held_out_view_scores_only_the_head_pixels():
+    """bench views: a render equal to the photo on the head pixels scores L1 0 and SSIM 1 whatever it shows
+    elsewhere; a darker render is found out by L1 and put right by the exposure gain."""
+    from headcast.bench.views import exposure_gain, scores
+
+    rng = np.random.default_rng(0)
+    photo = rng.uniform(0.2, 0.8, (64, 80, 3)).astype(np.float32)
+    mask = np.zeros((64, 80), bool)
+    mask[10:50, 20:60] = True
+    render = np.where(mask[..., None], photo, 0.0)
+    assert scores(photo, render, mask) == pytest.approx((0.0, 1.0), abs=1e-6)
+    dark = render * np.array([0.7, 0.8, 0.9], np.float32)
+    l1, ssim = scores(photo, dark, mask)
+    assert l1 > 0.03 and ssim < 1
+    gain = exposure_gain(photo, dark, mask)
+    assert gain == pytest.approx([1 / 0.7, 1 / 0.8, 1 / 0.9], rel=1e-4)
+    assert scores(photo, dark * gain, mask)[0] < 1e-5

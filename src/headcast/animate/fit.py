@@ -54,6 +54,10 @@ class TrackConfig:
     w_asym: float = 1e-4
     sideways_expressions: tuple[str, ...] = ("mouthLeft", "mouthRight", "jawLeft", "jawRight")
     w_sideways: float = 5.0
+    # lip shapes that open the mouth without the jaw: a jaw-only opening is explained by them too (the lips
+    # part either way in 2D), so they get w_psi times w_jaw_like and the jaw takes the opening
+    jaw_like_expressions: tuple[str, ...] = ("mouthFunnel", "mouthLowerDown_L", "mouthLowerDown_R")
+    w_jaw_like: float = 10.0
     w_eye_prior: float = 2e-5      # eye joint angles^2
     w_beta: float = 2e-5           # driver identity ||beta||^2 (beta ~ N(0, 1))
     w_smooth_psi: float = 5e-4     # (psi - psi_prev)^2
@@ -169,9 +173,10 @@ class FrameFitter:
         names = list(rig.model.meta.get("expression_names") or [])
         unseen = np.array([bool(names) and names[i].startswith(self.cfg.unseen_expressions) for i in rig.expr_cols])
         sideways = np.array([bool(names) and names[i] in self.cfg.sideways_expressions for i in rig.expr_cols])
+        jaw_like = np.array([bool(names) and names[i] in self.cfg.jaw_like_expressions for i in rig.expr_cols])
+        scale = np.where(unseen, self.cfg.w_unseen, np.where(sideways, self.cfg.w_sideways, 1.0))
         self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta),
-                           np.where(unseen, self.cfg.w_unseen, np.where(sideways, self.cfg.w_sideways, 1.0))
-                           * self.cfg.w_psi]
+                           np.where(jaw_like, self.cfg.w_jaw_like, scale) * self.cfg.w_psi]
         self.pairs = mirror_pairs(names, rig.expr_cols, rig.n_id)
         w = np.ones(68)
         w[:N_CONTOUR] = self.cfg.w_contour

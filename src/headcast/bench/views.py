@@ -1,15 +1,20 @@
 """Held-out views benchmark (``headcast bench views``) on the real TrueDepth sweep.
 
-The head is reconstructed and textured from one frame (default 050, frontal). The camera moves
-around the still mannequin, so every other frame sees the same head from another side: the head is
-registered to that frame's depth by its pose only (rigid ICP, point-to-plane, Open3D, started from
-yaw candidates about the head's vertical axis), rendered with its albedo and the fitted SH light
-(turned with the head: the light is fixed to the room, like the head), and compared with the photo
-over the head pixels (the mesh's skin triangles, neck left out, where the measured depth agrees with
-the rendered one within :data:`DEPTH_TOL`): L1 (mean absolute difference, 0..1, RGB) and SSIM
-(scikit-image, grey, averaged over the head pixels), by view angle (the registered yaw, degrees).
-The phone sets exposure and white balance per frame, so L1 is also given after one least-squares
-gain per colour channel (``l1_exposure_matched``).
+The head is reconstructed and textured from one frame (default 050, frontal) or from the sweep
+(``source="sweep"``: every frame registered, :data:`headcast.fit.sweep` picks the frames it fits and
+textures from; the others are held out). The camera moves around the still mannequin, so every other
+frame sees the same head from another side: the head is registered to that frame's depth by its pose
+only (rigid ICP, point-to-plane, Open3D, started from yaw candidates about the head's vertical axis, or
+from the sweep's own pose of that frame), rendered with its albedo and the fitted SH light (turned with
+the head: the light is fixed to the room, like the head), and compared with the photo over the head
+pixels: the pixels of the mesh's triangles outside the neck mask where the measured depth agrees with
+the rendered one within :data:`DEPTH_TOL` (hair, neck, background and the render's occlusion errors are
+left out; eyes, ears and scalp are in). L1: mean absolute difference over those pixels and RGB, 0..1.
+SSIM: scikit-image on grey (7x7 windows), the render pasted into the photo (pixels outside the head
+keep the photo's, so a window at the head's border compares the head's border, not a black
+background), the SSIM map averaged over the head pixels. The phone sets exposure and white balance per
+frame, which no head model can know: both are also given after one least-squares gain per colour channel
+between render and photo over the head pixels (``*_exposure_matched``).
 """
 
 from __future__ import annotations
@@ -30,30 +35,37 @@ YAWS = (-90, -60, -30, 0, 30, 60, 90)  # degrees: ICP starts
 
 
 def source_head(work: Path, source: str, size: int):
-    """Reconstruct and texture ``source`` of the sweep into ``work/source`` (reused when already there):
-    the model, camera-frame vertices (V, 3), albedo (S, S, 3) 0..1, uv, uv_faces and SH light (9, 3)."""
+    """Reconstruct and texture ``source`` (a frame of the sweep, or ``sweep``: all of it) into
+    ``work/source`` (reused when already there): the model, vertices (V, 3) in the output frame (the
+    camera of a single frame), albedo (S, S, 3) 0..1, uv, uv_faces, SH light (9, 3), and for a sweep
+    ``{frame name: (used by the fit, head_to_camera (4, 4))}`` (else an empty dict)."""
     from headcast.fit.reconstruct import reconstruct_frame
+    from headcast.fit.sweep import reconstruct_sweep
     from headcast.io import recon
-    from headcast.model.layer import HeadLayer
+    from headcast.io.mesh import read_obj_vertices
     from headcast.model.registry import resolve_model
     from headcast.preprocess.rgbd import load_rgbd
     from headcast.texture.pipeline import texture_reconstruction
 
     d = Path(work) / source
     if not (d / recon.LIGHTING).is_file():
-        frame = load_rgbd(str(truedepth_folder() / source))
-        reconstruct_frame(frame, resolve_model("ict"), d)
+        if source == "sweep":
+            reconstruct_sweep([truedepth_folder()], resolve_model("ict"), d, force=True)
+        else:
+            reconstruct_frame(load_rgbd(str(truedepth_folder() / source)), resolve_model("ict"), d)
         texture_reconstruction(d, size=size, force=True)
-    params = recon.read_params(d)
-    m = resolve_model(params.model)
+    m = resolve_model(recon.read_params(d).model)
     tex = recon.read_texture(d, m.faces)
-    return (m, params.vertices(HeadLayer(m)), tex.image().astype(np.float32) / 255, tex.uv, tex.uv_faces,
-            recon.read_lighting(d).sh)
+    poses = {f["name"]: (bool(f["used"]), f["head_to_camera"]) for f in recon.read_poses(d) or []
+             if f["head_to_camera"] is not None}
+    return (m, read_obj_vertices(d / recon.MESH_OBJ), tex.image().astype(np.float32) / 255, tex.uv,
+            tex.uv_faces, recon.read_lighting(d).sh, poses)
 
 
-def register(vertices: np.ndarray, faces: np.ndarray, depth_points: np.ndarray) -> tuple[np.ndarray, float]:
-    """Rigid (4, 4) camera-frame transform putting the head ``vertices`` onto ``depth_points`` (N, 3), and
-    its fitness (the share of mesh points with a depth point within 5 mm)."""
+def register(vertices: np.ndarray, depth_points: np.ndarray, start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Rigid (4, 4) transform putting the head ``vertices`` onto ``depth_points`` (N, 3) (camera frame),
+    and its fitness (the share of depth points with a mesh point within 5 mm). ICP starts from ``start``
+    (4, 4) when given, else from :data:`YAWS` about the head's vertical axis."""
     import open3d as o3d
     from scipy.spatial.transform import Rotation
 
@@ -62,25 +74,30 @@ def register(vertices: np.ndarray, faces: np.ndarray, depth_points: np.ndarray) 
     cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=0.01, max_nn=30))
     c = vertices.mean(0)
     best, fit = np.eye(4), -1.0
-    for yaw in YAWS:
+    starts = [start] if start is not None else []
+    for yaw in YAWS if start is None else ():
         T = np.eye(4)
         T[:3, :3] = Rotation.from_euler("y", yaw, degrees=True).as_matrix()
         # the head's centre moves to the cloud's centre, pushed back by the head's half depth
         T[:3, 3] = depth_points.mean(0) + [0, 0, 0.06] - T[:3, :3] @ c
+        starts.append(T)
+    def fitness(T: np.ndarray) -> float:
+        return o3d.pipelines.registration.evaluate_registration(cloud, mesh_pts, 0.005, np.linalg.inv(T)).fitness
+
+    for T in starts:
+        candidates = [T] if start is not None else []  # a given start competes with its ICP (which can slip)
         for dist in (0.03, 0.01, 0.005):
             T = o3d.pipelines.registration.registration_icp(
                 mesh_pts, cloud, dist, T, o3d.pipelines.registration.TransformationEstimationPointToPlane()).transformation
-        ev = o3d.pipelines.registration.evaluate_registration(cloud, mesh_pts.transform(T), 0.005, np.eye(4))
-        mesh_pts = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(vertices))
-        if ev.fitness > fit:
-            best, fit = np.asarray(T), ev.fitness
+        for T in candidates + [T]:
+            if fitness(T) > fit:
+                best, fit = np.asarray(T), fitness(T)
     return best, float(fit)
 
 
-def compare_view(model, vertices, albedo, uv, uv_faces, light, frame) -> dict:
-    """Register the head to ``frame`` (an RGBDFrame), render it, and score it against the photo."""
-    from skimage.metrics import structural_similarity
-
+def compare_view(model, vertices, albedo, uv, uv_faces, light, frame, start: np.ndarray | None = None) -> dict:
+    """Register the head to ``frame`` (an RGBDFrame; ICP from ``start`` (4, 4) when given), render it, and
+    score it against the photo (see the module docstring)."""
     from headcast.texture.render import render_textured
 
     z = frame.depth
@@ -93,7 +110,7 @@ def compare_view(model, vertices, albedo, uv, uv_faces, light, frame) -> dict:
     if len(pts) < 500:
         raise HeadcastError(f"{frame.name}: too little depth near the camera to register the head")
     head = np.setdiff1d(np.arange(model.n_vertices), model.masks.get("neck", []))
-    T, fitness = register(vertices[head], model.faces, pts)
+    T, fitness = register(vertices[head], pts, start)
     v = vertices @ T[:3, :3].T + T[:3, 3]
     R_view = FLIP @ T[:3, :3] @ FLIP
     img, hits = render_textured(v, model.faces, uv, uv_faces, albedo, sh_rotate(light, R_view), K)
@@ -101,41 +118,64 @@ def compare_view(model, vertices, albedo, uv, uv_faces, light, frame) -> dict:
     tri = np.where(hits.hit, hits.tri, 0)
     mask = hits.hit & skin[tri] & (z > 0) & (np.abs(hits.depth - z) < DEPTH_TOL)
     photo = frame.color.astype(np.float32) / 255
-    l1 = float(np.abs(photo[mask] - img[mask]).mean()) if mask.any() else float("nan")
-    # the phone sets its exposure and white balance per frame: the same after one gain per channel
-    gain = (photo[mask] * img[mask]).sum(0) / np.maximum((img[mask] ** 2).sum(0), 1e-9) if mask.any() else 1.0
-    l1_gain = float(np.abs(photo[mask] - gain * img[mask]).mean()) if mask.any() else float("nan")
-    _, smap = structural_similarity(photo.mean(2), img.mean(2), data_range=1.0, full=True)
-    yaw = float(np.degrees(np.arctan2(T[0, 2], T[2, 2])))
-    ssim = float(smap[mask].mean()) if mask.any() else float("nan")
-    return {"yaw_deg": yaw, "l1": l1, "l1_exposure_matched": l1_gain, "ssim": ssim,
-            "pixels": int(mask.sum()), "fitness": fitness, "render": img, "mask": mask}
+    out = {"T": T, "pixels": int(mask.sum()), "fitness": fitness, "render": img, "mask": mask}
+    if not mask.any():
+        return dict(out, l1=np.nan, ssim=np.nan, l1_exposure_matched=np.nan, ssim_exposure_matched=np.nan, gain=[1] * 3)
+    gain = exposure_gain(photo, img, mask)
+    for key, g in (("", np.ones(3)), ("_exposure_matched", gain)):
+        out["l1" + key], out["ssim" + key] = scores(photo, np.clip(img * g, 0, 1), mask)
+    return dict(out, gain=gain.tolist())
+
+
+def exposure_gain(photo: np.ndarray, render: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Least-squares gain per colour channel (3,) taking ``render`` to ``photo`` (H, W, 3) over ``mask``:
+    the phone's exposure and white balance of that frame, which no head model can know."""
+    p, r = photo[mask].astype(np.float64), render[mask].astype(np.float64)
+    return (p * r).sum(0) / np.maximum((r**2).sum(0), 1e-9)
+
+
+def scores(photo: np.ndarray, render: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """L1 and SSIM (module docstring) of ``render`` against ``photo`` (H, W, 3) 0..1 over ``mask`` (H, W)."""
+    from skimage.metrics import structural_similarity
+
+    pasted = np.where(mask[..., None], render, photo)
+    _, smap = structural_similarity(photo.mean(2), pasted.mean(2), data_range=1.0, full=True)
+    return float(np.abs(photo[mask] - render[mask]).mean()), float(smap[mask].mean())
 
 
 def run_views_bench(work: Path, source: str = "frame-050", frames: list[str] | None = None, size: int = 512,
-                    figure: Path | None = Path("bench/figures/views.png")) -> dict:
-    """Every frame of the sweep (or ``frames``) but the source, scored (see the module docstring); a
-    picture of photo | render pairs at the angles nearest -60, -30, 30, 60 degrees in ``figure``."""
+                    figures: Path | None = Path("bench/figures"), front: str = "frame-050") -> dict:
+    """Every frame of the sweep (or ``frames``) the head was not built from, scored (see the module
+    docstring), the yaw measured from ``front``'s view (degrees, + = the camera on the head's left); a
+    picture of photo | render | difference at the angles nearest -60, -30, 30, 60 degrees in
+    ``figures/views-SOURCE.png``."""
     from headcast.preprocess.rgbd import load_rgbd
 
     folder = truedepth_folder()
     if not folder.is_dir():
         raise HeadcastError(f"no TrueDepth sweep at {folder}")
-    model, verts, albedo, uv, uvf, light = source_head(Path(work), source, size)
+    model, verts, albedo, uv, uvf, light, poses = source_head(Path(work), source, size)
     names = frames or sorted({p.name[: len("frame-000")] for p in folder.glob("frame-*_color.png")})
+    ref = np.linalg.inv(poses[front][1]) if front in poses else np.eye(4)
     rows, shots = [], []
     for name in names:
-        if name == source:
-            continue
+        if name == source or poses.get(name, (False,))[0]:
+            continue  # the frames the head was built from are not held out
         frame = load_rgbd(str(folder / name), rotate=90)
-        r = compare_view(model, verts, albedo, uv, uvf, light, frame)
+        r = compare_view(model, verts, albedo, uv, uvf, light, frame, poses.get(name, (0, None))[1])
+        r["yaw_deg"] = _yaw(r.pop("T") @ ref)
         logger.info(f"bench views: {name} yaw {r['yaw_deg']:+.0f} deg, L1 {r['l1']:.3f}, SSIM {r['ssim']:.3f}")
-        shots.append((r.pop("yaw_deg"), frame.color, r.pop("render"), r.pop("mask"), name))
-        rows.append(dict(r, frame=name, yaw_deg=shots[-1][0]))
-    if figure is not None and shots:
-        _figure(figure, shots)
-    return {"machine": machine(), "source": source, "texture_size": size, "views": rows,
-            "by_angle": by_angle(rows)}
+        shots.append((r["yaw_deg"], frame.color, r.pop("render"), r.pop("mask"), name, r["gain"]))
+        rows.append(dict(r, frame=name))
+    if figures is not None and shots:
+        _figure(Path(figures) / f"views-{source}.png", shots)
+    return {"machine": machine(), "source": source, "held_out": len(rows), "texture_size": albedo.shape[0],
+            "views": rows, "by_angle": by_angle(rows)}
+
+
+def _yaw(T: np.ndarray) -> float:
+    """The turn of a (4, 4) transform about the camera's vertical axis, degrees."""
+    return float(np.degrees(np.arctan2(T[0, 2], T[2, 2])))
 
 
 def by_angle(rows: list[dict], bins=(-90, -45, -15, 15, 45, 90)) -> list[dict]:
@@ -146,7 +186,8 @@ def by_angle(rows: list[dict], bins=(-90, -45, -15, 15, 45, 90)) -> list[dict]:
         if sel:
             out.append({"yaw_deg": [a, b], "views": len(sel), "l1": float(np.mean([r["l1"] for r in sel])),
                         "l1_exposure_matched": float(np.mean([r["l1_exposure_matched"] for r in sel])),
-                        "ssim": float(np.mean([r["ssim"] for r in sel]))})
+                        "ssim": float(np.mean([r["ssim"] for r in sel])),
+                        "ssim_exposure_matched": float(np.mean([r["ssim_exposure_matched"] for r in sel]))})
     return out
 
 
@@ -159,18 +200,29 @@ def _figure(path: Path, shots) -> None:
         s = min(shots, key=lambda s: abs(s[0] - target))
         if s not in picks:
             picks.append(s)
-    panels, labels = [], []
-    for yaw, photo, img, mask, name in picks:
-        panels += [photo, np.where(mask[..., None], img, photo.astype(np.float32) / 255 * 0.3)]
-        labels += [f"{name} photo", f"avatar, yaw {yaw:+.0f}"]
-    save_png(path, comparison_picture(panels, labels, min_height=320))
+    rows = []
+    for yaw, photo, img, mask, name, gain in picks:
+        ph = photo.astype(np.float32) / 255
+        ys, xs = np.nonzero(mask)
+        box = (slice(max(ys.min() - 8, 0), ys.max() + 8), slice(max(xs.min() - 8, 0), xs.max() + 8))
+        diff = np.where(mask, np.abs(ph - np.clip(img * np.asarray(gain), 0, 1)).mean(2), 0)
+        heat = np.stack([np.clip(diff / 0.1, 0, 1), np.clip(diff / 0.1 - 1, 0, 1), np.zeros_like(diff)], 2)
+        rows.append(comparison_picture(
+            [photo[box], np.where(mask[..., None], img, ph * 0.3)[box], heat[box]],
+            [f"{name} photo", f"avatar, yaw {yaw:+.0f}", "|diff|, exposure matched (red 0.1)"], min_height=320))
+    width = max(r.shape[1] for r in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_png(path, np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+                                   for r in rows]))
 
 
 def markdown(res: dict) -> str:
-    lines = [f"Held-out views of the TrueDepth sweep, head from {res['source']} (texture {res['texture_size']}), "
+    lines = [f"Held-out views of the TrueDepth sweep ({res['held_out']}), head from {res['source']} "
+             f"(texture {res['texture_size']}), "
              "registered by pose only, textured render with the fitted SH light vs the photo over head pixels.", "",
-             "| yaw (deg) | views | L1 (0..1) | L1, exposure matched | SSIM |", "|---|---|---|---|---|"]
+             "| yaw (deg) | views | L1 (0..1) | L1, exposure matched | SSIM | SSIM, exposure matched |",
+             "|---|---|---|---|---|---|"]
     for b in res["by_angle"]:
         lines.append(f"| {b['yaw_deg'][0]}..{b['yaw_deg'][1]} | {b['views']} | {b['l1']:.3f} | "
-                     f"{b['l1_exposure_matched']:.3f} | {b['ssim']:.3f} |")
+                     f"{b['l1_exposure_matched']:.3f} | {b['ssim']:.3f} | {b['ssim_exposure_matched']:.3f} |")
     return "\n".join(lines)

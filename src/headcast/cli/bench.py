@@ -256,7 +256,8 @@ def _views_arguments(bv: argparse.ArgumentParser) -> None:
 
     default = lambda name: param_default(run_views_bench, name)  # noqa: E731
     bv.add_argument("--frames", nargs="*", help="sweep frames to compare (default: every frame in the sweep)")
-    bv.add_argument("--source", default=default("source"), help="the frame the head is built from (default %(default)s)")
+    bv.add_argument("--source", default=default("source"),
+                    help="the frame the head is built from, or 'sweep' for the whole sweep (default %(default)s)")
     bv.add_argument("--work", required=True, help="folder for the reconstruction and the picture (reused when present)")
     bv.add_argument("--texture-size", type=int, default=default("size"), help="albedo side in texels (default %(default)s)")
     bv.add_argument("--json", action="store_true", help="print the figures as JSON too")
