@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.animate.pipeline import PANEL, HeadView, Subject, load_subject, video_camera
+from headcast.animate.pipeline import video_camera
+from headcast.animate.preview import PANEL, HeadView
+from headcast.animate.subject import Subject, load_subject
 from headcast.core.camera import FLIP, Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.io import anim as anim_io
