@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from headcast.animate.pipeline import video_camera
-from headcast.animate.preview import PANEL, HeadView
 from headcast.animate.subject import Subject, load_subject
+from headcast.animate.video import PANEL
 from headcast.core.camera import FLIP, Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.io import anim as anim_io
@@ -119,6 +119,8 @@ def write_driven_video(folder: Path, subject: Subject, anim: anim_io.Animation, 
     from headcast.render.images import save_png
 
     t0 = time.perf_counter()
+    from headcast.animate.preview import HeadView  # torch: only when a video is made
+
     view = HeadView(subject)
     n = anim.n_frames
     keep = set(np.linspace(0, n - 1, 4).round().astype(int).tolist())

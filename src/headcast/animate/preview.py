@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from headcast.animate.subject import Subject, subject_light
-from headcast.animate.video import Prefetched, VideoInfo, VideoWriter, read_frames
+from headcast.animate.video import PANEL, Prefetched, VideoInfo, VideoWriter, read_frames
 from headcast.core.camera import Intrinsics, to_camera
 from headcast.model.eyes import eye_colors
 from headcast.model.interior_layer import interior_layer
@@ -22,7 +22,6 @@ from headcast.model.layer import HeadLayer
 from headcast.render.gl import DEFAULT_LIGHT
 
 logger = logging.getLogger(__name__)
-PANEL = 512  # height of the output video's panels, pixels
 
 
 class HeadView:

@@ -21,6 +21,7 @@ from headcast.io.validate import MAX_IMAGE_PIXELS
 from headcast.preprocess.ibug68 import mediapipe_to_ibug68_matrix
 from headcast.preprocess.native import import_mediapipe, quiet_graph
 
+PANEL = 512  # height of the output videos' panels (the input frame, the rendered head), pixels
 MAX_VIDEO_BYTES = 64 << 30  # a video file (it is decoded a frame at a time)
 LEFT_IRIS, RIGHT_IRIS = 473, 468  # FaceMesh iris centres (refined mesh): the subject's left and right eye
 _TO_68 = mediapipe_to_ibug68_matrix()
