@@ -187,7 +187,7 @@ class PointRig:
         bw = bary[:, :, None] * Wg  # (K, 3c, 4)
         self.c = bw.sum(1).T.copy()  # (4, K)
         self.a0 = np.einsum("kcg,kcd->gkd", bw, rest)  # (4, K, 3)
-        self.A = np.einsum("kcg,kcdz->gkdz", bw, basis)  # (4, K, 3, Z)
+        self.A = np.einsum("kcg,kcdz->kgdz", bw, basis)  # (K, 4, 3, Z): a row's block is one contiguous gather
         jr = model.j_regressor.astype(np.float64)[list(GROUP_JOINTS)]  # (4, V)
         self.j0 = jr @ (model.v_template.astype(np.float64) + sd @ beta0 + ed @ psi0)  # (4, 3)
         self.JZ = np.einsum("jv,vdz->jdz", jr, np.concatenate([sd[:, :, self.id_cols], ed[:, :, self.expr_cols]],
@@ -236,20 +236,20 @@ class PointRig:
             d_g (3, K, 3, 3) for Rg <- exp(d) Rg, and d_z (K, 3, Z).
         """
         J = self.j0 + self.JZ @ z  # (4, 3)
-        a = self.a0[:, rows] + self.A[:, rows] @ z  # (4, K, 3)
+        A = self.A[rows]  # (K, 4, 3, Z)
+        a = self.a0[:, rows] + (A @ z).transpose(1, 0, 2)  # (4, K, 3)
         c = self.c[:, rows]  # (4, K)
         q = a[1:] - c[1:, :, None] * J[1:, None, :]  # (3, K, 3)
-        rq = np.einsum("gab,gkb->gka", Rg, q)  # (3, K, 3)
+        rq = np.matmul(q, Rg.transpose(0, 2, 1))  # (3, K, 3): R_g q
         y = a[0] + (rq + c[1:, :, None] * J[1:, None, :]).sum(0) - J[0]
         w = y @ R0.T
         x = w + J[0]
         if not jacobian:
             return x
         d_root = -skew(w)  # d(exp(d) R0 y)/dd at d = 0
-        d_g = np.einsum("ab,gkbc->gkac", R0, -skew(rq))  # (3, K, 3, 3)
-        A = self.A[:, rows]
-        dq = A[1:] - c[1:, :, None, None] * self.JZ[1:, None]  # (3, K, 3, Z)
-        dy = A[0] - self.JZ[0][None] + np.einsum("gab,gkbz->kaz", Rg, dq) + \
-            (c[1:, :, None, None] * self.JZ[1:, None]).sum(0)
-        d_z = np.einsum("ab,kbz->kaz", R0, dy) + self.JZ[0][None]
+        d_g = R0 @ -skew(rq)  # (3, K, 3, 3)
+        JZ1 = self.JZ[1:]  # sum_g R_g (A_g - c_g JZ_g) + c_g JZ_g, the c_g terms as one (K, 3 Z) product
+        dy = A[:, 0] - self.JZ[0][None] + np.matmul(Rg[None], A[:, 1:]).sum(1) + \
+            (c[1:].T @ (JZ1 - Rg @ JZ1).reshape(3, -1)).reshape(len(rows), 3, -1)
+        d_z = R0 @ dy + self.JZ[0][None]
         return x, d_root, d_g, d_z
