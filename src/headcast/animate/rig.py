@@ -177,22 +177,28 @@ class PointRig:
         self.n_id, self.n_expr = len(self.id_cols), len(self.expr_cols)
         self.Z = self.n_id + self.n_expr
 
-        sd = model.shapedirs.astype(np.float64)
-        ed = model.exprdirs.astype(np.float64)
         vids, bary = self.pts.vids, self.pts.bary
-        rest = (model.v_template.astype(np.float64) + sd @ beta0 + ed @ psi0)[vids]  # (K, 3, 3)
-        basis = np.concatenate([sd[:, :, self.id_cols], ed[:, :, self.expr_cols]], axis=2)[vids]  # (K, 3c, 3, Z)
+        rest, basis = self._rest_and_basis(model, vids)  # (K, 3c, 3), (K, 3c, 3, Z)
         W = model.lbs_weights.astype(np.float64)
         Wg = np.stack([W[:, ROOT] + W[:, NECK], W[:, JAW], W[:, LEFT_EYE], W[:, RIGHT_EYE]], axis=1)[vids]  # (K, 3c, 4)
         bw = bary[:, :, None] * Wg  # (K, 3c, 4)
         self.c = bw.sum(1).T.copy()  # (4, K)
         self.a0 = np.einsum("kcg,kcd->gkd", bw, rest)  # (4, K, 3)
         self.A = np.einsum("kcg,kcdz->kgdz", bw, basis)  # (K, 4, 3, Z): a row's block is one contiguous gather
-        jr = model.j_regressor.astype(np.float64)[list(GROUP_JOINTS)]  # (4, V)
-        self.j0 = jr @ (model.v_template.astype(np.float64) + sd @ beta0 + ed @ psi0)  # (4, 3)
-        self.JZ = np.einsum("jv,vdz->jdz", jr, np.concatenate([sd[:, :, self.id_cols], ed[:, :, self.expr_cols]],
-                                                               axis=2))  # (4, 3, Z)
+        jr = np.asarray(model.j_regressor, dtype=np.float64)[list(GROUP_JOINTS)]  # (4, V)
+        used = np.flatnonzero(np.any(jr != 0, axis=0))  # the joints' vertices (a fifth of the mesh)
+        j_rest, j_basis = self._rest_and_basis(model, used)
+        self.j0 = jr[:, used] @ j_rest  # (4, 3)
+        self.JZ = np.tensordot(jr[:, used], j_basis, axes=1)  # (4, 3, Z)
         self.offsets = np.zeros((68, 3))
+
+    def _rest_and_basis(self, model: HeadModel, vids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rest positions (*vids.shape, 3) at beta0 / psi0 and their derivatives (*vids.shape, 3, Z) by z of
+        the vertices ``vids`` (only those are converted to float64)."""
+        sd = model.shapedirs[vids].astype(np.float64)
+        ed = model.exprdirs[vids].astype(np.float64)
+        rest = model.v_template[vids].astype(np.float64) + sd @ self.beta0 + ed @ self.psi0
+        return rest, np.concatenate([sd[..., self.id_cols], ed[..., self.expr_cols]], axis=-1)
 
     def set_offsets(self, offsets: np.ndarray) -> None:
         """Move each of the 68 landmarks by a rest-pose offset (68, 3) metres (it then skins with the
