@@ -189,7 +189,7 @@ class PointRig:
         used = np.flatnonzero(np.any(jr != 0, axis=0))  # the joints' vertices (a fifth of the mesh)
         j_rest, j_basis = self._rest_and_basis(model, used)
         self.j0 = jr[:, used] @ j_rest  # (4, 3)
-        self.JZ = np.tensordot(jr[:, used], j_basis, axes=1)  # (4, 3, Z)
+        self.JZ = np.einsum("jv,vdz->jdz", jr[:, used], j_basis)  # (4, 3, Z); not BLAS: its threads spin here
         self.offsets = np.zeros((68, 3))
 
     def _rest_and_basis(self, model: HeadModel, vids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
