@@ -114,19 +114,17 @@ def drive(recon_dir: str | Path, driver: str | Path, out_dir: str | Path, model_
 def write_driven_video(folder: Path, subject: Subject, anim: anim_io.Animation, source: str) -> float:
     """animation.mp4 (the head with a caption) and preview.png (four frames) in ``folder``; returns seconds."""
     import cv2
-    import imageio.v2 as iio2
 
+    from headcast.animate.preview import HeadView  # torch: only when a video is made
+    from headcast.animate.video import VideoWriter
     from headcast.render.images import save_png
 
     t0 = time.perf_counter()
-    from headcast.animate.preview import HeadView  # torch: only when a video is made
-
     view = HeadView(subject)
     n = anim.n_frames
     keep = set(np.linspace(0, n - 1, 4).round().astype(int).tolist())
     stills = []
-    writer = iio2.get_writer(folder / anim_io.VIDEO, fps=anim.fps, codec="libx264", quality=7, macro_block_size=2,
-                             ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"])
+    writer = VideoWriter(folder / anim_io.VIDEO, anim.fps)
     try:
         for a in range(0, n, 16):
             verts = view.vertices(anim.theta[a:a + 16], anim.psi[a:a + 16])
