@@ -119,7 +119,8 @@ def test_flame_fixture_gets_a_cavity_and_teeth_on_its_lip_ring(flame_model):
 
 def _mouth_pixels(model, with_interior: bool) -> tuple[np.ndarray, np.ndarray]:
     """The 9x9 pixel box at the open mouth's centre and the cheek's box in a 256^2 preview."""
-    from headcast.animate.pipeline import HeadView, Subject
+    from headcast.animate.preview import HeadView
+    from headcast.animate.subject import Subject
     from headcast.core.camera import project
 
     view = HeadView(Subject(HeadParams(np.zeros(model.n_shape), np.zeros(model.n_expr), np.zeros(15), 1.0,

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.animate.pipeline import PANEL, HeadView, Subject, load_subject, video_camera
+from headcast.animate.pipeline import video_camera
+from headcast.animate.subject import Subject, load_subject
+from headcast.animate.video import PANEL
 from headcast.core.camera import FLIP, Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.io import anim as anim_io
@@ -112,8 +114,9 @@ def drive(recon_dir: str | Path, driver: str | Path, out_dir: str | Path, model_
 def write_driven_video(folder: Path, subject: Subject, anim: anim_io.Animation, source: str) -> float:
     """animation.mp4 (the head with a caption) and preview.png (four frames) in ``folder``; returns seconds."""
     import cv2
-    import imageio.v2 as iio2
 
+    from headcast.animate.preview import HeadView  # torch: only when a video is made
+    from headcast.animate.video import VideoWriter
     from headcast.render.images import save_png
 
     t0 = time.perf_counter()
@@ -121,8 +124,7 @@ def write_driven_video(folder: Path, subject: Subject, anim: anim_io.Animation, 
     n = anim.n_frames
     keep = set(np.linspace(0, n - 1, 4).round().astype(int).tolist())
     stills = []
-    writer = iio2.get_writer(folder / anim_io.VIDEO, fps=anim.fps, codec="libx264", quality=7, macro_block_size=2,
-                             ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"])
+    writer = VideoWriter(folder / anim_io.VIDEO, anim.fps)
     try:
         for a in range(0, n, 16):
             verts = view.vertices(anim.theta[a:a + 16], anim.psi[a:a + 16])

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from headcast.model.head_model import HeadModel
-from headcast.model.layer import HeadLayer
 from headcast.preprocess.ibug68 import inter_ocular
 
 
@@ -14,6 +12,10 @@ def vertex_speed_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: 
                     region: str = "face", batch: int = 64) -> np.ndarray:
     """Mean speed (N - 1,) in millimetres per frame of the ``region`` vertices of the head with identity
     ``beta`` (S,) driven by theta (N, N_POSE) and psi (N, E), in the model frame."""
+    import torch  # 2-3 s to import: only when this is asked for
+
+    from headcast.model.layer import HeadLayer
+
     layer = HeadLayer(model, dtype=torch.float32)
     ids = torch.as_tensor(model.masks[region], dtype=torch.long)
     out = []
@@ -59,6 +61,10 @@ def expression_landmarks(model: HeadModel, beta: np.ndarray, theta: np.ndarray, 
     (N, N_POSE) / psi (N, E) but no head rotation (root and neck zeroed): expression alone, model frame."""
     th = np.array(theta, dtype=np.float64)
     th[:, :6] = 0.0  # root | neck
+    import torch
+
+    from headcast.model.layer import HeadLayer
+
     layer = HeadLayer(model, dtype=torch.float64)
     f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
     with torch.no_grad():

@@ -14,71 +14,31 @@ beside the reconstructed head, textured when the folder has a texture), ``previe
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from headcast.animate.fit import Observation, TrackConfig
 from headcast.animate.identity import DriverIdentity
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
+from headcast.animate.subject import Subject, load_subject, subject_light  # noqa: F401 (the stage's API)
 from headcast.animate.track import TrackedFrame, Tracker, jaw_expressions, select_calibration
-from headcast.animate.video import VideoInfo, VideoLandmarker, VideoWriter, read_frames, video_info
+from headcast.animate.video import Prefetched, VideoInfo, VideoLandmarker, read_frames, video_info
 from headcast.core import threads
-from headcast.core.camera import Intrinsics, to_camera
+from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
-from headcast.core.params import HeadParams
 from headcast.io import anim as anim_io
-from headcast.io import recon
 from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.validate import check_number
-from headcast.model.eyes import eye_colors
 from headcast.model.head_model import HeadModel
-from headcast.model.interior_layer import interior_layer
-from headcast.model.layer import HeadLayer
 from headcast.render.gl import DEFAULT_LIGHT, LIGHTS
 
 logger = logging.getLogger(__name__)
-PANEL = 512  # height of the output video's panels, pixels
-
-
-# ------------------------------------------------------------------------ inputs
-@dataclass
-class Subject:
-    """The reconstructed head: parameters, model, the texture (image, uv, uv_faces) and the texture stage's
-    fitted SH light (9, 3) (:mod:`headcast.core.sh`, the capture camera's view frame) when present."""
-
-    params: HeadParams
-    model: HeadModel
-    texture: tuple[np.ndarray, np.ndarray, np.ndarray] | None
-    light: np.ndarray | None = None
-
-
-def load_subject(recon_dir: str | Path, model_spec: str | HeadModel | None = None) -> Subject:
-    """Read a reconstruction folder (:mod:`headcast.io.recon`); the model (a name, a path or a loaded
-    model) must be the one it was made with."""
-    from headcast.model.registry import resolve_model
-
-    d = recon.check_folder(recon_dir)
-    params = recon.read_params(d)
-    model = model_spec if isinstance(model_spec, HeadModel) else resolve_model(model_spec or params.model)
-    recon.check_model(d, params, model)
-    model = recon.with_offsets(model, recon.read_offsets(d, model.n_vertices))  # the detail layer, if any
-    tex = recon.read_texture(d, model.faces)
-    lighting = recon.read_lighting(d)
-    return Subject(params, model, None if tex is None else (tex.image(), tex.uv, tex.uv_faces),
-                   None if lighting is None else np.asarray(lighting.sh, dtype=np.float64).reshape(9, 3))
-
-
-def subject_light(subject: Subject, light: str = DEFAULT_LIGHT) -> np.ndarray | None:
-    """The SH light (9, 3) previews use: the subject's fitted light for ``fitted`` when it has one, else
-    None (the renderer's neutral light)."""
-    if light not in LIGHTS:
-        raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
-    return subject.light if light == "fitted" else None
 
 
 # ------------------------------------------------------------------------ stages
@@ -92,13 +52,14 @@ class Detections:
     seconds_detect: float
 
 
-def detect_video(video: str | Path, max_frames: int | None = None) -> Detections:
-    """Decode every frame and find its landmarks (MediaPipe FaceMesh, tracking mode)."""
-    info = video_info(video)
+def detect_video(video: str | Path, max_frames: int | None = None, info: VideoInfo | None = None) -> Detections:
+    """Decode every frame (ahead, in a thread) and find its landmarks (MediaPipe FaceMesh, tracking mode);
+    ``info``: the video's :func:`video_info` when the caller has it. ``seconds_decode`` is the time spent
+    waiting for decoded frames."""
+    info = info or video_info(video)
     obs: list[Observation | None] = []
     t_dec = t_det = 0.0
-    frames = read_frames(video, max_frames)
-    with VideoLandmarker() as lm:
+    with VideoLandmarker() as lm, Prefetched(read_frames(video, max_frames, info)) as frames:
         while True:
             t0 = time.perf_counter()
             frame = next(frames, None)
@@ -147,114 +108,6 @@ def track(model: HeadModel, observations: list[Observation | None], fps: float, 
     return Track(frames, identity, cal, t1 - t0, t2 - t1)
 
 
-# ------------------------------------------------------------------------ the preview video
-class HeadView:
-    """Renders the subject's head for (theta, psi) in a fixed square camera looking at its face, lit by
-    :func:`subject_light` (``light``: fitted or neutral). The camera's view frame is the model frame, so
-    the fitted light stays where the capture camera saw it while the head turns."""
-
-    def __init__(self, subject: Subject, size: int = PANEL, light: str = DEFAULT_LIGHT):
-        from headcast.animate.builtin import head_placement
-        from headcast.render.gl import MeshRenderer
-
-        m = subject.model
-        self.model, self.beta = m, subject.params.beta.astype(np.float64)
-        self.layer = HeadLayer(m, dtype=torch.float32)
-        f = 1.9 * size
-        self.K = Intrinsics(f, f, (size - 1) / 2, (size - 1) / 2 + 0.06 * size, size, size)
-        self.t = head_placement(m, self.beta, distance=0.75)
-        if subject.texture is not None:
-            img, uv, uvf = subject.texture
-            self.renderer = MeshRenderer(m.faces, m.n_vertices, uv=uv, uv_faces=uvf, texture=img)
-        else:
-            self.renderer = MeshRenderer(m.faces, m.n_vertices, colors=eye_colors(m))
-        self.textured = subject.texture is not None
-        self.light = subject_light(subject, light)
-        self.inner = interior_layer(self.layer)
-        if self.inner is not None:
-            self.renderer.add_parts(self.inner.interior.faces, self.inner.interior.colors)
-
-    def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
-        """Camera-frame vertices (B, V + P, 3) for theta (B, N_POSE), psi (B, E): the head's V, then the
-        mouth interior's P (none without one)."""
-        f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
-        args = (f(np.tile(self.beta, (len(theta), 1))), f(psi), f(theta))
-        with torch.no_grad():
-            v = self.layer.vertices(*args)
-            if self.inner is not None:
-                v = torch.cat([v, self.inner.vertices(*args)], 1)
-        return to_camera(v.double().numpy(), 1.0, self.t)
-
-    def render(self, vertices: np.ndarray) -> np.ndarray:
-        V = self.model.n_vertices
-        img, _ = self.renderer.render(vertices[:V], self.K, background=(34, 36, 40), light=self.light,
-                                      parts=vertices[V:])
-        return img
-
-    def release(self) -> None:
-        self.renderer.release()
-
-
-def compose(frame: np.ndarray, head: np.ndarray, detected: np.ndarray | None, fitted: np.ndarray | None,
-            text: str, warn: bool) -> np.ndarray:
-    """Input frame (scaled to the panel height) with landmarks, beside the rendered head; a caption line."""
-    import cv2
-
-    H, W = frame.shape[:2]
-    s = PANEL / H
-    w = int(round(W * s / 2)) * 2
-    left = cv2.resize(frame, (w, PANEL), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    for pts, colour, r in ((fitted, (255, 60, 60), 2), (detected, (60, 255, 60), 1)):
-        if pts is None:
-            continue
-        for x, y in np.rint((pts + 0.5) * s - 0.5).astype(int):
-            cv2.circle(left, (int(x), int(y)), r, colour, -1, cv2.LINE_AA)
-    out = np.hstack([left, head])
-    cv2.rectangle(out, (0, 0), (out.shape[1], 22), (0, 0, 0), -1)
-    cv2.putText(out, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 120, 80) if warn else (230, 230, 230), 1,
-                cv2.LINE_AA)
-    return out
-
-
-def write_preview_video(path: Path, video: str | Path, subject: Subject, det: Detections, trk: Track,
-                        threshold: float, light: str = DEFAULT_LIGHT) -> tuple[float, list[np.ndarray]]:
-    """Write the side-by-side MP4 (the head lit by ``light``, see :class:`HeadView`); returns the seconds it
-    took and four composed frames for a still."""
-    view = HeadView(subject, light=light)
-    fps = det.info.fps
-    n = len(trk.frames)
-    keep = set(np.linspace(0, n - 1, 4).round().astype(int).tolist()) if n else set()
-    stills = []
-    t0 = time.perf_counter()
-    writer = VideoWriter(path, fps)
-    try:
-        frames = read_frames(video, n)
-        for a in range(0, n, 16):
-            chunk = trk.frames[a:a + 16]
-            verts = view.vertices(np.array([f.theta for f in chunk]), np.array([f.psi for f in chunk]))
-            for k, (fr, v) in enumerate(zip(chunk, verts)):
-                i = a + k
-                image = next(frames)
-                obs = det.observations[i]
-                if fr.face_found:
-                    text = f"frame {i}  t {i / fps:6.2f} s  Loss5 {fr.loss:.3f}  iterations {fr.iterations}"
-                    warn = not fr.loss < threshold
-                else:
-                    text = f"frame {i}  t {i / fps:6.2f} s  no face: holding the last parameters"
-                    warn = True
-                img = compose(image, view.render(v), None if obs is None else obs.landmarks,
-                              fr.landmarks if fr.face_found else None, text, warn)
-                writer.append_data(img)
-                if i in keep:
-                    stills.append(img)
-            if (a // 16) % 10 == 9:
-                logger.info(f"animate: video {min(a + 16, n)}/{n} frames")
-    finally:
-        writer.close()
-        view.release()
-    return time.perf_counter() - t0, stills
-
-
 # ------------------------------------------------------------------------ the whole stage
 def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | HeadModel | None = None,
             threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
@@ -279,7 +132,8 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     info = video_info(video)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
                 f"'{subject.model.name}'{', textured' if subject.texture is not None else ''}")
-    det = detect_video(video, max_frames)
+    import_in_background("headcast.animate.preview" if write_video else "headcast.model.layer")
+    det = detect_video(video, max_frames, info)
     n = len(det.observations)
     if not any(o is not None for o in det.observations):
         raise HeadcastError(f"no face found in any of the {n} frames of {video}")
@@ -297,7 +151,10 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
                 f"{report['fps']['fitting']:.0f} fps, end to end {report['fps']['end_to_end']:.1f} fps")
     with staged_dir(out_dir, "animation", force=force, inputs=(recon_dir, video)) as tmp:
         if write_video:
-            sec, stills = write_preview_video(tmp / anim_io.VIDEO, video, subject, det, trk, cfg.threshold, light)
+            from headcast.animate.preview import write_preview_video
+
+            sec, stills = write_preview_video(tmp / anim_io.VIDEO, video, subject, det.observations, trk.frames,
+                                              det.info, cfg.threshold, light)
             report["seconds"]["video"] = sec
             if stills:
                 from headcast.render.images import save_png
@@ -312,6 +169,25 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     logger.info(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
                 f"{', animation.mp4, preview.png' if write_video else ''})")
     return report
+
+
+def import_in_background(module: str) -> threading.Thread:
+    """Import ``module`` (and torch with it: 2-3 s) in a thread while MediaPipe finds landmarks in its own
+    native threads; the stages that need it later find it loaded. MediaPipe is imported first, here, so
+    that the two imports never run at once. An import error is left for the stage that needs the module."""
+    from headcast.preprocess.native import import_mediapipe
+
+    import_mediapipe()
+
+    def run() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - raised again, with context, where the module is used
+            logger.debug(f"animate: importing {module} in the background failed", exc_info=True)
+
+    t = threading.Thread(target=run, name=f"import {module}", daemon=True)
+    t.start()
+    return t
 
 
 def video_camera(width: int, height: int) -> Intrinsics:

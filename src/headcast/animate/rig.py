@@ -177,22 +177,28 @@ class PointRig:
         self.n_id, self.n_expr = len(self.id_cols), len(self.expr_cols)
         self.Z = self.n_id + self.n_expr
 
-        sd = model.shapedirs.astype(np.float64)
-        ed = model.exprdirs.astype(np.float64)
         vids, bary = self.pts.vids, self.pts.bary
-        rest = (model.v_template.astype(np.float64) + sd @ beta0 + ed @ psi0)[vids]  # (K, 3, 3)
-        basis = np.concatenate([sd[:, :, self.id_cols], ed[:, :, self.expr_cols]], axis=2)[vids]  # (K, 3c, 3, Z)
+        rest, basis = self._rest_and_basis(model, vids)  # (K, 3c, 3), (K, 3c, 3, Z)
         W = model.lbs_weights.astype(np.float64)
         Wg = np.stack([W[:, ROOT] + W[:, NECK], W[:, JAW], W[:, LEFT_EYE], W[:, RIGHT_EYE]], axis=1)[vids]  # (K, 3c, 4)
         bw = bary[:, :, None] * Wg  # (K, 3c, 4)
         self.c = bw.sum(1).T.copy()  # (4, K)
         self.a0 = np.einsum("kcg,kcd->gkd", bw, rest)  # (4, K, 3)
-        self.A = np.einsum("kcg,kcdz->gkdz", bw, basis)  # (4, K, 3, Z)
-        jr = model.j_regressor.astype(np.float64)[list(GROUP_JOINTS)]  # (4, V)
-        self.j0 = jr @ (model.v_template.astype(np.float64) + sd @ beta0 + ed @ psi0)  # (4, 3)
-        self.JZ = np.einsum("jv,vdz->jdz", jr, np.concatenate([sd[:, :, self.id_cols], ed[:, :, self.expr_cols]],
-                                                               axis=2))  # (4, 3, Z)
+        self.A = np.einsum("kcg,kcdz->kgdz", bw, basis)  # (K, 4, 3, Z): a row's block is one contiguous gather
+        jr = np.asarray(model.j_regressor, dtype=np.float64)[list(GROUP_JOINTS)]  # (4, V)
+        used = np.flatnonzero(np.any(jr != 0, axis=0))  # the joints' vertices (a fifth of the mesh)
+        j_rest, j_basis = self._rest_and_basis(model, used)
+        self.j0 = jr[:, used] @ j_rest  # (4, 3)
+        self.JZ = np.einsum("jv,vdz->jdz", jr[:, used], j_basis)  # (4, 3, Z); not BLAS: its threads spin here
         self.offsets = np.zeros((68, 3))
+
+    def _rest_and_basis(self, model: HeadModel, vids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rest positions (*vids.shape, 3) at beta0 / psi0 and their derivatives (*vids.shape, 3, Z) by z of
+        the vertices ``vids`` (only those are converted to float64)."""
+        sd = model.shapedirs[vids].astype(np.float64)
+        ed = model.exprdirs[vids].astype(np.float64)
+        rest = model.v_template[vids].astype(np.float64) + sd @ self.beta0 + ed @ self.psi0
+        return rest, np.concatenate([sd[..., self.id_cols], ed[..., self.expr_cols]], axis=-1)
 
     def set_offsets(self, offsets: np.ndarray) -> None:
         """Move each of the 68 landmarks by a rest-pose offset (68, 3) metres (it then skins with the
@@ -236,20 +242,20 @@ class PointRig:
             d_g (3, K, 3, 3) for Rg <- exp(d) Rg, and d_z (K, 3, Z).
         """
         J = self.j0 + self.JZ @ z  # (4, 3)
-        a = self.a0[:, rows] + self.A[:, rows] @ z  # (4, K, 3)
+        A = self.A[rows]  # (K, 4, 3, Z)
+        a = self.a0[:, rows] + (A @ z).transpose(1, 0, 2)  # (4, K, 3)
         c = self.c[:, rows]  # (4, K)
         q = a[1:] - c[1:, :, None] * J[1:, None, :]  # (3, K, 3)
-        rq = np.einsum("gab,gkb->gka", Rg, q)  # (3, K, 3)
+        rq = np.matmul(q, Rg.transpose(0, 2, 1))  # (3, K, 3): R_g q
         y = a[0] + (rq + c[1:, :, None] * J[1:, None, :]).sum(0) - J[0]
         w = y @ R0.T
         x = w + J[0]
         if not jacobian:
             return x
         d_root = -skew(w)  # d(exp(d) R0 y)/dd at d = 0
-        d_g = np.einsum("ab,gkbc->gkac", R0, -skew(rq))  # (3, K, 3, 3)
-        A = self.A[:, rows]
-        dq = A[1:] - c[1:, :, None, None] * self.JZ[1:, None]  # (3, K, 3, Z)
-        dy = A[0] - self.JZ[0][None] + np.einsum("gab,gkbz->kaz", Rg, dq) + \
-            (c[1:, :, None, None] * self.JZ[1:, None]).sum(0)
-        d_z = np.einsum("ab,kbz->kaz", R0, dy) + self.JZ[0][None]
+        d_g = R0 @ -skew(rq)  # (3, K, 3, 3)
+        JZ1 = self.JZ[1:]  # sum_g R_g (A_g - c_g JZ_g) + c_g JZ_g, the c_g terms as one (K, 3 Z) product
+        dy = A[:, 0] - self.JZ[0][None] + np.matmul(Rg[None], A[:, 1:]).sum(1) + \
+            (c[1:].T @ (JZ1 - Rg @ JZ1).reshape(3, -1)).reshape(len(rows), 3, -1)
+        d_z = R0 @ dy + self.JZ[0][None]
         return x, d_root, d_g, d_z

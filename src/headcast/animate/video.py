@@ -21,6 +21,7 @@ from headcast.io.validate import MAX_IMAGE_PIXELS
 from headcast.preprocess.ibug68 import mediapipe_to_ibug68_matrix
 from headcast.preprocess.native import import_mediapipe, quiet_graph
 
+PANEL = 512  # height of the output videos' panels (the input frame, the rendered head), pixels
 MAX_VIDEO_BYTES = 64 << 30  # a video file (it is decoded a frame at a time)
 LEFT_IRIS, RIGHT_IRIS = 473, 468  # FaceMesh iris centres (refined mesh): the subject's left and right eye
 _TO_68 = mediapipe_to_ibug68_matrix()
@@ -56,12 +57,15 @@ def video_info(path: str | Path) -> VideoInfo:
     return VideoInfo(float(meta["fps"]), int(w), int(h), float(dur if np.isfinite(dur) else 0.0))
 
 
-def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Decode frames (H, W, 3) uint8 RGB in order; HeadcastError when the file cannot be decoded."""
+def read_frames(path: str | Path, max_frames: int | None = None, info: VideoInfo | None = None
+                ) -> Iterator[np.ndarray]:
+    """Decode frames (H, W, 3) uint8 RGB in order; HeadcastError when the file cannot be decoded.
+    ``info``: the file's :func:`video_info` when the caller has it (each probe spawns ffmpeg)."""
     import imageio.v3 as iio
 
     path = Path(path)
-    video_info(path)
+    if info is None:
+        video_info(path)
     n = 0
     try:
         for frame in iio.imiter(path, plugin="FFMPEG"):
@@ -75,6 +79,65 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
         raise HeadcastError(f"cannot decode video {path} after {n} frames: {_first_line(e)}") from None
     if n == 0:
         raise HeadcastError(f"video {path} has no frames")
+
+
+class Prefetched:
+    """Iterate ``items`` in a background thread, up to ``depth`` items ahead: decoding (ffmpeg reading into
+    a pipe) goes on while the caller works on the previous frames. Re-raises the iterator's exception
+    where the caller would have met it; :meth:`close` stops the thread early."""
+
+    def __init__(self, items: Iterator, depth: int = 8):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(items,), daemon=True)
+        self._thread.start()
+
+    def _run(self, items: Iterator) -> None:
+        end: tuple = ("end", None)
+        try:
+            for x in items:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(("item", x), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    break
+        except BaseException as e:  # handed to the caller in order
+            end = ("error", e)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        while not self._stop.is_set():
+            try:
+                self._queue.put(end, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> "Prefetched":
+        return self
+
+    def __next__(self):
+        kind, x = self._queue.get()
+        if kind == "item":
+            return x
+        self._queue.put((kind, x))  # every later call ends the same way
+        if kind == "error":
+            raise x
+        raise StopIteration
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "Prefetched":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class VideoWriter:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from headcast.core.camera import Intrinsics, to_camera
 
@@ -44,6 +43,8 @@ class HeadParams:
 
     def vertices(self, layer) -> np.ndarray:
         """Camera-frame vertices (V, 3) in metres of these parameters on ``layer`` (a ``HeadLayer``)."""
+        import torch  # not at the top: the tracking stages use this module without torch (2-3 s to import)
+
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=layer.v_template.dtype)[None]  # noqa: E731
         with torch.no_grad():
             v = layer.vertices(t(self.beta), t(self.psi), t(self.theta))[0].double().numpy()

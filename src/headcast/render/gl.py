@@ -16,7 +16,7 @@ import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
-from headcast.core.geometry import vertex_normals
+from headcast.core.geometry import VertexNormals
 
 _VERT = """
 #version 330
@@ -143,13 +143,14 @@ class MeshRenderer:
         self.ctx = gl_context()
         self.faces = np.asarray(faces, dtype=np.int64)
         self.n_vertices = int(n_vertices)
+        self.normals = VertexNormals(self.faces, self.n_vertices)
         self.textured = texture is not None
         if self.textured and (uv is None or uv_faces is None):
             raise HeadcastError("a texture needs uv and uv_faces")
         if self.textured:
             pairs = np.stack([self.faces.ravel(), np.asarray(uv_faces, dtype=np.int64).ravel()], 1)
             uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
-            self.vid, tid, tri = uniq[:, 0], uniq[:, 1], inv.reshape(-1, 3)
+            self.vid, tid, tri = np.ascontiguousarray(uniq[:, 0]), uniq[:, 1], inv.reshape(-1, 3)
             tex = np.asarray(uv, dtype=np.float32)[tid]
         else:
             self.vid, tri = np.arange(self.n_vertices), self.faces
@@ -189,9 +190,8 @@ class MeshRenderer:
         v = np.asarray(v, dtype=np.float32)
         if v.shape != (self.n_vertices, 3):
             raise HeadcastError(f"vertices must be ({self.n_vertices}, 3), got {v.shape}")
-        self.vbo_pos.write(np.ascontiguousarray(v[self.vid]).tobytes())
-        normals = vertex_normals(v, self.faces).astype(np.float32)
-        self.vbo_nrm.write(np.ascontiguousarray(normals[self.vid]).tobytes())
+        self.vbo_pos.write(np.take(v, self.vid, axis=0))
+        self.vbo_nrm.write(np.take(self.normals(v), self.vid, axis=0))
 
     def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0), light_dir=NEUTRAL_DIR,
                ambient: float = NEUTRAL_AMBIENT, light: np.ndarray | None = None,

@@ -159,10 +159,11 @@ class RenderWorker(threading.Thread):
             self.key = key
         self.lag = self.max_lag if self.max_lag is not None else max(1, round(info.fps * LAG_SECONDS))
         if self.out is not None and self.writer is None:
-            import imageio.v2 as iio2
+            from headcast.animate.video import VideoWriter
 
             self.fps = info.fps
-            self.writer = iio2.get_writer(self.out, fps=info.fps, codec="libx264", quality=7, macro_block_size=16)
+            # encoded by ffmpeg from a queue (x264 veryfast): a frame's rendering never waits for the encoder
+            self.writer = VideoWriter(self.out, info.fps, crf=15, macro_block_size=16)
 
     def _show(self, f: DecodedFrame, arrived: float) -> None:
         img = self.renderer.render(f)

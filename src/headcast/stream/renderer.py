@@ -36,7 +36,8 @@ class ReceivedHeadRenderer:
     sender's previews (the neutral light when the INIT has none)."""
 
     def __init__(self, info: InitInfo, size: int = 512, model=None):
-        from headcast.animate.pipeline import HeadView, Subject
+        from headcast.animate.preview import HeadView
+        from headcast.animate.subject import Subject
         from headcast.core.params import N_POSE, HeadParams
 
         model, beta = init_head(info, model)
