@@ -30,7 +30,6 @@ class FitConfig:
     iters_2d_pose: int = 6            # rgb-2d: pose and translation alone first
     iters_2d: int = 25
     max_points: int = 8000            # face points used per step (random, seeded)
-    requery_mm: float = 0.0           # closest points searched again once a vertex moved this far (0: every step)
     trim_mm: float = 10.0             # correspondences farther than this are ignored after block 1
     grow_mm: float = 4.0              # > 0: after block 2, add depth points this close to the fitted face
     iters_grow: int = 10              # block 2 steps on the grown region

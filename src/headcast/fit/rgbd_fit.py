@@ -35,7 +35,7 @@ from headcast.fit.priors import PriorWeights, prior_weights, residual_sigma
 from headcast.fit.results import BlockReport, FitResult
 from headcast.fit.runner import BlockRunner, Terms
 from headcast.fit.solver import Evaluate
-from headcast.fit.terms import INNER, PointTerms, Targets, landmark_term
+from headcast.fit.terms import INNER, Targets, landmark_term, point_term
 
 __all__ = ["INNER", "METHODS", "BlockReport", "FitConfig", "FitResult", "PriorWeights", "RGBDFitter", "Targets",
            "prior_weights"]
@@ -95,9 +95,8 @@ class RGBDFitter(BlockRunner):
             trim = cfg.trim_mm / 1000.0
             t0 = time.perf_counter()
             logger.info("block 3: shape on the point cloud")
-            terms = PointTerms(self, pts, trim, cfg.requery_mm / 1000.0)
             x = report("block3", t0, self.run_block("block 3", x, ("beta",), cfg.iters_block3,
-                                                    lambda xx: [(1.0, terms(xx))]), pts)
+                                                    lambda xx: [(1.0, point_term(self, xx, pts, trim))]), pts)
             res.priors = self.prior
         res.params = self.pk.unpack(x, self.model_name)
         return res
@@ -124,8 +123,8 @@ class RGBDFitter(BlockRunner):
         """The landmark term, and beside the points (n, 3) the weighted landmark and point terms."""
         if pts is None:
             return lambda _x: [(1.0, lmk)]
-        terms = PointTerms(self, pts, self.cfg.trim_mm / 1000.0, self.cfg.requery_mm / 1000.0)
-        return lambda xx: [(self.cfg.w_landmarks_block2, lmk), (1.0, terms(xx))]
+        trim = self.cfg.trim_mm / 1000.0
+        return lambda xx: [(self.cfg.w_landmarks_block2, lmk), (1.0, point_term(self, xx, pts, trim))]
 
     def _inner_landmarks(self, tg: Targets) -> np.ndarray:
         """Indices of the inner landmarks that have depth (at least 6)."""

@@ -36,15 +36,13 @@ class Targets:
     scene_points: np.ndarray | None = None  # (M, 3) all depth points near the head, for region growing
 
 
-def point_term(head: PackedHead, x: torch.Tensor, pts: np.ndarray, trim_m: float | None,
-               v: np.ndarray | None = None) -> Evaluate:
-    """Correspondences of the points (n, 3) on the mesh at x (its vertices ``v`` (V, 3) when already
-    known), then the point-to-surface term.
+def point_term(head: PackedHead, x: torch.Tensor, pts: np.ndarray, trim_m: float | None) -> Evaluate:
+    """Correspondences of the points (n, 3) on the mesh at x, then the point-to-surface term.
 
     Points farther than ``trim_m`` from the mesh are left out, unless that would leave fewer than 30 %.
     """
     faces = head.layer.model.faces
-    v = head.vertices_cam(x).detach().numpy() if v is None else v
+    v = head.vertices_cam(x).detach().numpy()
     tri, bary, dist = closest_points_on_mesh(v, faces, pts)
     keep = dist < trim_m if trim_m is not None else np.ones(len(pts), bool)
     if keep.sum() < 0.3 * len(pts):  # far from the surface: do not trim yet
@@ -61,29 +59,6 @@ def point_term(head: PackedHead, x: torch.Tensor, pts: np.ndarray, trim_m: float
         return (r, torch.einsum("nc,ncp->np", normal, J) / np.sqrt(n)) if with_jac else r
 
     return evaluate
-
-
-class PointTerms:
-    """:func:`point_term` on the same points (n, 3) step after step, the closest points searched again
-    only once some vertex has moved more than ``requery_m`` since the last search (0: every step).
-
-    Held correspondences still measure the exact distance along their direction while the mesh slides;
-    the search (an Open3D BVH over the whole mesh) is the most expensive part of a step.
-    """
-
-    def __init__(self, head: PackedHead, pts: np.ndarray, trim_m: float | None, requery_m: float = 0.0):
-        self.head, self.pts, self.trim_m, self.requery_m = head, pts, trim_m, requery_m
-        self.searches = 0
-        self._v: np.ndarray | None = None
-        self._term: Evaluate | None = None
-
-    def __call__(self, x: torch.Tensor) -> Evaluate:
-        v = self.head.vertices_cam(x).detach().numpy()
-        if (self._term is None or self.requery_m <= 0
-                or np.einsum("vc,vc->v", v - self._v, v - self._v).max() > self.requery_m ** 2):
-            self._v, self._term = v, point_term(self.head, x, self.pts, self.trim_m, v)
-            self.searches += 1
-        return self._term
 
 
 def distance_directions(v: np.ndarray, corners: np.ndarray, bary: np.ndarray, pts: np.ndarray) -> np.ndarray:
