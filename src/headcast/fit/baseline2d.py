@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
+import cv2
 import numpy as np
 import torch
 
@@ -46,8 +47,6 @@ def landmark2d_term(head: PackedHead, x: torch.Tensor, tgt: torch.Tensor, K: Int
 def fit_rgb2d(fitter: BlockRunner, tg: Targets) -> FitResult:
     """Place the head by PnP, then fit pose alone (``iters_2d_pose`` steps), then shape, expression,
     pose and translation (``iters_2d``) to the 2D landmarks; one block ``rgb2d``."""
-    import cv2  # only this baseline needs OpenCV (0.2-0.4 s to import)
-
     K, cfg = tg.K, fitter.cfg
     src = fitter.template_landmarks()[INNER]
     ok, rvec, tvec = cv2.solvePnP(src.astype(np.float64), tg.landmarks2d[INNER].astype(np.float64), K.K, None,
