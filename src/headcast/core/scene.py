@@ -6,9 +6,12 @@ import functools
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
+
+_LOADING = threading.Lock()  # the import system's module locks do not cover a hand-made load
 
 
 @functools.cache
@@ -19,8 +22,11 @@ def open3d_native():
     web viewer (0.8 s of a 1.6 s import) that headcast never uses. It is registered under its own name,
     so a later ``import open3d`` (elsewhere in the process) reuses it instead of loading it twice.
     """
-    if "open3d.pybind" in sys.modules:
-        return sys.modules["open3d.pybind"]
+    with _LOADING:
+        return sys.modules.get("open3d.pybind") or _load_open3d_native()
+
+
+def _load_open3d_native():
     spec = importlib.util.find_spec("open3d")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("Open3D is not installed (run the set-up)")

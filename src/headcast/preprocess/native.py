@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 import types
 import warnings
 from typing import Any, Callable, Iterator
@@ -49,8 +50,9 @@ def import_mediapipe():
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        _bare_package("mediapipe")
-        _bare_package("mediapipe.python.solutions")
+        with _LOADING:
+            _bare_package("mediapipe")
+            _bare_package("mediapipe.python.solutions")
         for name in SOLUTIONS:
             importlib.import_module(f"mediapipe.python.solutions.{name}")
     except ImportError as e:  # pragma: no cover - dependency missing
@@ -58,6 +60,7 @@ def import_mediapipe():
     return sys.modules["mediapipe.python"]
 
 
+_LOADING = threading.Lock()  # the import system's module locks do not cover a hand-made package
 _BARE: list[types.ModuleType] = []  # packages loaded without their __init__, outermost first
 
 
