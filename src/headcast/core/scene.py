@@ -2,7 +2,50 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+from pathlib import Path
+
 import numpy as np
+
+_LOADING = threading.Lock()  # the import system's module locks do not cover a hand-made load
+
+
+@functools.cache
+def open3d_native():
+    """Open3D's compiled module ``open3d.pybind`` (``core`` tensors, ``t.geometry`` ray casting).
+
+    Loaded from its file without running ``open3d/__init__.py``, which also imports Open3D's plotly/dash
+    web viewer (0.8 s of a 1.6 s import) that headcast never uses. It is registered under its own name,
+    so a later ``import open3d`` (elsewhere in the process) reuses it instead of loading it twice.
+    """
+    with _LOADING:
+        return sys.modules.get("open3d.pybind") or _load_open3d_native()
+
+
+def _load_open3d_native():
+    spec = importlib.util.find_spec("open3d")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("Open3D is not installed (run the set-up)")
+    root = Path(spec.submodule_search_locations[0])
+    path = next((root / f"pybind{s}" for s in importlib.machinery.EXTENSION_SUFFIXES
+                 if (root / f"pybind{s}").is_file()), None)
+    if path is None:  # a layout this loader does not know: the ordinary import
+        import open3d
+
+        return open3d.pybind
+    native_spec = importlib.util.spec_from_file_location("open3d.pybind", path)
+    module = importlib.util.module_from_spec(native_spec)
+    sys.modules["open3d.pybind"] = module
+    try:
+        native_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["open3d.pybind"]
+        raise
+    return module
 
 
 def _bary(uv: np.ndarray) -> np.ndarray:
@@ -18,7 +61,7 @@ class MeshScene:
     """
 
     def __init__(self, meshes: list[tuple[np.ndarray, np.ndarray]] = ()):
-        import open3d as o3d  # heavy: loaded only when a scene is built
+        o3d = open3d_native()  # heavy: loaded only when a scene is built
 
         self._o3d = o3d
         self._scene = o3d.t.geometry.RaycastingScene()

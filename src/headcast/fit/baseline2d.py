@@ -13,7 +13,7 @@ import torch
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
-from headcast.fit.head import PackedHead
+from headcast.fit.head import PackedHead, SurfaceMap
 from headcast.fit.results import BlockReport, FitResult
 from headcast.fit.runner import BlockRunner
 from headcast.fit.solver import Evaluate
@@ -27,12 +27,11 @@ def landmark2d_term(head: PackedHead, x: torch.Tensor, tgt: torch.Tensor, K: Int
     pixels; residuals are scaled by ``depth`` / fx so they read as metres at the face."""
     _, _, theta, _, _ = head.pk.split(x)
     faces, bary = head.layer.landmark_embedding(theta.to(head.layer.v_template.dtype))
-    corners = head.layer.model.faces[faces[0].numpy()]
-    b = bary[0].double().numpy()
+    where = SurfaceMap(head.layer.model.faces[faces[0].numpy()], bary[0].double().numpy())
     k = depth / K.fx / np.sqrt(68)
 
     def evaluate(xx: torch.Tensor, with_jac: bool):
-        p, J = head.surface_points(xx, corners, b, with_jac)
+        p, J = head.surface_points(xx, where, with_jac)
         z = p[:, 2]
         uv = torch.stack([K.fx * p[:, 0] / z + K.cx, K.fy * p[:, 1] / z + K.cy], dim=1)
         r = ((uv - tgt) * k).reshape(-1)

@@ -28,6 +28,28 @@ def _with_tangents(f, y: torch.Tensor, h: float = 1e-20) -> tuple[torch.Tensor, 
     return out[0].real.to(y.dtype), (out[1:].imag / h).to(y.dtype).movedim(0, -1)
 
 
+class SurfaceMap:
+    """Points on the mesh as barycentric blends of triangle corners (n, 3 vertex ids) with weights
+    ``bary`` (n, 3): the vertices they use (``ids``, (k,)) and the sparse (n, k) blend, built once per set
+    of correspondences and reused by every evaluation at a new x."""
+
+    def __init__(self, corners: np.ndarray, bary: np.ndarray):
+        from scipy.sparse import csr_matrix
+
+        ids, inv = np.unique(corners, return_inverse=True)
+        self.n = len(corners)
+        self.ids = torch.as_tensor(ids)
+        rows = np.repeat(np.arange(self.n), 3)
+        self._blend = csr_matrix((np.asarray(bary, np.float64).reshape(-1), (rows, inv.reshape(-1))),
+                                 shape=(self.n, len(ids)))
+
+    def blend(self, per_vertex: torch.Tensor) -> torch.Tensor:
+        """Rows (k, ...) of the vertices ``ids`` blended into the points' rows (n, ...)."""
+        k = per_vertex.shape[0]
+        out = self._blend @ per_vertex.detach().reshape(k, -1).numpy()
+        return torch.from_numpy(out).reshape(self.n, *per_vertex.shape[1:])
+
+
 class PackedHead:
     """A float64 :class:`HeadLayer` of the model named ``model_name``, evaluated on vectors packed by
     ``self.pk`` (:class:`Packing`). Points are camera-frame metres."""
@@ -95,19 +117,13 @@ class PackedHead:
         _, rel = lbs.batch_rigid_transform(rot, y[:, ys["joints"]].reshape(B, -1, 3), L.parents)
         return rel[:, :, :3, :]
 
-    def surface_points(self, x: torch.Tensor, corners: np.ndarray, bary: np.ndarray, with_jac: bool):
-        """Points (n, 3) = bary-weighted triangle corners (n, 3 vertex ids) at x, and their (n, 3, P)
-        Jacobian (None unless ``with_jac``)."""
-        ids, inv = np.unique(corners, return_inverse=True)
-        ids_t = torch.as_tensor(ids)
-        rows = np.repeat(np.arange(len(corners)), 3)
-        B = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, inv.reshape(-1)])),
-                                    torch.as_tensor(bary, dtype=torch.float64).reshape(-1),
-                                    (len(corners), len(ids)), check_invariants=False)  # (n, k); valid by construction
+    def surface_points(self, x: torch.Tensor, where: SurfaceMap, with_jac: bool):
+        """The points (n, 3) ``where`` places on the mesh at x, and their (n, 3, P) Jacobian (None unless
+        ``with_jac``)."""
         if not with_jac:
-            return B @ self.vertices_cam(x, ids_t), None
-        V, J = self.vertices_jacobian(x, ids_t)
-        return B @ V, (B @ J.reshape(len(ids), -1)).reshape(len(corners), 3, -1)
+            return where.blend(self.vertices_cam(x, where.ids)), None
+        V, J = self.vertices_jacobian(x, where.ids)
+        return where.blend(V), where.blend(J)
 
     def template_landmarks(self) -> np.ndarray:
         """The neutral head's 68 landmarks (68, 3), model frame, float64."""

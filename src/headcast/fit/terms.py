@@ -15,7 +15,7 @@ import torch
 from headcast.core.camera import Intrinsics
 from headcast.core.geometry import face_normals
 from headcast.core.scene import closest_points_on_mesh
-from headcast.fit.head import PackedHead
+from headcast.fit.head import PackedHead, SurfaceMap
 from headcast.fit.packing import Packing
 from headcast.fit.solver import Evaluate
 from headcast.model.head_model import N_CONTOUR
@@ -48,12 +48,13 @@ def point_term(head: PackedHead, x: torch.Tensor, pts: np.ndarray, trim_m: float
     if keep.sum() < 0.3 * len(pts):  # far from the surface: do not trim yet
         keep[:] = True
     corners, b = faces[tri[keep]], bary[keep]
+    where = SurfaceMap(corners, b)
     target = torch.as_tensor(pts[keep], dtype=torch.float64)
     n = int(keep.sum())
     normal = torch.as_tensor(distance_directions(v, faces[tri[keep]], b, pts[keep]))
 
     def evaluate(xx: torch.Tensor, with_jac: bool):
-        q, J = head.surface_points(xx, corners, b, with_jac)
+        q, J = head.surface_points(xx, where, with_jac)
         r = ((q - target) * normal).sum(1) / np.sqrt(n)
         return (r, torch.einsum("nc,ncp->np", normal, J) / np.sqrt(n)) if with_jac else r
 
@@ -78,11 +79,11 @@ def distance_directions(v: np.ndarray, corners: np.ndarray, bary: np.ndarray, pt
 def landmark_term(head: PackedHead, tgt: torch.Tensor, idx: np.ndarray) -> Evaluate:
     """3D landmark term of the static (inner) landmarks ``idx`` (n,) against ``tgt`` (n, 3)."""
     m = head.layer.model
-    corners, b = m.faces[m.lmk_faces[idx]], m.lmk_bary[idx].astype(np.float64)
+    where = SurfaceMap(m.faces[m.lmk_faces[idx]], m.lmk_bary[idx].astype(np.float64))
     scale = 1.0 / np.sqrt(len(idx))
 
     def evaluate(xx: torch.Tensor, with_jac: bool):
-        q, J = head.surface_points(xx, corners, b, with_jac)
+        q, J = head.surface_points(xx, where, with_jac)
         r = ((q - tgt) * scale).reshape(-1)
         return (r, J.reshape(-1, head.pk.size) * scale) if with_jac else r
 

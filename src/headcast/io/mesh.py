@@ -107,22 +107,25 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
 
     ``mtl_name`` adds ``mtllib``; ``material`` adds ``usemtl``.
     """
-    lines = []
-    if mtl_name:
-        lines.append(f"mtllib {mtl_name}")
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, dtype=np.float64)]
-    f1 = np.asarray(faces) + 1
+    parts = [f"mtllib {mtl_name}\n"] if mtl_name else []
+    parts.append(_rows("v %.6f %.6f %.6f\n", np.asarray(vertices, dtype=np.float64)))
+    f1 = np.asarray(faces, dtype=np.int64) + 1
     if uv is not None and uv_faces is not None:
-        lines += [f"vt {u:.6f} {v:.6f}" for u, v in np.asarray(uv, dtype=np.float64)]
+        parts.append(_rows("vt %.6f %.6f\n", np.asarray(uv, dtype=np.float64)))
         if material:
-            lines.append(f"usemtl {material}")
-        t1 = np.asarray(uv_faces) + 1
-        lines += [f"f {a}/{ta} {b}/{tb} {c}/{tc}" for (a, b, c), (ta, tb, tc) in zip(f1, t1)]
+            parts.append(f"usemtl {material}\n")
+        t1 = np.asarray(uv_faces, dtype=np.int64) + 1
+        parts.append(_rows("f %d/%d %d/%d %d/%d\n", np.stack([f1, t1], axis=2).reshape(len(f1), 6)))
     else:
         if material:
-            lines.append(f"usemtl {material}")
-        lines += [f"f {a} {b} {c}" for a, b, c in f1]
-    Path(path).write_text("\n".join(lines) + "\n")
+            parts.append(f"usemtl {material}\n")
+        parts.append(_rows("f %d %d %d\n", f1))
+    Path(path).write_text("".join(parts))
+
+
+def _rows(line: str, table: np.ndarray) -> str:
+    """``line`` (a %-format of one row) applied to every row of the (n, k) table, one formatting call."""
+    return (line * len(table)) % tuple(table.ravel().tolist())
 
 
 def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import Delaunay, QhullError, cKDTree
+from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from headcast.core.camera import Intrinsics, depth_to_points
 from headcast.core.errors import HeadcastError
@@ -79,15 +79,23 @@ def hull_points(landmarks3d: np.ndarray, valid: np.ndarray, forehead: bool = Fal
 
 
 def inside_hull(points: np.ndarray, hull: np.ndarray) -> np.ndarray:
-    """(N,) bool: which of (N, 3) points lie inside the convex hull of (M, 3) points."""
+    """(N,) bool: which of (N, 3) points lie inside the convex hull of (M, 3) points.
+
+    A point is inside when it is on the inner side of every facet plane (within 1e-12 m). Delaunay's
+    ``find_simplex`` gave the same masks but took from 0.1 to 11 s per frame: the hull points come in
+    pairs along camera rays, which makes sliver tetrahedra its walk crawls through.
+    """
     lo, hi = hull.min(axis=0), hull.max(axis=0)
-    box = np.all((points >= lo) & (points <= hi), axis=1)
-    mask = np.zeros(len(points), bool)
+    box = np.flatnonzero(np.all((points >= lo) & (points <= hi), axis=1))
     try:
-        tri = Delaunay(hull)
+        planes = ConvexHull(hull).equations  # (F, 4): unit outward normal, offset; inside: n . p + d <= 0
     except QhullError:
         raise HeadcastError("the 3D landmarks are degenerate (flat or too few); no face region") from None
-    mask[box] = tri.find_simplex(points[box]) >= 0
+    q, inside = points[box], np.empty(len(box), bool)
+    for i in range(0, len(q), 8192):  # chunks: a (points x facets) table of at most ~16 MB
+        inside[i:i + 8192] = (q[i:i + 8192] @ planes[:, :3].T + planes[:, 3] <= 1e-12).all(axis=1)
+    mask = np.zeros(len(points), bool)
+    mask[box[inside]] = True
     return mask
 
 

@@ -13,8 +13,12 @@ does) to see the lines.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
 import sys
+import threading
+import types
 import warnings
 from typing import Any, Callable, Iterator
 
@@ -30,16 +34,67 @@ def native_logs_shown() -> bool:
     return os.environ.get(NATIVE_LOGS_ENV, "0") not in ("", "0")
 
 
+SOLUTIONS = ("face_detection", "face_mesh", "face_mesh_connections")  # the MediaPipe solutions headcast uses
+
+
 def import_mediapipe():
-    """The ``mediapipe`` module, with glog and TensorFlow logging turned down first (unless shown)."""
+    """MediaPipe's Python API (``mediapipe.python``) with the solutions headcast uses loaded
+    (``.solutions.face_detection``, ``.face_mesh``, ``.face_mesh_connections``); glog and TensorFlow
+    logging are turned down first (unless shown).
+
+    ``import mediapipe`` would run the package's ``__init__``, which imports every solution and their
+    drawing utilities, and those import matplotlib.pyplot (1.4 of its 1.8 s). The two packages are loaded
+    bare instead (:func:`_bare_package`) and only the modules above imported from them.
+    """
     if not native_logs_shown():
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        import mediapipe as mp
+        with _LOADING:
+            _bare_package("mediapipe")
+            _bare_package("mediapipe.python.solutions")
+        for name in SOLUTIONS:
+            importlib.import_module(f"mediapipe.python.solutions.{name}")
     except ImportError as e:  # pragma: no cover - dependency missing
         raise HeadcastError(f"MediaPipe is not installed ({e}); run the set-up or use --landmarks dlib") from None
-    return mp
+    return sys.modules["mediapipe.python"]
+
+
+_LOADING = threading.Lock()  # the import system's module locks do not cover a hand-made package
+_BARE: list[types.ModuleType] = []  # packages loaded without their __init__, outermost first
+
+
+def _bare_package(name: str) -> types.ModuleType:
+    """The package ``name`` in sys.modules without its ``__init__`` having run, so that single submodules
+    can be imported from it (an already imported package is returned as it is).
+
+    The first lookup of an attribute the bare package lacks (code elsewhere that did ``import mediapipe``
+    and reads ``mediapipe.solutions.hands``) runs the ``__init__`` of every bare package after all,
+    innermost first (``importlib.reload`` executes it in the same module object): then they are as
+    complete as an ordinary import makes them.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError(f"no package {name}")
+    module = importlib.util.module_from_spec(spec)
+
+    def complete(attr: str):
+        for bare in reversed(_BARE):
+            bare.__dict__.pop("__getattr__", None)
+        for bare in reversed(_BARE):
+            importlib.reload(bare)
+        _BARE.clear()
+        return getattr(module, attr)
+
+    module.__getattr__ = complete
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    if parent:  # as the import system does for a submodule
+        setattr(sys.modules[parent], child, module)
+    _BARE.append(module)
+    return module
 
 
 @contextlib.contextmanager

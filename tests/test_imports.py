@@ -1,0 +1,49 @@
+"""What the reconstruct path loads of Open3D and MediaPipe (core.scene.open3d_native, preprocess.native), and
+the face-region test that replaced Delaunay (preprocess.cloud.inside_hull)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from scipy.spatial import Delaunay
+
+from headcast.preprocess.cloud import along_rays, inside_hull
+
+CODE = """
+import sys
+import numpy as np
+from headcast.core.scene import MeshScene
+from headcast.preprocess.native import import_mediapipe
+
+mp = import_mediapipe()
+scene = MeshScene([(np.eye(3), np.array([[0, 1, 2]]))])
+tri, bary, near, dist = scene.closest(np.array([[1.0, 1.0, 1.0]]))
+print(sorted(m for m in ("matplotlib", "dash", "open3d", "open3d.visualization", "mediapipe.tasks") if m in sys.modules))
+print(int(tri[0]), round(float(dist[0]), 6), mp.solutions.face_mesh.FaceMesh.__name__)
+import mediapipe
+import open3d
+print(open3d.t.geometry.RaycastingScene is scene._o3d.t.geometry.RaycastingScene,
+      mediapipe.solutions.face_mesh is mp.solutions.face_mesh, mediapipe.solutions.drawing_utils.__name__,
+      mediapipe.tasks.__name__, mediapipe.__version__.count(".") >= 1)
+"""
+
+
+def test_only_the_used_parts_load_and_a_later_plain_import_is_whole():
+    run = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "[]"  # no viewer (dash), no plotting (matplotlib), no task API
+    assert lines[1] == f"0 {np.sqrt(3) - 1 / np.sqrt(3):.6f} FaceMesh"  # (1,1,1) to the plane x+y+z=1
+    assert lines[2] == "True True mediapipe.python.solutions.drawing_utils mediapipe.tasks.python True"
+
+
+def test_inside_hull_agrees_with_delaunay():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        hull = along_rays(rng.normal([0, 0, 0.5], 0.05, (68, 3)), 0.01)  # pairs along rays, as the face region's
+        pts = rng.normal([0, 0, 0.5], 0.06, (20000, 3))
+        expected = Delaunay(hull).find_simplex(pts) >= 0
+        got = inside_hull(pts, hull)
+        assert 1000 < got.sum() < 19000 and np.array_equal(got, expected)
