@@ -116,21 +116,21 @@ def _accumulate(seen: list[Seen], gains: list[np.ndarray], N: int) -> tuple[np.n
 
 def frame_gains(seen: list[Seen], N: int) -> list[np.ndarray]:
     """Per frame (3,) gains making its colours meet the other frames' blend (module docstring); the
-    first frame's (the output frame's) are 1."""
+    first frame's (the output frame's) are 1, the others follow in turn (each against the blend with the
+    gains found so far), over :data:`GAIN_ROUNDS` rounds."""
     gains = [np.ones(3) for _ in seen]
+    acc, wsum = _accumulate(seen, gains, N)
     for _ in range(GAIN_ROUNDS):
-        acc, wsum = _accumulate(seen, gains, N)
-        new = []
-        for s, g in zip(seen, gains):
+        for f, s in enumerate(seen[1:], 1):
             others = wsum[s.texels] - s.weight
             ok = (s.conf > SEEN) & (others > 0.05) & (s.color.min(1) > 0.02)
             if ok.sum() < 200:
-                new.append(g)
                 continue
-            ref = (acc[s.texels][ok] - (s.weight[ok, None] * s.color[ok] * g)) / others[ok, None]
-            ratio = np.log(np.maximum(ref, 1e-3) / s.color[ok])
-            new.append(np.exp(np.median(ratio, axis=0)))
-        gains = [np.clip(g / new[0], *GAIN_RANGE) for g in new]
+            mine = s.weight[:, None] * s.color * gains[f]
+            ref = (acc[s.texels] - mine)[ok] / others[ok, None]
+            g = np.clip(np.exp(np.median(np.log(np.maximum(ref, 1e-3) / s.color[ok]), axis=0)), *GAIN_RANGE)
+            acc[s.texels] += s.weight[:, None] * s.color * g - mine
+            gains[f] = g
     return gains
 
 
@@ -170,7 +170,9 @@ def blend_frames(faces: np.ndarray, vertices: np.ndarray, frames: list, K, light
     dark = (shading < MIN_SHADING).any(1)
     albedo = np.clip(color / shading, 0, 1)
     # as for one photo: in folds a small misfit of the normal makes a small shading and a bright albedo
-    trust = np.clip((shading.min(1) - SHADING_RAMP[0]) / (SHADING_RAMP[1] - SHADING_RAMP[0]), 0, 1)
+    # (the ramp is relative to the seen texels' median shading, 1 for a light from normalise_light)
+    rel = shading.min(1) / max(float(np.median(shading.mean(1)[best > SEEN])) if (best > SEEN).any() else 1.0, 1e-6)
+    trust = np.clip((rel - SHADING_RAMP[0]) / (SHADING_RAMP[1] - SHADING_RAMP[0]), 0, 1)
     weight = np.where(dark | (wsum <= 0), 0.0, np.clip(conf2 / FULL, 0, 1) * trust)
     frames_seen = [{"frame": s.frame, "seen": float((s.conf > SEEN).sum() / N)} for s in seen]
     return Blend(albedo, weight, np.where(dark, 0.0, best * trust), [g.tolist() for g in gains], frames_seen,
