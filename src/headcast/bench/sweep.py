@@ -176,12 +176,12 @@ def summary_markdown(result: dict) -> str:
                   f"worst {s['pose']['deg_max']:.2f} deg, {s['pose']['mm_max']:.2f} mm."]
     r = result["real"]
     if r:
-        pm = r["registered_points_to_mesh_mm"]
+        pm, sh = r["registered_points_to_mesh_mm"], r["seen_shares"]
         lines += [f"Real TrueDepth sweep: {r['registered']} of {r['frames']} frames registered, {r['used']} fitted; "
                   f"registered points to mesh median {pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm; "
                   f"{r['seconds']:.0f} s (shared machine); texels seen {r['texels_seen_sweep']:.0%} of the atlas "
-                  f"(the first frame alone: {r['texels_seen_first_frame']:.0%}); seen-able from all around: "
-                  f"{r['seen_shares']['all_around']:.0%}, so the sweep sees "
-                  f"{r['texels_seen_sweep'] / r['seen_shares']['all_around']:.0%} of what any camera could; "
-                  f"its cameras on the mesh alone (no depth check): {r['seen_shares']['sweep_mesh_only']:.0%}."]
+                  f"(the first frame alone: {r['texels_seen_first_frame']:.0%}). View confidence alone (no shading "
+                  f"trust): the sweep's frames {sh['sweep_with_depth']:.0%}, its cameras on the mesh without the depth "
+                  f"check {sh['sweep_mesh_only']:.0%}, cameras all around {sh['all_around']:.0%}: the sweep sees "
+                  f"{sh['sweep_with_depth'] / sh['all_around']:.0%} of what any camera could."]
     return "\n".join(lines)
