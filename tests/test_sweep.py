@@ -202,3 +202,17 @@ def test_init_carries_detail_offsets_compactly(ict_model):
     for bad in (body[:-3], body[:plain] + b"\x50" + body[plain + 1:]):
         with pytest.raises(ProtocolError):
             parse_init_body(bad + bytes(64))
+
+
+def test_face_axes_without_depth_fall_back(ict_model):
+    """A reference frame whose chin has no depth gives no face axes (the sweep then prefers another frame,
+    or the camera's axes): never NaN, which would leave every frame without head points."""
+    from types import SimpleNamespace
+
+    from headcast.fit.sweep import _axes
+
+    lm = ict_model.landmark_vertices().astype(np.float64) * np.array([1.0, -1.0, -1.0]) + [0, 0, 0.5]
+    up, normal = _axes(SimpleNamespace(landmarks3d=lm))
+    assert np.isfinite(up).all() and normal[2] < 0
+    lm[8] = np.nan  # the chin
+    assert _axes(SimpleNamespace(landmarks3d=lm)) is None
