@@ -216,3 +216,23 @@ def test_face_axes_without_depth_fall_back(ict_model):
     assert np.isfinite(up).all() and normal[2] < 0
     lm[8] = np.nan  # the chin
     assert _axes(SimpleNamespace(landmarks3d=lm)) is None
+
+
+def test_texture_reads_every_registered_frame_or_the_used_ones(tmp_path):
+    from headcast.core.camera import Intrinsics
+    from headcast.io import recon
+    from headcast.render import images
+    from headcast.texture.multiview import read_frames
+
+    K = Intrinsics(10.0, 10.0, 4.0, 3.0, 8, 6)
+    (tmp_path / recon.FRAMES).mkdir()
+    entries = []
+    for i, (used, registered) in enumerate([(True, True), (False, True), (False, False)]):
+        entries.append({"index": i, "name": f"f{i}", "registered": registered, "used": used,
+                        "head_to_camera": np.eye(4).tolist() if registered else None})
+        if registered:
+            images.save_png(tmp_path / recon.FRAMES / f"{i:03d}_color.png", np.zeros((6, 8, 3), np.uint8))
+            images.save_depth_mm(tmp_path / recon.FRAMES / f"{i:03d}_depth_mm.png", np.full((6, 8), 0.5))
+    recon.write_poses(tmp_path, entries, "f0")
+    assert [f[0] for f in read_frames(tmp_path, K)] == [0, 1]
+    assert [f[0] for f in read_frames(tmp_path, K, used_only=True)] == [0]

@@ -69,13 +69,14 @@ class Seen:
     weight: np.ndarray
 
 
-def read_frames(folder: Path, K) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+def read_frames(folder: Path, K, used_only: bool = False) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """The registered frames of a sweep folder whose images it holds (every registered one since the
-    reconstruction writes them all): (index, color (H, W, 3) uint8, depth (H, W) m, head_to_camera (4, 4))."""
+    reconstruction writes them all; ``used_only``: only those the fit used, so that the others stay held
+    out): (index, color (H, W, 3) uint8, depth (H, W) m, head_to_camera (4, 4))."""
     poses = recon.read_poses(folder) or []
     out = []
     for f in poses:
-        if f.get("head_to_camera") is None:
+        if f.get("head_to_camera") is None or (used_only and not f.get("used")):
             continue
         i = int(f["index"])
         cp, dp = folder / recon.FRAMES / f"{i:03d}_color.png", folder / recon.FRAMES / f"{i:03d}_depth_mm.png"
@@ -180,13 +181,13 @@ def blend_frames(faces: np.ndarray, vertices: np.ndarray, frames: list, K, light
 
 
 def sweep_albedo(folder: Path, faces: np.ndarray, vertices: np.ndarray, K, light: np.ndarray, tri: np.ndarray,
-                 bary: np.ndarray, values: np.ndarray, stats: dict) -> np.ndarray | None:
+                 bary: np.ndarray, values: np.ndarray, stats: dict, used_only: bool = False) -> np.ndarray | None:
     """Per-texel albedo (N, 3) of a sweep folder: the frames' blend where they see the texel, ``values``
     (the single-photo albedo with mirror and completion) where none does; None for a one-frame folder.
     The light is fitted over every frame (:func:`blend_frames` with ``fit``; ``light`` is the one-photo
     light it replaces) and put in ``stats['sweep_light']``, with the shares of texels seen and the frames'
-    gains."""
-    frames = read_frames(Path(folder), K)
+    gains. ``used_only``: blend only the frames the fit used (:func:`read_frames`)."""
+    frames = read_frames(Path(folder), K, used_only)
     if not frames:
         return None
     b = blend_frames(faces, vertices, frames, K, light, tri, bary, fit=True)
@@ -202,17 +203,18 @@ def sweep_albedo(folder: Path, faces: np.ndarray, vertices: np.ndarray, K, light
     return out
 
 
-def apply_sweep(res, folder: Path, faces: np.ndarray, vertices: np.ndarray, K) -> None:
+def apply_sweep(res, folder: Path, faces: np.ndarray, vertices: np.ndarray, K, used_only: bool = False) -> None:
     """Replace the albedo and the light of a texture result (:class:`headcast.texture.core.TextureResult`)
     of a sweep folder by the frames' blend and the light fitted over them (:func:`sweep_albedo`), and
-    re-render it in the first frame (its render and Loss4); a one-frame folder is left as it is."""
+    re-render it in the first frame (its render and Loss4); a one-frame folder is left as it is.
+    ``used_only``: the frames the fit used only (held-out views stay out of the texture)."""
     from headcast.texture.atlas import dilate
     from headcast.texture.render import render_textured
 
     idx, tri, bary = res.space.texmap.texels()
     S = res.space.texmap.size
     flat = res.albedo.reshape(-1, 3)
-    out = sweep_albedo(folder, faces, vertices, K, res.light, tri, bary, flat[idx], res.stats)
+    out = sweep_albedo(folder, faces, vertices, K, res.light, tri, bary, flat[idx], res.stats, used_only)
     if out is None:
         return
     tex = np.zeros((S * S, 3), np.float32)
