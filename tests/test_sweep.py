@@ -115,6 +115,13 @@ def test_texture_blending_recovers_albedo_and_exposure(ict_model, synthetic_swee
     assert ok.mean() > 0.1
     assert np.median(np.abs(b.albedo[ok] - truth[ok])) < 0.03
     np.testing.assert_allclose(b.gains[1], 1 / 0.7, rtol=0.1)
+    # the light fitted over both frames: ambient as rendered (its first-order terms near 0), the albedo in
+    # proportion to the truth (one scale, the light's normalisation)
+    f = blend_frames(ict_model.faces, base, [(k, c, d, T) for (k, c, d, _), T in zip(frames, poses)], K,
+                     np.eye(9, 3), tri, bary, fit=True)
+    assert np.abs(f.light[1:4]).max() < 0.03 * f.light[0].min()
+    ratio = f.albedo[ok] / np.maximum(truth[ok], 1e-3)
+    assert np.median(np.abs(ratio / np.median(ratio) - 1)) < 0.05
 
 
 def test_sweep_inputs_and_single_frame_path(tmp_path):
@@ -172,3 +179,60 @@ def test_bad_sequences_refused(tmp_path, capsys):
         im = iio.imread(d / f"{n}_color.png")
         iio.imwrite(d / f"{n}_color.png", np.full_like(im, 128))
     assert "no face" in _refused(capsys, [str(d)], tmp_path / "o4")
+
+
+def test_init_carries_detail_offsets_compactly(ict_model):
+    from headcast.stream.introduction import init_body, parse_init_body
+    from headcast.stream.renderer import init_head
+    from headcast.stream.wire import PAPER, InitInfo, ProtocolError
+
+    V = ict_model.n_vertices
+    off = bump_offsets(ict_model, 2.0)
+    off[np.linalg.norm(off, axis=1) < 1e-5] = 0  # no offset where there is no data
+    info = InitInfo(ict_model.name, 4, ict_model.n_expr, np.zeros(4), profile=PAPER, n_pose=6)
+    plain = len(init_body(info))
+    info.offsets = off
+    body = init_body(info)
+    got, _, _ = parse_init_body(body + bytes(64))
+    assert np.abs(got.offsets - off).max() <= 0.5e-4 + 1e-7  # half the 0.1 mm step
+    assert not got.offsets[~off.any(1)].any()
+    assert len(body) - plain < 3 * (off.any(1).sum() + V / 8)  # under 3 bytes per offset vertex
+    model, _ = init_head(got, ict_model)
+    np.testing.assert_allclose(model.v_template, ict_model.v_template + got.offsets, atol=1e-6)
+    for bad in (body[:-3], body[:plain] + b"\x50" + body[plain + 1:]):
+        with pytest.raises(ProtocolError):
+            parse_init_body(bad + bytes(64))
+
+
+def test_face_axes_without_depth_fall_back(ict_model):
+    """A reference frame whose chin has no depth gives no face axes (the sweep then prefers another frame,
+    or the camera's axes): never NaN, which would leave every frame without head points."""
+    from types import SimpleNamespace
+
+    from headcast.fit.sweep import _axes
+
+    lm = ict_model.landmark_vertices().astype(np.float64) * np.array([1.0, -1.0, -1.0]) + [0, 0, 0.5]
+    up, normal = _axes(SimpleNamespace(landmarks3d=lm))
+    assert np.isfinite(up).all() and normal[2] < 0
+    lm[8] = np.nan  # the chin
+    assert _axes(SimpleNamespace(landmarks3d=lm)) is None
+
+
+def test_texture_reads_every_registered_frame_or_the_used_ones(tmp_path):
+    from headcast.core.camera import Intrinsics
+    from headcast.io import recon
+    from headcast.render import images
+    from headcast.texture.multiview import read_frames
+
+    K = Intrinsics(10.0, 10.0, 4.0, 3.0, 8, 6)
+    (tmp_path / recon.FRAMES).mkdir()
+    entries = []
+    for i, (used, registered) in enumerate([(True, True), (False, True), (False, False)]):
+        entries.append({"index": i, "name": f"f{i}", "registered": registered, "used": used,
+                        "head_to_camera": np.eye(4).tolist() if registered else None})
+        if registered:
+            images.save_png(tmp_path / recon.FRAMES / f"{i:03d}_color.png", np.zeros((6, 8, 3), np.uint8))
+            images.save_depth_mm(tmp_path / recon.FRAMES / f"{i:03d}_depth_mm.png", np.full((6, 8), 0.5))
+    recon.write_poses(tmp_path, entries, "f0")
+    assert [f[0] for f in read_frames(tmp_path, K)] == [0, 1]
+    assert [f[0] for f in read_frames(tmp_path, K, used_only=True)] == [0]

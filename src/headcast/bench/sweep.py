@@ -24,10 +24,12 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from headcast.bench import machine, truedepth_folder, write_results
+from headcast.bench.sweep_views import seen_shares, views_picture
 from headcast.core.scene import closest_points_on_mesh
+from headcast.fit.detail import fit_offsets
 from headcast.fit.evaluate import error_stats
 from headcast.fit.reconstruct import reconstruct_frame
-from headcast.fit.sweep import SweepConfig, reconstruct_sweep
+from headcast.fit.sweep import SweepConfig, detailed_vertices, reconstruct_sweep
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
@@ -88,9 +90,14 @@ def run_subject(model: HeadModel, seed: int, views: int, yaw_range: float, bump_
     plain = rec.params.vertices(HeadLayer(model, dtype=torch.float64))
     truth = truths[sw.first]
     poses = pose_errors(model, sw, truths)
+    # the detail layer on the frontal frame alone: its own head points (the registration's, in its camera)
+    offsets, _ = fit_offsets(model, single.params, single.vertices, sw.registered[k0].cloud)
     out = {"seed": seed, "single": head_errors(model, single.vertices, truths[k0]),
+           "single_detail": head_errors(model, detailed_vertices(model, single.params, offsets), truths[k0]),
            "sweep": head_errors(model, plain, truth), "sweep_detail": head_errors(model, rec.vertices, truth),
            "pose_deg_max": max(p["deg"] for p in poses), "pose_mm_max": max(p["mm"] for p in poses),
+           "pose_deg_median": float(np.median([p["deg"] for p in poses])),
+           "pose_mm_median": float(np.median([p["mm"] for p in poses])),
            "poses": poses, "registered": sum(p is not None for p in sw.poses), "views": views,
            "seconds_single": t1 - t0, "seconds_sweep": t2 - t1}
     logger.info(f"  subject {seed}: whole head mean {out['single']['gt_to_fitted']['mean']:.2f} (1 frame) -> "
@@ -111,8 +118,8 @@ def run_real(model: HeadModel, folder: Path, work: Path, max_frames: int, figure
     tex = texture_reconstruction(work / "real", model=model)
     out.update(seconds_texture=time.perf_counter() - t1, texels_seen_sweep=tex.get("texels_seen_sweep"),
                texels_seen_first_frame=tex.get("texels_seen"))
+    out["seen_shares"] = seen_shares(model, work / "real")
     if figures is not None:
-        from headcast.bench.sweep_views import views_picture
 
         figures.mkdir(parents=True, exist_ok=True)
         out["figure"] = str(views_picture(model, work / "real", figures / "sweep-real.png"))
@@ -142,8 +149,10 @@ def run_sweep_bench(n: int = 10, views: int = 11, yaw_range: float = 60.0, bump_
             result["real"] = run_real(model, folder, Path(tmp), max_frames, figures)
     rs = result["subjects"]
     result["summary"] = {k: {"whole_head": _agg(rs, k, "gt_to_fitted"), "fitted_to_gt": _agg(rs, k, "fitted_to_gt"),
-                             "face": _agg(rs, k, "face")} for k in ("single", "sweep", "sweep_detail")}
-    result["summary"]["pose"] = {"deg_max": max(r["pose_deg_max"] for r in rs), "mm_max": max(r["pose_mm_max"] for r in rs)}
+                             "face": _agg(rs, k, "face")} for k in ("single", "single_detail", "sweep", "sweep_detail")}
+    result["summary"]["pose"] = {"deg_max": max(r["pose_deg_max"] for r in rs), "mm_max": max(r["pose_mm_max"] for r in rs),
+                                 "deg_median": float(np.median([p["deg"] for r in rs for p in r["poses"]])),
+                                 "mm_median": float(np.median([p["mm"] for r in rs for p in r["poses"]]))}
     md = summary_markdown(result)
     logger.info(md)
     if out is not None:
@@ -158,16 +167,21 @@ def summary_markdown(result: dict) -> str:
              f"{result['machine']}; {result['date']}.", "",
              "| fit | whole head GT->fit median / mean / p95 (mm) | fit->GT median / mean / p95 (mm) | face median (mm) |",
              "|---|---|---|---|"]
-    for k, name in (("single", "1 frame (frontal)"), ("sweep", "sweep"), ("sweep_detail", "sweep + detail")):
+    for k, name in (("single", "1 frame (frontal)"), ("single_detail", "1 frame + detail"), ("sweep", "sweep"),
+                    ("sweep_detail", "sweep + detail")):
         a, b = s[k]["whole_head"], s[k]["fitted_to_gt"]
         lines.append(f"| {name} | {a['median']:.2f} / {a['mean']:.2f} / {a['p95']:.2f} | {b['median']:.2f} / "
                      f"{b['mean']:.2f} / {b['p95']:.2f} | {s[k]['face']['median']:.2f} |")
-    lines += ["", f"Pose error (worst frame): {s['pose']['deg_max']:.2f} deg, {s['pose']['mm_max']:.2f} mm."]
+    lines += ["", f"Pose error per frame: median {s['pose']['deg_median']:.2f} deg, {s['pose']['mm_median']:.2f} mm; "
+                  f"worst {s['pose']['deg_max']:.2f} deg, {s['pose']['mm_max']:.2f} mm."]
     r = result["real"]
     if r:
-        pm = r["registered_points_to_mesh_mm"]
+        pm, sh = r["registered_points_to_mesh_mm"], r["seen_shares"]
         lines += [f"Real TrueDepth sweep: {r['registered']} of {r['frames']} frames registered, {r['used']} fitted; "
                   f"registered points to mesh median {pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm; "
-                  f"{r['seconds']:.0f} s (shared machine); texels seen {r['texels_seen_sweep']:.0%} "
-                  f"(the first frame alone: {r['texels_seen_first_frame']:.0%})."]
+                  f"{r['seconds']:.0f} s (shared machine); texels seen {r['texels_seen_sweep']:.0%} of the atlas "
+                  f"(the first frame alone: {r['texels_seen_first_frame']:.0%}). View confidence alone (no shading "
+                  f"trust): the sweep's frames {sh['sweep_with_depth']:.0%}, its cameras on the mesh without the depth "
+                  f"check {sh['sweep_mesh_only']:.0%}, cameras all around {sh['all_around']:.0%}: the sweep sees "
+                  f"{sh['sweep_with_depth'] / sh['all_around']:.0%} of what any camera could."]
     return "\n".join(lines)

@@ -58,3 +58,51 @@ def views_picture(model, folder: Path, out: Path, scale: float = 2.0) -> Path:
     bottom = comparison_picture(photos, ["real frame"] * 3 + ["real frame (front)"])
     images.save_png(out, np.concatenate([top, bottom[:, : top.shape[1]]], axis=0))
     return out
+
+
+def look_at(centre: np.ndarray, direction: np.ndarray, distance: float) -> np.ndarray:
+    """Head-to-camera transform (4, 4) of a camera ``distance`` metres from ``centre`` (3,) along the unit
+    ``direction`` (3,), looking at it, its image rows along the output frame's +y as far as possible."""
+    z = -np.asarray(direction, dtype=np.float64)
+    down = np.array([0.0, 1.0, 0.0]) if abs(z[1]) < 0.95 else np.array([0.0, 0.0, 1.0])
+    x = np.cross(down, z)
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(z, x), z])
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, -R @ (centre + distance * np.asarray(direction))
+    return T
+
+
+def seen_shares(model, folder: Path, size: int = 256, n_sphere: int = 80) -> dict:
+    """Shares of the atlas's texels seen (confidence above :data:`headcast.texture.multiview.SEEN`) from
+    (a) the sweep's registered cameras with the measured depth (what the texture used), (b) the same cameras
+    on the fitted mesh alone (no depth check), (c) ``n_sphere`` cameras all around the head (what any
+    capture could see: not the inside of the mouth, the eyeballs' backs, the ear's folds)."""
+    from headcast.core.geometry import vertex_normals
+    from headcast.texture.core import texture_space
+    from headcast.texture.multiview import SEEN, observe_frames, read_frames
+    from headcast.texture.observe import interpolate
+
+    folder = Path(folder)
+    verts = read_obj_vertices(folder / recon.MESH_OBJ)
+    K = recon.read_intrinsics(folder)
+    _, tri, bary = texture_space(model, size).texmap.texels()
+    Xn = interpolate(model.faces, tri, bary, np.hstack([verts, vertex_normals(verts, model.faces)]))
+    X, n = Xn[:, :3], Xn[:, 3:] / np.linalg.norm(Xn[:, 3:], axis=1, keepdims=True)
+    frames = read_frames(folder, K)
+    blank = np.zeros((K.height, K.width, 3), np.uint8)
+
+    def share(fr) -> float:
+        best = np.zeros(len(tri))
+        for s in observe_frames(model.faces, verts, fr, K, X, n, tri):
+            np.maximum.at(best, s.texels, s.conf)
+        return float((best > SEEN).mean())
+
+    k = np.arange(n_sphere) + 0.5  # a Fibonacci sphere of directions
+    dirs = np.stack([np.sqrt(1 - (1 - 2 * k / n_sphere) ** 2) * np.cos(np.pi * (1 + 5 ** 0.5) * k),
+                     1 - 2 * k / n_sphere, np.sqrt(1 - (1 - 2 * k / n_sphere) ** 2) * np.sin(np.pi * (1 + 5 ** 0.5) * k)], 1)
+    centre = verts.mean(0)
+    return {"sweep_with_depth": share(frames),
+            "sweep_mesh_only": share([(i, blank, None, T) for i, _, _, T in frames]),
+            "all_around": share([(j, blank, None, look_at(centre, d, 0.5)) for j, d in enumerate(dirs)]),
+            "frames": len(frames), "size": size}

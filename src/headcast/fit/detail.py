@@ -1,12 +1,13 @@
 """The detail layer: per-vertex offsets beyond the parametric model (the paper's "mixed" model).
 
 After the parametric fit, each vertex may move along its normal by d_v metres. The offsets minimise
-    sum_points ((p - q) . n_q - sum_k b_k d_k (n_k . n_q))^2 + smooth ||L d||^2 + sum_v mu_v d_v^2
+    sum_points ((p - q) . n_q - sum_k b_k d_k (n_k . n_q))^2 + smooth (N / V) ||L d||^2 + sum_v mu_v d_v^2
 with q the closest point of the fitted (offset) mesh to data point p (barycentric weights b on the corners
-k, unit normal n_q), L the uniform graph Laplacian and mu_v a weak pull to zero where points support the
-vertex and a strong one where none do (no data, no offset); a sparse linear solve, repeated with fresh
-correspondences. The offsets are stored as vectors (V, 3) in the model's rest space (model frame, before
-pose and placement) so they move with the head when it is animated.
+k, unit normal n_q), N points on V vertices, L the uniform graph Laplacian (weighted by the points per
+vertex, so that the offsets average the sensor noise of many points, whatever their number) and mu_v a
+weak pull to zero where points support the vertex and a strong one where none do (no data, no offset); a
+sparse linear solve, repeated with fresh correspondences. The offsets are stored as vectors (V, 3) in the
+model's rest space (model frame, before pose and placement) so they move with the head when it is animated.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 class DetailConfig:
     """Weights of the offset solve (per point squared metres, unitless ratios) and its limits."""
 
-    smooth: float = 3.0           # Laplacian weight against the per-point data term
+    smooth: float = 25.0          # Laplacian weight against the data term, per point a vertex has on average
     support_min: float = 0.5      # barycentric weight from points a vertex needs to count as seen
     pull_seen: float = 1e-3       # pull to zero on seen vertices
     pull_unseen: float = 100.0    # pull to zero on unseen vertices
@@ -74,7 +75,7 @@ def normal_offsets(verts: np.ndarray, faces: np.ndarray, pts: np.ndarray, cfg: D
         support = np.bincount(corners.ravel(), weights=b.ravel(), minlength=V)
         seen = support >= cfg.support_min
         mu = np.where(seen, cfg.pull_seen, cfg.pull_unseen)
-        M = (A.T @ A + cfg.smooth * (L.T @ L) + sp.diags(mu)).tocsc()
+        M = (A.T @ A + cfg.smooth * len(p) / V * (L.T @ L) + sp.diags(mu)).tocsc()
         d = np.clip(spsolve(M, A.T @ rhs), -cfg.max_mm / 1000.0, cfg.max_mm / 1000.0)
     near = seen.astype(np.float64)
     for _ in range(cfg.rings):

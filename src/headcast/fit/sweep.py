@@ -110,6 +110,14 @@ def _detect(frame: RGBDFrame, method: str, seed: int) -> Observation | None:
         return None
 
 
+def _axes(o: Observation) -> tuple[np.ndarray, np.ndarray] | None:
+    """The face's up and normal (:func:`headcast.preprocess.cloud.face_axes`), None when a landmark they
+    need has no depth."""
+    with np.errstate(invalid="ignore"):
+        up, normal, _ = face_axes(o.landmarks3d)
+    return (up, normal) if np.isfinite(up).all() and np.isfinite(normal).all() else None
+
+
 def register_sweep(frames: list[RGBDFrame], cfg: SweepConfig, method: str = "mediapipe", seed: int = 0) -> Sweep:
     """Skip blurred and duplicate frames, find the face in ``cfg.max_frames`` frames spread over the
     sequence, register every frame (:func:`headcast.fit.register.register_frames`) and choose the frames
@@ -125,9 +133,11 @@ def register_sweep(frames: list[RGBDFrame], cfg: SweepConfig, method: str = "med
     found = [i for i in look if obs[i] is not None]
     if not found:
         raise HeadcastError(f"no face found in any of the {len(look)} frames looked at (from {frames[0].name})")
-    ref = max(found, key=lambda i: (obs[i].n_lifted, obs[i].detection.score))
+    axes = {i: _axes(obs[i]) for i in found}
+    ref = max(found, key=lambda i: (axes[i] is not None, obs[i].n_lifted, obs[i].detection.score))
     o = obs[ref]
-    up, normal, _ = face_axes(o.landmarks3d)
+    # the chin or an eye corner without depth in every frame: the camera's axes stand in for the face's
+    up, normal = axes[ref] or (np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, -1.0]))
     centre = np.nanmean(o.landmarks3d[o.valid], axis=0) - cfg.behind * normal
     reg = register_frames([None if i in skipped else f.depth for i, f in enumerate(frames)], frames[0].K,
                           [None if ob is None else ob.landmarks3d for ob in obs], ref, centre, cfg.radius, up, cfg.below)

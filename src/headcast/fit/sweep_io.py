@@ -1,5 +1,5 @@
 """Writing a sweep's reconstruction folder: the single-frame folder's files for the first frame, plus
-poses.json, fused.ply and the used frames (docs/formats.md)."""
+poses.json, fused.ply and every registered frame (``frames/``, for the texture; docs/formats.md)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def write_sweep(out_dir: Path, sw, rec: Reconstruction, model: HeadModel, force:
         pts, cols = fused_points(sw)
         write_ply(tmp / recon.FUSED, pts, colors=cols)
         (tmp / recon.FRAMES).mkdir()
-        for i in sw.used:
+        for i in (i for i, A in enumerate(sw.poses) if A is not None):
             images.save_png(tmp / recon.FRAMES / f"{i:03d}_color.png", sw.frames[i].color)
             images.save_depth_mm(tmp / recon.FRAMES / f"{i:03d}_depth_mm.png", sw.frames[i].depth)
         report = dict(rec.report)

@@ -64,12 +64,26 @@ def animation_frames(anim_dir: str | Path) -> tuple[list[K.ParamFrame], dict]:
     return frames, meta
 
 
+def read_params_offsets(recon_dir: str | Path) -> np.ndarray | None:
+    """The detail layer's offsets (V, 3) of a reconstruction folder, or None (the receiver checks V against
+    its model)."""
+    from headcast.io.arrays import read_npz
+    from headcast.io.recon import MAX_PARAMS_BYTES, PARAMS, read_offsets
+
+    path = Path(recon_dir) / PARAMS
+    if not path.is_file():
+        return None
+    z = read_npz(path, "reconstruction parameters", max_bytes=MAX_PARAMS_BYTES)
+    return read_offsets(recon_dir, len(z["offsets"])) if "offsets" in z else None
+
+
 def read_appearance(recon_dir: str | Path | None) -> dict:
-    """lambda (27,), rho and the albedo PNG bytes from a textured reconstruction folder (all optional;
-    the albedo only without rho, which stands for it)."""
-    out = {"lam": None, "rho": None, "albedo_png": None}
+    """lambda (27,), rho, the albedo PNG bytes and the detail layer's offsets from a textured reconstruction
+    folder (all optional; the albedo only without rho, which stands for it)."""
+    out = {"lam": None, "rho": None, "albedo_png": None, "offsets": None}
     if recon_dir is None:
         return out
+    out["offsets"] = read_params_offsets(recon_dir)
     light = read_lighting(recon_dir)
     if light is not None:
         out["lam"], out["rho"] = light.sh.reshape(-1), light.rho
@@ -91,7 +105,7 @@ def make_init(meta: dict, profile: str, appearance: dict | None = None, model=No
     n_expr = int(meta["n_expr"])
     info = InitInfo(meta["model"], beta.size, n_expr, beta, app.get("lam"), app.get("rho"), app.get("albedo_png"),
                     float(meta["fps"]), prof, 6 if prof == PAPER else N_POSE, meta["eta_kind"], int(key_interval),
-                    None, sender)
+                    None, sender, offsets=app.get("offsets"))
     if prof == COMPACT:
         if model is None:
             from headcast.model.registry import resolve_model

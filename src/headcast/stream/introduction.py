@@ -4,6 +4,7 @@ written and parsed with every count checked against its cap and the bytes that r
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 
@@ -93,6 +94,45 @@ def _f32(a) -> bytes:
 
 
 SIGNATURE_SIZE = 64
+OFFSETS_TAG = 0x4F       # "O": the optional last section, the detail layer's offsets
+OFFSET_STEP = 1e-4       # metres: offsets travel as int8 multiples of this (+-12.7 mm; the layer stays within 10)
+MAX_OFFSET_VERTICES = 100_000
+
+
+def offsets_section(offsets) -> bytes:
+    """The INIT's detail-layer section: tag u8, V u32, step f32, length u32, then zlib of (a bit per vertex:
+    has an offset | int8 x 3 per such vertex, in vertex order). Offsets (V, 3) metres."""
+    off = np.asarray(offsets, dtype=np.float64).reshape(-1, 3)
+    if not 0 < len(off) <= MAX_OFFSET_VERTICES or not np.all(np.isfinite(off)):
+        raise HeadcastError(f"detail offsets: {len(off)} vertices, must be 1..{MAX_OFFSET_VERTICES} and finite")
+    q = np.clip(np.rint(off / OFFSET_STEP), -127, 127).astype(np.int8)
+    on = q.any(1)
+    z = zlib.compress(np.packbits(on).tobytes() + q[on].tobytes(), 9)
+    return struct.pack("<BIfI", OFFSETS_TAG, len(off), OFFSET_STEP, len(z)) + z
+
+
+def parse_offsets(r: Reader) -> np.ndarray:
+    """The offsets (V, 3) float32 metres of an INIT's detail-layer section (:func:`offsets_section`)."""
+    tag, V, step, nz = r.unpack("BIfI")
+    if tag != OFFSETS_TAG:
+        raise ProtocolError(f"INIT: unknown section {tag} after the body")
+    if not (0 < V <= MAX_OFFSET_VERTICES) or not (np.isfinite(step) and 0 < step <= 1e-3):
+        raise ProtocolError(f"INIT: detail offsets of {V} vertices, step {step} out of range")
+    nb = (V + 7) // 8
+    cap = nb + 3 * V
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(r.take(nz), cap)
+    except zlib.error:
+        raise ProtocolError("INIT: detail offsets do not decompress") from None
+    if not d.eof or d.unconsumed_tail or len(raw) < nb:
+        raise ProtocolError("INIT: detail offsets are longer than their vertex count allows, or cut")
+    on = np.unpackbits(np.frombuffer(raw[:nb], np.uint8))[:V].astype(bool)
+    if len(raw) != nb + 3 * int(on.sum()):
+        raise ProtocolError("INIT: detail offsets do not match their vertex mask")
+    out = np.zeros((V, 3), np.float32)
+    out[on] = np.frombuffer(raw[nb:], np.int8).reshape(-1, 3).astype(np.float32) * np.float32(step)
+    return out
 
 
 def init_body(info: InitInfo) -> bytes:
@@ -128,6 +168,8 @@ def init_body(info: InitInfo) -> bytes:
         if steps.size != info.n_components or not np.all(steps > 0):
             raise HeadcastError("compact profile needs one positive quantisation step per component")
         parts.append(half_steps(steps).astype("<f2").tobytes())
+    if info.offsets is not None:
+        parts.append(offsets_section(info.offsets))
     return b"".join(parts)
 
 
@@ -178,6 +220,8 @@ def parse_init_body(body: bytes) -> tuple[InitInfo, bytes, bytes]:
         if not np.all(np.isfinite(steps) & (steps > 0)):
             raise ProtocolError("INIT: quantisation steps must be positive")
         info.steps = steps
+    if r.pos < len(r.data):
+        info.offsets = parse_offsets(r)
     r.done()
     return info, signed, sig
 

@@ -11,8 +11,8 @@ from headcast.stream.wire import InitInfo
 
 
 def init_head(info: InitInfo, model=None):
-    """The head model an INIT names (``model`` when the names match, else resolved here) and the sent beta
-    zero-padded to its components; HeadcastError when the sizes disagree."""
+    """The head model an INIT names (``model`` when the names match, else resolved here) with the sent detail
+    offsets, and the sent beta zero-padded to its components; HeadcastError when the sizes disagree."""
     if model is None or model.name != info.model:
         from headcast.model.registry import resolve_model
 
@@ -20,6 +20,13 @@ def init_head(info: InitInfo, model=None):
     if model.n_shape < info.n_shape or model.n_expr != info.n_expr:
         raise HeadcastError(f"model {info.model!r} here has {model.n_shape}/{model.n_expr} components, "
                             f"the stream {info.n_shape}/{info.n_expr}")
+    if info.offsets is not None:  # the detail layer: the sender's model carries it in its rest shape
+        from headcast.io.recon import with_offsets
+
+        if len(info.offsets) != model.n_vertices:
+            raise HeadcastError(f"the stream's detail offsets are for {len(info.offsets)} vertices, model "
+                                f"{info.model!r} here has {model.n_vertices}")
+        model = with_offsets(model, info.offsets)
     beta = np.zeros(model.n_shape)
     beta[:info.n_shape] = info.beta
     return model, beta

@@ -83,7 +83,8 @@ class InitInfo:
     lam: (27,) SH lighting or None; rho: (M,) albedo-model coefficients or None; albedo_png: the
     albedo map as PNG bytes or None; fps: the video frame rate; n_pose: 6 (paper) or 15;
     eta_kind: ETA_PAPER or ETA_SIM; key_interval: frames between keyframes; steps: (C,)
-    quantisation steps of the compact profile (None for paper).
+    quantisation steps of the compact profile (None for paper); offsets: the reconstruction's detail
+    layer (sent in the INIT's optional last section, :mod:`headcast.stream.introduction`).
     """
 
     model: str
@@ -107,6 +108,7 @@ class InitInfo:
     sign_pub: bytes = b"\0" * 32
     flags: int = 0
     extra: dict = field(default_factory=dict)
+    offsets: np.ndarray | None = None  # the detail layer: rest-space vertex offsets (V, 3) metres, or None
 
     @property
     def n_eta(self) -> int:

@@ -1,13 +1,19 @@
 """Albedo from every frame of a sweep: each texel blended from the frames that see it.
 
-A sweep's reconstruction folder holds the used frames (``frames/``) and their head-to-camera transforms
-(``poses.json``). The head is still in a still room, so one SH light, fitted in the output frame
-(:func:`headcast.texture.core.texture_frame`), shades every frame with the normals of the output frame;
-each frame's texels give albedo = colour / shading with the confidence of :meth:`View.observe` (view
-angle, distance from silhouettes and depth edges, agreement with the measured depth), squared so that
-head-on views dominate. A gain per frame and channel (the median albedo ratio to the blend so far on the
-texels both see well) compensates exposure and white balance. The blend is a confidence-weighted mean, so
-it changes smoothly where one frame's confidence ramps down: no seams at the frames' borders.
+A sweep's reconstruction folder holds every registered frame (``frames/``) and its head-to-camera transform
+(``poses.json``). Each frame sees the texels with the confidence of :meth:`View.observe` (view angle,
+distance from silhouettes and depth edges, agreement with the measured depth). The texels' colours are
+blended with weights confidence^2 x cos(view angle)^:data:`POWER`: a few frames a few degrees apart agree,
+while frames far apart would ghost the features wherever the fitted surface misses the real one by a
+little (the eyelids, the nostrils). A gain per frame and channel (the median ratio of the other frames'
+blend to the frame's own colour, over the texels both see well, three rounds, the output frame's gain 1)
+compensates exposure and white balance.
+
+The head is still in a still room, so one SH light in the output frame shades every frame alike: the
+multi-view colours cannot tell it from the albedo (a Lambertian texel looks the same from every side), so
+it is fitted as for one photo (a uniform albedo, robustly, so that brows, lips and clothes lose their say)
+but over the blended colours of the whole seen head, both sides, instead of one frame's side; the albedo
+is then colour / shading.
 """
 
 from __future__ import annotations
@@ -23,38 +29,59 @@ from headcast.core.geometry import vertex_normals
 from headcast.core.sh import sh_shading, to_view
 from headcast.io import recon
 from headcast.io.validate import clean_depth, read_depth_raw, read_image
+from headcast.texture.core import MIN_SHADING, SHADING_RAMP
+from headcast.texture.lighting import fit_light, loss4, normalise_light
 from headcast.texture.observe import View, interpolate
 
 logger = logging.getLogger(__name__)
 
-MIN_SHADING = 0.05     # darker than this, a texel's albedo is not trusted
 SEEN = 0.5             # a texel counts as seen when a frame sees it with this confidence (as for one photo)
 FULL = 0.25            # squared confidences summing to this make the blend replace the single-photo albedo
-GAIN_RANGE = (0.5, 2.0)  # per-frame exposure gains are clipped to this
+GAIN_RANGE = (0.4, 2.5)  # per-frame exposure gains are clipped to this (the real sweep needs up to 2)
+POWER = 16             # the blend's preference for head-on views: cos^16 is 0.61 at 10 degrees, 0.13 at 20
+GAIN_ROUNDS = 3        # rounds of the per-frame gains against the other frames' blend
+LIGHT_TEXELS = 40000   # texels (seeded subsample) the sweep's light is fitted on
 
 
 @dataclass
 class Blend:
     """Per covered texel: blended albedo (N, 3) in 0..1, confidence (N,) in 0..1 (the sum of the frames'
     squared confidences over FULL, clipped to 1), the best single frame's confidence (N,), and per frame
-    its gain (3,) and the share of texels it saw."""
+    its gain (3,) and the share of texels it saw; the light (9, 3) the albedo was divided by."""
 
     albedo: np.ndarray
     weight: np.ndarray
     best: np.ndarray
     gains: list
     frames: list
+    light: np.ndarray | None = None
 
 
-def read_frames(folder: Path, K) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-    """The used frames of a sweep folder: (index, color (H, W, 3) uint8, depth (H, W) m, head_to_camera (4, 4))."""
+@dataclass
+class Seen:
+    """One frame's view of the texels: its index, the texels it sees (M,), their colours (M, 3) float32
+    0..1, confidences (M,) and blend weights (M,) (confidence^2 x cos^POWER)."""
+
+    frame: int
+    texels: np.ndarray
+    color: np.ndarray
+    conf: np.ndarray
+    weight: np.ndarray
+
+
+def read_frames(folder: Path, K, used_only: bool = False) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """The registered frames of a sweep folder whose images it holds (every registered one since the
+    reconstruction writes them all; ``used_only``: only those the fit used, so that the others stay held
+    out): (index, color (H, W, 3) uint8, depth (H, W) m, head_to_camera (4, 4))."""
     poses = recon.read_poses(folder) or []
     out = []
     for f in poses:
-        if not f.get("used") or f.get("head_to_camera") is None:
+        if f.get("head_to_camera") is None or (used_only and not f.get("used")):
             continue
         i = int(f["index"])
         cp, dp = folder / recon.FRAMES / f"{i:03d}_color.png", folder / recon.FRAMES / f"{i:03d}_depth_mm.png"
+        if not cp.is_file() and not f.get("used"):
+            continue  # a folder written when only the used frames were kept
         color = read_image(cp, "sweep frame", formats=("PNG",))
         depth = clean_depth(read_depth_raw(dp, "sweep depth"), 0.001)
         if color.shape[:2] != (K.height, K.width) or depth.shape != color.shape[:2]:
@@ -63,67 +90,137 @@ def read_frames(folder: Path, K) -> list[tuple[int, np.ndarray, np.ndarray, np.n
     return out
 
 
+def observe_frames(faces: np.ndarray, vertices: np.ndarray, frames: list, K, X: np.ndarray, n: np.ndarray,
+                   tri: np.ndarray) -> list[Seen]:
+    """Each frame's view (:class:`Seen`) of the texel points ``X`` (N, 3) with unit normals ``n`` (N, 3) on
+    triangles ``tri`` (N,) of the mesh ``vertices`` (V, 3), all in the output frame."""
+    out = []
+    for i, color, depth, T in frames:
+        R, t = np.asarray(T)[:3, :3], np.asarray(T)[:3, 3]
+        view = View.make(vertices @ R.T + t, faces, color, K, depth)
+        Xc, nc = X @ R.T + t, n @ R.T
+        col, w = view.observe(Xc, nc, tri=tri)
+        k = np.flatnonzero(w > 0)
+        cos = np.clip(-np.einsum("nc,nc->n", Xc[k], nc[k]) / np.linalg.norm(Xc[k], axis=1), 0, 1)
+        out.append(Seen(i, k, col[k].astype(np.float32), w[k].astype(np.float32),
+                        (w[k] ** 2 * cos ** POWER).astype(np.float32)))
+    return out
+
+
+def _accumulate(seen: list[Seen], gains: list[np.ndarray], N: int) -> tuple[np.ndarray, np.ndarray]:
+    acc, wsum = np.zeros((N, 3)), np.zeros(N)
+    for s, g in zip(seen, gains):
+        acc[s.texels] += s.weight[:, None] * s.color * g
+        wsum[s.texels] += s.weight
+    return acc, wsum
+
+
+def frame_gains(seen: list[Seen], N: int) -> list[np.ndarray]:
+    """Per frame (3,) gains making its colours meet the other frames' blend (module docstring); the
+    first frame's (the output frame's) are 1, the others follow in turn (each against the blend with the
+    gains found so far), over :data:`GAIN_ROUNDS` rounds."""
+    gains = [np.ones(3) for _ in seen]
+    acc, wsum = _accumulate(seen, gains, N)
+    for _ in range(GAIN_ROUNDS):
+        for f, s in enumerate(seen[1:], 1):
+            others = wsum[s.texels] - s.weight
+            ok = (s.conf > SEEN) & (others > 0.05) & (s.color.min(1) > 0.02)
+            if ok.sum() < 200:
+                continue
+            mine = s.weight[:, None] * s.color * gains[f]
+            ref = (acc[s.texels] - mine)[ok] / others[ok, None]
+            g = np.clip(np.exp(np.median(np.log(np.maximum(ref, 1e-3) / s.color[ok]), axis=0)), *GAIN_RANGE)
+            acc[s.texels] += s.weight[:, None] * s.color * g - mine
+            gains[f] = g
+    return gains
+
+
+def sweep_light(color: np.ndarray, weight: np.ndarray, n: np.ndarray, seed: int = 0) -> np.ndarray:
+    """One SH light (9, 3) in the output frame for the blended colours (N, 3) of texels with confidence
+    (N,) and unit normals (N, 3) (camera axes): a robust fit with a uniform albedo, scaled so that the
+    mean shading over the fitted texels is 1 (:func:`headcast.texture.lighting.normalise_light`)."""
+    sel = np.flatnonzero(weight > SEEN)
+    if len(sel) > LIGHT_TEXELS:
+        sel = np.sort(np.random.default_rng(seed).choice(sel, LIGHT_TEXELS, replace=False))
+    nv = to_view(n[sel])
+    light, _ = fit_light(color[sel], nv, weights=weight[sel])
+    return normalise_light(light, nv)[0]
+
+
 def blend_frames(faces: np.ndarray, vertices: np.ndarray, frames: list, K, light: np.ndarray, tri: np.ndarray,
-                 bary: np.ndarray) -> Blend:
+                 bary: np.ndarray, fit: bool = False) -> Blend:
     """Blend the frames (:func:`read_frames`) onto the texels (triangles ``tri`` (N,), weights ``bary`` (N, 3))
-    of the mesh ``vertices`` (V, 3) in the output frame, lit by ``light`` (9, 3) there."""
+    of the mesh ``vertices`` (V, 3) in the output frame, lit by ``light`` (9, 3) there, or with ``fit`` by
+    the light fitted to every frame's colours (:func:`sweep_light`; ``light`` is kept when fewer than
+    1000 texels are seen)."""
     Xn = interpolate(faces, tri, bary, np.hstack([vertices, vertex_normals(vertices, faces)]))
     X, n = Xn[:, :3], Xn[:, 3:]
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    N = len(tri)
+    seen = observe_frames(faces, vertices, frames, K, X, n, tri)
+    gains = frame_gains(seen, N)
+    acc, wsum = _accumulate(seen, gains, N)
+    color = acc / np.maximum(wsum, 1e-12)[:, None]
+    best, conf2 = np.zeros(N), np.zeros(N)
+    for s in seen:
+        np.maximum.at(best, s.texels, s.conf)
+        conf2[s.texels] += s.conf.astype(np.float64) ** 2
+    if fit and (best > SEEN).sum() >= 1000:
+        light = sweep_light(color, np.clip(conf2 / FULL, 0, 1), n)
     shading = np.maximum(sh_shading(to_view(n), light), 1e-6)
     dark = (shading < MIN_SHADING).any(1)
-    acc, wsum, best = np.zeros((len(tri), 3)), np.zeros(len(tri)), np.zeros(len(tri))
-    gains, seen = [], []
-    for i, color, depth, T in frames:  # the first frame sets the reference the others' gains follow
-        R, t = T[:3, :3], T[:3, 3]
-        view = View.make(vertices @ R.T + t, faces, color, K, depth)
-        col, w = view.observe(X @ R.T + t, n @ R.T, tri=tri)
-        a = np.clip(col / shading, 0, 1.5)
-        w = np.where(dark, 0.0, w)
-        best = np.maximum(best, w)
-        w = w ** 2
-        both = (w > 0.25) & (wsum > 0.25)
-        g = np.ones(3)
-        if both.sum() > 200:
-            ref = acc[both] / wsum[both, None]
-            g = np.clip(np.median(ref, 0) / np.maximum(np.median(a[both], 0), 1e-3), *GAIN_RANGE)
-        acc += w[:, None] * a * g
-        wsum += w
-        gains.append(g.tolist())
-        seen.append({"frame": i, "seen": float((w > SEEN ** 2).mean())})
-    albedo = np.clip(acc / np.maximum(wsum, 1e-9)[:, None], 0, 1)
-    return Blend(albedo, np.clip(wsum / FULL, 0, 1), best, gains, seen)
+    albedo = np.clip(color / shading, 0, 1)
+    # as for one photo: in folds a small misfit of the normal makes a small shading and a bright albedo
+    # (the ramp is relative to the seen texels' median shading, 1 for a light from normalise_light)
+    rel = shading.min(1) / max(float(np.median(shading.mean(1)[best > SEEN])) if (best > SEEN).any() else 1.0, 1e-6)
+    trust = np.clip((rel - SHADING_RAMP[0]) / (SHADING_RAMP[1] - SHADING_RAMP[0]), 0, 1)
+    weight = np.where(dark | (wsum <= 0), 0.0, np.clip(conf2 / FULL, 0, 1) * trust)
+    frames_seen = [{"frame": s.frame, "seen": float((s.conf > SEEN).sum() / N)} for s in seen]
+    return Blend(albedo, weight, np.where(dark, 0.0, best * trust), [g.tolist() for g in gains], frames_seen,
+                 np.asarray(light))
 
 
 def sweep_albedo(folder: Path, faces: np.ndarray, vertices: np.ndarray, K, light: np.ndarray, tri: np.ndarray,
-                 bary: np.ndarray, values: np.ndarray, stats: dict) -> np.ndarray | None:
+                 bary: np.ndarray, values: np.ndarray, stats: dict, used_only: bool = False) -> np.ndarray | None:
     """Per-texel albedo (N, 3) of a sweep folder: the frames' blend where they see the texel, ``values``
     (the single-photo albedo with mirror and completion) where none does; None for a one-frame folder.
-    Adds the shares of texels seen, and the frames' gains, to ``stats``."""
-    frames = read_frames(Path(folder), K)
+    The light is fitted over every frame (:func:`blend_frames` with ``fit``; ``light`` is the one-photo
+    light it replaces) and put in ``stats['sweep_light']``, with the shares of texels seen and the frames'
+    gains. ``used_only``: blend only the frames the fit used (:func:`read_frames`)."""
+    frames = read_frames(Path(folder), K, used_only)
     if not frames:
         return None
-    b = blend_frames(faces, vertices, frames, K, light, tri, bary)
+    b = blend_frames(faces, vertices, frames, K, light, tri, bary, fit=True)
     w = b.weight[:, None]
-    out = w * b.albedo + (1 - w) * values
+    both = (b.weight > SEEN) & (values.min(1) > 0.02)
+    # the single-photo albedo was divided by the first frame's light: bring it to the sweep's
+    scale = np.median(b.albedo[both] / values[both], axis=0) if both.sum() > 200 else np.ones(3)
+    out = w * b.albedo + (1 - w) * values * scale
     own = b.best > SEEN
     stats.update(sweep_frames=len(frames), texels_seen_sweep=float(own.mean()), sweep_gains=b.gains,
-                 sweep_seen=b.frames)
+                 sweep_seen=b.frames, sweep_light=b.light.tolist())
     logger.info(f"texture: {len(frames)} sweep frames see {own.mean():.0%} of the texels")
     return out
 
 
-def apply_sweep(res, folder: Path, faces: np.ndarray, vertices: np.ndarray, K) -> None:
-    """Replace the albedo of a texture result (:class:`headcast.texture.core.TextureResult`) of a sweep
-    folder by the frames' blend (:func:`sweep_albedo`); a one-frame folder is left as it is."""
+def apply_sweep(res, folder: Path, faces: np.ndarray, vertices: np.ndarray, K, used_only: bool = False) -> None:
+    """Replace the albedo and the light of a texture result (:class:`headcast.texture.core.TextureResult`)
+    of a sweep folder by the frames' blend and the light fitted over them (:func:`sweep_albedo`), and
+    re-render it in the first frame (its render and Loss4); a one-frame folder is left as it is.
+    ``used_only``: the frames the fit used only (held-out views stay out of the texture)."""
     from headcast.texture.atlas import dilate
+    from headcast.texture.render import render_textured
 
     idx, tri, bary = res.space.texmap.texels()
     S = res.space.texmap.size
     flat = res.albedo.reshape(-1, 3)
-    out = sweep_albedo(folder, faces, vertices, K, res.light, tri, bary, flat[idx], res.stats)
+    out = sweep_albedo(folder, faces, vertices, K, res.light, tri, bary, flat[idx], res.stats, used_only)
     if out is None:
         return
     tex = np.zeros((S * S, 3), np.float32)
     tex[idx] = np.clip(out, 0, 1)
     res.albedo = dilate(tex.reshape(S, S, 3), res.space.texmap.covered)
+    res.light = np.asarray(res.stats["sweep_light"])
+    a = res.space.atlas
+    res.render, _ = render_textured(vertices, faces, a.uv, a.uv_faces, res.albedo, res.light, K)
+    res.loss4 = loss4(recon.read_photo(folder).color, res.render, res.face_pixels)
