@@ -53,7 +53,7 @@ def source_head(work: Path, source: str, size: int):
             reconstruct_sweep([truedepth_folder()], resolve_model("ict"), d, force=True)
         else:
             reconstruct_frame(load_rgbd(str(truedepth_folder() / source)), resolve_model("ict"), d)
-        texture_reconstruction(d, size=size, force=True)
+        texture_reconstruction(d, size=size, force=True, fit_frames_only=True)
     m = resolve_model(recon.read_params(d).model)
     tex = recon.read_texture(d, m.faces)
     poses = {f["name"]: (bool(f["used"]), f["head_to_camera"]) for f in recon.read_poses(d) or []

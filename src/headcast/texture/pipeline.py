@@ -65,11 +65,12 @@ def picture(model: HeadModel, vertices: np.ndarray, photo: np.ndarray, K: Intrin
 
 def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | None = None, size: int = 1024,
                            model: str | HeadModel | None = None, n_components: int = 50,
-                           force: bool = False) -> dict:
+                           force: bool = False, fit_frames_only: bool = False) -> dict:
     """Texture the reconstruction in ``recon_dir`` and write the outputs listed in the module docstring.
 
     ``model`` (a name, a path or a loaded model) must be the one the folder was fitted with (default: the
-    one it names); ``size``: 16..MAX_TEXTURE_SIZE texels; ``force`` replaces the folder's earlier texture.
+    one it names); ``size``: 16..MAX_TEXTURE_SIZE texels; ``force`` replaces the folder's earlier texture;
+    ``fit_frames_only``: a sweep's texture from the frames its fit used only (the others stay held out).
     Returns the report (also written as texture_report.json).
     """
     from headcast.model.registry import resolve_model
@@ -87,7 +88,7 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     verts = params.vertices(HeadLayer(recon.with_offsets(m, recon.read_offsets(d, m.n_vertices))))
     res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth)
     if am is None:
-        apply_sweep(res, d, m.faces, verts, photo.K)  # a sweep folder: every frame's view blended
+        apply_sweep(res, d, m.faces, verts, photo.K, used_only=fit_frames_only)  # a sweep folder: every frame's view blended
     report = {
         "model": m.name, "size": int(size), "albedo": res.stats.get("albedo"),
         "albedo_model": str(albedo_model) if albedo_model is not None else None,
