@@ -198,13 +198,15 @@ def test_lean_frames_sizes_replays_and_splices(key):
 
 
 def test_version_1_streams_get_a_one_line_error(tmp_path, key):
-    """A version 1 INIT or file: one line naming the version, in the library and from the CLI (exit 2)."""
+    """A version 1 or 2 INIT or file: one line naming the version, in the library and from the CLI (exit 2)."""
     import subprocess
     import sys
 
     v1 = b"HC\x01\x02\x00" + (10).to_bytes(4, "little") + bytes(10)
-    with pytest.raises(ProtocolError, match="version 1 headcast stream.*version 2"):
+    with pytest.raises(ProtocolError, match="version 1 headcast stream.*version 3"):
         parse_message(v1)
+    with pytest.raises(ProtocolError, match="version 2 headcast stream.*version 3"):
+        parse_message(b"HC\x02" + v1[3:])
     path = tmp_path / "old.hcs"
     path.write_bytes(v1)
     r = subprocess.run([sys.executable, "-m", "headcast.cli", "decode", str(path), "--out", str(tmp_path / "out")],
