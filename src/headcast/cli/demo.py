@@ -21,6 +21,8 @@ def _arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("--model", default=param_default(run_demo, "model_spec"), help="head model (default: %(default)s)")
     d.add_argument("--seed", type=int, default=param_default(run_demo, "seed"), help="subject seed (default: %(default)s)")
     d.add_argument("--video", help="drive the head with this video instead of the built-in motion")
+    d.add_argument("--sweep", type=int, default=param_default(run_demo, "sweep"), metavar="N",
+                   help="the sweep path: N synthetic views over +-60 degrees fitted as one head (default: one frame)")
     d.set_defaults(func=run)
 
 
@@ -30,4 +32,4 @@ def run(a: argparse.Namespace) -> None:
     # the stages' lines read "demo: ..."; the fit's per-iteration progress is left out
     with logs.scoped(hide=("headcast.fit",), prefix="demo: "):
         run_demo(Path(a.out), model_spec=a.model, seed=a.seed, video=Path(a.video) if a.video else None,
-                 force=a.force)
+                 sweep=a.sweep, force=a.force)
