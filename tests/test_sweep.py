@@ -236,3 +236,28 @@ def test_texture_reads_every_registered_frame_or_the_used_ones(tmp_path):
     recon.write_poses(tmp_path, entries, "f0")
     assert [f[0] for f in read_frames(tmp_path, K)] == [0, 1]
     assert [f[0] for f in read_frames(tmp_path, K, used_only=True)] == [0]
+
+
+def test_single_frame_detail_layer_is_opt_in_and_finds_the_bump(ict_model, tmp_path):
+    """One frame: no offsets by default (the paper's fit as it is); ``--detail normal`` fits them to the
+    frame's head points: the mesh moves towards the 2 mm bump beyond the model (ground truth), not away from
+    it on the flat face, and the back of the head (no data) keeps no offset."""
+    from headcast.io.mesh import read_obj_vertices
+
+    synth_sweep(ict_model, tmp_path / "in", n=1, seed=5, bump_mm=2.0)
+    frame = str(tmp_path / "in" / "frame-000")
+    assert main(["reconstruct", frame, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    assert read_offsets(tmp_path / "plain", ict_model.n_vertices) is None
+    assert main(["reconstruct", frame, "--out", str(tmp_path / "detail"), "--detail", "normal", "--quiet"]) == 0
+    off = read_offsets(tmp_path / "detail", ict_model.n_vertices)
+    truth = np.load(tmp_path / "in" / "frame-000_gt.npz")["vertices"]
+    plain, detail = (read_obj_vertices(tmp_path / d / "mesh.obj") for d in ("plain", "detail"))
+    err = lambda v, k: float(np.linalg.norm(v[k] - truth[k], axis=1).mean())  # noqa: E731
+    bump = np.linalg.norm(bump_offsets(ict_model, 2.0), axis=1)
+    peak = bump > 1e-3
+    flat = (bump < 1e-6) & np.isin(np.arange(len(bump)), ict_model.masks["face"])
+    assert peak.sum() > 10 and err(detail, peak) < err(plain, peak) - 5e-5
+    assert err(detail, flat) < err(plain, flat) + 2e-5
+    rest = np.asarray(ict_model.v_template)
+    back = rest[:, 2] < rest[:, 2].min() + 0.03  # the back of the head in rest space, never seen from the front
+    assert back.sum() > 100 and np.all(off[back] == 0.0)

@@ -26,10 +26,10 @@ from scipy.spatial.transform import Rotation
 from headcast.bench import machine, truedepth_folder, write_results
 from headcast.bench.sweep_views import seen_shares, views_picture
 from headcast.core.scene import closest_points_on_mesh
-from headcast.fit.detail import fit_offsets
+from headcast.fit.detail import detailed_vertices, fit_offsets
 from headcast.fit.evaluate import error_stats
 from headcast.fit.reconstruct import reconstruct_frame
-from headcast.fit.sweep import SweepConfig, detailed_vertices, reconstruct_sweep
+from headcast.fit.sweep import SweepConfig, reconstruct_sweep
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.model.registry import DEFAULT_MODEL, resolve_model

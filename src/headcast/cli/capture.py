@@ -124,8 +124,10 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--max-frames", type=int, default=field_default(SweepConfig, "max_frames"),
                    help="sweep: frames the fit uses, spread over the view angles (every frame is registered; "
                         "default %(default)s)")
-    r.add_argument("--detail", choices=("normal", "none"), default=field_default(SweepConfig, "detail"),
-                   help="sweep: per-vertex offsets along the normals beyond the model (default %(default)s)")
+    r.add_argument("--detail", choices=("normal", "none"),
+                   help="per-vertex offsets along the normals beyond the model (default: "
+                        f"{field_default(SweepConfig, 'detail')} for a sweep; "
+                        f"{param_default(reconstruct_frame, 'detail')} for one frame, the paper's fit as it is)")
     r.add_argument("--intrinsics", help="JSON with fx, fy, cx, cy, width, height")
     r.add_argument("--depth-scale", type=float, help="metres per depth unit (default 0.001 for PNG, 1 for float)")
     r.add_argument("--rotate", default=param_default(load_rgbd, "rotate"),
@@ -193,7 +195,7 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
         rec = reconstruct_frame(frame, model, Path(a.out), a.method, landmarks=a.landmarks, face=a.face,
                                 forehead=a.forehead, hull_margin=a.hull_margin, config=cfg, started=t0,
-                                force=a.force)
+                                detail=a.detail or param_default(reconstruct_frame, "detail"), force=a.force)
     if a.texture:
         texture(Path(a.out), a.albedo_model, a.texture_size, model.name, force=a.force)
     pm = rec.report["point_to_mesh_mm"]
@@ -226,10 +228,10 @@ def run_sweep(a: argparse.Namespace) -> None:
                             "to the whole head")
     model = resolve_model(a.model)
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, seed=a.seed)
+    sweep = SweepConfig(max_frames=a.max_frames, detail=a.detail or field_default(SweepConfig, "detail"))
     with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
         rec, sw = reconstruct_sweep(a.inputs, model, Path(a.out), rotate=a.rotate, landmarks=a.landmarks, config=cfg,
-                                    sweep=SweepConfig(max_frames=a.max_frames, detail=a.detail), started=t0,
-                                    force=a.force)
+                                    sweep=sweep, started=t0, force=a.force)
     if a.texture:
         texture(Path(a.out), a.albedo_model, a.texture_size, model.name, force=a.force)
     pm = rec.report["registered_points_to_mesh_mm"]

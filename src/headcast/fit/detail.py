@@ -105,3 +105,13 @@ def fit_offsets(model, params: HeadParams, verts: np.ndarray, pts: np.ndarray, c
     logger.info(f"detail: offsets on {report['vertices_offset']} vertices ({int(seen.sum())} seen), "
                 f"median {report['offset_mm']['median']:.2f} mm, p95 {report['offset_mm']['p95']:.2f} mm")
     return offsets, report
+
+
+def detailed_vertices(model, params: HeadParams, offsets: np.ndarray | None) -> np.ndarray:
+    """Camera-frame vertices (V, 3) of ``params`` on ``model`` with the rest-space ``offsets`` (V, 3) added."""
+    import torch
+
+    from headcast.io.recon import with_offsets
+    from headcast.model.layer import HeadLayer
+
+    return params.vertices(HeadLayer(with_offsets(model, offsets), dtype=torch.float64))

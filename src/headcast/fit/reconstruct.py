@@ -19,8 +19,10 @@ import torch
 
 from headcast.core import threads
 from headcast.core.camera import project
+from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
 from headcast.core.scene import closest_points_on_mesh
+from headcast.fit.detail import detailed_vertices, fit_offsets
 from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
 from headcast.io.mesh import write_obj, write_ply
@@ -52,7 +54,7 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
                       landmarks: str = "mediapipe", face: int | None = None, forehead: bool = False,
                       hull_margin: float = HULL_MARGIN, config: FitConfig | None = None,
                       truth: np.ndarray | None = None, started: float | None = None,
-                      force: bool = False) -> Reconstruction:
+                      detail: str = "none", force: bool = False) -> Reconstruction:
     """``headcast reconstruct`` on a loaded (upright) frame: preprocess, fit ``model`` with ``method``, write
     the reconstruction folder ``out`` (see the module docstring) and return the result. ``out`` is checked
     first (:func:`headcast.io.outputs.check_output_dir`; ``force`` replaces an earlier reconstruction there).
@@ -60,14 +62,21 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
     landmarks, face, forehead, hull_margin: as :func:`headcast.preprocess.preprocess.preprocess` (its
     point subsampling uses ``config.seed``). truth: ground-truth vertices (V, 3) in the camera frame
     (synthetic input): their errors go into the report as ``ground_truth_mm``. started: the
-    ``time.perf_counter()`` the run began at, for ``seconds_total`` (default: now).
+    ``time.perf_counter()`` the run began at, for ``seconds_total`` (default: now). detail: ``normal`` adds
+    the detail layer fitted to the frame's head points (the visible side only; :mod:`headcast.fit.detail`),
+    ``none`` (default) keeps the paper's fit as it is.
     """
+    if detail not in ("normal", "none"):
+        raise HeadcastError(f"detail must be normal or none, not {detail!r}")
     started = time.perf_counter() if started is None else started
     threads.apply()
     config = config or FitConfig()
     check_output_dir(out, "reconstruction", force=force, inputs=_inputs(frame))  # refuse before the work
     obs = preprocess(frame, landmarks, face=face, forehead=forehead, hull_margin=hull_margin, seed=config.seed)
     rec = fit_observation(obs, make_fitter(model, config), method)
+    if detail == "normal":
+        rec.offsets, rec.report["detail"] = fit_offsets(model, rec.params, rec.vertices, head_points(obs))
+        rec.vertices = detailed_vertices(model, rec.params, rec.offsets)
     if truth is not None:
         rec.report["ground_truth_mm"] = synthetic_errors(model, rec.vertices, truth)
     rec.report["seconds_total"] = time.perf_counter() - started

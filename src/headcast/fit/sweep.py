@@ -171,7 +171,7 @@ def sweep_targets(sw: Sweep, n_points: int, seed: int) -> Targets:
 
 def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) -> Reconstruction:
     """The joint fit (module docstring) on a registered sweep; the detail layer when ``cfg.detail``."""
-    from headcast.fit.detail import fit_offsets
+    from headcast.fit.detail import detailed_vertices, fit_offsets
 
     t0 = time.perf_counter()
     fitter = make_fitter(model, FitConfig(**{**config.__dict__, "grow_mm": 0.0, "max_points": cfg.fit_points}))
@@ -226,10 +226,3 @@ def points_to_mesh(verts: np.ndarray, faces: np.ndarray, pts: np.ndarray) -> dic
     return {"median": float(np.median(d)), "mean": float(d.mean()), "p95": float(np.percentile(d, 95)),
             "within_2mm": float((d < 2).mean()), "n_points": int(len(d))}
 
-
-def detailed_vertices(model: HeadModel, params, offsets: np.ndarray | None) -> np.ndarray:
-    """Camera-frame vertices (V, 3) of ``params`` on ``model`` with the rest-space ``offsets`` (V, 3) added."""
-    from headcast.io.recon import with_offsets
-    from headcast.model.layer import HeadLayer
-
-    return params.vertices(HeadLayer(with_offsets(model, offsets), dtype=torch.float64))
