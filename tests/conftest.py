@@ -30,6 +30,19 @@ def ict_model():
 
 
 @pytest.fixture(scope="session")
+def flame_model(tmp_path_factory):
+    """A FLAME-format model imported from the fixture pickle (FLAME's topology, landmarks, masks and UV
+    layout from ../shared's flame-assets)."""
+    from flame_fixture import write_flame_fixture
+    from headcast.model.flame import import_flame
+
+    assets = shared_path("models", "flame-assets")
+    pkl = write_flame_fixture(tmp_path_factory.mktemp("flame"), seed=0, version="2020")
+    return import_flame(pkl, [assets / "landmark_embedding.npy"], assets / "FLAME_masks.pkl",
+                        template_obj=assets / "head_template.obj")
+
+
+@pytest.fixture(scope="session")
 def headcast_home(ict_model, tmp_path_factory):
     """A HEADCAST_HOME holding models/ict.npz, set in the environment for the session (CLI subprocesses too)."""
     import os

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from conftest import shared_path
-from flame_fixture import write_flame_fixture
 from headcast.core.params import HeadParams, pose_slice
 from headcast.model.cavity import interior_of, lip_ring
 from headcast.model.head_model import load_model, save_model
@@ -89,16 +88,6 @@ def test_interior_survives_the_model_file(ict_model, tmp_path):
 
     with pytest.raises(HeadcastError, match="lacks interior arrays: interior_colors"):
         load_model(tmp_path / "bad.npz")
-
-
-@pytest.fixture(scope="module")
-def flame_model(tmp_path_factory):
-    from headcast.model.flame import import_flame
-
-    assets = shared_path("models", "flame-assets")
-    pkl = write_flame_fixture(tmp_path_factory.mktemp("flame"), seed=0, version="2020")
-    return import_flame(pkl, [assets / "landmark_embedding.npy"], assets / "FLAME_masks.pkl",
-                        template_obj=assets / "head_template.obj")
 
 
 def test_flame_fixture_gets_a_cavity_and_teeth_on_its_lip_ring(flame_model):

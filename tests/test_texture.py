@@ -8,7 +8,6 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from conftest import shared_path
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
@@ -27,18 +26,6 @@ from headcast.texture.observe import View
 from headcast.texture.pipeline import OUTPUTS, texture_reconstruction
 
 K_SMALL = Intrinsics(300.0, 300.0, 159.5, 119.5, 320, 240)
-
-
-@pytest.fixture(scope="module")
-def flame(tmp_path_factory):
-    """A FLAME-format model imported from the fixture pickle (FLAME's topology and UV layout)."""
-    assets = shared_path("models", "flame-assets")
-    from flame_fixture import write_flame_fixture
-    from headcast.model.flame import import_flame
-
-    pkl = write_flame_fixture(tmp_path_factory.mktemp("flame"), seed=0, version="2020")
-    return import_flame(pkl, [assets / "landmark_embedding.npy"], assets / "FLAME_masks.pkl",
-                        template_obj=assets / "head_template.obj")
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +75,11 @@ def test_atlas_splits_tiles_and_overlapping_charts_into_separate_pages():
         assert abs(ext[0] - ext[1]) < 1e-9 and ext[0] > 0.1
 
 
-def test_a_single_tile_layout_stays_as_it_is_but_for_the_margin(flame):
-    atlas = build_atlas(flame.uv, flame.uv_faces, flame.v_template, flame.faces)
+def test_a_single_tile_layout_stays_as_it_is_but_for_the_margin(flame_model):
+    atlas = build_atlas(flame_model.uv, flame_model.uv_faces, flame_model.v_template, flame_model.faces)
     assert atlas.n_pages == 1
-    used = np.unique(flame.uv_faces)
-    A = np.c_[flame.uv[used], np.ones(len(used))]
+    used = np.unique(flame_model.uv_faces)
+    A = np.c_[flame_model.uv[used], np.ones(len(used))]
     coef, *_ = np.linalg.lstsq(A, atlas.uv[used], rcond=None)
     np.testing.assert_allclose(A @ coef, atlas.uv[used], atol=1e-6)  # affine: same layout
     assert coef[0, 0] == pytest.approx(coef[1, 1]) and coef[0, 0] > 0.95
@@ -108,12 +95,12 @@ def test_ict_atlas_has_no_overlaps(ict_model):
     assert total.max() <= 1 or (total > 1).mean() < 1e-3
 
 
-def test_bake_interpolates_linear_vertex_values_exactly(flame):
-    space = texture_space(flame, 128)
+def test_bake_interpolates_linear_vertex_values_exactly(flame_model):
+    space = texture_space(flame_model, 128)
     f = lambda p: p @ np.array([[1.0, -2.0], [0.5, 3.0], [2.0, 1.0]]) + 0.1  # noqa: E731
-    tex = bake(space.texmap, flame.faces, f(flame.v_template.astype(np.float64)))
+    tex = bake(space.texmap, flame_model.faces, f(flame_model.v_template.astype(np.float64)))
     idx, tri, b = space.texmap.texels()
-    p = np.einsum("nk,nkc->nc", b, flame.v_template[flame.faces[tri]].astype(np.float64))
+    p = np.einsum("nk,nkc->nc", b, flame_model.v_template[flame_model.faces[tri]].astype(np.float64))
     np.testing.assert_allclose(tex.reshape(-1, 2)[idx], f(p), atol=1e-5)
 
 
@@ -181,8 +168,8 @@ def test_points_behind_an_occluder_are_not_seen_and_colours_are_sampled():
 
 
 # --- mirror and completion --------------------------------------------------------------------------
-def test_mirror_texels_land_on_the_reflected_surface(flame):
-    space = texture_space(flame, 128)
+def test_mirror_texels_land_on_the_reflected_surface(flame_model):
+    space = texture_space(flame_model, 128)
     sym = space.sym
     assert (sym >= 0).mean() > 0.95 and (sym[sym[sym >= 0]] == np.flatnonzero(sym >= 0)).mean() > 0.95
     idx, tri, b = space.texmap.texels()
@@ -195,9 +182,9 @@ def test_mirror_texels_land_on_the_reflected_surface(flame):
     t2 = space.texmap.tri[xy[inside, 1], xy[inside, 0]]
     good = t2 >= 0
     p2 = np.einsum("nk,nkc->nc", space.texmap.bary[xy[inside, 1], xy[inside, 0]][good],
-                   flame.v_template[flame.faces[t2[good]]].astype(np.float64))
+                   flame_model.v_template[flame_model.faces[t2[good]]].astype(np.float64))
     src = np.flatnonzero(ok)[inside][good]
-    p = np.einsum("nk,nkc->nc", b[src], flame.v_template[flame.faces[tri[src]]].astype(np.float64))
+    p = np.einsum("nk,nkc->nc", b[src], flame_model.v_template[flame_model.faces[tri[src]]].astype(np.float64))
     err = np.linalg.norm(p2 - p * [-1, 1, 1], axis=1)
     assert good.mean() > 0.97 and np.median(err) < 0.002
 
@@ -258,7 +245,7 @@ def test_unseen_texels_look_like_skin_not_black(ict_model, ict_frame):
     assert np.abs(res.albedo[unseen] - tone).mean() < 0.12
 
 
-def test_albedo_model_path_recovers_rho_and_light(flame, tmp_path):
+def test_albedo_model_path_recovers_rho_and_light(flame_model, tmp_path):
     S, K = 32, 6
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[0:S, 0:S] / S
@@ -271,17 +258,17 @@ def test_albedo_model_path_recovers_rho_and_light(flame, tmp_path):
     np.testing.assert_allclose(am.mean, mean, atol=1e-6)
     np.testing.assert_allclose(am.basis, basis, atol=1e-6)
     rho = rng.normal(size=K)
-    vuv = np.zeros((flame.n_vertices, 2))
-    vuv[flame.faces.ravel()] = flame.uv[flame.uv_faces.ravel()]
+    vuv = np.zeros((flame_model.n_vertices, 2))
+    vuv[flame_model.faces.ravel()] = flame_model.uv[flame_model.uv_faces.ravel()]
     albedo = np.clip(sample(am.texture(rho), uv_to_texel(vuv, S)), 0, 1).astype(np.float32)
-    subject = dataclasses.replace(random_subject(flame, seed=2, yaw_range_deg=10), albedo=albedo)
-    frame = render_rgbd(flame, subject, K_SMALL, profile="none", seed=2)
-    res = texture_frame(flame, frame.vertices, frame.color, K_SMALL, albedo_model=am, size=64, depth=frame.depth)
+    subject = dataclasses.replace(random_subject(flame_model, seed=2, yaw_range_deg=10), albedo=albedo)
+    frame = render_rgbd(flame_model, subject, K_SMALL, profile="none", seed=2)
+    res = texture_frame(flame_model, frame.vertices, frame.color, K_SMALL, albedo_model=am, size=64, depth=frame.depth)
     assert res.loss4 < 0.01
     assert np.linalg.norm(res.rho - rho) / np.linalg.norm(rho) < 0.25
     assert np.linalg.norm(res.light - subject.lighting) / np.linalg.norm(subject.lighting) < 0.1
     # the photo-albedo path on the same frame reproduces the photo even better
-    plain = texture_frame(flame, frame.vertices, frame.color, K_SMALL, size=128, depth=frame.depth)
+    plain = texture_frame(flame_model, frame.vertices, frame.color, K_SMALL, size=128, depth=frame.depth)
     assert plain.loss4 < res.loss4 + 0.005
 
 
@@ -357,11 +344,11 @@ def test_texture_reconstruction_writes_a_textured_mesh(recon_dir, ict_model):
     assert pic.shape[0] >= 400 and pic.shape[1] > 3 * pic.shape[0]
 
 
-def test_bad_reconstruction_folders(recon_dir, flame, tmp_path):
+def test_bad_reconstruction_folders(recon_dir, flame_model, tmp_path):
     with pytest.raises(HeadcastError, match="params.npz, color.png"):
         texture_reconstruction(tmp_path)
     with pytest.raises(HeadcastError, match="reconstructed with model 'ict', not 'flame2020'"):
-        texture_reconstruction(recon_dir, model=flame, size=64)
+        texture_reconstruction(recon_dir, model=flame_model, size=64)
     bad = tmp_path / "bad"
     bad.mkdir()
     for name in ("params.npz", "params.json", "intrinsics.json", "depth_mm.png"):
