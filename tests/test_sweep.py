@@ -1,5 +1,6 @@
 """Sweeps: registration on a synthetic sweep, the detail layer, texture blending, and bad sequences."""
 
+import copy
 import json
 import shutil
 
@@ -199,9 +200,28 @@ def test_init_carries_detail_offsets_compactly(ict_model):
     assert len(body) - plain < 3 * (off.any(1).sum() + V / 8)  # under 3 bytes per offset vertex
     model, _ = init_head(got, ict_model)
     np.testing.assert_allclose(model.v_template, ict_model.v_template + got.offsets, atol=1e-6)
+    _assert_live_glb_carries(got, ict_model)
     for bad in (body[:-3], body[:plain] + b"\x50" + body[plain + 1:]):
         with pytest.raises(ProtocolError):
             parse_init_body(bad + bytes(64))
+
+
+def _assert_live_glb_carries(info, model):
+    """The live page's head (the GLB the receiver builds from the INIT) has the offsets in its rest mesh."""
+    from headcast.io.gltf import read_accessor, read_glb
+    from headcast.view.live import head_glb_bytes
+
+    def positions(inf):
+        doc, binary = read_glb(head_glb_bytes(inf, model))
+        return read_accessor(doc, binary, doc["meshes"][0]["primitives"][0]["attributes"]["POSITION"])
+
+    plain = copy.copy(info)
+    plain.offsets = None
+    with_detail, without = positions(info), positions(plain)
+    moved = np.linalg.norm(with_detail - without, axis=1)
+    size = np.linalg.norm(info.offsets, axis=1)  # the GLB splits vertices at UV seams: compare the spread
+    assert abs(moved.max() - size.max()) < 1e-4 and (moved > 1e-3).sum() >= (size > 1e-3).sum()
+    assert np.median(moved) < 1e-6
 
 
 def test_face_axes_without_depth_fall_back(ict_model):
