@@ -117,6 +117,7 @@ def run_real(model: HeadModel, folder: Path, work: Path, max_frames: int, figure
     t1 = time.perf_counter()
     tex = texture_reconstruction(work / "real", model=model)
     out.update(seconds_texture=time.perf_counter() - t1, texels_seen_sweep=tex.get("texels_seen_sweep"),
+               head_texels_seen_sweep=tex.get("head_texels_seen_sweep"),
                texels_seen_first_frame=tex.get("texels_seen"))
     out["seen_shares"] = seen_shares(model, work / "real")
     if figures is not None:
@@ -179,9 +180,12 @@ def summary_markdown(result: dict) -> str:
         pm, sh = r["registered_points_to_mesh_mm"], r["seen_shares"]
         lines += [f"Real TrueDepth sweep: {r['registered']} of {r['frames']} frames registered, {r['used']} fitted; "
                   f"registered points to mesh median {pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm; "
-                  f"{r['seconds']:.0f} s (shared machine); texels seen {r['texels_seen_sweep']:.0%} of the atlas "
-                  f"(the first frame alone: {r['texels_seen_first_frame']:.0%}). View confidence alone (no shading "
-                  f"trust): the sweep's frames {sh['sweep_with_depth']:.0%}, its cameras on the mesh without the depth "
-                  f"check {sh['sweep_mesh_only']:.0%}, cameras all around {sh['all_around']:.0%}: the sweep sees "
-                  f"{sh['sweep_with_depth'] / sh['all_around']:.0%} of what any camera could."]
+                  f"{r['seconds']:.0f} s (shared machine); texels seen {r['head_texels_seen_sweep']:.0%} of the head "
+                  f"surface's, {r['texels_seen_sweep']:.0%} of the atlas's (the first frame alone: "
+                  f"{r['texels_seen_first_frame']:.0%} of the atlas's). View confidence alone (no shading trust), head "
+                  f"surface / atlas: the sweep's frames {sh['head_sweep_with_depth']:.0%} / {sh['sweep_with_depth']:.0%}, "
+                  f"its cameras on the mesh without the depth check {sh['head_sweep_mesh_only']:.0%} / "
+                  f"{sh['sweep_mesh_only']:.0%}, {sh['n_sphere']} cameras all around {sh['head_all_around']:.0%} / "
+                  f"{sh['all_around']:.0%}: the sweep sees {sh['head_sweep_with_depth'] / sh['head_all_around']:.0%} "
+                  f"of the head surface any camera could."]
     return "\n".join(lines)

@@ -74,14 +74,15 @@ def look_at(centre: np.ndarray, direction: np.ndarray, distance: float) -> np.nd
 
 
 def seen_shares(model, folder: Path, size: int = 256, n_sphere: int = 80) -> dict:
-    """Shares of the atlas's texels seen (confidence above :data:`headcast.texture.multiview.SEEN`) from
+    """Shares of the atlas's texels (and, as ``head_*``, of the head surface's: :func:`head_texels`) seen
+    (confidence above :data:`headcast.texture.multiview.SEEN`) from
     (a) the sweep's registered cameras with the measured depth (what the texture used), (b) the same cameras
     on the fitted mesh alone (no depth check), (c) ``n_sphere`` cameras all around the head (what any
     capture could see: not the inside of the mouth, the eyeballs' backs, the ear's folds)."""
     from headcast.core.geometry import vertex_normals
     from headcast.texture.core import texture_space
     from headcast.texture.multiview import SEEN, observe_frames, read_frames
-    from headcast.texture.observe import interpolate
+    from headcast.texture.observe import head_texels, interpolate
 
     folder = Path(folder)
     verts = read_obj_vertices(folder / recon.MESH_OBJ)
@@ -92,17 +93,20 @@ def seen_shares(model, folder: Path, size: int = 256, n_sphere: int = 80) -> dic
     frames = read_frames(folder, K)
     blank = np.zeros((K.height, K.width, 3), np.uint8)
 
-    def share(fr) -> float:
+    head = head_texels(model.faces, len(verts), tri)
+
+    def share(fr) -> tuple[float, float]:
         best = np.zeros(len(tri))
         for s in observe_frames(model.faces, verts, fr, K, X, n, tri):
             np.maximum.at(best, s.texels, s.conf)
-        return float((best > SEEN).mean())
+        return float((best > SEEN).mean()), float((best[head] > SEEN).mean())
 
     k = np.arange(n_sphere) + 0.5  # a Fibonacci sphere of directions
     dirs = np.stack([np.sqrt(1 - (1 - 2 * k / n_sphere) ** 2) * np.cos(np.pi * (1 + 5 ** 0.5) * k),
                      1 - 2 * k / n_sphere, np.sqrt(1 - (1 - 2 * k / n_sphere) ** 2) * np.sin(np.pi * (1 + 5 ** 0.5) * k)], 1)
     centre = verts.mean(0)
-    return {"sweep_with_depth": share(frames),
-            "sweep_mesh_only": share([(i, blank, None, T) for i, _, _, T in frames]),
-            "all_around": share([(j, blank, None, look_at(centre, d, 0.5)) for j, d in enumerate(dirs)]),
-            "frames": len(frames), "size": size}
+    shares = {"sweep_with_depth": share(frames),
+              "sweep_mesh_only": share([(i, blank, None, T) for i, _, _, T in frames]),
+              "all_around": share([(j, blank, None, look_at(centre, d, 0.5)) for j, d in enumerate(dirs)])}
+    return {**{k: a for k, (a, _) in shares.items()}, **{f"head_{k}": h for k, (_, h) in shares.items()},
+            "frames": len(frames), "size": size, "n_sphere": n_sphere}

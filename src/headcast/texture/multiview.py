@@ -31,7 +31,7 @@ from headcast.io import recon
 from headcast.io.validate import clean_depth, read_depth_raw, read_image
 from headcast.texture.core import MIN_SHADING, SHADING_RAMP
 from headcast.texture.lighting import fit_light, loss4, normalise_light
-from headcast.texture.observe import View, interpolate
+from headcast.texture.observe import View, head_texels, interpolate
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +197,11 @@ def sweep_albedo(folder: Path, faces: np.ndarray, vertices: np.ndarray, K, light
     scale = np.median(b.albedo[both] / values[both], axis=0) if both.sum() > 200 else np.ones(3)
     out = w * b.albedo + (1 - w) * values * scale
     own = b.best > SEEN
-    stats.update(sweep_frames=len(frames), texels_seen_sweep=float(own.mean()), sweep_gains=b.gains,
-                 sweep_seen=b.frames, sweep_light=b.light.tolist())
-    logger.info(f"texture: {len(frames)} sweep frames see {own.mean():.0%} of the texels")
+    head = own[head_texels(faces, len(vertices), tri)].mean()
+    stats.update(sweep_frames=len(frames), texels_seen_sweep=float(own.mean()), head_texels_seen_sweep=float(head),
+                 sweep_gains=b.gains, sweep_seen=b.frames, sweep_light=b.light.tolist())
+    logger.info(f"texture: {len(frames)} sweep frames see {own.mean():.0%} of the atlas's texels, {head:.0%} of the "
+                f"head surface's (the atlas without the eyeballs)")
     return out
 
 

@@ -39,6 +39,13 @@ def mesh_parts(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     return connected_components(g, directed=False)[1]
 
 
+def head_texels(faces: np.ndarray, n_vertices: int, tri: np.ndarray) -> np.ndarray:
+    """(N,) bool: texels on triangles ``tri`` (N,) of the mesh's largest part, the head's surface (not the
+    eyeballs or other small parts, which no camera outside the head sees whole)."""
+    part = mesh_parts(faces, n_vertices)[np.asarray(faces)[:, 0]]
+    return part[tri] == np.argmax(np.bincount(part))
+
+
 def interpolate(faces: np.ndarray, tri: np.ndarray, bary: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Barycentric interpolation of per-vertex ``values`` (V, C) at points on triangles ``tri`` (N,)
     with weights ``bary`` (N, 3) -> (N, C) float64."""
