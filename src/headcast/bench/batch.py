@@ -5,7 +5,8 @@ per input, a new process each time, as a shell loop runs them), and ``headcast b
 local Ray with 1 and with 2 workers (each its own process, as a user runs it). animate: the shared
 videos, each ``repeat`` times (symbolic links, so the job count divides between the workers), the first
 ``max_frames`` frames, parameters only (no preview video) unless ``video``; driving a head
-reconstructed once beforehand (not timed). reconstruct: TrueDepth frames with ``method``.
+reconstructed once beforehand (not timed). reconstruct: four TrueDepth frames with ``method``, each ``repeat``
+times (links again).
 
 The ceiling without Ray, with the loop: ``loop-1t`` (the loop, one thread per process, as a batch
 worker has) and ``pair-1t`` (two such loops at once, the inputs dealt alternately): what this machine
@@ -64,7 +65,7 @@ def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruc
             inputs = _repeated_videos(samples / "video", work / "videos", repeat)
             args = [*(["--max-frames", str(max_frames)] if max_frames else []), *([] if video else ["--no-video"])]
         else:
-            inputs = [str(truedepth_folder() / f) for f in FRAMES]
+            inputs = _repeated_frames(truedepth_folder(), FRAMES, work / "frames", repeat)
             args = ["--method", method, "--quiet"]
         runs = {}
         if loop:
@@ -96,6 +97,19 @@ def _repeated_videos(folder: Path, into: Path, repeat: int) -> list[str]:
             link = into / f"{v.stem}-{k}{v.suffix}"
             link.symlink_to(v.resolve())
             out.append(str(link))
+    return out
+
+
+def _repeated_frames(folder: Path, prefixes: tuple[str, ...], into: Path, repeat: int) -> list[str]:
+    """Each frame prefix of ``folder`` ``repeat`` times, as links of its files in ``into`` (distinct job names),
+    dealt round-robin so that every worker gets the same mix of frames."""
+    into.mkdir(parents=True)
+    out = []
+    for k in range(repeat):
+        for p in prefixes:
+            for f in folder.glob(f"{p}_*"):
+                (into / f"{p}-{k}{f.name[len(p):]}").symlink_to(f.resolve())
+            out.append(str(into / f"{p}-{k}"))
     return out
 
 

@@ -225,7 +225,7 @@ def _batch_arguments(bb: argparse.ArgumentParser) -> None:
     bb.add_argument("--workers", default=",".join(map(str, default("workers"))),
                     help="worker counts to run, comma-separated (default %(default)s)")
     bb.add_argument("--repeat", type=int, default=default("repeat"),
-                    help="animate: each shared video this many times (default %(default)s)")
+                    help="each shared video / TrueDepth frame this many times (default %(default)s)")
     bb.add_argument("--max-frames", type=int, default=default("max_frames"),
                     help="animate: the first N frames of each video (default %(default)s)")
     bb.add_argument("--method", default=default("method"), help="reconstruct method (default %(default)s)")
