@@ -14,15 +14,8 @@ import torch
 from headcast.core.camera import FLIP, Intrinsics, to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
-from headcast.export.gltf import (
-    Motion,
-    axis_angle_to_quat,
-    export_glb,
-    keyframe_animation,
-    motion_from,
-    skin_weights,
-    split_seams,
-)
+from headcast.export.gltf import export_glb, skin_weights, split_seams
+from headcast.export.motion import Motion, axis_angle_to_quat, keyframe_animation, motion_from
 from headcast.io.anim import read_animation
 from headcast.io.gltf import read_accessor as accessor
 from headcast.io.gltf import read_glb

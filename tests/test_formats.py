@@ -326,7 +326,7 @@ def test_bad_animations_are_refused_by_export_and_encode(tmp_path, kind):
 
 
 def test_expression_count_and_glb_frame_count(tmp_path):
-    from headcast.export.gltf import motion_from
+    from headcast.export.motion import motion_from
 
     A.write_animation(tmp_path, animation(5))
     refused(lambda: A.read_animation(tmp_path, n_expr=E + 2), tmp_path / A.PARAMS, f"psi has {E} expression values")

@@ -21,7 +21,8 @@ from browser import head_pixels
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
-from headcast.export.gltf import export_glb, keyframe_animation
+from headcast.export.gltf import export_glb
+from headcast.export.motion import keyframe_animation
 from headcast.io.mesh import write_obj
 from headcast.io.recon import write_params
 from headcast.model.layer import HeadLayer

@@ -12,7 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from browser import head_pixels
-from headcast.export.gltf import axis_angle_to_quat
+from headcast.export.motion import axis_angle_to_quat
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream.wire import COMPACT, ETA_PAPER, InitInfo
