@@ -192,6 +192,34 @@ def _exact_depth(objects: list[_Object], hit: dict[str, np.ndarray], dirs: np.nd
     return z
 
 
+def _projector_shadow(scene: MeshScene, baseline, d0: np.ndarray, z: np.ndarray, ok: np.ndarray,
+                      normals: np.ndarray) -> np.ndarray:
+    """(N,) bool: pixels (rays ``d0`` (N, 3) hitting at depth ``z`` (N,) where ``ok``) that a depth sensor's
+    projector at ``baseline`` (3,) metres from the camera (None: no projector) cannot light, being blocked
+    or facing away; ``normals`` (N, 3) at the hits."""
+    shadowed = np.zeros(len(d0), dtype=bool)
+    if baseline is None or not ok.any():
+        return shadowed
+    P = np.asarray(baseline, dtype=np.float64)
+    X = d0[ok] * z[ok, None]
+    to_x = X - P
+    back = _cast(scene, P, to_x)
+    margin = 0.002 / np.linalg.norm(to_x, axis=1)  # ignore the hit on the point's own surface
+    blocked = (back["mesh_id"] >= 0) & (back["t"] < 1 - margin)
+    facing_away = np.einsum("nc,nc->n", normals[ok], P - X) <= 0
+    shadowed[ok] = blocked | facing_away
+    return shadowed
+
+
+def _supersampled(objects: list, scene: MeshScene, K: Intrinsics, u: np.ndarray, v: np.ndarray, aa: int,
+                  lighting: np.ndarray) -> np.ndarray:
+    """Colours (N, 3) of the pixels (u, v) (N,) as the mean of aa x aa rays each (anti-aliasing)."""
+    offs = (np.arange(aa) + 0.5) / aa - 0.5
+    sub = np.stack(np.meshgrid(offs, offs, indexing="xy"), -1).reshape(-1, 2)
+    dirs = _rays(K, u, v, sub).reshape(-1, 3)
+    return _shade(objects, _cast(scene, np.zeros(3), dirs), lighting)[0].reshape(-1, aa * aa, 3).mean(1)
+
+
 def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile: str = "truedepth",
                 background: bool = True, seed: int = 0, aa: int = 2) -> SynthFrame:
     """Render ``subject`` as an RGB-D frame seen by a pinhole camera ``K`` at the origin.
@@ -242,28 +270,12 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
     labels = np.where(ok, np.asarray(kinds)[np.maximum(hit["mesh_id"], 0)], -1)
     rgb, normals = _shade(objects, hit, subject.lighting)
     cos_inc = np.abs(np.einsum("nc,nc->n", normals, d0)) / np.linalg.norm(d0, axis=1)
-    shadowed = np.zeros(len(d0), dtype=bool)
-    if prof.baseline is not None and ok.any():
-        P = np.asarray(prof.baseline, dtype=np.float64)
-        X = d0[ok] * z[ok, None]
-        to_x = X - P
-        back = _cast(scene, P, to_x)
-        margin = 0.002 / np.linalg.norm(to_x, axis=1)  # ignore the hit on the point's own surface
-        blocked = (back["mesh_id"] >= 0) & (back["t"] < 1 - margin)
-        facing_away = np.einsum("nc,nc->n", normals[ok], P - X) <= 0
-        shadowed[ok] = blocked | facing_away
-
+    shadowed = _projector_shadow(scene, prof.baseline, d0, z, ok, normals)
     rng = np.random.default_rng(seed)
     depth = sensor_depth(z.reshape(H, W), cos_inc.reshape(H, W), shadowed.reshape(H, W), K.fx, prof, rng)
-
-    # anti-aliasing: aa x aa colour rays on silhouettes and depth edges
     if aa > 1:
         edge = np.flatnonzero(_edges(labels.reshape(H, W), z.reshape(H, W)).ravel())
-        offs = (np.arange(aa) + 0.5) / aa - 0.5
-        sub = np.stack(np.meshgrid(offs, offs, indexing="xy"), -1).reshape(-1, 2)
-        dirs = _rays(K, u_pix[edge], v_pix[edge], sub).reshape(-1, 3)
-        rgb[edge] = _shade(objects, _cast(scene, np.zeros(3), dirs), subject.lighting)[0].reshape(
-            -1, aa * aa, 3).mean(1)
+        rgb[edge] = _supersampled(objects, scene, K, u_pix[edge], v_pix[edge], aa, subject.lighting)
     rgb = rgb.reshape(H, W, 3)
     if prof.color_noise > 0:
         rgb = rgb + prof.color_noise * rng.standard_normal(rgb.shape)
