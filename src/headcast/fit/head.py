@@ -1,31 +1,21 @@
-"""The head model evaluated on the fit's packed parameter vector, in the camera frame, with its Jacobian."""
+"""The head model evaluated on the fit's packed parameter vector, in the camera frame, with its Jacobian.
+
+NumPy float64 throughout: the vertices and their exact Jacobian come from the closed form of
+:class:`headcast.model.rig.VertexSkin` (root and jaw rotations, every beta and psi).
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from headcast.core.camera import FLIP, to_camera, to_camera_torch
-from headcast.core.params import N_POSE, HeadParams, pose_slice
+from headcast.core.camera import FLIP, to_camera
+from headcast.core.params import HeadParams, pose_slice
 from headcast.core.rigid import similarity_fit
-from headcast.fit.packing import FITTED_JOINTS, Packing, layout
-from headcast.model import lbs
-from headcast.model.layer import HeadLayer
+from headcast.fit.packing import FITTED_JOINTS, Packing
+from headcast.model.head_model import HeadModel
+from headcast.model.rig import PointSet, VertexSkin, left_jacobian, matrix_to_rotvec, rotvec_to_matrix, yaw_degrees
 
-
-def _with_tangents(f, y: torch.Tensor, h: float = 1e-20) -> tuple[torch.Tensor, torch.Tensor]:
-    """f(y) and its Jacobian (f's shape + (len(y),)) for a batched analytic f ((B, n) -> (B, ...)).
-
-    Complex-step differentiation: Im f(y + i h e_k) / h is df/dy_k with an error of order h^2 relative,
-    i.e. exact in float64 for h = 1e-20 (no difference is taken, so nothing cancels); all len(y)
-    directions go through f as one batch. f must be built from analytic operations (products, sums,
-    sin, cos, sqrt, division), as rotations and forward kinematics are.
-    """
-    n = len(y)
-    Y = y.detach().to(torch.complex128).repeat(n + 1, 1)
-    Y[1:] += 1j * h * torch.eye(n, dtype=torch.float64)
-    out = f(Y)
-    return out[0].real.to(y.dtype), (out[1:].imag / h).to(y.dtype).movedim(0, -1)
+_FLIP = FLIP.astype(np.float64)
 
 
 class SurfaceMap:
@@ -38,86 +28,71 @@ class SurfaceMap:
 
         ids, inv = np.unique(corners, return_inverse=True)
         self.n = len(corners)
-        self.ids = torch.as_tensor(ids)
+        self.ids = ids
         rows = np.repeat(np.arange(self.n), 3)
         self._blend = csr_matrix((np.asarray(bary, np.float64).reshape(-1), (rows, inv.reshape(-1))),
                                  shape=(self.n, len(ids)))
 
-    def blend(self, per_vertex: torch.Tensor) -> torch.Tensor:
+    def blend(self, per_vertex: np.ndarray) -> np.ndarray:
         """Rows (k, ...) of the vertices ``ids`` blended into the points' rows (n, ...)."""
         k = per_vertex.shape[0]
-        out = self._blend @ per_vertex.detach().reshape(k, -1).numpy()
-        return torch.from_numpy(out).reshape(self.n, *per_vertex.shape[1:])
+        return (self._blend @ per_vertex.reshape(k, -1)).reshape(self.n, *per_vertex.shape[1:])
 
 
 class PackedHead:
-    """A float64 :class:`HeadLayer` of the model named ``model_name``, evaluated on vectors packed by
-    ``self.pk`` (:class:`Packing`). Points are camera-frame metres."""
+    """The head model ``model`` (registered as ``model_name``) evaluated on vectors packed by ``self.pk``
+    (:class:`Packing`). Points are camera-frame metres, float64."""
 
-    def __init__(self, layer: HeadLayer, model_name: str):
-        self.layer = layer
+    def __init__(self, model: HeadModel, model_name: str):
+        self.model = model
         self.model_name = model_name
-        self.pk = Packing(layer.n_shape, layer.n_expr)
+        self.n_shape, self.n_expr = model.n_shape, model.n_expr
+        self.pk = Packing(model.n_shape, model.n_expr)
+        self.skin = VertexSkin(model, FITTED_JOINTS[1:])
+        self._landmark_points = PointSet.from_model(model)
 
-    def landmarks_cam(self, x: torch.Tensor) -> torch.Tensor:
-        """The 68 landmarks (68, 3) at ``x``."""
-        beta, psi, theta, s, t = self.pk.split(x)
-        return to_camera_torch(self.layer.landmarks(beta, psi, theta)[0], s, t)
+    def _pose(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+        """z = [beta | psi] (Z,), the root rotation (3, 3), the other joints' (G - 1, 3, 3), s and t of x."""
+        sl = self.pk.sl
+        z = np.concatenate([x[sl["beta"]], x[sl["psi"]]])
+        R0 = rotvec_to_matrix(x[sl[FITTED_JOINTS[0]]])
+        Rg = np.stack([rotvec_to_matrix(x[sl[j]]) for j in FITTED_JOINTS[1:]])
+        return z, R0, Rg, float(np.exp(x[sl["log_s"]][0])), x[sl["t"]]
 
-    def vertices_cam(self, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    def vertices_cam(self, x: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
         """Vertices ``ids`` (k, 3) (all when None) at ``x``."""
-        beta, psi, theta, s, t = self.pk.split(x)
-        return to_camera_torch(self.layer.vertices(beta, psi, theta, ids)[0], s, t)
+        z, R0, Rg, s, t = self._pose(x)
+        return to_camera(self.skin.vertices(ids, z, R0, Rg), s, t)
 
-    def vertices_jacobian(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def vertices_of(self, p: HeadParams) -> np.ndarray:
+        """Camera-frame vertices (V, 3) of parameters ``p`` (joints outside FITTED_JOINTS at rest)."""
+        return self.vertices_cam(self.pk.pack(p))
+
+    def vertices_jacobian(self, x: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vertices ``ids`` (k, 3) and their Jacobian (k, 3, P) for the packed vector x (P,).
 
-        Skinning is V = s FLIP sum_j w_vj G_j [v_shaped; 1] + t with G_j (3, 4) the joints' relative
-        transforms, which depend only on y = [rest joints | root 3 | jaw 3] (15 + 6 numbers for 5 joints).
-        So dG/dy (J, 3, 4, |y|) comes from a complex-step derivative of that small function (one batch),
-        and every vertex's derivative is a blend of it: no differentiation over the k vertices.
-        Shaped vertices and rest joints are linear in beta and psi: dV/d(beta, psi) = s FLIP M_v @ dirs
-        + dV/dJ @ joint dirs, with M_v the blended skinning rotation of each vertex.
+        V = s FLIP X + t with X the skinned model-frame vertices: the rotations' columns are the
+        left-perturbation derivatives times SO(3)'s left Jacobian at each axis-angle, beta and psi's are
+        the closed form's d_z, log s's is V - t and t's the identity.
         """
-        L, sl = self.layer, self.pk.sl
-        beta, psi = x[sl["beta"]][None], x[sl["psi"]][None]
-        sd, ed = L.shapedirs[ids], L.exprdirs[ids]
-        v_shaped = L.v_template[ids] + lbs.blend_shapes(beta, sd)[0] + lbs.blend_shapes(psi, ed)[0]
-        joints = L.j_template + lbs.blend_shapes(beta, L.j_shapedirs)[0] + lbs.blend_shapes(psi, L.j_exprdirs)[0]
-        nj = joints.numel()
-        ys, ny = layout((("joints", nj),) + tuple((joint, 3) for joint in FITTED_JOINTS))
-        y = torch.cat([joints.reshape(-1)] + [x[sl[joint]] for joint in FITTED_JOINTS])
-        G, dG = _with_tangents(lambda yy: self._relative_transforms(yy, ys), y)  # (J, 3, 4), (J, 3, 4, ny)
-        weights = L.lbs_weights[ids]
-        vh = torch.cat([v_shaped, torch.ones_like(v_shaped[:, :1])], 1)  # (k, 4)
-        T = torch.einsum("vj,jrc->vrc", weights, G)  # (k, 3, 4)
-        posed = torch.einsum("vrc,vc->vr", T, vh)
-        dT = (weights @ dG.reshape(G.shape[0], -1)).reshape(-1, 3, 4, ny)
-        dposed = torch.einsum("vrcy,vc->vry", dT, vh)  # (k, 3, ny)
-        s, t, origin = torch.exp(x[sl["log_s"]]), x[sl["t"]], torch.zeros(3, dtype=x.dtype)
-        V = to_camera_torch(posed, s, t)
-        to_cam = lambda a: to_camera_torch(a.transpose(1, 2), s, origin).transpose(1, 2)  # noqa: E731  s FLIP a
-        Jy = to_cam(dposed)  # (k, 3, ny)
-        M = to_cam(T[..., :3])  # (k, 3, 3)
-        parts = {joint: Jy[..., ys[joint]] for joint in FITTED_JOINTS}
-        for name, dirs, joint_dirs in (("beta", sd, L.j_shapedirs), ("psi", ed, L.j_exprdirs)):
-            parts[name] = torch.baddbmm(Jy[..., ys["joints"]] @ joint_dirs.reshape(nj, -1), M, dirs)
-        parts["log_s"] = (V - t)[..., None]
-        parts["t"] = torch.eye(3, dtype=x.dtype).expand(V.shape[0], 3, 3)
-        jac = torch.cat([parts[name] for name in sorted(sl, key=lambda n: sl[n].start)], dim=2)
+        sl = self.pk.sl
+        z, R0, Rg, s, t = self._pose(x)
+        X, d_root, d_g, d_z = self.skin.vertices(ids, z, R0, Rg, jacobian=True)
+        V = to_camera(X, s, t)
+        sF = s * _FLIP
+        parts = {FITTED_JOINTS[0]: d_root @ left_jacobian(x[sl[FITTED_JOINTS[0]]])}
+        for g, joint in enumerate(FITTED_JOINTS[1:]):
+            parts[joint] = d_g[g] @ left_jacobian(x[sl[joint]])
+        nb = self.n_shape
+        parts["beta"], parts["psi"] = d_z[..., :nb], d_z[..., nb:]
+        jac = np.empty((len(V), 3, self.pk.size))
+        for name, d in parts.items():
+            jac[..., sl[name]] = sF @ d
+        jac[..., sl["log_s"]] = (V - t)[..., None]
+        jac[..., sl["t"]] = np.eye(3)
         return V, jac
 
-    def _relative_transforms(self, y: torch.Tensor, ys: dict[str, slice]) -> torch.Tensor:
-        """y (B, n) = [rest joints | root 3 | jaw 3] -> the joints' skinning transforms (B, J, 3, 4)."""
-        L, B = self.layer, y.shape[0]
-        theta = torch.zeros(B, N_POSE, dtype=y.dtype)
-        for joint in FITTED_JOINTS:
-            theta[:, pose_slice(joint)] = y[:, ys[joint]]
-        rot = lbs.batch_rodrigues(theta.reshape(-1, 3)).view(B, -1, 3, 3)
-        _, rel = lbs.batch_rigid_transform(rot, y[:, ys["joints"]].reshape(B, -1, 3), L.parents)
-        return rel[:, :, :3, :]
-
-    def surface_points(self, x: torch.Tensor, where: SurfaceMap, with_jac: bool):
+    def surface_points(self, x: np.ndarray, where: SurfaceMap, with_jac: bool):
         """The points (n, 3) ``where`` places on the mesh at x, and their (n, 3, P) Jacobian (None unless
         ``with_jac``)."""
         if not with_jac:
@@ -125,11 +100,21 @@ class PackedHead:
         V, J = self.vertices_jacobian(x, where.ids)
         return where.blend(V), where.blend(J)
 
+    def landmark_map(self, x: np.ndarray) -> SurfaceMap:
+        """The 68 landmarks as a :class:`SurfaceMap`, the contour chosen by the head's yaw at x (the
+        model's dynamic contour; the static one when it has none)."""
+        pts = self._landmark_points
+        rows = pts.rows_for(yaw_degrees(rotvec_to_matrix(x[self.pk.sl["root"]])), pupils=False)
+        return SurfaceMap(pts.vids[rows], pts.bary[rows])
+
+    def landmarks_cam(self, x: np.ndarray) -> np.ndarray:
+        """The 68 landmarks (68, 3) at ``x``."""
+        return self.surface_points(x, self.landmark_map(x), False)[0]
+
     def template_landmarks(self) -> np.ndarray:
         """The neutral head's 68 landmarks (68, 3), model frame, float64."""
-        with torch.no_grad():
-            z = self.layer.zeros(1)
-            return self.layer.landmarks(z["beta"], z["psi"], z["theta"])[0].double().numpy()
+        x = self.pk.pack(HeadParams.neutral(self, self.model_name))
+        return to_camera(self.landmarks_cam(x), 1.0, np.zeros(3))  # FLIP is its own inverse
 
     def init_similarity(self, target: np.ndarray, idx: np.ndarray) -> HeadParams:
         """Closed-form similarity (Umeyama) from the template landmarks ``idx`` to the 3D targets (n, 3)."""
@@ -139,12 +124,10 @@ class PackedHead:
     def params_from_camera_rotation(self, Ru: np.ndarray, s: float, t_u: np.ndarray) -> HeadParams:
         """Neutral parameters placing the head at X_cam = s Ru v + t_u: the root rotation about joint 0
         and the translation."""
-        from scipy.spatial.transform import Rotation
-
-        R = FLIP.astype(np.float64) @ Ru  # the rotation in model axes (FLIP is its own inverse)
-        j0 = self.layer.j_template[0].double().numpy()
+        R = _FLIP @ Ru  # the rotation in model axes (FLIP is its own inverse)
+        j0 = self.skin.j0[0]
         t = t_u - to_camera(j0 - R @ j0, s, np.zeros(3))  # the root turns about j0, not the model origin
-        p = HeadParams.neutral(self.layer, self.model_name)
-        p.theta[pose_slice("root")] = Rotation.from_matrix(R).as_rotvec()
+        p = HeadParams.neutral(self, self.model_name)
+        p.theta[pose_slice("root")] = matrix_to_rotvec(R)
         p.scale, p.translation = s, t
         return p

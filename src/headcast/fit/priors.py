@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from headcast.core.geometry import face_normals
 from headcast.core.scene import closest_points_on_mesh
@@ -52,7 +51,7 @@ def prior_weights(cfg: FitConfig, n: int, sigma: float | None = None,
     return PriorWeights(wb, wp, n, sigma, correlation, source)
 
 
-def residual_sigma(head: PackedHead, x: torch.Tensor, pts: np.ndarray, k: int = 16) -> tuple[float, float]:
+def residual_sigma(head: PackedHead, x: np.ndarray, pts: np.ndarray, k: int = 16) -> tuple[float, float]:
     """Per-point noise (m) for the priors from the signed distances of the points (n, 3) to the mesh
     at x, and the correlation factor in it.
 
@@ -63,9 +62,8 @@ def residual_sigma(head: PackedHead, x: torch.Tensor, pts: np.ndarray, k: int = 
     """
     from scipy.spatial import cKDTree
 
-    faces = head.layer.model.faces
-    with torch.no_grad():
-        v = head.vertices_cam(x).numpy()
+    faces = head.model.faces
+    v = head.vertices_cam(x)
     tri, bary, d = closest_points_on_mesh(v, faces, pts)
     q = np.einsum("nk,nkc->nc", bary, v[faces[tri]])
     r = d * np.sign(((pts - q) * face_normals(v, faces[tri])).sum(1) + 1e-30)
