@@ -90,6 +90,16 @@ def test_closed_form_vertices_and_jacobian_equal_the_head_layer(which, request):
     from headcast.core.camera import to_camera
 
     assert np.abs(fitter.landmarks_cam(x) - to_camera(lmk, p.scale, p.translation)).max() < tol
+    # points on triangles, and their Jacobian along a direction each (the point term's rows)
+    tri = rng.choice(len(model.faces), 200)
+    bary = rng.dirichlet(np.ones(3), 200)
+    where = fitter.surface_map(model.faces[tri], bary)
+    Q, JQ = fitter.surface_points(x, where, True)
+    e = rng.normal(size=(200, 3))
+    Q2, Je = fitter.surface_points_along(x, where, e, True)
+    assert np.abs(Q - np.einsum("nk,nkc->nc", bary, fitter.vertices_cam(x)[model.faces[tri]])).max() < 1e-12
+    assert np.abs(Q2 - Q).max() < 1e-15
+    assert np.abs(Je - np.einsum("nc,ncp->np", e, JQ)).max() < 1e-12 * max(1.0, np.abs(Je).max())
 
 
 def test_full_method_recovers_synthetic_face_and_beats_baselines(fitter, ict_model, synthetic):

@@ -30,7 +30,7 @@ def landmark2d_term(head: PackedHead, x: np.ndarray, tgt: np.ndarray, K: Intrins
     def evaluate(xx: np.ndarray, with_jac: bool):
         p, J = head.surface_points(xx, where, with_jac)
         z = p[:, 2]
-        uv = np.stack([K.fx * p[:, 0] / z + K.cx, K.fy * p[:, 1] / z + K.cy], dim=1)
+        uv = np.stack([K.fx * p[:, 0] / z + K.cx, K.fy * p[:, 1] / z + K.cy], axis=1)
         r = ((uv - tgt) * k).reshape(-1)
         if not with_jac:
             return r

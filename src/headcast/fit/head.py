@@ -1,7 +1,7 @@
 """The head model evaluated on the fit's packed parameter vector, in the camera frame, with its Jacobian.
 
-NumPy float64 throughout: the vertices and their exact Jacobian come from the closed form of
-:class:`headcast.model.rig.VertexSkin` (root and jaw rotations, every beta and psi).
+NumPy float64 throughout: the vertices, points on the mesh and their exact Jacobians come from the closed
+form of :mod:`headcast.model.skin` (root and jaw rotations, every beta and psi).
 """
 
 from __future__ import annotations
@@ -13,30 +13,10 @@ from headcast.core.params import HeadParams, pose_slice
 from headcast.core.rigid import similarity_fit
 from headcast.fit.packing import FITTED_JOINTS, Packing
 from headcast.model.head_model import HeadModel
-from headcast.model.rig import PointSet, VertexSkin, left_jacobian, matrix_to_rotvec, rotvec_to_matrix, yaw_degrees
+from headcast.model.rig import PointSet, left_jacobian, matrix_to_rotvec, rotvec_to_matrix, yaw_degrees
+from headcast.model.skin import SkinPoints, VertexSkin
 
 _FLIP = FLIP.astype(np.float64)
-
-
-class SurfaceMap:
-    """Points on the mesh as barycentric blends of triangle corners (n, 3 vertex ids) with weights
-    ``bary`` (n, 3): the vertices they use (``ids``, (k,)) and the sparse (n, k) blend, built once per set
-    of correspondences and reused by every evaluation at a new x."""
-
-    def __init__(self, corners: np.ndarray, bary: np.ndarray):
-        from scipy.sparse import csr_matrix
-
-        ids, inv = np.unique(corners, return_inverse=True)
-        self.n = len(corners)
-        self.ids = ids
-        rows = np.repeat(np.arange(self.n), 3)
-        self._blend = csr_matrix((np.asarray(bary, np.float64).reshape(-1), (rows, inv.reshape(-1))),
-                                 shape=(self.n, len(ids)))
-
-    def blend(self, per_vertex: np.ndarray) -> np.ndarray:
-        """Rows (k, ...) of the vertices ``ids`` blended into the points' rows (n, ...)."""
-        k = per_vertex.shape[0]
-        return (self._blend @ per_vertex.reshape(k, -1)).reshape(self.n, *per_vertex.shape[1:])
 
 
 class PackedHead:
@@ -50,6 +30,30 @@ class PackedHead:
         self.pk = Packing(model.n_shape, model.n_expr)
         self.skin = VertexSkin(model, FITTED_JOINTS[1:])
         self._landmark_points = PointSet.from_model(model)
+        self._mesh: tuple | None = None  # (x bytes, vertices (V, 3), MeshScene or None): the last mesh
+        self._found: tuple | None = None  # (points, vertices then, (tri, bary, dist)): the last answer
+
+    def closest(self, x: np.ndarray, pts: np.ndarray) -> tuple[tuple, np.ndarray]:
+        """The closest points of ``pts`` (n, 3) on the mesh at x: (triangle (n,), barycentric weights (n, 3),
+        distance (n,)), and the mesh's camera-frame vertices (V, 3).
+
+        One Open3D scene per mesh, and the last answer, kept for further queries at the same x (a block's
+        report and the next block's first step query the same mesh).
+        """
+        from headcast.core.scene import MeshScene
+
+        key = x.tobytes()
+        if self._mesh is None or self._mesh[0] != key:
+            self._mesh = (key, self.vertices_cam(x), None)
+        v = self._mesh[1]
+        f = self._found
+        if f is not None and f[0] is pts and f[1] is v:
+            return f[2], v
+        if self._mesh[2] is None:
+            self._mesh = (key, v, MeshScene([(v, self.model.faces)]))
+        tri, bary, _, dist = self._mesh[2].closest(pts)
+        self._found = (pts, v, (tri, bary, dist))
+        return self._found[2], v
 
     def _pose(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
         """z = [beta | psi] (Z,), the root rotation (3, 3), the other joints' (G - 1, 3, 3), s and t of x."""
@@ -59,53 +63,75 @@ class PackedHead:
         Rg = np.stack([rotvec_to_matrix(x[sl[j]]) for j in FITTED_JOINTS[1:]])
         return z, R0, Rg, float(np.exp(x[sl["log_s"]][0])), x[sl["t"]]
 
+    def surface_map(self, corners: np.ndarray, bary: np.ndarray) -> SkinPoints:
+        """Points on the mesh: barycentric blends of triangle corners (n, 3 vertex ids), weights (n, 3)."""
+        return SkinPoints(self.skin, corners, bary)
+
     def vertices_cam(self, x: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
         """Vertices ``ids`` (k, 3) (all when None) at ``x``."""
         z, R0, Rg, s, t = self._pose(x)
-        return to_camera(self.skin.vertices(ids, z, R0, Rg), s, t)
+        if ids is None:
+            return to_camera(self.skin.vertices(z, R0, Rg), s, t)
+        return to_camera(self._vertex_map(ids).points(z, R0, Rg), s, t)
+
+    def _vertex_map(self, ids: np.ndarray) -> SkinPoints:
+        ids = np.asarray(ids)
+        return SkinPoints(self.skin, np.repeat(ids[:, None], 3, 1), np.tile([1.0, 0.0, 0.0], (len(ids), 1)))
 
     def vertices_of(self, p: HeadParams) -> np.ndarray:
         """Camera-frame vertices (V, 3) of parameters ``p`` (joints outside FITTED_JOINTS at rest)."""
         return self.vertices_cam(self.pk.pack(p))
 
     def vertices_jacobian(self, x: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Vertices ``ids`` (k, 3) and their Jacobian (k, 3, P) for the packed vector x (P,).
+        """Vertices ``ids`` (k, 3) and their Jacobian (k, 3, P) for the packed vector x (P,)."""
+        return self.surface_points(x, self._vertex_map(ids), True)
 
-        V = s FLIP X + t with X the skinned model-frame vertices: the rotations' columns are the
-        left-perturbation derivatives times SO(3)'s left Jacobian at each axis-angle, beta and psi's are
-        the closed form's d_z, log s's is V - t and t's the identity.
-        """
-        sl = self.pk.sl
-        z, R0, Rg, s, t = self._pose(x)
-        X, d_root, d_g, d_z = self.skin.vertices(ids, z, R0, Rg, jacobian=True)
-        V = to_camera(X, s, t)
-        sF = s * _FLIP
-        parts = {FITTED_JOINTS[0]: d_root @ left_jacobian(x[sl[FITTED_JOINTS[0]]])}
-        for g, joint in enumerate(FITTED_JOINTS[1:]):
-            parts[joint] = d_g[g] @ left_jacobian(x[sl[joint]])
-        nb = self.n_shape
-        parts["beta"], parts["psi"] = d_z[..., :nb], d_z[..., nb:]
-        jac = np.empty((len(V), 3, self.pk.size))
-        for name, d in parts.items():
-            jac[..., sl[name]] = sF @ d
-        jac[..., sl["log_s"]] = (V - t)[..., None]
-        jac[..., sl["t"]] = np.eye(3)
-        return V, jac
-
-    def surface_points(self, x: np.ndarray, where: SurfaceMap, with_jac: bool):
+    def surface_points(self, x: np.ndarray, where: SkinPoints, with_jac: bool):
         """The points (n, 3) ``where`` places on the mesh at x, and their (n, 3, P) Jacobian (None unless
-        ``with_jac``)."""
-        if not with_jac:
-            return where.blend(self.vertices_cam(x, where.ids)), None
-        V, J = self.vertices_jacobian(x, where.ids)
-        return where.blend(V), where.blend(J)
+        ``with_jac``).
 
-    def landmark_map(self, x: np.ndarray) -> SurfaceMap:
-        """The 68 landmarks as a :class:`SurfaceMap`, the contour chosen by the head's yaw at x (the
+        Q = s FLIP X + t with X the skinned model-frame points: the rotations' columns are the
+        left-perturbation derivatives times SO(3)'s left Jacobian at each axis-angle, beta and psi's are
+        the closed form's d_z, log s's is Q - t and t's the identity.
+        """
+        z, R0, Rg, s, t = self._pose(x)
+        if not with_jac:
+            return to_camera(where.points(z, R0, Rg), s, t), None
+        X, d_root, d_g, d_z = where.jacobian(z, R0, Rg)
+        Q = to_camera(X, s, t)
+        return Q, self._assemble(x, s * _FLIP @ d_root, [s * _FLIP @ d for d in d_g], s * _FLIP @ d_z, Q - t,
+                                 np.broadcast_to(np.eye(3), (len(Q), 3, 3)))
+
+    def surface_points_along(self, x: np.ndarray, where: SkinPoints, e: np.ndarray, with_jac: bool):
+        """The points (n, 3) at x and, with ``with_jac``, the Jacobian (n, P) of e_i . q_i for camera-frame
+        directions e (n, 3) (the point-to-plane residuals' rows, without forming (n, 3, P))."""
+        z, R0, Rg, s, t = self._pose(x)
+        if not with_jac:
+            return to_camera(where.points(z, R0, Rg), s, t), None
+        X, er, eg, d_z = where.projected(z, R0, Rg, s * e @ _FLIP)
+        Q = to_camera(X, s, t)
+        return Q, self._assemble(x, er, list(eg), d_z, ((Q - t) * e).sum(1), e)
+
+    def _assemble(self, x: np.ndarray, d_root, d_g, d_z, d_log_s, d_t) -> np.ndarray:
+        """The packed Jacobian (..., P) from its parts (..., 3) / (..., Z) / (...) by rotation
+        (left perturbations), coefficients, log s and t."""
+        sl = self.pk.sl
+        jac = np.empty(d_z.shape[:-1] + (self.pk.size,))
+        jac[..., sl[FITTED_JOINTS[0]]] = d_root @ left_jacobian(x[sl[FITTED_JOINTS[0]]])
+        for joint, d in zip(FITTED_JOINTS[1:], d_g):
+            jac[..., sl[joint]] = d @ left_jacobian(x[sl[joint]])
+        jac[..., sl["beta"]] = d_z[..., : self.n_shape]
+        jac[..., sl["psi"]] = d_z[..., self.n_shape:]
+        jac[..., sl["log_s"]] = d_log_s[..., None]
+        jac[..., sl["t"]] = d_t
+        return jac
+
+    def landmark_map(self, x: np.ndarray) -> SkinPoints:
+        """The 68 landmarks as :class:`SkinPoints`, the contour chosen by the head's yaw at x (the
         model's dynamic contour; the static one when it has none)."""
         pts = self._landmark_points
         rows = pts.rows_for(yaw_degrees(rotvec_to_matrix(x[self.pk.sl["root"]])), pupils=False)
-        return SurfaceMap(pts.vids[rows], pts.bary[rows])
+        return self.surface_map(pts.vids[rows], pts.bary[rows])
 
     def landmarks_cam(self, x: np.ndarray) -> np.ndarray:
         """The 68 landmarks (68, 3) at ``x``."""

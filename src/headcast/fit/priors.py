@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from headcast.core.geometry import face_normals
-from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.config import FitConfig
 from headcast.fit.head import PackedHead
 
@@ -63,8 +62,7 @@ def residual_sigma(head: PackedHead, x: np.ndarray, pts: np.ndarray, k: int = 16
     from scipy.spatial import cKDTree
 
     faces = head.model.faces
-    v = head.vertices_cam(x)
-    tri, bary, d = closest_points_on_mesh(v, faces, pts)
+    (tri, bary, d), v = head.closest(x, pts)
     q = np.einsum("nk,nkc->nc", bary, v[faces[tri]])
     r = d * np.sign(((pts - q) * face_normals(v, faces[tri])).sum(1) + 1e-30)
     rays = pts[:, :2] / pts[:, 2:3]  # neighbours across the image: depth noise does not move a point's ray

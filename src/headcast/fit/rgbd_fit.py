@@ -28,7 +28,6 @@ import numpy as np
 from headcast.core import threads
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
-from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.config import FitConfig
 from headcast.fit.priors import PriorWeights, prior_weights, residual_sigma
 from headcast.fit.results import BlockReport, FitResult
@@ -148,10 +147,8 @@ class RGBDFitter(BlockRunner):
     def _grow_region(self, x: np.ndarray, pts: np.ndarray, scene: np.ndarray) -> np.ndarray:
         """Add the depth points within ``grow_mm`` of the fitted mesh's face triangles (beyond the
         landmark hull: forehead, temples, jaw sides), subsampled with the hull points to max_points."""
-        m = self.model
-        v = self.vertices_cam(x)
-        face_tri = m.region_triangles("face")
-        tri, _, dist = closest_points_on_mesh(v, m.faces, scene)
+        face_tri = self.model.region_triangles("face")
+        (tri, _, dist), _ = self.closest(x, scene)
         extra = scene[(dist < self.cfg.grow_mm / 1000.0) & face_tri[tri]]
         both = np.concatenate([pts, extra])
         if len(both) > self.cfg.max_points:
@@ -169,5 +166,5 @@ class RGBDFitter(BlockRunner):
         """L3D (mm^2): the mean squared distance of the points (n, 3) to the mesh at x; None without points."""
         if pts is None:
             return None
-        _, _, d = closest_points_on_mesh(self.vertices_cam(x), self.model.faces, pts)
+        (_, _, d), _ = self.closest(x, pts)
         return float((d ** 2).mean()) * 1e6

@@ -13,8 +13,7 @@ import numpy as np
 
 from headcast.core.camera import Intrinsics
 from headcast.core.geometry import face_normals
-from headcast.core.scene import closest_points_on_mesh
-from headcast.fit.head import PackedHead, SurfaceMap
+from headcast.fit.head import PackedHead
 from headcast.fit.packing import Packing
 from headcast.fit.solver import Evaluate
 from headcast.model.head_model import N_CONTOUR
@@ -41,21 +40,20 @@ def point_term(head: PackedHead, x: np.ndarray, pts: np.ndarray, trim_m: float |
     Points farther than ``trim_m`` from the mesh are left out, unless that would leave fewer than 30 %.
     """
     faces = head.model.faces
-    v = head.vertices_cam(x)
-    tri, bary, dist = closest_points_on_mesh(v, faces, pts)
+    (tri, bary, dist), v = head.closest(x, pts)
     keep = dist < trim_m if trim_m is not None else np.ones(len(pts), bool)
     if keep.sum() < 0.3 * len(pts):  # far from the surface: do not trim yet
         keep[:] = True
     corners, b = faces[tri[keep]], bary[keep]
-    where = SurfaceMap(corners, b)
+    where = head.surface_map(corners, b)
     target = pts[keep]
     n = int(keep.sum())
     normal = distance_directions(v, faces[tri[keep]], b, pts[keep])
 
     def evaluate(xx: np.ndarray, with_jac: bool):
-        q, J = head.surface_points(xx, where, with_jac)
+        q, J = head.surface_points_along(xx, where, normal, with_jac)
         r = ((q - target) * normal).sum(1) / np.sqrt(n)
-        return (r, np.einsum("nc,ncp->np", normal, J) / np.sqrt(n)) if with_jac else r
+        return (r, J / np.sqrt(n)) if with_jac else r
 
     return evaluate
 
@@ -79,7 +77,7 @@ def landmark_term(head: PackedHead, tgt: np.ndarray, idx: np.ndarray) -> Evaluat
     """3D landmark term of the static (inner) landmarks ``idx`` (n,) against ``tgt`` (n, 3)."""
     m = head.model
     tgt = np.asarray(tgt, dtype=np.float64)
-    where = SurfaceMap(m.faces[m.lmk_faces[idx]], m.lmk_bary[idx].astype(np.float64))
+    where = head.surface_map(m.faces[m.lmk_faces[idx]], m.lmk_bary[idx].astype(np.float64))
     scale = 1.0 / np.sqrt(len(idx))
 
     def evaluate(xx: np.ndarray, with_jac: bool):

@@ -12,8 +12,8 @@ skinning weights on joint g (a_0: on the root and neck), c_g the sum of those we
 rest joint position. The a_g and J_g are affine in the coefficients z (identity beta and/or
 expression psi), so the point and its Jacobian follow from a few small matrix products
 (:meth:`PointRig.points`); ``tests/test_animate.py`` checks them against :class:`HeadLayer`.
-:class:`VertexSkin` is the same closed form on whole vertices for the RGB-D fit (root and jaw; every
-beta and psi), checked in ``tests/test_reconstruct.py``. Model frame, metres.
+:mod:`headcast.model.skin` uses the same closed form on whole vertices for the RGB-D fit.
+Model frame, metres.
 """
 
 from __future__ import annotations
@@ -298,61 +298,3 @@ def left_jacobian(r) -> np.ndarray:
     if a < 1e-6:
         return np.eye(3) + 0.5 * K + K @ K / 6.0
     return np.eye(3) + (1 - math.cos(a)) / a ** 2 * K + (a - math.sin(a)) / a ** 3 * (K @ K)
-
-
-class VertexSkin:
-    """Vertices of ``model`` posed by a root rotation and local rotations of ``joints`` (every other joint
-    at rest, so it turns with the root), with their exact Jacobian: :func:`grouped_points` with each
-    vertex's own weights on the joints as its groups, all beta and psi as the coefficients z
-    (z = [beta (S) | psi (E)]), and the model's pose correctives of ``joints`` (FLAME's; ICT has none).
-    Model frame, metres, float64.
-    """
-
-    def __init__(self, model: HeadModel, joints: tuple[str, ...] = ("jaw",)):
-        self.model = model
-        self.joints = tuple(JOINT_NAMES.index(j) for j in joints)
-        groups = (ROOT, *self.joints)
-        W = model.lbs_weights.astype(np.float64)
-        self.w = W[:, list(self.joints)].T.copy()  # (G - 1, V)
-        self.v_template = model.v_template.astype(np.float64)
-        self.dirs = np.concatenate([model.shapedirs, model.exprdirs], axis=-1).astype(np.float64)  # (V, 3, Z)
-        jr = np.asarray(model.j_regressor, dtype=np.float64)[list(groups)]
-        used = np.flatnonzero(np.any(jr != 0, axis=0))
-        self.j0 = jr[:, used] @ self.v_template[used]  # (G, 3)
-        self.JZ = np.einsum("jv,vdz->jdz", jr[:, used], self.dirs[used])  # (G, 3, Z)
-        pd = model.posedirs
-        self.posedirs = None  # (V, 3, 9 (G - 1)): the correctives of the joints' rotation entries
-        if pd is not None and pd.size and np.any(pd):
-            self.posedirs = np.concatenate([pd[..., 9 * (j - 1): 9 * j] for j in self.joints], -1).astype(np.float64)
-
-    def vertices(self, ids: np.ndarray | None, z: np.ndarray, R0: np.ndarray, Rg: np.ndarray, jacobian: bool = False):
-        """Posed vertices ``ids`` (k, 3) (all when None) and, when asked, their derivatives.
-
-        Args:
-            z: (Z,) [beta | psi]; R0: (3, 3) root rotation; Rg: (G - 1, 3, 3) the joints' local rotations.
-
-        Returns:
-            x (k, 3); with ``jacobian``: d_root (k, 3, 3) for R0 <- exp(d) R0, d_g (G - 1, k, 3, 3) for
-            Rg <- exp(d) Rg and d_z (k, 3, Z).
-        """
-        ids = slice(None) if ids is None else ids
-        dirs = self.dirs[ids]
-        u = self.v_template[ids] + dirs @ z  # (k, 3) rest positions
-        cg = self.w[:, ids]  # (G - 1, k)
-        if self.posedirs is not None:
-            pd = self.posedirs[ids]
-            u = u + pd @ (Rg - np.eye(3)).reshape(-1)
-        c = np.concatenate([1.0 - cg.sum(0)[None], cg])
-        J = self.j0 + self.JZ @ z
-        x, w, rq = grouped_points(c[:, :, None] * u[None], c, J, R0, Rg)
-        if not jacobian:
-            return x
-        d_root, d_g = rotation_jacobians(w, rq, R0)
-        M = np.eye(3) + np.einsum("gk,gab->kab", cg, Rg - np.eye(3))  # (k, 3, 3): the blended rotation
-        RM = R0 @ M
-        if self.posedirs is not None:  # the correctives move with each joint's rotation entries
-            for g in range(len(Rg)):
-                dR = np.stack([skew(e) @ Rg[g] for e in np.eye(3)], axis=-1).reshape(9, 3)  # d vec(R)/d d
-                d_g[g] += RM @ (pd[..., 9 * g: 9 * g + 9] @ dR)
-        d_z = RM @ dirs + R0 @ joint_jacobian(c, self.JZ, Rg) + self.JZ[0][None]
-        return x, d_root, d_g, d_z
