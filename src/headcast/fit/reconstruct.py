@@ -21,7 +21,6 @@ from headcast.core.camera import project
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
 from headcast.core.scene import closest_points_on_mesh
-from headcast.fit.detail import detailed_vertices, fit_offsets
 from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
 from headcast.io.mesh import write_obj, write_ply
@@ -73,6 +72,8 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
     obs = preprocess(frame, landmarks, face=face, forehead=forehead, hull_margin=hull_margin, seed=config.seed)
     rec = fit_observation(obs, make_fitter(model, config), method)
     if detail == "normal":
+        from headcast.fit.detail import detailed_vertices, fit_offsets  # scipy's sparse solvers: only here
+
         rec.offsets, rec.report["detail"] = fit_offsets(model, rec.params, rec.vertices, head_points(obs))
         rec.vertices = detailed_vertices(model, rec.params, rec.offsets)
     if truth is not None:

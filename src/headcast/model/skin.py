@@ -77,7 +77,10 @@ class SkinPoints:
         self._rows = np.repeat(np.arange(self.n), 3)
         self._cols = inv.reshape(-1)
         self._vals = np.asarray(bary, np.float64).reshape(-1)
-        self.blend = csr_matrix((self._vals, (self._rows, self._cols)), shape=(self.n, len(ids)))
+        # rows of 3 (corners) and 9 (corners x axes) entries in row order: CSR directly, no COO sort
+        self.blend = csr_matrix((self._vals, self._cols, np.arange(0, 3 * self.n + 1, 3)), shape=(self.n, len(ids)))
+        self._s_cols = (3 * self._cols[:, None] + np.arange(3)).reshape(-1)
+        self._s_ptr = np.arange(0, 9 * self.n + 1, 9)
         self._dirs = skin.dirs[ids]  # (k, 3, Z)
         self._v0 = skin.v_template[ids]
         self._cg = skin.w[:, ids]
@@ -124,8 +127,7 @@ class SkinPoints:
         eg = np.stack([np.einsum("na,nab->nb", e, _blend(b, d)) for d in d_g])
         cov = self._vals[:, None] * np.einsum("na,nab->nb", e[self._rows], RM[self._cols])  # (3n, 3)
         k, Z = self._dirs.shape[0], self._dirs.shape[-1]
-        S = csr_matrix((cov.reshape(-1), (np.repeat(self._rows, 3), (3 * self._cols[:, None] + np.arange(3)).reshape(-1))),
-                       shape=(self.n, 3 * k))
+        S = csr_matrix((cov.reshape(-1), self._s_cols, self._s_ptr), shape=(self.n, 3 * k))
         d_z = S @ self._dirs.reshape(3 * k, Z)
         # the joints' share, per point: e R0 (-JZ_0 + sum_g C_g (I - R_g) JZ_g) + e JZ_0 with C = blended c
         JZ, I3 = self.skin.JZ, np.eye(3)
