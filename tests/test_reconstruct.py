@@ -39,15 +39,14 @@ def synthetic(ict_model):
 
 def _head_layer_camera(layer, fitter, ids):
     """x (P,) -> camera-frame vertices ``ids`` of the torch HeadLayer, the fit's packing undone by hand."""
-    from headcast.core.camera import to_camera_torch
-
     sl = fitter.pk.sl
+    flip = torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)  # core.camera.FLIP
 
     def f(x):
         zero = torch.zeros(3, dtype=x.dtype)
         theta = torch.cat([x[sl["root"]], zero, x[sl["jaw"]], zero, zero])[None]
         v = layer.vertices(x[sl["beta"]][None], x[sl["psi"]][None], theta, ids)[0]
-        return to_camera_torch(v, torch.exp(x[sl["log_s"]]), x[sl["t"]])
+        return torch.exp(x[sl["log_s"]]) * v * flip + x[sl["t"]]
 
     return f
 
