@@ -12,12 +12,12 @@ from conftest import shared_path
 from headcast.animate.builtin import builtin_motion, builtin_motion_video
 from headcast.animate.fit import FrameFitter, Observation, TrackConfig
 from headcast.animate.pipeline import animate
-from headcast.animate.rig import PointRig, pupil_vertices, rotvec_to_matrix, yaw_degrees
 from headcast.animate.track import select_calibration
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE, HeadParams, pose_slice
 from headcast.io.recon import read_params, write_params
 from headcast.model.layer import HeadLayer
+from headcast.model.rig import PointRig, pupil_vertices, rotvec_to_matrix, yaw_degrees
 
 FPS = 15.0
 BLANK = (95, 5)  # frames 95..99 of the built-in clip are black (no face)

@@ -47,3 +47,26 @@ def test_inside_hull_agrees_with_delaunay():
         expected = Delaunay(hull).find_simplex(pts) >= 0
         got = inside_hull(pts, hull)
         assert 1000 < got.sum() < 19000 and np.array_equal(got, expected)
+
+
+RECONSTRUCT = """
+import sys
+from headcast.cli import main
+
+code = main(["reconstruct", sys.argv[1], "--out", sys.argv[2], "--quiet"])
+import headcast.fit.sweep, headcast.fit.sweep_io, headcast.fit.detail  # the sweep's own modules
+print(code, sorted(m for m in ("torch", "matplotlib", "dash") if m in sys.modules))
+"""
+
+
+def test_reconstruct_does_not_import_torch(tmp_path, headcast_home):
+    """``headcast reconstruct`` (a real frame, the whole command) and the sweep's modules run without torch
+    (the fit is NumPy: model.rig's closed form), nor the plotting and viewer libraries."""
+    from conftest import shared_path
+
+    prefix = shared_path("samples", "rgbd", "truedepth-mannequin") / "frame-050"
+    run = subprocess.run([sys.executable, "-c", RECONSTRUCT, str(prefix), str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "0 []"
+    assert (tmp_path / "r" / "fit_report.json").is_file()

@@ -37,21 +37,68 @@ def synthetic(ict_model):
     return frame, obs
 
 
-def test_structured_jacobian_equals_autodiff(fitter, ict_model):
-    rng = np.random.default_rng(0)
-    x = torch.zeros(fitter.pk.size, dtype=torch.float64)
+def _head_layer_camera(layer, fitter, ids):
+    """x (P,) -> camera-frame vertices ``ids`` of the torch HeadLayer, the fit's packing undone by hand."""
     sl = fitter.pk.sl
-    x[sl["beta"]] = torch.tensor(rng.normal(size=ict_model.n_shape))
-    x[sl["psi"]] = torch.tensor(rng.random(ict_model.n_expr) * 0.3)
-    x[sl["root"]] = torch.tensor([0.1, 0.3, 0.05])
-    x[sl["jaw"]] = torch.tensor([0.2, 0.01, 0.02])
+    flip = torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)  # core.camera.FLIP
+
+    def f(x):
+        zero = torch.zeros(3, dtype=x.dtype)
+        theta = torch.cat([x[sl["root"]], zero, x[sl["jaw"]], zero, zero])[None]
+        v = layer.vertices(x[sl["beta"]][None], x[sl["psi"]][None], theta, ids)[0]
+        return torch.exp(x[sl["log_s"]]) * v * flip + x[sl["t"]]
+
+    return f
+
+
+@pytest.mark.parametrize("which", ["ict", "flame"])
+def test_closed_form_vertices_and_jacobian_equal_the_head_layer(which, request):
+    """The fit's NumPy closed form (model.rig.VertexSkin through fit.head.PackedHead) against torch's
+    HeadLayer and its forward-mode derivative, on ICT and on FLAME (pose correctives on the jaw)."""
+    from headcast.model.layer import HeadLayer
+
+    model = request.getfixturevalue(f"{which}_model")
+    fitter = make_fitter(model)
+    rng = np.random.default_rng(0)
+    x = np.zeros(fitter.pk.size)
+    sl = fitter.pk.sl
+    x[sl["beta"]] = rng.normal(size=model.n_shape)
+    x[sl["psi"]] = rng.random(model.n_expr) * 0.3
+    x[sl["root"]] = [0.1, 0.3, 0.05]
+    x[sl["jaw"]] = [0.2, 0.01, 0.02]
     x[sl["log_s"]] = 0.03
-    x[sl["t"]] = torch.tensor([0.01, 0.02, 0.5])
-    ids = torch.as_tensor(rng.choice(ict_model.n_vertices, 300, replace=False))
+    x[sl["t"]] = [0.01, 0.02, 0.5]
+    ids = np.sort(rng.choice(model.n_vertices, 300, replace=False))
     V, J = fitter.vertices_jacobian(x, ids)
-    ref = torch.func.jacfwd(lambda xx: fitter.vertices_cam(xx, ids))(x)
-    torch.testing.assert_close(V, fitter.vertices_cam(x, ids))
-    torch.testing.assert_close(J, ref, atol=1e-10, rtol=1e-8)
+    f = _head_layer_camera(HeadLayer(model, dtype=torch.float64), fitter, torch.as_tensor(ids))
+    xt = torch.as_tensor(x)
+    with torch.no_grad():
+        ref_v = f(xt).numpy()
+    ref_j = torch.func.jacfwd(f)(xt).numpy()
+    # the layer's Rodrigues adds 1e-8 under its square root: about 1e-8 rad at these angles
+    tol = 3e-8 * (1 + np.abs(ref_v).max())
+    assert np.abs(V - ref_v).max() < tol
+    assert np.abs(fitter.vertices_cam(x, ids) - V).max() < 1e-12
+    assert np.abs(J - ref_j).max() < 1e-6 * max(1.0, np.abs(ref_j).max())
+    layer = HeadLayer(model, dtype=torch.float64)
+    p = fitter.pk.unpack(x, model.name)
+    assert np.abs(fitter.vertices_of(p) - p.vertices(layer)).max() < tol
+    t = lambda a: torch.as_tensor(a)[None]  # noqa: E731
+    with torch.no_grad():  # yaw 17 degrees: the dynamic contour picks its row as the layer does
+        lmk = layer.landmarks(t(p.beta), t(p.psi), t(p.theta))[0].numpy()
+    from headcast.core.camera import to_camera
+
+    assert np.abs(fitter.landmarks_cam(x) - to_camera(lmk, p.scale, p.translation)).max() < tol
+    # points on triangles, and their Jacobian along a direction each (the point term's rows)
+    tri = rng.choice(len(model.faces), 200)
+    bary = rng.dirichlet(np.ones(3), 200)
+    where = fitter.surface_map(model.faces[tri], bary)
+    Q, JQ = fitter.surface_points(x, where, True)
+    e = rng.normal(size=(200, 3))
+    Q2, Je = fitter.surface_points_along(x, where, e, True)
+    assert np.abs(Q - np.einsum("nk,nkc->nc", bary, fitter.vertices_cam(x)[model.faces[tri]])).max() < 1e-12
+    assert np.abs(Q2 - Q).max() < 1e-15
+    assert np.abs(Je - np.einsum("nc,ncp->np", e, JQ)).max() < 1e-12 * max(1.0, np.abs(Je).max())
 
 
 def test_full_method_recovers_synthetic_face_and_beats_baselines(fitter, ict_model, synthetic):

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headcast.animate.rig import PointRig, matrix_to_rotvec, mirror_pairs, rotvec_to_matrix, yaw_degrees
 from headcast.core.params import N_POSE, pose_slice
 from headcast.model.head_model import N_CONTOUR
+from headcast.model.rig import PointRig, matrix_to_rotvec, mirror_pairs, rotvec_to_matrix, yaw_degrees
 
 P2 = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # model x, y -> image u, v (the camera FLIP)
 EYE_POINTS = np.arange(36, 48)

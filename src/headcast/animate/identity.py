@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from headcast.animate.fit import P2, FrameFitter, FrameState, Observation, TrackConfig
-from headcast.animate.rig import PointRig
 from headcast.model.head_model import HeadModel
+from headcast.model.rig import PointRig
 
 logger = logging.getLogger(__name__)
 

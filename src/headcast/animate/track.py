@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headcast.animate.blas import one_blas_thread
 from headcast.animate.fit import FrameFitter, FrameState, Observation, TrackConfig
 from headcast.animate.identity import DriverIdentity, estimate_identity
-from headcast.animate.rig import PointRig, matrix_to_rotvec
 from headcast.core.params import N_POSE
+from headcast.core.threads import one_blas_thread
 from headcast.model.head_model import HeadModel
+from headcast.model.rig import PointRig, matrix_to_rotvec
 
 
 @dataclass

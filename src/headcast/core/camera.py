@@ -11,15 +11,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from headcast.core.errors import HeadcastError
 from headcast.core.files import read_json
-
-if TYPE_CHECKING:
-    import torch
 
 INTRINSICS_KEYS = ("fx", "fy", "cx", "cy", "width", "height")  # the keys of an intrinsics JSON file
 FLIP = np.diag([1.0, -1.0, -1.0]).astype(np.float32)  # model frame -> camera frame axes
@@ -131,12 +127,3 @@ def depth_to_points(depth: np.ndarray, K: Intrinsics) -> tuple[np.ndarray, np.nd
 def to_camera(points: np.ndarray, scale: float, translation: np.ndarray) -> np.ndarray:
     """Model-frame points (..., 3) -> camera frame ``scale * FLIP @ p + translation`` (metres)."""
     return scale * points @ FLIP.T.astype(points.dtype) + translation
-
-
-def to_camera_torch(points: "torch.Tensor", scale: "torch.Tensor | float", translation: "torch.Tensor"
-                    ) -> "torch.Tensor":
-    """Torch twin of :func:`to_camera`: points (..., 3), scale () or (B, 1, 1), translation (3,) or (B, 1, 3)."""
-    import torch  # numpy callers need not pay for it
-
-    flip = torch.tensor(np.diag(FLIP).tolist(), dtype=points.dtype, device=points.device)
-    return scale * points * flip + translation

@@ -21,8 +21,10 @@ import ctypes
 import functools
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 OWN = "HEADCAST_THREADS"
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -143,3 +145,21 @@ def set_openblas_threads(n: int) -> None:
     fns = openblas()
     if fns is not None:
         fns[0](n)
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Within the block numpy's BLAS uses one thread (restored after; nothing where numpy's BLAS is not an
+    OpenBLAS found). For small dense algebra (tens to a few hundred columns: the tracker's, the RGB-D
+    fit's): OpenBLAS's pool costs more than it saves there, ten times more on a busy 2-core machine."""
+    fns = openblas()
+    if fns is None:
+        yield
+        return
+    set_threads, get_threads = fns
+    before = int(get_threads())
+    set_threads(1)
+    try:
+        yield
+    finally:
+        set_threads(before)

@@ -8,12 +8,11 @@ import time
 
 import cv2
 import numpy as np
-import torch
 
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
-from headcast.fit.head import PackedHead, SurfaceMap
+from headcast.fit.head import PackedHead
 from headcast.fit.results import BlockReport, FitResult
 from headcast.fit.runner import BlockRunner
 from headcast.fit.solver import Evaluate
@@ -22,24 +21,22 @@ from headcast.fit.terms import INNER, Targets
 logger = logging.getLogger(__name__)
 
 
-def landmark2d_term(head: PackedHead, x: torch.Tensor, tgt: torch.Tensor, K: Intrinsics, depth: float) -> Evaluate:
+def landmark2d_term(head: PackedHead, x: np.ndarray, tgt: np.ndarray, K: Intrinsics, depth: float) -> Evaluate:
     """All 68 landmarks (contour chosen by the yaw at x) projected through K against ``tgt`` (68, 2)
     pixels; residuals are scaled by ``depth`` / fx so they read as metres at the face."""
-    _, _, theta, _, _ = head.pk.split(x)
-    faces, bary = head.layer.landmark_embedding(theta.to(head.layer.v_template.dtype))
-    where = SurfaceMap(head.layer.model.faces[faces[0].numpy()], bary[0].double().numpy())
+    where = head.landmark_map(x)
     k = depth / K.fx / np.sqrt(68)
 
-    def evaluate(xx: torch.Tensor, with_jac: bool):
+    def evaluate(xx: np.ndarray, with_jac: bool):
         p, J = head.surface_points(xx, where, with_jac)
         z = p[:, 2]
-        uv = torch.stack([K.fx * p[:, 0] / z + K.cx, K.fy * p[:, 1] / z + K.cy], dim=1)
+        uv = np.stack([K.fx * p[:, 0] / z + K.cx, K.fy * p[:, 1] / z + K.cy], axis=1)
         r = ((uv - tgt) * k).reshape(-1)
         if not with_jac:
             return r
         du = (K.fx / z)[:, None] * J[:, 0] - (K.fx * p[:, 0] / z ** 2)[:, None] * J[:, 2]
         dv = (K.fy / z)[:, None] * J[:, 1] - (K.fy * p[:, 1] / z ** 2)[:, None] * J[:, 2]
-        return r, torch.stack([du, dv], dim=1).reshape(-1, head.pk.size) * k
+        return r, np.stack([du, dv], axis=1).reshape(-1, head.pk.size) * k
 
     return evaluate
 
@@ -55,12 +52,12 @@ def fit_rgb2d(fitter: BlockRunner, tg: Targets) -> FitResult:
         raise HeadcastError("could not place the head from the 2D landmarks")
     Ru = cv2.Rodrigues(rvec)[0]
     x = fitter.pk.pack(fitter.params_from_camera_rotation(Ru, 1.0, tvec.ravel()))
-    tgt = torch.as_tensor(tg.landmarks2d, dtype=torch.float64)
+    tgt = np.asarray(tg.landmarks2d, dtype=np.float64)
 
-    def terms(xx: torch.Tensor):
+    def terms(xx: np.ndarray):
         return [(1.0, landmark2d_term(fitter, xx, tgt, K, float(tvec.ravel()[2])))]
 
-    res = FitResult(HeadParams.neutral(fitter.layer, fitter.model_name))
+    res = FitResult(HeadParams.neutral(fitter, fitter.model_name))
     t0 = time.perf_counter()
     logger.info("rgb-2d: pose, shape and expression on 2D landmarks")
     x, _, pose_steps = fitter.run_block("rgb-2d", x, ("root", "t"), cfg.iters_2d_pose, terms)

@@ -109,9 +109,7 @@ def fit_offsets(model, params: HeadParams, verts: np.ndarray, pts: np.ndarray, c
 
 def detailed_vertices(model, params: HeadParams, offsets: np.ndarray | None) -> np.ndarray:
     """Camera-frame vertices (V, 3) of ``params`` on ``model`` with the rest-space ``offsets`` (V, 3) added."""
-    import torch
-
+    from headcast.fit.head import PackedHead
     from headcast.io.recon import with_offsets
-    from headcast.model.layer import HeadLayer
 
-    return params.vertices(HeadLayer(with_offsets(model, offsets), dtype=torch.float64))
+    return PackedHead(with_offsets(model, offsets), params.model).vertices_of(params)

@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from headcast.core.geometry import face_normals
-from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.config import FitConfig
 from headcast.fit.head import PackedHead
 
@@ -52,7 +50,7 @@ def prior_weights(cfg: FitConfig, n: int, sigma: float | None = None,
     return PriorWeights(wb, wp, n, sigma, correlation, source)
 
 
-def residual_sigma(head: PackedHead, x: torch.Tensor, pts: np.ndarray, k: int = 16) -> tuple[float, float]:
+def residual_sigma(head: PackedHead, x: np.ndarray, pts: np.ndarray, k: int = 16) -> tuple[float, float]:
     """Per-point noise (m) for the priors from the signed distances of the points (n, 3) to the mesh
     at x, and the correlation factor in it.
 
@@ -63,10 +61,8 @@ def residual_sigma(head: PackedHead, x: torch.Tensor, pts: np.ndarray, k: int = 
     """
     from scipy.spatial import cKDTree
 
-    faces = head.layer.model.faces
-    with torch.no_grad():
-        v = head.vertices_cam(x).numpy()
-    tri, bary, d = closest_points_on_mesh(v, faces, pts)
+    faces = head.model.faces
+    (tri, bary, d), v = head.closest(x, pts)
     q = np.einsum("nk,nkc->nc", bary, v[faces[tri]])
     r = d * np.sign(((pts - q) * face_normals(v, faces[tri])).sum(1) + 1e-30)
     rays = pts[:, :2] / pts[:, 2:3]  # neighbours across the image: depth noise does not move a point's ray

@@ -15,21 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from headcast.core import threads
 from headcast.core.camera import project
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
 from headcast.core.scene import closest_points_on_mesh
-from headcast.fit.detail import detailed_vertices, fit_offsets
 from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
 from headcast.io.mesh import write_obj, write_ply
 from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.recon import write_params
 from headcast.model.head_model import HeadModel
-from headcast.model.layer import HeadLayer
 from headcast.preprocess.cloud import HULL_MARGIN
 from headcast.preprocess.preprocess import Observation, preprocess
 from headcast.preprocess.rgbd import RGBDFrame
@@ -75,6 +72,8 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
     obs = preprocess(frame, landmarks, face=face, forehead=forehead, hull_margin=hull_margin, seed=config.seed)
     rec = fit_observation(obs, make_fitter(model, config), method)
     if detail == "normal":
+        from headcast.fit.detail import detailed_vertices, fit_offsets  # scipy's sparse solvers: only here
+
         rec.offsets, rec.report["detail"] = fit_offsets(model, rec.params, rec.vertices, head_points(obs))
         rec.vertices = detailed_vertices(model, rec.params, rec.offsets)
     if truth is not None:
@@ -90,9 +89,9 @@ def _inputs(frame: RGBDFrame) -> tuple:
 
 
 def make_fitter(model: HeadModel, config: FitConfig | None = None) -> RGBDFitter:
-    """A fitter for ``model`` (float64 layer; expression bounds from the model's metadata)."""
+    """A fitter for ``model`` (expression bounds from the model's metadata)."""
     rng = model.meta.get("expr_range")
-    return RGBDFitter(HeadLayer(model, dtype=torch.float64), model.name, tuple(rng) if rng else None, config)
+    return RGBDFitter(model, model.name, tuple(rng) if rng else None, config)
 
 
 def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") -> Reconstruction:
@@ -102,13 +101,12 @@ def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") 
                       scene_points=head_points(obs) if fitter.cfg.grow_mm > 0 else None)
     res: FitResult = fitter.fit(targets, method)
     seconds = time.perf_counter() - t0
-    verts = res.params.vertices(fitter.layer)
-    with torch.no_grad():
-        lmk = fitter.landmarks_cam(fitter.pk.pack(res.params)).numpy()
+    verts = fitter.vertices_of(res.params)
+    lmk = fitter.landmarks_cam(fitter.pk.pack(res.params))
     report = res.report()
     report["paper_losses"] = paper_losses(report["blocks"])
     report.update(method=method, model=fitter.model_name, seconds_fit=seconds,
-                  points=obs.counts(), **measure(fitter.layer.model, verts, lmk, obs))
+                  points=obs.counts(), **measure(fitter.model, verts, lmk, obs))
     return Reconstruction(res.params, verts, lmk, report)
 
 

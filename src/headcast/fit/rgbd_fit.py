@@ -24,12 +24,10 @@ import logging
 import time
 
 import numpy as np
-import torch
 
+from headcast.core import threads
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
-from headcast.core.scene import closest_points_on_mesh
-from headcast.fit.baseline2d import fit_rgb2d
 from headcast.fit.config import FitConfig
 from headcast.fit.priors import PriorWeights, prior_weights, residual_sigma
 from headcast.fit.results import BlockReport, FitResult
@@ -47,29 +45,31 @@ BLOCK2 = ("beta", "psi", "root", "jaw", "log_s", "t")  # the parameters blocks 2
 
 
 class RGBDFitter(BlockRunner):
-    """Holds the layer (float64) and runs the blocks for one frame (see the module docstring)."""
+    """Holds the head model and runs the blocks for one frame (see the module docstring)."""
 
     def fit(self, tg: Targets, method: str = "full") -> FitResult:
         """Fit a head to the targets with ``method`` in METHODS."""
         if method not in METHODS:
             raise HeadcastError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        torch.manual_seed(self.cfg.seed)
         self.dense = method == "full"  # priors: a point cloud constrains shape far more than landmarks
         self.prior = None
-        if method == "rgb-2d":
-            return fit_rgb2d(self, tg)
-        return self._fit_3d(tg)
+        with threads.one_blas_thread():  # 163 columns: OpenBLAS's pool costs more than it saves
+            if method == "rgb-2d":
+                from headcast.fit.baseline2d import fit_rgb2d  # OpenCV's PnP: only this baseline needs it
+
+                return fit_rgb2d(self, tg)
+            return self._fit_3d(tg)
 
     # -- the blocks ---------------------------------------------------------------------------
     def _fit_3d(self, tg: Targets) -> FitResult:
         """Blocks 1 and 2 (and, with the point cloud, the grown block 2 and block 3)."""
         cfg = self.cfg
         inner = self._inner_landmarks(tg)
-        lmk_tgt = torch.as_tensor(tg.landmarks3d[inner], dtype=torch.float64)
+        lmk_tgt = np.asarray(tg.landmarks3d[inner], dtype=np.float64)
         lmk = landmark_term(self, lmk_tgt, inner)
-        res = FitResult(HeadParams.neutral(self.layer, self.model_name))
+        res = FitResult(HeadParams.neutral(self, self.model_name))
 
-        def report(name: str, t0: float, run: tuple[torch.Tensor, float, int], pts: np.ndarray | None = None):
+        def report(name: str, t0: float, run: tuple[np.ndarray, float, int], pts: np.ndarray | None = None):
             x, cost, steps = run
             res.blocks.append(BlockReport(name, steps, time.perf_counter() - t0,
                                           landmark_rmse_mm=self._lmk_rmse(x, lmk_tgt, inner),
@@ -101,7 +101,7 @@ class RGBDFitter(BlockRunner):
         res.params = self.pk.unpack(x, self.model_name)
         return res
 
-    def _block2(self, x: torch.Tensor, lmk: Evaluate, pts: np.ndarray | None) -> tuple[torch.Tensor, float, int]:
+    def _block2(self, x: np.ndarray, lmk: Evaluate, pts: np.ndarray | None) -> tuple[np.ndarray, float, int]:
         """Block 2; with points and no fixed prior weights, its first half assumes ``sigma_start_mm`` of
         noise and the rest uses the noise the residuals then show. Returns x, the loss and the steps run."""
         cfg = self.cfg
@@ -144,14 +144,11 @@ class RGBDFitter(BlockRunner):
             pts = pts[rng.choice(len(pts), self.cfg.max_points, replace=False)]
         return pts
 
-    def _grow_region(self, x: torch.Tensor, pts: np.ndarray, scene: np.ndarray) -> np.ndarray:
+    def _grow_region(self, x: np.ndarray, pts: np.ndarray, scene: np.ndarray) -> np.ndarray:
         """Add the depth points within ``grow_mm`` of the fitted mesh's face triangles (beyond the
         landmark hull: forehead, temples, jaw sides), subsampled with the hull points to max_points."""
-        m = self.layer.model
-        with torch.no_grad():
-            v = self.vertices_cam(x).numpy()
-        face_tri = m.region_triangles("face")
-        tri, _, dist = closest_points_on_mesh(v, m.faces, scene)
+        face_tri = self.model.region_triangles("face")
+        (tri, _, dist), _ = self.closest(x, scene)
         extra = scene[(dist < self.cfg.grow_mm / 1000.0) & face_tri[tri]]
         both = np.concatenate([pts, extra])
         if len(both) > self.cfg.max_points:
@@ -160,17 +157,14 @@ class RGBDFitter(BlockRunner):
         return both
 
     # -- measures -------------------------------------------------------------------------
-    def _lmk_rmse(self, x: torch.Tensor, tgt: torch.Tensor, idx: np.ndarray) -> float:
+    def _lmk_rmse(self, x: np.ndarray, tgt: np.ndarray, idx: np.ndarray) -> float:
         """RMS distance (mm) of the landmarks ``idx`` at x from ``tgt`` (n, 3)."""
-        with torch.no_grad():
-            d = self.landmarks_cam(x)[torch.as_tensor(idx)] - tgt
-        return float(torch.sqrt((d ** 2).sum(1).mean())) * 1000
+        d = self.landmarks_cam(x)[idx] - tgt
+        return float(np.sqrt((d ** 2).sum(1).mean())) * 1000
 
-    def _l3d_mm2(self, x: torch.Tensor, pts: np.ndarray | None) -> float | None:
+    def _l3d_mm2(self, x: np.ndarray, pts: np.ndarray | None) -> float | None:
         """L3D (mm^2): the mean squared distance of the points (n, 3) to the mesh at x; None without points."""
         if pts is None:
             return None
-        with torch.no_grad():
-            v = self.vertices_cam(x).numpy()
-        _, _, d = closest_points_on_mesh(v, self.layer.model.faces, pts)
+        (_, _, d), _ = self.closest(x, pts)
         return float((d ** 2).mean()) * 1e6

@@ -6,7 +6,6 @@ import logging
 from typing import Callable
 
 import numpy as np
-import torch
 
 from headcast.core import threads
 from headcast.fit.config import FitConfig
@@ -14,27 +13,27 @@ from headcast.fit.head import PackedHead
 from headcast.fit.priors import PriorWeights
 from headcast.fit.solver import Evaluate, LMState, lm_step_jac
 from headcast.fit.terms import prior_rows
-from headcast.model.layer import HeadLayer
+from headcast.model.head_model import HeadModel
 
 logger = logging.getLogger(__name__)
 
-Terms = Callable[[torch.Tensor], list[tuple[float, Evaluate]]]  # x -> (weight, term) pairs at x
+Terms = Callable[[np.ndarray], list[tuple[float, Evaluate]]]  # x -> (weight, term) pairs at x
 
 
 class BlockRunner(PackedHead):
-    """Runs blocks on a float64 layer: bounds, settings and the prior weights in force.
+    """Runs blocks on the head model: bounds, settings and the prior weights in force.
 
     ``expr_range`` (low, high) bounds every expression coefficient (None: unbounded). ``dense`` (a point
     cloud constrains the shape) and ``prior`` (the weights beside it) choose the shape and expression priors.
     """
 
-    def __init__(self, layer: HeadLayer, model_name: str, expr_range: tuple[float, float] | None,
+    def __init__(self, model: HeadModel, model_name: str, expr_range: tuple[float, float] | None,
                  config: FitConfig | None = None):
-        super().__init__(layer, model_name)
+        super().__init__(model, model_name)
         threads.apply()
         self.cfg = config or FitConfig()
-        lo = torch.full((self.pk.size,), -torch.inf, dtype=torch.float64)
-        hi = torch.full((self.pk.size,), torch.inf, dtype=torch.float64)
+        lo = np.full(self.pk.size, -np.inf)
+        hi = np.full(self.pk.size, np.inf)
         if expr_range is not None:
             lo[self.pk.sl["psi"]] = expr_range[0]
             hi[self.pk.sl["psi"]] = expr_range[1]
@@ -42,8 +41,8 @@ class BlockRunner(PackedHead):
         self.dense = True
         self.prior: PriorWeights | None = None  # beside the point cloud, set by fit()
 
-    def run_block(self, name: str, x: torch.Tensor, active_names: tuple[str, ...], iters: int,
-                  make_terms: Terms) -> tuple[torch.Tensor, float, int]:
+    def run_block(self, name: str, x: np.ndarray, active_names: tuple[str, ...], iters: int,
+                  make_terms: Terms) -> tuple[np.ndarray, float, int]:
         """At most ``iters`` LM steps over the active parameters, stopping early once a step lowers the
         loss by less than ``rel_tol``; ``make_terms(x)`` is called before every step so correspondences
         follow the mesh. Returns x, the loss and the number of steps run."""
@@ -53,7 +52,7 @@ class BlockRunner(PackedHead):
         for it in range(iters):
             xa, before, after = lm_step_jac(self._evaluator(x, active, make_terms(x)), x[active], state,
                                             self.lower[active], self.upper[active])
-            x = x.clone()
+            x = x.copy()
             x[active] = xa
             cost, steps = after, it + 1
             logger.info(f"  {name}: iteration {it + 1}/{iters}  loss {after:.3e}")
@@ -61,19 +60,19 @@ class BlockRunner(PackedHead):
                 break
         return x, cost, steps
 
-    def _evaluator(self, x: torch.Tensor, active: torch.Tensor, terms: list[tuple[float, Evaluate]]) -> Evaluate:
+    def _evaluator(self, x: np.ndarray, active: np.ndarray, terms: list[tuple[float, Evaluate]]) -> Evaluate:
         """The weighted terms and the priors as one function of the active parameters (x elsewhere)."""
-        full = x.clone()
+        full = x.copy()
 
-        def evaluate(xa: torch.Tensor, with_jac: bool):
-            xx = full.clone()
+        def evaluate(xa: np.ndarray, with_jac: bool):
+            xx = full.copy()
             xx[active] = xa
             out = [f(xx, with_jac) for _, f in terms]
             pr, pj = prior_rows(self.pk, xx, active, self._prior_weights())
-            r = torch.cat([np.sqrt(w) * (o[0] if with_jac else o) for (w, _), o in zip(terms, out)] + pr)
+            r = np.concatenate([np.sqrt(w) * (o[0] if with_jac else o) for (w, _), o in zip(terms, out)] + pr)
             if not with_jac:
                 return r
-            J = torch.cat([np.sqrt(w) * o[1] for (w, _), o in zip(terms, out)] + pj)
+            J = np.concatenate([np.sqrt(w) * o[1] for (w, _), o in zip(terms, out)] + pj)
             return r, J[:, active]
 
         return evaluate

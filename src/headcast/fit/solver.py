@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
+import numpy as np
 
 # evaluate(x, with_jacobian) -> residuals (M,) or (residuals (M,), Jacobian (M, P))
-Evaluate = Callable[[torch.Tensor, bool], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
+Evaluate = Callable[[np.ndarray, bool], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
 @dataclass
@@ -18,8 +18,8 @@ class LMState:
     damping: float = 1e-3
 
 
-def lm_step_jac(evaluate: Evaluate, x: torch.Tensor, state: LMState, lower: torch.Tensor | None = None,
-                upper: torch.Tensor | None = None, max_tries: int = 8) -> tuple[torch.Tensor, float, float]:
+def lm_step_jac(evaluate: Evaluate, x: np.ndarray, state: LMState, lower: np.ndarray | None = None,
+                upper: np.ndarray | None = None, max_tries: int = 8) -> tuple[np.ndarray, float, float]:
     """One Levenberg-Marquardt update of ``x`` (P,) given residuals and their Jacobian.
 
     Bounds are applied by clipping the proposed step. Returns the new x and the cost (sum of
@@ -29,14 +29,13 @@ def lm_step_jac(evaluate: Evaluate, x: torch.Tensor, state: LMState, lower: torc
     cost = float(r @ r)
     H = J.T @ J
     g = J.T @ r
-    diag = torch.diagonal(H).clamp_min(1e-12)
+    diag = np.maximum(np.diagonal(H), 1e-12)
     for _ in range(max_tries):
-        step = torch.linalg.solve(H + state.damping * torch.diag(diag), -g)
-        xn = x + step
+        xn = x + np.linalg.solve(H + state.damping * np.diag(diag), -g)
         if lower is not None:
-            xn = torch.maximum(xn, lower)
+            xn = np.maximum(xn, lower)
         if upper is not None:
-            xn = torch.minimum(xn, upper)
+            xn = np.minimum(xn, upper)
         rn = evaluate(xn, False)
         new = float(rn @ rn)
         if new < cost:
@@ -44,4 +43,3 @@ def lm_step_jac(evaluate: Evaluate, x: torch.Tensor, state: LMState, lower: torc
             return xn, cost, new
         state.damping *= 4.0
     return x, cost, cost
-

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from headcast.core.errors import HeadcastError
 from headcast.core.scene import closest_points_on_mesh
@@ -180,21 +179,20 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
     report = res.report()
     params = res.params
     if cfg.refine:
-        verts = params.vertices(fitter.layer)
+        verts = fitter.vertices_of(params)
         refined = refine_to_mesh([r.cloud for r in sw.registered], sw.poses, verts, model.faces)
         refined[sw.first] = sw.poses[sw.first]  # the output frame stays the first frame's camera
         sw.poses = refined
         tg = sweep_targets(sw, cfg.fit_points, config.seed)
         params = _refit(fitter, params, tg, cfg.iters_refit)
         report["refit"] = {"iterations": cfg.iters_refit}
-    verts = params.vertices(fitter.layer)
+    verts = fitter.vertices_of(params)
     offsets = None
     if cfg.detail != "none":
         offsets, detail_report = fit_offsets(model, params, verts, all_points(sw, 60000, config.seed))
         report["detail"] = detail_report
         verts = detailed_vertices(model, params, offsets)
-    with torch.no_grad():
-        lmk = fitter.landmarks_cam(fitter.pk.pack(params)).numpy()
+    lmk = fitter.landmarks_cam(fitter.pk.pack(params))
     report.update(method="sweep", model=model.name, seconds_fit=time.perf_counter() - t0,
                   registered_points_to_mesh_mm=points_to_mesh(verts, model.faces, all_points(sw, 30000, 1)))
     return Reconstruction(params, verts, lmk, report, offsets)
@@ -203,7 +201,7 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
 def _refit(fitter: RGBDFitter, params, tg: Targets, iters: int):
     """Block 2 on the refined targets from the fitted parameters (the priors the fit measured)."""
     inner = np.array([i for i in INNER if tg.valid3d[i]])
-    lmk = landmark_term(fitter, torch.as_tensor(tg.landmarks3d[inner], dtype=torch.float64), inner)
+    lmk = landmark_term(fitter, tg.landmarks3d[inner], inner)
     trim = fitter.cfg.trim_mm / 1000.0
     x, _, _ = fitter.run_block("refit", fitter.pk.pack(params), BLOCK2, iters,
                                lambda xx: [(fitter.cfg.w_landmarks_block2, lmk),

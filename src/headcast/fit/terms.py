@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from headcast.core.camera import Intrinsics
 from headcast.core.geometry import face_normals
-from headcast.core.scene import closest_points_on_mesh
-from headcast.fit.head import PackedHead, SurfaceMap
+from headcast.fit.head import PackedHead
 from headcast.fit.packing import Packing
 from headcast.fit.solver import Evaluate
 from headcast.model.head_model import N_CONTOUR
@@ -36,27 +34,26 @@ class Targets:
     scene_points: np.ndarray | None = None  # (M, 3) all depth points near the head, for region growing
 
 
-def point_term(head: PackedHead, x: torch.Tensor, pts: np.ndarray, trim_m: float | None) -> Evaluate:
+def point_term(head: PackedHead, x: np.ndarray, pts: np.ndarray, trim_m: float | None) -> Evaluate:
     """Correspondences of the points (n, 3) on the mesh at x, then the point-to-surface term.
 
     Points farther than ``trim_m`` from the mesh are left out, unless that would leave fewer than 30 %.
     """
-    faces = head.layer.model.faces
-    v = head.vertices_cam(x).detach().numpy()
-    tri, bary, dist = closest_points_on_mesh(v, faces, pts)
+    faces = head.model.faces
+    (tri, bary, dist), v = head.closest(x, pts)
     keep = dist < trim_m if trim_m is not None else np.ones(len(pts), bool)
     if keep.sum() < 0.3 * len(pts):  # far from the surface: do not trim yet
         keep[:] = True
     corners, b = faces[tri[keep]], bary[keep]
-    where = SurfaceMap(corners, b)
-    target = torch.as_tensor(pts[keep], dtype=torch.float64)
+    where = head.surface_map(corners, b)
+    target = pts[keep]
     n = int(keep.sum())
-    normal = torch.as_tensor(distance_directions(v, faces[tri[keep]], b, pts[keep]))
+    normal = distance_directions(v, faces[tri[keep]], b, pts[keep])
 
-    def evaluate(xx: torch.Tensor, with_jac: bool):
-        q, J = head.surface_points(xx, where, with_jac)
+    def evaluate(xx: np.ndarray, with_jac: bool):
+        q, J = head.surface_points_along(xx, where, normal, with_jac)
         r = ((q - target) * normal).sum(1) / np.sqrt(n)
-        return (r, torch.einsum("nc,ncp->np", normal, J) / np.sqrt(n)) if with_jac else r
+        return (r, J / np.sqrt(n)) if with_jac else r
 
     return evaluate
 
@@ -76,13 +73,14 @@ def distance_directions(v: np.ndarray, corners: np.ndarray, bary: np.ndarray, pt
     return np.where(dn > 1e-7, d / np.maximum(dn, 1e-18), fn)
 
 
-def landmark_term(head: PackedHead, tgt: torch.Tensor, idx: np.ndarray) -> Evaluate:
+def landmark_term(head: PackedHead, tgt: np.ndarray, idx: np.ndarray) -> Evaluate:
     """3D landmark term of the static (inner) landmarks ``idx`` (n,) against ``tgt`` (n, 3)."""
-    m = head.layer.model
-    where = SurfaceMap(m.faces[m.lmk_faces[idx]], m.lmk_bary[idx].astype(np.float64))
+    m = head.model
+    tgt = np.asarray(tgt, dtype=np.float64)
+    where = head.surface_map(m.faces[m.lmk_faces[idx]], m.lmk_bary[idx].astype(np.float64))
     scale = 1.0 / np.sqrt(len(idx))
 
-    def evaluate(xx: torch.Tensor, with_jac: bool):
+    def evaluate(xx: np.ndarray, with_jac: bool):
         q, J = head.surface_points(xx, where, with_jac)
         r = ((q - tgt) * scale).reshape(-1)
         return (r, J.reshape(-1, head.pk.size) * scale) if with_jac else r
@@ -90,15 +88,15 @@ def landmark_term(head: PackedHead, tgt: torch.Tensor, idx: np.ndarray) -> Evalu
     return evaluate
 
 
-def prior_rows(pk: Packing, x: torch.Tensor, active: torch.Tensor, weights: dict[str, float]
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def prior_rows(pk: Packing, x: np.ndarray, active: np.ndarray, weights: dict[str, float]
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Residual rows ``sqrt(w) * x[part]`` and their Jacobians (n, P) for each part named in ``weights``
     that has an active entry."""
     rs, Js = [], []
     for name, w in weights.items():
         if active[pk.sl[name]].any():
             rs.append(np.sqrt(w) * x[pk.sl[name]])
-            J = torch.zeros(rs[-1].numel(), pk.size, dtype=x.dtype)
-            J[:, pk.sl[name]] = np.sqrt(w) * torch.eye(rs[-1].numel(), dtype=x.dtype)
+            J = np.zeros((rs[-1].size, pk.size))
+            J[:, pk.sl[name]] = np.sqrt(w) * np.eye(rs[-1].size)
             Js.append(J)
     return rs, Js

@@ -12,6 +12,7 @@ skinning weights on joint g (a_0: on the root and neck), c_g the sum of those we
 rest joint position. The a_g and J_g are affine in the coefficients z (identity beta and/or
 expression psi), so the point and its Jacobian follow from a few small matrix products
 (:meth:`PointRig.points`); ``tests/test_animate.py`` checks them against :class:`HeadLayer`.
+:mod:`headcast.model.skin` uses the same closed form on whole vertices for the RGB-D fit.
 Model frame, metres.
 """
 
@@ -245,17 +246,55 @@ class PointRig:
         A = self.A[rows]  # (K, 4, 3, Z)
         a = self.a0[:, rows] + (A @ z).transpose(1, 0, 2)  # (4, K, 3)
         c = self.c[:, rows]  # (4, K)
-        q = a[1:] - c[1:, :, None] * J[1:, None, :]  # (3, K, 3)
-        rq = np.matmul(q, Rg.transpose(0, 2, 1))  # (3, K, 3): R_g q
-        y = a[0] + (rq + c[1:, :, None] * J[1:, None, :]).sum(0) - J[0]
-        w = y @ R0.T
-        x = w + J[0]
+        x, w, rq = grouped_points(a, c, J, R0, Rg)
         if not jacobian:
             return x
-        d_root = -skew(w)  # d(exp(d) R0 y)/dd at d = 0
-        d_g = R0 @ -skew(rq)  # (3, K, 3, 3)
-        JZ1 = self.JZ[1:]  # sum_g R_g (A_g - c_g JZ_g) + c_g JZ_g, the c_g terms as one (K, 3 Z) product
-        dy = A[:, 0] - self.JZ[0][None] + np.matmul(Rg[None], A[:, 1:]).sum(1) + \
-            (c[1:].T @ (JZ1 - Rg @ JZ1).reshape(3, -1)).reshape(len(rows), 3, -1)
-        d_z = R0 @ dy + self.JZ[0][None]
-        return x, d_root, d_g, d_z
+        d_root, d_g = rotation_jacobians(w, rq, R0)
+        dy = A[:, 0] + np.matmul(Rg[None], A[:, 1:]).sum(1) + joint_jacobian(c, self.JZ, Rg)
+        return x, d_root, d_g, R0 @ dy + self.JZ[0][None]
+
+
+def grouped_points(a: np.ndarray, c: np.ndarray, J: np.ndarray, R0: np.ndarray, Rg: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The closed form of the module docstring for G groups of joints: group 0 turns with the root alone,
+    group g >= 1 also turns by its own local rotation about its joint.
+
+    Args:
+        a: (G, K, 3) each point's rest position weighted by its skinning weights on each group.
+        c: (G, K) the sums of those weights; J: (G, 3) the groups' rest joints (J[0] the root's).
+        R0: (3, 3) root rotation; Rg: (G - 1, 3, 3) the other groups' local rotations.
+
+    Returns:
+        x (K, 3) the posed points, w = x - J[0] (K, 3) and R_g q_g (G - 1, K, 3), the groups' turned
+        offsets from their joints (for :func:`rotation_jacobians`).
+    """
+    cJ = c[1:, :, None] * J[1:, None, :]
+    rq = np.matmul(a[1:] - cJ, Rg.transpose(0, 2, 1))  # (G - 1, K, 3)
+    y = a[0] + (rq + cJ).sum(0) - J[0]
+    w = y @ R0.T
+    return w + J[0], w, rq
+
+
+def rotation_jacobians(w: np.ndarray, rq: np.ndarray, R0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """d x / d root (K, 3, 3) for R0 <- exp(d) R0 and d x / d group (G - 1, K, 3, 3) for Rg <- exp(d) Rg,
+    from :func:`grouped_points`' w and rq."""
+    return -skew(w), R0 @ -skew(rq)
+
+
+def joint_jacobian(c: np.ndarray, JZ: np.ndarray, Rg: np.ndarray) -> np.ndarray:
+    """The joints' share (K, 3, Z) of d y / d z: -JZ_0 + sum_g c_g (I - R_g) JZ_g, for the groups' weight
+    sums c (G, K), joint derivatives JZ (G, 3, Z) and rotations Rg (G - 1, 3, 3) (one (K, 3 Z) product;
+    not BLAS-threaded einsum)."""
+    JZ1 = JZ[1:]
+    return (c[1:].T @ (JZ1 - Rg @ JZ1).reshape(len(Rg), -1)).reshape(c.shape[1], 3, -1) - JZ[0][None]
+
+
+def left_jacobian(r) -> np.ndarray:
+    """SO(3)'s left Jacobian (3, 3) at the axis-angle r (3,): exp(r + e) = exp(left_jacobian(r) e) exp(r) to
+    first order, so a left-perturbation derivative times it is the derivative by r."""
+    r = np.asarray(r, dtype=np.float64)
+    a = float(np.linalg.norm(r))
+    K = skew(r)
+    if a < 1e-6:
+        return np.eye(3) + 0.5 * K + K @ K / 6.0
+    return np.eye(3) + (1 - math.cos(a)) / a ** 2 * K + (a - math.sin(a)) / a ** 3 * (K @ K)
