@@ -76,7 +76,10 @@ class TrackConfig:
     identity_iters: int = 15       # Levenberg-Marquardt iterations of the joint calibration
     offset_dims: int = 3           # 3: offsets in x, y and depth; 2: in the model's x-y plane only
     w_offset: float = 0.05         # driver landmark offsets ||offset||^2 (metres^2); 0 turns them off
-    w_offset_mobile: float = 20.0  # ... times this on the eyelid and lip points, where expressions live
+    # ... times this on the eyelid and lip points, where expressions live; not much more: the detector's lips sit a
+    # millimetre or two off the model's at rest, and a calibration that may not move them there reads the difference
+    # as expressions that change with the head's pose (a neutral mouth frowning head-on, stretched when turned)
+    w_offset_mobile: float = 3.0
     w_psi_identity: float = 1e-4   # expression prior while estimating the identity
 
 

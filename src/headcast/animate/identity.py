@@ -4,10 +4,9 @@ the expression.
 Shared by all calibration frames: the identity beta (the leading ``identity_components``) and a
 small rest-pose offset of each landmark (the detector's landmark definitions differ from the
 model's embedding by a few millimetres: the brows, the nose bridge, the face oval; left alone,
-that difference is read as an expression in every frame). The driver's resting face (the median over
-the calibration frames of the landmark displacement its fitted expression and jaw make) is folded into
-the offsets at the end, so the driver's neutral face maps to psi = 0 and a closed jaw, the avatar's
-neutral (:func:`rest_offsets`). Each frame has its own pose,
+that difference is read as an expression in every frame). The driver's resting expression (a low
+percentile over the calibration frames) is folded into the offsets at the end, so the driver's neutral
+face maps to psi = 0, the avatar's neutral (:func:`rest_offsets`). Each frame has its own pose,
 expression and eta. All of it is one sparse least-squares problem (priors ``w_beta ||beta||^2``,
 ``w_offset ||offsets||^2``, ``w_psi ||psi||^2``), solved by Levenberg-Marquardt with the frames
 eliminated by the Schur complement, so each iteration costs one Jacobian per frame.
@@ -21,12 +20,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from headcast.animate.fit import P2, FrameFitter, FrameState, Observation, TrackConfig
-from headcast.animate.rig import PointRig, rotvec_to_matrix
+from headcast.animate.rig import PointRig
 from headcast.model.head_model import HeadModel
 
 logger = logging.getLogger(__name__)
 
 MOBILE = np.arange(36, 68)  # eyelid and lip landmarks
+# the driver's resting expression: this percentile of each coefficient over the calibration frames (a
+# shape held all along, like a mouth resting with its corners down, counts; one used while talking not)
+REST_PERCENTILE = 25
 
 
 @dataclass
@@ -158,36 +160,27 @@ def estimate_identity(model: HeadModel, observations: list[Observation], expr_co
         if not improved or gain < 1e-5 * cost:
             break
     loss_after = [pb.ff._data(s, o, False).loss5 for o, s in zip(observations, states)]
-    # the resting face: median (per landmark and axis) of the displacements the frames' expressions and jaw
-    # make, not a percentile per coefficient: the coefficients are redundant and bounded at 0, and the
-    # calibration frames' poses move the same displacement between coefficients (a mouth read as frowning
-    # head-on is read as stretched when turned), which pins each coefficient's low percentile to its bound
-    z0 = np.r_[b, np.zeros(rig.n_expr)]
-    fields = np.array([rest_offsets(rig, z0, s.z[n_id:], s.jaw) for s in states])
-    rest = np.median(fields, axis=0)
-    off = off + rest
+    rest = np.percentile([s.z[n_id:] for s in states], REST_PERCENTILE, axis=0)
+    off = off + rest_offsets(rig, np.r_[b, np.zeros(rig.n_expr)], rest)
     ident.beta[:n_id] = b
     ident.offsets = off
     ident.report = {"frames": nf, "components": n_id, "iterations": it + 1, "beta_norm": float(np.linalg.norm(b)),
                     "offset_rms_mm": float(np.sqrt((off ** 2).sum(1).mean()) * 1000),
                     "loss5_before": loss_before, "loss5_after": float(np.mean(loss_after)),
-                    "rest_rms_mm": float(np.sqrt((rest ** 2).sum(1).mean()) * 1000)}
+                    "rest_expression_norm": float(np.linalg.norm(rest))}
     return ident
 
 
-def rest_offsets(rig: PointRig, z: np.ndarray, rest: np.ndarray, jaw: float = 0.0) -> np.ndarray:
+def rest_offsets(rig: PointRig, z: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """(68, 3) rest-pose landmark offsets (metres) that the expression ``rest`` (the rig's expression
-    columns) and the jaw angle ``jaw`` (rad) make at coefficients ``z``: folded into the driver's offsets,
-    the driver's resting face (a mouth that rests with its corners down, lips set to one side, lips that
-    the detector sees a little apart) becomes psi = 0 with a closed jaw, so it maps to the avatar's
-    neutral instead of leaking into every frame's expression."""
+    columns) makes at coefficients ``z``: folded into the driver's offsets, the driver's resting face
+    (a mouth that rests with its corners down, lips set to one side) becomes psi = 0, so it maps to the
+    avatar's neutral instead of leaking into every frame's expression."""
     rows = rig.pts.rows_for(0.0, pupils=False)
     eye = np.stack([np.eye(3)] * 3)
-    moved = eye.copy()
-    moved[0] = rotvec_to_matrix([jaw, 0.0, 0.0])
     z_rest = z.copy()
     z_rest[rig.n_id:] += rest
-    d = rig.points(rows, np.eye(3), moved, z_rest, jacobian=False) - rig.points(rows, np.eye(3), eye, z, jacobian=False)
+    d = rig.points(rows, np.eye(3), eye, z_rest, jacobian=False) - rig.points(rows, np.eye(3), eye, z, jacobian=False)
     out = np.zeros((68, 3))
     lmk = rig.pts.landmark_index[rows]
     ok = lmk >= 0
