@@ -78,8 +78,9 @@ class TrackConfig:
     w_offset: float = 0.05         # driver landmark offsets ||offset||^2 (metres^2); 0 turns them off
     # ... times this on the eyelid and lip points, where expressions live; not much more: the detector's lips sit a
     # millimetre or two off the model's at rest, and a calibration that may not move them there reads the difference
-    # as expressions that change with the head's pose (a neutral mouth frowning head-on, stretched when turned)
-    w_offset_mobile: float = 3.0
+    # as expressions that change with the head's pose (a neutral mouth frowning head-on, stretched when turned);
+    # much less (3-5) lets a resting frown into the offsets too (test_look's resting driver, lips over 1 mm)
+    w_offset_mobile: float = 10.0
     w_psi_identity: float = 1e-4   # expression prior while estimating the identity
 
 
