@@ -168,6 +168,34 @@ def test_neutral_driver_leaves_the_mouth_neutral(ict_model):
     assert err["lips"].mean() < 1.0, err["lips"]
 
 
+def test_perspective_projection_is_a_pinhole_and_its_jacobian_matches(ict_model):
+    """With ``focal_px`` the tracker projects like a pinhole camera f px from the image of the head's origin,
+    f / s metres away (s px/m), and its analytic Jacobian matches finite differences."""
+    from headcast.animate.fit import P2, FrameFitter, FrameState, Observation, TrackConfig
+    from headcast.model.rig import PointRig, rotvec_to_matrix
+
+    m = ict_model
+    f = 600.0
+    rig = PointRig(m, np.zeros(m.n_shape), np.arange(5), None)
+    ff = FrameFitter(rig, TrackConfig(focal_px=f))
+    z = np.random.default_rng(1).normal(0, 0.3, rig.Z)
+    st = FrameState(rotvec_to_matrix([0.1, 0.4, 0.05]), 0.15, np.stack([np.eye(3)] * 2), z, np.log(1200.0),
+                    np.array([250.0, 260.0]))
+    obs = Observation(np.random.default_rng(2).normal(256, 60, (68, 2)))
+    d = ff._data(st, obs, True)
+    x = rig.points(d.rows, st.R0, st.rotations(), st.z, jacobian=False)
+    D = f / np.exp(st.log_s)  # metres from the camera to the head's origin
+    cam = x @ np.diag([1.0, -1.0, -1.0]).T + [0.0, 0.0, D]
+    assert np.allclose(d.uv, f * cam[:, :2] / cam[:, 2:] + st.t, atol=1e-6)
+    assert not np.allclose(d.uv, np.exp(st.log_s) * x @ P2.T + st.t, atol=0.5)  # not the orthographic one
+    eps = 1e-6
+    for j in range(d.J.shape[1]):
+        step = np.zeros(d.J.shape[1])
+        step[j] = eps
+        num = (ff._data(ff._apply(st, step, d.layout), obs, False).r - d.r) / eps
+        assert np.allclose(num, d.J[:, j], rtol=1e-3, atol=1e-5 * np.abs(d.J).max()), j
+
+
 def test_a_jaw_opening_is_tracked_as_jaw(ict_model):
     """A driver opening its mouth with the jaw alone (0.3 rad) is tracked with the jaw (within 15 %), not with
     the lip shapes that also part the lips in 2D (mouthFunnel, mouthLowerDown): their sum stays under 0.05."""

@@ -14,6 +14,11 @@ eye joints) plus priors: expression magnitude, a pull towards the previous frame
 (temporal regularisation, so a still face stays still) and, when estimating a driver's identity,
 the identity prior. Levenberg-Marquardt on the analytic Jacobian of :class:`PointRig`, warm-started
 from the previous frame; bounds (expression range, jaw and eye angles) by an active set.
+
+With ``TrackConfig.focal_px`` (the video's focal length in pixels) the projection is a pinhole instead:
+``uv = s k (x, -y) + (tx, ty)`` with ``k = 1 / (1 - s z / f)`` (model z towards the camera, the head's origin
+f / s metres away), so a head turning close to the camera is not read as an expression (eta keeps its meaning
+at the origin's depth).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class TrackConfig:
     w_smooth_eta: float = 1e-3     # (log s change)^2 + (translation change / h)^2
     jaw_range: tuple[float, float] = (-0.05, 0.6)
     eye_max: float = 0.6
+    focal_px: float | None = None  # the video's focal length (pixels) for a perspective projection; None: orthographic
     dynamic_contour: bool = False  # MediaPipe's contour points are fixed face points, not the silhouette
     identity_frames: int = 30      # frames with a face used to estimate the driver's shape
     identity_window_s: float = 10.0  # ... chosen among the first seconds of the video
@@ -76,7 +82,11 @@ class TrackConfig:
     identity_iters: int = 15       # Levenberg-Marquardt iterations of the joint calibration
     offset_dims: int = 3           # 3: offsets in x, y and depth; 2: in the model's x-y plane only
     w_offset: float = 0.05         # driver landmark offsets ||offset||^2 (metres^2); 0 turns them off
-    w_offset_mobile: float = 20.0  # ... times this on the eyelid and lip points, where expressions live
+    # ... times this on the eyelid and lip points, where expressions live; not much more: the detector's lips sit a
+    # millimetre or two off the model's at rest, and a calibration that may not move them there reads the difference
+    # as expressions that change with the head's pose (a neutral mouth frowning head-on, stretched when turned);
+    # much less (3-5) lets a resting frown into the offsets too (test_look's resting driver, lips over 1 mm)
+    w_offset_mobile: float = 10.0
     w_psi_identity: float = 1e-4   # expression prior while estimating the identity
 
 
@@ -131,7 +141,8 @@ class FrameState:
 @dataclass
 class Residuals:
     """r (2K,) weighted normalised residuals, Loss5, uv (K, 2) model points in pixels, the point rows,
-    the per-point residual scale (K,), s; with a Jacobian: J (2K, n) and its column layout."""
+    the per-point residual scale (K,), s, the projection's derivative (K, 2, 3) by model-frame point (None:
+    orthographic, P2); with a Jacobian: J (2K, n) and its column layout."""
 
     r: np.ndarray
     loss5: float
@@ -139,8 +150,15 @@ class Residuals:
     rows: np.ndarray
     scale: np.ndarray
     s: float
+    proj: np.ndarray | None = None
     J: np.ndarray | None = None
     layout: dict | None = None
+
+
+def project(proj: np.ndarray | None, d: np.ndarray) -> np.ndarray:
+    """Image derivatives (K, 2, n) of model-frame point derivatives ``d`` (K, 3, n) under the projection's
+    per-point derivative ``proj`` (K, 2, 3) (None: the orthographic P2), before the scale s."""
+    return np.einsum("ab,kbc->kac", P2, d) if proj is None else np.einsum("kab,kbc->kac", proj, d)
 
 
 @dataclass
@@ -223,26 +241,36 @@ class FrameFitter:
         out = self.rig.points(rows, st.R0, st.rotations(), st.z, jacobian=jac)
         x = out[0] if jac else out
         s = np.exp(st.log_s)
-        uv = s * x @ P2.T + st.t
+        xy = x @ P2.T
+        f = self.cfg.focal_px
+        if f:
+            # a pinhole f px from the image of the head's origin, f / s metres away: model z points at the camera
+            k = 1.0 / (1.0 - np.minimum(s * x[:, 2] / f, 0.5))
+            proj = k[:, None, None] * P2 + (s * k ** 2 / f)[:, None, None] * xy[:, :, None] * np.array([0.0, 0.0, 1.0])
+            dlog_s = s * (k + s * k ** 2 * x[:, 2] / f)[:, None] * xy
+            uv = s * k[:, None] * xy + st.t
+        else:
+            proj, dlog_s = None, s * xy
+            uv = dlog_s + st.t
         target = obs.landmarks if not use_pupils else np.vstack([obs.landmarks, obs.pupils])
         w = self.w68 if not use_pupils else np.r_[self.w68, self.cfg.w_pupil, self.cfg.w_pupil]
         h = obs.half_size
         scale = np.sqrt(w / w[:68].sum()) / h  # sum of squares = weighted mean, in Loss5 units
         r = ((uv - target) * scale[:, None]).ravel()
         loss5 = float(np.sqrt(((uv[:68] - obs.landmarks) ** 2).sum(1).mean()) / h)
-        res = Residuals(r, loss5, uv, rows, scale, s)
+        res = Residuals(r, loss5, uv, rows, scale, s, proj)
         if not jac:
             return res
         _, d_root, d_g, d_z = out
         L = self._layout(use_pupils)
         K = len(rows)
         Jm = np.zeros((K, 2, L["n"]))
-        Jm[:, :, L["root"]] = s * np.einsum("ab,kbc->kac", P2, d_root)
-        Jm[:, :, L["jaw"]] = s * np.einsum("ab,kbc->kac", P2, d_g[0][:, :, :1])
+        Jm[:, :, L["root"]] = s * project(proj, d_root)
+        Jm[:, :, L["jaw"]] = s * project(proj, d_g[0][:, :, :1])
         if use_pupils:
-            Jm[:, :, L["eyes"]] = s * np.einsum("ab,kbc->kac", P2, np.concatenate([d_g[1][:, :, :2], d_g[2][:, :, :2]], 2))
-        Jm[:, :, L["z"]] = s * np.einsum("ab,kbz->kaz", P2, d_z[:, :, self.free_z])
-        Jm[:, :, L["log_s"]] = (uv - st.t)[:, :, None]
+            Jm[:, :, L["eyes"]] = s * project(proj, np.concatenate([d_g[1][:, :, :2], d_g[2][:, :, :2]], 2))
+        Jm[:, :, L["z"]] = s * project(proj, d_z[:, :, self.free_z])
+        Jm[:, :, L["log_s"]] = dlog_s[:, :, None]
         Jm[:, 0, L["t"].start] = 1.0
         Jm[:, 1, L["t"].start + 1] = 1.0
         Jm *= scale[:, None, None]

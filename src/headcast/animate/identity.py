@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from headcast.animate.fit import P2, FrameFitter, FrameState, Observation, TrackConfig
+from headcast.animate.fit import FrameFitter, FrameState, Observation, TrackConfig, project
 from headcast.model.head_model import HeadModel
 from headcast.model.rig import PointRig
 
@@ -212,6 +212,6 @@ def _offset_jacobian(rig: PointRig, d, st: FrameState, nd: int) -> np.ndarray:
     K = len(d.rows)
     J = np.zeros((K, 2, 68, nd))
     ok = lmk >= 0
-    dd = d.s * np.einsum("ab,kbc->kac", P2, M[:, :, :nd]) * d.scale[:, None, None]  # (K, 2, nd)
+    dd = d.s * project(d.proj, M[:, :, :nd]) * d.scale[:, None, None]  # (K, 2, nd)
     J[np.flatnonzero(ok), :, lmk[ok], :] = dd[ok]
     return J.reshape(2 * K, 68 * nd)
