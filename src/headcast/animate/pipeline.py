@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headcast.animate.blas import one_blas_thread
 from headcast.animate.fit import Observation, TrackConfig
 from headcast.animate.identity import DriverIdentity
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
@@ -122,17 +123,24 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     motion to the report; ``force`` replaces an earlier animation in ``out_dir``; ``light`` (fitted or
     neutral) lights the video's head (:func:`subject_light`)."""
     threads.apply()
-    cfg = _config(config, threshold, max_iters)
+    with one_blas_thread():  # small matrices everywhere; and no BLAS pool at work while threads fork ffmpeg
+        return _animate(recon_dir, video, out_dir, model_spec, _config(config, threshold, max_iters), write_video,
+                        max_frames, copy_input, truth, force, light)
+
+
+def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_video: bool, max_frames, copy_input: bool,
+             truth, force: bool, light: str) -> dict:
+    """:func:`animate` with its settings checked."""
     if light not in LIGHTS:
         raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
     check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
-    subject = load_subject(recon_dir, model_spec)
+    subject = load_subject(recon_dir, model_spec, texture=write_video)
     info = video_info(video)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
                 f"'{subject.model.name}'{', textured' if subject.texture is not None else ''}")
-    import_in_background("headcast.animate.preview" if write_video else "headcast.model.layer")
+    import_in_background("headcast.animate.preview" if write_video else None)
     det = detect_video(video, max_frames, info)
     n = len(det.observations)
     if not any(o is not None for o in det.observations):
@@ -171,13 +179,15 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     return report
 
 
-def import_in_background(module: str) -> threading.Thread:
-    """Import ``module`` (and torch with it: 2-3 s) in a thread while MediaPipe finds landmarks in its own
+def import_in_background(module: str | None) -> threading.Thread | None:
+    """Import MediaPipe, then ``module`` (when given) in a thread while MediaPipe finds landmarks in its own
     native threads; the stages that need it later find it loaded. MediaPipe is imported first, here, so
     that the two imports never run at once. An import error is left for the stage that needs the module."""
     from headcast.preprocess.native import import_mediapipe
 
     import_mediapipe()
+    if module is None:
+        return None
 
     def run() -> None:
         try:

@@ -1,7 +1,7 @@
 """The preview video of ``headcast animate``: the input frame with its landmarks beside the subject's head
 rendered for each frame's parameters (:class:`HeadView`, OpenGL), encoded while the next frames are made.
 
-Imports torch (the head's vertices), so the tracking stages load it only when a video is written.
+The head is posed in numpy (:class:`headcast.model.skinning.FixedShape`, the subject's beta folded in once).
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from headcast.animate.subject import Subject, subject_light
 from headcast.animate.video import PANEL, Prefetched, VideoInfo, VideoWriter, read_frames
 from headcast.core.camera import Intrinsics, to_camera
+from headcast.model.cavity import interior_of
 from headcast.model.eyes import eye_colors
-from headcast.model.interior_layer import interior_layer
-from headcast.model.layer import HeadLayer
+from headcast.model.skinning import FixedShape
 from headcast.render.gl import DEFAULT_LIGHT
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,6 @@ class HeadView:
 
         m = subject.model
         self.model, self.beta = m, subject.params.beta.astype(np.float64)
-        self.layer = HeadLayer(m, dtype=torch.float32)
         f = 1.9 * size
         self.K = Intrinsics(f, f, (size - 1) / 2, (size - 1) / 2 + 0.06 * size, size, size)
         self.t = head_placement(m, self.beta, distance=0.75)
@@ -46,20 +44,15 @@ class HeadView:
             self.renderer = MeshRenderer(m.faces, m.n_vertices, colors=eye_colors(m))
         self.textured = subject.texture is not None
         self.light = subject_light(subject, light)
-        self.inner = interior_layer(self.layer)
-        if self.inner is not None:
-            self.renderer.add_parts(self.inner.interior.faces, self.inner.interior.colors)
+        interior = interior_of(m)
+        if interior is not None:
+            self.renderer.add_parts(interior.faces, interior.colors)
+        self.shape = FixedShape(m, self.beta, interior)
 
     def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
         """Camera-frame vertices (B, V + P, 3) for theta (B, N_POSE), psi (B, E): the head's V, then the
         mouth interior's P (none without one)."""
-        f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
-        args = (f(np.tile(self.beta, (len(theta), 1))), f(psi), f(theta))
-        with torch.no_grad():
-            v = self.layer.vertices(*args)
-            if self.inner is not None:
-                v = torch.cat([v, self.inner.vertices(*args)], 1)
-        return to_camera(v.double().numpy(), 1.0, self.t)
+        return to_camera(self.shape.vertices(theta, psi).astype(np.float64), 1.0, self.t)
 
     def render(self, vertices: np.ndarray) -> np.ndarray:
         V = self.model.n_vertices
