@@ -4,7 +4,7 @@ computes, without torch, for the many frames of an animation.
 The identity beta is folded into the rest shape and the joints once, so each frame costs one expression
 product (one BLAS call for a batch of frames), the joints' rotations and one skinning product. Model
 frame, metres; float32 like the preview's :class:`headcast.model.layer.HeadLayer` (equal to it within
-float32 rounding, ``tests/test_render.py``).
+float32 rounding, ``tests/test_skinning.py``).
 """
 
 from __future__ import annotations
