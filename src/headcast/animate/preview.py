@@ -61,7 +61,7 @@ class HeadView:
     def render(self, vertices: np.ndarray) -> np.ndarray:
         V = self.model.n_vertices
         img, _ = self.renderer.render(vertices[:V], self.K, background=(34, 36, 40), light=self.light,
-                                      parts=vertices[V:])
+                                      parts=vertices[V:], coverage=False)
         return img
 
     def release(self) -> None:

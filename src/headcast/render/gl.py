@@ -195,8 +195,9 @@ class MeshRenderer:
 
     def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0), light_dir=NEUTRAL_DIR,
                ambient: float = NEUTRAL_AMBIENT, light: np.ndarray | None = None,
-               parts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Camera-frame vertices (V, 3) metres -> (H, W, 3) uint8 RGB image and (H, W) bool coverage.
+               parts: np.ndarray | None = None, coverage: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Camera-frame vertices (V, 3) metres -> (H, W, 3) uint8 RGB image and (H, W) bool coverage (None
+        with ``coverage`` False: the image is then read back as RGB, no copy).
 
         Colour = base colour x SH irradiance of the normal: ``light`` (9, 3), the SH numbers of
         :mod:`headcast.core.sh` (e.g. fitted by the texture stage), or when None the neutral light of
@@ -218,7 +219,11 @@ class MeshRenderer:
         self.vao.render(moderngl.TRIANGLES)
         if self.parts is not None and parts is not None:
             self.parts._draw_into(parts, K, sh)
-        buf = np.frombuffer(fbo.read(components=4), dtype=np.uint8).reshape(K.height, K.width, 4)  # see projection_matrix
+        if not coverage:  # rows in GL order are image rows (projection_matrix)
+            img = np.empty((K.height, K.width, 3), np.uint8)
+            fbo.read_into(img, components=3)
+            return img, None
+        buf = np.frombuffer(fbo.read(components=4), dtype=np.uint8).reshape(K.height, K.width, 4)
         return np.ascontiguousarray(buf[..., :3]), buf[..., 3] > 0
 
     def _draw_into(self, vertices: np.ndarray, K: Intrinsics, sh: np.ndarray) -> None:
