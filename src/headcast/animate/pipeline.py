@@ -3,7 +3,9 @@
 Stages (timed separately): decode, landmarks (MediaPipe FaceMesh in tracking mode), the driver's
 identity (once, from ``identity_frames`` frames of the first ``identity_window_s`` seconds that
 span the head poses seen there; :func:`headcast.animate.track.select_calibration`), the per-frame
-fit (Loss5, :mod:`headcast.animate.fit`), and the preview video. The subject keeps its own beta;
+fit (Loss5, :mod:`headcast.animate.fit`), and the preview video, in one pass (:func:`detect_and_track`):
+landmarks in a thread of their own, the identity once its window's landmarks are in, then each frame
+fitted as it arrives and drawn and encoded by the preview's thread meanwhile. The subject keeps its own beta;
 only theta and psi come from the driver. Output folder (written whole or not at all; every file in
 docs/formats.md, read and written by :mod:`headcast.io.anim`): ``params.npz`` and ``frames.jsonl``
 (the per-frame parameters, Loss5, landmarks; the subject's beta, the driver's identity, fps and
