@@ -177,6 +177,9 @@ class MeshRenderer:
             self.texture.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
         self._fbo = {}
         self.parts: MeshRenderer | None = None
+        # skip the triangles facing away from the camera (for a closed surface seen from outside: the
+        # same image, fewer fragments); off by default, the fragment shader lights back faces too
+        self.cull_back = False
 
     def add_parts(self, faces: np.ndarray, colors: np.ndarray) -> None:
         """Draw a second mesh (the mouth interior: faces (Fi, 3), per-vertex colours (P, 3)) in every
@@ -216,7 +219,11 @@ class MeshRenderer:
         bg = np.asarray(background, dtype=np.float64) / 255.0
         fbo.clear(bg[0], bg[1], bg[2], 0.0, depth=1.0)
         self.ctx.enable(moderngl.DEPTH_TEST)
+        if self.cull_back:  # projection_matrix mirrors y, so GL's "front" winding faces away from the camera
+            self.ctx.enable(moderngl.CULL_FACE)
+            self.ctx.cull_face = "front"
         self.vao.render(moderngl.TRIANGLES)
+        self.ctx.disable(moderngl.CULL_FACE)
         if self.parts is not None and parts is not None:
             self.parts._draw_into(parts, K, sh)
         if not coverage:  # rows in GL order are image rows (projection_matrix)
