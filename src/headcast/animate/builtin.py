@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from headcast.core.camera import Intrinsics, to_camera
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE, pose_slice
+from headcast.model.cavity import interior_of
 from headcast.model.head_model import HeadModel
-from headcast.model.interior_layer import interior_layer
-from headcast.model.layer import HeadLayer
+from headcast.model.skinning import FixedShape
 
 #: channel -> keyframes (seconds, value); angles in degrees, the jaw in radians, expressions in the
 #: model's units. Between keyframes values ease with a cosine; before the first / after the last they hold.
@@ -90,11 +89,9 @@ def builtin_camera(size: int = 512) -> Intrinsics:
 def head_placement(model: HeadModel, beta: np.ndarray, distance: float = 0.55) -> np.ndarray:
     """Translation t (3,) putting the neutral face centre (mean of the inner landmarks) on the optical
     axis ``distance`` metres away: ``X_cam = FLIP @ X_model + t`` (:func:`headcast.core.camera.to_camera`, s = 1)."""
-    layer = HeadLayer(model, dtype=torch.float64)
-    z = layer.zeros(1)
-    with torch.no_grad():
-        lmk = layer.landmarks(torch.as_tensor(np.asarray(beta, dtype=np.float64))[None], z["psi"], z["theta"])[0]
-    centre = to_camera(lmk[17:].mean(0).numpy(), 1.0, np.zeros(3))
+    beta = np.asarray(beta, dtype=np.float64)
+    rest = model.v_template + model.shapedirs[:, :, : len(beta)].astype(np.float64) @ beta  # the neutral pose
+    centre = to_camera(model.landmark_vertices(rest)[17:].mean(0), 1.0, np.zeros(3))
     return np.array([0.0, 0.0, distance]) - centre
 
 
@@ -119,10 +116,11 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
     t = head_placement(model, beta)
     albedo, _ = skin_albedo(model, np.random.default_rng(seed), tone=0.25, hair=True)
     renderer = MeshRenderer(model.faces, model.n_vertices, colors=albedo)
-    layer = HeadLayer(model, dtype=torch.float32)
-    inner = interior_layer(layer)  # the mouth interior: teeth and cavity when the mouth opens
-    if inner is not None:
-        renderer.add_parts(inner.interior.faces, inner.interior.colors)
+    interior = interior_of(model)  # the mouth interior: teeth and cavity when the mouth opens
+    if interior is not None:
+        renderer.add_parts(interior.faces, interior.colors)
+    shape = FixedShape(model, beta, interior)
+    V = model.n_vertices
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a driver, not a preview: x264's veryfast preset made the tracked head tremble on the still stretch
@@ -132,14 +130,10 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
         n = len(motion.times)
         for a in range(0, n, 16):
             b = min(n, a + 16)
-            f32 = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
-            args = (f32(np.tile(beta, (b - a, 1))), f32(motion.psi[a:b]), f32(motion.theta[a:b]))
-            with torch.no_grad():
-                verts = layer.vertices(*args).double().numpy()
-                parts = None if inner is None else inner.vertices(*args).double().numpy()
+            verts = to_camera(shape.vertices(motion.theta[a:b], motion.psi[a:b]).astype(np.float64), 1.0, t)
             for k, v in enumerate(verts):
-                img, _ = renderer.render(to_camera(v, 1.0, t), K, background=(200, 205, 210), light_dir=(0.3, 0.4, 1.0),
-                                         ambient=0.45, parts=None if parts is None else to_camera(parts[k], 1.0, t))
+                img, _ = renderer.render(v[:V], K, background=(200, 205, 210), light_dir=(0.3, 0.4, 1.0),
+                                         ambient=0.45, parts=v[V:] if interior is not None else None)
                 i = a + k
                 if insert_blank is not None and insert_blank[0] <= i < insert_blank[0] + insert_blank[1]:
                     img = np.zeros_like(img)
@@ -153,10 +147,9 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
 def gaps_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: np.ndarray) -> dict[str, np.ndarray]:
     """Mouth opening (inner lips 62-66) and eyelid openings (mean of the two lid point pairs of each eye)
     in millimetres (N,) of the head with identity ``beta`` driven by theta (N, N_POSE), psi (N, E)."""
-    layer = HeadLayer(model, dtype=torch.float64)
-    f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
-    with torch.no_grad():
-        L = layer.landmarks(f(np.tile(beta, (len(theta), 1))), f(psi), f(theta)).numpy()
+    ids, corner = np.unique(model.faces[model.lmk_faces], return_inverse=True)  # the landmark triangles' vertices
+    v = FixedShape(model, beta, ids=ids).vertices(theta, psi).astype(np.float64)
+    L = np.einsum("lk,nlkc->nlc", model.lmk_bary, v[:, corner.reshape(-1, 3)])
     d = lambda a, b: np.linalg.norm(L[:, a] - L[:, b], axis=1) * 1000  # noqa: E731
     return {"mouth": d(62, 66), "lid_left": (d(43, 47) + d(44, 46)) / 2, "lid_right": (d(37, 41) + d(38, 40)) / 2}
 

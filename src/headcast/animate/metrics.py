@@ -12,18 +12,10 @@ def vertex_speed_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: 
                     region: str = "face", batch: int = 64) -> np.ndarray:
     """Mean speed (N - 1,) in millimetres per frame of the ``region`` vertices of the head with identity
     ``beta`` (S,) driven by theta (N, N_POSE) and psi (N, E), in the model frame."""
-    import torch  # 2-3 s to import: only when this is asked for
+    from headcast.model.skinning import FixedShape
 
-    from headcast.model.layer import HeadLayer
-
-    layer = HeadLayer(model, dtype=torch.float32)
-    ids = torch.as_tensor(model.masks[region], dtype=torch.long)
-    out = []
-    with torch.no_grad():
-        for a in range(0, len(theta), batch):
-            b = min(len(theta), a + batch)
-            f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
-            out.append(layer.vertices(f(np.tile(beta, (b - a, 1))), f(psi[a:b]), f(theta[a:b]), ids).double().numpy())
+    shape = FixedShape(model, beta, ids=model.masks[region])
+    out = [shape.vertices(theta[a:a + batch], psi[a:a + batch]) for a in range(0, len(theta), batch)]
     v = np.concatenate(out)
     return np.linalg.norm(np.diff(v, axis=0), axis=2).mean(1) * 1000
 

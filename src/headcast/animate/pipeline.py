@@ -3,7 +3,9 @@
 Stages (timed separately): decode, landmarks (MediaPipe FaceMesh in tracking mode), the driver's
 identity (once, from ``identity_frames`` frames of the first ``identity_window_s`` seconds that
 span the head poses seen there; :func:`headcast.animate.track.select_calibration`), the per-frame
-fit (Loss5, :mod:`headcast.animate.fit`), and the preview video. The subject keeps its own beta;
+fit (Loss5, :mod:`headcast.animate.fit`), and the preview video, in one pass (:func:`detect_and_track`):
+landmarks in a thread of their own, the identity once its window's landmarks are in, then each frame
+fitted as it arrives and drawn and encoded by the preview's thread meanwhile. The subject keeps its own beta;
 only theta and psi come from the driver. Output folder (written whole or not at all; every file in
 docs/formats.md, read and written by :mod:`headcast.io.anim`): ``params.npz`` and ``frames.jsonl``
 (the per-frame parameters, Loss5, landmarks; the subject's beta, the driver's identity, fps and
@@ -14,12 +16,14 @@ beside the reconstructed head, textured when the folder has a texture), ``previe
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -32,6 +36,7 @@ from headcast.animate.video import Prefetched, VideoInfo, VideoLandmarker, read_
 from headcast.core import threads
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
+from headcast.core.threads import one_blas_thread
 from headcast.io import anim as anim_io
 from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.validate import check_number
@@ -108,6 +113,79 @@ def track(model: HeadModel, observations: list[Observation | None], fps: float, 
     return Track(frames, identity, cal, t1 - t0, t2 - t1)
 
 
+def detect_and_track(video: str | Path, model: HeadModel, cfg: TrackConfig, info: VideoInfo,
+                     max_frames: int | None = None, emit=None) -> tuple[Detections, Track]:
+    """:func:`detect_video` and :func:`track` as one pass, with the same result: the driver's identity as
+    soon as its window's landmarks are in, then each frame fitted as its landmarks arrive and handed to
+    ``emit(observation, tracked_frame)`` in order (frames before the first face once it is fitted, holding
+    its parameters), so a consumer (the preview video) works while the next frames are found."""
+    window = max(1, int(round(cfg.identity_window_s * info.fps)))
+    tracker = Tracker(model, cfg)
+    obs: list[Observation | None] = []
+    frames: list[TrackedFrame] = []
+    cal: list[int] | None = None
+    first: int | None = None  # the first frame with a face
+    sec = dict(decode=0.0, detect=0.0, identity=0.0, fit=0.0)
+
+    def fit_ready() -> None:
+        nonlocal first
+        t0 = time.perf_counter()
+        while len(frames) < len(obs):
+            i = len(frames)
+            frames.append(tracker.step(obs[i]))
+            if first is None and frames[i].face_found:
+                first = i
+                f = frames[i]
+                for k in range(i):  # offline, frames before the first face hold the first fit too
+                    frames[k] = TrackedFrame(f.theta, f.psi, f.eta, float("nan"), 0, False, f.landmarks)
+                    if emit is not None:
+                        emit(obs[k], frames[k])
+            if first is not None and emit is not None:
+                emit(obs[i], frames[i])
+        sec["fit"] += time.perf_counter() - t0
+
+    def calibrate() -> list[int]:
+        t0 = time.perf_counter()
+        idx = select_calibration(obs, cfg.identity_frames, window, cfg.identity_quiet_share)
+        logger.info(f"animate: driver identity from {len(idx)} frames of the first {min(window, len(obs))}")
+        tracker.calibrate([obs[i] for i in idx])
+        sec["identity"] += time.perf_counter() - t0
+        return idx
+
+    with Prefetched(_landmarks(video, max_frames, info, sec), depth=1 << 16) as found:  # no wait for the fits
+        for o in found:
+            obs.append(o)
+            if len(obs) % 100 == 0:
+                logger.info(f"animate: landmarks on {len(obs)} frames")
+            if cal is None and len(obs) >= window:
+                cal = calibrate()
+            if cal is not None:
+                fit_ready()
+    if cal is None:
+        cal = calibrate()
+        fit_ready()
+    if first is None:
+        raise HeadcastError(f"no face found in any of the {len(obs)} frames of {video}")
+    return (Detections(info, obs, sec["decode"], sec["detect"]),
+            Track(frames, tracker.identity, cal, sec["identity"], sec["fit"]))
+
+
+def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: dict) -> Iterator[Observation | None]:
+    """Each frame's observation (None: no face), frames decoded ahead; adds the seconds spent waiting for
+    decoded frames and finding landmarks to ``sec`` (``decode``, ``detect``)."""
+    with VideoLandmarker() as lm, Prefetched(read_frames(video, max_frames, info)) as images:
+        while True:
+            t0 = time.perf_counter()
+            frame = next(images, None)
+            t1 = time.perf_counter()
+            sec["decode"] += t1 - t0
+            if frame is None:
+                return
+            det = lm(frame)
+            sec["detect"] += time.perf_counter() - t1
+            yield None if det is None else Observation(det.landmarks, det.pupils)
+
+
 # ------------------------------------------------------------------------ the whole stage
 def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | HeadModel | None = None,
             threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
@@ -122,39 +200,51 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     motion to the report; ``force`` replaces an earlier animation in ``out_dir``; ``light`` (fitted or
     neutral) lights the video's head (:func:`subject_light`)."""
     threads.apply()
-    cfg = _config(config, threshold, max_iters)
+    with one_blas_thread():  # small matrices everywhere; and no BLAS pool at work while threads fork ffmpeg
+        return _animate(recon_dir, video, out_dir, model_spec, _config(config, threshold, max_iters), write_video,
+                        max_frames, copy_input, truth, force, light)
+
+
+def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_video: bool, max_frames, copy_input: bool,
+             truth, force: bool, light: str, subject: Subject | None = None) -> dict:
+    """:func:`animate` with its settings checked; ``subject``: ``recon_dir``'s, when the caller has read it."""
     if light not in LIGHTS:
         raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
     check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
-    subject = load_subject(recon_dir, model_spec)
+    subject = subject or load_subject(recon_dir, model_spec, texture=write_video)
     info = video_info(video)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
                 f"'{subject.model.name}'{', textured' if subject.texture is not None else ''}")
-    import_in_background("headcast.animate.preview" if write_video else "headcast.model.layer")
-    det = detect_video(video, max_frames, info)
-    n = len(det.observations)
-    if not any(o is not None for o in det.observations):
-        raise HeadcastError(f"no face found in any of the {n} frames of {video}")
-    trk = track(subject.model, det.observations, det.info.fps, cfg)
-    report = summarise(subject, det, trk, cfg)
-    if truth is not None:
-        from headcast.animate.builtin import motion_recovery
-
-        report["ground_truth"] = motion_recovery(subject.model, subject.params.beta, truth,
-                                                 np.array([f.theta for f in trk.frames]),
-                                                 np.array([f.psi for f in trk.frames]),
-                                                 np.array([f.face_found for f in trk.frames]))
-    logger.info(f"animate: {report['frames']} frames, {report['frames_with_face']} with a face; Loss5 < "
-                f"{cfg.threshold:g} in {100 * report['share_under_threshold']:.1f} %; fitting "
-                f"{report['fps']['fitting']:.0f} fps, end to end {report['fps']['end_to_end']:.1f} fps")
+    import_in_background("headcast.animate.preview" if write_video else None)
     with staged_dir(out_dir, "animation", force=force, inputs=(recon_dir, video)) as tmp:
+        preview = None
         if write_video:
-            from headcast.animate.preview import write_preview_video
+            from headcast.animate.preview import PreviewThread, expected_frames
 
-            sec, stills = write_preview_video(tmp / anim_io.VIDEO, video, subject, det.observations, trk.frames,
-                                              det.info, cfg.threshold, light)
+            preview = PreviewThread(tmp / anim_io.VIDEO, video, subject, info, cfg.threshold, light,
+                                    expected_frames(info, max_frames))
+        try:
+            det, trk = detect_and_track(video, subject.model, cfg, info, max_frames, preview and preview.add)
+        except BaseException:
+            if preview is not None:
+                with contextlib.suppress(Exception):  # the first error is the one to report
+                    preview.close()
+            raise
+        sec, stills = preview.close() if preview is not None else (None, [])
+        report = summarise(subject, det, trk, cfg)
+        if truth is not None:
+            from headcast.animate.builtin import motion_recovery
+
+            report["ground_truth"] = motion_recovery(subject.model, subject.params.beta, truth,
+                                                     np.array([f.theta for f in trk.frames]),
+                                                     np.array([f.psi for f in trk.frames]),
+                                                     np.array([f.face_found for f in trk.frames]))
+        logger.info(f"animate: {report['frames']} frames, {report['frames_with_face']} with a face; Loss5 < "
+                    f"{cfg.threshold:g} in {100 * report['share_under_threshold']:.1f} %; fitting "
+                    f"{report['fps']['fitting']:.0f} fps, end to end {report['fps']['end_to_end']:.1f} fps")
+        if preview is not None:
             report["seconds"]["video"] = sec
             if stills:
                 from headcast.render.images import save_png
@@ -171,13 +261,15 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     return report
 
 
-def import_in_background(module: str) -> threading.Thread:
-    """Import ``module`` (and torch with it: 2-3 s) in a thread while MediaPipe finds landmarks in its own
+def import_in_background(module: str | None) -> threading.Thread | None:
+    """Import MediaPipe, then ``module`` (when given) in a thread while MediaPipe finds landmarks in its own
     native threads; the stages that need it later find it loaded. MediaPipe is imported first, here, so
     that the two imports never run at once. An import error is left for the stage that needs the module."""
     from headcast.preprocess.native import import_mediapipe
 
     import_mediapipe()
+    if module is None:
+        return None
 
     def run() -> None:
         try:
@@ -278,17 +370,21 @@ def summarise(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -
 
 
 def animate_builtin(recon_dir: str | Path, out_dir: str | Path, model_spec: str | None = None, seed: int = 0,
-                    **kwargs) -> dict:
+                    threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
+                    write_video: bool = True, max_frames: int | None = None, force: bool = False,
+                    light: str = DEFAULT_LIGHT) -> dict:
     """Animate a reconstruction with the built-in scripted motion (rendered with the subject's own shape);
     the report gets the recovered motion against the script (``ground_truth``). For ``headcast demo``;
-    ``kwargs`` go to :func:`animate`."""
+    the other arguments are :func:`animate`'s."""
     import tempfile
 
     from headcast.animate.builtin import builtin_motion_video
 
-    subject = load_subject(recon_dir, model_spec)
-    with tempfile.TemporaryDirectory(prefix="headcast-motion-") as tmp:
+    threads.apply()
+    subject = load_subject(recon_dir, model_spec, texture=write_video)  # read once (the texture OBJ: ~1 s)
+    with one_blas_thread(), tempfile.TemporaryDirectory(prefix="headcast-motion-") as tmp:
         video = Path(tmp) / "builtin_motion.mp4"
         logger.info("animate: rendering the built-in motion (7 s)")
         truth = builtin_motion_video(video, subject.model, subject.params.beta, seed=seed)
-        return animate(recon_dir, video, out_dir, model_spec, copy_input=True, truth=truth, **kwargs)
+        return _animate(recon_dir, video, out_dir, model_spec, _config(config, threshold, max_iters), write_video,
+                        max_frames, True, truth, force, light, subject)

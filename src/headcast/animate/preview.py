@@ -1,24 +1,27 @@
 """The preview video of ``headcast animate``: the input frame with its landmarks beside the subject's head
 rendered for each frame's parameters (:class:`HeadView`, OpenGL), encoded while the next frames are made.
 
-Imports torch (the head's vertices), so the tracking stages load it only when a video is written.
+The head is posed in numpy (:class:`headcast.model.skinning.FixedShape`, the subject's beta folded in once).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
+import threading
 import time
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
-import torch
 
 from headcast.animate.subject import Subject, subject_light
 from headcast.animate.video import PANEL, Prefetched, VideoInfo, VideoWriter, read_frames
 from headcast.core.camera import Intrinsics, to_camera
+from headcast.model.cavity import interior_of
 from headcast.model.eyes import eye_colors
-from headcast.model.interior_layer import interior_layer
-from headcast.model.layer import HeadLayer
+from headcast.model.skinning import FixedShape
 from headcast.render.gl import DEFAULT_LIGHT
 
 logger = logging.getLogger(__name__)
@@ -35,7 +38,6 @@ class HeadView:
 
         m = subject.model
         self.model, self.beta = m, subject.params.beta.astype(np.float64)
-        self.layer = HeadLayer(m, dtype=torch.float32)
         f = 1.9 * size
         self.K = Intrinsics(f, f, (size - 1) / 2, (size - 1) / 2 + 0.06 * size, size, size)
         self.t = head_placement(m, self.beta, distance=0.75)
@@ -44,27 +46,23 @@ class HeadView:
             self.renderer = MeshRenderer(m.faces, m.n_vertices, uv=uv, uv_faces=uvf, texture=img)
         else:
             self.renderer = MeshRenderer(m.faces, m.n_vertices, colors=eye_colors(m))
+        self.renderer.cull_back = True  # the head's back faces: ~15 % of the render, <= 4 silhouette pixels a frame
         self.textured = subject.texture is not None
         self.light = subject_light(subject, light)
-        self.inner = interior_layer(self.layer)
-        if self.inner is not None:
-            self.renderer.add_parts(self.inner.interior.faces, self.inner.interior.colors)
+        interior = interior_of(m)
+        if interior is not None:
+            self.renderer.add_parts(interior.faces, interior.colors)
+        self.shape = FixedShape(m, self.beta, interior)
 
     def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
         """Camera-frame vertices (B, V + P, 3) for theta (B, N_POSE), psi (B, E): the head's V, then the
         mouth interior's P (none without one)."""
-        f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
-        args = (f(np.tile(self.beta, (len(theta), 1))), f(psi), f(theta))
-        with torch.no_grad():
-            v = self.layer.vertices(*args)
-            if self.inner is not None:
-                v = torch.cat([v, self.inner.vertices(*args)], 1)
-        return to_camera(v.double().numpy(), 1.0, self.t)
+        return to_camera(self.shape.vertices(theta, psi).astype(np.float64), 1.0, self.t)
 
     def render(self, vertices: np.ndarray) -> np.ndarray:
         V = self.model.n_vertices
         img, _ = self.renderer.render(vertices[:V], self.K, background=(34, 36, 40), light=self.light,
-                                      parts=vertices[V:])
+                                      parts=vertices[V:], coverage=False)
         return img
 
     def release(self) -> None:
@@ -92,43 +90,87 @@ def compose(frame: np.ndarray, head: np.ndarray, detected: np.ndarray | None, fi
     return out
 
 
-def write_preview_video(path: Path, video: str | Path, subject: Subject, observations: list, frames: list,
-                        info: VideoInfo, threshold: float, light: str = DEFAULT_LIGHT) -> tuple[float, list[np.ndarray]]:
-    """Write the side-by-side MP4 of ``frames`` (TrackedFrame, one per video frame) with the detected
-    ``observations`` (Observation or None) over the ``video`` described by ``info`` (its frame rate is
-    the MP4's), the head lit by ``light`` (:class:`HeadView`); returns the
-    seconds it took and four composed frames for a still. The video is decoded again, ahead of use
+def write_preview_video(path: Path, video: str | Path, subject: Subject, items: Iterable, info: VideoInfo,
+                        threshold: float, light: str = DEFAULT_LIGHT, expected: int = 0) -> tuple[float, list[np.ndarray]]:
+    """Write the side-by-side MP4 of ``items``, (Observation or None, TrackedFrame) per video frame in
+    order (a list, or an iterator that yields them as they are tracked), over the ``video`` described by
+    ``info`` (its frame rate is the MP4's), the head lit by ``light`` (:class:`HeadView`); returns the
+    seconds it took and four composed frames for a still: three spread over the ``expected`` frame count
+    (:func:`expected_frames`) and the last. The video is decoded again, ahead of use
     (:func:`headcast.animate.video.Prefetched`), and encoded in ffmpeg while the next frames render."""
     view = HeadView(subject, light=light)
     fps = info.fps
-    n = len(frames)
-    keep = set(np.linspace(0, n - 1, 4).round().astype(int).tolist()) if n else set()
-    stills = []
+    keep = set(np.linspace(0, expected - 1, 4).round().astype(int)[:3].tolist()) if expected > 1 else {0}
+    stills, last = [], None
     t0 = time.perf_counter()
     writer = VideoWriter(path, fps)
-    images = Prefetched(read_frames(video, n, info))
+    images = Prefetched(read_frames(video, None, info))
+    items = iter(items)
+    i = 0
     try:
-        for a in range(0, n, 16):
-            chunk = frames[a:a + 16]
-            verts = view.vertices(np.array([f.theta for f in chunk]), np.array([f.psi for f in chunk]))
-            for k, (fr, v) in enumerate(zip(chunk, verts)):
-                i = a + k
-                obs = observations[i]
-                if fr.face_found:
-                    text = f"frame {i}  t {i / fps:6.2f} s  Loss5 {fr.loss:.3f}  iterations {fr.iterations}"
-                    warn = not fr.loss < threshold
-                else:
-                    text = f"frame {i}  t {i / fps:6.2f} s  no face: holding the last parameters"
-                    warn = True
-                img = compose(next(images), view.render(v), None if obs is None else obs.landmarks,
-                              fr.landmarks if fr.face_found else None, text, warn)
-                writer.append_data(img)
+        while chunk := list(itertools.islice(items, 16)):
+            verts = view.vertices(np.array([f.theta for _, f in chunk]), np.array([f.psi for _, f in chunk]))
+            for (obs, fr), v in zip(chunk, verts):
+                last = compose(next(images), view.render(v), None if obs is None else obs.landmarks,
+                               fr.landmarks if fr.face_found else None, *_caption(i, fps, fr, threshold))
+                writer.append_data(last)
                 if i in keep:
-                    stills.append(img)
-            if (a // 16) % 10 == 9:
-                logger.info(f"animate: video {min(a + 16, n)}/{n} frames")
+                    stills.append(last)
+                i += 1
+            if i % 160 == 0:
+                logger.info(f"animate: video {i}{f'/{expected}' if expected else ''} frames")
     finally:
         images.close()
         writer.close()
         view.release()
+    if last is not None and i - 1 not in keep:
+        stills.append(last)
     return time.perf_counter() - t0, stills
+
+
+def _caption(i: int, fps: float, fr, threshold: float) -> tuple[str, bool]:
+    """The caption of frame ``i`` (TrackedFrame ``fr``) and whether it warns."""
+    if fr.face_found:
+        return f"frame {i}  t {i / fps:6.2f} s  Loss5 {fr.loss:.3f}  iterations {fr.iterations}", not fr.loss < threshold
+    return f"frame {i}  t {i / fps:6.2f} s  no face: holding the last parameters", True
+
+
+def expected_frames(info: VideoInfo, max_frames: int | None) -> int:
+    """The frame count a video's metadata promises (0 when it does not say), at most ``max_frames``."""
+    n = int(round(info.duration * info.fps))
+    return n if max_frames is None else (min(n, max_frames) if n else max_frames)
+
+
+class PreviewThread:
+    """:func:`write_preview_video` in a thread of its own, fed frame by frame with :meth:`add` while the
+    caller finds and fits the next frames (MediaPipe and the renderer's llvmpipe run native threads, x264
+    its own process). :meth:`close` waits for the file and returns what the function returns."""
+
+    def __init__(self, path: Path, video: str | Path, subject: Subject, info: VideoInfo, threshold: float,
+                 light: str = DEFAULT_LIGHT, expected: int = 0):
+        self._queue: queue.Queue = queue.Queue()  # unbounded: the items are small, the caller never waits
+        self._result: tuple | None = None
+        self._error: BaseException | None = None
+        args = (path, video, subject, iter(self._queue.get, None), info, threshold, light, expected)
+        self._thread = threading.Thread(target=self._run, args=args, name="preview video", daemon=True)
+        self._thread.start()
+
+    def _run(self, *args) -> None:
+        try:
+            self._result = write_preview_video(*args)
+        except BaseException as e:  # raised in the caller's thread at close
+            self._error = e
+            while self._queue.get() is not None:  # the caller's later items
+                pass
+
+    def add(self, observation, frame) -> None:
+        """The next frame: its Observation (or None) and TrackedFrame."""
+        self._queue.put((observation, frame))
+
+    def close(self) -> tuple[float, list[np.ndarray]]:
+        """Finish the video (waits); raises what the writer raised."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result

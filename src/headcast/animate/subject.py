@@ -25,9 +25,10 @@ class Subject:
     light: np.ndarray | None = None
 
 
-def load_subject(recon_dir: str | Path, model_spec: str | HeadModel | None = None) -> Subject:
+def load_subject(recon_dir: str | Path, model_spec: str | HeadModel | None = None, texture: bool = True) -> Subject:
     """Read a reconstruction folder (:mod:`headcast.io.recon`); the model (a name, a path or a loaded
-    model) must be the one it was made with."""
+    model) must be the one it was made with. ``texture``: read the texture too (its OBJ takes about a
+    second to parse; parameters-only runs leave it)."""
     from headcast.model.registry import resolve_model
 
     d = recon.check_folder(recon_dir)
@@ -35,7 +36,7 @@ def load_subject(recon_dir: str | Path, model_spec: str | HeadModel | None = Non
     model = model_spec if isinstance(model_spec, HeadModel) else resolve_model(model_spec or params.model)
     recon.check_model(d, params, model)
     model = recon.with_offsets(model, recon.read_offsets(d, model.n_vertices))  # the detail layer, if any
-    tex = recon.read_texture(d, model.faces)
+    tex = recon.read_texture(d, model.faces) if texture else None
     lighting = recon.read_lighting(d)
     return Subject(params, model, None if tex is None else (tex.image(), tex.uv, tex.uv_faces),
                    None if lighting is None else np.asarray(lighting.sh, dtype=np.float64).reshape(9, 3))

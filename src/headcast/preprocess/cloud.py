@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from headcast.core.camera import Intrinsics, depth_to_points
 from headcast.core.errors import HeadcastError
@@ -85,6 +84,8 @@ def inside_hull(points: np.ndarray, hull: np.ndarray) -> np.ndarray:
     ``find_simplex`` gave the same masks but took from 0.1 to 11 s per frame: the hull points come in
     pairs along camera rays, which makes sliver tetrahedra its walk crawls through.
     """
+    from scipy.spatial import ConvexHull, QhullError  # here: importing the package costs animate ~0.5 s
+
     lo, hi = hull.min(axis=0), hull.max(axis=0)
     box = np.flatnonzero(np.all((points >= lo) & (points <= hi), axis=1))
     try:
@@ -102,6 +103,8 @@ def inside_hull(points: np.ndarray, hull: np.ndarray) -> np.ndarray:
 def statistical_inliers(points: np.ndarray, neighbours: int = 20, std_ratio: float = 2.0) -> np.ndarray:
     """(N,) bool: points whose mean distance to their ``neighbours`` nearest is at most the average of
     that over all points plus ``std_ratio`` standard deviations (PCL's statistical outlier removal)."""
+    from scipy.spatial import cKDTree
+
     if len(points) <= neighbours:
         return np.ones(len(points), bool)
     dist, _ = cKDTree(points).query(points, k=neighbours + 1)

@@ -177,6 +177,9 @@ class MeshRenderer:
             self.texture.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
         self._fbo = {}
         self.parts: MeshRenderer | None = None
+        # skip the triangles facing away from the camera (for a closed surface seen from outside: the
+        # same image, fewer fragments); off by default, the fragment shader lights back faces too
+        self.cull_back = False
 
     def add_parts(self, faces: np.ndarray, colors: np.ndarray) -> None:
         """Draw a second mesh (the mouth interior: faces (Fi, 3), per-vertex colours (P, 3)) in every
@@ -195,8 +198,9 @@ class MeshRenderer:
 
     def render(self, vertices: np.ndarray, K: Intrinsics, background=(0, 0, 0), light_dir=NEUTRAL_DIR,
                ambient: float = NEUTRAL_AMBIENT, light: np.ndarray | None = None,
-               parts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Camera-frame vertices (V, 3) metres -> (H, W, 3) uint8 RGB image and (H, W) bool coverage.
+               parts: np.ndarray | None = None, coverage: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Camera-frame vertices (V, 3) metres -> (H, W, 3) uint8 RGB image and (H, W) bool coverage (None
+        with ``coverage`` False: the image is then read back as RGB, no copy).
 
         Colour = base colour x SH irradiance of the normal: ``light`` (9, 3), the SH numbers of
         :mod:`headcast.core.sh` (e.g. fitted by the texture stage), or when None the neutral light of
@@ -215,10 +219,18 @@ class MeshRenderer:
         bg = np.asarray(background, dtype=np.float64) / 255.0
         fbo.clear(bg[0], bg[1], bg[2], 0.0, depth=1.0)
         self.ctx.enable(moderngl.DEPTH_TEST)
+        if self.cull_back:  # projection_matrix mirrors y, so GL's "front" winding faces away from the camera
+            self.ctx.enable(moderngl.CULL_FACE)
+            self.ctx.cull_face = "front"
         self.vao.render(moderngl.TRIANGLES)
+        self.ctx.disable(moderngl.CULL_FACE)
         if self.parts is not None and parts is not None:
             self.parts._draw_into(parts, K, sh)
-        buf = np.frombuffer(fbo.read(components=4), dtype=np.uint8).reshape(K.height, K.width, 4)  # see projection_matrix
+        if not coverage:  # rows in GL order are image rows (projection_matrix)
+            img = np.empty((K.height, K.width, 3), np.uint8)
+            fbo.read_into(img, components=3)
+            return img, None
+        buf = np.frombuffer(fbo.read(components=4), dtype=np.uint8).reshape(K.height, K.width, 4)
         return np.ascontiguousarray(buf[..., :3]), buf[..., 3] > 0
 
     def _draw_into(self, vertices: np.ndarray, K: Intrinsics, sh: np.ndarray) -> None:

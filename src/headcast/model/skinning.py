@@ -1,0 +1,106 @@
+"""The head (and its mouth interior) posed in numpy for one fixed identity: what :func:`headcast.model.lbs.lbs`
+computes, without torch, for the many frames of an animation.
+
+The identity beta is folded into the rest shape and the joints once, so each frame costs one expression
+product (one BLAS call for a batch of frames), the joints' rotations and one skinning product. Model
+frame, metres; float32 like the preview's :class:`headcast.model.layer.HeadLayer` (equal to it within
+float32 rounding, ``tests/test_skinning.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from headcast.model.head_model import HeadModel
+
+
+def rodrigues(r: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Axis-angle (N, 3) radians -> rotation matrices (N, 3, 3), smooth at zero (as ``lbs.batch_rodrigues``)."""
+    r = np.asarray(r, dtype=np.float64)
+    angle = np.sqrt((r * r).sum(1, keepdims=True) + eps)
+    x, y, z = (r / angle).T
+    o = np.zeros_like(x)
+    K = np.stack([o, -z, y, z, o, -x, -y, x, o], 1).reshape(-1, 3, 3)
+    return np.eye(3) + np.sin(angle)[:, :, None] * K + (1 - np.cos(angle))[:, :, None] * (K @ K)
+
+
+class _Part:
+    """One mesh's per-vertex data with beta folded in: rest (V, 3), expression basis (3V, E), weights (V, J)."""
+
+    def __init__(self, v_template, shapedirs, exprdirs, weights, beta: np.ndarray, n_expr: int, posedirs=None):
+        S = min(len(beta), shapedirs.shape[2])
+        self.rest = (v_template.astype(np.float64) + shapedirs[:, :, :S].astype(np.float64) @ beta[:S]).astype(np.float32)
+        V = len(self.rest)
+        self.expr = np.ascontiguousarray(np.asarray(exprdirs[:, :, :n_expr], dtype=np.float32).reshape(3 * V, -1))
+        self.weights = np.ascontiguousarray(weights, dtype=np.float32)
+        self.posedirs = None if posedirs is None else \
+            np.ascontiguousarray(np.asarray(posedirs, dtype=np.float32).reshape(3 * V, -1))
+
+    def pose(self, psi: np.ndarray, features: np.ndarray, rel: np.ndarray) -> np.ndarray:
+        """(B, V, 3) for psi (B, E), pose features (B, 9 (J - 1)) and skinning transforms rel (B, J, 3, 4)."""
+        B, V = len(psi), len(self.rest)
+        # einsum, not BLAS: as fast on one thread, and no BLAS thread pool at work when another thread
+        # forks (OpenBLAS's fork handler can hang then; the preview's ffmpeg processes start from threads)
+        offsets = np.einsum("nk,bk->nb", self.expr, psi)  # (3V, B)
+        if self.posedirs is not None:
+            offsets += np.einsum("nk,bk->nb", self.posedirs, features)
+        v = self.rest[:, None] + offsets.reshape(V, 3, B).transpose(0, 2, 1)  # (V, B, 3)
+        J = rel.shape[1]
+        T = np.einsum("vj,jk->vk", self.weights, rel.transpose(1, 0, 2, 3).reshape(J, B * 12)).reshape(V, B, 3, 4)
+        return (np.einsum("vbrc,vbc->vbr", T[..., :3], v) + T[..., 3]).transpose(1, 0, 2)
+
+
+class FixedShape:
+    """``model`` with identity ``beta`` (S,): :meth:`vertices` for batches of (theta, psi); with ``interior``
+    (a :class:`headcast.model.interior.Interior`) its vertices follow the head's, posed by the head's joints.
+    ``ids``: only these head vertices (default all)."""
+
+    def __init__(self, model: HeadModel, beta: np.ndarray, interior=None, ids: np.ndarray | None = None):
+        beta = np.asarray(beta, dtype=np.float64)
+        self.n_expr = model.n_expr
+        self.parents = np.asarray(model.parents, dtype=np.int64)
+        jr = np.asarray(model.j_regressor, dtype=np.float64)
+        used = np.flatnonzero(np.any(jr != 0, axis=0))
+        jr = jr[:, used]
+        S = min(len(beta), model.n_shape)
+        self.j_rest = jr @ (model.v_template[used] + model.shapedirs[used][:, :, :S].astype(np.float64) @ beta[:S])
+        self.j_expr = np.einsum("jv,vck->jck", jr, model.exprdirs[used].astype(np.float64))  # (J, 3, E)
+        posedirs = model.posedirs if model.posedirs is not None and np.any(model.posedirs) else None
+        rows = slice(None) if ids is None else np.asarray(ids)
+        self.parts = [_Part(model.v_template[rows], model.shapedirs[rows], model.exprdirs[rows], model.lbs_weights[rows],
+                            beta, model.n_expr, None if posedirs is None else posedirs[rows])]
+        if interior is not None:
+            self.parts.append(_Part(interior.v_template, interior.shapedirs, interior.exprdirs, interior.lbs_weights,
+                                    beta, model.n_expr))
+
+    def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
+        """Model-frame vertices (B, V + P, 3) float32 for theta (B, 3J) radians and psi (B, E): the head's V,
+        then the interior's P (none without one)."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
+        psi = np.atleast_2d(np.asarray(psi, dtype=np.float64))[:, : self.n_expr]
+        B, J = len(theta), len(self.parents)
+        R = rodrigues(theta.reshape(-1, 3)).reshape(B, J, 3, 3)
+        joints = self.j_rest[None] + np.einsum("jck,bk->bjc", self.j_expr, psi)  # (B, J, 3)
+        rel = _skinning_transforms(R, joints, self.parents).astype(np.float32)
+        features = (R[:, 1:] - np.eye(3)).reshape(B, -1).astype(np.float32)
+        psi32 = psi.astype(np.float32)
+        return np.concatenate([p.pose(psi32, features, rel) for p in self.parts], axis=1)
+
+
+def _skinning_transforms(R: np.ndarray, joints: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Forward kinematics: local rotations R (B, J, 3, 3), rest joints (B, J, 3), parents (J,) (parents
+    first) -> (B, J, 3, 4) transforms taking rest-pose points to posed points (``lbs.batch_rigid_transform``)."""
+    B, J = joints.shape[:2]
+    rel_joints = joints.copy()
+    rel_joints[:, 1:] -= joints[:, parents[1:]]
+    local = np.zeros((B, J, 4, 4))
+    local[:, :, :3, :3] = R
+    local[:, :, :3, 3] = rel_joints
+    local[:, :, 3, 3] = 1.0
+    world = [local[:, 0]]
+    for i in range(1, J):
+        world.append(world[parents[i]] @ local[:, i])
+    W = np.stack(world, 1)
+    out = W[:, :, :3, :].copy()
+    out[:, :, :, 3] -= np.einsum("bjrc,bjc->bjr", W[:, :, :3, :3], joints)
+    return out

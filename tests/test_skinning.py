@@ -1,0 +1,34 @@
+"""The numpy posing of the previews (model.skinning.FixedShape) against the torch HeadLayer and InteriorLayer,
+on ICT (with its mouth interior) and on a FLAME-format model (pose correctives, the proxy interior)."""
+
+import numpy as np
+import pytest
+import torch
+
+from headcast.model.cavity import interior_of
+from headcast.model.interior_layer import interior_layer
+from headcast.model.layer import HeadLayer
+from headcast.model.skinning import FixedShape
+
+
+@pytest.mark.parametrize("which", ["ict_model", "flame_model"])
+def test_fixed_shape_poses_like_the_head_layer(which, request):
+    model = request.getfixturevalue(which)
+    rng = np.random.default_rng(4)
+    B = 5
+    beta = rng.normal(0, 1, model.n_shape)
+    psi = rng.normal(0, 0.5, (B, model.n_expr))
+    theta = rng.normal(0, 0.2, (B, 3 * model.n_joints))
+    theta[0] = 0.0  # the rest pose too
+    layer = HeadLayer(model, dtype=torch.float64)
+    inner = interior_layer(layer)
+    t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
+    args = (t(np.tile(beta, (B, 1))), t(psi), t(theta))
+    with torch.no_grad():
+        ref = torch.cat([layer.vertices(*args), inner.vertices(*args)], 1).numpy()
+    got = FixedShape(model, beta, interior_of(model)).vertices(theta, psi)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert np.abs(got - ref).max() < 2e-6  # metres: float32 rounding
+    ids = model.masks["face"]
+    some = FixedShape(model, beta, ids=ids).vertices(theta, psi)
+    assert np.abs(some - ref[:, ids]).max() < 2e-6
