@@ -90,3 +90,17 @@ def test_bad_expression_options_are_one_line_errors(tmp_path, capsys):
     assert len(err) == 1 and "is for a sweep" in err[0] and not (tmp_path / "o").exists()
     assert main(["synth", "--sweep", "3", "--expression-change", "2", "--out", str(tmp_path / "s")]) == 2
     assert "--expression-change" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+def test_read_poses_refuses_a_bad_expression(tmp_path):
+    import json
+
+    from headcast.core.errors import HeadcastError
+
+    frame = {"index": 0, "name": "f", "head_to_camera": np.eye(4).tolist(), "expression": [0.1, "a"]}
+    (tmp_path / "poses.json").write_text(json.dumps({"frames": [frame]}))
+    with pytest.raises(HeadcastError, match="frame 0 expression"):
+        read_poses(tmp_path)
+    frame["expression"] = [0.1, 0.2]
+    (tmp_path / "poses.json").write_text(json.dumps({"frames": [frame]}))
+    assert np.allclose(read_poses(tmp_path)[0]["expression"], [0.1, 0.2])
