@@ -104,3 +104,16 @@ def test_read_poses_refuses_a_bad_expression(tmp_path):
     frame["expression"] = [0.1, 0.2]
     (tmp_path / "poses.json").write_text(json.dumps({"frames": [frame]}))
     assert np.allclose(read_poses(tmp_path)[0]["expression"], [0.1, 0.2])
+
+
+def test_batch_passes_expression_to_sweep_jobs(tmp_path):
+    from headcast.batch.worker import check_options
+    from headcast.cli import build_parser
+    from headcast.core.errors import HeadcastError
+
+    a = build_parser().parse_args(["batch", "reconstruct", "x", "--out", str(tmp_path), "--sweep",
+                                   "--expression", "per-frame"])
+    assert a.expression == "per-frame" and "expression" in a.batch_options
+    check_options("reconstruct", {k: getattr(a, k) for k in a.batch_options})
+    with pytest.raises(HeadcastError, match="for --sweep jobs"):
+        check_options("reconstruct", {"expression": "per-frame", "sweep": False})

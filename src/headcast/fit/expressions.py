@@ -15,6 +15,7 @@ The frames fitted are the ones the shared fit used, plus the output frame (its e
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -123,6 +124,7 @@ def fit_expressions(fitter: RGBDFitter, sw, params: HeadParams, prior: PriorWeig
     ``params`` (its ``prior``: the weights and noise it measured); ``n_points`` head points over all frames.
     Returns the parameters (psi: the output frame's), each fitted frame's psi (E,) by frame index, and the
     report (the expressions' spread on the model's own scale)."""
+    t0 = time.perf_counter()
     frames = sorted(set(sw.used) | {sw.first})
     data = [frame_data(sw, i, max(n_points // len(frames), 200), seed + i) for i in frames]
     x = fitter.pk.pack(params)
@@ -138,7 +140,7 @@ def fit_expressions(fitter: RGBDFitter, sw, params: HeadParams, prior: PriorWeig
     x[sl] = psis[frames.index(sw.first)]
     out = fitter.pk.unpack(x, fitter.model_name)
     exprs = {i: fitter.pk.unpack(_replaced(x, sl, psis[k]), fitter.model_name).psi for k, i in enumerate(frames)}
-    return out, exprs, spread_report(exprs, params.psi, rounds, tie)
+    return out, exprs, {**spread_report(exprs, params.psi, rounds, tie), "seconds": time.perf_counter() - t0}
 
 
 def spread_report(exprs: dict[int, np.ndarray], shared: np.ndarray, rounds: int, tie: float) -> dict:
