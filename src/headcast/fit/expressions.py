@@ -9,7 +9,8 @@ alternation, ``rounds`` times:
 2. identity, jaw and placement on every fitted frame's landmarks and points, each frame's mesh posed with
    its own psi_f (held), with the fit's identity prior for all the points together.
 The frames fitted are the ones the shared fit used, plus the output frame (its expression is the one
-``params.npz`` keeps).
+``params.npz`` keeps). The detail layer then sees every frame's points moved into the output frame's
+expression (:func:`points_in_output_expression`), so that it does not take up the face's movements.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from headcast.core.params import HeadParams
+from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.priors import PriorWeights, prior_weights
 from headcast.fit.register import transform
 from headcast.fit.rgbd_fit import RGBDFitter
@@ -152,3 +154,29 @@ def spread_report(exprs: dict[int, np.ndarray], shared: np.ndarray, rounds: int,
     return {"mode": "per-frame", "frames": len(exprs), "rounds": rounds, "tie": tie,
             "rms_from_shared": {int(i): rms(p - shared) for i, p in exprs.items()},
             "spread_rms": rms(P - mean), "spread_max": float(np.abs(P - mean).max())}
+
+
+def points_in_output_expression(sw, params: HeadParams, exprs: dict[int, np.ndarray], layer, faces: np.ndarray,
+                                n: int, seed: int) -> np.ndarray:
+    """Every registered frame's head points (M, 3) in the output frame (at most ``n``, seeded), each moved by
+    the difference, at its closest point, between the mesh of ``params`` (the output frame's expression) and
+    the mesh in that frame's own expression (``exprs``: psi (E,) by frame index; a frame not fitted takes
+    the nearest fitted frame's, by index): the points as if the face had held still, for the detail layer."""
+    idx = [i for i, A in enumerate(sw.poses) if A is not None]
+    clouds = [transform(sw.poses[i], sw.registered[i].cloud) for i in idx]
+    pts, frame = np.concatenate(clouds), np.concatenate([np.full(len(c), i) for i, c in zip(idx, clouds)])
+    if len(pts) > n:
+        keep = np.random.default_rng(seed).choice(len(pts), n, replace=False)
+        pts, frame = pts[keep], frame[keep]
+    fitted = np.array(sorted(exprs))
+    nearest = fitted[np.argmin(np.abs(fitted[:, None] - frame[None]), axis=0)]
+    v_out = params.vertices(layer)
+    out = pts.copy()
+    for k in fitted:
+        sel = nearest == k
+        if not sel.any():
+            continue
+        v = replace(params, psi=exprs[k]).vertices(layer)
+        tri, bary, _ = closest_points_on_mesh(v, faces, pts[sel])
+        out[sel] += np.einsum("nk,nkc->nc", bary, (v_out - v)[faces[tri]])
+    return out

@@ -22,7 +22,7 @@ import torch
 from headcast.core.errors import HeadcastError
 from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.config import FitConfig
-from headcast.fit.expressions import fit_expressions
+from headcast.fit.expressions import fit_expressions, points_in_output_expression
 from headcast.fit.frames import load_frames, skipped_frames, spread_frames, sweep_inputs
 from headcast.fit.reconstruct import Reconstruction, make_fitter
 from headcast.fit.register import Registered, refine_to_mesh, register_frames, transform
@@ -204,7 +204,9 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
     verts = params.vertices(fitter.layer)
     offsets = None
     if cfg.detail != "none":
-        offsets, detail_report = fit_offsets(model, params, verts, all_points(sw, 60000, config.seed))
+        pts = all_points(sw, 60000, config.seed) if not sw.expressions else points_in_output_expression(
+            sw, params, sw.expressions, fitter.layer, model.faces, 60000, config.seed)
+        offsets, detail_report = fit_offsets(model, params, verts, pts)
         report["detail"] = detail_report
         verts = detailed_vertices(model, params, offsets)
     with torch.no_grad():
