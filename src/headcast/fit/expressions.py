@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -156,12 +157,14 @@ def spread_report(exprs: dict[int, np.ndarray], shared: np.ndarray, rounds: int,
             "spread_rms": rms(P - mean), "spread_max": float(np.abs(P - mean).max())}
 
 
-def points_in_output_expression(sw, params: HeadParams, exprs: dict[int, np.ndarray], layer, faces: np.ndarray,
-                                n: int, seed: int) -> np.ndarray:
+def points_in_output_expression(sw, params: HeadParams, exprs: dict[int, np.ndarray],
+                                vertices: Callable[[HeadParams], np.ndarray], faces: np.ndarray, n: int,
+                                seed: int) -> np.ndarray:
     """Every registered frame's head points (M, 3) in the output frame (at most ``n``, seeded), each moved by
     the difference, at its closest point, between the mesh of ``params`` (the output frame's expression) and
     the mesh in that frame's own expression (``exprs``: psi (E,) by frame index; a frame not fitted takes
-    the nearest fitted frame's, by index): the points as if the face had held still, for the detail layer."""
+    the nearest fitted frame's, by index): the points as if the face had held still, for the detail layer.
+    ``vertices(p)``: the mesh (V, 3) of parameters p in the output frame."""
     idx = [i for i, A in enumerate(sw.poses) if A is not None]
     clouds = [transform(sw.poses[i], sw.registered[i].cloud) for i in idx]
     pts, frame = np.concatenate(clouds), np.concatenate([np.full(len(c), i) for i, c in zip(idx, clouds)])
@@ -170,13 +173,13 @@ def points_in_output_expression(sw, params: HeadParams, exprs: dict[int, np.ndar
         pts, frame = pts[keep], frame[keep]
     fitted = np.array(sorted(exprs))
     nearest = fitted[np.argmin(np.abs(fitted[:, None] - frame[None]), axis=0)]
-    v_out = params.vertices(layer)
+    v_out = vertices(params)
     out = pts.copy()
     for k in fitted:
         sel = nearest == k
         if not sel.any():
             continue
-        v = replace(params, psi=exprs[k]).vertices(layer)
+        v = vertices(replace(params, psi=exprs[k]))
         tri, bary, _ = closest_points_on_mesh(v, faces, pts[sel])
         out[sel] += np.einsum("nk,nkc->nc", bary, (v_out - v)[faces[tri]])
     return out

@@ -205,7 +205,7 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
     offsets = None
     if cfg.detail != "none":
         pts = all_points(sw, 60000, config.seed) if not sw.expressions else points_in_output_expression(
-            sw, params, sw.expressions, fitter.layer, model.faces, 60000, config.seed)
+            sw, params, sw.expressions, lambda p: p.vertices(fitter.layer), model.faces, 60000, config.seed)
         offsets, detail_report = fit_offsets(model, params, verts, pts)
         report["detail"] = detail_report
         verts = detailed_vertices(model, params, offsets)
