@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 OPTIONS = {
     "reconstruct": ("depth_scale", "rotate", "model", "method", "landmarks", "face", "forehead", "hull_margin",
                     "w_beta", "w_psi", "grow_mm", "seed", "fit_quiet", "texture", "albedo_model", "texture_size",
-                    "max_frames", "detail", "sweep"),
+                    "max_frames", "detail", "expression", "sweep"),
     "animate": ("model", "threshold", "max_iters", "max_frames", "no_video", "fps", "light"),
     "texture": ("albedo_model", "n_components", "size", "model"),
 }
@@ -52,6 +52,8 @@ def check_options(kind: str, options: dict) -> None:
             or options.get("depth_scale") is not None):
         raise HeadcastError("--method, --face, --forehead and --depth-scale are for one frame; a --sweep job fits "
                             "the full method to the whole head")
+    if kind == "reconstruct" and not options.get("sweep") and options.get("expression") == "per-frame":
+        raise HeadcastError("--expression per-frame is for --sweep jobs; one frame has one expression")
     for key, (flag, lo, hi, integer) in ranges.items():
         if options.get(key) is not None:
             check_number(options[key], flag, lo, hi, integer=integer)
@@ -139,9 +141,10 @@ class Worker:
         from headcast.fit.sweep import SweepConfig, reconstruct_sweep
 
         o = job.options
+        sweep = SweepConfig(**_pick(o, max_frames="max_frames", detail="detail", expression="expression"))
         reconstruct_sweep([job.input], model, Path(job.target), config=FitConfig(**_pick(o, w_beta="w_beta",
-                          w_psi="w_psi", seed="seed")), sweep=SweepConfig(**_pick(o, max_frames="max_frames",
-                          detail="detail")), force=force, **_pick(o, rotate="rotate", landmarks="landmarks"))
+                          w_psi="w_psi", seed="seed")), sweep=sweep, force=force,
+                          **_pick(o, rotate="rotate", landmarks="landmarks"))
 
     def _animate(self, job: Job, force: bool) -> None:
         from headcast.animate.drivers import drive, is_driver_file

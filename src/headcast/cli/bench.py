@@ -59,6 +59,9 @@ def _sweep_arguments(bs: argparse.ArgumentParser) -> None:
     bs.add_argument("--max-frames", type=int, default=default("max_frames"),
                     help="frames each sweep fit uses (default %(default)s)")
     bs.add_argument("--seed", type=int, default=default("seed"), help="first subject seed (default %(default)s)")
+    bs.add_argument("--expression-change", type=float, default=0.0,
+                    help="> 0: instead, --expression shared against per-frame on sweeps whose subject changes "
+                         "expression by up to this share of the range per view (0..1; no real sweep, no bump)")
     bs.add_argument("--no-real", action="store_true", help="skip the real TrueDepth sweep")
     bs.add_argument("--out", help="folder for the summary JSON and markdown")
     bs.add_argument("--samples", help="the real samples folder (default ../shared/samples)")
@@ -68,7 +71,15 @@ def _sweep_arguments(bs: argparse.ArgumentParser) -> None:
 
 def run_sweep(a: argparse.Namespace) -> None:
     from headcast.bench.sweep import run_sweep_bench
+    from headcast.bench.sweep_expression import run_expression_bench
+    from headcast.io.validate import check_number
 
+    check_number(a.expression_change, "--expression-change", 0, 1)
+    if a.expression_change > 0:
+        with logs.scoped(show=SHOWN):
+            run_expression_bench(n=a.n, views=a.views, yaw_range=a.yaw_range, change=a.expression_change,
+                                 seed=a.seed, max_frames=a.max_frames, out=Path(a.out) if a.out else None)
+        return
     with logs.scoped(show=SHOWN):
         run_sweep_bench(n=a.n, views=a.views, yaw_range=a.yaw_range, bump_mm=a.bump_mm, max_frames=a.max_frames,
                         seed=a.seed, real=not a.no_real, samples=Path(a.samples) if a.samples else None,

@@ -27,6 +27,7 @@ def _synth_arguments(s: argparse.ArgumentParser) -> None:
     from headcast.model.registry import DEFAULT_MODEL
     from headcast.synth import PROFILES, random_subject, synth
     from headcast.synth.io import DEFAULT_HFOV_DEG
+    from headcast.synth.sweep import synth_sweep
 
     default = lambda name: param_default(synth, name)  # noqa: E731
     near, far = param_default(random_subject, "distance_range")
@@ -54,6 +55,9 @@ def _synth_arguments(s: argparse.ArgumentParser) -> None:
                    help="expression weight by name or index, repeatable (default: random)")
     s.add_argument("--sweep", type=int, metavar="N",
                    help="one subject (--seed) turning its head over +-yaw-range (default 60) degrees, N views")
+    s.add_argument("--expression-change", type=float, default=param_default(synth_sweep, "expression_change"),
+                   help="with --sweep: the face moves between views: each view adds a random expression of "
+                        "weights up to this share of the range, 0..1 (default %(default)g: a still subject)")
     s.add_argument("--bump-mm", type=float, default=0.0,
                    help="with --sweep: a bump beyond the head model on the left cheek, mm (default 0); the sweep "
                         "renders the head alone, without wall and shoulders")
@@ -75,9 +79,10 @@ def run_synth(a: argparse.Namespace) -> None:
         from headcast.synth.sweep import synth_sweep
 
         check_number(a.bump_mm, "--bump-mm", -10, 10, unit="mm")
+        check_number(a.expression_change, "--expression-change", 0, 1)
         paths = synth_sweep(model, Path(a.out), n=a.sweep, seed=a.seed, profile=a.noise, width=w, height=h,
                             yaw_range_deg=60.0 if a.yaw_range is None else a.yaw_range, bump_mm=a.bump_mm,
-                            force=a.force)
+                            expression_change=a.expression_change, force=a.force)
         logger.info(f"headcast: wrote a {len(paths)}-view synthetic sweep to {a.out}")
         return
     subject = {k: v for k, v in dict(yaw_deg=a.yaw, pitch_deg=a.pitch, roll_deg=a.roll, distance=a.distance,
@@ -107,7 +112,7 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     from headcast.fit.config import FitConfig
     from headcast.fit.reconstruct import reconstruct_frame
     from headcast.fit.rgbd_fit import METHODS
-    from headcast.fit.sweep import SweepConfig
+    from headcast.fit.sweep import EXPRESSIONS, SweepConfig
     from headcast.io.validate import MAX_HULL_MARGIN_M, MAX_TEXTURE_SIZE
     from headcast.model.registry import DEFAULT_MODEL
     from headcast.preprocess.cloud import HULL_MARGIN
@@ -128,6 +133,10 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
                    help="per-vertex offsets along the normals beyond the model (default: "
                         f"{field_default(SweepConfig, 'detail')} for a sweep; "
                         f"{param_default(reconstruct_frame, 'detail')} for one frame, the paper's fit as it is)")
+    r.add_argument("--expression", choices=EXPRESSIONS, default=field_default(SweepConfig, "expression"),
+                   help="sweep: one expression for every frame (a still subject) or each fitted frame its own, "
+                        "pulled towards the shared one (per-frame; poses.json lists them, params.npz keeps the "
+                        "first frame's; default %(default)s)")
     r.add_argument("--intrinsics", help="JSON with fx, fy, cx, cy, width, height")
     r.add_argument("--depth-scale", type=float, help="metres per depth unit (default 0.001 for PNG, 1 for float)")
     r.add_argument("--rotate", default=param_default(load_rgbd, "rotate"),
@@ -172,6 +181,9 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     if len(a.inputs) > 2:
         raise HeadcastError(f"{a.inputs[1]} is not a frame (no {a.inputs[1]}_color.png): give frames, or one "
                             "color image and its depth")
+    if a.expression == "per-frame":
+        raise HeadcastError("--expression per-frame is for a sweep (several frames or a folder); one frame has "
+                            "one expression")
     a.color, a.depth = a.inputs[0], (a.inputs[1] if len(a.inputs) > 1 else None)
     from headcast.fit.config import FitConfig
     from headcast.fit.reconstruct import reconstruct_frame
@@ -228,7 +240,8 @@ def run_sweep(a: argparse.Namespace) -> None:
                             "to the whole head")
     model = resolve_model(a.model)
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, seed=a.seed)
-    sweep = SweepConfig(max_frames=a.max_frames, detail=a.detail or field_default(SweepConfig, "detail"))
+    sweep = SweepConfig(max_frames=a.max_frames, detail=a.detail or field_default(SweepConfig, "detail"),
+                        expression=a.expression)
     with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
         rec, sw = reconstruct_sweep(a.inputs, model, Path(a.out), rotate=a.rotate, landmarks=a.landmarks, config=cfg,
                                     sweep=sweep, started=t0, force=a.force)

@@ -5,7 +5,8 @@ frame with the best view of the face (:mod:`.register`), and one head is fitted 
 head points of up to ``max_frames`` frames spread over the view angles, all moved into the camera frame of
 the first frame: one identity and one expression (the subject holds still), the fitted placement standing for
 the head pose in that frame. The frames' poses are then refined against the fitted mesh (ICP) and the model
-refitted on the refined points (the joint fit, alternated once); last the detail layer (:mod:`.detail`).
+refitted on the refined points (the joint fit, alternated once); with ``expression="per-frame"`` each fitted
+frame then gets its own expression (:mod:`.expressions`); last the detail layer (:mod:`.detail`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from headcast.core.errors import HeadcastError
 from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.config import FitConfig
+from headcast.fit.expressions import fit_expressions, points_in_output_expression
 from headcast.fit.frames import load_frames, skipped_frames, spread_frames, sweep_inputs
 from headcast.fit.reconstruct import Reconstruction, make_fitter
 from headcast.fit.register import Registered, refine_to_mesh, register_frames, transform
@@ -31,6 +33,8 @@ from headcast.preprocess.preprocess import Observation, preprocess
 from headcast.preprocess.rgbd import RGBDFrame
 
 logger = logging.getLogger(__name__)
+
+EXPRESSIONS = ("shared", "per-frame")  # SweepConfig.expression
 
 
 @dataclass
@@ -45,6 +49,9 @@ class SweepConfig:
     iters_refit: int = 8         # block 2 steps of the refit
     detail: str = "normal"       # the detail layer: "normal" (offsets along the normals) or "none"
     fit_points: int = 12000      # points of the whole head in the fit
+    expression: str = "shared"   # "shared" (the subject holds still) or "per-frame" (:mod:`.expressions`)
+    expression_tie: float = 1.0  # per-frame: pull towards the shared psi, times the fit's expression prior
+    expression_rounds: int = 1   # per-frame: alternations of the frames' expressions and the identity
 
 
 @dataclass
@@ -59,6 +66,7 @@ class Sweep:
     used: list[int]
     obs: list[Observation | None]
     skipped: dict[int, str] = field(default_factory=dict)
+    expressions: dict[int, np.ndarray] = field(default_factory=dict)  # per-frame psi (E,) by frame index
 
     @property
     def first(self) -> int:
@@ -172,6 +180,8 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
     """The joint fit (module docstring) on a registered sweep; the detail layer when ``cfg.detail``."""
     from headcast.fit.detail import detailed_vertices, fit_offsets
 
+    if cfg.expression not in EXPRESSIONS:
+        raise HeadcastError(f"unknown expression mode {cfg.expression!r}; choose one of {', '.join(EXPRESSIONS)}")
     t0 = time.perf_counter()
     fitter = make_fitter(model, FitConfig(**{**config.__dict__, "grow_mm": 0.0, "max_points": cfg.fit_points}))
     tg = sweep_targets(sw, cfg.fit_points, config.seed)
@@ -186,10 +196,16 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
         tg = sweep_targets(sw, cfg.fit_points, config.seed)
         params = _refit(fitter, params, tg, cfg.iters_refit)
         report["refit"] = {"iterations": cfg.iters_refit}
+    if cfg.expression == "per-frame":
+        params, sw.expressions, report["expression"] = fit_expressions(
+            fitter, sw, params, res.priors, tie=cfg.expression_tie, rounds=cfg.expression_rounds,
+            iters_identity=cfg.iters_refit, n_points=cfg.fit_points, seed=config.seed)
     verts = fitter.vertices_of(params)
     offsets = None
     if cfg.detail != "none":
-        offsets, detail_report = fit_offsets(model, params, verts, all_points(sw, 60000, config.seed))
+        pts = all_points(sw, 60000, config.seed) if not sw.expressions else points_in_output_expression(
+            sw, params, sw.expressions, fitter.vertices_of, model.faces, 60000, config.seed)
+        offsets, detail_report = fit_offsets(model, params, verts, pts)
         report["detail"] = detail_report
         verts = detailed_vertices(model, params, offsets)
     lmk = fitter.landmarks_cam(fitter.pk.pack(params))

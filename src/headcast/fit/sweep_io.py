@@ -31,7 +31,8 @@ def frame_name(frame) -> str:
 
 
 def pose_entries(sw) -> list[dict]:
-    """poses.json's frames: name, head_to_camera (4x4 or None), registered, used, how, ICP figures, why not."""
+    """poses.json's frames: name, head_to_camera (4x4 or None), registered, used, how, ICP figures, why not,
+    and the frame's own expression (``--expression per-frame``; None for frames without one)."""
     out = []
     for i, (f, r, A) in enumerate(zip(sw.frames, sw.registered, sw.poses)):
         used = i in sw.used
@@ -41,7 +42,8 @@ def pose_entries(sw) -> list[dict]:
                     "how": r.how if A is not None else None, "face_found": sw.obs[i] is not None,
                     "icp_fitness": round(r.fitness, 4),
                     "icp_rmse_mm": None if not np.isfinite(r.rmse) else round(r.rmse * 1000, 3),
-                    "why_not_used": None if used else why})
+                    "why_not_used": None if used else why,
+                    "expression": None if i not in sw.expressions else np.round(sw.expressions[i], 6).tolist()})
     return out
 
 

@@ -162,7 +162,8 @@ def write_poses(folder: str | Path, frames: list[dict], output_frame: str) -> No
 
 
 def read_poses(folder: str | Path) -> list[dict] | None:
-    """poses.json's frames (``head_to_camera`` as (4, 4) arrays or None), or None when the folder has none."""
+    """poses.json's frames (``head_to_camera`` as (4, 4) arrays or None, ``expression`` as (E,) arrays or
+    None), or None when the folder has none."""
     p = Path(folder) / POSES
     if not _present(p):
         return None
@@ -173,9 +174,11 @@ def read_poses(folder: str | Path) -> list[dict] | None:
     for k, f in enumerate(js["frames"]):
         if not isinstance(f, dict):
             raise HeadcastError(f"{p}: frame {k} is not an object")
-        T = f.get("head_to_camera")
+        T, psi = f.get("head_to_camera"), f.get("expression")
         f = dict(f, head_to_camera=None if T is None else finite_array(T, f"{p}: frame {k}", (4, 4),
-                                                                       dtype=np.float64))
+                                                                       dtype=np.float64),
+                 expression=None if psi is None else finite_array(psi, f"{p}: frame {k} expression", (None,),
+                                                                  dtype=np.float64))
         out.append(f)
     return out
 

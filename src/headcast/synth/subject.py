@@ -55,6 +55,12 @@ def expression_names(model: HeadModel) -> list[str] | None:
     return None
 
 
+def active_expressions(model: HeadModel, psi: np.ndarray) -> dict[str, float]:
+    """The non-zero components of psi (E,) by name (by index when the model names none)."""
+    names = expression_names(model)
+    return {(names[i] if names else str(i)): round(float(psi[i]), 4) for i in np.flatnonzero(psi)}
+
+
 def streams(seed: int) -> list[np.random.Generator]:
     """The subject's independent random generators; overriding one quantity leaves the others as drawn."""
     return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(N_STREAMS)]
@@ -67,7 +73,7 @@ def _truncated_normal(rng: np.random.Generator, n: int, bound: float) -> np.ndar
     return x
 
 
-def _random_expression(model: HeadModel, rng: np.random.Generator, scale: float, max_active: int):
+def random_expression(model: HeadModel, rng: np.random.Generator, scale: float, max_active: int):
     """Sparse expression: a few components (paired _L/_R when named so) for bounded bases such as
     ICT's [0, 1] weights; a truncated normal over the first 10 components otherwise."""
     E = model.n_expr
@@ -149,7 +155,7 @@ def random_subject(model: HeadModel, seed: int = 0, *, yaw_range_deg: float = 30
         b = np.zeros(model.n_shape)
         b[: given.size] = given
 
-    psi = _random_expression(model, r_expr, expr_scale, max_expressions)
+    psi = random_expression(model, r_expr, expr_scale, max_expressions)
     if isinstance(expression, dict):
         psi = _expression_from_dict(model, expression)
     elif expression is not None:
@@ -181,10 +187,8 @@ def random_subject(model: HeadModel, seed: int = 0, *, yaw_range_deg: float = 30
 
     albedo, look = skin_albedo(model, r_albedo, tone=skin_tone)
     light = random_lighting(r_light)
-    names = expression_names(model)
-    active = {(names[i] if names else str(i)): round(float(psi[i]), 4) for i in np.flatnonzero(psi)}
     info = dict(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll, body_yaw_deg=body_yaw, jaw_rad=float(jaw),
-                gaze_rad=gaze.tolist(), distance_m=z, expressions=active, **look)
+                gaze_rad=gaze.tolist(), distance_m=z, expressions=active_expressions(model, psi), **look)
     return SynthSubject(beta=b, psi=psi, theta=theta, s=s, t=t, albedo=albedo, lighting=light,
                         seed=int(seed), info=info)
 
