@@ -62,22 +62,9 @@ def detect_video(video: str | Path, max_frames: int | None = None, info: VideoIn
     ``info``: the video's :func:`video_info` when the caller has it. ``seconds_decode`` is the time spent
     waiting for decoded frames."""
     info = info or video_info(video)
-    obs: list[Observation | None] = []
-    t_dec = t_det = 0.0
-    with VideoLandmarker() as lm, Prefetched(read_frames(video, max_frames, info)) as frames:
-        while True:
-            t0 = time.perf_counter()
-            frame = next(frames, None)
-            t1 = time.perf_counter()
-            t_dec += t1 - t0
-            if frame is None:
-                break
-            det = lm(frame)
-            t_det += time.perf_counter() - t1
-            obs.append(None if det is None else Observation(det.landmarks, det.pupils))
-            if len(obs) % 100 == 0:
-                logger.info(f"animate: landmarks on {len(obs)} frames")
-    return Detections(info, obs, t_dec, t_det)
+    sec = dict(decode=0.0, detect=0.0)
+    obs = list(_landmarks(video, max_frames, info, sec))
+    return Detections(info, obs, sec["decode"], sec["detect"])
 
 
 @dataclass
@@ -94,23 +81,9 @@ class Track:
 def track(model: HeadModel, observations: list[Observation | None], fps: float, config: TrackConfig | None = None
           ) -> Track:
     """Estimate the driver's identity, then fit every frame in order."""
-    cfg = config or TrackConfig()
     if not any(o is not None for o in observations):
         raise HeadcastError("no face found in any frame")
-    tracker = Tracker(model, cfg)
-    t0 = time.perf_counter()
-    window = max(1, int(round(cfg.identity_window_s * fps)))
-    cal = select_calibration(observations, cfg.identity_frames, window, cfg.identity_quiet_share)
-    logger.info(f"animate: driver identity from {len(cal)} frames of the first {min(window, len(observations))}")
-    identity = tracker.calibrate([observations[i] for i in cal])
-    t1 = time.perf_counter()
-    frames = [tracker.step(o) for o in observations]
-    t2 = time.perf_counter()
-    first = next(i for i, f in enumerate(frames) if f.face_found)
-    for i in range(first):  # offline, frames before the first face can hold the first fit too
-        f = frames[first]
-        frames[i] = TrackedFrame(f.theta, f.psi, f.eta, float("nan"), 0, False, f.landmarks)
-    return Track(frames, identity, cal, t1 - t0, t2 - t1)
+    return _track_stream(iter(observations), model, config or TrackConfig(), fps)[1]
 
 
 def detect_and_track(video: str | Path, model: HeadModel, cfg: TrackConfig, info: VideoInfo,
@@ -119,13 +92,24 @@ def detect_and_track(video: str | Path, model: HeadModel, cfg: TrackConfig, info
     soon as its window's landmarks are in, then each frame fitted as its landmarks arrive and handed to
     ``emit(observation, tracked_frame)`` in order (frames before the first face once it is fitted, holding
     its parameters), so a consumer (the preview video) works while the next frames are found."""
-    window = max(1, int(round(cfg.identity_window_s * info.fps)))
+    sec = dict(decode=0.0, detect=0.0)
+    with Prefetched(_landmarks(video, max_frames, info, sec), depth=1 << 16) as found:  # no wait for the fits
+        obs, trk = _track_stream(found, model, cfg, info.fps, emit, f" of {video}")
+    return Detections(info, obs, sec["decode"], sec["detect"]), trk
+
+
+def _track_stream(observations: Iterator[Observation | None], model: HeadModel, cfg: TrackConfig, fps: float,
+                  emit=None, source: str = "") -> tuple[list[Observation | None], Track]:
+    """The observations as they come, and their :class:`Track`: the identity once its window is in, then
+    every frame fitted in order and handed to ``emit`` (:func:`detect_and_track`); ``source`` ends the
+    error message when no frame has a face."""
+    window = max(1, int(round(cfg.identity_window_s * fps)))
     tracker = Tracker(model, cfg)
     obs: list[Observation | None] = []
     frames: list[TrackedFrame] = []
     cal: list[int] | None = None
     first: int | None = None  # the first frame with a face
-    sec = dict(decode=0.0, detect=0.0, identity=0.0, fit=0.0)
+    sec = dict(identity=0.0, fit=0.0)
 
     def fit_ready() -> None:
         nonlocal first
@@ -152,27 +136,24 @@ def detect_and_track(video: str | Path, model: HeadModel, cfg: TrackConfig, info
         sec["identity"] += time.perf_counter() - t0
         return idx
 
-    with Prefetched(_landmarks(video, max_frames, info, sec), depth=1 << 16) as found:  # no wait for the fits
-        for o in found:
-            obs.append(o)
-            if len(obs) % 100 == 0:
-                logger.info(f"animate: landmarks on {len(obs)} frames")
-            if cal is None and len(obs) >= window:
-                cal = calibrate()
-            if cal is not None:
-                fit_ready()
+    for o in observations:
+        obs.append(o)
+        if cal is None and len(obs) >= window:
+            cal = calibrate()
+        if cal is not None:
+            fit_ready()
     if cal is None:
         cal = calibrate()
         fit_ready()
     if first is None:
-        raise HeadcastError(f"no face found in any of the {len(obs)} frames of {video}")
-    return (Detections(info, obs, sec["decode"], sec["detect"]),
-            Track(frames, tracker.identity, cal, sec["identity"], sec["fit"]))
+        raise HeadcastError(f"no face found in any of the {len(obs)} frames{source}")
+    return obs, Track(frames, tracker.identity, cal, sec["identity"], sec["fit"])
 
 
 def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: dict) -> Iterator[Observation | None]:
     """Each frame's observation (None: no face), frames decoded ahead; adds the seconds spent waiting for
     decoded frames and finding landmarks to ``sec`` (``decode``, ``detect``)."""
+    n = 0
     with VideoLandmarker() as lm, Prefetched(read_frames(video, max_frames, info)) as images:
         while True:
             t0 = time.perf_counter()
@@ -183,6 +164,9 @@ def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: 
                 return
             det = lm(frame)
             sec["detect"] += time.perf_counter() - t1
+            n += 1
+            if n % 100 == 0:
+                logger.info(f"animate: landmarks on {n} frames")
             yield None if det is None else Observation(det.landmarks, det.pupils)
 
 
