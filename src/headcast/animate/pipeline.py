@@ -190,14 +190,14 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
 
 
 def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_video: bool, max_frames, copy_input: bool,
-             truth, force: bool, light: str, subject: Subject | None = None) -> dict:
-    """:func:`animate` with its settings checked; ``subject``: ``recon_dir``'s, when the caller has read it."""
+             truth, force: bool, light: str) -> dict:
+    """:func:`animate` with its settings checked."""
     if light not in LIGHTS:
         raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
     check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
-    subject = subject or load_subject(recon_dir, model_spec, texture=write_video)
+    subject = load_subject(recon_dir, model_spec, texture=write_video)
     info = video_info(video)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
                 f"'{subject.model.name}'{', textured' if subject.texture is not None else ''}")
@@ -358,17 +358,18 @@ def animate_builtin(recon_dir: str | Path, out_dir: str | Path, model_spec: str 
                     write_video: bool = True, max_frames: int | None = None, force: bool = False,
                     light: str = DEFAULT_LIGHT) -> dict:
     """Animate a reconstruction with the built-in scripted motion (rendered with the subject's own shape);
-    the report gets the recovered motion against the script (``ground_truth``). For ``headcast demo``;
-    the other arguments are :func:`animate`'s."""
+    the report gets the recovered motion against the script (``ground_truth``). ``headcast demo`` does the
+    same with the texture made meanwhile; the other arguments are :func:`animate`'s."""
     import tempfile
 
     from headcast.animate.builtin import builtin_motion_video
 
     threads.apply()
-    subject = load_subject(recon_dir, model_spec, texture=write_video)  # read once (the texture OBJ: ~1 s)
-    with one_blas_thread(), tempfile.TemporaryDirectory(prefix="headcast-motion-") as tmp:
+    shape = load_subject(recon_dir, model_spec, texture=False)  # the shape the motion is rendered with
+    with tempfile.TemporaryDirectory(prefix="headcast-motion-") as tmp:
         video = Path(tmp) / "builtin_motion.mp4"
         logger.info("animate: rendering the built-in motion (7 s)")
-        truth = builtin_motion_video(video, subject.model, subject.params.beta, seed=seed)
-        return _animate(recon_dir, video, out_dir, model_spec, _config(config, threshold, max_iters), write_video,
-                        max_frames, True, truth, force, light, subject)
+        with one_blas_thread():
+            truth = builtin_motion_video(video, shape.model, shape.params.beta, seed=seed)
+        return animate(recon_dir, video, out_dir, model_spec, threshold, max_iters, config, write_video, max_frames,
+                       copy_input=True, truth=truth, force=force, light=light)
