@@ -54,14 +54,16 @@ import sys
 from headcast.cli import main
 
 code = main(["reconstruct", sys.argv[1], "--out", sys.argv[2], "--quiet"])
+code = code or main(["-q", "texture", sys.argv[2], "--size", "256"])
 import headcast.fit.sweep, headcast.fit.sweep_io, headcast.fit.detail  # the sweep's own modules
 print(code, sorted(m for m in ("torch", "matplotlib", "dash") if m in sys.modules))
 """
 
 
-def test_reconstruct_does_not_import_torch(tmp_path, headcast_home):
-    """``headcast reconstruct`` (a real frame, the whole command) and the sweep's modules run without torch
-    (the fit is NumPy: model.rig's closed form), nor the plotting and viewer libraries."""
+def test_reconstruct_and_texture_do_not_import_torch(tmp_path, headcast_home):
+    """``headcast reconstruct`` and ``headcast texture`` (a real frame, the whole commands) and the sweep's
+    modules run without torch (the fit is NumPy: model.rig's closed form; the texture poses the head with
+    model.skinning), nor the plotting and viewer libraries."""
     from conftest import shared_path
 
     prefix = shared_path("samples", "rgbd", "truedepth-mannequin") / "frame-050"
@@ -70,3 +72,4 @@ def test_reconstruct_does_not_import_torch(tmp_path, headcast_home):
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "0 []"
     assert (tmp_path / "r" / "fit_report.json").is_file()
+    assert (tmp_path / "r" / "texture_report.json").is_file()

@@ -32,3 +32,17 @@ def test_fixed_shape_poses_like_the_head_layer(which, request):
     ids = model.masks["face"]
     some = FixedShape(model, beta, ids=ids).vertices(theta, psi)
     assert np.abs(some - ref[:, ids]).max() < 2e-6
+
+
+def test_camera_vertices_match_head_params_on_the_layer(ict_model):
+    """The texture stage's torch-free posing (every joint, scale and translation) equals HeadParams.vertices."""
+    from headcast.core.params import N_POSE, HeadParams
+    from headcast.model.skinning import camera_vertices
+
+    rng = np.random.default_rng(5)
+    p = HeadParams(rng.normal(0, 1, ict_model.n_shape), rng.normal(0, 0.4, ict_model.n_expr),
+                   rng.normal(0, 0.15, N_POSE), 1.07, np.array([0.01, -0.02, 0.45]), "ict")
+    ref = p.vertices(HeadLayer(ict_model, dtype=torch.float64))
+    got = camera_vertices(ict_model, p)
+    assert got.dtype == np.float64 and got.shape == ref.shape
+    assert np.abs(got - ref).max() < 3e-6  # metres: float32 rounding in the posing

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from headcast.core.camera import to_camera
+from headcast.core.params import HeadParams
 from headcast.model.head_model import HeadModel
 
 
@@ -85,6 +87,13 @@ class FixedShape:
         features = (R[:, 1:] - np.eye(3)).reshape(B, -1).astype(np.float32)
         psi32 = psi.astype(np.float32)
         return np.concatenate([p.pose(psi32, features, rel) for p in self.parts], axis=1)
+
+
+def camera_vertices(model: HeadModel, params: HeadParams) -> np.ndarray:
+    """Camera-frame vertices (V, 3) float64 metres of ``params`` on ``model`` (every joint posed): what
+    ``params.vertices(HeadLayer(model))`` gives, without torch."""
+    v = FixedShape(model, params.beta).vertices(params.theta, params.psi)[0].astype(np.float64)
+    return to_camera(v, params.scale, params.translation)
 
 
 def _skinning_transforms(R: np.ndarray, joints: np.ndarray, parents: np.ndarray) -> np.ndarray:

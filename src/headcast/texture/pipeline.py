@@ -39,6 +39,7 @@ from headcast.io import recon
 from headcast.io.outputs import STAGING_MARK, extend_manifest, read_manifest, staged_files
 from headcast.io.validate import MAX_TEXTURE_SIZE, check_number
 from headcast.model.head_model import HeadModel
+from headcast.model.skinning import camera_vertices
 from headcast.texture.albedo_model import load_albedo_model
 from headcast.texture.core import TextureResult, texture_frame
 from headcast.texture.multiview import apply_sweep
@@ -84,9 +85,7 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     recon.check_model(d, params, m)
     m.require_uv("texture")
     _check_targets(d, force)  # the inputs are all checked: refuse a bad target before the work
-    from headcast.model.layer import HeadLayer  # torch: only the texture stage needs it
-
-    verts = params.vertices(HeadLayer(recon.with_offsets(m, recon.read_offsets(d, m.n_vertices))))
+    verts = camera_vertices(recon.with_offsets(m, recon.read_offsets(d, m.n_vertices)), params)
     res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth)
     if am is None:
         apply_sweep(res, d, m.faces, verts, photo.K, used_only=fit_frames_only)  # a sweep folder: every frame's view blended
