@@ -29,6 +29,7 @@ from headcast.fit.rgbd_fit import BLOCK2, RGBDFitter, Targets
 from headcast.fit.terms import INNER, landmark_term, point_term
 from headcast.model.head_model import HeadModel
 from headcast.preprocess.cloud import face_axes
+from headcast.preprocess.ibug68 import CHIN
 from headcast.preprocess.preprocess import Observation, preprocess
 from headcast.preprocess.rgbd import RGBDFrame
 
@@ -44,7 +45,8 @@ class SweepConfig:
     max_frames: int = 12         # frames the fit uses, spread over the view angles (all frames are registered)
     radius: float = 0.14         # head points: depth points within this of the head's centre
     behind: float = 0.07         # the head's centre: this far behind the face's centre along the face normal
-    below: float = 0.06          # head points reach this far under the head's centre (chin level, not the neck)
+    below: float = 0.06          # head points reach at least this far under the head's centre ...
+    under_chin: float = 0.015    # ... and this far under the chin (its underside, not the neck)
     refine: bool = True          # refine the poses against the fitted mesh and refit once
     iters_refit: int = 8         # block 2 steps of the refit
     detail: str = "normal"       # the detail layer: "normal" (offsets along the normals) or "none"
@@ -146,8 +148,11 @@ def register_sweep(frames: list[RGBDFrame], cfg: SweepConfig, method: str = "med
     # the chin or an eye corner without depth in every frame: the camera's axes stand in for the face's
     up, normal = axes[ref] or (np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, -1.0]))
     centre = np.nanmean(o.landmarks3d[o.valid], axis=0) - cfg.behind * normal
+    below = cfg.below
+    if o.valid[CHIN] and axes[ref] is not None:  # a long face's chin lies further under its centre
+        below = max(below, float((centre - o.landmarks3d[CHIN]) @ up) + cfg.under_chin)
     reg = register_frames([None if i in skipped else f.depth for i, f in enumerate(frames)], frames[0].K,
-                          [None if ob is None else ob.landmarks3d for ob in obs], ref, centre, cfg.radius, up, cfg.below)
+                          [None if ob is None else ob.landmarks3d for ob in obs], ref, centre, cfg.radius, up, below)
     ok = [i for i in cand if reg[i].pose is not None]
     first = min(i for i, r in enumerate(reg) if r.pose is not None)
     back = np.linalg.inv(reg[first].pose)
