@@ -50,10 +50,11 @@ def test_synthetic_sweep_poses_recovered(ict_model, synthetic_sweep):
         E = np.linalg.inv(A)  # head (output frame) -> this view's camera
         assert np.degrees(Rotation.from_matrix(E[:3, :3].T @ T[:3, :3]).magnitude()) < 1.0
         assert np.linalg.norm(E[:3, :3] @ centre + E[:3, 3] - (T[:3, :3] @ centre + T[:3, 3])) < 0.002
-    # the head points reach the chin in every view (the jaw and mouth of the fit depend on it)
+    # the head points reach the chin in every view (the jaw and mouth of the fit depend on it): down to
+    # SweepConfig.above_chin (1 cm) above its tip; a cut at a fixed depth under the head's centre left 15 mm
     for r, truth in zip(sw.registered, truths):
         chin = ict_model.landmark_vertices(truth)[8]
-        assert np.linalg.norm(r.cloud - chin, axis=1).min() < 0.003
+        assert np.linalg.norm(r.cloud - chin, axis=1).min() < 0.012
 
 
 def test_spread_frames_keeps_reference_and_spreads():

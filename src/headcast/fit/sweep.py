@@ -46,7 +46,7 @@ class SweepConfig:
     radius: float = 0.14         # head points: depth points within this of the head's centre
     behind: float = 0.07         # the head's centre: this far behind the face's centre along the face normal
     below: float = 0.06          # head points reach at least this far under the head's centre ...
-    under_chin: float = 0.015    # ... and this far under the chin (its underside, not the neck)
+    above_chin: float = 0.01     # ... and down to this far above the chin's tip (not the throat: it turns with the neck)
     refine: bool = True          # refine the poses against the fitted mesh and refit once
     iters_refit: int = 8         # block 2 steps of the refit
     detail: str = "normal"       # the detail layer: "normal" (offsets along the normals) or "none"
@@ -150,7 +150,7 @@ def register_sweep(frames: list[RGBDFrame], cfg: SweepConfig, method: str = "med
     centre = np.nanmean(o.landmarks3d[o.valid], axis=0) - cfg.behind * normal
     below = cfg.below
     if o.valid[CHIN] and axes[ref] is not None:  # a long face's chin lies further under its centre
-        below = max(below, float((centre - o.landmarks3d[CHIN]) @ up) + cfg.under_chin)
+        below = max(below, float((centre - o.landmarks3d[CHIN]) @ up) - cfg.above_chin)
     reg = register_frames([None if i in skipped else f.depth for i, f in enumerate(frames)], frames[0].K,
                           [None if ob is None else ob.landmarks3d for ob in obs], ref, centre, cfg.radius, up, below)
     ok = [i for i in cand if reg[i].pose is not None]
