@@ -6,7 +6,9 @@ with the given reconstruction, cached in ``work/anim_<video>``); both profiles e
 parameters into a signed file stream, which is decoded and compared with the unquantised
 parameters (vertex error over all model vertices). Live: (1) the parameters of one video replayed
 at its frame rate through the WebSocket sender to the receiver, which renders 512x512 frames into an
-MP4; (2) the same with the sender tracking the video file as it plays (the real ``headcast send``).
+MP4; (2) the same with the sender tracking the video file as it plays (the real ``headcast send``);
+(3) as (2) with the receiver in a process of its own, as ``headcast send`` and ``headcast receive`` run
+(in one process the sender's tracking and the receiver's rendering also share one interpreter lock).
 Latency is measured from the moment a frame is available at the sender (tracked, or released by
 the replay clock) to the moment the receiver has decoded it and has rendered it.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -42,23 +45,55 @@ def animation_dirs(recon_dir: Path, videos_dir: Path, work: Path, names=VIDEOS,
     return out
 
 
-def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path | None, max_frames: int) -> dict:
-    from headcast.stream import metrics, receiver, sender, source
+RECEIVE_KW = {"idle_timeout": 5.0, "force": True}  # the bench's receivers: stop 5 s after the stream, replace the MP4
+
+
+def _receive_here(out: Path, public: bytes, model, on_port) -> asyncio.Task:
+    """A receiver task in this event loop; ``on_port(port)`` once it listens."""
+    from headcast.stream import receiver
+
+    return asyncio.create_task(receiver.receive(
+        "127.0.0.1", 0, out, auth.Trust(public), model=model,
+        ready=lambda s: on_port(next(iter(s.sockets)).getsockname()[1]), **RECEIVE_KW))
+
+
+def _receive_process(out: Path, public: bytes, model_spec: str, ports, results) -> None:
+    """A receiver in a process of its own (spawned): its port, then its ReceiveStats, go into the queues."""
+    from headcast.core.threads import apply
+
+    apply()
+
+    async def main():
+        return await _receive_here(out, public, resolve_model(model_spec), ports.put)
+
+    results.put(asyncio.run(main()))
+
+
+def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path | None, max_frames: int,
+          own_process: bool = False, model_spec: str | None = None) -> dict:
+    """One live run over loopback (module docstring); ``own_process``: the receiver in a process of its own,
+    which loads ``model_spec`` (default: the model's name)."""
+    from headcast.stream import metrics, sender, source
 
     frames, meta = animation_frames(anim_dir)
     meta["n_expr"] = frames[0].psi.size
     first = next(f for f in frames if f.face)
     info = make_init(meta, "compact", read_appearance(recon_dir), model, eta_ref=first.eta)
-    out = work / ("live_tracked.mp4" if video is not None else "live_replay.mp4")
+    out = work / f"live_{'replay' if video is None else 'tracked'}{'_2p' if own_process else ''}.mp4"
+    public = auth.public_bytes(key)
+    ctx = multiprocessing.get_context("spawn")
+    ports, results = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=_receive_process, args=(out, public, model_spec or model.name, ports, results), daemon=True) \
+        if own_process else None
 
     async def main():
-        servers = []
-        ready = asyncio.Event()
-        rx = asyncio.create_task(receiver.receive("127.0.0.1", 0, out, auth.Trust(auth.public_bytes(key)),
-                                              idle_timeout=5.0, model=model, force=True,
-                                              ready=lambda s: (servers.append(s), ready.set())))
-        await ready.wait()
-        port = next(iter(servers[0].sockets)).getsockname()[1]
+        if proc is not None:
+            proc.start()
+            rx, port = None, await asyncio.to_thread(ports.get, True, 300)
+        else:
+            listening = asyncio.get_running_loop().create_future()
+            rx = _receive_here(out, public, model, listening.set_result)
+            port = await listening
         if video is None:
             src = source.paced(iter(frames[:max_frames]), realtime=True)
         else:
@@ -66,12 +101,17 @@ def _live(anim_dir: Path, recon_dir: Path, model, key, work: Path, video: Path |
         t0 = time.perf_counter()
         sent = await sender.send(src, info, key, f"ws://127.0.0.1:{port}")
         wall = time.perf_counter() - t0
-        got = await rx
+        got = await rx if rx is not None else await asyncio.to_thread(results.get, True, 300)
         return sent, got, wall
 
-    sent, got, wall = asyncio.run(main())
-    rep = metrics.latency_report(sent, got)
-    rep.update(mode="tracked from the video file" if video is not None else "parameter replay",
+    try:
+        sent, got, wall = asyncio.run(main())
+    finally:
+        if proc is not None and proc.pid is not None:  # started
+            proc.join(30)
+    rep = metrics.latency_report(sent, got)  # perf_counter is the system's monotonic clock: one across processes
+    mode = "tracked from the video file" if video is not None else "parameter replay"
+    rep.update(mode=mode + (", receiver in its own process" if own_process else ""),
                wall_seconds=wall, source_fps=meta["fps"], mp4=str(out))
     logger.info(f"stream bench: live ({rep['mode']}): {rep['frames_rendered']}/{rep['frames_sent']} frames rendered, "
                 f"latency to render median {rep['latency_render_ms_median']:.1f} ms (p95 "
@@ -111,8 +151,11 @@ def run_stream_bench(recon_dir: str | Path, work: str | Path, videos_dir: str | 
     if live:
         longest = max(dirs, key=lambda n: len(animation_frames(dirs[n])[0]))
         lives.append(_live(dirs[longest], recon_dir, model, key, work, None, live_frames))
-        lives.append(_live(dirs[longest], recon_dir, model, key, work, videos_dir / f"{longest}.mp4", live_frames))
-        lives[-1]["video"] = lives[0]["video"] = longest
+        for own_process in (False, True):
+            lives.append(_live(dirs[longest], recon_dir, model, key, work, videos_dir / f"{longest}.mp4", live_frames,
+                               own_process, model_spec))
+        for r in lives:
+            r["video"] = longest
     result = {"files": rows, "live": lives, "machine": machine(), "recon_dir": str(recon_dir)}
     write_results(work, "stream_bench", result)
     return result
