@@ -181,12 +181,11 @@ def local_albedo(faces: np.ndarray, n_vertices: int, tri: np.ndarray, bary: np.n
     (N, 3)), weighted by ``weight`` (N,): texels are pooled at their triangles' corners, averaged over the
     mesh (:data:`LOCAL_ITERATIONS` neighbour averages), and vertices far from that mean (beyond
     :data:`CONSISTENT`) lose their say in the next of ``rounds``; interpolated back to the texels."""
-    corners = np.asarray(faces)[tri]
-    wb = bary * weight[:, None]
-    num, den = np.zeros((n_vertices, 3)), np.zeros(n_vertices)
-    for k in range(3):
-        np.add.at(num, corners[:, k], wb[:, k:k + 1] * albedo)
-        np.add.at(den, corners[:, k], wb[:, k])
+    on = weight > 0
+    corners = np.asarray(faces)[tri[on]].ravel()
+    wb = (bary[on] * weight[on, None]).ravel()
+    den = np.bincount(corners, wb, n_vertices)
+    num = np.stack([np.bincount(corners, wb * np.repeat(albedo[on, c], 3), n_vertices) for c in range(3)], 1)
     a_v = num / np.maximum(den, 1e-9)[:, None]
     w_v = den.copy()
     lo, hi = np.log(CONSISTENT)
