@@ -13,7 +13,8 @@ The head is still in a still room, so one SH light in the output frame shades ev
 multi-view colours cannot tell it from the albedo (a Lambertian texel looks the same from every side), so
 it is fitted as for one photo (a uniform albedo, robustly, so that brows, lips and clothes lose their say)
 but over the blended colours of the whole seen head, both sides, instead of one frame's side; the albedo
-is then colour / shading.
+is then colour / shading, trusted less where the shading is small unless it agrees with its surroundings
+(:func:`shading_trust`).
 """
 
 from __future__ import annotations
