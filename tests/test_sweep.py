@@ -21,7 +21,7 @@ from headcast.synth import read_sample, render_rgbd
 from headcast.synth.subject import random_subject
 from headcast.synth.sweep import bump_offsets, synth_sweep, true_poses
 from headcast.texture.core import texture_space
-from headcast.texture.multiview import blend_frames
+from headcast.texture.multiview import blend_frames, shading_trust
 from headcast.texture.observe import interpolate
 
 VIEWS, YAW = 5, 40.0
@@ -128,6 +128,24 @@ def test_texture_blending_recovers_albedo_and_exposure(ict_model, synthetic_swee
     assert np.abs(f.light[1:4]).max() < 0.03 * f.light[0].min()
     ratio = f.albedo[ok] / np.maximum(truth[ok], 1e-3)
     assert np.median(np.abs(ratio / np.median(ratio) - 1)) < 0.05
+
+
+def test_shading_trust_keeps_dim_smooth_skin_and_drops_a_bright_fold(ict_model):
+    """Where the light leaves a large smooth part dim, colour / shading is trusted when it agrees with its
+    surroundings; a narrow band whose albedo is too bright there (a fold's misfit normal) is not."""
+    _, tri, bary = texture_space(ict_model, 128).texmap.texels()
+    v = ict_model.v_template
+    X = interpolate(ict_model.faces, tri, bary, v)
+    dim = X[:, 0] > 0.02  # one side of the head: a quarter of the median shading (below SHADING_RAMP)
+    shading = np.where(dim[:, None], 0.25, 1.0) * np.ones((len(tri), 3))
+    albedo = np.full((len(tri), 3), 0.4)
+    band = dim & (np.abs(X[:, 1] - np.median(X[dim, 1])) < 0.003)
+    albedo[band] = 0.8
+    trust = shading_trust(ict_model.faces, len(v), tri, bary, albedo, shading, np.ones(len(tri)))
+    assert band.sum() > 50 and (dim & ~band).sum() > 1000
+    assert np.median(trust[~dim]) == 1.0
+    assert np.mean(trust[dim & ~band] > 0.99) > 0.95
+    assert np.mean(trust[band] < 0.01) > 0.9
 
 
 def test_sweep_inputs_and_single_frame_path(tmp_path):

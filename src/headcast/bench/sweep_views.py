@@ -110,3 +110,91 @@ def seen_shares(model, folder: Path, size: int = 256, n_sphere: int = 80) -> dic
               "all_around": share([(j, blank, None, look_at(centre, d, 0.5)) for j, d in enumerate(dirs)])}
     return {**{k: a for k, (a, _) in shares.items()}, **{f"head_{k}": h for k, (_, h) in shares.items()},
             "frames": len(frames), "size": size, "n_sphere": n_sphere}
+
+
+REASONS = ("not visible", "grazing view only", "near an edge only", "depth disagrees", "shading trust", "seen")
+REASON_COLORS = np.array([[40, 40, 40], [50, 100, 255], [255, 230, 25], [255, 50, 200], [255, 115, 0], [75, 215, 75]],
+                         np.uint8)
+
+
+def seen_reasons(model, folder: Path, size: int = 1024) -> tuple[np.ndarray, dict]:
+    """Why each covered texel of a textured sweep folder is or is not seen in its albedo (confidence above
+    :data:`headcast.texture.multiview.SEEN`), the first reason that holds, per texel (N,) index into
+    :data:`REASONS`: no registered frame sees it at all (ray cast); every view is too grazing
+    (the view-angle factor of :meth:`headcast.texture.observe.View.factors`); every view is too close
+    to the silhouette, a depth edge of the mesh or the image border (with the angle factor, the confidence
+    on the mesh alone); only the measured depth's agreement rejects it; only the albedo's shading trust
+    (:func:`headcast.texture.multiview.shading_trust`) does. Returns those (N,) and the shares of the atlas
+    and of the head surface (:func:`headcast.texture.observe.head_texels`) by reason."""
+    from headcast.core.geometry import vertex_normals
+    from headcast.texture.core import texture_space
+    from headcast.texture.multiview import SEEN, blend_frames, read_frames
+    from headcast.texture.observe import View, head_texels, interpolate
+
+    folder = Path(folder)
+    verts = read_obj_vertices(folder / recon.MESH_OBJ)
+    K = recon.read_intrinsics(folder)
+    _, tri, bary = texture_space(model, size).texmap.texels()
+    Xn = interpolate(model.faces, tri, bary, np.hstack([verts, vertex_normals(verts, model.faces)]))
+    X, n = Xn[:, :3], Xn[:, 3:] / np.linalg.norm(Xn[:, 3:], axis=1, keepdims=True)
+    frames = read_frames(folder, K)
+    seen_at_all, by_angle, on_mesh, best = (np.zeros(len(tri)) for _ in range(4))
+    for _, color, depth, T in frames:
+        R, t = np.asarray(T)[:3, :3], np.asarray(T)[:3, 3]
+        Xc, nc = X @ R.T + t, n @ R.T
+        with_depth = View.make(verts @ R.T + t, model.faces, color, K, depth)
+        _, ok, w_cos, w_edge = with_depth.factors(Xc, nc, tri=tri)
+        w_mesh = View.make(with_depth.vertices, model.faces, color, K).factors(Xc, nc, tri=tri)[3]
+        np.maximum(seen_at_all, ok, out=seen_at_all)
+        np.maximum(by_angle, ok * w_cos, out=by_angle)
+        np.maximum(on_mesh, ok * w_cos * w_mesh, out=on_mesh)
+        np.maximum(best, ok * w_cos * w_edge, out=best)
+    albedo = blend_frames(model.faces, verts, frames, K, recon.read_lighting(folder).sh, tri, bary, fit=True).best
+    reason = np.select([seen_at_all == 0, by_angle <= SEEN, on_mesh <= SEEN, best <= SEEN, albedo <= SEEN],
+                       [0, 1, 2, 3, 4], 5)
+    head = head_texels(model.faces, len(verts), tri)
+    shares = {name: {"atlas": float((reason == k).mean()), "head": float((reason[head] == k).mean())}
+              for k, name in enumerate(REASONS)}
+    return reason, shares
+
+
+def reasons_picture(model, folder: Path, reason: np.ndarray, out: Path, size: int = 1024) -> Path:
+    """Write ``out``: the sweep's head (``folder``) seen from the front (the middle registered frame's side),
+    its left, back, right, top and below, each texel coloured by :func:`seen_reasons`' ``reason`` (N,), with
+    a key."""
+    import cv2
+
+    from headcast.texture.core import texture_space
+
+    folder = Path(folder)
+    verts = read_obj_vertices(folder / recon.MESH_OBJ)
+    K = recon.read_intrinsics(folder)
+    space = texture_space(model, size)
+    idx = space.texmap.texels()[0]
+    tex = np.zeros((size * size, 3), np.float32)
+    tex[idx] = REASON_COLORS[reason] / 255.0
+    tex = tex.reshape(size, size, 3)
+    centre = verts.mean(0)
+    eyes = [-np.asarray(f["head_to_camera"])[:3, :3].T @ np.asarray(f["head_to_camera"])[:3, 3] - centre
+            for f in recon.read_poses(folder) if f["head_to_camera"] is not None]
+    eyes.sort(key=lambda e: float(np.arctan2(e[0], -e[2])))
+    front = eyes[len(eyes) // 2] / np.linalg.norm(eyes[len(eyes) // 2])
+    up = np.array([0.0, -1.0, 0.0]) - front * -front[1]
+    up /= np.linalg.norm(up)
+    side = np.cross(up, front)
+    views = {"front": front, "left": side, "back": -front, "right": -side, "above": 0.95 * up + 0.3 * front,
+             "below": -0.9 * up + 0.45 * front}
+    panels = []
+    for d in views.values():
+        T = look_at(centre, d / np.linalg.norm(d), 0.45)
+        a = space.atlas
+        panels.append(render_textured(verts @ T[:3, :3].T + T[:3, 3], model.faces, a.uv, a.uv_faces, tex, None, K)[0])
+    key = np.full((K.height, K.width, 3), 255, np.uint8)
+    for k, name in enumerate(REASONS):
+        cv2.rectangle(key, (20, 40 + 40 * k), (50, 70 + 40 * k), tuple(int(c) for c in REASON_COLORS[k]), -1)
+        cv2.putText(key, name, (60, 62 + 40 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    top = comparison_picture(panels[:4], list(views)[:4])
+    bottom = comparison_picture(panels[4:] + [key], list(views)[4:] + [""])
+    bottom = np.pad(bottom, ((0, 0), (0, max(top.shape[1] - bottom.shape[1], 0)), (0, 0)), constant_values=255)
+    images.save_png(out, np.concatenate([top, bottom[:, : top.shape[1]]], axis=0))
+    return out

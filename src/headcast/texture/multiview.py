@@ -13,7 +13,8 @@ The head is still in a still room, so one SH light in the output frame shades ev
 multi-view colours cannot tell it from the albedo (a Lambertian texel looks the same from every side), so
 it is fitted as for one photo (a uniform albedo, robustly, so that brows, lips and clothes lose their say)
 but over the blended colours of the whole seen head, both sides, instead of one frame's side; the albedo
-is then colour / shading.
+is then colour / shading, trusted less where the shading is small unless it agrees with its surroundings
+(:func:`shading_trust`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from headcast.core.geometry import vertex_normals
 from headcast.core.sh import sh_shading, to_view
 from headcast.io import recon
 from headcast.io.validate import clean_depth, read_depth_raw, read_image
+from headcast.texture import fill
 from headcast.texture.core import MIN_SHADING, SHADING_RAMP
 from headcast.texture.lighting import fit_light, loss4, normalise_light
 from headcast.texture.observe import View, head_texels, interpolate
@@ -41,6 +43,8 @@ GAIN_RANGE = (0.4, 2.5)  # per-frame exposure gains are clipped to this (the rea
 POWER = 16             # the blend's preference for head-on views: cos^16 is 0.61 at 10 degrees, 0.13 at 20
 GAIN_ROUNDS = 3        # rounds of the per-frame gains against the other frames' blend
 LIGHT_TEXELS = 40000   # texels (seeded subsample) the sweep's light is fitted on
+CONSISTENT = (1.2, 1.5)  # albedo / its robust local mean: a dim texel is trusted in full within the first, not beyond the second
+LOCAL_ITERATIONS = 64  # neighbour averages of the local mean albedo (about 8 edges, 2-3 cm of the head)
 
 
 @dataclass
@@ -147,6 +151,52 @@ def sweep_light(color: np.ndarray, weight: np.ndarray, n: np.ndarray, seed: int 
     return normalise_light(light, nv)[0]
 
 
+def shading_trust(faces: np.ndarray, n_vertices: int, tri: np.ndarray, bary: np.ndarray, albedo: np.ndarray,
+                  shading: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """(N,) trust in [0, 1] of the albedos (N, 3) = colour / ``shading`` (N, 3) of texels on triangles ``tri``
+    (N,) with weights ``bary`` (N, 3), seen with best confidence ``best`` (N,).
+
+    As for one photo, in folds (lids, lips, under the jaw, the ear) a small misfit of the fitted normal makes
+    a small shading and a bright albedo, so the trust falls with the shading relative to the seen texels'
+    median (:data:`SHADING_RAMP`). A sweep also sees large smooth parts the light leaves dim (the side of the
+    head away from it), where colour / shading is as good as anywhere: there a texel keeps full trust when its
+    albedo is within :data:`CONSISTENT` of the robust local mean albedo (:func:`local_albedo`); a fold's band
+    is narrow, so that mean is its surroundings' and the fold's too-bright (or too-dark) albedo stays out."""
+    seen = best > SEEN
+    rel = shading.min(1) / max(float(np.median(shading.mean(1)[seen])) if seen.any() else 1.0, 1e-6)
+    lit = np.clip((rel - SHADING_RAMP[0]) / (SHADING_RAMP[1] - SHADING_RAMP[0]), 0, 1)
+    dim = seen & (lit < 1)
+    if not dim.any():
+        return lit
+    ref = local_albedo(faces, n_vertices, tri, bary, albedo, np.where(seen, best, 0.0))
+    dev = np.abs(np.log(np.maximum(albedo[dim], 1e-3) / np.maximum(ref[dim], 1e-3))).max(1)
+    lo, hi = np.log(CONSISTENT)
+    out = lit.copy()
+    out[dim] = np.maximum(lit[dim], np.clip((hi - dev) / (hi - lo), 0, 1))
+    return out
+
+
+def local_albedo(faces: np.ndarray, n_vertices: int, tri: np.ndarray, bary: np.ndarray, albedo: np.ndarray,
+                 weight: np.ndarray, rounds: int = 3) -> np.ndarray:
+    """(N, 3) robust local mean of the albedos (N, 3) of texels on triangles ``tri`` (N,) (weights ``bary``
+    (N, 3)), weighted by ``weight`` (N,): texels are pooled at their triangles' corners, averaged over the
+    mesh (:data:`LOCAL_ITERATIONS` neighbour averages), and vertices far from that mean (beyond
+    :data:`CONSISTENT`) lose their say in the next of ``rounds``; interpolated back to the texels."""
+    on = weight > 0
+    corners = np.asarray(faces)[tri[on]].ravel()
+    wb = (bary[on] * weight[on, None]).ravel()
+    den = np.bincount(corners, wb, n_vertices)
+    num = np.stack([np.bincount(corners, wb * np.repeat(albedo[on, c], 3), n_vertices) for c in range(3)], 1)
+    a_v = num / np.maximum(den, 1e-9)[:, None]
+    w_v = den.copy()
+    lo, hi = np.log(CONSISTENT)
+    for _ in range(rounds):
+        ref, _ = fill.smooth_weighted(a_v, w_v, faces, LOCAL_ITERATIONS)
+        dev = np.abs(np.log(np.maximum(a_v, 1e-3) / np.maximum(ref, 1e-3))).max(1)
+        w_v = den * np.clip((hi - dev) / (hi - lo), 0, 1)
+    return interpolate(faces, tri, bary, ref)
+
+
 def blend_frames(faces: np.ndarray, vertices: np.ndarray, frames: list, K, light: np.ndarray, tri: np.ndarray,
                  bary: np.ndarray, fit: bool = False) -> Blend:
     """Blend the frames (:func:`read_frames`) onto the texels (triangles ``tri`` (N,), weights ``bary`` (N, 3))
@@ -170,10 +220,7 @@ def blend_frames(faces: np.ndarray, vertices: np.ndarray, frames: list, K, light
     shading = np.maximum(sh_shading(to_view(n), light), 1e-6)
     dark = (shading < MIN_SHADING).any(1)
     albedo = np.clip(color / shading, 0, 1)
-    # as for one photo: in folds a small misfit of the normal makes a small shading and a bright albedo
-    # (the ramp is relative to the seen texels' median shading, 1 for a light from normalise_light)
-    rel = shading.min(1) / max(float(np.median(shading.mean(1)[best > SEEN])) if (best > SEEN).any() else 1.0, 1e-6)
-    trust = np.clip((rel - SHADING_RAMP[0]) / (SHADING_RAMP[1] - SHADING_RAMP[0]), 0, 1)
+    trust = shading_trust(faces, len(vertices), tri, bary, albedo, shading, best)
     weight = np.where(dark | (wsum <= 0), 0.0, np.clip(conf2 / FULL, 0, 1) * trust)
     frames_seen = [{"frame": s.frame, "seen": float((s.conf > SEEN).sum() / N)} for s in seen]
     return Blend(albedo, weight, np.where(dark, 0.0, best * trust), [g.tolist() for g in gains], frames_seen,

@@ -132,14 +132,11 @@ class View:
         m[hit] = face_mask[self.hits.tri[hit]]
         return m & (self.edge_dist >= erode_px)
 
-    def observe(self, points: np.ndarray, normals: np.ndarray, tri: np.ndarray | None = None,
-                vertex_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Photo colours (N, 3) at surface ``points`` (N, 3) and their confidence (N,) in [0, 1].
-
-        ``normals`` (N, 3) are unit camera-frame normals. Give ``tri`` (N,) for points inside
-        triangles or ``vertex_ids`` (N,) for mesh vertices, so a hit on an adjacent triangle counts
-        as seen. Confidence is 0 for points the camera does not see.
-        """
+    def factors(self, points: np.ndarray, normals: np.ndarray, tri: np.ndarray | None = None,
+                vertex_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What :meth:`observe`'s confidence is made of, for surface ``points`` (N, 3) with unit normals (N, 3):
+        their pixel positions (N, 2) (-1 off the image), whether the camera sees them (N,) bool, and the
+        view-angle (:data:`COS_RAMP`) and edge-distance (:data:`EDGE_RAMP`) factors (N,) in [0, 1]."""
         pts = np.asarray(points, dtype=np.float64)
         K = self.K
         z = pts[:, 2]
@@ -168,10 +165,21 @@ class View:
         ok &= adjacent | near
         view = -pts / np.maximum(np.linalg.norm(pts, axis=1, keepdims=True), 1e-12)
         cos = np.einsum("nc,nc->n", np.asarray(normals, dtype=np.float64), view)
-        w = np.clip((cos - COS_RAMP[0]) / (COS_RAMP[1] - COS_RAMP[0]), 0, 1)
-        w *= np.clip((self.edge_dist[row, col] - EDGE_RAMP[0]) / (EDGE_RAMP[1] - EDGE_RAMP[0]), 0, 1)
-        w = np.where(ok, w, 0.0)
-        colors = np.zeros((len(pts), 3), np.float32)
+        w_cos = np.clip((cos - COS_RAMP[0]) / (COS_RAMP[1] - COS_RAMP[0]), 0, 1)
+        w_edge = np.clip((self.edge_dist[row, col] - EDGE_RAMP[0]) / (EDGE_RAMP[1] - EDGE_RAMP[0]), 0, 1)
+        return uv, ok, w_cos, w_edge
+
+    def observe(self, points: np.ndarray, normals: np.ndarray, tri: np.ndarray | None = None,
+                vertex_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Photo colours (N, 3) at surface ``points`` (N, 3) and their confidence (N,) in [0, 1].
+
+        ``normals`` (N, 3) are unit camera-frame normals. Give ``tri`` (N,) for points inside
+        triangles or ``vertex_ids`` (N,) for mesh vertices, so a hit on an adjacent triangle counts
+        as seen. Confidence is 0 for points the camera does not see.
+        """
+        uv, ok, w_cos, w_edge = self.factors(points, normals, tri, vertex_ids)
+        w = np.where(ok, w_cos * w_edge, 0.0)
+        colors = np.zeros((len(uv), 3), np.float32)
         if ok.any():
             colors[ok] = sample(self.image, uv[ok])
         return colors, w
