@@ -43,9 +43,9 @@ class HeadView:
         self.t = head_placement(m, self.beta, distance=0.75)
         if subject.texture is not None:
             img, uv, uvf = subject.texture
-            self.renderer = MeshRenderer(m.faces, m.n_vertices, uv=uv, uv_faces=uvf, texture=img)
+            self.renderer = MeshRenderer(m.faces, m.n_vertices, uv=uv, uv_faces=uvf, texture=img, vertex_light=True)
         else:
-            self.renderer = MeshRenderer(m.faces, m.n_vertices, colors=eye_colors(m))
+            self.renderer = MeshRenderer(m.faces, m.n_vertices, colors=eye_colors(m), vertex_light=True)
         self.renderer.cull_back = True  # the head's back faces: ~15 % of the render, <= 4 silhouette pixels a frame
         self.textured = subject.texture is not None
         self.light = subject_light(subject, light)
