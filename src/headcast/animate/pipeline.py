@@ -5,7 +5,8 @@ identity (once, from ``identity_frames`` frames of the first ``identity_window_s
 span the head poses seen there; :func:`headcast.animate.track.select_calibration`), the per-frame
 fit (Loss5, :mod:`headcast.animate.fit`), and the preview video, in one pass (:func:`detect_and_track`):
 landmarks in a thread of their own, the identity once its window's landmarks are in, then each frame
-fitted as it arrives and drawn and encoded by the preview's thread meanwhile. The subject keeps its own beta;
+fitted as it arrives and drawn and encoded by the preview's thread meanwhile, from the frames the
+landmark thread decoded (:class:`headcast.animate.video.SharedFrames`). The subject keeps its own beta;
 only theta and psi come from the driver. Output folder (written whole or not at all; every file in
 docs/formats.md, read and written by :mod:`headcast.io.anim`): ``params.npz`` and ``frames.jsonl``
 (the per-frame parameters, Loss5, landmarks; the subject's beta, the driver's identity, fps and
@@ -32,7 +33,7 @@ from headcast.animate.identity import DriverIdentity
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
 from headcast.animate.subject import Subject, load_subject, subject_light  # noqa: F401 (the stage's API)
 from headcast.animate.track import TrackedFrame, Tracker, jaw_expressions, select_calibration
-from headcast.animate.video import Prefetched, VideoInfo, VideoLandmarker, read_frames, video_info
+from headcast.animate.video import Prefetched, SharedFrames, VideoInfo, VideoLandmarker, read_frames, video_info
 from headcast.core import threads
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
@@ -87,14 +88,21 @@ def track(model: HeadModel, observations: list[Observation | None], fps: float, 
 
 
 def detect_and_track(video: str | Path, model: HeadModel, cfg: TrackConfig, info: VideoInfo,
-                     max_frames: int | None = None, emit=None) -> tuple[Detections, Track]:
+                     max_frames: int | None = None, emit=None, share: SharedFrames | None = None
+                     ) -> tuple[Detections, Track]:
     """:func:`detect_video` and :func:`track` as one pass, with the same result: the driver's identity as
     soon as its window's landmarks are in, then each frame fitted as its landmarks arrive and handed to
     ``emit(observation, tracked_frame)`` in order (frames before the first face once it is fitted, holding
-    its parameters), so a consumer (the preview video) works while the next frames are found."""
+    its parameters), so a consumer (the preview video) works while the next frames are found; ``share``
+    gets every decoded frame for that consumer (:class:`SharedFrames`, closed here on an error)."""
     sec = dict(decode=0.0, detect=0.0)
-    with Prefetched(_landmarks(video, max_frames, info, sec), depth=1 << 16) as found:  # no wait for the fits
-        obs, trk = _track_stream(found, model, cfg, info.fps, emit, f" of {video}")
+    with Prefetched(_landmarks(video, max_frames, info, sec, share), depth=1 << 16) as found:  # no wait for the fits
+        try:
+            obs, trk = _track_stream(found, model, cfg, info.fps, emit, f" of {video}")
+        except BaseException:
+            if share is not None:  # the landmark thread may wait for a reader that will not come
+                share.close()
+            raise
     return Detections(info, obs, sec["decode"], sec["detect"]), trk
 
 
@@ -150,9 +158,11 @@ def _track_stream(observations: Iterator[Observation | None], model: HeadModel, 
     return obs, Track(frames, tracker.identity, cal, sec["identity"], sec["fit"])
 
 
-def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: dict) -> Iterator[Observation | None]:
-    """Each frame's observation (None: no face), frames decoded ahead; adds the seconds spent waiting for
-    decoded frames and finding landmarks to ``sec`` (``decode``, ``detect``)."""
+def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: dict,
+               share: SharedFrames | None = None) -> Iterator[Observation | None]:
+    """Each frame's observation (None: no face), frames decoded ahead and handed to ``share`` when given;
+    adds the seconds spent waiting for decoded frames and finding landmarks to ``sec`` (``decode``,
+    ``detect``)."""
     n = 0
     with VideoLandmarker() as lm, Prefetched(read_frames(video, max_frames, info)) as images:
         while True:
@@ -162,6 +172,8 @@ def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: 
             sec["decode"] += t1 - t0
             if frame is None:
                 return
+            if share is not None:
+                share.put(frame)
             det = lm(frame)
             sec["detect"] += time.perf_counter() - t1
             n += 1
@@ -210,7 +222,8 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
             preview = PreviewThread(tmp / anim_io.VIDEO, video, subject, info, cfg.threshold, light,
                                     expected_frames(info, max_frames))
         try:
-            det, trk = detect_and_track(video, subject.model, cfg, info, max_frames, preview and preview.add)
+            det, trk = detect_and_track(video, subject.model, cfg, info, max_frames, preview and preview.add,
+                                        preview and preview.frames)
         except BaseException:
             if preview is not None:
                 with contextlib.suppress(Exception):  # the first error is the one to report

@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from headcast.animate.subject import Subject, subject_light
-from headcast.animate.video import PANEL, Prefetched, VideoInfo, VideoWriter, read_frames
+from headcast.animate.video import PANEL, SharedFrames, VideoInfo, VideoWriter
 from headcast.core.camera import Intrinsics, to_camera
 from headcast.model.cavity import interior_of
 from headcast.model.eyes import eye_colors
@@ -90,21 +90,22 @@ def compose(frame: np.ndarray, head: np.ndarray, detected: np.ndarray | None, fi
     return out
 
 
-def write_preview_video(path: Path, video: str | Path, subject: Subject, items: Iterable, info: VideoInfo,
-                        threshold: float, light: str = DEFAULT_LIGHT, expected: int = 0) -> tuple[float, list[np.ndarray]]:
+def write_preview_video(path: Path, frames: Iterable[np.ndarray], subject: Subject, items: Iterable,
+                        info: VideoInfo, threshold: float, light: str = DEFAULT_LIGHT, expected: int = 0
+                        ) -> tuple[float, list[np.ndarray]]:
     """Write the side-by-side MP4 of ``items``, (Observation or None, TrackedFrame) per video frame in
-    order (a list, or an iterator that yields them as they are tracked), over the ``video`` described by
-    ``info`` (its frame rate is the MP4's), the head lit by ``light`` (:class:`HeadView`); returns the
-    seconds it took and four composed frames for a still: three spread over the ``expected`` frame count
-    (:func:`expected_frames`) and the last. The video is decoded again, ahead of use
-    (:func:`headcast.animate.video.Prefetched`), and encoded in ffmpeg while the next frames render."""
+    order (a list, or an iterator that yields them as they are tracked), over the video's ``frames`` in
+    order (a :class:`SharedFrames`' or :func:`read_frames`') described by ``info`` (its frame rate is the
+    MP4's), the head lit by ``light`` (:class:`HeadView`); returns the seconds it took and four composed
+    frames for a still: three spread over the ``expected`` frame count (:func:`expected_frames`) and the
+    last. Frames are encoded in ffmpeg while the next ones render."""
     view = HeadView(subject, light=light)
     fps = info.fps
     keep = set(np.linspace(0, expected - 1, 4).round().astype(int)[:3].tolist()) if expected > 1 else {0}
     stills, last = [], None
     t0 = time.perf_counter()
     writer = VideoWriter(path, fps)
-    images = Prefetched(read_frames(video, None, info))
+    images = iter(frames)
     items = iter(items)
     i = 0
     try:
@@ -120,7 +121,7 @@ def write_preview_video(path: Path, video: str | Path, subject: Subject, items: 
             if i % 160 == 0:
                 logger.info(f"animate: video {i}{f'/{expected}' if expected else ''} frames")
     finally:
-        images.close()
+        getattr(images, "close", lambda: None)()
         writer.close()
         view.release()
     if last is not None and i - 1 not in keep:
@@ -144,14 +145,16 @@ def expected_frames(info: VideoInfo, max_frames: int | None) -> int:
 class PreviewThread:
     """:func:`write_preview_video` in a thread of its own, fed frame by frame with :meth:`add` while the
     caller finds and fits the next frames (MediaPipe and the renderer's llvmpipe run native threads, x264
-    its own process). :meth:`close` waits for the file and returns what the function returns."""
+    its own process); the caller's decoder hands each decoded frame to :attr:`frames` (a
+    :class:`SharedFrames`). :meth:`close` waits for the file and returns what the function returns."""
 
     def __init__(self, path: Path, video: str | Path, subject: Subject, info: VideoInfo, threshold: float,
                  light: str = DEFAULT_LIGHT, expected: int = 0):
         self._queue: queue.Queue = queue.Queue()  # unbounded: the items are small, the caller never waits
         self._result: tuple | None = None
         self._error: BaseException | None = None
-        args = (path, video, subject, iter(self._queue.get, None), info, threshold, light, expected)
+        self.frames = SharedFrames(video, info)
+        args = (path, self.frames.frames(), subject, iter(self._queue.get, None), info, threshold, light, expected)
         self._thread = threading.Thread(target=self._run, args=args, name="preview video", daemon=True)
         self._thread.start()
 
@@ -162,6 +165,8 @@ class PreviewThread:
             self._error = e
             while self._queue.get() is not None:  # the caller's later items
                 pass
+        finally:
+            self.frames.close()  # the decoder never waits for this reader again
 
     def add(self, observation, frame) -> None:
         """The next frame: its Observation (or None) and TrackedFrame."""
