@@ -12,12 +12,12 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from headcast.animate.subject import Subject, subject_light
-from headcast.animate.video import PANEL, SharedFrames, VideoInfo, VideoWriter
+from headcast.animate.video import PANEL, Prefetched, SharedFrames, VideoInfo, VideoWriter
 from headcast.core.camera import Intrinsics, to_camera
 from headcast.model.cavity import interior_of
 from headcast.model.eyes import eye_colors
@@ -98,35 +98,53 @@ def write_preview_video(path: Path, frames: Iterable[np.ndarray], subject: Subje
     order (a :class:`SharedFrames`' or :func:`read_frames`') described by ``info`` (its frame rate is the
     MP4's), the head lit by ``light`` (:class:`HeadView`); returns the seconds it took and four composed
     frames for a still: three spread over the ``expected`` frame count (:func:`expected_frames`) and the
-    last. Frames are encoded in ffmpeg while the next ones render."""
-    view = HeadView(subject, light=light)
+    last. A pipeline: heads posed (numpy) and rendered (OpenGL) each in a thread of their own
+    (:func:`_heads`), composed here, encoded in ffmpeg."""
     fps = info.fps
     keep = set(np.linspace(0, expected - 1, 4).round().astype(int)[:3].tolist()) if expected > 1 else {0}
     stills, last = [], None
     t0 = time.perf_counter()
     writer = VideoWriter(path, fps)
     images = iter(frames)
-    items = iter(items)
+    heads = Prefetched(_heads(subject, light, items), depth=4)
     i = 0
     try:
-        while chunk := list(itertools.islice(items, 16)):
-            verts = view.vertices(np.array([f.theta for _, f in chunk]), np.array([f.psi for _, f in chunk]))
-            for (obs, fr), v in zip(chunk, verts):
-                last = compose(next(images), view.render(v), None if obs is None else obs.landmarks,
-                               fr.landmarks if fr.face_found else None, *_caption(i, fps, fr, threshold))
-                writer.append_data(last)
-                if i in keep:
-                    stills.append(last)
-                i += 1
+        for obs, fr, head in heads:
+            last = compose(next(images), head, None if obs is None else obs.landmarks,
+                           fr.landmarks if fr.face_found else None, *_caption(i, fps, fr, threshold))
+            writer.append_data(last)
+            if i in keep:
+                stills.append(last)
+            i += 1
             if i % 160 == 0:
                 logger.info(f"animate: video {i}{f'/{expected}' if expected else ''} frames")
     finally:
+        heads.close()
         getattr(images, "close", lambda: None)()
         writer.close()
-        view.release()
     if last is not None and i - 1 not in keep:
         stills.append(last)
     return time.perf_counter() - t0, stills
+
+
+def _heads(subject: Subject, light: str, items: Iterable) -> Iterator[tuple]:
+    """(Observation or None, TrackedFrame, the rendered head (PANEL, PANEL, 3) uint8) per item, rendered in
+    the thread that iterates this (its GL context) while the next heads are posed in another."""
+    view = HeadView(subject, light=light)
+    try:
+        with Prefetched(_posed(view, items), depth=32) as posed:
+            for obs, fr, v in posed:
+                yield obs, fr, view.render(v)
+    finally:
+        view.release()
+
+
+def _posed(view: HeadView, items: Iterable) -> Iterator[tuple]:
+    """(Observation or None, TrackedFrame, camera-frame vertices (V + P, 3)) per item, posed 16 at a time."""
+    items = iter(items)
+    while chunk := list(itertools.islice(items, 16)):
+        verts = view.vertices(np.array([f.theta for _, f in chunk]), np.array([f.psi for _, f in chunk]))
+        yield from ((obs, fr, v) for (obs, fr), v in zip(chunk, verts))
 
 
 def _caption(i: int, fps: float, fr, threshold: float) -> tuple[str, bool]:
@@ -151,19 +169,26 @@ class PreviewThread:
     def __init__(self, path: Path, video: str | Path, subject: Subject, info: VideoInfo, threshold: float,
                  light: str = DEFAULT_LIGHT, expected: int = 0):
         self._queue: queue.Queue = queue.Queue()  # unbounded: the items are small, the caller never waits
+        self._ended = False  # the end of the items was read (by whichever of the video's threads reads them)
         self._result: tuple | None = None
         self._error: BaseException | None = None
         self.frames = SharedFrames(video, info)
-        args = (path, self.frames.frames(), subject, iter(self._queue.get, None), info, threshold, light, expected)
+        args = (path, self.frames.frames(), subject, self._items(), info, threshold, light, expected)
         self._thread = threading.Thread(target=self._run, args=args, name="preview video", daemon=True)
         self._thread.start()
+
+    def _items(self) -> Iterator[tuple]:
+        while (item := self._queue.get()) is not None:
+            yield item
+        self._ended = True
 
     def _run(self, *args) -> None:
         try:
             self._result = write_preview_video(*args)
         except BaseException as e:  # raised in the caller's thread at close
             self._error = e
-            while self._queue.get() is not None:  # the caller's later items
+            self.frames.close()
+            while not self._ended and self._queue.get() is not None:  # the caller's later items
                 pass
         finally:
             self.frames.close()  # the decoder never waits for this reader again
