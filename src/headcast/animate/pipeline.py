@@ -186,7 +186,7 @@ def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: 
 def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | HeadModel | None = None,
             threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
             write_video: bool = True, max_frames: int | None = None, copy_input: bool = False, truth=None,
-            force: bool = False, light: str = DEFAULT_LIGHT) -> dict:
+            force: bool = False, light: str = DEFAULT_LIGHT, texture_wait=None) -> dict:
     """Animate the head in ``recon_dir`` with the face in ``video``; write ``out_dir``; return the report.
 
     ``config`` holds the tracker's settings (default :class:`TrackConfig`); ``threshold`` and ``max_iters``,
@@ -194,22 +194,24 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     the driving video in the folder (``input.mp4``, for the demo's built-in driver); ``truth`` (a
     :class:`headcast.animate.builtin.Motion`, when the video is the built-in motion) adds the recovered
     motion to the report; ``force`` replaces an earlier animation in ``out_dir``; ``light`` (fitted or
-    neutral) lights the video's head (:func:`subject_light`)."""
+    neutral) lights the video's head (:func:`subject_light`). ``texture_wait``: when the texture stage is
+    still making ``recon_dir``'s texture (the demo), a call that returns once it is done (or raises what it
+    raised); the video's thread calls it before it reads the texture, the tracking does not wait."""
     threads.apply()
     with one_blas_thread():  # small matrices everywhere; and no BLAS pool at work while threads fork ffmpeg
         return _animate(recon_dir, video, out_dir, model_spec, _config(config, threshold, max_iters), write_video,
-                        max_frames, copy_input, truth, force, light)
+                        max_frames, copy_input, truth, force, light, texture_wait)
 
 
 def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_video: bool, max_frames, copy_input: bool,
-             truth, force: bool, light: str) -> dict:
+             truth, force: bool, light: str, texture_wait) -> dict:
     """:func:`animate` with its settings checked."""
     if light not in LIGHTS:
         raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
     check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
-    subject = load_subject(recon_dir, model_spec, texture=write_video)
+    subject = load_subject(recon_dir, model_spec, texture=write_video and texture_wait is None)
     info = video_info(video)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
                 f"'{subject.model.name}'{', textured' if subject.texture is not None else ''}")
@@ -219,7 +221,8 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
         if write_video:
             from headcast.animate.preview import PreviewThread, expected_frames
 
-            preview = PreviewThread(tmp / anim_io.VIDEO, video, subject, info, cfg.threshold, light,
+            preview = PreviewThread(tmp / anim_io.VIDEO, video, subject if texture_wait is None else
+                                    _textured(texture_wait, recon_dir, model_spec), info, cfg.threshold, light,
                                     expected_frames(info, max_frames))
         try:
             det, trk = detect_and_track(video, subject.model, cfg, info, max_frames, preview and preview.add,
@@ -230,6 +233,7 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
                     preview.close()
             raise
         sec, stills = preview.close() if preview is not None else (None, [])
+        subject = preview.subject if preview is not None else subject  # the head the video shows
         report = summarise(subject, det, trk, cfg)
         if truth is not None:
             from headcast.animate.builtin import motion_recovery
@@ -256,6 +260,14 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
     logger.info(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
                 f"{', animation.mp4, preview.png' if write_video else ''})")
     return report
+
+
+def _textured(texture_wait, recon_dir, model_spec):
+    """A call returning the subject with its texture once ``texture_wait()`` says the texture is made."""
+    def load() -> Subject:
+        texture_wait()
+        return load_subject(recon_dir, model_spec, texture=True)
+    return load
 
 
 def import_in_background(module: str | None) -> threading.Thread | None:
@@ -375,14 +387,21 @@ def animate_builtin(recon_dir: str | Path, out_dir: str | Path, model_spec: str 
     same with the texture made meanwhile; the other arguments are :func:`animate`'s."""
     import tempfile
 
-    from headcast.animate.builtin import builtin_motion_video
-
     threads.apply()
-    shape = load_subject(recon_dir, model_spec, texture=False)  # the shape the motion is rendered with
     with tempfile.TemporaryDirectory(prefix="headcast-motion-") as tmp:
         video = Path(tmp) / "builtin_motion.mp4"
         logger.info("animate: rendering the built-in motion (7 s)")
-        with one_blas_thread():
-            truth = builtin_motion_video(video, shape.model, shape.params.beta, seed=seed)
+        truth = render_builtin_motion(recon_dir, video, model_spec, seed)
         return animate(recon_dir, video, out_dir, model_spec, threshold, max_iters, config, write_video, max_frames,
                        copy_input=True, truth=truth, force=force, light=light)
+
+
+def render_builtin_motion(recon_dir: str | Path, video: str | Path, model_spec: str | None = None, seed: int = 0):
+    """Render the built-in scripted motion of the head in ``recon_dir`` (its shape and detail, not its
+    texture: :func:`headcast.animate.builtin.builtin_motion_video`) into ``video``; returns the ground truth
+    (a :class:`headcast.animate.builtin.Motion`)."""
+    from headcast.animate.builtin import builtin_motion_video
+
+    shape = load_subject(recon_dir, model_spec, texture=False)
+    with one_blas_thread():
+        return builtin_motion_video(video, shape.model, shape.params.beta, seed=seed)

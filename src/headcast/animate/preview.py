@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -168,14 +168,17 @@ class PreviewThread:
     its own process); the caller's decoder hands each decoded frame to :attr:`frames` (a
     :class:`SharedFrames`). :meth:`close` waits for the file and returns what the function returns."""
 
-    def __init__(self, path: Path, video: str | Path, subject: Subject, info: VideoInfo, threshold: float,
-                 light: str = DEFAULT_LIGHT, expected: int = 0):
+    def __init__(self, path: Path, video: str | Path, subject: Subject | Callable[[], Subject], info: VideoInfo,
+                 threshold: float, light: str = DEFAULT_LIGHT, expected: int = 0):
+        """``subject``: the head, or a call that returns it (made in the thread, e.g. once its texture is
+        made); :attr:`subject` is the head the video shows once :meth:`close` returned."""
         self._queue: queue.Queue = queue.Queue()  # unbounded: the items are small, the caller never waits
         self._ended = False  # the end of the items was read (by whichever of the video's threads reads them)
         self._result: tuple | None = None
         self._error: BaseException | None = None
         self.frames = SharedFrames(video, info)
-        args = (path, self.frames.frames(), subject, self._items(), info, threshold, light, expected)
+        self.subject = subject
+        args = (path, self.frames.frames(), self._items(), info, threshold, light, expected)
         self._thread = threading.Thread(target=self._run, args=args, name="preview video", daemon=True)
         self._thread.start()
 
@@ -184,9 +187,11 @@ class PreviewThread:
             yield item
         self._ended = True
 
-    def _run(self, *args) -> None:
+    def _run(self, path, frames, *args) -> None:
         try:
-            self._result = write_preview_video(*args)
+            if callable(self.subject):
+                self.subject = self.subject()
+            self._result = write_preview_video(path, frames, self.subject, *args)
         except BaseException as e:  # raised in the caller's thread at close
             self._error = e
             self.frames.close()
