@@ -211,19 +211,18 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
     check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
-    subject = load_subject(recon_dir, model_spec, texture=write_video and texture_wait is None)
+    subject = load_subject(recon_dir, model_spec, texture=False)  # the video's thread reads the texture
     info = video_info(video)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
-                f"'{subject.model.name}'{', textured' if subject.texture is not None else ''}")
+                f"'{subject.model.name}'")
     import_in_background("headcast.animate.preview" if write_video else None)
     with staged_dir(out_dir, "animation", force=force, inputs=(recon_dir, video)) as tmp:
         preview = None
         if write_video:
             from headcast.animate.preview import PreviewThread, expected_frames
 
-            preview = PreviewThread(tmp / anim_io.VIDEO, video, subject if texture_wait is None else
-                                    _textured(texture_wait, recon_dir, model_spec), info, cfg.threshold, light,
-                                    expected_frames(info, max_frames))
+            preview = PreviewThread(tmp / anim_io.VIDEO, video, _textured(recon_dir, model_spec, texture_wait),
+                                    info, cfg.threshold, light, expected_frames(info, max_frames))
         try:
             det, trk = detect_and_track(video, subject.model, cfg, info, max_frames, preview and preview.add,
                                         preview and preview.frames)
@@ -262,10 +261,12 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
     return report
 
 
-def _textured(texture_wait, recon_dir, model_spec):
-    """A call returning the subject with its texture once ``texture_wait()`` says the texture is made."""
+def _textured(recon_dir, model_spec, texture_wait=None):
+    """A call returning the subject with its texture (:func:`load_subject`) once ``texture_wait()`` (when
+    given) says the texture is made."""
     def load() -> Subject:
-        texture_wait()
+        if texture_wait is not None:
+            texture_wait()
         return load_subject(recon_dir, model_spec, texture=True)
     return load
 
