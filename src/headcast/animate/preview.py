@@ -105,7 +105,7 @@ def write_preview_video(path: Path, frames: Iterable[np.ndarray], subject: Subje
     stills, last = [], None
     t0 = time.perf_counter()
     # superfast at crf 17: 2/3 of veryfast's x264 CPU at crf 15 for the same SSIM against the composed frames
-    # (0.989 vs 0.987 on wojtek), files about twice as large (4.7 MB for the 400-frame clip)
+    # (0.989 vs 0.987 on wojtek), files about twice as large (4.5 MB for the 400-frame clip)
     writer = VideoWriter(path, fps, crf=17, preset="superfast")
     images = iter(frames)
     heads = Prefetched(_heads(subject, light, items), depth=4)

@@ -26,7 +26,7 @@ from headcast.preprocess.native import import_mediapipe, quiet_graph
 PANEL = 512  # height of the output videos' panels (the input frame, the rendered head), pixels
 MAX_VIDEO_BYTES = 64 << 30  # a video file (it is decoded a frame at a time)
 LEFT_IRIS, RIGHT_IRIS = 473, 468  # FaceMesh iris centres (refined mesh): the subject's left and right eye
-SHARED_FRAMES_BYTES = 512 << 20  # decoded frames held for the preview video (SharedFrames): 650 of 512x512
+SHARED_FRAMES_BYTES = 512 << 20  # decoded frames held for the preview video (SharedFrames): 682 frames of 512x512
 _TO_68 = mediapipe_to_ibug68_matrix()
 
 
