@@ -88,54 +88,55 @@ def _reconstruct_sweep(model, tmp: Path, seed: int, views: int):
 
 def _texture_and_animate(model, tmp: Path, out: Path, video: Path | None) -> tuple[dict, dict]:
     """Texture ``tmp/reconstruction``, animate it into ``tmp/animation`` and export ``tmp/head.glb``
-    (``tmp`` is the staging folder of ``out``). The built-in driver needs only the fitted shape, so it is
-    rendered in a thread while the texture is made (the renderer's llvmpipe and x264 work in their own
-    threads)."""
+    (``tmp`` is the staging folder of ``out``). The texture is made in a thread while the built-in motion
+    (or ``video``) is rendered and tracked, which need only the fitted shape; the animation's video waits
+    for the texture (:func:`headcast.animate.animate`'s ``texture_wait``)."""
     import contextlib
     import tempfile
 
     from headcast.animate import animate
+    from headcast.animate.pipeline import render_builtin_motion
     from headcast.core.threads import one_blas_thread
     from headcast.export.gltf import export_glb
     from headcast.texture import texture_reconstruction
 
-    with tempfile.TemporaryDirectory(prefix="headcast-motion-") as motion_dir:
-        driver = None if video is not None else _BuiltinDriver(tmp / "reconstruction", Path(motion_dir))
-        try:  # one BLAS thread meanwhile: OpenBLAS's fork handler can hang when its pool works as ffmpeg starts
-            with one_blas_thread() if driver is not None else contextlib.nullcontext():
-                tex = texture_reconstruction(tmp / "reconstruction", model=model.name)
-        finally:
-            truth = driver.wait() if driver is not None else None
-        logger.info(f"demo: textured: Loss4 {tex['loss4']:.4f} (lighting: 27 SH numbers, albedo.png)")
-        anim = animate(tmp / "reconstruction", driver.video if driver else video, tmp / "animation",
-                       copy_input=driver is not None, truth=truth)
-    glb = export_glb(tmp / "reconstruction", tmp / "animation", tmp / "head.glb")
+    recon = tmp / "reconstruction"
+    # one BLAS thread throughout: OpenBLAS's fork handler can hang when its pool works as ffmpeg starts
+    with tempfile.TemporaryDirectory(prefix="headcast-motion-") as motion_dir, one_blas_thread():
+        texture = _InThread(lambda: texture_reconstruction(recon, model=model.name), "texture")
+        try:
+            truth = None
+            if video is None:
+                video = Path(motion_dir) / "builtin_motion.mp4"
+                logger.info("demo: rendering the built-in motion (7 s) while the texture is made")
+                truth = render_builtin_motion(recon, video)
+            anim = animate(recon, video, tmp / "animation", copy_input=truth is not None, truth=truth,
+                           texture_wait=texture.wait)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                texture.wait()
+            raise
+        tex = texture.wait()
+    logger.info(f"demo: textured: Loss4 {tex['loss4']:.4f} (lighting: 27 SH numbers, albedo.png)")
+    glb = export_glb(recon, tmp / "animation", tmp / "head.glb")
     logger.info(f"demo: exported {out / 'head.glb'} ({glb.stat().st_size / 1e6:.1f} MB)")
     return tex, anim
 
 
-class _BuiltinDriver:
-    """The built-in motion (:func:`headcast.animate.builtin.builtin_motion_video`) of a reconstruction's
-    head (its shape and detail), rendered into ``folder/builtin_motion.mp4`` by a thread; :meth:`wait`
-    returns the ground truth (or raises what the thread raised)."""
+class _InThread:
+    """``fn()`` run in a thread of its own; :meth:`wait` returns its result (or raises what it raised)."""
 
-    def __init__(self, recon_dir: Path, folder: Path):
+    def __init__(self, fn, name: str):
         import threading
 
-        from headcast.animate.subject import load_subject
-
-        self.subject = load_subject(recon_dir, texture=False)
-        self.video = folder / "builtin_motion.mp4"
+        self._fn = fn
         self._result = self._error = None
-        self._thread = threading.Thread(target=self._run, name="built-in motion", daemon=True)
-        logger.info("demo: rendering the built-in motion (7 s) while the texture is made")
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        from headcast.animate.builtin import builtin_motion_video
-
         try:
-            self._result = builtin_motion_video(self.video, self.subject.model, self.subject.params.beta, seed=0)
+            self._result = self._fn()
         except BaseException as e:  # raised in the caller's thread by wait()
             self._error = e
 

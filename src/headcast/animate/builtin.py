@@ -104,7 +104,7 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
     background is a plain wall. ``insert_blank=(start, count)`` replaces ``count`` frames from
     ``start`` with black frames (no face). Returns the ground truth.
     """
-    from headcast.animate.video import VideoWriter
+    from headcast.animate.video import Prefetched, VideoWriter
     from headcast.render.gl import MeshRenderer
     from headcast.synth.appearance import skin_albedo
 
@@ -126,22 +126,26 @@ def builtin_motion_video(path: str | Path, model: HeadModel, beta: np.ndarray | 
     # a driver, not a preview: x264's veryfast preset made the tracked head tremble on the still stretch
     # (face-vertex speed 0.098 against 0.043 mm/frame with medium, bench animate)
     writer = VideoWriter(path, fps, crf=10, preset="medium", macro_block_size=16)
+    posed = Prefetched(_posed(shape, motion, t), depth=32)  # the next frames posed while one renders
     try:
-        n = len(motion.times)
-        for a in range(0, n, 16):
-            b = min(n, a + 16)
-            verts = to_camera(shape.vertices(motion.theta[a:b], motion.psi[a:b]).astype(np.float64), 1.0, t)
-            for k, v in enumerate(verts):
-                img, _ = renderer.render(v[:V], K, background=(200, 205, 210), light_dir=(0.3, 0.4, 1.0),
-                                         ambient=0.45, parts=v[V:] if interior is not None else None)
-                i = a + k
-                if insert_blank is not None and insert_blank[0] <= i < insert_blank[0] + insert_blank[1]:
-                    img = np.zeros_like(img)
-                writer.append_data(img)
+        for i, v in enumerate(posed):
+            img, _ = renderer.render(v[:V], K, background=(200, 205, 210), light_dir=(0.3, 0.4, 1.0),
+                                     ambient=0.45, parts=v[V:] if interior is not None else None, coverage=False)
+            if insert_blank is not None and insert_blank[0] <= i < insert_blank[0] + insert_blank[1]:
+                img = np.zeros_like(img)
+            writer.append_data(img)
     finally:
+        posed.close()
         writer.close()
         renderer.release()
     return motion
+
+
+def _posed(shape: FixedShape, motion: Motion, t: np.ndarray):
+    """Camera-frame vertices (V + P, 3) of each frame of ``motion``, translation ``t`` (3,), posed 16 at a time."""
+    n = len(motion.times)
+    for a in range(0, n, 16):
+        yield from to_camera(shape.vertices(motion.theta[a:a + 16], motion.psi[a:a + 16]).astype(np.float64), 1.0, t)
 
 
 def gaps_mm(model: HeadModel, beta: np.ndarray, theta: np.ndarray, psi: np.ndarray) -> dict[str, np.ndarray]:

@@ -5,7 +5,8 @@ identity (once, from ``identity_frames`` frames of the first ``identity_window_s
 span the head poses seen there; :func:`headcast.animate.track.select_calibration`), the per-frame
 fit (Loss5, :mod:`headcast.animate.fit`), and the preview video, in one pass (:func:`detect_and_track`):
 landmarks in a thread of their own, the identity once its window's landmarks are in, then each frame
-fitted as it arrives and drawn and encoded by the preview's thread meanwhile. The subject keeps its own beta;
+fitted as it arrives and drawn and encoded by the preview's thread meanwhile, from the frames the
+landmark thread decoded (:class:`headcast.animate.video.SharedFrames`). The subject keeps its own beta;
 only theta and psi come from the driver. Output folder (written whole or not at all; every file in
 docs/formats.md, read and written by :mod:`headcast.io.anim`): ``params.npz`` and ``frames.jsonl``
 (the per-frame parameters, Loss5, landmarks; the subject's beta, the driver's identity, fps and
@@ -32,7 +33,7 @@ from headcast.animate.identity import DriverIdentity
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
 from headcast.animate.subject import Subject, load_subject, subject_light  # noqa: F401 (the stage's API)
 from headcast.animate.track import TrackedFrame, Tracker, jaw_expressions, select_calibration
-from headcast.animate.video import Prefetched, VideoInfo, VideoLandmarker, read_frames, video_info
+from headcast.animate.video import Prefetched, SharedFrames, VideoInfo, VideoLandmarker, read_frames, video_info
 from headcast.core import threads
 from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
@@ -87,14 +88,21 @@ def track(model: HeadModel, observations: list[Observation | None], fps: float, 
 
 
 def detect_and_track(video: str | Path, model: HeadModel, cfg: TrackConfig, info: VideoInfo,
-                     max_frames: int | None = None, emit=None) -> tuple[Detections, Track]:
+                     max_frames: int | None = None, emit=None, share: SharedFrames | None = None
+                     ) -> tuple[Detections, Track]:
     """:func:`detect_video` and :func:`track` as one pass, with the same result: the driver's identity as
     soon as its window's landmarks are in, then each frame fitted as its landmarks arrive and handed to
     ``emit(observation, tracked_frame)`` in order (frames before the first face once it is fitted, holding
-    its parameters), so a consumer (the preview video) works while the next frames are found."""
+    its parameters), so a consumer (the preview video) works while the next frames are found; ``share``
+    gets every decoded frame for that consumer (:class:`SharedFrames`, closed here on an error)."""
     sec = dict(decode=0.0, detect=0.0)
-    with Prefetched(_landmarks(video, max_frames, info, sec), depth=1 << 16) as found:  # no wait for the fits
-        obs, trk = _track_stream(found, model, cfg, info.fps, emit, f" of {video}")
+    with Prefetched(_landmarks(video, max_frames, info, sec, share), depth=1 << 16) as found:  # no wait for the fits
+        try:
+            obs, trk = _track_stream(found, model, cfg, info.fps, emit, f" of {video}")
+        except BaseException:
+            if share is not None:  # the landmark thread may wait for a reader that will not come
+                share.close()
+            raise
     return Detections(info, obs, sec["decode"], sec["detect"]), trk
 
 
@@ -150,9 +158,11 @@ def _track_stream(observations: Iterator[Observation | None], model: HeadModel, 
     return obs, Track(frames, tracker.identity, cal, sec["identity"], sec["fit"])
 
 
-def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: dict) -> Iterator[Observation | None]:
-    """Each frame's observation (None: no face), frames decoded ahead; adds the seconds spent waiting for
-    decoded frames and finding landmarks to ``sec`` (``decode``, ``detect``)."""
+def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: dict,
+               share: SharedFrames | None = None) -> Iterator[Observation | None]:
+    """Each frame's observation (None: no face), frames decoded ahead and handed to ``share`` when given;
+    adds the seconds spent waiting for decoded frames and finding landmarks to ``sec`` (``decode``,
+    ``detect``)."""
     n = 0
     with VideoLandmarker() as lm, Prefetched(read_frames(video, max_frames, info)) as images:
         while True:
@@ -162,6 +172,8 @@ def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: 
             sec["decode"] += t1 - t0
             if frame is None:
                 return
+            if share is not None:
+                share.put(frame)
             det = lm(frame)
             sec["detect"] += time.perf_counter() - t1
             n += 1
@@ -174,7 +186,7 @@ def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: 
 def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | HeadModel | None = None,
             threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
             write_video: bool = True, max_frames: int | None = None, copy_input: bool = False, truth=None,
-            force: bool = False, light: str = DEFAULT_LIGHT) -> dict:
+            force: bool = False, light: str = DEFAULT_LIGHT, texture_wait=None) -> dict:
     """Animate the head in ``recon_dir`` with the face in ``video``; write ``out_dir``; return the report.
 
     ``config`` holds the tracker's settings (default :class:`TrackConfig`); ``threshold`` and ``max_iters``,
@@ -182,41 +194,45 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     the driving video in the folder (``input.mp4``, for the demo's built-in driver); ``truth`` (a
     :class:`headcast.animate.builtin.Motion`, when the video is the built-in motion) adds the recovered
     motion to the report; ``force`` replaces an earlier animation in ``out_dir``; ``light`` (fitted or
-    neutral) lights the video's head (:func:`subject_light`)."""
+    neutral) lights the video's head (:func:`subject_light`). ``texture_wait``: when the texture stage is
+    still making ``recon_dir``'s texture (the demo), a call that returns once it is done (or raises what it
+    raised); the video's thread calls it before it reads the texture, the tracking does not wait."""
     threads.apply()
     with one_blas_thread():  # small matrices everywhere; and no BLAS pool at work while threads fork ffmpeg
         return _animate(recon_dir, video, out_dir, model_spec, _config(config, threshold, max_iters), write_video,
-                        max_frames, copy_input, truth, force, light)
+                        max_frames, copy_input, truth, force, light, texture_wait)
 
 
 def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_video: bool, max_frames, copy_input: bool,
-             truth, force: bool, light: str) -> dict:
+             truth, force: bool, light: str, texture_wait) -> dict:
     """:func:`animate` with its settings checked."""
     if light not in LIGHTS:
         raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
     check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
-    subject = load_subject(recon_dir, model_spec, texture=write_video)
+    subject = load_subject(recon_dir, model_spec, texture=False)  # the video's thread reads the texture
     info = video_info(video)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
-                f"'{subject.model.name}'{', textured' if subject.texture is not None else ''}")
+                f"'{subject.model.name}'")
     import_in_background("headcast.animate.preview" if write_video else None)
     with staged_dir(out_dir, "animation", force=force, inputs=(recon_dir, video)) as tmp:
         preview = None
         if write_video:
             from headcast.animate.preview import PreviewThread, expected_frames
 
-            preview = PreviewThread(tmp / anim_io.VIDEO, video, subject, info, cfg.threshold, light,
-                                    expected_frames(info, max_frames))
+            preview = PreviewThread(tmp / anim_io.VIDEO, video, _textured(recon_dir, model_spec, texture_wait),
+                                    info, cfg.threshold, light, expected_frames(info, max_frames))
         try:
-            det, trk = detect_and_track(video, subject.model, cfg, info, max_frames, preview and preview.add)
+            det, trk = detect_and_track(video, subject.model, cfg, info, max_frames, preview and preview.add,
+                                        preview and preview.frames)
         except BaseException:
             if preview is not None:
                 with contextlib.suppress(Exception):  # the first error is the one to report
                     preview.close()
             raise
         sec, stills = preview.close() if preview is not None else (None, [])
+        subject = preview.subject if preview is not None else subject  # the head the video shows
         report = summarise(subject, det, trk, cfg)
         if truth is not None:
             from headcast.animate.builtin import motion_recovery
@@ -243,6 +259,16 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
     logger.info(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
                 f"{', animation.mp4, preview.png' if write_video else ''})")
     return report
+
+
+def _textured(recon_dir, model_spec, texture_wait=None):
+    """A call returning the subject with its texture (:func:`load_subject`) once ``texture_wait()`` (when
+    given) says the texture is made."""
+    def load() -> Subject:
+        if texture_wait is not None:
+            texture_wait()
+        return load_subject(recon_dir, model_spec, texture=True)
+    return load
 
 
 def import_in_background(module: str | None) -> threading.Thread | None:
@@ -362,14 +388,21 @@ def animate_builtin(recon_dir: str | Path, out_dir: str | Path, model_spec: str 
     same with the texture made meanwhile; the other arguments are :func:`animate`'s."""
     import tempfile
 
-    from headcast.animate.builtin import builtin_motion_video
-
     threads.apply()
-    shape = load_subject(recon_dir, model_spec, texture=False)  # the shape the motion is rendered with
     with tempfile.TemporaryDirectory(prefix="headcast-motion-") as tmp:
         video = Path(tmp) / "builtin_motion.mp4"
         logger.info("animate: rendering the built-in motion (7 s)")
-        with one_blas_thread():
-            truth = builtin_motion_video(video, shape.model, shape.params.beta, seed=seed)
+        truth = render_builtin_motion(recon_dir, video, model_spec, seed)
         return animate(recon_dir, video, out_dir, model_spec, threshold, max_iters, config, write_video, max_frames,
                        copy_input=True, truth=truth, force=force, light=light)
+
+
+def render_builtin_motion(recon_dir: str | Path, video: str | Path, model_spec: str | None = None, seed: int = 0):
+    """Render the built-in scripted motion of the head in ``recon_dir`` (its shape and detail, not its
+    texture: :func:`headcast.animate.builtin.builtin_motion_video`) into ``video``; returns the ground truth
+    (a :class:`headcast.animate.builtin.Motion`)."""
+    from headcast.animate.builtin import builtin_motion_video
+
+    shape = load_subject(recon_dir, model_spec, texture=False)
+    with one_blas_thread():
+        return builtin_motion_video(video, shape.model, shape.params.beta, seed=seed)

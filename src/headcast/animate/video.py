@@ -6,6 +6,8 @@ top-left pixel at (0, 0), as :mod:`headcast.preprocess.landmarks`.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import queue
 import threading
 import warnings
@@ -24,6 +26,7 @@ from headcast.preprocess.native import import_mediapipe, quiet_graph
 PANEL = 512  # height of the output videos' panels (the input frame, the rendered head), pixels
 MAX_VIDEO_BYTES = 64 << 30  # a video file (it is decoded a frame at a time)
 LEFT_IRIS, RIGHT_IRIS = 473, 468  # FaceMesh iris centres (refined mesh): the subject's left and right eye
+SHARED_FRAMES_BYTES = 512 << 20  # decoded frames held for the preview video (SharedFrames): 682 frames of 512x512
 _TO_68 = mediapipe_to_ibug68_matrix()
 
 
@@ -138,6 +141,63 @@ class Prefetched:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class SharedFrames:
+    """Decoded frames handed from the pass that finds landmarks (:meth:`put`, in order) to a later reader
+    of the same frames in the same order (:meth:`frames`, the preview video), so the video is decoded
+    once. At most ``budget`` bytes are held: before the reader starts, a frame past the budget is dropped
+    with every later one, and the reader decodes those itself; once it reads, :meth:`put` waits for it
+    (the reader takes frame i only after the observation of frame i, so it never waits for a put).
+    :meth:`close` (the reader is done or failed, or the landmark pass failed) ends every wait."""
+
+    def __init__(self, video: str | Path, info: VideoInfo, budget: int = SHARED_FRAMES_BYTES):
+        self.video, self.info, self.budget = video, info, int(budget)
+        self._kept: collections.deque = collections.deque()
+        self._bytes = 0
+        self._put = 0  # frames put so far
+        self._dropped_from: int | None = None  # the first frame not kept (it and every later one)
+        self._reading = self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, frame: np.ndarray) -> None:
+        """The next decoded frame (H, W, 3) uint8."""
+        with self._cond:
+            self._put += 1
+            if self._closed or self._dropped_from is not None:
+                return
+            while self._reading and self._kept and self._bytes + frame.nbytes > self.budget and not self._closed:
+                self._cond.wait(0.1)
+            if self._closed:
+                return
+            if self._bytes + frame.nbytes > self.budget and self._kept:  # the reader has not started
+                self._dropped_from = self._put - 1
+                return
+            self._kept.append(frame)
+            self._bytes += frame.nbytes
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The frames in order from the first: those kept, then (after a drop) decoded here."""
+        taken = 0
+        while True:
+            with self._cond:
+                self._reading = True
+                frame = self._kept.popleft() if self._kept else None
+                if frame is not None:
+                    self._bytes -= frame.nbytes
+                    self._cond.notify_all()
+            if frame is None:
+                break
+            taken += 1
+            yield frame
+        with Prefetched(itertools.islice(read_frames(self.video, None, self.info), taken, None)) as rest:
+            yield from rest
+
+    def close(self) -> None:
+        """No more waiting in :meth:`put`; later frames are not kept."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 class VideoWriter:
