@@ -10,7 +10,8 @@ over the 68 iBUG points, where ``h`` is half the side of the square bounding the
 (so coordinates are the [-1, 1] face-crop coordinates FLAME fitters work in; for a frontal face h
 is close to the outer-eye-corner distance). The optimiser minimises a weighted version of the
 same squared error (eyelid and inner-lip points count more, the contour less, the pupils drive the
-eye joints) plus priors: expression magnitude, a pull towards the previous frame's parameters
+eye joints) plus priors: expression magnitude (squared, and linear for coefficients bounded below by 0), a pull
+towards the previous frame's parameters
 (temporal regularisation, so a still face stays still) and, when estimating a driver's identity,
 the identity prior. Levenberg-Marquardt on the analytic Jacobian of :class:`PointRig`, warm-started
 from the previous frame; bounds (expression range, jaw and eye angles) by an active set.
@@ -53,8 +54,9 @@ class TrackConfig:
     # coefficients that rest at the lower end 0 of their range (ICT's, in [0, 1]) also cost w_psi_linear * psi:
     # an exponential prior, so landmark noise of a resting face (a few tenths of a millimetre, which a bound at 0
     # turns into small positive coefficients that never average out) moves no shape, while a real expression
-    # loses only a constant
+    # loses only a constant. Not the eyelid shapes: there it took a sixth off the blinks' range
     w_psi_linear: float = 1e-4
+    linear_exempt_expressions: tuple[str, ...] = ("eye",)
     # expressions whose defining motion no landmark sees (gaze is on the pupils and the eye joints;
     # the cheeks have no landmarks): their prior is w_psi times w_unseen
     unseen_expressions: tuple[str, ...] = ("eyeLook", "cheekPuff", "cheekSquint")
@@ -213,7 +215,9 @@ class FrameFitter:
         self.pairs = mirror_pairs(names, rig.expr_cols, rig.n_id)
         self.linear = np.zeros(Z)  # d cost / d z of the exponential prior (only where the range starts at 0)
         if expr_range is not None and expr_range[0] == 0:
-            self.linear[rig.n_id:] = self.cfg.w_psi_linear
+            exempt = np.array([bool(names) and names[i].startswith(self.cfg.linear_exempt_expressions)
+                               for i in rig.expr_cols], dtype=bool)
+            self.linear[rig.n_id:] = np.where(exempt, 0.0, self.cfg.w_psi_linear)
         w = np.ones(68)
         w[:N_CONTOUR] = self.cfg.w_contour
         w[EYE_POINTS] = self.cfg.w_eyes
