@@ -10,10 +10,9 @@ over the 68 iBUG points, where ``h`` is half the side of the square bounding the
 (so coordinates are the [-1, 1] face-crop coordinates FLAME fitters work in; for a frontal face h
 is close to the outer-eye-corner distance). The optimiser minimises a weighted version of the
 same squared error (eyelid and inner-lip points count more, the contour less, the pupils drive the
-eye joints) plus priors: expression magnitude (squared, and linear for coefficients bounded below by 0), a pull
-towards the previous frame's parameters
-(temporal regularisation, so a still face stays still) and, when estimating a driver's identity,
-the identity prior. Levenberg-Marquardt on the analytic Jacobian of :class:`PointRig`, warm-started
+eye joints) plus priors: expression magnitude (squared, and linear for coefficients bounded below by 0), a
+pull towards the previous frame's parameters (temporal regularisation, so a still face stays still) and, when
+estimating a driver's identity, the identity prior. Levenberg-Marquardt on the analytic Jacobian of :class:`PointRig`, warm-started
 from the previous frame; bounds (expression range, jaw and eye angles) by an active set.
 
 With ``TrackConfig.focal_px`` (the video's focal length in pixels) the projection is a pinhole instead:
