@@ -170,8 +170,8 @@ def test_neutral_driver_leaves_the_mouth_neutral(ict_model):
 
 def test_landmark_noise_on_a_resting_face_moves_no_shape(ict_model):
     """Detector noise of a few tenths of a millimetre on a neutral driver (coefficients bounded at 0 cannot
-    average it out) leaves the avatar's mouth corners within 0.3 mm of neutral, while a real smile (0.8) still
-    comes through at more than 80 %."""
+    average it out) leaves the avatar's mouth corners within 0.25 mm of neutral (0.30 mm without the exponential
+    prior), while a real smile (0.8) still comes through at more than 75 %."""
     from headcast.animate.fit import Observation, TrackConfig
     from headcast.animate.identity import estimate_identity
     from headcast.animate.metrics import mouth_errors_mm
@@ -186,7 +186,7 @@ def test_landmark_noise_on_a_resting_face_moves_no_shape(ict_model):
 
     def observe(psi: np.ndarray, k: int) -> Observation:
         theta = np.zeros(15)
-        theta[:3] = [0.05 * np.sin(k), 0.25 * np.sin(0.7 * k), 0.0]
+        theta[:3] = [0.05 * np.sin(0.3 * k), 0.25 * np.sin(0.21 * k), 0.0]  # a head turning smoothly
         f = lambda x: torch.as_tensor(x)[None]  # noqa: E731
         with torch.no_grad():
             lmk = layer.landmarks(f(beta), f(psi), f(theta))[0].numpy()
@@ -204,9 +204,9 @@ def test_landmark_noise_on_a_resting_face_moves_no_shape(ict_model):
     theta = np.array([f.theta for f in frames])
     psi = np.array([f.psi for f in frames])
     err = mouth_errors_mm(m, np.zeros(m.n_shape), theta, psi, np.zeros_like(theta), np.zeros_like(psi))
-    assert err["mouth_corners"].mean() < 0.3, err["mouth_corners"]
+    assert err["mouth_corners"].mean() < 0.25, err["mouth_corners"]
     last = [tr.step(observe(smile, 3)) for _ in range(6)][-1]
-    assert last.psi[names.index("mouthSmile_L")] + last.psi[names.index("mouthSmile_R")] > 0.8 * 1.6
+    assert last.psi[names.index("mouthSmile_L")] + last.psi[names.index("mouthSmile_R")] > 0.75 * 1.6
 
 
 def test_perspective_projection_is_a_pinhole_and_its_jacobian_matches(ict_model):
@@ -266,7 +266,8 @@ def test_a_jaw_opening_is_tracked_as_jaw(ict_model):
     tr = Tracker(m, cfg)
     tr.identity = estimate_identity(m, [observe(0.0, k) for k in range(8)], default_expr_cols(m), cfg, (0.0, 1.0))
     tr._build()
-    last = [tr.step(observe(j, 3)) for j in np.linspace(0, 0.3, 8)][-1]
+    # the jaw opens over 8 frames, then holds for 2 (the temporal prior lags a moving jaw by a step)
+    last = [tr.step(observe(j, 3)) for j in [*np.linspace(0, 0.3, 8), 0.3, 0.3]][-1]
     assert last.theta[6] == pytest.approx(0.3, rel=0.15)
     assert sum(last.psi[names.index(n)] for n in cfg.jaw_like_expressions) < 0.05
 
