@@ -209,14 +209,14 @@ class FrameFitter:
         sideways = np.array([bool(names) and names[i] in self.cfg.sideways_expressions for i in rig.expr_cols])
         jaw_like = np.array([bool(names) and names[i] in self.cfg.jaw_like_expressions for i in rig.expr_cols])
         scale = np.where(unseen, self.cfg.w_unseen, np.where(sideways, self.cfg.w_sideways, 1.0))
-        self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta),
-                           np.where(jaw_like, self.cfg.w_jaw_like, scale) * self.cfg.w_psi]
+        scale = np.where(jaw_like, self.cfg.w_jaw_like, scale)  # each expression's prior factor
+        self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta), scale * self.cfg.w_psi]
         self.pairs = mirror_pairs(names, rig.expr_cols, rig.n_id)
         self.linear = np.zeros(Z)  # d cost / d z of the exponential prior (only where the range starts at 0)
         if expr_range is not None and expr_range[0] == 0:
             exempt = np.array([bool(names) and names[i].startswith(self.cfg.linear_exempt_expressions)
                                for i in rig.expr_cols], dtype=bool)
-            self.linear[rig.n_id:] = np.where(exempt, 0.0, self.cfg.w_psi_linear)
+            self.linear[rig.n_id:] = np.where(exempt, 0.0, scale * self.cfg.w_psi_linear)
         w = np.ones(68)
         w[:N_CONTOUR] = self.cfg.w_contour
         w[EYE_POINTS] = self.cfg.w_eyes
