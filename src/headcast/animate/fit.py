@@ -53,9 +53,10 @@ class TrackConfig:
     # coefficients that rest at the lower end 0 of their range (ICT's, in [0, 1]) also cost w_psi_linear * psi:
     # an exponential prior, so landmark noise of a resting face (a few tenths of a millimetre, which a bound at 0
     # turns into small positive coefficients that never average out) moves no shape, while a real expression
-    # loses only a constant. Not the eyelid shapes: there it took a sixth off the blinks' range
+    # loses only a constant. Not the eyelid shapes (it took a sixth off the blinks' range) nor the jaw's sideways ones
+    # (with it, a one-frame fit of a turned head explained a one-sided smile's leftovers with jawLeft 0.24 + jawRight 0.06)
     w_psi_linear: float = 1e-4
-    linear_exempt_expressions: tuple[str, ...] = ("eye",)
+    linear_exempt_expressions: tuple[str, ...] = ("eye", "jawLeft", "jawRight")
     # expressions whose defining motion no landmark sees (gaze is on the pupils and the eye joints;
     # the cheeks have no landmarks): their prior is w_psi times w_unseen
     unseen_expressions: tuple[str, ...] = ("eyeLook", "cheekPuff", "cheekSquint")
@@ -209,14 +210,14 @@ class FrameFitter:
         sideways = np.array([bool(names) and names[i] in self.cfg.sideways_expressions for i in rig.expr_cols])
         jaw_like = np.array([bool(names) and names[i] in self.cfg.jaw_like_expressions for i in rig.expr_cols])
         scale = np.where(unseen, self.cfg.w_unseen, np.where(sideways, self.cfg.w_sideways, 1.0))
-        scale = np.where(jaw_like, self.cfg.w_jaw_like, scale)  # each expression's prior factor
-        self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta), scale * self.cfg.w_psi]
+        self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta),
+                           np.where(jaw_like, self.cfg.w_jaw_like, scale) * self.cfg.w_psi]
         self.pairs = mirror_pairs(names, rig.expr_cols, rig.n_id)
         self.linear = np.zeros(Z)  # d cost / d z of the exponential prior (only where the range starts at 0)
         if expr_range is not None and expr_range[0] == 0:
             exempt = np.array([bool(names) and names[i].startswith(self.cfg.linear_exempt_expressions)
                                for i in rig.expr_cols], dtype=bool)
-            self.linear[rig.n_id:] = np.where(exempt, 0.0, scale * self.cfg.w_psi_linear)
+            self.linear[rig.n_id:] = np.where(exempt, 0.0, self.cfg.w_psi_linear)
         w = np.ones(68)
         w[:N_CONTOUR] = self.cfg.w_contour
         w[EYE_POINTS] = self.cfg.w_eyes
