@@ -10,9 +10,9 @@ over the 68 iBUG points, where ``h`` is half the side of the square bounding the
 (so coordinates are the [-1, 1] face-crop coordinates FLAME fitters work in; for a frontal face h
 is close to the outer-eye-corner distance). The optimiser minimises a weighted version of the
 same squared error (eyelid and inner-lip points count more, the contour less, the pupils drive the
-eye joints) plus priors: expression magnitude, a pull towards the previous frame's parameters
-(temporal regularisation, so a still face stays still) and, when estimating a driver's identity,
-the identity prior. Levenberg-Marquardt on the analytic Jacobian of :class:`PointRig`, warm-started
+eye joints) plus priors: expression magnitude (squared, and linear for coefficients bounded below by 0), a
+pull towards the previous frame's parameters (temporal regularisation, so a still face stays still) and, when
+estimating a driver's identity, the identity prior. Levenberg-Marquardt on the analytic Jacobian of :class:`PointRig`, warm-started
 from the previous frame; bounds (expression range, jaw and eye angles) by an active set.
 
 With ``TrackConfig.focal_px`` (the video's focal length in pixels) the projection is a pinhole instead:
@@ -23,7 +23,7 @@ at the origin's depth).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -50,6 +50,13 @@ class TrackConfig:
     w_inner_lips: float = 2.0      # mouth opening
     w_pupil: float = 1.0           # iris centres -> eye joints
     w_psi: float = 1e-4            # ||psi||^2
+    # coefficients that rest at the lower end 0 of their range (ICT's, in [0, 1]) also cost w_psi_linear * psi:
+    # an exponential prior, so landmark noise of a resting face (a few tenths of a millimetre, which a bound at 0
+    # turns into small positive coefficients that never average out) moves no shape, while a real expression
+    # loses only a constant. Not the eyelid shapes (it took a sixth off the blinks' range) nor the jaw's sideways ones
+    # (with it, a one-frame fit of a turned head explained a one-sided smile's leftovers with jawLeft 0.24 + jawRight 0.06)
+    w_psi_linear: float = 1e-4
+    linear_exempt_expressions: tuple[str, ...] = ("eye", "jawLeft", "jawRight")
     # expressions whose defining motion no landmark sees (gaze is on the pupils and the eye joints;
     # the cheeks have no landmarks): their prior is w_psi times w_unseen
     unseen_expressions: tuple[str, ...] = ("eyeLook", "cheekPuff", "cheekSquint")
@@ -73,7 +80,9 @@ class TrackConfig:
     w_smooth_eta: float = 1e-3     # (log s change)^2 + (translation change / h)^2
     jaw_range: tuple[float, float] = (-0.05, 0.6)
     eye_max: float = 0.6
-    focal_px: float | None = None  # the video's focal length (pixels) for a perspective projection; None: orthographic
+    # the video's focal length (pixels) for a perspective projection; None: orthographic (the video pipeline, the bench
+    # and the live source set the video's nominal one: for_video)
+    focal_px: float | None = None
     dynamic_contour: bool = False  # MediaPipe's contour points are fixed face points, not the silhouette
     identity_frames: int = 30      # frames with a face used to estimate the driver's shape
     identity_window_s: float = 10.0  # ... chosen among the first seconds of the video
@@ -88,6 +97,14 @@ class TrackConfig:
     # much less (3-5) lets a resting frown into the offsets too (test_look's resting driver, lips over 1 mm)
     w_offset_mobile: float = 10.0
     w_psi_identity: float = 1e-4   # expression prior while estimating the identity
+
+    def for_video(self, width: int, height: int) -> "TrackConfig":
+        """These settings for a video of ``width`` x ``height`` pixels: without a focal length of their own, the
+        nominal one of a driving video (its longer side, as ``animate.pipeline.video_camera``), so a head turning
+        close to the camera is seen in perspective."""
+        if self.focal_px is not None or not width or not height:
+            return self
+        return replace(self, focal_px=float(max(width, height)))
 
 
 @dataclass
@@ -196,6 +213,11 @@ class FrameFitter:
         self.prior = np.r_[np.full(rig.n_id, self.cfg.w_beta),
                            np.where(jaw_like, self.cfg.w_jaw_like, scale) * self.cfg.w_psi]
         self.pairs = mirror_pairs(names, rig.expr_cols, rig.n_id)
+        self.linear = np.zeros(Z)  # d cost / d z of the exponential prior (only where the range starts at 0)
+        if expr_range is not None and expr_range[0] == 0:
+            exempt = np.array([bool(names) and names[i].startswith(self.cfg.linear_exempt_expressions)
+                               for i in rig.expr_cols], dtype=bool)
+            self.linear[rig.n_id:] = np.where(exempt, 0.0, self.cfg.w_psi_linear)
         w = np.ones(68)
         w[:N_CONTOUR] = self.cfg.w_contour
         w[EYE_POINTS] = self.cfg.w_eyes
@@ -317,12 +339,23 @@ class FrameFitter:
             add((st.t - prev.t) / h, L["t"], c.w_smooth_eta, np.eye(2) / h)
         return np.concatenate(rows_r), np.vstack(rows_J)
 
+    def linear_cost(self, st: FrameState) -> float:
+        """The exponential prior's cost ``w_psi_linear * (z - lo)`` over the free coefficients it covers."""
+        on = self.free_z & (self.linear > 0)
+        return float(self.linear[on] @ (st.z[on] - self.lo[on]))
+
+    def linear_gradient(self, L: dict) -> np.ndarray:
+        """(n,) half the exponential prior's gradient in layout ``L`` (the Gauss-Newton system's g is J^T r)."""
+        g = np.zeros(L["n"])
+        g[L["z"]] = self.linear[self.free_z] / 2
+        return g
+
     def cost(self, st: FrameState, obs: Observation, prev: FrameState | None, speed: float = 0.0
              ) -> tuple[float, float]:
         d = self._data(st, obs, False)
         L = self._layout(self.has_pupils and obs.pupils is not None)
         rp, _ = self._priors(st, L, prev, obs.half_size, speed)
-        return float(d.r @ d.r + rp @ rp), d.loss5
+        return float(d.r @ d.r + rp @ rp) + self.linear_cost(st), d.loss5
 
     # -- update --------------------------------------------------------------------------------
     def _apply(self, st: FrameState, d: np.ndarray, L: dict) -> FrameState:
@@ -399,13 +432,13 @@ class FrameFitter:
         d = self._data(st, obs, True)
         L = d.layout
         rp, Jp = self._priors(st, L, prev, h, speed)
-        cost = float(d.r @ d.r + rp @ rp)
+        cost = float(d.r @ d.r + rp @ rp) + self.linear_cost(st)
         loss5 = d.loss5
         while it < max_iters and not (it >= min_iters and loss5 < threshold):
             Ja = np.vstack([d.J, Jp])
             ra = np.concatenate([d.r, rp])
             H = Ja.T @ Ja
-            g = Ja.T @ ra
+            g = Ja.T @ ra + self.linear_gradient(L)
             dg = np.diag(H).copy()
             accepted = False
             for _ in range(6):

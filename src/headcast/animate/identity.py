@@ -129,7 +129,7 @@ def estimate_identity(model: HeadModel, observations: list[Observation], expr_co
         gs0 = ws * rs
         parts = []
         for (r, Jf, Js, Lf), st in zip(terms, states):
-            Hff, Hfs, gf = Jf.T @ Jf, Jf.T @ Js, Jf.T @ r
+            Hff, Hfs, gf = Jf.T @ Jf, Jf.T @ Js, Jf.T @ r + pb.ff.linear_gradient(Lf)
             held = pb.ff.held(gf, st, Lf)  # at a bound and pushed outwards: fixed in this step
             Hff[held, :] = 0
             Hff[:, held] = 0

@@ -79,12 +79,14 @@ class Track:
     seconds_fit: float
 
 
-def track(model: HeadModel, observations: list[Observation | None], fps: float, config: TrackConfig | None = None
-          ) -> Track:
-    """Estimate the driver's identity, then fit every frame in order."""
+def track(model: HeadModel, observations: list[Observation | None], fps: float, config: TrackConfig | None = None,
+          size: tuple[int, int] | None = None) -> Track:
+    """Estimate the driver's identity, then fit every frame in order; ``size`` (width, height) pixels of the
+    video gives the tracker its nominal focal length (:meth:`TrackConfig.for_video`)."""
     if not any(o is not None for o in observations):
         raise HeadcastError("no face found in any frame")
-    return _track_stream(iter(observations), model, config or TrackConfig(), fps)[1]
+    cfg = config or TrackConfig()
+    return _track_stream(iter(observations), model, cfg.for_video(*size) if size else cfg, fps)[1]
 
 
 def detect_and_track(video: str | Path, model: HeadModel, cfg: TrackConfig, info: VideoInfo,
@@ -213,6 +215,7 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
     check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
     subject = load_subject(recon_dir, model_spec, texture=False)  # the video's thread reads the texture
     info = video_info(video)
+    cfg = cfg.for_video(info.width, info.height)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
                 f"'{subject.model.name}'")
     import_in_background("headcast.animate.preview" if write_video else None)

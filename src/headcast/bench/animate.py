@@ -36,7 +36,7 @@ SKIP = 5  # frames the detector needs to settle, left out of the stillest-stretc
 def bench_video(video: str | Path, model, config: TrackConfig, truth=None, max_frames: int | None = None) -> dict:
     """Figures for one video (see the module docstring)."""
     det = detect_video(video, max_frames)
-    trk = track(model, det.observations, det.info.fps, config)
+    trk = track(model, det.observations, det.info.fps, config, (det.info.width, det.info.height))
     n = len(trk.frames)
     found = np.array([f.face_found for f in trk.frames])
     loss = np.array([f.loss for f in trk.frames])[found]

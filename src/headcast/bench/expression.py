@@ -44,7 +44,7 @@ def bench_driver(model, driver_beta: np.ndarray, avatar_beta: np.ndarray, seed: 
     video = folder / f"driver-{seed}.mp4"
     truth = builtin_motion_video(video, model, driver_beta, seed=seed)
     det = detect_video(video, max_frames)
-    trk = track(model, det.observations, det.info.fps)
+    trk = track(model, det.observations, det.info.fps, size=(det.info.width, det.info.height))
     n = len(trk.frames)
     found = np.array([f.face_found for f in trk.frames])
     theta = np.array([f.theta for f in trk.frames])

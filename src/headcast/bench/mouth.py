@@ -141,7 +141,7 @@ def run_mouth_bench(model: str = DEFAULT_MODEL, seed: int = 0, size: int = 512, 
         video = Path(tmp) / "talking.mp4"
         truth = builtin_motion_video(video, m, beta_true, size=size, seed=seed, duration=duration)
         det = detect_video(video)
-        trk = track(m, det.observations, det.info.fps)
+        trk = track(m, det.observations, det.info.fps, size=(det.info.width, det.info.height))
         gt = list(read_frames(video, len(trk.frames)))
     colors, _ = skin_albedo(m, np.random.default_rng(seed), tone=0.25, hair=True)  # the video's colours
     av, bare, ms = avatar_frames(m, beta, trk.frames, K, colors)

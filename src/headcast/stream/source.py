@@ -36,7 +36,7 @@ def track_source(video: str | int, model, fps_hint: float | None = None, calibra
     identity is calibrated on the first ``calibration_frames`` frames with a face (they are held
     back, then sent). A file is paced at its own frame rate, like a camera.
     """
-    from headcast.animate.fit import Observation
+    from headcast.animate.fit import Observation, TrackConfig
     from headcast.animate.track import Tracker
     from headcast.animate.video import VideoLandmarker, read_frames, video_info
 
@@ -47,6 +47,7 @@ def track_source(video: str | int, model, fps_hint: float | None = None, calibra
         if not cap.isOpened():
             raise HeadcastError(f"cannot open camera {video}")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or fps_hint or 30.0)
+        size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
 
         def frames():
             n = 0
@@ -59,11 +60,12 @@ def track_source(video: str | int, model, fps_hint: float | None = None, calibra
             cap.release()
         it, realtime = frames(), False  # a camera paces itself
     else:
-        fps = video_info(video).fps
+        info = video_info(video)
+        fps, size = info.fps, (info.width, info.height)
         it, realtime = read_frames(video, max_frames), True
 
     def gen():
-        tracker = Tracker(model)
+        tracker = Tracker(model, TrackConfig().for_video(*size))
         lm = VideoLandmarker()
         t_start = time.perf_counter()
         held: list[tuple[int, Observation | None, float]] = []
