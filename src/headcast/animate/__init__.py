@@ -1,7 +1,7 @@
 """Animation: drive a reconstructed head with a video of anyone (the paper's animation stage).
 
 - :mod:`.rig`: the landmark and pupil points of the model in closed form, with Jacobians.
-- :mod:`.fit`: one frame's Loss5 fit (pose, jaw, eyes, expression, orthographic eta).
+- :mod:`.fit`: one frame's Loss5 fit (pose, jaw, eyes, expression, eta; a pinhole at the video's nominal focal length).
 - :mod:`.identity`: the driver's own shape and landmark offsets from calibration frames.
 - :mod:`.track`: the tracker (identity once, then warm-started frames; no face holds the last frame).
 - :mod:`.video`: decoding and MediaPipe FaceMesh in tracking mode.

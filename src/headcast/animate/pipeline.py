@@ -366,8 +366,9 @@ def summarise(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -
         "share_under_threshold": float(np.mean(loss < cfg.threshold)),
         "loss5": {"mean": float(loss.mean()), "median": float(np.median(loss)), "p95": float(np.percentile(loss, 95)),
                   "max": float(loss.max())},
-        "loss5_definition": "RMS over the 68 landmarks of the 2D distance between detected and fitted (orthographic "
-                            "eta) points, divided by half the side of the square bounding the detected landmarks",
+        "loss5_definition": "RMS over the 68 landmarks of the 2D distance between detected and fitted points "
+                            "(eta, projected with the tracker's focal length, config.focal_px; orthographic "
+                            "without one), divided by half the side of the square bounding the detected landmarks",
         "landmark_error_over_interocular": {"mean": float(nme.mean()), "median": float(np.median(nme))},
         "iterations": {"mean": float(iters.mean()), "max": int(iters.max())},
         "still_stretch_jitter": jitter,
