@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.animate.pipeline import video_camera
 from headcast.animate.subject import Subject, load_subject
 from headcast.animate.video import PANEL
 from headcast.core.camera import FLIP, Intrinsics
@@ -92,7 +91,7 @@ def drive(recon_dir: str | Path, driver: str | Path, out_dir: str | Path, model_
         check_number(fps, "--fps", 1, 1000)
     check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, driver))  # refuse before the work
     subject = load_subject(recon_dir, model_spec)
-    camera = recon.read_intrinsics(recon_dir) or video_camera(PANEL, PANEL)
+    camera = recon.read_intrinsics(recon_dir) or Intrinsics.nominal(PANEL, PANEL)
     d = read_driver(driver, subject, camera, fps)
     n = len(d.times) if max_frames is None else min(len(d.times), max_frames)
     anim = anim_io.Animation(d.times[:n], d.theta[:n], d.psi[:n], d.placement[:n], np.ones(n, bool), d.fps,

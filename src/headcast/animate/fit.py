@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from headcast.core.camera import Intrinsics
 from headcast.core.params import N_POSE, pose_slice
 from headcast.model.head_model import N_CONTOUR
 from headcast.model.rig import PointRig, matrix_to_rotvec, mirror_pairs, rotvec_to_matrix, yaw_degrees
@@ -100,11 +101,11 @@ class TrackConfig:
 
     def for_video(self, width: int, height: int) -> "TrackConfig":
         """These settings for a video of ``width`` x ``height`` pixels: without a focal length of their own, the
-        nominal one of a driving video (its longer side, as ``animate.pipeline.video_camera``), so a head turning
-        close to the camera is seen in perspective."""
+        nominal one of a driving video (:meth:`Intrinsics.nominal`), so a head turning close to the camera is seen
+        in perspective."""
         if self.focal_px is not None or not width or not height:
             return self
-        return replace(self, focal_px=float(max(width, height)))
+        return replace(self, focal_px=Intrinsics.nominal(width, height).fx)
 
 
 @dataclass

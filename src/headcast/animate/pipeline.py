@@ -295,12 +295,6 @@ def import_in_background(module: str | None) -> threading.Thread | None:
     return t
 
 
-def video_camera(width: int, height: int) -> Intrinsics:
-    """A nominal pinhole for a driving video (focal length = its longer side, about 53 degrees across)."""
-    f = float(max(width, height))
-    return Intrinsics(f, f, (width - 1) / 2, (height - 1) / 2, int(width), int(height))
-
-
 def _config(config: TrackConfig | None, threshold: float | None, max_iters: int | None) -> TrackConfig:
     """The tracker's settings: ``config`` (default TrackConfig()) with the explicitly given values, checked."""
     cfg = config or TrackConfig()
@@ -319,11 +313,11 @@ def animation(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -
     """The animation folder's content (:mod:`headcast.io.anim`): the tracked frames with their Loss5,
     iterations, detected and fitted landmarks (N, 68, 2) pixels, the subject's beta, the driver's
     identity, the threshold used and a nominal camera for the video (its pixels are eta's;
-    :func:`video_camera`)."""
+    :meth:`Intrinsics.nominal`)."""
     fr = trk.frames
     n = len(fr)
     nan68 = np.full((68, 2), np.nan)
-    cam = video_camera(det.info.width, det.info.height)  # eta's pixels are the video's
+    cam = Intrinsics.nominal(det.info.width, det.info.height)  # eta's pixels are the video's
     extras = dict(loss=np.array([f.loss for f in fr]), iterations=np.array([f.iterations for f in fr]),
                   landmarks=np.array([nan68 if o is None else o.landmarks for o in det.observations]),
                   model_landmarks=np.array([nan68 if f.landmarks is None else f.landmarks for f in fr]),

@@ -80,6 +80,13 @@ class Intrinsics:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
+    def nominal(cls, width: int, height: int) -> "Intrinsics":
+        """A nominal pinhole for an image without calibration (a driving video): the focal length is its
+        longer side (about 53 degrees across), the principal point its centre."""
+        f = float(max(width, height))
+        return cls(f, f, (width - 1) / 2, (height - 1) / 2, int(width), int(height))
+
+    @classmethod
     def from_json(cls, path: str | Path) -> "Intrinsics":
         """Read ``fx fy cx cy width height`` (extra keys are ignored) from a bounded JSON file
         (:func:`headcast.core.files.read_json`); absurd or non-finite values raise HeadcastError."""
