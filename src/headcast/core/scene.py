@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from headcast.core import threads
+
 _LOADING = threading.Lock()  # the import system's module locks do not cover a hand-made load
 
 
@@ -23,7 +25,9 @@ def open3d_native():
     so a later ``import open3d`` (elsewhere in the process) reuses it instead of loading it twice.
     """
     with _LOADING:
-        return sys.modules.get("open3d.pybind") or _load_open3d_native()
+        module = sys.modules.get("open3d.pybind") or _load_open3d_native()
+    module.utility.set_max_threads(threads.apply().count)  # TBB: not bound by the OpenMP variables
+    return module
 
 
 def _load_open3d_native():
