@@ -39,6 +39,40 @@ def test_only_the_used_parts_load_and_a_later_plain_import_is_whole():
     assert lines[2] == "True True mediapipe.python.solutions.drawing_utils mediapipe.tasks.python True"
 
 
+OPEN3D_THREADS = """
+import time
+import numpy as np
+from headcast.core import threads
+from headcast.core.scene import MeshScene, open3d_native
+
+rng = np.random.default_rng(0)
+scene = MeshScene([(rng.normal(size=(3000, 3)), rng.integers(0, 3000, (6000, 3)))])
+scene.closest(rng.normal(size=(100, 3)))
+process, main = time.process_time(), time.thread_time()
+for _ in range(3):
+    scene.closest(rng.normal(size=(4000, 3)))
+process, main = time.process_time() - process, time.thread_time() - main
+print(open3d_native().utility.get_max_threads(), threads.apply().count, round(main / process, 2))
+"""
+
+
+def test_open3d_pool_follows_the_thread_plan():
+    """Open3D's oneTBB pool ignores OMP_NUM_THREADS; the plan's count must reach it (one-thread batch
+    workers ran their closest-point queries on two threads): with one thread, the queries' CPU time is
+    the calling thread's."""
+    import os
+
+    for n in ("1", "2"):
+        env = dict(os.environ, HEADCAST_THREADS=n, OMP_NUM_THREADS=n)
+        run = subprocess.run([sys.executable, "-c", OPEN3D_THREADS], capture_output=True, text=True, timeout=300,
+                             env=env)
+        assert run.returncode == 0, run.stderr
+        pool, plan, share = run.stdout.split()
+        assert (pool, plan) == (n, n)
+        if n == "1":
+            assert float(share) > 0.9  # no second thread doing part of the work
+
+
 def test_inside_hull_agrees_with_delaunay():
     rng = np.random.default_rng(3)
     for _ in range(5):

@@ -48,35 +48,6 @@ def test_cli_sets_threads_before_torch_and_debug_reports_them(tmp_path):
     assert "threads: 2 (from OMP_NUM_THREADS; torch intra-op 2" in run.stderr
 
 
-SCENE_THREADS = """
-import os
-import numpy as np
-from headcast.core.scene import MeshScene
-rng = np.random.default_rng(0)
-n = 60  # a wavy n x n grid, 0.1 m across
-x, y = np.meshgrid(np.linspace(-0.05, 0.05, n), np.linspace(-0.05, 0.05, n))
-v = np.stack([x, y, 0.01 * np.sin(60 * x) * np.cos(40 * y)], -1).reshape(-1, 3)
-i = (np.arange(n - 1)[:, None] * n + np.arange(n - 1)).ravel()
-scene = MeshScene([(v, np.concatenate([np.stack([i, i + 1, i + n], 1), np.stack([i + 1, i + n + 1, i + n], 1)]))])
-for _ in range(10):
-    scene.closest(rng.normal(0, 0.05, (50000, 3)))
-    scene.cast(np.concatenate([rng.normal(0, 0.03, (50000, 3)) - [0, 0, 1], np.tile([0, 0, 1.0], (50000, 1))], 1))
-busy = []
-for t in os.listdir("/proc/self/task"):
-    stat = open(f"/proc/self/task/{t}/stat").read().rsplit(")", 1)[1].split()
-    busy.append(int(stat[11]) + int(stat[12]))
-print(sum(b > 1 for b in busy))
-"""
-
-
-def test_scene_threads_follow_the_plan():
-    """One thread in the plan: Open3D's closest points and ray casts run on the calling thread only (left to
-    itself its TBB pool starts a worker per CPU, which spins beside a batch's other workers)."""
-    run = subprocess.run([sys.executable, "-c", SCENE_THREADS], capture_output=True, text=True, timeout=120,
-                         env=_env(HEADCAST_THREADS="1"))
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["1"]  # threads that used more than a clock tick of CPU: the main one
-
 def test_help_cache_serves_sub_command_help_without_stage_imports(tmp_path):
     env = _env(HEADCAST_HOME=str(tmp_path), COLUMNS="100")
     code = ("import sys\nfrom headcast.cli import main\ntry:\n    main(['reconstruct', '--help'])\nexcept SystemExit as e:\n"

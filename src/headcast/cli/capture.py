@@ -119,7 +119,6 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     from headcast.preprocess.landmarks import METHODS as DETECTORS
     from headcast.preprocess.preprocess import preprocess
     from headcast.preprocess.rgbd import load_rgbd
-    from headcast.texture.pipeline import texture_reconstruction
 
     r.add_argument("inputs", nargs="+", metavar="FRAME",
                    help="color image, or a frame prefix such as frame-050 (finds _color.png, _depth_mm.png, "
@@ -168,8 +167,9 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--quiet", dest="fit_quiet", action="store_true", help="no per-iteration progress")
     r.add_argument("--texture", action="store_true", help="also estimate lighting and an albedo map")
     r.add_argument("--albedo-model", help="with --texture: FLAME_albedo_from_BFM.npz or FLAME_texture.npz")
-    r.add_argument("--texture-size", type=int, default=param_default(texture_reconstruction, "size"),
-                   help=f"albedo map side in texels, 16..{MAX_TEXTURE_SIZE} (default %(default)s)")
+    # no default here: reading the texturing stage's would import it (scipy.ndimage) on every reconstruct
+    r.add_argument("--texture-size", type=int,
+                   help=f"albedo map side in texels, 16..{MAX_TEXTURE_SIZE} (default: as `headcast texture --size`)")
     r.set_defaults(func=run_reconstruct)
 
 
@@ -195,7 +195,7 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     # the options and --out first: refused before anything is read (the stages check them again)
     check_number(a.hull_margin, "--hull-margin", 0, MAX_HULL_MARGIN_M, unit="metres")
-    if a.texture:
+    if a.texture and a.texture_size is not None:
         check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
     check_output_dir(a.out, "reconstruction", force=a.force, inputs=(a.color, a.depth, a.intrinsics))
     frame = load_rgbd(a.color, a.depth, a.intrinsics, depth_scale=a.depth_scale, rotate=a.rotate,
@@ -231,7 +231,7 @@ def run_sweep(a: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     check_number(a.max_frames, "--max-frames", 1, 1000, integer=True)
-    if a.texture:
+    if a.texture and a.texture_size is not None:
         check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
     if a.depth_scale is not None or a.intrinsics is not None:
         raise HeadcastError("--depth-scale and --intrinsics are for one frame; a sweep's frames carry their own")
@@ -277,12 +277,12 @@ def run_texture(a: argparse.Namespace) -> None:
     texture(Path(a.recon_dir), a.albedo_model, a.size, a.model, a.n_components, force=a.force)
 
 
-def texture(recon: Path, albedo_model, size: int, model, n_components: int | None = None, force: bool = False) -> None:
-    """Texture a reconstruction folder (``n_components``: the texturing stage's default when None)."""
+def texture(recon: Path, albedo_model, size: int | None, model, n_components: int | None = None,
+            force: bool = False) -> None:
+    """Texture a reconstruction folder (``size``, ``n_components``: the texturing stage's defaults when None)."""
     from headcast.texture import texture_reconstruction
 
-    more = {} if n_components is None else {"n_components": n_components}
-    rep = texture_reconstruction(recon, albedo_model=albedo_model, size=size, model=model, force=force,
-                                 **more)
+    more = {k: v for k, v in (("size", size), ("n_components", n_components)) if v is not None}
+    rep = texture_reconstruction(recon, albedo_model=albedo_model, model=model, force=force, **more)
     logger.info(f"headcast: textured {recon}: Loss4 {rep['loss4']:.4f}; albedo.png, mesh_textured.obj/.mtl, "
                 f"lighting.json, render_vs_photo.png, texture_report.json")

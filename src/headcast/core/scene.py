@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.core.threads import plan
+from headcast.core import threads
 
 _LOADING = threading.Lock()  # the import system's module locks do not cover a hand-made load
 
@@ -25,7 +25,9 @@ def open3d_native():
     so a later ``import open3d`` (elsewhere in the process) reuses it instead of loading it twice.
     """
     with _LOADING:
-        return sys.modules.get("open3d.pybind") or _load_open3d_native()
+        module = sys.modules.get("open3d.pybind") or _load_open3d_native()
+    module.utility.set_max_threads(threads.apply().count)  # TBB: not bound by the OpenMP variables
+    return module
 
 
 def _load_open3d_native():
@@ -66,10 +68,7 @@ class MeshScene:
         o3d = open3d_native()  # heavy: loaded only when a scene is built
 
         self._o3d = o3d
-        # Embree's and Open3D's TBB pools follow the thread plan: left to themselves they take every CPU, and
-        # their idle workers spin (sched_yield) beside the other workers of a batch
-        self._threads = plan().count
-        self._scene = o3d.t.geometry.RaycastingScene(nthreads=self._threads)
+        self._scene = o3d.t.geometry.RaycastingScene()
         self.n_meshes = 0
         for vertices, faces in meshes:
             self.add(vertices, faces)
@@ -86,8 +85,7 @@ class MeshScene:
         """Cast rays (..., 6) = origin, direction. Returns ``t`` (...) ray parameter (inf = miss),
         ``mesh_id`` (...) int64 (-1 = miss), ``tri`` (...) int64 (-1 = miss), ``bary`` (..., 3) float64 and
         ``normal`` (..., 3) float32 unit geometric normals (as wound, not turned to the ray)."""
-        ans = self._scene.cast_rays(self._o3d.core.Tensor(np.ascontiguousarray(rays, dtype=np.float32)),
-                                    nthreads=self._threads)
+        ans = self._scene.cast_rays(self._o3d.core.Tensor(np.ascontiguousarray(rays, dtype=np.float32)))
         t = ans["t_hit"].numpy()
         hit = np.isfinite(t)
         return {"t": t,
@@ -100,7 +98,7 @@ class MeshScene:
         """Exact closest surface points of query points (N, 3): triangle (N,) int64, barycentric
         weights (N, 3), the closest points (N, 3) and their distances (N,), metres."""
         q = np.ascontiguousarray(points, dtype=np.float32)
-        ans = self._scene.compute_closest_points(self._o3d.core.Tensor(q), nthreads=self._threads)
+        ans = self._scene.compute_closest_points(self._o3d.core.Tensor(q))
         tri = ans["primitive_ids"].numpy().astype(np.int64)
         near = ans["points"].numpy().astype(np.float64)
         dist = np.linalg.norm(near - np.asarray(points, dtype=np.float64), axis=1)

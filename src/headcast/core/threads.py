@@ -43,7 +43,7 @@ class ThreadPlan:
 
     def describe(self) -> str:
         """One line for ``--debug``."""
-        loaded = ", ".join(m for m in ("torch", "cv2", "open3d") if m in sys.modules) or "none yet"
+        loaded = ", ".join(m for m in ("torch", "cv2", "open3d.pybind") if m in sys.modules) or "none yet"
         return (f"threads: {self.count} (from {self.source}; torch intra-op {self.count}, "
                 f"OpenMP {os.environ.get('OMP_NUM_THREADS')} {os.environ.get('OMP_WAIT_POLICY', '').lower()}, "
                 f"BLAS {self.blas}, Open3D {self.count}, OpenCV {self.count}; libraries loaded: {loaded})")
@@ -88,6 +88,8 @@ def apply() -> ThreadPlan:
         set_torch_threads(p.count)
     if "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(p.count)
+    if "open3d.pybind" in sys.modules:  # Open3D's TBB pool ignores OMP_NUM_THREADS
+        sys.modules["open3d.pybind"].utility.set_max_threads(p.count)
     if "numpy" in sys.modules:
         set_openblas_threads(p.blas)
     return p

@@ -72,8 +72,8 @@ class BlockRunner(PackedHead):
             r = np.concatenate([np.sqrt(w) * (o[0] if with_jac else o) for (w, _), o in zip(terms, out)] + pr)
             if not with_jac:
                 return r
-            J = np.concatenate([np.sqrt(w) * o[1] for (w, _), o in zip(terms, out)] + pj)
-            return r, J[:, active]
+            return r, _stack_rows([(np.sqrt(w), o[1]) for (w, _), o in zip(terms, out)] + [(None, j) for j in pj],
+                                  active)
 
         return evaluate
 
@@ -87,3 +87,21 @@ class BlockRunner(PackedHead):
         else:  # block 1: shape and expression are not active yet
             wb = wp = 0.0
         return {"beta": wb, "psi": wp, "jaw": c.w_jaw, "log_s": c.w_log_scale}
+
+
+def _stack_rows(blocks: list[tuple[float | None, np.ndarray]], active: np.ndarray) -> np.ndarray:
+    """The Jacobian blocks (m_i, P), each times its factor (None: as is), stacked and cut to the active
+    columns in one pass into one array (M, A) (a term's Jacobian of 8000 rows is 10 MB: no extra copies).
+    Column-major, the layout column selection gives: the solver's products then sum in the same order."""
+    every = bool(active.all())
+    J = np.empty((sum(len(b) for _, b in blocks), int(active.sum())), order="F")
+    row = 0
+    for factor, b in blocks:
+        part = b if every else b[:, active]
+        dest = J[row: row + len(b)]
+        if factor is None:
+            dest[...] = part
+        else:
+            np.multiply(part, factor, out=dest)
+        row += len(b)
+    return J

@@ -53,7 +53,7 @@ def point_term(head: PackedHead, x: np.ndarray, pts: np.ndarray, trim_m: float |
     def evaluate(xx: np.ndarray, with_jac: bool):
         q, J = head.surface_points_along(xx, where, normal, with_jac)
         r = ((q - target) * normal).sum(1) / np.sqrt(n)
-        return (r, J / np.sqrt(n)) if with_jac else r
+        return (r, np.divide(J, np.sqrt(n), out=J)) if with_jac else r
 
     return evaluate
 
