@@ -79,18 +79,10 @@ def seen_shares(model, folder: Path, size: int = 256, n_sphere: int = 80) -> dic
     (a) the sweep's registered cameras with the measured depth (what the texture used), (b) the same cameras
     on the fitted mesh alone (no depth check), (c) ``n_sphere`` cameras all around the head (what any
     capture could see: not the inside of the mouth, the eyeballs' backs, the ear's folds)."""
-    from headcast.core.geometry import vertex_normals
-    from headcast.texture.core import texture_space
-    from headcast.texture.multiview import SEEN, observe_frames, read_frames
-    from headcast.texture.observe import head_texels, interpolate
+    from headcast.texture.multiview import SEEN, observe_frames
+    from headcast.texture.observe import head_texels
 
-    folder = Path(folder)
-    verts = read_obj_vertices(folder / recon.MESH_OBJ)
-    K = recon.read_intrinsics(folder)
-    _, tri, bary = texture_space(model, size).texmap.texels()
-    Xn = interpolate(model.faces, tri, bary, np.hstack([verts, vertex_normals(verts, model.faces)]))
-    X, n = Xn[:, :3], Xn[:, 3:] / np.linalg.norm(Xn[:, 3:], axis=1, keepdims=True)
-    frames = read_frames(folder, K)
+    verts, K, tri, _, X, n, frames = _texels_and_frames(model, Path(folder), size)
     blank = np.zeros((K.height, K.width, 3), np.uint8)
 
     head = head_texels(model.faces, len(verts), tri)
@@ -112,6 +104,24 @@ def seen_shares(model, folder: Path, size: int = 256, n_sphere: int = 80) -> dic
             "frames": len(frames), "size": size, "n_sphere": n_sphere}
 
 
+def _texels_and_frames(model, folder: Path, size: int):
+    """A textured sweep folder's mesh: vertices (V, 3) and intrinsics K, the atlas's texels at ``size``:
+    triangles (N,), barycentric weights (N, 3), points X (N, 3) and unit normals n (N, 3) in the output frame,
+    and its registered frames
+    (:func:`headcast.texture.multiview.read_frames`)."""
+    from headcast.core.geometry import vertex_normals
+    from headcast.texture.core import texture_space
+    from headcast.texture.multiview import read_frames
+    from headcast.texture.observe import interpolate
+
+    verts = read_obj_vertices(folder / recon.MESH_OBJ)
+    K = recon.read_intrinsics(folder)
+    _, tri, bary = texture_space(model, size).texmap.texels()
+    Xn = interpolate(model.faces, tri, bary, np.hstack([verts, vertex_normals(verts, model.faces)]))
+    return verts, K, tri, bary, Xn[:, :3], Xn[:, 3:] / np.linalg.norm(Xn[:, 3:], axis=1, keepdims=True), \
+        read_frames(folder, K)
+
+
 REASONS = ("not visible", "grazing view only", "near an edge only", "depth disagrees", "shading trust", "seen")
 REASON_COLORS = np.array([[40, 40, 40], [50, 100, 255], [255, 230, 25], [255, 50, 200], [255, 115, 0], [75, 215, 75]],
                          np.uint8)
@@ -126,18 +136,11 @@ def seen_reasons(model, folder: Path, size: int = 1024) -> tuple[np.ndarray, dic
     on the mesh alone); only the measured depth's agreement rejects it; only the albedo's shading trust
     (:func:`headcast.texture.multiview.shading_trust`) does. Returns those (N,) and the shares of the atlas
     and of the head surface (:func:`headcast.texture.observe.head_texels`) by reason."""
-    from headcast.core.geometry import vertex_normals
-    from headcast.texture.core import texture_space
-    from headcast.texture.multiview import SEEN, blend_frames, read_frames
-    from headcast.texture.observe import View, head_texels, interpolate
+    from headcast.texture.multiview import SEEN, blend_frames
+    from headcast.texture.observe import View, head_texels
 
     folder = Path(folder)
-    verts = read_obj_vertices(folder / recon.MESH_OBJ)
-    K = recon.read_intrinsics(folder)
-    _, tri, bary = texture_space(model, size).texmap.texels()
-    Xn = interpolate(model.faces, tri, bary, np.hstack([verts, vertex_normals(verts, model.faces)]))
-    X, n = Xn[:, :3], Xn[:, 3:] / np.linalg.norm(Xn[:, 3:], axis=1, keepdims=True)
-    frames = read_frames(folder, K)
+    verts, K, tri, bary, X, n, frames = _texels_and_frames(model, folder, size)
     seen_at_all, by_angle, on_mesh, best = (np.zeros(len(tri)) for _ in range(4))
     for _, color, depth, T in frames:
         R, t = np.asarray(T)[:3, :3], np.asarray(T)[:3, 3]
