@@ -8,8 +8,9 @@ expressions and the 3-number eta).
 replaced by its logarithm) is quantised as ``q_j = round(x_j / step_j)`` with the steps carried in
 the INIT. A keyframe codes the ``q_j`` themselves (signed Exp-Golomb); the frames after it code
 ``q_j - q_j(previous frame)`` with an arithmetic coder under Laplace scales that adapt to the residuals
-coded so far (one state per component and per context: previous value zero or not). The quantisation is done on integers, so the decoder rebuilds
-exactly what the encoder predicted from: no drift. Steps: :func:`quantisation_steps`.
+coded so far (one state per component and per context: previous value zero or not). The
+quantisation is done on integers, so the decoder rebuilds exactly what the encoder predicted from:
+no drift. Steps: :func:`quantisation_steps`.
 """
 
 from __future__ import annotations
@@ -240,5 +241,5 @@ def dequantise(q: np.ndarray, info: InitInfo) -> np.ndarray:
 
 
 __all__ = ["ParamFrame", "to_vector", "from_vector", "component_sensitivity", "quantisation_steps", "steps_for",
-           "paper_encode", "paper_decode", "CompactEncoder", "initial_state", "code_delta", "compact_decode_key", "compact_decode_delta",
-           "dequantise", "PAPER", "COMPACT", "ETA_PAPER", "ETA_SIM"]
+           "paper_encode", "paper_decode", "CompactEncoder", "initial_state", "code_delta", "compact_decode_key",
+           "compact_decode_delta", "dequantise", "PAPER", "COMPACT", "ETA_PAPER", "ETA_SIM"]

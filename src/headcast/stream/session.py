@@ -22,7 +22,7 @@ import numpy as np
 
 from headcast.stream import auth
 from headcast.stream import codec as K
-from headcast.stream.introduction import SIGNATURE_SIZE, half, init_body, wire_steps, parse_init_body
+from headcast.stream.introduction import SIGNATURE_SIZE, half, init_body, parse_init_body, wire_steps
 from headcast.stream.peers import shown
 from headcast.stream.wire import (
     COMPACT,
