@@ -245,6 +245,17 @@ def test_version_1_streams_get_a_one_line_error(tmp_path, key):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_expression_steps_bound_the_worst_vertex(ict_model):
+    """The expression cap: rounding one coefficient moves no vertex by more than peak_mm (to the one-byte
+    grid's 2^(1/16)), however small the component's RMS sensitivity."""
+    m = ict_model
+    peaks = K.expression_peaks(m, m.n_expr)
+    S = np.r_[np.full(15, 0.1), np.full(m.n_expr, 1e-6), 1.0, 1e-3, 1e-3]
+    steps = K.quantisation_steps(S, 0.4, 15, 3, expr_peak=peaks, peak_mm=0.2)
+    worst = 0.5 * steps[15:15 + m.n_expr] * peaks
+    assert np.all(worst <= 0.2e-3 * 2 ** (1 / 16) + 1e-12) and worst.max() > 0.15e-3
+
+
 def test_steps_meet_vertex_error_on_ict(ict_model):
     """Steps from the model's sensitivities keep the mean vertex error under 0.2 mm (real model)."""
     m = ict_model

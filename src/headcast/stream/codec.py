@@ -111,25 +111,39 @@ def component_sensitivity(model, beta: np.ndarray, n_pose: int, eta_kind: int, e
     return np.concatenate([s_pose, s_expr, s_eta])
 
 
+def expression_peaks(model, n_expr: int) -> np.ndarray:
+    """The largest displacement of any vertex (metres) per unit of each of the first ``n_expr`` expression
+    coefficients (n_expr,)."""
+    ed = np.asarray(model.exprdirs[:, :, :n_expr], dtype=np.float64)
+    return np.sqrt((ed ** 2).sum(1)).max(0)
+
+
 def quantisation_steps(sensitivity: np.ndarray, target_mm: float = 0.1, n_pose: int = N_POSE, n_eta: int = 3,
-                       max_rot: float = 0.005, max_expr: float = 0.04) -> np.ndarray:
+                       max_rot: float = 0.005, expr_peak: np.ndarray | None = None,
+                       peak_mm: float = 0.2) -> np.ndarray:
     """Steps (C,) giving every component the same RMS vertex error ``target_mm / sqrt(C)`` (so the
     total RMS is about ``target_mm`` when every component varies): ``step_j = sqrt(12) * e / S_j``
-    (uniform quantisation error has RMS step / sqrt(12)). Rotations are capped at ``max_rot`` rad and
-    expressions at ``max_expr`` so that small parts (eyes) keep a fine step. Rounded as the INIT
-    carries them, one-byte powers of 2^(1/8): :func:`introduction.wire_steps`)."""
+    (uniform quantisation error has RMS step / sqrt(12)). Rotations are capped at ``max_rot`` rad, and
+    an expression whose largest vertex displacement per unit is ``expr_peak`` (E,) metres at
+    ``2 * peak_mm / expr_peak``, so rounding moves no vertex by more than ``peak_mm`` (small parts, the
+    eyelids, keep a fine step). Rounded as the INIT carries them, one-byte powers of 2^(1/8):
+    :func:`introduction.wire_steps`."""
     S = np.maximum(np.asarray(sensitivity, dtype=np.float64), 1e-9)
     e = target_mm * 1e-3 / np.sqrt(S.size)
     steps = np.sqrt(12) * e / S
     steps[:n_pose] = np.minimum(steps[:n_pose], max_rot)
-    steps[n_pose:S.size - n_eta] = np.minimum(steps[n_pose:S.size - n_eta], max_expr)
+    if expr_peak is not None:
+        peak = np.maximum(np.asarray(expr_peak, dtype=np.float64), 1e-9)
+        steps[n_pose:S.size - n_eta] = np.minimum(steps[n_pose:S.size - n_eta], 2 * peak_mm * 1e-3 / peak)
     return wire_steps(steps)
 
 
 def steps_for(model, beta, n_pose: int, eta_kind: int, eta_ref, target_mm: float = 0.1) -> np.ndarray:
     """Steps for a model and identity: :func:`component_sensitivity` then :func:`quantisation_steps`."""
     S = component_sensitivity(model, beta, n_pose, eta_kind, eta_ref)
-    return quantisation_steps(S, target_mm, n_pose, 3 if eta_kind == ETA_PAPER else 4)
+    n_eta = 3 if eta_kind == ETA_PAPER else 4
+    peaks = expression_peaks(model, S.size - n_pose - n_eta)
+    return quantisation_steps(S, target_mm, n_pose, n_eta, expr_peak=peaks)
 
 
 # -- paper profile -----------------------------------------------------------------------------
@@ -240,6 +254,7 @@ def dequantise(q: np.ndarray, info: InitInfo) -> np.ndarray:
     return np.asarray(q, dtype=np.float64) * np.asarray(info.steps, dtype=np.float64)
 
 
-__all__ = ["ParamFrame", "to_vector", "from_vector", "component_sensitivity", "quantisation_steps", "steps_for",
+__all__ = ["ParamFrame", "to_vector", "from_vector", "component_sensitivity", "quantisation_steps", "expression_peaks",
+           "steps_for",
            "paper_encode", "paper_decode", "CompactEncoder", "initial_state", "code_delta", "compact_decode_key",
            "compact_decode_delta", "dequantise", "PAPER", "COMPACT", "ETA_PAPER", "ETA_SIM"]
