@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from headcast.core.errors import HeadcastError
 from headcast.stream import auth
 from headcast.stream import codec as K
 from headcast.stream import coder as C
-from headcast.stream.introduction import init_body, parse_init_body
+from headcast.stream.introduction import half, init_body, parse_init_body, wire_steps
 from headcast.stream.session import ReceiverSession, SenderSession
 from headcast.stream.wire import (
     COMPACT,
@@ -54,7 +55,7 @@ def make_info(profile: int = COMPACT, e: int = E, key_interval: int = 10, sender
     info = InitInfo("test", 8, e, np.linspace(-1, 1, 8), np.arange(27) / 27.0, None, None, 25.0, profile, n_pose,
                     ETA_PAPER, key_interval, None, sender)
     if profile == COMPACT:
-        info.steps = np.r_[np.full(15, 0.001), np.full(e, 0.005), 0.0005, 0.05, 0.05].astype(np.float32).astype(float)
+        info.steps = wire_steps(np.r_[np.full(15, 0.001), np.full(e, 0.005), 0.0005, 0.05, 0.05])
     return info
 
 
@@ -83,17 +84,31 @@ def test_coder_round_trip(pairs):
     assert dec.get_eg() == 12345
 
 
-def test_coder_cost_matches_entropy():
+def _code_all(x: np.ndarray) -> bytes:
+    state, enc = K.initial_state(x.shape[1]), C.Encoder()
+    for t in range(1, len(x)):
+        _, state = K.code_delta(x[t], x[t - 1], state, enc=enc)
+    return enc.finish()
+
+
+def test_adaptive_coder_near_entropy_and_round_trip():
+    """Laplace residuals whose scale jumps half-way: the adaptive states follow it, so the coded size is
+    within 6 % (+ 4 bytes) of the ideal code length under the true distributions; a series that keeps
+    returning to exactly zero (the second context) decodes back exactly."""
     rng = np.random.default_rng(1)
-    r = np.rint(rng.laplace(0, 2.0, 4000)).astype(int)
-    costs = C.residual_cost(r[:, None])[:, 0]
-    best = int(np.argmin(costs))
-    enc = C.Encoder()
-    for v in r:
-        enc.put_residual(int(v), best)
-    actual_bits = 8 * len(enc.finish())
-    assert abs(actual_bits - costs[best]) < 0.02 * costs[best] + 16
-    assert costs[best] / r.size < 3.5  # a Laplace(b=2) integer needs about 3 bits
+    b = np.r_[np.full(1000, 0.5), np.full(1000, 4.0)]
+    p = np.exp(-1 / b[:, None])  # two-sided geometric: the difference of two geometric variables
+    r = rng.geometric(1 - p, (2000, 3)) - rng.geometric(1 - p, (2000, 3))
+    x = np.cumsum(r, axis=0)
+    r, p = r[1:], p[1:]
+    ideal = (-np.log2((1 - p) / (1 + p)) - np.abs(r) * np.log2(p)).sum()
+    assert 8 * len(_code_all(x)) < 1.06 * ideal + 32
+    x[::7, 0] = 0
+    data = _code_all(x)
+    state, dec, q = K.initial_state(3), C.Decoder(data), x[0]
+    for t in range(1, len(x)):
+        q, state = K.code_delta(q, q, state, dec=dec)
+        assert np.array_equal(q, x[t])
 
 
 # -- wire format -------------------------------------------------------------------------------
@@ -103,13 +118,27 @@ def test_init_round_trip_and_paper_sizes():
     body = init_body(info) + bytes(64)
     got, _, _ = parse_init_body(body)
     assert got.model == "test" and got.sender == "alice" and got.n_pose == 6 and got.albedo_png == info.albedo_png
-    np.testing.assert_allclose(got.beta, info.beta, atol=1e-7)
-    np.testing.assert_allclose(got.lam, info.lam, atol=1e-7)
+    # beta and lambda travel as float16: exactly the rounded values, within 2^-11 relative
+    assert np.array_equal(got.beta, half(info.beta)) and np.array_equal(got.lam, half(info.lam))
+    np.testing.assert_allclose(got.beta, info.beta, rtol=2.0 ** -11)
+    with pytest.raises(HeadcastError, match="16-bit float"):
+        init_body(replace(info, beta=np.r_[info.beta[:-1], 7e4]))
     # the paper's per-frame payload: (6 + P + 3) float32; FLAME's P = 100 gives 436 bytes
     flame = InitInfo("flame", 300, 100, np.zeros(300), np.zeros(27), np.zeros(50), profile=PAPER, n_pose=6)
     x = K.to_vector(np.zeros(15), np.zeros(100), np.array([1.0, 2, 3]), flame)
     assert len(K.paper_encode(x)) == 436
     assert 4 * (flame.n_shape + flame.rho.size + flame.lam.size) == 1508
+
+
+def test_step_codes_are_powers_of_two_within_a_sixteenth_octave():
+    """One byte a step: the nearest power of 2^(1/8); the sender's steps are exactly what the INIT carries."""
+    steps = np.geomspace(2.0 ** -20, 50, 400)
+    w = wire_steps(steps)
+    assert np.all(np.abs(np.log2(w / steps)) <= 1 / 16 + 1e-12)
+    assert np.array_equal(wire_steps(w), w)
+    info = make_info()
+    got, _, _ = parse_init_body(init_body(info) + bytes(64))
+    assert np.array_equal(got.steps, info.steps)
 
 
 def test_caps_reject_oversized_fields():
@@ -198,21 +227,33 @@ def test_lean_frames_sizes_replays_and_splices(key):
 
 
 def test_version_1_streams_get_a_one_line_error(tmp_path, key):
-    """A version 1 or 2 INIT or file: one line naming the version, in the library and from the CLI (exit 2)."""
+    """A version 1, 2 or 3 INIT or file: one line naming the version, in the library and from the CLI (exit 2)."""
     import subprocess
     import sys
 
     v1 = b"HC\x01\x02\x00" + (10).to_bytes(4, "little") + bytes(10)
-    with pytest.raises(ProtocolError, match="version 1 headcast stream.*version 3"):
+    with pytest.raises(ProtocolError, match="version 1 headcast stream.*version 4"):
         parse_message(v1)
-    with pytest.raises(ProtocolError, match="version 2 headcast stream.*version 3"):
-        parse_message(b"HC\x02" + v1[3:])
+    for old in (2, 3):
+        with pytest.raises(ProtocolError, match=f"version {old} headcast stream.*version 4"):
+            parse_message(b"HC" + bytes([old]) + v1[3:])
     path = tmp_path / "old.hcs"
     path.write_bytes(v1)
     r = subprocess.run([sys.executable, "-m", "headcast.cli", "decode", str(path), "--out", str(tmp_path / "out")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "version 1" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_expression_steps_bound_the_worst_vertex(ict_model):
+    """The expression cap: rounding one coefficient moves no vertex by more than peak_mm (to the one-byte
+    grid's 2^(1/16)), however small the component's RMS sensitivity."""
+    m = ict_model
+    peaks = K.expression_peaks(m, m.n_expr)
+    S = np.r_[np.full(15, 0.1), np.full(m.n_expr, 1e-6), 1.0, 1e-3, 1e-3]
+    steps = K.quantisation_steps(S, 0.4, 15, 3, expr_peak=peaks, peak_mm=0.2)
+    worst = 0.5 * steps[15:15 + m.n_expr] * peaks
+    assert np.all(worst <= 0.2e-3 * 2 ** (1 / 16) + 1e-12) and worst.max() > 0.15e-3
 
 
 def test_steps_meet_vertex_error_on_ict(ict_model):
@@ -577,11 +618,13 @@ def test_fuzz_payload_decoders(payload, key_frame):
     try:
         if key_frame:
             q, s = K.compact_decode_key(payload, info)
-            assert q.shape == s.shape == (info.n_components,)
+            assert q.shape == (info.n_components,) and s.shape == (2, info.n_components)
         else:
-            q = K.compact_decode_delta(payload, np.zeros(info.n_components, np.int64),
-                                       np.arange(info.n_components) % C.N_SCALES)
-            assert q.shape == (info.n_components,)
+            n = info.n_components
+            state = np.arange(2 * n).reshape(2, n) ** 3  # states over every scale index, both contexts
+            prev = np.arange(n) % 3 - 1                  # previous values zero and non-zero
+            q, s = K.compact_decode_delta(payload, prev, state)
+            assert q.shape == (n,) and s.shape == (2, n)
     except ProtocolError:
         pass
 

@@ -105,7 +105,8 @@ def test_live_stream_moves_the_head_in_the_page(chromium, ict_model, tmp_path):
         q = axis_angle_to_quat(f.theta.reshape(5, 3))
         got = np.array(s["pose"])
         assert np.allclose(np.abs(np.sum(got * q, axis=1)), 1.0, atol=1e-4), (got, q)
-        np.testing.assert_allclose(s["weights"], f.psi, atol=0.02)
+        half_step = 0.5 * info.steps[15:15 + m.n_expr]  # the page's JSON has 5 decimals
+        assert np.all(np.abs(np.array(s["weights"]) - f.psi) <= half_step + 1e-5), (s["weights"], f.psi)
     assert np.abs(np.array(b["pose"]) - np.array(a["pose"])).max() > 0.05  # the head turned
 
     # the picture: a head in the middle, in the albedo's warm colours, moved between the two shots

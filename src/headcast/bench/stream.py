@@ -168,7 +168,7 @@ ANCHORS = "MPEG-4 facial animation parameters < 5 kbit/s; the paper 436 B/frame 
 def summary_markdown(result: dict) -> str:
     """Lines for bench/RESULTS.md."""
     L = ["## Telepresence stream (`headcast bench stream`)", "",
-         f"Machine: {result.get('machine', '?')}. Real videos tracked by the animation stage; protocol version 3: "
+         f"Machine: {result.get('machine', '?')}. Real videos tracked by the animation stage; protocol version 4: "
          "a live frame = frame byte + payload + 4-byte HMAC tag (the receiver counts the sequence; keyframes add "
          "it as a varint); in a file the tag is replaced by a length varint (the signed END covers every byte). "
          "All-in = every byte of the "

@@ -6,15 +6,15 @@ expressions and the 3-number eta).
 
 ``compact``: each component ``x_j`` of ``[theta (N_POSE = 15) | psi (E) | eta']`` (eta' = eta with the scale
 replaced by its logarithm) is quantised as ``q_j = round(x_j / step_j)`` with the steps carried in
-the INIT. A keyframe codes the ``q_j`` themselves (signed Exp-Golomb) and a 4-bit Laplace scale
-index per component; the frames after it code ``q_j - q_j(previous frame)`` with an arithmetic
-coder under the keyframe's scales. The quantisation is done on integers, so the decoder rebuilds
-exactly what the encoder predicted from: no drift. Steps: :func:`quantisation_steps`.
+the INIT. A keyframe codes the ``q_j`` themselves (signed Exp-Golomb); the frames after it code
+``q_j - q_j(previous frame)`` with an arithmetic coder under Laplace scales that adapt to the residuals
+coded so far (one state per component and per context: previous value zero or not). The
+quantisation is done on integers, so the decoder rebuilds exactly what the encoder predicted from:
+no drift. Steps: :func:`quantisation_steps`.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE, pose_slice
 from headcast.stream import coder as C
-from headcast.stream.introduction import half_steps
+from headcast.stream.introduction import wire_steps
 from headcast.stream.wire import COMPACT, ETA_PAPER, ETA_SIM, PAPER, InitInfo, ProtocolError
 
 PAPER_POSE = np.r_[pose_slice("root"), pose_slice("jaw")]  # root and jaw: the paper's L = 6
@@ -111,25 +111,39 @@ def component_sensitivity(model, beta: np.ndarray, n_pose: int, eta_kind: int, e
     return np.concatenate([s_pose, s_expr, s_eta])
 
 
+def expression_peaks(model, n_expr: int) -> np.ndarray:
+    """The largest displacement of any vertex (metres) per unit of each of the first ``n_expr`` expression
+    coefficients (n_expr,)."""
+    ed = np.asarray(model.exprdirs[:, :, :n_expr], dtype=np.float64)
+    return np.sqrt((ed ** 2).sum(1)).max(0)
+
+
 def quantisation_steps(sensitivity: np.ndarray, target_mm: float = 0.1, n_pose: int = N_POSE, n_eta: int = 3,
-                       max_rot: float = 0.005, max_expr: float = 0.02) -> np.ndarray:
+                       max_rot: float = 0.005, expr_peak: np.ndarray | None = None,
+                       peak_mm: float = 0.2) -> np.ndarray:
     """Steps (C,) giving every component the same RMS vertex error ``target_mm / sqrt(C)`` (so the
     total RMS is about ``target_mm`` when every component varies): ``step_j = sqrt(12) * e / S_j``
-    (uniform quantisation error has RMS step / sqrt(12)). Rotations are capped at ``max_rot`` rad and
-    expressions at ``max_expr`` so that small parts (eyes) keep a fine step. float16 numbers (the INIT
-    carries them as float16: :func:`wire.half_steps`)."""
+    (uniform quantisation error has RMS step / sqrt(12)). Rotations are capped at ``max_rot`` rad, and
+    an expression whose largest vertex displacement per unit is ``expr_peak`` (E,) metres at
+    ``2 * peak_mm / expr_peak``, so rounding moves no vertex by more than ``peak_mm`` (small parts, the
+    eyelids, keep a fine step). Rounded as the INIT carries them, one-byte powers of 2^(1/8):
+    :func:`introduction.wire_steps`."""
     S = np.maximum(np.asarray(sensitivity, dtype=np.float64), 1e-9)
     e = target_mm * 1e-3 / np.sqrt(S.size)
     steps = np.sqrt(12) * e / S
     steps[:n_pose] = np.minimum(steps[:n_pose], max_rot)
-    steps[n_pose:S.size - n_eta] = np.minimum(steps[n_pose:S.size - n_eta], max_expr)
-    return half_steps(steps)
+    if expr_peak is not None:
+        peak = np.maximum(np.asarray(expr_peak, dtype=np.float64), 1e-9)
+        steps[n_pose:S.size - n_eta] = np.minimum(steps[n_pose:S.size - n_eta], 2 * peak_mm * 1e-3 / peak)
+    return wire_steps(steps)
 
 
 def steps_for(model, beta, n_pose: int, eta_kind: int, eta_ref, target_mm: float = 0.1) -> np.ndarray:
     """Steps for a model and identity: :func:`component_sensitivity` then :func:`quantisation_steps`."""
     S = component_sensitivity(model, beta, n_pose, eta_kind, eta_ref)
-    return quantisation_steps(S, target_mm, n_pose, 3 if eta_kind == ETA_PAPER else 4)
+    n_eta = 3 if eta_kind == ETA_PAPER else 4
+    peaks = expression_peaks(model, S.size - n_pose - n_eta)
+    return quantisation_steps(S, target_mm, n_pose, n_eta, expr_peak=peaks)
 
 
 # -- paper profile -----------------------------------------------------------------------------
@@ -148,17 +162,46 @@ def paper_decode(payload: bytes, info: InitInfo) -> np.ndarray:
 
 
 # -- compact profile ---------------------------------------------------------------------------
+def initial_state(n: int) -> np.ndarray:
+    """The adaptive coder's state after a keyframe (2, n) int64: row 0 for components whose previous value
+    was non-zero, row 1 for exactly zero ones (the tracker's expression prior leaves many at 0), each
+    ADAPT_ONE x the running mean |residual| (:func:`coder.adapt`), starting at one step."""
+    return np.full((2, n), C.ADAPT_ONE, dtype=np.int64)
+
+
+def code_delta(q: np.ndarray, q_prev: np.ndarray, state: np.ndarray, enc: C.Encoder | None = None,
+               dec: C.Decoder | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Code (``enc``) or decode (``dec``; q is then ignored) the residuals q - q_prev (C,) under the adaptive
+    state (2, C); returns (q, the next state). One pass over the C components: bounded."""
+    q_out = np.empty_like(q_prev)
+    nxt = state.copy()
+    for j in range(q_prev.size):
+        c = 1 if q_prev[j] == 0 else 0
+        m = int(state[c, j])
+        s = C.scale_index(m)
+        if enc is not None:
+            r = int(q[j] - q_prev[j])
+            enc.put_residual(r, s)
+        else:
+            r = dec.get_residual(s)
+        nxt[c, j] = C.adapt(m, r)
+        q_out[j] = q_prev[j] + r
+    if np.any(np.abs(q_out) > Q_MAX):
+        raise ProtocolError("compact frame: value out of range")
+    return q_out, nxt
+
+
 class CompactEncoder:
     """Quantise, predict from the previous frame and arithmetic-code; a keyframe every ``key_interval``
-    frames (or when :meth:`force_key` asks). The Laplace scales sent in a keyframe are the ones that
-    would have coded the recent residuals (the last ``2 * key_interval`` frames) in the fewest bits."""
+    frames (or when :meth:`force_key` asks). The Laplace scale of each residual adapts as the frames go
+    (:func:`code_delta`), restarting from :func:`initial_state` at every keyframe (so a keyframe is
+    decodable on its own)."""
 
-    def __init__(self, info: InitInfo, default_scale: int = 6):
+    def __init__(self, info: InitInfo):
         self.info = info
         self.steps = np.asarray(info.steps, dtype=np.float64)
         self.q_prev: np.ndarray | None = None
-        self.scales = np.full(info.n_components, default_scale, dtype=np.int64)
-        self.history: deque[np.ndarray] = deque(maxlen=2 * info.key_interval)
+        self.state = initial_state(info.n_components)
         self.clipped = 0
         self.last_key = None
 
@@ -180,17 +223,11 @@ class CompactEncoder:
         enc = C.Encoder()
         if key:
             self.last_key = seq
-            if self.history:
-                self.scales = np.argmin(C.residual_cost(np.array(self.history)), axis=0)
-            for s in self.scales:
-                enc.put_bits(int(s), 4)
+            self.state = initial_state(q.size)
             for v in q:
                 enc.put_eg(C.zigzag(int(v)), KEY_EG_ORDER)
         else:
-            r = q - self.q_prev
-            self.history.append(r)
-            for v, s in zip(r, self.scales):
-                enc.put_residual(int(v), int(s))
+            q, self.state = code_delta(q, self.q_prev, self.state, enc=enc)
         self.q_prev = q
         return enc.finish(), key
 
@@ -199,29 +236,25 @@ class CompactEncoder:
 
 
 def compact_decode_key(payload: bytes, info: InitInfo) -> tuple[np.ndarray, np.ndarray]:
-    """(q (C,), scales (C,)) of a keyframe payload."""
+    """(q (C,), the adaptive state (2, C)) of a keyframe payload."""
     n = info.n_components
     d = C.Decoder(payload)
-    scales = np.array([d.get_bits(4) for _ in range(n)], dtype=np.int64)
     q = np.array([C.unzigzag(d.get_eg(KEY_EG_ORDER)) for _ in range(n)], dtype=np.int64)
     if np.any(np.abs(q) > Q_MAX):
         raise ProtocolError("compact keyframe: value out of range")
-    return q, scales
+    return q, initial_state(n)
 
 
-def compact_decode_delta(payload: bytes, q_prev: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    d = C.Decoder(payload)
-    r = np.array([d.get_residual(int(s)) for s in scales], dtype=np.int64)
-    q = q_prev + r
-    if np.any(np.abs(q) > Q_MAX):
-        raise ProtocolError("compact frame: value out of range")
-    return q
+def compact_decode_delta(payload: bytes, q_prev: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q (C,), the next adaptive state (2, C)) of a delta frame after q_prev under ``state``."""
+    return code_delta(q_prev, q_prev, state, dec=C.Decoder(payload))
 
 
 def dequantise(q: np.ndarray, info: InitInfo) -> np.ndarray:
     return np.asarray(q, dtype=np.float64) * np.asarray(info.steps, dtype=np.float64)
 
 
-__all__ = ["ParamFrame", "to_vector", "from_vector", "component_sensitivity", "quantisation_steps", "steps_for",
-           "paper_encode", "paper_decode", "CompactEncoder", "compact_decode_key", "compact_decode_delta",
-           "dequantise", "PAPER", "COMPACT", "ETA_PAPER", "ETA_SIM"]
+__all__ = ["ParamFrame", "to_vector", "from_vector", "component_sensitivity", "quantisation_steps", "expression_peaks",
+           "steps_for",
+           "paper_encode", "paper_decode", "CompactEncoder", "initial_state", "code_delta", "compact_decode_key",
+           "compact_decode_delta", "dequantise", "PAPER", "COMPACT", "ETA_PAPER", "ETA_SIM"]

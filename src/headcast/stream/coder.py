@@ -2,7 +2,7 @@
 
 A 32-bit integer arithmetic coder (Witten-Neal-Cleary, with underflow bits) codes symbols under
 static frequency tables whose total is at most 2**16. Residuals are coded under a discretised
-Laplace (two-sided geometric) distribution chosen from :data:`SCALES` by a 4-bit index; values
+Laplace (two-sided geometric) distribution chosen from :data:`SCALES` by an adaptive state (:func:`adapt`); values
 beyond +-:data:`ALPHABET` go through an escape symbol followed by an Exp-Golomb code. The decoder
 reads zeros past the end of its input, so the encoder drops trailing zero bytes.
 
@@ -53,17 +53,27 @@ def _laplace_table(b: float) -> np.ndarray:
 
 
 CUM = [list(map(int, _laplace_table(b))) for b in SCALES]
-# code length in bits of each symbol under each scale: (N_SCALES, 2 * ALPHABET + 2)
-BITS_TABLE = np.array([-np.log2(np.diff(c) / TOTAL) for c in CUM])
+
+# Adaptive scales: a per-component state ``m`` = ADAPT_ONE x a running mean of |residual| (integers, so both sides
+# compute the same), updated by ``m += (ADAPT_ONE |r| - m) >> ADAPT_SHIFT``; the scale index is the number of
+# THRESHOLDS below m: the boundaries between neighbouring scales, ADAPT_ONE x the geometric mean of the mean |r|
+# each scale's distribution has (2 p / (1 - p^2), p = exp(-1 / b)).
+ADAPT_ONE = 256
+ADAPT_SHIFT = 2
+ADAPT_MAX = ADAPT_ONE << 26          # a state never exceeds ADAPT_ONE x the largest residual (|r| <= 2^25)
+_P = np.exp(-1.0 / SCALES)
+_MEAN_ABS = 2 * _P / (1 - _P ** 2)
+THRESHOLDS = [int(round(ADAPT_ONE * float(np.sqrt(a * b)))) for a, b in zip(_MEAN_ABS[:-1], _MEAN_ABS[1:])]
 
 
-def residual_cost(residuals: np.ndarray) -> np.ndarray:
-    """Bits (N_SCALES, C) to code integer residuals (T, C) under each scale (escapes approximated)."""
-    r = np.asarray(residuals, dtype=np.int64)
-    z = np.where(r >= 0, 2 * r, -2 * r - 1)
-    sym = np.minimum(z, ESCAPE)
-    extra = np.where(z >= ESCAPE, 2 * np.log2(np.abs(r) + 1) + 1 + EG_ORDER, 0.0)
-    return BITS_TABLE[:, sym].sum(1) + extra.sum(0)[None]
+def scale_index(m: int) -> int:
+    """The Laplace scale index (0..N_SCALES - 1) for an adaptive state m."""
+    return bisect.bisect_left(THRESHOLDS, m)
+
+
+def adapt(m: int, r: int) -> int:
+    """The state after a residual r (floor shift: the same on every platform)."""
+    return min(ADAPT_MAX, m + ((ADAPT_ONE * abs(r) - m) >> ADAPT_SHIFT))
 
 
 class Encoder:

@@ -46,7 +46,7 @@ from headcast.stream.wire import (
 logger = logging.getLogger(__name__)
 
 RAW_FRAME_BYTES = 256 * 256 * 3  # the paper's uncompressed 256x256 RGB frame: 196608 bytes
-DEFAULT_TARGET_MM = 0.5
+DEFAULT_TARGET_MM = 0.4
 DEFAULT_KEY_INTERVAL = 50  # 2 s at 25 fps: a file can be entered there; live, each session starts with one
 
 

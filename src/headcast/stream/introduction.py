@@ -56,10 +56,11 @@ class Reader:
     def u32(self) -> int:
         return self.unpack("I")[0]
 
-    def f32s(self, n: int, cap: int, name: str) -> np.ndarray:
+    def f16s(self, n: int, cap: int, name: str) -> np.ndarray:
+        """n float16 values (float64 array), finite."""
         if n > cap:
             raise ProtocolError(f"{self.what}: {name} has {n} values (cap {cap})")
-        a = np.frombuffer(self.take(4 * n), dtype="<f4").astype(np.float64)
+        a = np.frombuffer(self.take(2 * n), dtype="<f2").astype(np.float64)
         if not np.all(np.isfinite(a)):
             raise ProtocolError(f"{self.what}: {name} has non-finite values")
         return a
@@ -88,12 +89,25 @@ def _text(s: str, cap: int, name: str) -> bytes:
     return struct.pack("<B", len(b)) + b
 
 
-def _f32(a) -> bytes:
-    return np.asarray(a, dtype="<f4").tobytes()
+def half(a, name: str = "value") -> np.ndarray:
+    """``a`` rounded to float16 as the INIT carries beta, rho and lambda (float64 array); a value float16
+    cannot hold (|x| > 65504 or not finite) is a HeadcastError."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(a)) or np.any(np.abs(a) > HALF_MAX):
+        raise HeadcastError(f"{name} has a value that is not a finite 16-bit float (|x| <= {HALF_MAX:g})")
+    return a.astype(np.float16).astype(np.float64)
+
+
+def _f16(a, name: str) -> bytes:
+    return half(a, name).astype("<f2").tobytes()
 
 
 
 SIGNATURE_SIZE = 64
+HALF_MAX = 65504.0
+# quantisation steps travel as one byte each, a power of two: step = 2 ** ((code - STEP_CODE_ZERO) / STEP_CODE_PER_OCTAVE)
+STEP_CODE_ZERO = 200
+STEP_CODE_PER_OCTAVE = 8     # 1/8 octave: 9 % between neighbouring steps; codes 0..255 span 2^-25 .. 2^6.9
 OFFSETS_TAG = 0x4F       # "O": the optional last section, the detail layer's offsets
 OFFSET_STEP = 1e-4       # metres: offsets travel as int8 multiples of this (+-12.7 mm; the layer stays within 10)
 MAX_OFFSET_VERTICES = 100_000
@@ -150,15 +164,15 @@ def init_body(info: InitInfo) -> bytes:
              struct.pack("<BBBHHfH", info.profile, info.n_pose, info.eta_kind, info.n_shape, info.n_expr,
                          float(info.fps), int(info.key_interval)),
              info.session_id, info.sender_xpub, info.receiver_xpub, info.sign_pub,
-             _f32(beta)]
+             _f16(beta, "beta")]
     rho = np.zeros(0) if info.rho is None else np.asarray(info.rho, dtype=np.float64).reshape(-1)
     if rho.size > MAX_RHO:
         raise HeadcastError(f"rho has {rho.size} values (cap {MAX_RHO})")
-    parts += [struct.pack("<H", rho.size), _f32(rho)]
+    parts += [struct.pack("<H", rho.size), _f16(rho, "rho")]
     lam = np.zeros(0) if info.lam is None else np.asarray(info.lam, dtype=np.float64).reshape(-1)
     if lam.size not in (0, N_LAMBDA):
         raise HeadcastError(f"lambda must have {N_LAMBDA} values, has {lam.size}")
-    parts += [struct.pack("<B", lam.size), _f32(lam)]
+    parts += [struct.pack("<B", lam.size), _f16(lam, "lambda")]
     png = info.albedo_png or b""
     if len(png) > MAX_PNG:
         raise HeadcastError(f"albedo PNG of {len(png)} bytes exceeds the {MAX_PNG}-byte cap")
@@ -167,15 +181,27 @@ def init_body(info: InitInfo) -> bytes:
         steps = np.asarray(info.steps, dtype=np.float64).reshape(-1)
         if steps.size != info.n_components or not np.all(steps > 0):
             raise HeadcastError("compact profile needs one positive quantisation step per component")
-        parts.append(half_steps(steps).astype("<f2").tobytes())
+        parts.append(step_codes(steps).tobytes())
     if info.offsets is not None:
         parts.append(offsets_section(info.offsets))
     return b"".join(parts)
 
 
-def half_steps(steps) -> np.ndarray:
-    """Quantisation steps as the INIT carries them: float16, within [2^-14, 1000] (float64 array)."""
-    return np.clip(np.asarray(steps, np.float64), 2.0 ** -14, 1000.0).astype(np.float16).astype(np.float64)
+def step_codes(steps) -> np.ndarray:
+    """The one-byte codes (C,) uint8 of quantisation steps: the nearest power of 2^(1/8), clipped to the codes'
+    range."""
+    k = np.rint(np.log2(np.maximum(np.asarray(steps, np.float64), 1e-30)) * STEP_CODE_PER_OCTAVE) + STEP_CODE_ZERO
+    return np.clip(k, 0, 255).astype(np.uint8)
+
+
+def steps_of_codes(codes) -> np.ndarray:
+    """The steps (C,) float64 that one-byte codes stand for (exact powers of two, the same on both sides)."""
+    return 2.0 ** ((np.asarray(codes, np.float64) - STEP_CODE_ZERO) / STEP_CODE_PER_OCTAVE)
+
+
+def wire_steps(steps) -> np.ndarray:
+    """Quantisation steps as the INIT carries them (the sender quantises with exactly these)."""
+    return steps_of_codes(step_codes(steps))
 
 
 def parse_init_body(body: bytes) -> tuple[InitInfo, bytes, bytes]:
@@ -200,13 +226,13 @@ def parse_init_body(body: bytes) -> tuple[InitInfo, bytes, bytes]:
     if not (1 <= key_interval <= MAX_KEY_INTERVAL):
         raise ProtocolError(f"INIT: keyframe interval {key_interval} out of range")
     session_id, sx, rx, spub = r.take(8), r.take(32), r.take(32), r.take(32)
-    beta = r.f32s(n_shape, MAX_SHAPE, "beta")
+    beta = r.f16s(n_shape, MAX_SHAPE, "beta")
     n_rho = r.u16()
-    rho = r.f32s(n_rho, MAX_RHO, "rho") if n_rho else None
+    rho = r.f16s(n_rho, MAX_RHO, "rho") if n_rho else None
     n_lam = r.u8()
     if n_lam not in (0, N_LAMBDA):
         raise ProtocolError(f"INIT: lambda has {n_lam} values (0 or {N_LAMBDA})")
-    lam = r.f32s(n_lam, N_LAMBDA, "lambda") if n_lam else None
+    lam = r.f16s(n_lam, N_LAMBDA, "lambda") if n_lam else None
     n_png = r.u32()
     if n_png > MAX_PNG:
         raise ProtocolError(f"INIT: albedo PNG of {n_png} bytes exceeds its cap {MAX_PNG}")
@@ -216,10 +242,7 @@ def parse_init_body(body: bytes) -> tuple[InitInfo, bytes, bytes]:
     info = InitInfo(model, n_shape, n_expr, beta, lam, rho, png, float(fps), profile, n_pose, eta_kind,
                     key_interval, None, sender, session_id, sx, rx, spub)
     if profile == COMPACT:
-        steps = np.frombuffer(r.take(2 * info.n_components), dtype="<f2").astype(np.float64)
-        if not np.all(np.isfinite(steps) & (steps > 0)):
-            raise ProtocolError("INIT: quantisation steps must be positive")
-        info.steps = steps
+        info.steps = steps_of_codes(np.frombuffer(r.take(info.n_components), dtype=np.uint8))
     if r.pos < len(r.data):
         info.offsets = parse_offsets(r)
     r.done()

@@ -22,7 +22,7 @@ import numpy as np
 
 from headcast.stream import auth
 from headcast.stream import codec as K
-from headcast.stream.introduction import SIGNATURE_SIZE, half_steps, init_body, parse_init_body
+from headcast.stream.introduction import SIGNATURE_SIZE, half, init_body, parse_init_body, wire_steps
 from headcast.stream.peers import shown
 from headcast.stream.wire import (
     COMPACT,
@@ -101,10 +101,11 @@ class SenderSession:
                 raise ProtocolError(f"expected a 32-byte HELLO, got {TYPE_NAMES.get(m.type)} of {len(m.body)} bytes")
             rx = m.body
         x_priv, x_pub = auth.x25519_pair()
-        steps = self.template.steps  # the INIT carries float16 steps: quantise with exactly those
-        steps = None if steps is None else half_steps(steps)
+        steps = self.template.steps  # the INIT carries one-byte steps: quantise with exactly those
+        steps = None if steps is None else wire_steps(steps)
         info = replace(self.template, session_id=os.urandom(8), sender_xpub=x_pub, receiver_xpub=rx,
-                       sign_pub=auth.public_bytes(self.key), flags=I_FILE if self.file_mode else 0, steps=steps)
+                       sign_pub=auth.public_bytes(self.key), flags=I_FILE if self.file_mode else 0, steps=steps,
+                       beta=half(self.template.beta, "beta"))  # as the receiver gets it (float16)
         body = init_body(info)
         flags = I_FILE if self.file_mode else 0
         header = pack_message(INIT, flags, b"\0" * (len(body) + SIGNATURE_SIZE))[:HEADER_SIZE]
@@ -332,7 +333,7 @@ class ReceiverSession:
         return out
 
     def _decode(self, seq: int, flags: int, payload: bytes):
-        """(q or None, scales or None, x) of a frame, or None while its reference is missing."""
+        """(q or None, adaptive coder state or None, x) of a frame, or None while its reference is missing."""
         info = self.info
         prev = self.states.get(seq - 1)
         if flags & F_NOFACE:
@@ -340,13 +341,12 @@ class ReceiverSession:
         if info.profile != COMPACT:
             return (None, None, K.paper_decode(payload, info))
         if flags & F_KEY:
-            q, scales = K.compact_decode_key(payload, info)
+            q, state = K.compact_decode_key(payload, info)
         elif prev is None:
             return None
         else:
-            q = K.compact_decode_delta(payload, prev[0], prev[1])
-            scales = prev[1]
-        return (q, scales, K.dequantise(q, info))
+            q, state = K.compact_decode_delta(payload, prev[0], prev[1])
+        return (q, state, K.dequantise(q, info))
 
     def _evict(self) -> None:
         lo = self.window.top - WINDOW

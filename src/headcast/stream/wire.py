@@ -1,4 +1,4 @@
-"""The headcast wire format, version 3: little-endian messages.
+"""The headcast wire format, version 4: little-endian messages.
 
 HELLO, INIT and END carry a 9-byte header, ``header | body``:
 
@@ -25,7 +25,7 @@ from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE
 
 MAGIC = b"HC"
-VERSION = 3
+VERSION = 4
 HEADER = struct.Struct("<2sBBBI")  # magic, version, type, flags, body length
 HEADER_SIZE = HEADER.size  # 9
 TAG_SIZE = 4  # truncated HMAC-SHA256 on live frames (length justified in docs/protocol.md)
@@ -186,7 +186,7 @@ def parse_header(data: bytes) -> tuple[int, int, int]:
     magic, ver, mtype, flags, n = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError("bad magic (not a headcast message)")
-    if ver in (1, 2):
+    if ver in (1, 2, 3):
         raise ProtocolError(f"a version {ver} headcast stream: this headcast reads version {VERSION} only (encode it again)")
     if ver != VERSION:
         raise ProtocolError(f"unsupported protocol version {ver} (this is {VERSION})")
