@@ -19,6 +19,7 @@ import numpy as np
 
 from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
 from headcast.core.errors import HeadcastError
+from headcast.fit.config import FitConfig
 from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.reconstruct import fit_observation, make_fitter
 from headcast.fit.rgbd_fit import METHODS
@@ -30,10 +31,11 @@ from headcast.synth import default_intrinsics, random_subject, render_rgbd
 logger = logging.getLogger(__name__)
 
 
-def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int) -> dict:
-    """Per-method error statistics (medians over subjects of per-subject medians, etc.) and timings."""
+def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int, fit_seed: int = 0) -> dict:
+    """Per-method error statistics (medians over subjects of per-subject medians, etc.) and timings.
+    ``fit_seed``: the fit's face-point subsampling seed (:attr:`FitConfig.seed`)."""
     K = default_intrinsics(640, 480)
-    fitter = make_fitter(model)
+    fitter = make_fitter(model, FitConfig(seed=fit_seed))
     rows: dict[str, list[dict]] = {m: [] for m in methods}
     skipped = 0
     for i in range(n):
@@ -68,14 +70,15 @@ def run_synthetic(model, n: int, noise: str, methods: list[str], seed: int) -> d
     return out
 
 
-def run_real(model, folder: Path, figures: Path | None) -> list[dict]:
-    """The three TrueDepth mannequin frames: point-to-mesh distances and an overlay figure each."""
+def run_real(model, folder: Path, figures: Path | None, fit_seed: int = 0) -> list[dict]:
+    """The three TrueDepth mannequin frames: point-to-mesh distances and an overlay figure each
+    (``fit_seed`` as in :func:`run_synthetic`)."""
     from headcast.core.camera import project
     from headcast.fit.reconstruct import landmark_picture
     from headcast.preprocess.rgbd import load_rgbd
     from headcast.render import images
 
-    fitter = make_fitter(model)
+    fitter = make_fitter(model, FitConfig(seed=fit_seed))
     out = []
     for name in REAL_FRAMES:
         frame = load_rgbd(str(folder / name))
@@ -101,20 +104,21 @@ def run_real(model, folder: Path, figures: Path | None) -> list[dict]:
 
 def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec: str = DEFAULT_MODEL,
                           methods: list[str] | None = None, seed: int = 1000, out: Path | None = None,
-                          samples: Path | None = None, figures: Path | None = None) -> dict:
+                          samples: Path | None = None, figures: Path | None = None, fit_seed: int = 0) -> dict:
     """Run the benchmark (``methods`` default: every fit method); log a markdown summary; return (and
-    write to ``out``) all figures."""
+    write to ``out``) all figures. ``seed``: the first synthetic subject's; ``fit_seed``: which face points
+    the fit subsamples (the benchmark's own noise: judge a fit change on several)."""
     methods = methods or list(METHODS)
     model = resolve_model(model_spec)
     result = {"model": model.name, "machine": machine(), "date": time.strftime("%Y-%m-%d"), "synthetic": [],
-              "real": []}
+              "real": [], "fit_seed": fit_seed}
     for nz in [x.strip() for x in noise.split(",") if x.strip()]:
         logger.info(f"synthetic subjects, depth noise '{nz}':")
-        result["synthetic"].append(run_synthetic(model, n, nz, methods, seed))
+        result["synthetic"].append(run_synthetic(model, n, nz, methods, seed, fit_seed))
     folder = truedepth_folder(samples)
     if folder.is_dir():
         logger.info("real TrueDepth frames:")
-        result["real"] = run_real(model, folder, figures)
+        result["real"] = run_real(model, folder, figures, fit_seed)
     else:
         logger.info(f"real frames skipped: {folder} is absent")
     md = summary_markdown(result)

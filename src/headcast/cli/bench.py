@@ -97,6 +97,8 @@ def _reconstruct_arguments(br: argparse.ArgumentParser) -> None:
     br.add_argument("--methods", default=",".join(METHODS), help="methods, comma-separated")
     br.add_argument("--model", default=default("model_spec"), help="head model (default %(default)s)")
     br.add_argument("--seed", type=int, default=default("seed"), help="first subject seed (default %(default)s)")
+    br.add_argument("--fit-seed", type=int, default=default("fit_seed"),
+                    help="the fit's face-point subsampling seed (default %(default)s)")
     br.add_argument("--out", help="folder for per-subject results and the summary JSON")
     br.add_argument("--samples", help="the real samples folder (default ../shared/samples)")
     br.add_argument("--figures", help="folder for one overlay figure per real frame (e.g. bench/figures)")
@@ -108,6 +110,7 @@ def run_reconstruct(a: argparse.Namespace) -> None:
 
     with logs.scoped(show=SHOWN):
         run_reconstruct_bench(n=a.n, noise=a.noise, model_spec=a.model, methods=a.methods.split(","), seed=a.seed,
+                              fit_seed=a.fit_seed,
                               out=Path(a.out) if a.out else None, samples=Path(a.samples) if a.samples else None,
                               figures=Path(a.figures) if a.figures else None)
 

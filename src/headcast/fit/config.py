@@ -29,7 +29,7 @@ class FitConfig:
     iters_block3: int = 5             # beta alone on L3D after block 2 has converged: 5 steps suffice
     iters_2d_pose: int = 6            # rgb-2d: pose and translation alone first
     iters_2d: int = 25
-    max_points: int = 8000            # face points used per step (random, seeded)
+    max_points: int = 7000            # face points used per step (random, seeded; 8000 until issue 14)
     trim_mm: float = 10.0             # correspondences farther than this are ignored after block 1
     grow_mm: float = 4.0              # > 0: after block 2, add depth points this close to the fitted face
     iters_grow: int = 10              # block 2 steps on the grown region

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,26 +154,40 @@ def paper_losses(blocks: list[dict]) -> dict:
 
 def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, model: HeadModel,
                          extra_report: dict | None = None, force: bool = False) -> Path:
-    """Write every output of a reconstruction into ``out_dir`` atomically (``force``: replace an earlier one)."""
+    """Write every output of a reconstruction into ``out_dir`` atomically (``force``: replace an earlier one).
+
+    The pictures are encoded on the thread plan's other threads while this one writes the meshes and
+    renders (PNG's zlib and Open3D's ray casting release the GIL); with one thread, all in turn."""
     frame = obs.frame
-    with staged_dir(out_dir, "reconstruction", force=force, inputs=_inputs(frame)) as tmp:
+    helpers = threads.plan().count - 1
+    with staged_dir(out_dir, "reconstruction", force=force, inputs=_inputs(frame)) as tmp, \
+            ThreadPoolExecutor(max(1, helpers)) as pool:
+        pending = []
+
+        def save(call, *args):
+            if helpers > 0:
+                pending.append(pool.submit(call, *args))
+            else:
+                call(*args)
+
+        save(images.save_png, tmp / "color.png", frame.color)
+        save(images.save_depth_mm, tmp / "depth_mm.png", frame.depth)
+        save(images.save_png, tmp / "landmarks.png", landmark_picture(obs, project(rec.landmarks, frame.K)))
         write_params(tmp, rec.params, frame.K, rec.offsets)
         write_obj(tmp / "mesh.obj", rec.vertices, model.faces, model.uv, model.uv_faces)
         write_ply(tmp / "mesh.ply", rec.vertices, model.faces)
-        images.save_png(tmp / "color.png", frame.color)
-        images.save_depth_mm(tmp / "depth_mm.png", frame.depth)
         frame.K.to_json(tmp / "intrinsics.json")
-        lmk_model = project(rec.landmarks, frame.K)
-        images.save_png(tmp / "landmarks.png", landmark_picture(obs, lmk_model))
         hits, shaded = images.render_shaded(rec.vertices, model.faces, frame.K)
-        images.save_png(tmp / "overlay.png", images.blend(frame.color, shaded, hits.hit, 0.6))
-        images.save_png(tmp / "depth_residual.png",
-                        images.depth_residual_image(frame.color, frame.depth, hits.depth, _face_pixels(obs)))
+        save(images.save_png, tmp / "overlay.png", images.blend(frame.color, shaded, hits.hit, 0.6))
+        save(images.save_png, tmp / "depth_residual.png",
+             images.depth_residual_image(frame.color, frame.depth, hits.depth, _face_pixels(obs)))
         report = dict(rec.report, **(extra_report or {}))
         report["input"] = {"color": str(frame.color_path) if frame.color_path else None,
                            "depth": str(frame.depth_path) if frame.depth_path else None,
                            "rotation_deg_cw": frame.rotation, "size": [frame.K.width, frame.K.height]}
         (tmp / "fit_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        for job in pending:
+            job.result()  # re-raises a failed write inside the staging: nothing half-written
     return Path(out_dir)
 
 
