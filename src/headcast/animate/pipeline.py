@@ -31,7 +31,7 @@ import numpy as np
 from headcast.animate.fit import Observation, TrackConfig
 from headcast.animate.identity import DriverIdentity
 from headcast.animate.metrics import landmark_nme, stillest_stretch, vertex_speed_mm
-from headcast.animate.subject import Subject, load_subject, subject_light  # noqa: F401 (the stage's API)
+from headcast.animate.subject import Subject, load_subject, subject_light, with_appearance  # noqa: F401 (the stage's API)
 from headcast.animate.track import TrackedFrame, Tracker, jaw_expressions, select_calibration
 from headcast.animate.video import Prefetched, SharedFrames, VideoInfo, VideoLandmarker, read_frames, video_info
 from headcast.core import threads
@@ -224,7 +224,7 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
         if write_video:
             from headcast.animate.preview import PreviewThread, expected_frames
 
-            preview = PreviewThread(tmp / anim_io.VIDEO, video, _textured(recon_dir, model_spec, texture_wait),
+            preview = PreviewThread(tmp / anim_io.VIDEO, video, _textured(subject, recon_dir, texture_wait),
                                     info, cfg.threshold, light, expected_frames(info, max_frames))
         try:
             det, trk = detect_and_track(video, subject.model, cfg, info, max_frames, preview and preview.add,
@@ -264,13 +264,13 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
     return report
 
 
-def _textured(recon_dir, model_spec, texture_wait=None):
-    """A call returning the subject with its texture (:func:`load_subject`) once ``texture_wait()`` (when
-    given) says the texture is made."""
+def _textured(subject: Subject, recon_dir, texture_wait=None):
+    """A call returning ``subject`` with its texture and light (:func:`with_appearance`) once ``texture_wait()``
+    (when given) says the texture is made."""
     def load() -> Subject:
         if texture_wait is not None:
             texture_wait()
-        return load_subject(recon_dir, model_spec, texture=True)
+        return with_appearance(subject, recon_dir)
     return load
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +36,18 @@ def load_subject(recon_dir: str | Path, model_spec: str | HeadModel | None = Non
     model = model_spec if isinstance(model_spec, HeadModel) else resolve_model(model_spec or params.model)
     recon.check_model(d, params, model)
     model = recon.with_offsets(model, recon.read_offsets(d, model.n_vertices))  # the detail layer, if any
-    tex = recon.read_texture(d, model.faces) if texture else None
+    subject = Subject(params, model, None)
+    return with_appearance(subject, d, texture)
+
+
+def with_appearance(subject: Subject, recon_dir: str | Path, texture: bool = True) -> Subject:
+    """``subject`` with the texture (when ``texture``) and the fitted light its folder holds now (the demo
+    reads them once its texture stage is done)."""
+    d = Path(recon_dir)
+    tex = recon.read_texture(d, subject.model.faces) if texture else None
     lighting = recon.read_lighting(d)
-    return Subject(params, model, None if tex is None else (tex.image(), tex.uv, tex.uv_faces),
-                   None if lighting is None else np.asarray(lighting.sh, dtype=np.float64).reshape(9, 3))
+    return replace(subject, texture=None if tex is None else (tex.image(), tex.uv, tex.uv_faces),
+                   light=None if lighting is None else np.asarray(lighting.sh, dtype=np.float64).reshape(9, 3))
 
 
 def subject_light(subject: Subject, light: str = DEFAULT_LIGHT) -> np.ndarray | None:
