@@ -22,7 +22,7 @@ from headcast.synth.io import default_intrinsics
 from headcast.synth.subject import random_subject
 from headcast.synth.sweep import bump_offsets, synth_sweep, true_poses
 from headcast.texture.core import texture_space
-from headcast.texture.multiview import SEEN, blend_frames, observe_frames, shading_trust, sweep_fill
+from headcast.texture.multiview import SEEN, Seen, blend_frames, observe_frames, replace_weight, shading_trust, sweep_fill
 from headcast.texture.observe import head_texels, interpolate
 
 VIEWS, YAW = 5, 40.0
@@ -191,6 +191,15 @@ def test_sweep_fill_completes_from_the_blend(ict_model):
     assert hole.sum() > 20
     assert np.median(np.abs(got[hole] - truth[hole])) < 0.03
     assert np.median(np.abs(got[~hole] - truth[~hole])) < 0.01
+
+
+def test_grazing_views_do_not_replace_the_fill():
+    """However many frames see a texel at a grazing angle (confidence below SEEN), the fill stays; one
+    confident view replaces it."""
+    seen = [Seen(f, np.array([0, 1]), np.full((2, 3), 0.5, np.float32), np.array([0.45, 0.8 if f == 0 else 0.0],
+                                                                                   np.float32), np.ones(2, np.float32))
+            for f in range(6)]
+    np.testing.assert_allclose(replace_weight(seen, 3), [0.0, 1.0, 0.0])
 
 
 def test_sweep_inputs_and_single_frame_path(tmp_path):
