@@ -271,7 +271,7 @@ def _mirror_shift(low: np.ndarray, weight: np.ndarray, sym: np.ndarray, vertices
 
 
 def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray,
-                 tone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                tone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per vertex, the colour (V, 3) the completion fades to and over how many metres (V,).
 
     The largest part of the mesh (the head) fades to the skin tone over :data:`FILL_DECAY`.

@@ -278,8 +278,8 @@ def sweep_albedo(folder: Path, model, vertices: np.ndarray, K, light: np.ndarray
     """Per-texel albedo (N, 3) of a sweep folder: the frames' blend where they see the texel, the completion
     of that blend (:func:`sweep_fill`) where none does; None for a one-frame folder. The light is fitted
     over every frame (:func:`blend_frames` with ``fit``; ``light`` is the one-photo light it replaces) and
-    put in ``stats['sweep_light']``, with the shares of texels seen and the frames' gains. ``used_only``:
-    blend only the frames the fit used (:func:`read_frames`)."""
+    put in ``stats['sweep_light']``, with the shares of texels seen and the frames' gains. ``model``: the head
+    model (its faces and region masks). ``used_only``: blend only the frames the fit used (:func:`read_frames`)."""
     faces = model.faces
     frames = read_frames(Path(folder), K, used_only)
     if not frames:
