@@ -18,11 +18,12 @@ from headcast.fit.sweep import SweepConfig, is_sweep, register_sweep
 from headcast.io.recon import read_offsets, with_offsets, write_params
 from headcast.model.layer import HeadLayer
 from headcast.synth import read_sample, render_rgbd
+from headcast.synth.io import default_intrinsics
 from headcast.synth.subject import random_subject
 from headcast.synth.sweep import bump_offsets, synth_sweep, true_poses
 from headcast.texture.core import texture_space
-from headcast.texture.multiview import blend_frames, shading_trust
-from headcast.texture.observe import interpolate
+from headcast.texture.multiview import SEEN, Seen, blend_frames, observe_frames, replace_weight, shading_trust, sweep_fill
+from headcast.texture.observe import head_texels, interpolate
 
 VIEWS, YAW = 5, 40.0
 
@@ -146,6 +147,59 @@ def test_shading_trust_keeps_dim_smooth_skin_and_drops_a_bright_fold(ict_model):
     assert np.median(trust[~dim]) == 1.0
     assert np.mean(trust[dim & ~band] > 0.99) > 0.95
     assert np.mean(trust[band] < 0.01) > 0.9
+
+
+def test_head_texels_leave_out_what_no_camera_sees(ict_model):
+    """The head's texels (the denominator of ``head_texels_seen_sweep``) leave out the eye sockets: 80
+    cameras all around the mean head see none of those texels, and most of the rest."""
+    from headcast.bench.sweep_views import look_at
+
+    K = default_intrinsics(320, 240)
+    _, tri, bary = texture_space(ict_model, 128).texmap.texels()
+    v = ict_model.v_template
+    Xn = interpolate(ict_model.faces, tri, bary, np.hstack([v, vertex_normals(v, ict_model.faces)]))
+    n = Xn[:, 3:] / np.linalg.norm(Xn[:, 3:], axis=1, keepdims=True)
+    k = np.arange(80) + 0.5
+    z = 1 - 2 * k / 80
+    dirs = np.stack([np.sqrt(1 - z ** 2) * np.cos(np.pi * (1 + 5 ** 0.5) * k), z,
+                     np.sqrt(1 - z ** 2) * np.sin(np.pi * (1 + 5 ** 0.5) * k)], 1)
+    blank = np.zeros((K.height, K.width, 3), np.uint8)
+    best = np.zeros(len(tri))
+    cams = [(j, blank, None, look_at(v.mean(0), d, 0.5)) for j, d in enumerate(dirs)]
+    for s in observe_frames(ict_model.faces, v, cams, K, Xn[:, :3], n, tri):
+        np.maximum.at(best, s.texels, s.conf)
+    part = head_texels(ict_model.faces, len(v), tri)
+    head = head_texels(ict_model.faces, len(v), tri, ict_model.masks["eyes"])
+    sockets = part & ~head
+    assert sockets.sum() > 0.01 * part.sum()
+    assert (best[sockets] > 0).mean() < 0.02
+    assert (best[head] > SEEN).mean() > 0.95
+
+
+def test_sweep_fill_completes_from_the_blend(ict_model):
+    """Where the sweep's blend is not trusted, its own completion fills in: a smooth albedo hidden in a 1 cm
+    hole comes back from the hole's border, far from the first frame's (here absent) colours."""
+    _, tri, bary = texture_space(ict_model, 256).texmap.texels()
+    v = ict_model.v_template
+    X = interpolate(ict_model.faces, tri, bary, v)
+    truth = np.clip(0.4 + 2.0 * (X - X.mean(0)) * np.array([1.0, 0.5, -0.5]), 0.05, 0.95)
+    nose = ict_model.landmark_vertices()[30]
+    cheek = X[np.argmin(np.linalg.norm(X - (nose + np.array([0.04, 0.0, -0.02])), axis=1))]  # on the surface
+    hole = np.linalg.norm(X - cheek, axis=1) < 0.01
+    weight = np.where(hole, 0.0, 1.0)
+    got = sweep_fill(ict_model, v, tri, bary, np.where(hole[:, None], 0.0, truth), weight)
+    assert hole.sum() > 20
+    assert np.median(np.abs(got[hole] - truth[hole])) < 0.03
+    assert np.median(np.abs(got[~hole] - truth[~hole])) < 0.01
+
+
+def test_grazing_views_do_not_replace_the_fill():
+    """However many frames see a texel at a grazing angle (confidence below SEEN), the fill stays; one
+    confident view replaces it."""
+    seen = [Seen(f, np.array([0, 1]), np.full((2, 3), 0.5, np.float32), np.array([0.45, 0.8 if f == 0 else 0.0],
+                                                                                   np.float32), np.ones(2, np.float32))
+            for f in range(6)]
+    np.testing.assert_allclose(replace_weight(seen, 3), [0.0, 1.0, 0.0])
 
 
 def test_sweep_inputs_and_single_frame_path(tmp_path):

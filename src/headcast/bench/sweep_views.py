@@ -85,7 +85,7 @@ def seen_shares(model, folder: Path, size: int = 256, n_sphere: int = 80) -> dic
     verts, K, tri, _, X, n, frames = _texels_and_frames(model, Path(folder), size)
     blank = np.zeros((K.height, K.width, 3), np.uint8)
 
-    head = head_texels(model.faces, len(verts), tri)
+    head = head_texels(model.faces, len(verts), tri, model.masks.get("eyes"))
 
     def share(fr) -> tuple[float, float]:
         best = np.zeros(len(tri))
@@ -155,7 +155,7 @@ def seen_reasons(model, folder: Path, size: int = 1024) -> tuple[np.ndarray, dic
     albedo = blend_frames(model.faces, verts, frames, K, recon.read_lighting(folder).sh, tri, bary, fit=True).best
     reason = np.select([seen_at_all == 0, by_angle <= SEEN, on_mesh <= SEEN, best <= SEEN, albedo <= SEEN],
                        [0, 1, 2, 3, 4], 5)
-    head = head_texels(model.faces, len(verts), tri)
+    head = head_texels(model.faces, len(verts), tri, model.masks.get("eyes"))
     shares = {name: {"atlas": float((reason == k).mean()), "head": float((reason[head] == k).mean())}
               for k, name in enumerate(REASONS)}
     return reason, shares

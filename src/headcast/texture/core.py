@@ -228,7 +228,7 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     tot = w_v + w_mv
     data = (w_v[:, None] * a_v + w_mv[:, None] * a_mv) / np.maximum(tot, 1e-9)[:, None]
 
-    prior, decay = _part_priors(view.part, data, np.clip(tot, 0, 1), tone)
+    prior, decay = part_priors(view.part, data, np.clip(tot, 0, 1), tone)
     filled_v = fill.inpaint_vertices(data, np.clip(tot, 0, 1), view.vertices, faces, prior, decay=decay)
     per_texel = interpolate(faces, tri, bary, np.hstack([filled_v, low_v[ms], g_v[:, None], shift]))
     a_f, low_m, g, shift_t = per_texel[:, :3], per_texel[:, 3:6], per_texel[:, 6:7], per_texel[:, 7:]
@@ -270,8 +270,8 @@ def _mirror_shift(low: np.ndarray, weight: np.ndarray, sym: np.ndarray, vertices
     return fill.inpaint_vertices(diff, np.clip(both, 0, 1), vertices, faces, np.zeros(3), decay=FILL_DECAY)
 
 
-def _part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray,
-                 tone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray,
+                tone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per vertex, the colour (V, 3) the completion fades to and over how many metres (V,).
 
     The largest part of the mesh (the head) fades to the skin tone over :data:`FILL_DECAY`.

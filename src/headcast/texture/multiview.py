@@ -14,7 +14,8 @@ multi-view colours cannot tell it from the albedo (a Lambertian texel looks the 
 it is fitted as for one photo (a uniform albedo, robustly, so that brows, lips and clothes lose their say)
 but over the blended colours of the whole seen head, both sides, instead of one frame's side; the albedo
 is then colour / shading, trusted less where the shading is small unless it agrees with its surroundings
-(:func:`shading_trust`).
+(:func:`shading_trust`). Where the blend is not trusted or no frame sees a texel, the blend's own completion
+over the mesh fills in (:func:`sweep_fill`).
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ from headcast.core.sh import sh_shading, to_view
 from headcast.io import recon
 from headcast.io.validate import clean_depth, read_depth_raw, read_image
 from headcast.texture import fill
-from headcast.texture.core import MIN_SHADING, SHADING_RAMP
+from headcast.texture.core import MIN_SHADING, SHADING_RAMP, part_priors, region_faces
 from headcast.texture.lighting import fit_light, loss4, normalise_light
-from headcast.texture.observe import View, head_texels, interpolate
+from headcast.texture.observe import View, head_texels, interpolate, mesh_parts
 
 logger = logging.getLogger(__name__)
 
 SEEN = 0.5             # a texel counts as seen when a frame sees it with this confidence (as for one photo)
-FULL = 0.25            # squared confidences summing to this make the blend replace the single-photo albedo
+FULL = 0.25            # squared confidences summing to this make the blend replace the fill (sweep_fill)
 GAIN_RANGE = (0.4, 2.5)  # per-frame exposure gains are clipped to this (the real sweep needs up to 2)
 POWER = 16             # the blend's preference for head-on views: cos^16 is 0.61 at 10 degrees, 0.13 at 20
 GAIN_ROUNDS = 3        # rounds of the per-frame gains against the other frames' blend
@@ -49,8 +50,8 @@ LOCAL_ITERATIONS = 64  # neighbour averages of the local mean albedo (about 8 ed
 
 @dataclass
 class Blend:
-    """Per covered texel: blended albedo (N, 3) in 0..1, confidence (N,) in 0..1 (the sum of the frames'
-    squared confidences over FULL, clipped to 1), the best single frame's confidence (N,), and per frame
+    """Per covered texel: blended albedo (N, 3) in 0..1, confidence (N,) in 0..1 (:func:`replace_weight`
+    times the shading trust), the best single frame's confidence (N,) times that trust, and per frame
     its gain (3,) and the share of texels it saw; the light (9, 3) the albedo was divided by."""
 
     albedo: np.ndarray
@@ -176,18 +177,25 @@ def shading_trust(faces: np.ndarray, n_vertices: int, tri: np.ndarray, bary: np.
     return out
 
 
+def pool_vertices(faces: np.ndarray, n_vertices: int, tri: np.ndarray, bary: np.ndarray, values: np.ndarray,
+                  weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Texel ``values`` (N, C) on triangles ``tri`` (N,) (weights ``bary`` (N, 3)) pooled at the triangles'
+    corners by ``weight`` (N,): the weighted mean per vertex (V, C) and the summed weight (V,)."""
+    on = weight > 0
+    corners = np.asarray(faces)[tri[on]].ravel()
+    wb = (bary[on] * weight[on, None]).ravel()
+    den = np.bincount(corners, wb, n_vertices)
+    num = np.stack([np.bincount(corners, wb * np.repeat(values[on, c], 3), n_vertices) for c in range(values.shape[1])], 1)
+    return num / np.maximum(den, 1e-9)[:, None], den
+
+
 def local_albedo(faces: np.ndarray, n_vertices: int, tri: np.ndarray, bary: np.ndarray, albedo: np.ndarray,
                  weight: np.ndarray, rounds: int = 3) -> np.ndarray:
     """(N, 3) robust local mean of the albedos (N, 3) of texels on triangles ``tri`` (N,) (weights ``bary``
     (N, 3)), weighted by ``weight`` (N,): texels are pooled at their triangles' corners, averaged over the
     mesh (:data:`LOCAL_ITERATIONS` neighbour averages), and vertices far from that mean (beyond
     :data:`CONSISTENT`) lose their say in the next of ``rounds``; interpolated back to the texels."""
-    on = weight > 0
-    corners = np.asarray(faces)[tri[on]].ravel()
-    wb = (bary[on] * weight[on, None]).ravel()
-    den = np.bincount(corners, wb, n_vertices)
-    num = np.stack([np.bincount(corners, wb * np.repeat(albedo[on, c], 3), n_vertices) for c in range(3)], 1)
-    a_v = num / np.maximum(den, 1e-9)[:, None]
+    a_v, den = pool_vertices(faces, n_vertices, tri, bary, albedo, weight)
     w_v = den.copy()
     lo, hi = np.log(CONSISTENT)
     for _ in range(rounds):
@@ -195,6 +203,21 @@ def local_albedo(faces: np.ndarray, n_vertices: int, tri: np.ndarray, bary: np.n
         dev = np.abs(np.log(np.maximum(a_v, 1e-3) / np.maximum(ref, 1e-3))).max(1)
         w_v = den * np.clip((hi - dev) / (hi - lo), 0, 1)
     return interpolate(faces, tri, bary, ref)
+
+
+def replace_weight(seen: list[Seen], N: int) -> np.ndarray:
+    """(N,) how far the frames' blend replaces the fill (:func:`sweep_fill`) at each of N texels: the
+    squared confidences of the views that see it with confidence above :data:`SEEN`, summed, over
+    :data:`FULL`, clipped to 1. Views below it (grazing, beyond about 63 degrees, or at an edge) do not count,
+    however many: on the real sweep, on texels also seen head-on, the colour of the grazing views alone is
+    further from the head-on colour than the fill there (median |log ratio| 0.21 against 0.05-0.08 in
+    holes of 10-20 mm; 0.36 against 0.18 on the brows, lips and marks; bench/RESULTS.md, "texels: the head's
+    denominator, grazing views measured, the sweep's own fill")."""
+    out = np.zeros(N)
+    for s in seen:
+        ok = s.conf > SEEN
+        out[s.texels[ok]] += s.conf[ok].astype(np.float64) ** 2
+    return np.clip(out / FULL, 0, 1)
 
 
 def blend_frames(faces: np.ndarray, vertices: np.ndarray, frames: list, K, light: np.ndarray, tri: np.ndarray,
@@ -221,38 +244,59 @@ def blend_frames(faces: np.ndarray, vertices: np.ndarray, frames: list, K, light
     dark = (shading < MIN_SHADING).any(1)
     albedo = np.clip(color / shading, 0, 1)
     trust = shading_trust(faces, len(vertices), tri, bary, albedo, shading, best)
-    weight = np.where(dark | (wsum <= 0), 0.0, np.clip(conf2 / FULL, 0, 1) * trust)
+    weight = np.where(dark | (wsum <= 0), 0.0, replace_weight(seen, N) * trust)
     frames_seen = [{"frame": s.frame, "seen": float((s.conf > SEEN).sum() / N)} for s in seen]
     return Blend(albedo, weight, np.where(dark, 0.0, best * trust), [g.tolist() for g in gains], frames_seen,
                  np.asarray(light))
 
 
-def sweep_albedo(folder: Path, faces: np.ndarray, vertices: np.ndarray, K, light: np.ndarray, tri: np.ndarray,
-                 bary: np.ndarray, values: np.ndarray, stats: dict, used_only: bool = False) -> np.ndarray | None:
-    """Per-texel albedo (N, 3) of a sweep folder: the frames' blend where they see the texel, ``values``
-    (the single-photo albedo with mirror and completion) where none does; None for a one-frame folder.
-    The light is fitted over every frame (:func:`blend_frames` with ``fit``; ``light`` is the one-photo
-    light it replaces) and put in ``stats['sweep_light']``, with the shares of texels seen and the frames'
-    gains. ``used_only``: blend only the frames the fit used (:func:`read_frames`)."""
+def sweep_fill(model, vertices: np.ndarray, tri: np.ndarray, bary: np.ndarray, albedo: np.ndarray,
+               weight: np.ndarray) -> np.ndarray:
+    """(N, 3) the sweep's own completion where its frames' blend is not trusted: the blended ``albedo`` (N, 3)
+    of the texels (triangles ``tri`` (N,), weights ``bary`` (N, 3)) pooled at the vertices of ``model``'s
+    mesh ``vertices`` (V, 3) with its confidence ``weight`` (N,) in [0, 1], and inpainted over the mesh as
+    for one photo (:func:`headcast.texture.fill.inpaint_vertices`, fading to the blend's skin tone, the
+    eyeballs to their sclera: :func:`headcast.texture.core.part_priors`).
+
+    It replaces the one-photo albedo (the first frame's, mirrored and completed) as the sweep's fill: on
+    the real sweep's texels seen head-on but not by the first frame, held out in 5-20 mm holes, it is
+    nearer the head-on colour in 71-85 % of them (bench/RESULTS.md, "texels: the head's denominator, grazing
+    views measured, the sweep's own fill")."""
+    faces = model.faces
+    V = len(vertices)
+    a_v, den = pool_vertices(faces, V, tri, bary, albedo, weight)
+    full = pool_vertices(faces, V, tri, bary, albedo[:, :1], np.ones(len(tri)))[1]
+    w_v = np.clip(den / np.maximum(full, 1e-9), 0, 1)
+    skin = region_faces(model, "face", ("eyes", "lips"))[tri] & (weight > SEEN)
+    tone = np.median(albedo[skin if skin.sum() >= 20 else weight > SEEN], axis=0)
+    prior, decay = part_priors(mesh_parts(faces, V), a_v, w_v, tone)
+    return interpolate(faces, tri, bary, fill.inpaint_vertices(a_v, w_v, vertices, faces, prior, decay=decay))
+
+
+def sweep_albedo(folder: Path, model, vertices: np.ndarray, K, light: np.ndarray, tri: np.ndarray,
+                 bary: np.ndarray, stats: dict, used_only: bool = False) -> np.ndarray | None:
+    """Per-texel albedo (N, 3) of a sweep folder: the frames' blend where they see the texel, the completion
+    of that blend (:func:`sweep_fill`) where none does; None for a one-frame folder. The light is fitted
+    over every frame (:func:`blend_frames` with ``fit``; ``light`` is the one-photo light it replaces) and
+    put in ``stats['sweep_light']``, with the shares of texels seen and the frames' gains. ``model``: the head
+    model (its faces and region masks). ``used_only``: blend only the frames the fit used (:func:`read_frames`)."""
+    faces = model.faces
     frames = read_frames(Path(folder), K, used_only)
     if not frames:
         return None
     b = blend_frames(faces, vertices, frames, K, light, tri, bary, fit=True)
     w = b.weight[:, None]
-    both = (b.weight > SEEN) & (values.min(1) > 0.02)
-    # the single-photo albedo was divided by the first frame's light: bring it to the sweep's
-    scale = np.median(b.albedo[both] / values[both], axis=0) if both.sum() > 200 else np.ones(3)
-    out = w * b.albedo + (1 - w) * values * scale
+    out = w * b.albedo + (1 - w) * sweep_fill(model, vertices, tri, bary, b.albedo, b.weight)
     own = b.best > SEEN
-    head = own[head_texels(faces, len(vertices), tri)].mean()
+    head = own[head_texels(faces, len(vertices), tri, model.masks.get("eyes"))].mean()
     stats.update(sweep_frames=len(frames), texels_seen_sweep=float(own.mean()), head_texels_seen_sweep=float(head),
                  sweep_gains=b.gains, sweep_seen=b.frames, sweep_light=b.light.tolist())
     logger.info(f"texture: {len(frames)} sweep frames see {own.mean():.0%} of the atlas's texels, {head:.0%} of the "
-                f"head surface's (the atlas without the eyeballs)")
+                f"head surface's (the atlas without the eyeballs and their sockets)")
     return out
 
 
-def apply_sweep(res, folder: Path, faces: np.ndarray, vertices: np.ndarray, K, used_only: bool = False) -> None:
+def apply_sweep(res, folder: Path, model, vertices: np.ndarray, K, used_only: bool = False) -> None:
     """Replace the albedo and the light of a texture result (:class:`headcast.texture.core.TextureResult`)
     of a sweep folder by the frames' blend and the light fitted over them (:func:`sweep_albedo`), and
     re-render it in the first frame (its render and Loss4); a one-frame folder is left as it is.
@@ -262,8 +306,7 @@ def apply_sweep(res, folder: Path, faces: np.ndarray, vertices: np.ndarray, K, u
 
     idx, tri, bary = res.space.texmap.texels()
     S = res.space.texmap.size
-    flat = res.albedo.reshape(-1, 3)
-    out = sweep_albedo(folder, faces, vertices, K, res.light, tri, bary, flat[idx], res.stats, used_only)
+    out = sweep_albedo(folder, model, vertices, K, res.light, tri, bary, res.stats, used_only)
     if out is None:
         return
     tex = np.zeros((S * S, 3), np.float32)
@@ -271,5 +314,5 @@ def apply_sweep(res, folder: Path, faces: np.ndarray, vertices: np.ndarray, K, u
     res.albedo = dilate(tex.reshape(S, S, 3), res.space.texmap.covered)
     res.light = np.asarray(res.stats["sweep_light"])
     a = res.space.atlas
-    res.render, _ = render_textured(vertices, faces, a.uv, a.uv_faces, res.albedo, res.light, K)
+    res.render, _ = render_textured(vertices, model.faces, a.uv, a.uv_faces, res.albedo, res.light, K)
     res.loss4 = loss4(recon.read_photo(folder).color, res.render, res.face_pixels)

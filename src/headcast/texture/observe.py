@@ -39,11 +39,19 @@ def mesh_parts(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     return connected_components(g, directed=False)[1]
 
 
-def head_texels(faces: np.ndarray, n_vertices: int, tri: np.ndarray) -> np.ndarray:
+def head_texels(faces: np.ndarray, n_vertices: int, tri: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
     """(N,) bool: texels on triangles ``tri`` (N,) of the mesh's largest part, the head's surface (not the
-    eyeballs or other small parts, which no camera outside the head sees whole)."""
-    part = mesh_parts(faces, n_vertices)[np.asarray(faces)[:, 0]]
-    return part[tri] == np.argmax(np.bincount(part))
+    eyeballs or other small parts, which no camera outside the head sees whole), without the triangles whose
+    corners are all in ``inside`` (vertex ids: give the model's ``eyes`` mask, whose eye sockets behind the
+    lids belong to the head's part but face the eyeball, so that no camera sees them)."""
+    f = np.asarray(faces)
+    part = mesh_parts(f, n_vertices)[f[:, 0]]
+    out = part[tri] == np.argmax(np.bincount(part))
+    if inside is not None and len(inside):
+        hidden = np.zeros(n_vertices, bool)
+        hidden[np.asarray(inside)] = True
+        out &= ~hidden[f[tri]].all(1)
+    return out
 
 
 def interpolate(faces: np.ndarray, tri: np.ndarray, bary: np.ndarray, values: np.ndarray) -> np.ndarray:

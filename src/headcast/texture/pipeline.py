@@ -88,7 +88,7 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     verts = camera_vertices(recon.with_offsets(m, recon.read_offsets(d, m.n_vertices)), params)
     res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth)
     if am is None:
-        apply_sweep(res, d, m.faces, verts, photo.K, used_only=fit_frames_only)  # a sweep folder: every frame's view blended
+        apply_sweep(res, d, m, verts, photo.K, used_only=fit_frames_only)  # a sweep folder: every frame's view blended
     report = {
         "model": m.name, "size": int(size), "albedo": res.stats.get("albedo"),
         "albedo_model": str(albedo_model) if albedo_model is not None else None,
