@@ -97,10 +97,11 @@ def _inputs(frame: RGBDFrame) -> tuple:
 
 def prepare_fitter(model: HeadModel | str, config: FitConfig | None = None) -> RGBDFitter:
     """A fitter for ``model`` (or the model spec to resolve) with the native modules the reconstruction loads
-    later already loaded: scipy.spatial (the face cloud's hull; imported here first so that two threads never
-    import scipy at once) and Open3D (the fit's closest points). Run as a :class:`headcast.core.threads.Job`
-    beside the frame's reading and preprocessing, whose MediaPipe graph leaves the GIL (about 0.5 s of
-    imports and set-up off the command's critical path on two cores)."""
+    later already loaded: scipy.spatial (the face cloud's hull: the preprocessing then finds it loaded instead
+    of importing it beside this thread's scipy imports) and Open3D (the fit's closest points). Run as a
+    :class:`headcast.core.threads.Job` beside the frame's reading and preprocessing: about 0.5 s of CPU, mostly
+    under the GIL, which MediaPipe's graphs and this thread's zlib and array copies leave; how much of it
+    the command's wall clock hides needs an idle core (bench/RESULTS.md, "speed")."""
     import scipy.spatial  # noqa: F401
 
     from headcast.core.scene import open3d_native
