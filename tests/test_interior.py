@@ -10,9 +10,9 @@ from conftest import shared_path
 from headcast.core.params import HeadParams, pose_slice
 from headcast.model.cavity import interior_of, lip_ring
 from headcast.model.head_model import load_model, save_model
-from headcast.model.interior_layer import posed_interior
 from headcast.model.layer import HeadLayer
 from headcast.model.lbs import batch_rodrigues
+from headcast.model.skinning import FixedShape
 from test_export import khronos_validate
 
 
@@ -33,7 +33,8 @@ def _posed(model, theta=None, psi=None):
     t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))[None]  # noqa: E731
     with torch.no_grad():
         out = layer(t(np.zeros(model.n_shape)), t(psi), t(theta))
-    return posed_interior(model, np.zeros(model.n_shape), psi, theta)[0], out.joints[0].numpy()
+    inner = FixedShape(model, np.zeros(model.n_shape), interior_of(model), dtype=np.float64).vertices(theta, psi)[0]
+    return inner[model.n_vertices:], out.joints[0].numpy()
 
 
 def _check_rig(model):

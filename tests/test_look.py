@@ -347,3 +347,26 @@ def test_held_out_view_scores_only_the_head_pixels():
     gain = exposure_gain(photo, dark, mask)
     assert gain == pytest.approx([1 / 0.7, 1 / 0.8, 1 / 0.9], rel=1e-4)
     assert scores(photo, dark * gain, mask)[0] < 1e-5
+
+
+def test_ray_cast_of_the_projected_box_equals_every_pixels(ict_model):
+    """``raycast`` casts only the meshes' projected bounding box: each pixel's answer is the one casting every
+    pixel gives (head in view, half out of it, two meshes, off screen, reaching behind the camera)."""
+    from headcast.core.scene import MeshScene
+    from headcast.render.raycast import camera_rays, raycast
+
+    v, K = _front_head(ict_model, 200)
+    f = ict_model.faces
+    cases = [[(v, f)], [(v + [0.12, 0, 0], f)], [(v, f), (v + [0.05, 0.02, 0.06], f)], [(v + [2.0, 0, 0], f)],
+             [(v - [0, 0, 0.65], f)]]
+    for meshes in cases:
+        got = raycast(meshes, K)
+        rays = camera_rays(K)
+        ans = MeshScene(meshes).cast(rays)
+        hit = ans["tri"] >= 0
+        normal = np.where(np.sum(ans["normal"] * rays[..., 3:], -1, keepdims=True) > 0, -ans["normal"], ans["normal"])
+        assert np.array_equal(got.tri, ans["tri"]) and np.array_equal(got.mesh_id, ans["mesh_id"])
+        assert np.array_equal(got.depth, np.where(hit, ans["t"], 0).astype(np.float32))
+        assert np.array_equal(got.bary, np.where(hit[..., None], ans["bary"], 0).astype(np.float32))
+        assert np.array_equal(got.normal, np.where(hit[..., None], normal, 0))
+    assert raycast(cases[0], K).hit.sum() > 1000 and not raycast(cases[3], K).hit.any()

@@ -29,9 +29,32 @@ def test_fixed_shape_poses_like_the_head_layer(which, request):
     got = FixedShape(model, beta, interior_of(model)).vertices(theta, psi)
     assert got.shape == ref.shape and got.dtype == np.float32
     assert np.abs(got - ref).max() < 2e-6  # metres: float32 rounding
+    exact, joints = FixedShape(model, beta, interior_of(model), dtype=np.float64).posed(theta, psi)
+    assert exact.dtype == np.float64 and np.abs(exact - ref).max() < 1e-12  # the synthetic ground truth's
+    with torch.no_grad():
+        ref_joints = layer(*args).joints.numpy()
+    assert np.abs(joints - ref_joints).max() < 1e-12
     ids = model.masks["face"]
     some = FixedShape(model, beta, ids=ids).vertices(theta, psi)
     assert np.abs(some - ref[:, ids]).max() < 2e-6
+
+
+def test_synthetic_geometry_matches_the_float64_layer(ict_model):
+    """The synthetic subjects are posed in NumPy (no torch in ``headcast synth`` and the demo): vertices,
+    landmarks (the yaw's contour) and joints as the float64 HeadLayer gives them."""
+    from headcast.synth import random_subject, subject_geometry
+
+    layer = HeadLayer(ict_model, dtype=torch.float64)
+    for seed in (0, 7, 1003):
+        s = random_subject(ict_model, seed, yaw_range_deg=60)
+        got = subject_geometry(ict_model, s)
+        t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))[None]  # noqa: E731
+        with torch.no_grad():
+            out = layer(t(s.beta), t(s.psi), t(s.theta))
+        for key in ("vertices", "landmarks", "joints"):
+            ref = s.s * getattr(out, key)[0].numpy() * np.array([1, -1, -1]) + s.t
+            assert np.abs(got[key] - ref).max() < 1e-12, key
+        assert got["interior"].shape == (ict_model.interior.n_vertices, 3)
 
 
 def test_camera_vertices_match_head_params_on_the_layer(ict_model):

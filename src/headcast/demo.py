@@ -96,14 +96,14 @@ def _texture_and_animate(model, tmp: Path, out: Path, video: Path | None) -> tup
 
     from headcast.animate import animate
     from headcast.animate.pipeline import render_builtin_motion
-    from headcast.core.threads import one_blas_thread
+    from headcast.core.threads import Job, one_blas_thread
     from headcast.export.gltf import export_glb
     from headcast.texture import texture_reconstruction
 
     recon = tmp / "reconstruction"
     # one BLAS thread throughout: OpenBLAS's fork handler can hang when its pool works as ffmpeg starts
     with tempfile.TemporaryDirectory(prefix="headcast-motion-") as motion_dir, one_blas_thread():
-        texture = _InThread(lambda: texture_reconstruction(recon, model=model.name), "texture")
+        texture = Job(lambda: texture_reconstruction(recon, model=model.name), name="texture")
         try:
             truth = None
             if video is None:
@@ -111,37 +111,13 @@ def _texture_and_animate(model, tmp: Path, out: Path, video: Path | None) -> tup
                 logger.info("demo: rendering the built-in motion (7 s) while the texture is made")
                 truth = render_builtin_motion(recon, video)
             anim = animate(recon, video, tmp / "animation", copy_input=truth is not None, truth=truth,
-                           texture_wait=texture.wait)
+                           texture_wait=texture.result)
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
-                texture.wait()
+                texture.result()
             raise
-        tex = texture.wait()
+        tex = texture.result()
     logger.info(f"demo: textured: Loss4 {tex['loss4']:.4f} (lighting: 27 SH numbers, albedo.png)")
     glb = export_glb(recon, tmp / "animation", tmp / "head.glb")
     logger.info(f"demo: exported {out / 'head.glb'} ({glb.stat().st_size / 1e6:.1f} MB)")
     return tex, anim
-
-
-class _InThread:
-    """``fn()`` run in a thread of its own; :meth:`wait` returns its result (or raises what it raised)."""
-
-    def __init__(self, fn, name: str):
-        import threading
-
-        self._fn = fn
-        self._result = self._error = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._result = self._fn()
-        except BaseException as e:  # raised in the caller's thread by wait()
-            self._error = e
-
-    def wait(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._result

@@ -185,11 +185,12 @@ def run_reconstruct(a: argparse.Namespace) -> None:
         raise HeadcastError("--expression per-frame is for a sweep (several frames or a folder); one frame has "
                             "one expression")
     a.color, a.depth = a.inputs[0], (a.inputs[1] if len(a.inputs) > 1 else None)
+    from headcast.core import threads
     from headcast.fit.config import FitConfig
-    from headcast.fit.reconstruct import reconstruct_frame
+    from headcast.fit.reconstruct import prepare_fitter, reconstruct_frame
     from headcast.io.outputs import check_output_dir
     from headcast.io.validate import MAX_HULL_MARGIN_M, MAX_TEXTURE_SIZE, check_number
-    from headcast.model.registry import resolve_model
+    from headcast.model.registry import on_disk, resolve_model
     from headcast.preprocess.rgbd import load_rgbd
 
     t0 = time.perf_counter()
@@ -198,18 +199,21 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     if a.texture and a.texture_size is not None:
         check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
     check_output_dir(a.out, "reconstruction", force=a.force, inputs=(a.color, a.depth, a.intrinsics))
+    cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
+    # the model and the fitter are made beside the frame's reading (MediaPipe leaves the GIL); a model to
+    # build first (the default one on first use) waits until the frame has been read
+    fitter = threads.Job(prepare_fitter, a.model, cfg, name="fitter") if on_disk(a.model) else None
     frame = load_rgbd(a.color, a.depth, a.intrinsics, depth_scale=a.depth_scale, rotate=a.rotate,
                       method=a.landmarks)
     if frame.rotation:
         logger.info(f"headcast: turned the capture {frame.rotation} degrees clockwise to make the face upright")
-    model = resolve_model(a.model)
-    cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
+    model = fitter or resolve_model(a.model)
     with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
         rec = reconstruct_frame(frame, model, Path(a.out), a.method, landmarks=a.landmarks, face=a.face,
                                 forehead=a.forehead, hull_margin=a.hull_margin, config=cfg, started=t0,
                                 detail=a.detail or param_default(reconstruct_frame, "detail"), force=a.force)
     if a.texture:
-        texture(Path(a.out), a.albedo_model, a.texture_size, model.name, force=a.force)
+        texture(Path(a.out), a.albedo_model, a.texture_size, rec.report["model"], force=a.force)
     pm = rec.report["point_to_mesh_mm"]
     logger.info(f"headcast: {a.method} fit in {rec.report['seconds_fit']:.1f} s; face points to mesh: median "
                 f"{pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm; 3D landmarks: mean "

@@ -165,3 +165,36 @@ def one_blas_thread() -> Iterator[None]:
         yield
     finally:
         set_threads(before)
+
+
+class Job:
+    """``fn(*args)`` on a thread of its own when the plan has more than one thread, else run at the first
+    :meth:`result`. For work beside a wait on native code that leaves the GIL (MediaPipe's graph, PNG
+    encoding, ffmpeg). :meth:`result` returns its value, or raises in the caller's thread what it raised.
+    The thread is a daemon: a process that fails elsewhere does not wait for it."""
+
+    def __init__(self, fn, *args, name: str = "headcast-job"):
+        import threading
+
+        self._fn, self._args = fn, args
+        self._value = self._error = None
+        self._thread = self._ran = None
+        if plan().count > 1:
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn(*self._args)
+        except BaseException as e:  # raised in the caller's thread by result()
+            self._error = e
+
+    def result(self):
+        if self._thread is not None:
+            self._thread.join()
+        elif not self._ran:
+            self._ran = True
+            self._run()
+        if self._error is not None:
+            raise self._error
+        return self._value

@@ -48,7 +48,7 @@ class Reconstruction:
     offsets: np.ndarray | None = None  # the detail layer: rest-space vertex offsets (V, 3) metres
 
 
-def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str = "full", *,
+def reconstruct_frame(frame: RGBDFrame, model: HeadModel | threads.Job, out: Path, method: str = "full", *,
                       landmarks: str = "mediapipe", face: int | None = None, forehead: bool = False,
                       hull_margin: float = HULL_MARGIN, config: FitConfig | None = None,
                       truth: np.ndarray | None = None, started: float | None = None,
@@ -56,6 +56,8 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
     """``headcast reconstruct`` on a loaded (upright) frame: preprocess, fit ``model`` with ``method``, write
     the reconstruction folder ``out`` (see the module docstring) and return the result. ``out`` is checked
     first (:func:`headcast.io.outputs.check_output_dir`; ``force`` replaces an earlier reconstruction there).
+    ``model`` may be a :class:`headcast.core.threads.Job` of :func:`prepare_fitter` (the command line starts
+    one before it reads the frame), else its fitter is prepared beside the preprocessing.
 
     landmarks, face, forehead, hull_margin: as :func:`headcast.preprocess.preprocess.preprocess` (its
     point subsampling uses ``config.seed``). truth: ground-truth vertices (V, 3) in the camera frame
@@ -70,8 +72,12 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
     threads.apply()
     config = config or FitConfig()
     check_output_dir(out, "reconstruction", force=force, inputs=_inputs(frame))  # refuse before the work
+    job = model if isinstance(model, threads.Job) else threads.Job(prepare_fitter, model, config, name="fitter")
     obs = preprocess(frame, landmarks, face=face, forehead=forehead, hull_margin=hull_margin, seed=config.seed)
-    rec = fit_observation(obs, make_fitter(model, config), method)
+    pictures = threads.Job(input_pictures, frame, name="pictures")  # encoded beside the fit
+    fitter = job.result()
+    model = fitter.model
+    rec = fit_observation(obs, fitter, method)
     if detail == "normal":
         from headcast.fit.detail import detailed_vertices, fit_offsets  # scipy's sparse solvers: only here
 
@@ -80,13 +86,30 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel, out: Path, method: str
     if truth is not None:
         rec.report["ground_truth_mm"] = synthetic_errors(model, rec.vertices, truth)
     rec.report["seconds_total"] = time.perf_counter() - started
-    write_reconstruction(Path(out), obs, rec, model, force=force)
+    write_reconstruction(Path(out), obs, rec, model, force=force, pictures=pictures)
     return rec
 
 
 def _inputs(frame: RGBDFrame) -> tuple:
     """The files a frame was read from (an output may not replace or lie inside them)."""
     return frame.color_path, frame.depth_path, frame.intrinsics_path
+
+
+def prepare_fitter(model: HeadModel | str, config: FitConfig | None = None) -> RGBDFitter:
+    """A fitter for ``model`` (or the model spec to resolve) with the native modules the reconstruction loads
+    later already loaded: scipy.spatial (the face cloud's hull: the preprocessing then finds it loaded instead
+    of importing it beside this thread's scipy imports) and Open3D (the fit's closest points). Run as a
+    :class:`headcast.core.threads.Job` beside the frame's reading and preprocessing: about 0.5 s of CPU, mostly
+    under the GIL, which MediaPipe's graphs and this thread's zlib and array copies leave; how much of it
+    the command's wall clock hides needs an idle core (bench/RESULTS.md, "speed")."""
+    import scipy.spatial  # noqa: F401
+
+    from headcast.core.scene import open3d_native
+    from headcast.model.registry import resolve_model
+
+    fitter = make_fitter(resolve_model(model) if isinstance(model, str) else model, config)
+    open3d_native()
+    return fitter
 
 
 def make_fitter(model: HeadModel, config: FitConfig | None = None) -> RGBDFitter:
@@ -153,34 +176,41 @@ def paper_losses(blocks: list[dict]) -> dict:
 
 
 def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, model: HeadModel,
-                         extra_report: dict | None = None, force: bool = False) -> Path:
+                         extra_report: dict | None = None, force: bool = False,
+                         pictures: threads.Job | None = None) -> Path:
     """Write every output of a reconstruction into ``out_dir`` atomically (``force``: replace an earlier one).
 
-    The pictures are encoded on the thread plan's other threads while this one writes the meshes and
-    renders (PNG's zlib and Open3D's ray casting release the GIL); with one thread, all in turn."""
+    The pictures are drawn and encoded on the thread plan's threads while this one renders the overlay and
+    writes the meshes (PNG's zlib releases the GIL); with one thread, all in turn. ``pictures``: a Job of
+    :func:`input_pictures` (started before the fit, so the input's PNGs are encoded beside it)."""
     frame = obs.frame
-    helpers = threads.plan().count - 1
+    workers = threads.plan().count
     with staged_dir(out_dir, "reconstruction", force=force, inputs=_inputs(frame)) as tmp, \
-            ThreadPoolExecutor(max(1, helpers)) as pool:
+            ThreadPoolExecutor(workers) as pool:
         pending = []
 
-        def save(call, *args):
-            if helpers > 0:
-                pending.append(pool.submit(call, *args))
+        def save(image_of, name):
+            job = lambda: (tmp / name).write_bytes(images.encode_png(image_of()))  # noqa: E731
+            if workers > 1:
+                pending.append(pool.submit(job))
             else:
-                call(*args)
+                job()
 
-        save(images.save_png, tmp / "color.png", frame.color)
-        save(images.save_depth_mm, tmp / "depth_mm.png", frame.depth)
-        save(images.save_png, tmp / "landmarks.png", landmark_picture(obs, project(rec.landmarks, frame.K)))
+        if pictures is None:
+            save(lambda: frame.color, "color.png")
+            save(lambda: images.depth_mm(frame.depth), "depth_mm.png")
+        save(lambda: landmark_picture(obs, project(rec.landmarks, frame.K)), "landmarks.png")
+        hits, shaded = images.render_shaded(rec.vertices, model.faces, frame.K)
+        save(lambda: images.blend(frame.color, shaded, hits.hit, 0.6), "overlay.png")
+        save(lambda: images.depth_residual_image(frame.color, frame.depth, hits.depth, _face_pixels(obs)),
+             "depth_residual.png")
         write_params(tmp, rec.params, frame.K, rec.offsets)
         write_obj(tmp / "mesh.obj", rec.vertices, model.faces, model.uv, model.uv_faces)
         write_ply(tmp / "mesh.ply", rec.vertices, model.faces)
         frame.K.to_json(tmp / "intrinsics.json")
-        hits, shaded = images.render_shaded(rec.vertices, model.faces, frame.K)
-        save(images.save_png, tmp / "overlay.png", images.blend(frame.color, shaded, hits.hit, 0.6))
-        save(images.save_png, tmp / "depth_residual.png",
-             images.depth_residual_image(frame.color, frame.depth, hits.depth, _face_pixels(obs)))
+        if pictures is not None:
+            for name, data in pictures.result().items():
+                (tmp / name).write_bytes(data)
         report = dict(rec.report, **(extra_report or {}))
         report["input"] = {"color": str(frame.color_path) if frame.color_path else None,
                            "depth": str(frame.depth_path) if frame.depth_path else None,
@@ -189,6 +219,11 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
         for job in pending:
             job.result()  # re-raises a failed write inside the staging: nothing half-written
     return Path(out_dir)
+
+
+def input_pictures(frame: RGBDFrame) -> dict[str, bytes]:
+    """The reconstruction's copy of its input, PNG-encoded: ``color.png`` and ``depth_mm.png`` (uint16 mm)."""
+    return {"color.png": images.encode_png(frame.color), "depth_mm.png": images.encode_png(images.depth_mm(frame.depth))}
 
 
 def landmark_picture(obs: Observation, model_uv: np.ndarray) -> np.ndarray:

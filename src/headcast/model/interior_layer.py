@@ -34,19 +34,6 @@ class InteriorLayer(nn.Module):
                      h.j_shapedirs, h.j_exprdirs, h.parents, self.lbs_weights)[0]
 
 
-def posed_interior(model, beta: np.ndarray, psi: np.ndarray, theta: np.ndarray) -> np.ndarray | None:
-    """Model-frame interior vertices (N, P, 3) float64 for beta (S,), psi (N, E), theta (N, 3J) of
-    ``model`` (its own interior or the FLAME proxy, :func:`headcast.model.cavity.interior_of`); None
-    when it has neither."""
-    layer = interior_layer(HeadLayer(model, dtype=torch.float64))
-    if layer is None:
-        return None
-    psi, theta = np.atleast_2d(psi), np.atleast_2d(theta)
-    f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
-    with torch.no_grad():
-        return layer.vertices(f(np.tile(beta, (len(psi), 1))), f(psi), f(theta)).numpy()
-
-
 def interior_layer(head: HeadLayer) -> InteriorLayer | None:
     """The interior of ``head``'s model (its own or the FLAME proxy) posed with ``head``, or None."""
     from headcast.model.cavity import interior_of

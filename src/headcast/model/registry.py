@@ -48,6 +48,13 @@ def resolve_model(spec: str = DEFAULT_MODEL, *, build_missing: bool = True) -> H
                         "(import FLAME with 'headcast model import-flame PKL')")
 
 
+def on_disk(spec: str) -> bool:
+    """Whether :func:`resolve_model` would read ``spec`` from a file rather than build it (a stale default
+    model is still rebuilt on reading) or fail: whether it may be loaded before the input is known to be good."""
+    p = Path(spec).expanduser()
+    return p.suffix == ".npz" or p.is_file() or model_path(spec).is_file()
+
+
 def is_current_ict(model: HeadModel) -> bool:
     """Whether ``model`` is the default model as this version of headcast builds it."""
     from headcast.model.ict import VERSION

@@ -4,7 +4,8 @@ computes, without torch, for the many frames of an animation.
 The identity beta is folded into the rest shape and the joints once, so each frame costs one expression
 product (one BLAS call for a batch of frames), the joints' rotations and one skinning product. Model
 frame, metres; float32 like the preview's :class:`headcast.model.layer.HeadLayer` (equal to it within
-float32 rounding, ``tests/test_skinning.py``).
+float32 rounding, ``tests/test_skinning.py``), or float64 for the synthetic ground truth (equal to the
+float64 layer within 1e-12 m).
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ def rodrigues(r: np.ndarray, eps: float = 1e-8) -> np.ndarray:
 class _Part:
     """One mesh's per-vertex data with beta folded in: rest (V, 3), expression basis (3V, E), weights (V, J)."""
 
-    def __init__(self, v_template, shapedirs, exprdirs, weights, beta: np.ndarray, n_expr: int, posedirs=None):
+    def __init__(self, v_template, shapedirs, exprdirs, weights, beta: np.ndarray, n_expr: int, posedirs=None,
+                 dtype: type = np.float32):
         S = min(len(beta), shapedirs.shape[2])
-        self.rest = (v_template.astype(np.float64) + shapedirs[:, :, :S].astype(np.float64) @ beta[:S]).astype(np.float32)
+        self.rest = (v_template.astype(np.float64) + shapedirs[:, :, :S].astype(np.float64) @ beta[:S]).astype(dtype)
         V = len(self.rest)
-        self.expr = np.ascontiguousarray(np.asarray(exprdirs[:, :, :n_expr], dtype=np.float32).reshape(3 * V, -1))
-        self.weights = np.ascontiguousarray(weights, dtype=np.float32)
+        self.expr = np.ascontiguousarray(np.asarray(exprdirs[:, :, :n_expr], dtype=dtype).reshape(3 * V, -1))
+        self.weights = np.ascontiguousarray(weights, dtype=dtype)
         self.posedirs = None if posedirs is None else \
-            np.ascontiguousarray(np.asarray(posedirs, dtype=np.float32).reshape(3 * V, -1))
+            np.ascontiguousarray(np.asarray(posedirs, dtype=dtype).reshape(3 * V, -1))
 
     def pose(self, psi: np.ndarray, features: np.ndarray, rel: np.ndarray) -> np.ndarray:
         """(B, V, 3) for psi (B, E), pose features (B, 9 (J - 1)) and skinning transforms rel (B, J, 3, 4)."""
@@ -55,10 +57,13 @@ class _Part:
 class FixedShape:
     """``model`` with identity ``beta`` (S,): :meth:`vertices` for batches of (theta, psi); with ``interior``
     (a :class:`headcast.model.interior.Interior`) its vertices follow the head's, posed by the head's joints.
-    ``ids``: only these head vertices (default all)."""
+    ``ids``: only these head vertices (default all). ``dtype``: of the posing and the vertices (float32,
+    the previews'; float64, the synthetic ground truth's)."""
 
-    def __init__(self, model: HeadModel, beta: np.ndarray, interior=None, ids: np.ndarray | None = None):
+    def __init__(self, model: HeadModel, beta: np.ndarray, interior=None, ids: np.ndarray | None = None,
+                 dtype: type = np.float32):
         beta = np.asarray(beta, dtype=np.float64)
+        self.dtype = dtype
         self.n_expr = model.n_expr
         self.parents = np.asarray(model.parents, dtype=np.int64)
         jr = np.asarray(model.j_regressor, dtype=np.float64)
@@ -70,23 +75,29 @@ class FixedShape:
         posedirs = model.posedirs if model.posedirs is not None and np.any(model.posedirs) else None
         rows = slice(None) if ids is None else np.asarray(ids)
         self.parts = [_Part(model.v_template[rows], model.shapedirs[rows], model.exprdirs[rows], model.lbs_weights[rows],
-                            beta, model.n_expr, None if posedirs is None else posedirs[rows])]
+                            beta, model.n_expr, None if posedirs is None else posedirs[rows], dtype)]
         if interior is not None:
             self.parts.append(_Part(interior.v_template, interior.shapedirs, interior.exprdirs, interior.lbs_weights,
-                                    beta, model.n_expr))
+                                    beta, model.n_expr, dtype=dtype))
 
     def vertices(self, theta: np.ndarray, psi: np.ndarray) -> np.ndarray:
-        """Model-frame vertices (B, V + P, 3) float32 for theta (B, 3J) radians and psi (B, E): the head's V,
+        """Model-frame vertices (B, V + P, 3) (``dtype``) for theta (B, 3J) radians and psi (B, E): the head's V,
         then the interior's P (none without one)."""
+        return self.posed(theta, psi)[0]
+
+    def posed(self, theta: np.ndarray, psi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`vertices` and the posed joints (B, J, 3) float64, model frame."""
         theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
         psi = np.atleast_2d(np.asarray(psi, dtype=np.float64))[:, : self.n_expr]
         B, J = len(theta), len(self.parents)
         R = rodrigues(theta.reshape(-1, 3)).reshape(B, J, 3, 3)
         joints = self.j_rest[None] + np.einsum("jck,bk->bjc", self.j_expr, psi)  # (B, J, 3)
-        rel = _skinning_transforms(R, joints, self.parents).astype(np.float32)
-        features = (R[:, 1:] - np.eye(3)).reshape(B, -1).astype(np.float32)
-        psi32 = psi.astype(np.float32)
-        return np.concatenate([p.pose(psi32, features, rel) for p in self.parts], axis=1)
+        world = _world_transforms(R, joints, self.parents)
+        rel = _skinning_transforms(world, joints).astype(self.dtype)
+        features = (R[:, 1:] - np.eye(3)).reshape(B, -1).astype(self.dtype)
+        psi_d = psi.astype(self.dtype)
+        verts = np.concatenate([p.pose(psi_d, features, rel) for p in self.parts], axis=1)
+        return verts, world[:, :, :3, 3].copy()
 
 
 def camera_vertices(model: HeadModel, params: HeadParams) -> np.ndarray:
@@ -96,9 +107,10 @@ def camera_vertices(model: HeadModel, params: HeadParams) -> np.ndarray:
     return to_camera(v, params.scale, params.translation)
 
 
-def _skinning_transforms(R: np.ndarray, joints: np.ndarray, parents: np.ndarray) -> np.ndarray:
+def _world_transforms(R: np.ndarray, joints: np.ndarray, parents: np.ndarray) -> np.ndarray:
     """Forward kinematics: local rotations R (B, J, 3, 3), rest joints (B, J, 3), parents (J,) (parents
-    first) -> (B, J, 3, 4) transforms taking rest-pose points to posed points (``lbs.batch_rigid_transform``)."""
+    first) -> each joint's world transform (B, J, 4, 4) (``lbs.batch_rigid_transform``'s chain; its
+    translation column is the posed joint)."""
     B, J = joints.shape[:2]
     rel_joints = joints.copy()
     rel_joints[:, 1:] -= joints[:, parents[1:]]
@@ -109,7 +121,12 @@ def _skinning_transforms(R: np.ndarray, joints: np.ndarray, parents: np.ndarray)
     world = [local[:, 0]]
     for i in range(1, J):
         world.append(world[parents[i]] @ local[:, i])
-    W = np.stack(world, 1)
+    return np.stack(world, 1)
+
+
+def _skinning_transforms(W: np.ndarray, joints: np.ndarray) -> np.ndarray:
+    """World transforms W (B, J, 4, 4) of the rest joints (B, J, 3) -> (B, J, 3, 4) transforms taking
+    rest-pose points to posed points."""
     out = W[:, :, :3, :].copy()
     out[:, :, :, 3] -= np.einsum("bjrc,bjc->bjr", W[:, :, :3, :3], joints)
     return out

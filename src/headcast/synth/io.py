@@ -21,7 +21,6 @@ import logging
 import time
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 
 from headcast.core.camera import Intrinsics
@@ -34,6 +33,7 @@ from headcast.io.mesh import write_obj, write_ply
 from headcast.io.outputs import staged_dir, staged_files
 from headcast.io.validate import read_depth, read_image
 from headcast.model.head_model import HeadModel
+from headcast.render.images import save_png
 from headcast.synth.render import SynthFrame, render_rgbd
 from headcast.synth.subject import SynthSubject, expression_names, random_subject
 
@@ -113,8 +113,8 @@ def write_sample(frame: SynthFrame, subject: SynthSubject, model: HeadModel, out
         raise HeadcastError(f"depth up to {mm.max() / 1000:.1f} m does not fit a uint16 millimetre PNG")
     with staged_files([out / name for name in files.values()], force=force) as tmps:
         tmp = dict(zip(files, tmps))
-        iio.imwrite(tmp["color.png"], frame.color)
-        iio.imwrite(tmp["depth_mm.png"], mm.astype(np.uint16))
+        save_png(tmp["color.png"], frame.color)
+        save_png(tmp["depth_mm.png"], mm.astype(np.uint16))
         intr = dict(fx=K.fx, fy=K.fy, cx=K.cx, cy=K.cy, width=K.width, height=K.height,
                     depth_unit="millimetre (uint16 PNG, 0 = no depth)",
                     source=f"headcast synth: model {model.name}, profile {frame.profile}")

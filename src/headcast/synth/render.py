@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from headcast.core.camera import FLIP, Intrinsics, project, to_camera
+from headcast.core.camera import FLIP, Intrinsics, project
 from headcast.core.errors import HeadcastError
 from headcast.core.geometry import vertex_normals
 from headcast.core.params import pose_slice
@@ -97,19 +97,17 @@ def _torso(head_vertices: np.ndarray, root_rotvec: np.ndarray, rng: np.random.Ge
     return _Object(verts, f, np.clip(albedo, 0, 1), vertex_normals(verts, f))
 
 
-def _mouth(model: HeadModel, subject: SynthSubject) -> _Object | None:
-    """The mouth interior (teeth, cavity; :mod:`headcast.model.interior`) posed like the head, camera frame."""
+def _mouth(model: HeadModel, interior: np.ndarray | None) -> _Object | None:
+    """The mouth interior (teeth, cavity; :mod:`headcast.model.interior`) from its posed camera-frame vertices
+    (P, 3) (:func:`subject_geometry`'s ``interior``)."""
     from headcast.model.cavity import interior_of
-    from headcast.model.interior_layer import posed_interior
 
-    interior = interior_of(model)
     if interior is None:
         return None
-    v = posed_interior(model, subject.beta, subject.psi[None], subject.theta[None])[0]
-    v = to_camera(v, subject.s, np.asarray(subject.t, dtype=np.float64))
-    n = vertex_normals(v, interior.faces)
-    n[np.einsum("nc,nc->n", n, v) > 0] *= -1  # towards the camera: the cavity is seen from inside
-    return _Object(v, interior.faces, interior.colors.astype(np.float64), n)
+    inner = interior_of(model)
+    n = vertex_normals(interior, inner.faces)
+    n[np.einsum("nc,nc->n", n, interior) > 0] *= -1  # towards the camera: the cavity is seen from inside
+    return _Object(interior, inner.faces, inner.colors.astype(np.float64), n)
 
 
 def _wall(z_wall: float, K: Intrinsics, rng: np.random.Generator) -> _Object:
@@ -253,7 +251,7 @@ def render_rgbd(model: HeadModel, subject: SynthSubject, K: Intrinsics, profile:
         objects.append(_torso(verts, subject.theta[pose_slice("root")], r_scene))
         objects.append(_wall(float(np.median(verts[:, 2])) + r_scene.uniform(0.4, 1.0), K, r_scene))
         kinds += [TORSO, WALL]
-    mouth = _mouth(model, subject)
+    mouth = _mouth(model, geo["interior"])
     if mouth is not None:
         objects.append(mouth)
         kinds.append(MOUTH)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from scipy.spatial.transform import Rotation
 
 from headcast.core.camera import to_camera
@@ -13,7 +12,8 @@ from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE, pose_slice
 from headcast.io.validate import check_number
 from headcast.model.head_model import HeadModel
-from headcast.model.layer import HeadLayer
+from headcast.model.rig import PointSet, yaw_degrees
+from headcast.model.skinning import FixedShape, rodrigues
 from headcast.synth.appearance import random_lighting, skin_albedo
 
 N_STREAMS = 7  # independent random streams: beta, expression, pose, placement, albedo, light, scene
@@ -181,7 +181,7 @@ def random_subject(model: HeadModel, seed: int = 0, *, yaw_range_deg: float = 30
         raise HeadcastError(f"subject distance {z} m is outside 0.05..20 m")
     offset = np.array([r_place.uniform(-0.02, 0.02), r_place.uniform(-0.03, 0.01)]) * z / 0.45
     s = 1.0
-    lmk = _posed(model, b, psi, theta).landmarks[0].numpy()
+    lmk = _posed(model, b, psi, theta)["landmarks"]
     centre = to_camera(lmk[17:].mean(0), s, np.zeros(3))
     t = np.array([offset[0], offset[1], z]) - centre
 
@@ -193,27 +193,42 @@ def random_subject(model: HeadModel, seed: int = 0, *, yaw_range_deg: float = 30
                         seed=int(seed), info=info)
 
 
-_LAYER: list = []  # one cached (model, float64 layer) pair: rendering many subjects of one model
+_SHAPE: list = []  # (model, beta bytes, FixedShape): a subject is posed two or three times (placement, render)
 
 
-def _layer(model: HeadModel) -> HeadLayer:
-    if not _LAYER or _LAYER[0][0] is not model:
-        _LAYER[:] = [(model, HeadLayer(model, dtype=torch.float64))]
-    return _LAYER[0][1]
+def _shape(model: HeadModel, beta: np.ndarray) -> FixedShape:
+    """The model with identity ``beta`` folded in, float64, with its mouth interior (when it has one)."""
+    from headcast.model.cavity import interior_of
+
+    key = np.asarray(beta, dtype=np.float64).tobytes()
+    if not _SHAPE or _SHAPE[0] is not model or _SHAPE[1] != key:
+        _SHAPE[:] = [model, key, FixedShape(model, beta, interior_of(model), dtype=np.float64)]
+    return _SHAPE[2]
 
 
-def _posed(model: HeadModel, beta, psi, theta):
-    f = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))[None]  # noqa: E731
-    with torch.no_grad():
-        return _layer(model)(f(beta), f(psi), f(theta))
+def _posed(model: HeadModel, beta, psi, theta) -> dict[str, np.ndarray | None]:
+    """The posed head, model frame, float64 (NumPy: :class:`headcast.model.skinning.FixedShape`, as the
+    float64 HeadLayer): ``vertices`` (V, 3), ``landmarks`` (68, 3) with the contour of the head's yaw
+    (root then neck, as :func:`headcast.model.lbs.head_yaw_degrees`), ``joints`` (J, 3) and ``interior``
+    (P, 3) the mouth interior's vertices (None without one)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    verts, joints = _shape(model, beta).posed(theta, psi)
+    head = verts[0, : model.n_vertices]
+    R = rodrigues(theta[:6].reshape(2, 3))
+    points = PointSet.from_model(model)
+    rows = points.rows_for(yaw_degrees(R[0] @ R[1]), pupils=False)
+    lmk = np.einsum("lk,lkc->lc", points.bary[rows], head[points.vids[rows]])
+    return {"vertices": head, "landmarks": lmk, "joints": joints[0],
+            "interior": verts[0, model.n_vertices:] if verts.shape[1] > model.n_vertices else None}
 
 
 def subject_geometry(model: HeadModel, subject: SynthSubject) -> dict[str, np.ndarray]:
     """The posed head in the camera frame (metres, float64): ``vertices`` (V, 3), ``landmarks``
-    (68, 3) (contour chosen by yaw when the model has a dynamic embedding) and ``joints`` (J, 3)."""
+    (68, 3) (contour chosen by yaw when the model has a dynamic embedding), ``joints`` (J, 3) and ``interior``
+    (P, 3) the mouth interior (None when the model has none)."""
     if subject.beta.shape != (model.n_shape,) or subject.psi.shape != (model.n_expr,):
         raise HeadcastError(f"subject parameters do not match model {model.name!r} "
                             f"({model.n_shape} identity, {model.n_expr} expression components)")
     out = _posed(model, subject.beta, subject.psi, subject.theta)
     t = np.asarray(subject.t, dtype=np.float64)
-    return {k: to_camera(getattr(out, k)[0].numpy(), subject.s, t) for k in ("vertices", "landmarks", "joints")}
+    return {k: None if v is None else to_camera(v, subject.s, t) for k, v in out.items()}
