@@ -1,8 +1,11 @@
 """Thread counts of every native pool headcast uses (torch, OpenMP, BLAS, Open3D, OpenCV), chosen here once.
 
 The count is the number of CPUs this process may run on (``os.sched_getaffinity``), unless
-``HEADCAST_THREADS`` or else ``OMP_NUM_THREADS`` says otherwise; a library's own variable
-(``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``) wins for that library. Idle OpenMP threads sleep
+``HEADCAST_THREADS`` or else ``OMP_NUM_THREADS`` says otherwise. numpy's BLAS gets one thread unless
+``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` says otherwise: headcast's dense products are tall and thin
+((N, 3) points by (3, 3) rotations, Jacobians of a few hundred columns), where OpenBLAS's pool costs more
+than it saves (on a busy 2-core machine the sweep texture's per-frame products took 0.07-0.14 s with two
+threads against 0.01 s with one; a reconstruct used 7 % less CPU with one). Idle OpenMP threads sleep
 instead of spinning (``OMP_WAIT_POLICY=PASSIVE`` unless set): spinning threads of two processes
 sharing the cores take the CPU from each other's working threads, and that, not the work, made
 two fits at once take 3.5 times as long as one.
@@ -38,7 +41,7 @@ class ThreadPlan:
     """How many threads each pool gets and where the number came from."""
 
     count: int  # torch intra-op, OpenMP (torch, Open3D), OpenCV
-    blas: int  # OpenBLAS / MKL
+    blas: int  # OpenBLAS / MKL (1 unless their own variables say otherwise)
     source: str  # "HEADCAST_THREADS", "OMP_NUM_THREADS" or "CPUs"
 
     def describe(self) -> str:
@@ -70,7 +73,7 @@ def plan() -> ThreadPlan:
             break
     else:
         n, name = cpu_count(), "CPUs"
-    blas = next((b for b in map(_positive, BLAS_VARS[:2]) if b is not None), n)
+    blas = next((b for b in map(_positive, BLAS_VARS[:2]) if b is not None), 1)
     return ThreadPlan(count=n, blas=blas, source=name)
 
 
