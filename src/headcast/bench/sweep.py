@@ -118,7 +118,7 @@ def run_real(model: HeadModel, folder: Path, work: Path, max_frames: int, figure
     tex = texture_reconstruction(work / "real", model=model)
     out.update(seconds_texture=time.perf_counter() - t1, texels_seen_sweep=tex.get("texels_seen_sweep"),
                head_texels_seen_sweep=tex.get("head_texels_seen_sweep"),
-               texels_seen_first_frame=tex.get("texels_seen"))
+               texels_seen_first_frame=tex["sweep_seen"][0]["seen"])
     out["seen_shares"] = seen_shares(model, work / "real")
     if figures is not None:
 

@@ -114,13 +114,15 @@ def region_faces(model: HeadModel, include: str, exclude: tuple[str, ...] = ()) 
 
 
 def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: Intrinsics,
-                  albedo_model: AlbedoModel | None = None, size: int = 1024, depth: np.ndarray | None = None
-                  ) -> TextureResult:
+                  albedo_model: AlbedoModel | None = None, size: int = 1024, depth: np.ndarray | None = None,
+                  photo_albedo: bool = True) -> TextureResult:
     """Light and albedo of a fitted head (``vertices`` (V, 3), camera frame, metres) in a photo.
 
     ``image`` (H, W, 3) uint8 RGB of size ``K.width`` x ``K.height``; ``depth`` (H, W) metres, the
     measured depth (optional: it keeps photo pixels that show something else than the fitted
-    surface out of the albedo). See the module docstring.
+    surface out of the albedo). ``photo_albedo=False`` (a sweep, whose frames' blend gives the albedo:
+    :func:`headcast.texture.multiview.apply_sweep`) fits the light only: the albedo and the render stay
+    zeros and Loss4 NaN. See the module docstring.
     """
     t = {"start": time.perf_counter()}
     img = np.asarray(image)
@@ -165,7 +167,10 @@ def texture_frame(model: HeadModel, vertices: np.ndarray, image: np.ndarray, K: 
         logger.info(f"texture: fitting the SH light on {int(fit_px.sum())} skin pixels")
         light_raw, _ = fit_light(photo[fit_px], nview[fit_px])
         light, _ = normalise_light(light_raw, nview[face_px])
-        stats["albedo"] = "photo"
+        stats["albedo"] = "photo" if photo_albedo else "sweep"
+        if not photo_albedo:
+            return TextureResult(np.zeros((S, S, 3), np.float32), light, None, space, np.zeros(img.shape, np.float32),
+                                 face_px, float("nan"), np.zeros((S, S), np.float32), stats)
         values, seen = _photo_albedo(model, view, space, light, tri, bary, stats)
     t["albedo"] = time.perf_counter()
 

@@ -273,17 +273,14 @@ def sweep_fill(model, vertices: np.ndarray, tri: np.ndarray, bary: np.ndarray, a
     return interpolate(faces, tri, bary, fill.inpaint_vertices(a_v, w_v, vertices, faces, prior, decay=decay))
 
 
-def sweep_albedo(folder: Path, model, vertices: np.ndarray, K, light: np.ndarray, tri: np.ndarray,
-                 bary: np.ndarray, stats: dict, used_only: bool = False) -> np.ndarray | None:
-    """Per-texel albedo (N, 3) of a sweep folder: the frames' blend where they see the texel, the completion
-    of that blend (:func:`sweep_fill`) where none does; None for a one-frame folder. The light is fitted
-    over every frame (:func:`blend_frames` with ``fit``; ``light`` is the one-photo light it replaces) and
+def sweep_albedo(frames: list, model, vertices: np.ndarray, K, light: np.ndarray, tri: np.ndarray,
+                 bary: np.ndarray, stats: dict) -> np.ndarray:
+    """Per-texel albedo (N, 3) of a sweep's ``frames`` (:func:`read_frames`): the frames' blend where they see
+    the texel, the completion of that blend (:func:`sweep_fill`) where none does. The light is fitted over
+    every frame (:func:`blend_frames` with ``fit``; ``light``, the first frame's own, is its fallback) and
     put in ``stats['sweep_light']``, with the shares of texels seen and the frames' gains. ``model``: the head
-    model (its faces and region masks). ``used_only``: blend only the frames the fit used (:func:`read_frames`)."""
+    model (its faces and region masks)."""
     faces = model.faces
-    frames = read_frames(Path(folder), K, used_only)
-    if not frames:
-        return None
     b = blend_frames(faces, vertices, frames, K, light, tri, bary, fit=True)
     w = b.weight[:, None]
     out = w * b.albedo + (1 - w) * sweep_fill(model, vertices, tri, bary, b.albedo, b.weight)
@@ -296,23 +293,21 @@ def sweep_albedo(folder: Path, model, vertices: np.ndarray, K, light: np.ndarray
     return out
 
 
-def apply_sweep(res, folder: Path, model, vertices: np.ndarray, K, used_only: bool = False) -> None:
-    """Replace the albedo and the light of a texture result (:class:`headcast.texture.core.TextureResult`)
-    of a sweep folder by the frames' blend and the light fitted over them (:func:`sweep_albedo`), and
-    re-render it in the first frame (its render and Loss4); a one-frame folder is left as it is.
-    ``used_only``: the frames the fit used only (held-out views stay out of the texture)."""
+def apply_sweep(res, frames: list, photo: np.ndarray, model, vertices: np.ndarray, K) -> None:
+    """Set the albedo and the light of a texture result (:class:`headcast.texture.core.TextureResult`, made
+    with ``photo_albedo=False``) from a sweep's ``frames`` (:func:`read_frames`): their blend and the light
+    fitted over them (:func:`sweep_albedo`); then render it in the first frame (``photo`` (H, W, 3) uint8, its
+    colour) for its render and Loss4."""
     from headcast.texture.atlas import dilate
     from headcast.texture.render import render_textured
 
     idx, tri, bary = res.space.texmap.texels()
     S = res.space.texmap.size
-    out = sweep_albedo(folder, model, vertices, K, res.light, tri, bary, res.stats, used_only)
-    if out is None:
-        return
+    out = sweep_albedo(frames, model, vertices, K, res.light, tri, bary, res.stats)
     tex = np.zeros((S * S, 3), np.float32)
     tex[idx] = np.clip(out, 0, 1)
     res.albedo = dilate(tex.reshape(S, S, 3), res.space.texmap.covered)
     res.light = np.asarray(res.stats["sweep_light"])
     a = res.space.atlas
     res.render, _ = render_textured(vertices, model.faces, a.uv, a.uv_faces, res.albedo, res.light, K)
-    res.loss4 = loss4(recon.read_photo(folder).color, res.render, res.face_pixels)
+    res.loss4 = loss4(photo, res.render, res.face_pixels)

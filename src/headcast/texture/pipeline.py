@@ -42,7 +42,7 @@ from headcast.model.head_model import HeadModel
 from headcast.model.skinning import camera_vertices
 from headcast.texture.albedo_model import load_albedo_model
 from headcast.texture.core import TextureResult, texture_frame
-from headcast.texture.multiview import apply_sweep
+from headcast.texture.multiview import apply_sweep, read_frames
 from headcast.texture.render import comparison_picture, render_textured, turned
 
 logger = logging.getLogger(__name__)
@@ -86,9 +86,11 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
     m.require_uv("texture")
     _check_targets(d, force)  # the inputs are all checked: refuse a bad target before the work
     verts = camera_vertices(recon.with_offsets(m, recon.read_offsets(d, m.n_vertices)), params)
-    res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth)
-    if am is None:
-        apply_sweep(res, d, m, verts, photo.K, used_only=fit_frames_only)  # a sweep folder: every frame's view blended
+    frames = read_frames(d, photo.K, used_only=fit_frames_only) if am is None else []  # a sweep's, else none
+    res = texture_frame(m, verts, photo.color, photo.K, albedo_model=am, size=int(size), depth=photo.depth,
+                        photo_albedo=not frames)
+    if frames:
+        apply_sweep(res, frames, photo.color, m, verts, photo.K)  # every frame's view blended
     report = {
         "model": m.name, "size": int(size), "albedo": res.stats.get("albedo"),
         "albedo_model": str(albedo_model) if albedo_model is not None else None,
