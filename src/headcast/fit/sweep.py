@@ -210,13 +210,21 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
     if cfg.detail != "none":
         pts = all_points(sw, 60000, config.seed) if not sw.expressions else points_in_output_expression(
             sw, params, sw.expressions, fitter.vertices_of, model.faces, 60000, config.seed)
-        offsets, detail_report = fit_offsets(model, params, verts, pts)
+        offsets, detail_report = fit_offsets(model, params, verts, pts, views=landmark_views(sw))
         report["detail"] = detail_report
         verts = detailed_vertices(model, params, offsets)
     lmk = fitter.landmarks_cam(fitter.pk.pack(params))
     report.update(method="sweep", model=model.name, seconds_fit=time.perf_counter() - t0,
                   registered_points_to_mesh_mm=points_to_mesh(verts, model.faces, all_points(sw, 30000, 1)))
     return Reconstruction(params, verts, lmk, report, offsets)
+
+
+def landmark_views(sw: Sweep) -> list:
+    """The fitted frames that found a face, as the detail layer's landmark views (output frame to camera)."""
+    from headcast.fit.detail import LandmarkView
+
+    return [LandmarkView(np.linalg.inv(sw.poses[i]), sw.frames[i].K, sw.obs[i].landmarks2d)
+            for i in sw.used if sw.obs[i] is not None and sw.poses[i] is not None]
 
 
 def _refit(fitter: RGBDFitter, params, tg: Targets, iters: int):
