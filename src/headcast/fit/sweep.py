@@ -6,7 +6,8 @@ head points of up to ``max_frames`` frames spread over the view angles, all move
 the first frame: one identity and one expression (the subject holds still), the fitted placement standing for
 the head pose in that frame. The frames' poses are then refined against the fitted mesh (ICP) and the model
 refitted on the refined points (the joint fit, alternated once); with ``expression="per-frame"`` each fitted
-frame then gets its own expression (:mod:`.expressions`); last the detail layer (:mod:`.detail`).
+frame then gets its own expression (:mod:`.expressions`); last the detail layer (:mod:`.detail`), which
+with one shared expression first slides the lids and lips towards the landmark contours of the fitted frames.
 """
 
 from __future__ import annotations
@@ -210,7 +211,9 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
     if cfg.detail != "none":
         pts = all_points(sw, 60000, config.seed) if not sw.expressions else points_in_output_expression(
             sw, params, sw.expressions, fitter.vertices_of, model.faces, 60000, config.seed)
-        offsets, detail_report = fit_offsets(model, params, verts, pts, views=landmark_views(sw))
+        # the frames' own mouths differ with per-frame expressions: their contours would not agree
+        views = None if sw.expressions else landmark_views(sw)
+        offsets, detail_report = fit_offsets(model, params, verts, pts, views=views)
         report["detail"] = detail_report
         verts = detailed_vertices(model, params, offsets)
     lmk = fitter.landmarks_cam(fitter.pk.pack(params))
