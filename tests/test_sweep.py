@@ -98,7 +98,7 @@ def test_landmark_warp_slides_lips_and_lids_to_their_contours(ict_model):
     idx = np.arange(36, 68)
 
     def landmarks(v):
-        return np.einsum("lk,lkc->lc", ict_model.lmk_bary[idx], v[ict_model.faces[ict_model.lmk_faces[idx]]])
+        return ict_model.landmark_vertices(v)[idx]
 
     lm = landmarks(verts)
     n = vertex_normals(verts, ict_model.faces)[ict_model.faces[ict_model.lmk_faces[idx]]].mean(1)

@@ -154,7 +154,7 @@ def landmark_warp(model, verts: np.ndarray, views: list[LandmarkView], cfg: Deta
     V, faces = len(verts), model.faces
     idx = np.asarray(cfg.warp_landmarks)
     corners, bary = faces[model.lmk_faces[idx]], model.lmk_bary[idx].astype(np.float64)
-    lm = np.einsum("nk,nkc->nc", bary, verts[corners])
+    lm = model.landmark_vertices(verts)[idx]
     e, P, li = _view_rows(lm, idx, views, cfg.warp_trim_mm / 1000.0)
     near = np.linalg.norm(verts[:, None] - lm[None], axis=2).min(1) < cfg.warp_radius_mm / 1000.0
     for part in ("left_eyeball", "right_eyeball"):
