@@ -10,9 +10,10 @@ from scipy.spatial.transform import Rotation
 
 from conftest import shared_path
 from headcast.cli import main
+from headcast.core.camera import project
 from headcast.core.geometry import vertex_normals
 from headcast.core.params import HeadParams
-from headcast.fit.detail import normal_offsets
+from headcast.fit.detail import LandmarkView, landmark_warp, normal_offsets
 from headcast.fit.frames import load_frames, spread_frames, sweep_inputs
 from headcast.fit.sweep import SweepConfig, is_sweep, register_sweep
 from headcast.io.recon import read_offsets, with_offsets, write_params
@@ -84,6 +85,47 @@ def test_detail_recovers_bump_and_stays_zero_without_data(ict_model):
     assert np.median(np.abs(d[flat])) < 0.0002  # no invented detail where the truth has none
     back = verts[:, 2] > verts[:, 2].min() + 0.19  # the back of the head, 19 cm behind the nose: no data
     assert back.sum() > 300 and not support[back].any() and np.all(d[back] == 0.0)
+
+
+def test_landmark_warp_slides_lips_and_lids_to_their_contours(ict_model):
+    """Three views (yaw -20, 0, 20 degrees) see the lips and lids 1.5 mm lower on the surface than the model
+    has them: the slide brings the model's landmarks onto the detections, along the surface, and nowhere else."""
+    layer = HeadLayer(ict_model)
+    p = HeadParams.neutral(layer, ict_model.name)
+    p.translation = np.array([0.0, 0.0, 0.5])
+    verts = p.vertices(layer)
+    K = default_intrinsics()
+    idx = np.arange(36, 68)
+
+    def landmarks(v):
+        return ict_model.landmark_vertices(v)[idx]
+
+    lm = landmarks(verts)
+    n = vertex_normals(verts, ict_model.faces)[ict_model.faces[ict_model.lmk_faces[idx]]].mean(1)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    down = np.array([0.0, 0.0015, 0.0])  # camera y points down the image
+    truth = lm + down - (n @ down)[:, None] * n
+    centre = np.array([0.0, 0.0, 0.5])
+    views = []
+    for yaw in (-20.0, 0.0, 20.0):
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_euler("y", yaw, degrees=True).as_matrix()
+        T[:3, 3] = centre - T[:3, :3] @ centre
+        det = np.full((68, 2), np.nan)
+        det[idx] = project(truth @ T[:3, :3].T + T[:3, 3], K)
+        views.append(LandmarkView(T, K, det))
+    u, report = landmark_warp(ict_model, verts, views)
+
+    def error_mm(v):  # mean image-plane distance of the model's landmarks from the detections
+        return np.mean([np.linalg.norm(project(landmarks(v) @ w.to_camera[:3, :3].T + w.to_camera[:3, 3], K)
+                                       - w.landmarks2d[idx], axis=1).mean() * 0.5 / K.fx * 1000 for w in views])
+
+    assert error_mm(verts) > 1.0 and error_mm(verts + u) < 0.2 * error_mm(verts)
+    assert report["landmark_rows"] == 3 * len(idx)
+    normals = vertex_normals(verts, ict_model.faces)
+    assert np.abs((u * normals).sum(1)).max() < 1e-9  # along the surface: the depth fit is left to the offsets
+    far = np.linalg.norm(verts[:, None] - lm[None], axis=2).min(1) > 0.012
+    assert far.sum() > 5000 and np.all(u[far] == 0.0)
 
 
 def test_offsets_round_trip_through_params(ict_model, tmp_path):

@@ -6,7 +6,8 @@ head points of up to ``max_frames`` frames spread over the view angles, all move
 the first frame: one identity and one expression (the subject holds still), the fitted placement standing for
 the head pose in that frame. The frames' poses are then refined against the fitted mesh (ICP) and the model
 refitted on the refined points (the joint fit, alternated once); with ``expression="per-frame"`` each fitted
-frame then gets its own expression (:mod:`.expressions`); last the detail layer (:mod:`.detail`).
+frame then gets its own expression (:mod:`.expressions`); last the detail layer (:mod:`.detail`), which
+with one shared expression first slides the lids and lips towards the landmark contours of the fitted frames.
 """
 
 from __future__ import annotations
@@ -210,13 +211,23 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
     if cfg.detail != "none":
         pts = all_points(sw, 60000, config.seed) if not sw.expressions else points_in_output_expression(
             sw, params, sw.expressions, fitter.vertices_of, model.faces, 60000, config.seed)
-        offsets, detail_report = fit_offsets(model, params, verts, pts)
+        # the frames' own mouths differ with per-frame expressions: their contours would not agree
+        views = None if sw.expressions else landmark_views(sw)
+        offsets, detail_report = fit_offsets(model, params, verts, pts, views=views)
         report["detail"] = detail_report
         verts = detailed_vertices(model, params, offsets)
     lmk = fitter.landmarks_cam(fitter.pk.pack(params))
     report.update(method="sweep", model=model.name, seconds_fit=time.perf_counter() - t0,
                   registered_points_to_mesh_mm=points_to_mesh(verts, model.faces, all_points(sw, 30000, 1)))
     return Reconstruction(params, verts, lmk, report, offsets)
+
+
+def landmark_views(sw: Sweep) -> list:
+    """The fitted frames that found a face, as the detail layer's landmark views (output frame to camera)."""
+    from headcast.fit.detail import LandmarkView
+
+    return [LandmarkView(np.linalg.inv(sw.poses[i]), sw.frames[i].K, sw.obs[i].landmarks2d)
+            for i in sw.used if sw.obs[i] is not None and sw.poses[i] is not None]
 
 
 def _refit(fitter: RGBDFitter, params, tg: Targets, iters: int):
