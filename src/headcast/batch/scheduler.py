@@ -71,7 +71,9 @@ def ray_session(address: str | None, workers: int | None, threads: int = 1) -> I
         yield min(workers, slots) if workers else slots
     finally:
         if ray.is_initialized():
+            t0 = time.perf_counter()
             ray.shutdown()  # the embedded Ray's processes stop here; a cluster only loses this driver
+            logger.info(f"batch: Ray {'stopped' if tmp else 'left'} in {time.perf_counter() - t0:.1f} s")
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 

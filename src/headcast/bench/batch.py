@@ -17,12 +17,12 @@ their steady window from the last one started to the last one done: the ceiling 
 ``batch-2 / batch-1`` (no command start-ups in it, as pair-1t has).
 
 Figures per run: wall seconds end to end, jobs per minute and frames per second on it; for the batch
-also its parts (Ray start-up, worker start-up: imports, head model and detector, then the jobs), the
-steady jobs per minute (jobs only), the scheduling overhead per job (median of the driver's time from
-sending a job to its result, less the job's own time), the CPU seconds per job (the worker's threads and
-its ffmpeg processes) and the cores a job kept busy (CPU over wall, summed over the jobs: above 1, one
-worker already uses part of a second core, and two workers cannot double it), and the peak memory per
-worker (RSS). Targets:
+also its parts (Ray start-up, worker start-up: imports, head model and detector, then the jobs, and Ray's
+shutdown), the steady jobs per minute (the wall less Ray's and the workers' start-up), the scheduling
+overhead per job (median of the driver's time from sending a job to its result, less the job's own
+time), the CPU seconds per job (the worker's threads and its ffmpeg processes) and the cores a job kept
+busy (CPU over wall, summed over the jobs: above 1, one worker already uses part of a second core, and
+two workers cannot double it), and the peak memory per worker (RSS). Targets:
 2 workers >= 1.7 x 1 worker; 1 worker faster than the loop.
 """
 
@@ -195,9 +195,10 @@ def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str],
     if failed:
         raise HeadcastError(f"bench batch: {kind} jobs failed: {', '.join(failed)}")
     started = {k: float(m.group(1)) if (m := re.search(rf"{k} in ([0-9.]+) s", log)) else None
-               for k in ("Ray started", "workers started")}
+               for k in ("Ray started", "workers started", "Ray stopped")}
+    stop = started.pop("Ray stopped")
     res = {"wall_s": wall, "jobs": len(r), "frames": sum(int(x["frames"] or 1) for x in r),
-           "ray_start_s": started["Ray started"], "workers_ready_s": started["workers started"],
+           "ray_start_s": started["Ray started"], "workers_ready_s": started["workers started"], "ray_stop_s": stop,
            "job_s_mean": statistics.mean(float(x["seconds"]) for x in r),
            "overhead_per_job_s": statistics.median(float(x["overhead_s"]) for x in r),
            "cpu_per_job_s": statistics.mean(float(x["cpu_s"]) for x in r),
@@ -235,12 +236,12 @@ def markdown(res: dict) -> str:
     lines = [f"Machine: {res['machine']}", ""]
     for kind, runs in res["runs"].items():
         lines += [f"### batch {kind}", "",
-                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | steady jobs/min "
-                  "| overhead/job s | CPU s/job | cores/job | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | Ray stop s | steady jobs/min "
+                  "| overhead/job s | CPU s/job | cores/job | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in runs.items():
-            f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
+            f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if r.get(k) is not None else "-"  # noqa: E731
             lines.append(f"| {name} | {r['jobs']} | {r['wall_s']:.1f} | {r['jobs_per_min']:.2f} | "
-                         f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | "
+                         f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | {f('ray_stop_s')} | "
                          f"{f('jobs_per_min_steady', '{:.2f}')} | {f('overhead_per_job_s', '{:.3f}')} | "
                          f"{f('cpu_per_job_s', '{:.2f}')} | {f('cores_per_job', '{:.2f}')} | {f('worker_rss_mb', '{:.0f}')} |")
         sp = ", ".join(f"{k} {v:.2f}x" for k, v in res.get("speedup", {}).get(kind, {}).items())
