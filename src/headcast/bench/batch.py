@@ -160,7 +160,8 @@ def _direct(kind: str, inputs: list[str], out: Path, head: Path, options: dict, 
     ready = max(t["ready"] for t in times)
     res = {"wall_s": wall, "jobs": len(inputs), "frames": sum(t["frames"] for t in times),
            "workers_ready_s": ready - epoch, "jobs_s": max(t["end"] for t in times) - ready,
-           "cpu_per_job_s": sum(t["cpu_s"] for t in times) / len(inputs)}
+           "cpu_per_job_s": sum(t["cpu_s"] for t in times) / len(inputs),
+           "tail_s": max(t["end"] for t in times) - min(t["end"] for t in times)}  # one worker idle at the end
     res["jobs_per_min_steady"] = 60 * len(inputs) / res["jobs_s"]
     return _rates(res)
 
