@@ -201,19 +201,24 @@ def rest_offsets(rig: PointRig, z: np.ndarray, rest: np.ndarray) -> np.ndarray:
 
 def _schur_step(parts, Hs0: np.ndarray, gs0: np.ndarray, damping: float):
     """Damped Gauss-Newton step of the block-arrow system: frame blocks (Hff, Hfs, gf) and the shared
-    block (Hs0 + sum Hss, gs0 + sum gs), the frames eliminated first. Returns (shared step, frame steps)."""
+    block (Hs0 + sum Hss, gs0 + sum gs), the frames eliminated first through each damped Hff's Cholesky
+    factor L (Hfs^T A^-1 Hfs = Y^T Y with Y = L^-1 Hfs). Returns (shared step, frame steps)."""
+    from scipy.linalg import cholesky, solve_triangular
+
     Hs = Hs0 + sum(p[3] for p in parts)
     gs = gs0 + sum(p[4] for p in parts)
     Hs = Hs + np.diag(damping * np.diag(Hs) + 1e-12)
     solved = []
     for Hff, Hfs, gf, _, _ in parts:
-        A = Hff + np.diag(damping * np.diag(Hff) + 1e-12)
-        X = np.linalg.solve(A, np.hstack([Hfs, gf[:, None]]))  # A^-1 [Hfs | gf]
-        solved.append(X)
-        Hs -= Hfs.T @ X[:, :-1]
-        gs -= Hfs.T @ X[:, -1]
+        L = cholesky(Hff + np.diag(damping * np.diag(Hff) + 1e-12), lower=True, check_finite=False)
+        Y = solve_triangular(L, np.hstack([Hfs, gf[:, None]]), lower=True, check_finite=False)  # L^-1 [Hfs | gf]
+        Yh = Y[:, :-1]
+        solved.append((L, Y))
+        Hs -= Yh.T @ Yh
+        gs -= Yh.T @ Y[:, -1]
     ds = -np.linalg.solve(Hs, gs)
-    return ds, [-(X[:, -1] + X[:, :-1] @ ds) for X in solved]
+    return ds, [-solve_triangular(L, Y[:, -1] + Y[:, :-1] @ ds, lower=True, trans="T", check_finite=False)
+                for L, Y in solved]
 
 
 def _offset_blocks(rig: PointRig, d, st: FrameState, nd: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
