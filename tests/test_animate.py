@@ -102,6 +102,44 @@ def test_frame_fit_recovers_a_projected_pose_and_expression(ict_model):
     assert np.degrees(np.arccos((np.trace(res.state.R0 @ R0.T) - 1) / 2)) < 2.0
 
 
+def test_identity_products_match_finite_differences(ict_model):
+    """The identity's products with the shared unknowns (beta, landmark offsets), built from their Jacobian's
+    structure, equal those of a Jacobian taken by finite differences of the residuals (pinhole projection)."""
+    from dataclasses import replace
+
+    from headcast.animate.identity import _Problem
+
+    cfg = replace(TrackConfig().for_video(512, 512), w_psi=TrackConfig().w_psi_identity)
+    n_id = min(cfg.identity_components, ict_model.n_shape)
+    rig = PointRig(ict_model, None, np.arange(n_id), None, dynamic=False)
+    pb = _Problem(rig, cfg, (0, 1), n_id)
+    rng = np.random.default_rng(0)
+    z = rig.coefficients(rng.normal(0, 0.5, ict_model.n_shape), np.abs(rng.normal(0, 0.1, ict_model.n_expr)))
+    x = rig.points(rig.pts.rows_for(0.0), rotvec_to_matrix([0.1, -0.3, 0.05]), np.stack([np.eye(3)] * 3), z,
+                   jacobian=False)
+    uv = 2000.0 * x[:, :2] * [1, -1] + [256.0, 256.0] + rng.normal(0, 1.0, (len(x), 2))
+    obs = Observation(uv[:68], uv[68:])
+    st = pb.ff.fit(obs, pb.ff.initial_state(obs), None, max_iters=5, min_iters=5, threshold=0).state
+    st.z[:n_id] = rng.normal(0, 0.3, n_id)
+    off = rng.normal(0, 0.002, (68, 3))
+    pb.set_shared([st], st.z[:n_id], off)
+    r, Jf, Hfs, Hss, gs, _ = pb.frame_terms(st, obs)
+
+    def residuals(zz, oo):
+        rig.set_offsets(oo)
+        s2 = st.copy()
+        s2.z = zz
+        return pb.ff_all._data(s2, obs, False).r
+
+    r0, h = residuals(st.z, off), 1e-6
+    cols = [residuals(st.z + h * np.eye(len(st.z))[j], off) for j in range(n_id)]
+    cols += [residuals(st.z, off + h * np.eye(204)[j].reshape(68, 3)) for j in range(204)]
+    Js = (np.array(cols) - r0).T / h  # (2K, n_id + 204)
+    m = len(r0)
+    for got, want in ((Hfs, Jf[:m].T @ Js), (Hss, Js.T @ Js), (gs, Js.T @ r[:m])):
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
 def test_builtin_motion_comes_back(builtin_run):
     out, truth, report = builtin_run
     g = report["ground_truth"]

@@ -307,3 +307,18 @@ def test_worker_threads_pinned_whatever_it_inherits():
                          env=dict(env, OMP_NUM_THREADS="2"))
     assert run.stdout.split() == ["1", "1", "1", "1", "1", "1", "True"], run.stderr
     assert threads.environment(3)["OMP_NUM_THREADS"] == "3" == threads.environment(3)["OPENBLAS_NUM_THREADS"]
+
+
+def test_embedded_ray_starts_without_monitors_and_workers_get_two_arenas():
+    """The embedded Ray starts no autoscaler monitor and no log monitor (the monitor held every shutdown for
+    its 1 s SIGTERM grace), and its workers inherit the malloc arena cap; the driver's own environment is
+    left as it was."""
+    code = ("import os, ray\nfrom ray._private import worker\nfrom headcast.batch.scheduler import ray_session\n"
+            "with ray_session(None, 1) as slots:\n"
+            "    kinds = sorted(worker._global_node.all_processes)\n"
+            "    arenas = ray.get(ray.remote(lambda: os.environ.get('MALLOC_ARENA_MAX')).remote())\n"
+            "print(slots, 'monitor' in kinds, 'log_monitor' in kinds, 'raylet' in kinds, arenas, "
+            "os.environ.get('MALLOC_ARENA_MAX'))")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert run.stdout.split() == ["1", "False", "False", "True", "2", "None"], run.stdout + run.stderr[-2000:]

@@ -184,14 +184,17 @@ def _fitted(out: Path) -> bool:
 
 
 def node_name() -> str:
-    """``host:node`` (the first 8 hex digits of the Ray node id; the host alone outside Ray)."""
+    """``host:node`` (the first 8 hex digits of the Ray node id; the host alone outside Ray, where asking Ray
+    for its context would start a local Ray)."""
     host = socket.gethostname()
     try:
         import ray
 
-        return f"{host}:{ray.get_runtime_context().get_node_id()[:8]}"
-    except Exception:  # not inside Ray
-        return host
+        if ray.is_initialized():
+            return f"{host}:{ray.get_runtime_context().get_node_id()[:8]}"
+    except Exception:  # noqa: BLE001 - the name only labels the summary's rows
+        pass
+    return host
 
 
 def cpu_seconds() -> float:

@@ -10,21 +10,26 @@ times (links again).
 
 The ceiling without Ray, with the loop: ``loop-1t`` (the loop, one thread per process, as a batch
 worker has) and ``pair-1t`` (two such loops at once, the inputs dealt alternately): what this machine
-gives two independent one-thread processes, to hold ``batch-2 / batch-1`` against.
+gives two independent one-thread processes, to hold ``batch-2 / batch-1`` against; and ``direct-1`` /
+``direct-2``, the batch's workers without Ray: one or two processes each running its share of the jobs
+(dealt alternately) through one :class:`headcast.batch.worker.Worker` with a batch worker's environment,
+their steady window from the last one started to the last one done: the ceiling of the steady
+``batch-2 / batch-1`` (no command start-ups in it, as pair-1t has).
 
 Figures per run: wall seconds end to end, jobs per minute and frames per second on it; for the batch
-also its parts (Ray start-up, worker start-up: imports, head model and detector, then the jobs), the
-steady jobs per minute (jobs only), the scheduling overhead per job (median of the driver's time from
-sending a job to its result, less the job's own time), the CPU seconds per job (the worker's threads and
-its ffmpeg processes) and the cores a job kept busy (CPU over wall, summed over the jobs: above 1, one
-worker already uses part of a second core, and two workers cannot double it), and the peak memory per
-worker (RSS). Targets:
+also its parts (Ray start-up, worker start-up: imports, head model and detector, then the jobs, and Ray's
+shutdown), the steady jobs per minute (the wall less Ray's and the workers' start-up), the scheduling
+overhead per job (median of the driver's time from sending a job to its result, less the job's own
+time), the CPU seconds per job (the worker's threads and its ffmpeg processes) and the cores a job kept
+busy (CPU over wall, summed over the jobs: above 1, one worker already uses part of a second core, and
+two workers cannot double it), and the peak memory per worker (RSS). Targets:
 2 workers >= 1.7 x 1 worker; 1 worker faster than the loop.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import re
@@ -72,6 +77,9 @@ def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruc
             runs["loop"] = _loop(kind, inputs, work / kind / "loop", head, args)
             runs["loop-1t"] = _loop(kind, inputs, work / kind / "loop-1t", head, args, ONE_THREAD)
             runs["pair-1t"] = _pair(kind, inputs, work / kind / "pair-1t", head, args)
+            options = ({"max_frames": max_frames, "no_video": not video} if kind == "animate" else {"method": method})
+            for n in (1, 2):
+                runs[f"direct-{n}"] = _direct(kind, inputs, work / kind / f"direct-{n}", head, options, n)
         for w in workers:
             runs[f"batch-{w}"] = _batch(kind, inputs, work / kind / f"batch-{w}", head, args, w)
         res["runs"][kind] = runs
@@ -133,6 +141,48 @@ def _pair(kind: str, inputs: list[str], out: Path, head: Path, args: list[str]) 
     return _rates({"wall_s": time.perf_counter() - t0, "jobs": len(inputs), "frames": sum(h["frames"] for h in halves)})
 
 
+def _direct(kind: str, inputs: list[str], out: Path, head: Path, options: dict, processes: int) -> dict:
+    """``processes`` batch workers without Ray, started at once, the inputs dealt alternately (module docstring)."""
+    from headcast.batch.scheduler import WORKER_MALLOC
+
+    logger.info(f"bench batch: {kind} with {processes} worker(s) without Ray")
+    t0, epoch = time.perf_counter(), time.time()
+    env = {**os.environ, **ONE_THREAD, **WORKER_MALLOC}
+    procs = [subprocess.Popen([sys.executable, "-c", "from headcast.bench.batch import direct_worker; direct_worker()",
+                               json.dumps([kind, inputs[k::processes], str(out), str(head), options])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for k in range(processes)]
+    ends = [p.communicate() for p in procs]
+    wall = time.perf_counter() - t0
+    if any(p.returncode for p in procs):
+        raise HeadcastError(f"bench batch: a worker without Ray failed: {[e[1].strip()[-300:] for e in ends]}")
+    times = [json.loads(o.strip().splitlines()[-1]) for o, _ in ends]
+    ready = max(t["ready"] for t in times)
+    res = {"wall_s": wall, "jobs": len(inputs), "frames": sum(t["frames"] for t in times),
+           "workers_ready_s": ready - epoch, "jobs_s": max(t["end"] for t in times) - ready,
+           "cpu_per_job_s": sum(t["cpu_s"] for t in times) / len(inputs),
+           "tail_s": max(t["end"] for t in times) - min(t["end"] for t in times)}  # one worker idle at the end
+    res["jobs_per_min_steady"] = 60 * len(inputs) / res["jobs_s"]
+    return _rates(res)
+
+
+def direct_worker() -> None:
+    """One worker of :func:`_direct` (``sys.argv[1]``: kind, inputs, out, head, options as JSON); prints when
+    it was ready and done (epoch seconds), its frames and its jobs' CPU seconds as JSON."""
+    from headcast.batch.jobs import make_jobs
+    from headcast.batch.worker import Worker
+
+    kind, inputs, out, head, options = json.loads(sys.argv[1])
+    worker = Worker(1)
+    ready = time.time()
+    rows = [worker.run(job) for job in make_jobs(kind, inputs, out, head if kind == "animate" else None, options)]
+    failed = [r["name"] for r in rows if r["status"] != "ok"]
+    if failed:
+        raise HeadcastError(f"jobs failed: {', '.join(failed)}")
+    print(json.dumps({"ready": ready, "end": time.time(), "frames": sum(int(r.get("frames") or 1) for r in rows),
+                      "cpu_s": sum(r["cpu_s"] for r in rows)}))
+
+
 def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str], workers: int) -> dict:
     """``headcast batch`` (its own process, as a user runs it) on an embedded Ray with ``workers`` workers."""
     logger.info(f"bench batch: {kind} with {workers} worker(s)")
@@ -146,9 +196,10 @@ def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str],
     if failed:
         raise HeadcastError(f"bench batch: {kind} jobs failed: {', '.join(failed)}")
     started = {k: float(m.group(1)) if (m := re.search(rf"{k} in ([0-9.]+) s", log)) else None
-               for k in ("Ray started", "workers started")}
+               for k in ("Ray started", "workers started", "Ray stopped")}
+    stop = started.pop("Ray stopped")
     res = {"wall_s": wall, "jobs": len(r), "frames": sum(int(x["frames"] or 1) for x in r),
-           "ray_start_s": started["Ray started"], "workers_ready_s": started["workers started"],
+           "ray_start_s": started["Ray started"], "workers_ready_s": started["workers started"], "ray_stop_s": stop,
            "job_s_mean": statistics.mean(float(x["seconds"]) for x in r),
            "overhead_per_job_s": statistics.median(float(x["overhead_s"]) for x in r),
            "cpu_per_job_s": statistics.mean(float(x["cpu_s"]) for x in r),
@@ -175,6 +226,7 @@ def _speedups(runs: dict, workers: tuple[int, ...]) -> dict:
             out[f"batch-{workers[1]}_over_batch-{workers[0]}_steady"] = a["jobs_s"] / b["jobs_s"]
     if "pair-1t" in runs:
         out["pair-1t_over_loop-1t"] = runs["loop-1t"]["wall_s"] / runs["pair-1t"]["wall_s"]
+        out["direct-2_over_direct-1_steady"] = runs["direct-1"]["jobs_s"] / runs["direct-2"]["jobs_s"]
     if "loop" in runs and f"batch-{workers[0]}" in runs:
         out[f"batch-{workers[0]}_over_loop"] = runs["loop"]["wall_s"] / runs[f"batch-{workers[0]}"]["wall_s"]
     return out
@@ -185,12 +237,12 @@ def markdown(res: dict) -> str:
     lines = [f"Machine: {res['machine']}", ""]
     for kind, runs in res["runs"].items():
         lines += [f"### batch {kind}", "",
-                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | steady jobs/min "
-                  "| overhead/job s | CPU s/job | cores/job | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | Ray stop s | steady jobs/min "
+                  "| overhead/job s | CPU s/job | cores/job | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in runs.items():
-            f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
+            f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if r.get(k) is not None else "-"  # noqa: E731
             lines.append(f"| {name} | {r['jobs']} | {r['wall_s']:.1f} | {r['jobs_per_min']:.2f} | "
-                         f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | "
+                         f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | {f('ray_stop_s')} | "
                          f"{f('jobs_per_min_steady', '{:.2f}')} | {f('overhead_per_job_s', '{:.3f}')} | "
                          f"{f('cpu_per_job_s', '{:.2f}')} | {f('cores_per_job', '{:.2f}')} | {f('worker_rss_mb', '{:.0f}')} |")
         sp = ", ".join(f"{k} {v:.2f}x" for k, v in res.get("speedup", {}).get(kind, {}).items())
