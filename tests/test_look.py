@@ -168,6 +168,15 @@ def test_neutral_driver_leaves_the_mouth_neutral(ict_model):
     assert err["lips"].mean() < 1.0, err["lips"]
 
 
+def _driver(m, seed: int):
+    """A synthetic driver of model ``m``: its expression names, the seeded generator (after drawing), a random
+    identity beta (the first 10 components, unit spread) and a float64 head layer."""
+    rng = np.random.default_rng(seed)
+    beta = np.zeros(m.n_shape)
+    beta[:10] = rng.normal(0, 1, 10)
+    return list(m.meta["expression_names"]), rng, beta, HeadLayer(m, dtype=torch.float64)
+
+
 def test_landmark_noise_on_a_resting_face_moves_no_shape(ict_model):
     """Detector noise of a few tenths of a millimetre on a neutral driver (coefficients bounded at 0 cannot
     average it out) leaves the avatar's mouth corners within 0.25 mm of neutral (0.30 mm without the exponential
@@ -178,11 +187,7 @@ def test_landmark_noise_on_a_resting_face_moves_no_shape(ict_model):
     from headcast.animate.track import Tracker, default_expr_cols
 
     m = ict_model
-    names = list(m.meta["expression_names"])
-    rng = np.random.default_rng(11)
-    beta = np.zeros(m.n_shape)
-    beta[:10] = rng.normal(0, 1, 10)
-    layer = HeadLayer(m, dtype=torch.float64)
+    names, rng, beta, layer = _driver(m, 11)
 
     def observe(psi: np.ndarray, k: int) -> Observation:
         theta = np.zeros(15)
@@ -247,11 +252,7 @@ def test_a_jaw_opening_is_tracked_as_jaw(ict_model):
     from headcast.animate.track import Tracker, default_expr_cols
 
     m = ict_model
-    names = list(m.meta["expression_names"])
-    rng = np.random.default_rng(3)
-    beta = np.zeros(m.n_shape)
-    beta[:10] = rng.normal(0, 1, 10)
-    layer = HeadLayer(m, dtype=torch.float64)
+    names, rng, beta, layer = _driver(m, 3)
 
     def observe(jaw: float, k: int) -> Observation:
         theta = np.zeros(15)
