@@ -173,6 +173,9 @@ def cluster(headcast_home):
             subprocess.run(["rm", "-rf", str(t)], check=False)
 
 
+FRAMES_PER_JOB = 75  # long enough (seconds a job) to kill a worker inside one; d0.mp4 has 78 frames
+
+
 def test_two_node_cluster_survives_a_killed_worker(cluster, tmp_path):
     address, env, second = cluster
     frames = shared_path(*FRAMES)
@@ -190,17 +193,18 @@ def test_two_node_cluster_survives_a_killed_worker(cluster, tmp_path):
     videos = shared_path("samples", "video")
     anim = tmp_path / "anim"
     p = subprocess.Popen([sys.executable, "-m", "headcast.cli", "batch", "animate", str(recon), str(videos),
-                          "--out", str(anim), "--address", address, "--max-frames", "40", "--no-video"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--out", str(anim), "--address", address, "--max-frames", str(FRAMES_PER_JOB),
+                          "--no-video"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         killed, deadline = None, time.monotonic() + 600
         while killed is None and p.poll() is None and time.monotonic() < deadline:
             w = _busy_worker(second)
             if w is not None:
-                time.sleep(2)  # well inside the job
-                w.send_signal(signal.SIGKILL)
-                killed = w.pid
-            time.sleep(0.5)
+                time.sleep(0.5)  # inside the job (a job takes seconds); the worker process outlives its jobs,
+                if _busy_worker(second) is not None:  # so kill it only while it still runs one
+                    w.send_signal(signal.SIGKILL)
+                    killed = w.pid
+            time.sleep(0.2)
         _, err = p.communicate(timeout=900)
     finally:
         if p.poll() is None:
@@ -210,7 +214,7 @@ def test_two_node_cluster_survives_a_killed_worker(cluster, tmp_path):
     assert "died; retrying it on another worker" in err
     rows = read_summary(anim)
     assert sorted(r["name"] for r in rows) == ["d0", "d6", "wojtek"]
-    assert all(r["status"] == "ok" and int(r["frames"]) == 40 for r in rows), rows
+    assert all(r["status"] == "ok" and int(r["frames"]) == FRAMES_PER_JOB for r in rows), rows
     assert max(int(r["attempts"]) for r in rows) == 2
     assert all(_complete(anim / r["name"], "animation", "report.json") for r in rows)
     _no_staging(anim)

@@ -19,8 +19,9 @@ RANKS = {
     "fit": 4, "texture": 4, "synth": 4,
     "animate": 5, "export": 5,
     "stream": 6,
-    "view": 7, "bench": 7, "demo": 7, "batch": 7,
-    "cli": 8,
+    "view": 7, "demo": 7, "batch": 7,
+    "bench": 8,
+    "cli": 9,
 }
 
 
