@@ -182,9 +182,10 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
 
     The pictures are drawn and encoded on the thread plan's threads while this one renders the overlay and
     writes the meshes (PNG's zlib releases the GIL); with one thread, all in turn. ``pictures``: a Job of
-    :func:`input_pictures` (started before the fit, so the input's PNGs are encoded beside it)."""
+    :func:`input_pictures` (started before the fit, so the input's PNGs are encoded beside it; default: one started here)."""
     frame = obs.frame
     workers = threads.plan().count
+    pictures = pictures or threads.Job(input_pictures, frame, name="pictures")
     with staged_dir(out_dir, "reconstruction", force=force, inputs=_inputs(frame)) as tmp, \
             ThreadPoolExecutor(workers) as pool:
         pending = []
@@ -196,9 +197,6 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
             else:
                 job()
 
-        if pictures is None:
-            save(lambda: frame.color, "color.png")
-            save(lambda: images.depth_mm(frame.depth), "depth_mm.png")
         save(lambda: landmark_picture(obs, project(rec.landmarks, frame.K)), "landmarks.png")
         hits, shaded = images.render_shaded(rec.vertices, model.faces, frame.K)
         save(lambda: images.blend(frame.color, shaded, hits.hit, 0.6), "overlay.png")
@@ -208,9 +206,8 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
         write_obj(tmp / "mesh.obj", rec.vertices, model.faces, model.uv, model.uv_faces)
         write_ply(tmp / "mesh.ply", rec.vertices, model.faces)
         frame.K.to_json(tmp / "intrinsics.json")
-        if pictures is not None:
-            for name, data in pictures.result().items():
-                (tmp / name).write_bytes(data)
+        for name, data in pictures.result().items():
+            (tmp / name).write_bytes(data)
         report = dict(rec.report, **(extra_report or {}))
         report["input"] = {"color": str(frame.color_path) if frame.color_path else None,
                            "depth": str(frame.depth_path) if frame.depth_path else None,
