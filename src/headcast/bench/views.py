@@ -144,11 +144,11 @@ def scores(photo: np.ndarray, render: np.ndarray, mask: np.ndarray) -> tuple[flo
 
 
 def run_views_bench(work: Path, source: str = "frame-050", frames: list[str] | None = None, size: int = 512,
-                    figures: Path | None = Path("bench/figures"), front: str = "frame-050") -> dict:
+                    figures: Path | None = None, front: str = "frame-050") -> dict:
     """Every frame of the sweep (or ``frames``) the head was not built from, scored (see the module
     docstring), the yaw measured from ``front``'s view (degrees, + = the camera on the head's left); a
     picture of photo | render | difference at the angles nearest -60, -30, 30, 60 degrees in
-    ``figures/views-SOURCE.png``."""
+    ``figures/views-SOURCE.png`` (default: in ``work``, the bench's own folder)."""
     from headcast.preprocess.rgbd import load_rgbd
 
     folder = truedepth_folder()
@@ -167,8 +167,8 @@ def run_views_bench(work: Path, source: str = "frame-050", frames: list[str] | N
         logger.info(f"bench views: {name} yaw {r['yaw_deg']:+.0f} deg, L1 {r['l1']:.3f}, SSIM {r['ssim']:.3f}")
         shots.append((r["yaw_deg"], frame.color, r.pop("render"), r.pop("mask"), name, r["gain"]))
         rows.append(dict(r, frame=name))
-    if figures is not None and shots:
-        _figure(Path(figures) / f"views-{source}.png", shots)
+    if shots:
+        _figure(Path(figures if figures is not None else work) / f"views-{source}.png", shots)
     return {"machine": machine(), "source": source, "held_out": len(rows), "texture_size": albedo.shape[0],
             "views": rows, "by_angle": by_angle(rows)}
 

@@ -274,6 +274,7 @@ def _views_arguments(bv: argparse.ArgumentParser) -> None:
                     help="the frame the head is built from, or 'sweep' for the whole sweep (default %(default)s)")
     bv.add_argument("--work", required=True, help="folder for the reconstruction and the picture (reused when present)")
     bv.add_argument("--texture-size", type=int, default=default("size"), help="albedo side in texels (default %(default)s)")
+    bv.add_argument("--figures", help="folder for the views picture instead of --work (e.g. bench/figures)")
     bv.add_argument("--json", action="store_true", help="print the figures as JSON too")
     bv.set_defaults(func=run_views)
 
@@ -282,7 +283,8 @@ def run_views(a: argparse.Namespace) -> None:
     from headcast.bench.views import markdown, run_views_bench
 
     with logs.scoped(show=SHOWN):
-        res = run_views_bench(Path(a.work), a.source, a.frames or None, a.texture_size)
+        res = run_views_bench(Path(a.work), a.source, a.frames or None, a.texture_size,
+                              figures=Path(a.figures) if a.figures else None)
     if a.json:
         print(json.dumps(res, indent=2, default=str))
     print(markdown(res))
