@@ -400,3 +400,38 @@ def test_single_frame_detail_layer_is_opt_in_and_finds_the_bump(ict_model, tmp_p
     rest = np.asarray(ict_model.v_template)
     back = rest[:, 2] < rest[:, 2].min() + 0.03  # the back of the head in rest space, never seen from the front
     assert back.sum() > 100 and np.all(off[back] == 0.0)
+
+
+def test_observation_errors_measure_colours_against_the_head_on_ones(ict_model, synthetic_sweep, tmp_path):
+    """Five exactly registered views of a subject under ambient light, one 30 % darker, written as a sweep
+    folder: each frame's colour of a texel meets its head-on colour in the other frames (after the gains: the
+    darker frame's fifth of the observations would be 0.36 off without them)."""
+    from headcast.bench.sweep_views import observation_errors
+    from headcast.io import recon
+    from headcast.io.mesh import write_obj
+    from headcast.render import images
+
+    K = read_sample(synthetic_sweep, "frame-000")["K"]
+    light = np.zeros((9, 3))
+    light[0] = 1.0 / 0.886227  # SH_CONST[0]: shading 1 everywhere
+    (tmp_path / recon.FRAMES).mkdir()
+    views = []
+    for k, yaw in enumerate((0.0, -20.0, -10.0, 10.0, 20.0)):
+        s = random_subject(ict_model, 7, yaw_deg=yaw, pitch_deg=0.0, roll_deg=0.0, distance=0.45)
+        s.lighting = light
+        f = render_rgbd(ict_model, s, K, profile="none", background=False, seed=k)
+        color = np.clip(f.color * (0.7 if k == 2 else 1.0), 0, 255).astype(np.uint8)
+        images.save_png(tmp_path / recon.FRAMES / f"{k:03d}_color.png", color)
+        images.save_depth_mm(tmp_path / recon.FRAMES / f"{k:03d}_depth_mm.png", f.depth)
+        views.append(f.vertices)
+    rigid = np.flatnonzero(np.linalg.norm(views[0] - ict_model.landmark_vertices(views[0])[30], axis=1) < 0.09)
+    recon.write_poses(tmp_path, [{"index": k, "name": f"f{k}", "registered": True, "used": True,
+                                  "head_to_camera": T.tolist()} for k, T in enumerate(true_poses(views, rigid))], "f0")
+    write_obj(tmp_path / recon.MESH_OBJ, views[0], ict_model.faces)
+    K.to_json(tmp_path / recon.INTRINSICS)
+    recon.write_lighting(tmp_path, recon.Lighting(light))
+    out = observation_errors(ict_model, tmp_path, size=128)
+    head_on = out["angle"][-1]
+    assert out["frames"] == 5 and head_on["observations"] > 500
+    assert head_on["median"] < 0.03 and head_on["p90"] < 0.06
+    assert out["depth"][2]["observations"] > 0.8 * sum(r["observations"] for r in out["depth"])  # within 3 mm

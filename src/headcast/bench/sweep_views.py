@@ -201,3 +201,92 @@ def reasons_picture(model, folder: Path, reason: np.ndarray, out: Path, size: in
     bottom = np.pad(bottom, ((0, 0), (0, max(top.shape[1] - bottom.shape[1], 0)), (0, 0)), constant_values=255)
     images.save_png(out, np.concatenate([top, bottom[:, : top.shape[1]]], axis=0))
     return out
+
+
+ANGLE_BINS = (0.2, 0.3, 0.38, 0.45, 0.5, 0.7, 0.9, 1.0)  # cos of the view angle: 78, 73, 68, 63, 60, 46, 26, 0 deg
+EDGE_BINS = (0.0, 1.1, 2.1, 3.1, 5.0, np.inf)  # pixels from the silhouette or a depth edge of the fitted mesh
+DEPTH_BINS = (-np.inf, -0.01, -0.003, 0.003, 0.01, 0.04, np.inf)  # metres, measured depth minus the fitted surface's
+
+
+def _observations(model, folder: Path, size: int) -> tuple[list[dict], np.ndarray]:
+    """Every registered frame's view of the atlas's texels (``size``) of a textured sweep folder: per frame
+    the texels it sees (M,), their log colours after the blend's frame gains (M, 3), cos of the view angle
+    (M,), pixels from the mesh's edges (M,) and from those or pixels the measured depth rejects (M,), and the
+    measured depth minus the surface's (M,) metres (NaN without depth); and the head texels (N,) bool."""
+    from headcast.texture.multiview import blend_frames
+    from headcast.texture.observe import View, head_texels
+
+    verts, K, tri, bary, X, n, frames = _texels_and_frames(model, folder, size)
+    gains = blend_frames(model.faces, verts, frames, K, recon.read_lighting(folder).sh, tri, bary, fit=True).gains
+    out = []
+    for (_, color, depth, T), g in zip(frames, gains):
+        R, t = np.asarray(T)[:3, :3], np.asarray(T)[:3, 3]
+        Xc, nc = X @ R.T + t, n @ R.T
+        view = View.make(verts @ R.T + t, model.faces, color, K, depth)
+        uv, ok, _, _ = view.factors(Xc, nc, tri=tri)
+        k = np.flatnonzero(ok)
+        col, row = np.rint(uv[k]).astype(np.int64).T
+        mesh_edge = View.make(view.vertices, model.faces, color, K).edge_dist[row, col]
+        measured = view.depth[row, col]
+        out.append({"texels": k, "log_color": np.log(np.maximum(view.observe(Xc[k], nc[k], tri=tri[k])[0] * g, 2e-3)),
+                    "cos": -np.einsum("nc,nc->n", Xc[k], nc[k]) / np.linalg.norm(Xc[k], axis=1),
+                    "mesh_edge_px": mesh_edge, "edge_px": view.edge_dist[row, col],
+                    "depth_diff": np.where(measured > 0, measured - Xc[k, 2], np.nan)})
+    return out, head_texels(model.faces, len(verts), tri, model.masks.get("eyes"))
+
+
+def observation_errors(model, folder: Path, size: int = 512) -> dict:
+    """How far one frame's colour of a texel is from the same texel's head-on colour, on a textured sweep
+    folder: median and 90th percentile over observations of |log(colour / reference)| (mean over RGB, after
+    the blend's frame gains), where the reference is the mean log colour of the texel's *other* clean
+    head-on observations (cos > 0.9, more than 5 pixels from any edge, measured depth within 3 mm; two or
+    more), head texels only (:func:`head_texels`). Tables by the view angle (observations more than 5 pixels
+    from any edge; :data:`ANGLE_BINS`), by the distance to the fitted mesh's silhouette and depth edges (cos
+    > 0.7; :data:`EDGE_BINS`) and by the measured depth's disagreement with the fitted surface (cos > 0.7, more
+    than 5 pixels from the mesh's edges; :data:`DEPTH_BINS`). ``angle_paired``: per texel, its grazing
+    observations (cos 0.2-0.5, by bin) against its own 46-60 degree ones (cos 0.5-0.7), both more than 5 pixels
+    from any edge: the medians over texels and the share where the grazing ones are further off. These are
+    the colours each confidence factor of :meth:`headcast.texture.observe.View.factors` admits or rejects."""
+    obs, head = _observations(model, Path(folder), size)
+    N = len(head)
+    total, count = np.zeros((N, 3)), np.zeros(N)
+    for o in obs:
+        o["clean"] = (o["cos"] > 0.9) & (o["edge_px"] > 5) & (np.abs(o["depth_diff"]) < 0.003)
+        np.add.at(total, o["texels"][o["clean"]], o["log_color"][o["clean"]])
+        np.add.at(count, o["texels"][o["clean"]], 1)
+    for o in obs:  # the reference without the observation's own frame
+        k, own = o["texels"], o["clean"][:, None] * o["log_color"]
+        others = count[k] - o["clean"]
+        o["error"] = np.abs(o["log_color"] - (total[k] - own) / np.maximum(others, 1)[:, None]).mean(1)
+        o["has_reference"] = (others >= 2) & head[k]
+
+    def table(key: str, bins, where) -> list[dict]:
+        rows = []
+        for lo, hi in zip(bins[:-1], bins[1:]):
+            e = np.concatenate([o["error"][o["has_reference"] & where(o) & (o[key] >= lo) & (o[key] < hi)] for o in obs])
+            rows.append({"bin": [float(lo), float(hi)], "observations": int(len(e)),
+                         "median": float(np.median(e)) if len(e) else None,
+                         "p90": float(np.percentile(e, 90)) if len(e) else None})
+        return rows
+
+    def per_texel(lo: float, hi: float) -> np.ndarray:
+        """(N,) mean error of the texel's observations with cos in [lo, hi), more than 5 pixels from any edge."""
+        acc, num = np.zeros(N), np.zeros(N)
+        for o in obs:
+            sel = o["has_reference"] & (o["edge_px"] > 5) & (o["cos"] >= lo) & (o["cos"] < hi)
+            np.add.at(acc, o["texels"][sel], o["error"][sel])
+            np.add.at(num, o["texels"][sel], 1)
+        return np.where(num > 0, acc / np.maximum(num, 1), np.nan)
+
+    ref_band = per_texel(0.5, 0.7)
+    paired = []
+    for lo, hi in zip(ANGLE_BINS[:4], ANGLE_BINS[1:5]):
+        e = per_texel(lo, hi)
+        both = np.isfinite(e) & np.isfinite(ref_band)
+        stats = (np.median(e[both]), np.median(ref_band[both]), (e[both] > ref_band[both]).mean()) if both.any() else ()
+        paired.append({"bin": [lo, hi], "texels": int(both.sum()),
+                       **{key: float(v) for key, v in zip(("median", "median_46_60_deg", "worse"), stats)}})
+    return {"size": size, "frames": len(obs), "angle_paired": paired,
+            "angle": table("cos", ANGLE_BINS, lambda o: (o["edge_px"] > 5)),
+            "mesh_edge": table("mesh_edge_px", EDGE_BINS, lambda o: o["cos"] > 0.7),
+            "depth": table("depth_diff", DEPTH_BINS, lambda o: (o["cos"] > 0.7) & (o["mesh_edge_px"] > 5))}
