@@ -15,11 +15,14 @@ from headcast.texture.render import comparison_picture, render_textured
 
 
 def _render(model, folder: Path, verts: np.ndarray, K) -> np.ndarray:
-    """The mesh (camera frame) textured (unlit albedo) when the folder has a texture, else shaded; uint8."""
+    """The mesh (camera frame) textured and lit by its fitted SH light, as the previews and the viewer show
+    it, when the folder has a texture (unlit albedo when it has no lighting.json), else shaded; uint8."""
     tex = recon.read_texture(folder, model.faces)
     if tex is None:
         return images.render_shaded(verts, model.faces, K)[1]
-    img, _ = render_textured(verts, model.faces, tex.uv, tex.uv_faces, tex.image().astype(np.float32) / 255, None, K)
+    light = recon.read_lighting(folder)
+    sh = None if light is None else np.asarray(light.sh)
+    img, _ = render_textured(verts, model.faces, tex.uv, tex.uv_faces, tex.image().astype(np.float32) / 255, sh, K)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
