@@ -42,10 +42,8 @@ class PackedHead:
         """
         from headcast.core.scene import MeshScene
 
-        key = x.tobytes()
-        if self._mesh is None or self._mesh[0] != key:
-            self._mesh = (key, self.vertices_cam(x), None)
-        v = self._mesh[1]
+        v = self.mesh_vertices(x)
+        key = self._mesh[0]
         f = self._found
         if f is not None and f[0] is pts and f[1] is v:
             return f[2], v
@@ -54,6 +52,13 @@ class PackedHead:
         tri, bary, _, dist = self._mesh[2].closest(pts)
         self._found = (pts, v, (tri, bary, dist))
         return self._found[2], v
+
+    def mesh_vertices(self, x: np.ndarray) -> np.ndarray:
+        """The mesh's camera-frame vertices (V, 3) at x, kept with the last mesh (:meth:`closest`)."""
+        key = x.tobytes()
+        if self._mesh is None or self._mesh[0] != key:
+            self._mesh = (key, self.vertices_cam(x), None)
+        return self._mesh[1]
 
     def _pose(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
         """z = [beta | psi] (Z,), the root rotation (3, 3), the other joints' (G - 1, 3, 3), s and t of x."""
