@@ -10,7 +10,9 @@ with ``-v``. A command's results (JSON, tables) go to stdout.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -50,6 +52,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command in ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    program = argv is None  # the process is this command (not a caller in Python)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser.help_cache = parser.HelpCache(argv)
     cached = parser.help_cache.lookup()
@@ -58,9 +61,27 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(0)  # as argparse's --help does
     parser.main_parser = build_parser(lazy=True)
     a = parser.main_parser.parse_args(argv)
+    if program:
+        gc.freeze()  # the modules' objects, loaded by now, are never garbage: the collector stops walking them
     with _signals_unwind(), logs.to_stderr(logs.level(a.verbose, a.quiet, a.debug), native=a.debug):
         logger.debug(threads.apply().describe())
-        return _run(a)
+        status = _run(a)
+    if program:
+        _exit_now(status)
+    return status
+
+
+def _exit_now(status: int) -> None:
+    """End the process with ``status`` once the command is done: the exit handlers run (logging, temporary
+    folders, Ray), the standard streams are flushed, and the interpreter's teardown of every loaded module
+    (about 0.1 s of CPU after a reconstruction) is skipped. Not while another non-daemon thread still runs."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
+        return
+    atexit._run_exitfuncs()
+    for out in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            out.flush()
+    os._exit(status)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ class PackedHead:
         self._landmark_points = PointSet.from_model(model)
         self._mesh: tuple | None = None  # (x bytes, vertices (V, 3), MeshScene or None): the last mesh
         self._found: tuple | None = None  # (points, vertices then, (tri, bary, dist)): the last answer
+        self._order: tuple | None = None  # (points, the order they are queried in)
 
     def closest(self, x: np.ndarray, pts: np.ndarray) -> tuple[tuple, np.ndarray]:
         """The closest points of ``pts`` (n, 3) on the mesh at x: (triangle (n,), barycentric weights (n, 3),
@@ -42,18 +43,33 @@ class PackedHead:
         """
         from headcast.core.scene import MeshScene
 
-        key = x.tobytes()
-        if self._mesh is None or self._mesh[0] != key:
-            self._mesh = (key, self.vertices_cam(x), None)
-        v = self._mesh[1]
+        v = self.mesh_vertices(x)
+        key = self._mesh[0]
         f = self._found
         if f is not None and f[0] is pts and f[1] is v:
             return f[2], v
         if self._mesh[2] is None:
             self._mesh = (key, v, MeshScene([(v, self.model.faces)]))
-        tri, bary, _, dist = self._mesh[2].closest(pts)
+        order = self._query_order(pts)
+        found = self._mesh[2].closest(pts[order])
+        tri, bary, dist = (_unsort(a, order) for a in (found[0], found[1], found[3]))
         self._found = (pts, v, (tri, bary, dist))
         return self._found[2], v
+
+    def _query_order(self, pts: np.ndarray) -> np.ndarray:
+        """An order of the points (n, 3) in which neighbours follow each other (2 mm rows of camera y, then x),
+        kept for the point set: Open3D answers each point on its own, with about 15 % less CPU in this order
+        than in the fit's random one."""
+        if self._order is None or self._order[0] is not pts:
+            self._order = (pts, np.lexsort((pts[:, 0], np.floor(pts[:, 1] / 0.002))))
+        return self._order[1]
+
+    def mesh_vertices(self, x: np.ndarray) -> np.ndarray:
+        """The mesh's camera-frame vertices (V, 3) at x, kept with the last mesh (:meth:`closest`)."""
+        key = x.tobytes()
+        if self._mesh is None or self._mesh[0] != key:
+            self._mesh = (key, self.vertices_cam(x), None)
+        return self._mesh[1]
 
     def _pose(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
         """z = [beta | psi] (Z,), the root rotation (3, 3), the other joints' (G - 1, 3, 3), s and t of x."""
@@ -157,3 +173,10 @@ class PackedHead:
         p.theta[pose_slice("root")] = matrix_to_rotvec(R)
         p.scale, p.translation = s, t
         return p
+
+
+def _unsort(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The rows of ``a`` (answers for the points taken in ``order``) back in the points' own order."""
+    out = np.empty_like(a)
+    out[order] = a
+    return out

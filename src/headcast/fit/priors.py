@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from headcast.core import threads
 from headcast.core.geometry import face_normals
 from headcast.fit.config import FitConfig
 from headcast.fit.head import PackedHead
@@ -66,7 +67,7 @@ def residual_sigma(head: PackedHead, x: np.ndarray, pts: np.ndarray, k: int = 16
     q = np.einsum("nk,nkc->nc", bary, v[faces[tri]])
     r = d * np.sign(((pts - q) * face_normals(v, faces[tri])).sum(1) + 1e-30)
     rays = pts[:, :2] / pts[:, 2:3]  # neighbours across the image: depth noise does not move a point's ray
-    _, nb = cKDTree(rays).query(rays, k=k)
+    _, nb = cKDTree(rays).query(rays, k=k, workers=threads.plan().count)
     c = float(np.clip(k * _mad(r[nb].mean(1)) ** 2 / max(_mad(r), 1e-12) ** 2, 1.0, k))
     return float(_mad(r) * np.sqrt(c)), c
 

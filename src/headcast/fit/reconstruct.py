@@ -21,7 +21,6 @@ from headcast.core import threads
 from headcast.core.camera import project
 from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
-from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
 from headcast.io.mesh import write_obj, write_ply
@@ -125,12 +124,13 @@ def fit_observation(obs: Observation, fitter: RGBDFitter, method: str = "full") 
                       scene_points=head_points(obs) if fitter.cfg.grow_mm > 0 else None)
     res: FitResult = fitter.fit(targets, method)
     seconds = time.perf_counter() - t0
-    verts = fitter.vertices_of(res.params)
-    lmk = fitter.landmarks_cam(fitter.pk.pack(res.params))
+    x = fitter.pk.pack(res.params)
+    (_, _, dist), verts = fitter.closest(x, obs.points)  # block 3's last mesh: its Open3D scene is kept
+    lmk = fitter.landmarks_cam(x)
     report = res.report()
     report["paper_losses"] = paper_losses(report["blocks"])
     report.update(method=method, model=fitter.model_name, seconds_fit=seconds,
-                  points=obs.counts(), **measure(fitter.model, verts, lmk, obs))
+                  points=obs.counts(), **measure(lmk, obs, dist))
     return Reconstruction(res.params, verts, lmk, report)
 
 
@@ -143,14 +143,13 @@ def head_points(obs: Observation, radius: float = 0.15) -> np.ndarray:
     return pts[np.linalg.norm(pts - c, axis=1) < radius]
 
 
-def measure(model: HeadModel, verts: np.ndarray, lmk: np.ndarray, obs: Observation) -> dict:
-    """Landmark errors (mm) of the fitted landmarks (68, 3) and point-to-mesh distances (mm) of the face
-    points to the fitted mesh (V, 3), camera frame."""
+def measure(lmk: np.ndarray, obs: Observation, dist: np.ndarray) -> dict:
+    """Landmark errors (mm) of the fitted landmarks (68, 3), camera frame, and the statistics (mm) of the
+    face points' distances ``dist`` (n,) metres to the fitted mesh."""
     inner = np.array([i for i in INNER if obs.valid[i]])
     e3 = np.linalg.norm(lmk[inner] - obs.landmarks3d[inner], axis=1) * 1000
     e2 = np.linalg.norm(project(lmk, obs.frame.K) - obs.landmarks2d, axis=1)
-    _, _, d = closest_points_on_mesh(verts, model.faces, obs.points)
-    d = d * 1000
+    d = dist * 1000
     return {
         "landmarks_3d_mm": {"mean": float(e3.mean()), "median": float(np.median(e3)), "n": int(len(inner))},
         "landmarks_2d_px": {"mean": float(e2.mean()), "median": float(np.median(e2))},

@@ -148,8 +148,14 @@ class RGBDFitter(BlockRunner):
         """Add the depth points within ``grow_mm`` of the fitted mesh's face triangles (beyond the
         landmark hull: forehead, temples, jaw sides), subsampled with the hull points to max_points."""
         face_tri = self.model.region_triangles("face")
-        (tri, _, dist), _ = self.closest(x, scene)
-        extra = scene[(dist < self.cfg.grow_mm / 1000.0) & face_tri[tri]]
+        grow = self.cfg.grow_mm / 1000.0
+        # a point within ``grow`` of a face triangle lies in the face's bounding box grown by it (and a
+        # micrometre, above Open3D's float32 rounding): only those are queried, the same points kept
+        corners = self.mesh_vertices(x)[self.model.faces[face_tri]].reshape(-1, 3)
+        lo, hi = corners.min(0) - (grow + 1e-6), corners.max(0) + (grow + 1e-6)
+        near = scene[np.all((scene >= lo) & (scene <= hi), axis=1)]
+        (tri, _, dist), _ = self.closest(x, near)
+        extra = near[(dist < grow) & face_tri[tri]]
         both = np.concatenate([pts, extra])
         if len(both) > self.cfg.max_points:
             rng = np.random.default_rng(self.cfg.seed + 1)

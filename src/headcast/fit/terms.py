@@ -68,9 +68,12 @@ def distance_directions(v: np.ndarray, corners: np.ndarray, bary: np.ndarray, pt
     """
     d = pts - np.einsum("nk,nkc->nc", bary, v[corners])
     dn = np.linalg.norm(d, axis=1, keepdims=True)
-    fn = face_normals(v, corners)
-    fn *= np.sign((fn * d).sum(1, keepdims=True) + 1e-30)
-    return np.where(dn > 1e-7, d / np.maximum(dn, 1e-18), fn)
+    out = d / np.maximum(dn, 1e-18)
+    on = np.flatnonzero(dn[:, 0] <= 1e-7)  # on the surface: the face normal, turned to the point's side
+    if len(on):
+        fn = face_normals(v, corners[on])
+        out[on] = fn * np.sign((fn * d[on]).sum(1, keepdims=True) + 1e-30)
+    return out
 
 
 def landmark_term(head: PackedHead, tgt: np.ndarray, idx: np.ndarray) -> Evaluate:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from headcast.core import threads
 from headcast.core.camera import Intrinsics, depth_to_points
 from headcast.core.errors import HeadcastError
 from headcast.preprocess.ibug68 import BROWS, CHIN, LEFT_EYE_OUTER, RIGHT_EYE_OUTER
@@ -107,7 +108,7 @@ def statistical_inliers(points: np.ndarray, neighbours: int = 20, std_ratio: flo
 
     if len(points) <= neighbours:
         return np.ones(len(points), bool)
-    dist, _ = cKDTree(points).query(points, k=neighbours + 1)
+    dist, _ = cKDTree(points).query(points, k=neighbours + 1, workers=threads.plan().count)  # each its own answer
     mean = dist[:, 1:].mean(axis=1)
     return mean <= mean.mean() + std_ratio * mean.std()
 
