@@ -22,6 +22,7 @@ from headcast.core import threads
 from headcast.core.camera import Intrinsics, depth_to_points
 from headcast.core.geometry import sample_surface
 from headcast.core.rigid import rigid_fit
+from headcast.core.scene import open3d_native
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def register_frames(depths: list[np.ndarray | None], K: Intrinsics, landmarks: l
     out = [Registered(None, reason="skipped") for _ in depths]
     out[ref] = Registered(np.eye(4), "reference", 1.0, 0.0, cloud=head_cloud(depths[ref], K, centre, radius, up, below))
     frame = (depths, K, landmarks, centre, radius, up, below)
+    open3d_native()  # loaded first: one_open3d_thread bounds a loaded Open3D only
     with threads.one_open3d_thread():
         before = threads.Job(_register_chain, out, range(ref - 1, -1, -1), ref, frame, name="register")
         _register_chain(out, range(ref + 1, len(depths)), ref, frame)
