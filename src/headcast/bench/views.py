@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from headcast.bench import machine, truedepth_folder
+from headcast.core import threads
 from headcast.core.camera import FLIP
 from headcast.core.errors import HeadcastError
 from headcast.core.sh import sh_rotate
@@ -86,9 +87,11 @@ def register(vertices: np.ndarray, depth_points: np.ndarray, start: np.ndarray |
 
     for T in starts:
         candidates = [T] if start is not None else []  # a given start competes with its ICP (which can slip)
-        for dist in (0.03, 0.01, 0.005):
-            T = o3d.pipelines.registration.registration_icp(
-                mesh_pts, cloud, dist, T, o3d.pipelines.registration.TransformationEstimationPointToPlane()).transformation
+        with threads.one_open3d_thread():  # repeatable (its parallel sums are not)
+            for dist in (0.03, 0.01, 0.005):
+                T = o3d.pipelines.registration.registration_icp(
+                    mesh_pts, cloud, dist, T, o3d.pipelines.registration.TransformationEstimationPointToPlane()
+                ).transformation
         for T in candidates + [T]:
             if fitness(T) > fit:
                 best, fit = np.asarray(T), fitness(T)

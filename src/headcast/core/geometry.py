@@ -50,6 +50,22 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return fn / np.where(norm > 0, norm, 1.0)
 
 
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points (n, 3) drawn uniformly by area on the triangles faces (F, 3) of vertices (V, 3), with
+    their triangles' unit normals (n, 3); float64, the vertices' units. ``rng`` makes the draw repeatable."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 * area
+    area = np.linalg.norm(fn, axis=1)
+    tri = rng.choice(len(f), size=n, p=area / area.sum())
+    r1, r2 = rng.random((2, n))
+    s = np.sqrt(r1)  # (1 - s, s (1 - r2), s r2): uniform barycentric weights on a triangle
+    a, b, c = (v[f[tri, k]] for k in range(3))
+    pts = (1 - s)[:, None] * a + (s * (1 - r2))[:, None] * b + (s * r2)[:, None] * c
+    return pts, fn[tri] / area[tri, None]
+
 def points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     """Even-odd test of points (K, 2) against a closed polygon (P, 2); returns (K,) bool."""
     x, y = xy[:, 0:1], xy[:, 1:2]

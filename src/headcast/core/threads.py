@@ -24,6 +24,7 @@ import ctypes
 import functools
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,38 @@ def one_blas_thread() -> Iterator[None]:
         set_threads(before)
 
 
+
+_OPEN3D_SERIAL = threading.Lock()
+_open3d_serial = {"depth": 0, "before": 0}  # blocks inside one_open3d_thread now, Open3D's count before the first
+
+
+@contextmanager
+def one_open3d_thread() -> Iterator[None]:
+    """Within the block Open3D's pool (oneTBB) lends no worker threads, so each Open3D call runs on the thread
+    that made it; the count it had is restored when the last such block (of any thread) ends (nothing where
+    Open3D is not loaded). For Open3D calls whose result must not depend on the scheduling: ICP sums its
+    J^T J, residuals and RMSE with ``tbb::parallel_reduce``, whose partial sums follow how the threads happened
+    to split the points, so with two threads the same input gave transforms that differed in round-off, which
+    the next iterations' correspondences grew to 0.1-0.6 mm (bench/RESULTS.md, "repeat"). Calls on several
+    Python threads still run side by side (registration_icp leaves the GIL), each on its own thread. The limit
+    is process-wide: other Open3D work meanwhile runs on its caller's thread too."""
+    o3d = sys.modules.get("open3d.pybind")
+    if o3d is None:
+        yield
+        return
+    with _OPEN3D_SERIAL:
+        if _open3d_serial["depth"] == 0:
+            _open3d_serial["before"] = int(o3d.utility.get_max_threads())
+            o3d.utility.set_max_threads(1)
+        _open3d_serial["depth"] += 1
+    try:
+        yield
+    finally:
+        with _OPEN3D_SERIAL:
+            _open3d_serial["depth"] -= 1
+            if _open3d_serial["depth"] == 0:
+                o3d.utility.set_max_threads(_open3d_serial["before"])
+
 class Job:
     """``fn(*args)`` on a thread of its own when the plan has more than one thread, else run at the first
     :meth:`result`. For work beside a wait on native code that leaves the GIL (MediaPipe's graph, PNG
@@ -177,8 +210,6 @@ class Job:
     The thread is a daemon: a process that fails elsewhere does not wait for it."""
 
     def __init__(self, fn, *args, name: str = "headcast-job"):
-        import threading
-
         self._fn, self._args = fn, args
         self._value = self._error = None
         self._thread = self._ran = None

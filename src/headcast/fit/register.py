@@ -13,12 +13,16 @@ landmarks to the reference landmarks when the face was detected (the better of t
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from headcast.core import threads
 from headcast.core.camera import Intrinsics, depth_to_points
+from headcast.core.geometry import sample_surface
 from headcast.core.rigid import rigid_fit
+from headcast.core.scene import open3d_native
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ MIN_FITNESS = 0.6        # share of a frame's head points within the last distan
 MAX_RMSE = 0.0025        # metres: point-to-plane RMS over those points
 GOOD_FITNESS = 0.9       # a fit from the neighbour's pose this good is not tried again from the landmarks
 NEIGHBOURS = 4           # registered frames whose points a new frame is aligned to
+MESH_SAMPLES = 60000     # points of the fitted mesh the poses are refined against
 
 
 @dataclass
@@ -81,17 +86,20 @@ def _cloud(pts: np.ndarray, normals: bool):
 
 def icp(source: np.ndarray, target, init: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Point-to-plane ICP of source points (N, 3) onto an Open3D target cloud with normals, from the
-    4x4 ``init``; coarse to fine over ICP_STAGES. Returns the transform, fitness and RMSE (m) of the last stage."""
+    4x4 ``init``; coarse to fine over ICP_STAGES. Returns the transform, fitness and RMSE (m) of the last stage.
+    Open3D runs it on one thread: its parallel sums made the result depend on the scheduling
+    (:func:`headcast.core.threads.one_open3d_thread`)."""
     import open3d as o3d
 
     reg = o3d.pipelines.registration
     src = _cloud(source, normals=False)
     T = init.copy()
     res = None
-    for dist in ICP_STAGES:
-        res = reg.registration_icp(src, target, dist, T, reg.TransformationEstimationPointToPlane(),
-                                   reg.ICPConvergenceCriteria(max_iteration=30))
-        T = np.asarray(res.transformation)
+    with threads.one_open3d_thread():
+        for dist in ICP_STAGES:
+            res = reg.registration_icp(src, target, dist, T, reg.TransformationEstimationPointToPlane(),
+                                       reg.ICPConvergenceCriteria(max_iteration=30))
+            T = np.asarray(res.transformation)
     return T, float(res.fitness), float(res.inlier_rmse)
 
 
@@ -115,30 +123,43 @@ def register_frames(depths: list[np.ndarray | None], K: Intrinsics, landmarks: l
     where unknown, or None (no face found). The head points are the depth points within ``radius`` of the
     head's ``centre`` (3,) (reference camera frame) as the registered neighbour's pose predicts it, and
     at most ``below`` under it along the head's ``up`` (3,) (:func:`head_cloud`).
-    Frames are visited outwards from ``ref`` in sequence order; see the module docstring.
+    Frames are visited outwards from ``ref`` in sequence order; see the module docstring. The frames before
+    ``ref`` are registered on a thread of their own beside those after it (the two chains share only ``ref``).
     """
     out = [Registered(None, reason="skipped") for _ in depths]
     out[ref] = Registered(np.eye(4), "reference", 1.0, 0.0, cloud=head_cloud(depths[ref], K, centre, radius, up, below))
-    ref_lm = landmarks[ref]
-    for order in (range(ref + 1, len(depths)), range(ref - 1, -1, -1)):
-        done = [ref]
-        for i in order:
-            if depths[i] is None:
-                continue
-            last = out[done[-1]].pose
-            inv = np.linalg.inv(last)
-            pts = head_cloud(depths[i], K, transform(inv, centre[None])[0], radius, inv[:3, :3] @ up, below)
-            if len(pts) < 500:
-                out[i] = Registered(None, reason=f"too few depth points on the head ({len(pts)})")
-                continue
-            model = _cloud(np.concatenate([transform(out[j].pose, out[j].cloud) for j in done[-NEIGHBOURS:]]), True)
-            out[i] = _register_one(pts, model, last, landmark_guess(landmarks[i], ref_lm))
-            out[i].cloud = pts
-            if out[i].pose is not None:
-                done.append(i)
-            logger.info(f"register: frame {i}: {out[i].how if out[i].pose is not None else out[i].reason} "
-                        f"(fitness {out[i].fitness:.2f}, rmse {out[i].rmse * 1000:.2f} mm)")
+    frame = (depths, K, landmarks, centre, radius, up, below)
+    open3d_native()  # loaded first: one_open3d_thread bounds a loaded Open3D only
+    with threads.one_open3d_thread():
+        before = threads.Job(_register_chain, out, range(ref - 1, -1, -1), ref, frame, name="register")
+        _register_chain(out, range(ref + 1, len(depths)), ref, frame)
+        before.result()
+    for i, r in enumerate(out):
+        if i != ref and depths[i] is not None:
+            logger.info(f"register: frame {i}: {r.how if r.pose is not None else r.reason} "
+                        f"(fitness {r.fitness:.2f}, rmse {r.rmse * 1000:.2f} mm)")
     return out
+
+
+def _register_chain(out: list[Registered], order: range, ref: int, frame: tuple) -> None:
+    """Register the frames ``order`` (outwards from ``ref``, already in ``out``) into ``out``, each from the
+    last one registered; ``frame`` holds :func:`register_frames`' depths, K, landmarks, centre, radius, up, below."""
+    depths, K, landmarks, centre, radius, up, below = frame
+    done = [ref]
+    for i in order:
+        if depths[i] is None:
+            continue
+        last = out[done[-1]].pose
+        inv = np.linalg.inv(last)
+        pts = head_cloud(depths[i], K, transform(inv, centre[None])[0], radius, inv[:3, :3] @ up, below)
+        if len(pts) < 500:
+            out[i] = Registered(None, reason=f"too few depth points on the head ({len(pts)})")
+            continue
+        model = _cloud(np.concatenate([transform(out[j].pose, out[j].cloud) for j in done[-NEIGHBOURS:]]), True)
+        out[i] = _register_one(pts, model, last, landmark_guess(landmarks[i], landmarks[ref]))
+        out[i].cloud = pts
+        if out[i].pose is not None:
+            done.append(i)
 
 
 def _register_one(pts: np.ndarray, model, neighbour: np.ndarray, from_landmarks: np.ndarray | None) -> Registered:
@@ -158,19 +179,22 @@ def _register_one(pts: np.ndarray, model, neighbour: np.ndarray, from_landmarks:
 
 
 def refine_to_mesh(clouds: list[np.ndarray | None], poses: list[np.ndarray | None], vertices: np.ndarray,
-                   faces: np.ndarray) -> list[np.ndarray | None]:
+                   faces: np.ndarray, seed: int) -> list[np.ndarray | None]:
     """Each registered frame's pose (camera -> mesh frame) refined by point-to-plane ICP of its head
-    points onto the fitted mesh (vertices (V, 3), faces (F, 3)): the poses' half of the joint fit."""
+    points onto the fitted mesh (vertices (V, 3), faces (F, 3)), sampled at MESH_SAMPLES points drawn
+    with ``seed``: the poses' half of the joint fit. The frames' ICPs run side by side on the thread plan's
+    threads, each on one (:func:`icp`), so the result does not depend on their count."""
     import open3d as o3d
 
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(faces))
-    mesh.compute_vertex_normals()
-    target = mesh.sample_points_uniformly(number_of_points=60000, use_triangle_normal=True)
-    out = []
-    for pts, A in zip(clouds, poses):
+    pts, normals = sample_surface(vertices, faces, MESH_SAMPLES, np.random.default_rng(seed))
+    target = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    target.normals = o3d.utility.Vector3dVector(normals)
+
+    def refine(pts: np.ndarray | None, A: np.ndarray | None) -> np.ndarray | None:
         if A is None:
-            out.append(None)
-            continue
+            return None
         T, fit, _ = icp(pts, target, A)
-        out.append(T if fit >= MIN_FITNESS else A)
-    return out
+        return T if fit >= MIN_FITNESS else A
+
+    with threads.one_open3d_thread(), ThreadPoolExecutor(threads.plan().count) as pool:
+        return list(pool.map(refine, clouds, poses))

@@ -196,7 +196,7 @@ def fit_sweep(sw: Sweep, model: HeadModel, config: FitConfig, cfg: SweepConfig) 
     params = res.params
     if cfg.refine:
         verts = fitter.vertices_of(params)
-        refined = refine_to_mesh([r.cloud for r in sw.registered], sw.poses, verts, model.faces)
+        refined = refine_to_mesh([r.cloud for r in sw.registered], sw.poses, verts, model.faces, config.seed)
         refined[sw.first] = sw.poses[sw.first]  # the output frame stays the first frame's camera
         sw.poses = refined
         tg = sweep_targets(sw, cfg.fit_points, config.seed)
