@@ -77,7 +77,8 @@ def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruc
             runs["loop"] = _loop(kind, inputs, work / kind / "loop", head, args)
             runs["loop-1t"] = _loop(kind, inputs, work / kind / "loop-1t", head, args, ONE_THREAD)
             runs["pair-1t"] = _pair(kind, inputs, work / kind / "pair-1t", head, args)
-            options = ({"max_frames": max_frames, "no_video": not video} if kind == "animate" else {"method": method})
+            options = ({"max_frames": max_frames or None, "no_video": not video} if kind == "animate"
+                       else {"method": method})
             for n in (1, 2):
                 runs[f"direct-{n}"] = _direct(kind, inputs, work / kind / f"direct-{n}", head, options, n)
         for w in workers:
@@ -195,18 +196,18 @@ def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str],
     failed = [x["name"] for x in r if x["status"] != "ok"]
     if failed:
         raise HeadcastError(f"bench batch: {kind} jobs failed: {', '.join(failed)}")
-    started = {k: float(m.group(1)) if (m := re.search(rf"{k} in ([0-9.]+) s", log)) else None
-               for k in ("Ray started", "workers started", "Ray stopped")}
-    stop = started.pop("Ray stopped")
+    said = {k: float(m.group(1)) if (m := re.search(rf"{k} in ([0-9.]+) s", log)) else None
+            for k in ("Ray started", "workers started", "Ray stopped", "jobs ran")}
     res = {"wall_s": wall, "jobs": len(r), "frames": sum(int(x["frames"] or 1) for x in r),
-           "ray_start_s": started["Ray started"], "workers_ready_s": started["workers started"], "ray_stop_s": stop,
+           "ray_start_s": said["Ray started"], "workers_ready_s": said["workers started"], "ray_stop_s": said["Ray stopped"],
            "job_s_mean": statistics.mean(float(x["seconds"]) for x in r),
            "overhead_per_job_s": statistics.median(float(x["overhead_s"]) for x in r),
            "cpu_per_job_s": statistics.mean(float(x["cpu_s"]) for x in r),
            "cores_per_job": sum(float(x["cpu_s"]) for x in r) / sum(float(x["seconds"]) for x in r),
            "worker_rss_mb": max(float(x["worker_rss_mb"]) for x in r), "nodes": len({x["node"] for x in r})}
-    if None not in started.values():  # the jobs alone: after Ray and the workers started
-        res["jobs_s"] = wall - sum(started.values())
+    if said["jobs ran"] is not None:  # the jobs alone: from the workers ready to the last job done
+        res["jobs_s"] = said["jobs ran"]
+        res["fixed_s"] = wall - res["jobs_s"]  # the driver's, Ray's and the workers' start, Ray's stop, the exit
         res["jobs_per_min_steady"] = 60 * len(r) / res["jobs_s"]
     return _rates(res)
 
@@ -237,12 +238,14 @@ def markdown(res: dict) -> str:
     lines = [f"Machine: {res['machine']}", ""]
     for kind, runs in res["runs"].items():
         lines += [f"### batch {kind}", "",
-                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | Ray stop s | steady jobs/min "
-                  "| overhead/job s | CPU s/job | cores/job | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | Ray stop s | fixed s "
+                  "| steady jobs/min | overhead/job s | CPU s/job | cores/job | MB/worker |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in runs.items():
             f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if r.get(k) is not None else "-"  # noqa: E731
             lines.append(f"| {name} | {r['jobs']} | {r['wall_s']:.1f} | {r['jobs_per_min']:.2f} | "
                          f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | {f('ray_stop_s')} | "
+                         f"{f('fixed_s')} | "
                          f"{f('jobs_per_min_steady', '{:.2f}')} | {f('overhead_per_job_s', '{:.3f}')} | "
                          f"{f('cpu_per_job_s', '{:.2f}')} | {f('cores_per_job', '{:.2f}')} | {f('worker_rss_mb', '{:.0f}')} |")
         sp = ", ".join(f"{k} {v:.2f}x" for k, v in res.get("speedup", {}).get(kind, {}).items())
