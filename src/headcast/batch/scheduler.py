@@ -100,8 +100,8 @@ def _lean_config(threads: int) -> dict:
     """The embedded Ray's system config (:data:`LEAN_RAY`): with one thread per worker its raylet prestarts
     one Ray worker per CPU, one per actor to come (with more threads per worker that would be more
     processes than actors, so none is). Measured (2 cores, load 2-4, 2 actors loading the head model and
-    MediaPipe): the actors ready 1.7-1.9 -> 0.9-1.0 s after ``ray.init``, which took 0-0.6 s longer,
-    the same worker processes and CPU seconds."""
+    MediaPipe): the actors ready 1.7-1.9 -> 0.9-1.0 s after ``ray.init`` (1.3-2.3 -> 1.8-1.9 s), the
+    same two worker processes and CPU seconds."""
     return {**LEAN_RAY, "enable_worker_prestart": threads == 1}
 
 
