@@ -79,6 +79,10 @@ def _skipped(job: Job, force: bool) -> dict | None:
 def _run_pool(todo: list[Job], rows: dict, total: int, address, workers, threads, force, retries) -> None:
     """Start Ray (or join ``address``) while the jobs are put in order (:func:`~.jobs.longest_first`), then
     run them. An embedded Ray is sized for no more workers than jobs (none is started to idle)."""
+    # cv2 here, not first in the thread: OpenCV's loader restores the sys.path it found, which dropped the
+    # entry ``import ray`` adds meanwhile (then Ray's ``import colorama`` failed: 3 runs of 7)
+    import cv2  # noqa: F401
+
     from headcast.batch.scheduler import Progress, ray_session, run_jobs
 
     t0 = time.perf_counter()
