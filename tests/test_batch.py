@@ -239,6 +239,24 @@ def test_inputs_expand_to_named_jobs(tmp_path):
     assert [(j.name, j.input) for j in sweeps] == [("truedepth-mannequin", str(frames)), ("a", str(tmp_path / "a"))]
 
 
+def test_animate_jobs_run_longest_first(tmp_path):
+    """batch animate runs the videos longest first, by the frames each will run (the header's length capped
+    by --max-frames), unknown lengths (a .csv take, an unreadable file) first; ties keep the input order;
+    other kinds keep the input order."""
+    from headcast.batch.jobs import longest_first, make_jobs
+
+    videos = shared_path("samples", "video")  # d0 78 frames, wojtek 400, d6 1008
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    inputs = [str(videos / "d0.mp4"), str(videos / "wojtek.mp4"), str(videos / "d6.mp4"), str(tmp_path / "bad.mp4")]
+    whole = make_jobs("animate", inputs, tmp_path / "out", "r")
+    assert [j.name for j in longest_first(whole)] == ["bad", "d6", "wojtek", "d0"]
+    capped = make_jobs("animate", inputs, tmp_path / "out", "r", {"max_frames": 100})
+    assert [j.name for j in longest_first(capped)] == ["bad", "wojtek", "d6", "d0"]  # wojtek and d6 both 100
+    rec = make_jobs("reconstruct", [str(shared_path(*FRAMES) / "frame-050"), str(shared_path(*FRAMES) / "frame-040")],
+                    tmp_path / "out")
+    assert longest_first(rec) == rec
+
+
 def test_summary_parquet_holds_the_csv_rows(tmp_path):
     """summary.parquet (written when pyarrow is importable) has the rows of summary.csv: ok, failed and
     skipped rows, integer and fractional figures in one column, empty cells as nulls."""
@@ -313,16 +331,24 @@ def test_worker_threads_pinned_whatever_it_inherits():
     assert threads.environment(3)["OMP_NUM_THREADS"] == "3" == threads.environment(3)["OPENBLAS_NUM_THREADS"]
 
 
-def test_embedded_ray_starts_without_monitors_and_workers_get_two_arenas():
+def test_embedded_ray_starts_lean_and_workers_get_two_arenas():
     """The embedded Ray starts no autoscaler monitor and no log monitor (the monitor held every shutdown for
-    its 1 s SIGTERM grace), and its workers inherit the malloc arena cap; the driver's own environment is
-    left as it was."""
+    its 1 s SIGTERM grace) and no dashboard head; its raylet has prestarted the worker the actor takes over
+    (no second process); its workers inherit the malloc arena cap; the driver's own environment is left as
+    it was."""
     code = ("import os, ray\nfrom ray._private import worker\nfrom headcast.batch.scheduler import ray_session\n"
+            "def workers(raylet):\n"
+            "    kids = open(f'/proc/{raylet}/task/{raylet}/children').read().split()\n"
+            "    return [k for k in kids if b'Agent' not in open(f'/proc/{k}/cmdline', 'rb').read()]\n"
             "with ray_session(None, 1) as slots:\n"
             "    kinds = sorted(worker._global_node.all_processes)\n"
-            "    arenas = ray.get(ray.remote(lambda: os.environ.get('MALLOC_ARENA_MAX')).remote())\n"
-            "print(slots, 'monitor' in kinds, 'log_monitor' in kinds, 'raylet' in kinds, arenas, "
-            "os.environ.get('MALLOC_ARENA_MAX'))")
+            "    raylet = worker._global_node.all_processes['raylet'][0].process.pid\n"
+            "    prestarted = workers(raylet)\n"
+            "    actor = ray.remote(num_cpus=1)(type('A', (), {'pid': lambda self: str(os.getpid()), 'arenas': "
+            "lambda self: os.environ.get('MALLOC_ARENA_MAX')})).remote()\n"
+            "    pid, arenas = ray.get([actor.pid.remote(), actor.arenas.remote()])\n"
+            "    print(slots, kinds, prestarted == [pid] == workers(raylet), arenas, os.environ.get('MALLOC_ARENA_MAX'))")
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-    assert run.stdout.split() == ["1", "False", "False", "True", "2", "None"], run.stdout + run.stderr[-2000:]
+    assert run.stdout.split() == ["1", "['gcs_server',", "'raylet']", "True", "2", "None"], \
+        run.stdout + run.stderr[-2000:]

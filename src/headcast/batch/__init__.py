@@ -8,10 +8,12 @@ embedded local Ray, or a cluster), and writes ``OUT/summary.csv`` (:mod:`.summar
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from headcast.batch.jobs import Job, complete, figures, make_jobs
+from headcast.batch.jobs import Job, complete, figures, longest_first, make_jobs
 from headcast.batch.summary import check_summary, write_summary
 from headcast.batch.worker import check_options
 from headcast.core.errors import HeadcastError
@@ -75,13 +77,24 @@ def _skipped(job: Job, force: bool) -> dict | None:
 
 
 def _run_pool(todo: list[Job], rows: dict, total: int, address, workers, threads, force, retries) -> None:
+    """Start Ray (or join ``address``) while the jobs are put in order (:func:`~.jobs.longest_first`), then
+    run them. An embedded Ray is sized for no more workers than jobs (none is started to idle)."""
+    # cv2 here, not first in the thread: OpenCV's loader restores the sys.path it found, which dropped the
+    # entry ``import ray`` adds meanwhile (then Ray's ``import colorama`` failed: 3 runs of 7)
+    import cv2  # noqa: F401
+
     from headcast.batch.scheduler import Progress, ray_session, run_jobs
 
     t0 = time.perf_counter()
-    with ray_session(address, workers, threads) as slots:
-        logger.info(f"batch: Ray {'joined at ' + address if address else 'started'} in "
-                    f"{time.perf_counter() - t0:.1f} s; {min(slots, len(todo))} workers x {threads} thread(s)")
-        run_jobs(todo, slots, threads, force, retries, Progress(total, total - len(todo)), rows)
+    if not address:
+        workers = min(workers or os.cpu_count() or 1, len(todo))
+    with ThreadPoolExecutor(1) as pool:
+        ordered = pool.submit(longest_first, todo)
+        with ray_session(address, workers, threads) as slots:
+            logger.info(f"batch: Ray {'joined at ' + address if address else 'started'} in "
+                        f"{time.perf_counter() - t0:.1f} s; {min(slots, len(todo))} workers x {threads} thread(s)")
+            times = run_jobs(ordered.result(), slots, threads, force, retries, Progress(total, total - len(todo)), rows)
+            logger.info(f"batch: the jobs ran in {times['jobs_s']:.1f} s once the workers had started")
 
 
 __all__ = ["run"]

@@ -26,11 +26,11 @@ from headcast.core.threads import environment
 from headcast.io.outputs import HELD_SIGNALS
 
 logger = logging.getLogger(__name__)
-# The embedded Ray's background work kept small: it shares the cores with the workers. No worker is
-# prestarted (a prestarted one only imports Ray, about 0.9 CPU s, and idles while the actors start
-# their own), no metrics are collected or exported, no usage statistics are gathered.
-LEAN_RAY = {"enable_worker_prestart": False, "prestart_worker_first_driver": False,
-            "enable_metrics_collection": False}
+# The embedded Ray's background work kept small: it shares the cores with the workers. No metrics are
+# collected or exported, no usage statistics gathered. Its raylet prestarts one Ray worker per CPU as it
+# starts (see _lean_config), and the actors take them over: their Python and Ray imports overlap the
+# rest of Ray's start instead of following it.
+LEAN_RAY = {"prestart_worker_first_driver": False, "enable_metrics_collection": False}
 # glibc's malloc arenas in a worker: by default up to 8 per core, handed to the threads each job starts
 # (decoding, landmarks, MediaPipe's graph) beside Ray's own; memory freed in one stays there. Measured over
 # 8 animate jobs in one Ray-connected process: the resident size grew 307 -> 482 MB with the default and
@@ -62,9 +62,9 @@ def ray_session(address: str | None, workers: int | None, threads: int = 1) -> I
         else:
             cpus = (workers or os.cpu_count() or 1) * threads
             tmp = tempfile.mkdtemp(prefix="hc-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-            with _inherited({**env["env_vars"], "RAY_USAGE_STATS_ENABLED": "0"}), _without_monitors():
+            with _inherited({**env["env_vars"], "RAY_USAGE_STATS_ENABLED": "0"}), _lean_start():
                 ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
-                         logging_level=logging.WARNING, configure_logging=False, _system_config=LEAN_RAY)
+                         logging_level=logging.WARNING, configure_logging=False, _system_config=_lean_config(threads))
         for sig, handler in handlers.items():  # Ray's own handlers abort the process; the CLI's unwind it
             signal.signal(sig, handler)
         slots = max(1, cpus // threads)
@@ -96,27 +96,40 @@ def _inherited(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-@contextlib.contextmanager
-def _without_monitors() -> Iterator[None]:
-    """A ``ray.init`` within the block that starts a new local Ray starts it without the autoscaler monitor
-    and the log monitor (``ray start``'s ``--no-monitor`` and ``--include-log-monitor=False``, which
-    ``ray.init`` has no parameters for): one machine has nothing to autoscale, and with ``log_to_driver``
-    off no log is forwarded. Measured (2 cores, load 3-4): Ray's start 4.5 -> 3.2 s, its shutdown 1.1-1.4
-    -> 0.1-0.3 s, as the monitor's SIGTERM handler reports to the GCS already stopped and holds
-    ``ray.shutdown`` for its whole 1 s grace period."""
-    from ray._private import parameter
+def _lean_config(threads: int) -> dict:
+    """The embedded Ray's system config (:data:`LEAN_RAY`): with one thread per worker its raylet prestarts
+    one Ray worker per CPU, one per actor to come (with more threads per worker that would be more
+    processes than actors, so none is). Measured (2 cores, load 2-4, 2 actors loading the head model and
+    MediaPipe): the actors ready 1.7-1.9 -> 0.9-1.0 s after ``ray.init`` (1.3-2.3 -> 1.8-1.9 s), the
+    same two worker processes and CPU seconds."""
+    return {**LEAN_RAY, "enable_worker_prestart": threads == 1}
 
-    init = parameter.RayParams.__init__
+
+@contextlib.contextmanager
+def _lean_start() -> Iterator[None]:
+    """A ``ray.init`` within the block that starts a new local Ray starts it without the autoscaler monitor,
+    the log monitor (``ray start``'s ``--no-monitor`` and ``--include-log-monitor=False``, which
+    ``ray.init`` has no parameters for) and the dashboard's head process: one machine has nothing to
+    autoscale, with ``log_to_driver`` off no log is forwarded, and without the dashboard (and with usage
+    statistics off) the head process runs no module, yet ``ray.init`` waits until it is up before it
+    starts the raylet; Ray goes on without it as when it fails to start. Measured (2 cores, load 3-4):
+    without the monitors Ray's start 4.5 -> 3.2 s and its shutdown 1.1-1.4 -> 0.1-0.3 s (the monitor's
+    SIGTERM handler reports to the GCS already stopped and held ``ray.shutdown`` for its whole 1 s
+    grace); without the dashboard head (load 2-4) ``ray.init`` 1.8-3.2 -> 1.3-2.3 s and 0.5 CPU s less."""
+    from ray._private import node, parameter
+
+    init, api_server = parameter.RayParams.__init__, node.Node.start_api_server
 
     def lean(self, *args, **kwargs) -> None:
         init(self, *args, **kwargs)
         self.no_monitor, self.include_log_monitor = True, False
 
     parameter.RayParams.__init__ = lean
+    node.Node.start_api_server = lambda self, **kwargs: None
     try:
         yield
     finally:
-        parameter.RayParams.__init__ = init
+        parameter.RayParams.__init__, node.Node.start_api_server = init, api_server
 
 
 def _python_handlers() -> dict:

@@ -4,21 +4,24 @@ For each kind, the same jobs three ways, one after another in one run: ``loop`` 
 per input, a new process each time, as a shell loop runs them), and ``headcast batch`` on an embedded
 local Ray with 1 and with 2 workers (each its own process, as a user runs it). animate: the shared
 videos, each ``repeat`` times (symbolic links, so the job count divides between the workers), the first
-``max_frames`` frames, parameters only (no preview video) unless ``video``; driving a head
-reconstructed once beforehand (not timed). reconstruct: four TrueDepth frames with ``method``, each ``repeat``
-times (links again).
+``max_frames`` frames (0 or None: the whole videos, 78, 400 and 1008 frames), parameters only (no preview
+video) unless ``video``; driving a head reconstructed once beforehand (not timed). reconstruct: four
+TrueDepth frames with ``method``, each ``repeat`` times (links again).
 
 The ceiling without Ray, with the loop: ``loop-1t`` (the loop, one thread per process, as a batch
 worker has) and ``pair-1t`` (two such loops at once, the inputs dealt alternately): what this machine
 gives two independent one-thread processes, to hold ``batch-2 / batch-1`` against; and ``direct-1`` /
-``direct-2``, the batch's workers without Ray: one or two processes each running its share of the jobs
-(dealt alternately) through one :class:`headcast.batch.worker.Worker` with a batch worker's environment,
-their steady window from the last one started to the last one done: the ceiling of the steady
+``direct-2``, the batch's workers without Ray: one or two processes each running jobs through one
+:class:`headcast.batch.worker.Worker` with a batch worker's environment, taking the next one in the
+batch's order (longest first) as each finishes, their steady window from the last one started to the
+last one done: the ceiling of the steady
 ``batch-2 / batch-1`` (no command start-ups in it, as pair-1t has).
 
 Figures per run: wall seconds end to end, jobs per minute and frames per second on it; for the batch
 also its parts (Ray start-up, worker start-up: imports, head model and detector, then the jobs, and Ray's
-shutdown), the steady jobs per minute (the wall less Ray's and the workers' start-up), the scheduling
+shutdown), the fixed seconds (the wall less the jobs' window: the driver's, Ray's and the workers' start,
+Ray's stop, the driver's exit), the steady jobs per minute (over the jobs' window the batch logs: from
+the workers ready to the last job done, as direct-1/2 measure theirs), the scheduling
 overhead per job (median of the driver's time from sending a job to its result, less the job's own
 time), the CPU seconds per job (the worker's threads and its ffmpeg processes) and the cores a job kept
 busy (CPU over wall, summed over the jobs: above 1, one worker already uses part of a second core, and
@@ -77,7 +80,8 @@ def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruc
             runs["loop"] = _loop(kind, inputs, work / kind / "loop", head, args)
             runs["loop-1t"] = _loop(kind, inputs, work / kind / "loop-1t", head, args, ONE_THREAD)
             runs["pair-1t"] = _pair(kind, inputs, work / kind / "pair-1t", head, args)
-            options = ({"max_frames": max_frames, "no_video": not video} if kind == "animate" else {"method": method})
+            options = ({"max_frames": max_frames or None, "no_video": not video} if kind == "animate"
+                       else {"method": method})
             for n in (1, 2):
                 runs[f"direct-{n}"] = _direct(kind, inputs, work / kind / f"direct-{n}", head, options, n)
         for w in workers:
@@ -142,14 +146,15 @@ def _pair(kind: str, inputs: list[str], out: Path, head: Path, args: list[str]) 
 
 
 def _direct(kind: str, inputs: list[str], out: Path, head: Path, options: dict, processes: int) -> dict:
-    """``processes`` batch workers without Ray, started at once, the inputs dealt alternately (module docstring)."""
+    """``processes`` batch workers without Ray, started at once, taking the jobs in the batch's order as the
+    batch hands them out (module docstring)."""
     from headcast.batch.scheduler import WORKER_MALLOC
 
     logger.info(f"bench batch: {kind} with {processes} worker(s) without Ray")
     t0, epoch = time.perf_counter(), time.time()
     env = {**os.environ, **ONE_THREAD, **WORKER_MALLOC}
     procs = [subprocess.Popen([sys.executable, "-c", "from headcast.bench.batch import direct_worker; direct_worker()",
-                               json.dumps([kind, inputs[k::processes], str(out), str(head), options])],
+                               json.dumps([kind, inputs, str(out), str(head), options, processes])],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for k in range(processes)]
     ends = [p.communicate() for p in procs]
@@ -167,20 +172,39 @@ def _direct(kind: str, inputs: list[str], out: Path, head: Path, options: dict, 
 
 
 def direct_worker() -> None:
-    """One worker of :func:`_direct` (``sys.argv[1]``: kind, inputs, out, head, options as JSON); prints when
-    it was ready and done (epoch seconds), its frames and its jobs' CPU seconds as JSON."""
-    from headcast.batch.jobs import make_jobs
+    """One worker of :func:`_direct` (``sys.argv[1]``: kind, inputs, out, head, options, the number of workers
+    as JSON). Once every worker has started (a ``.ready-PID`` file each in ``out``) it goes through the jobs
+    in the batch's order (:func:`headcast.batch.jobs.longest_first`) and runs each one no other worker has
+    claimed (``.claim-NAME``, created exclusively): as the batch's driver hands the next job to whichever
+    worker is free. Prints when it was ready and done (epoch seconds), its frames and its jobs' CPU seconds
+    as JSON."""
+    from headcast.batch.jobs import longest_first, make_jobs
     from headcast.batch.worker import Worker
 
-    kind, inputs, out, head, options = json.loads(sys.argv[1])
+    kind, inputs, out, head, options, processes = json.loads(sys.argv[1])
     worker = Worker(1)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f".ready-{os.getpid()}").touch()
+    while len(list(out.glob(".ready-*"))) < processes:
+        time.sleep(0.01)
     ready = time.time()
-    rows = [worker.run(job) for job in make_jobs(kind, inputs, out, head if kind == "animate" else None, options)]
+    jobs = longest_first(make_jobs(kind, inputs, out, head if kind == "animate" else None, options))
+    rows = [worker.run(job) for job in jobs if _claim(out / f".claim-{job.name}")]
     failed = [r["name"] for r in rows if r["status"] != "ok"]
     if failed:
         raise HeadcastError(f"jobs failed: {', '.join(failed)}")
     print(json.dumps({"ready": ready, "end": time.time(), "frames": sum(int(r.get("frames") or 1) for r in rows),
                       "cpu_s": sum(r["cpu_s"] for r in rows)}))
+
+
+def _claim(path: Path) -> bool:
+    """Create ``path`` if no one has: True for the one process that did."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str], workers: int) -> dict:
@@ -195,18 +219,18 @@ def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str],
     failed = [x["name"] for x in r if x["status"] != "ok"]
     if failed:
         raise HeadcastError(f"bench batch: {kind} jobs failed: {', '.join(failed)}")
-    started = {k: float(m.group(1)) if (m := re.search(rf"{k} in ([0-9.]+) s", log)) else None
-               for k in ("Ray started", "workers started", "Ray stopped")}
-    stop = started.pop("Ray stopped")
+    said = {k: float(m.group(1)) if (m := re.search(rf"{k} in ([0-9.]+) s", log)) else None
+            for k in ("Ray started", "workers started", "Ray stopped", "jobs ran")}
     res = {"wall_s": wall, "jobs": len(r), "frames": sum(int(x["frames"] or 1) for x in r),
-           "ray_start_s": started["Ray started"], "workers_ready_s": started["workers started"], "ray_stop_s": stop,
+           "ray_start_s": said["Ray started"], "workers_ready_s": said["workers started"], "ray_stop_s": said["Ray stopped"],
            "job_s_mean": statistics.mean(float(x["seconds"]) for x in r),
            "overhead_per_job_s": statistics.median(float(x["overhead_s"]) for x in r),
            "cpu_per_job_s": statistics.mean(float(x["cpu_s"]) for x in r),
            "cores_per_job": sum(float(x["cpu_s"]) for x in r) / sum(float(x["seconds"]) for x in r),
            "worker_rss_mb": max(float(x["worker_rss_mb"]) for x in r), "nodes": len({x["node"] for x in r})}
-    if None not in started.values():  # the jobs alone: after Ray and the workers started
-        res["jobs_s"] = wall - sum(started.values())
+    if said["jobs ran"] is not None:  # the jobs alone: from the workers ready to the last job done
+        res["jobs_s"] = said["jobs ran"]
+        res["fixed_s"] = wall - res["jobs_s"]  # the driver's, Ray's and the workers' start, Ray's stop, the exit
         res["jobs_per_min_steady"] = 60 * len(r) / res["jobs_s"]
     return _rates(res)
 
@@ -237,12 +261,14 @@ def markdown(res: dict) -> str:
     lines = [f"Machine: {res['machine']}", ""]
     for kind, runs in res["runs"].items():
         lines += [f"### batch {kind}", "",
-                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | Ray stop s | steady jobs/min "
-                  "| overhead/job s | CPU s/job | cores/job | MB/worker |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | Ray stop s | fixed s "
+                  "| steady jobs/min | overhead/job s | CPU s/job | cores/job | MB/worker |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in runs.items():
             f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if r.get(k) is not None else "-"  # noqa: E731
             lines.append(f"| {name} | {r['jobs']} | {r['wall_s']:.1f} | {r['jobs_per_min']:.2f} | "
                          f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | {f('ray_stop_s')} | "
+                         f"{f('fixed_s')} | "
                          f"{f('jobs_per_min_steady', '{:.2f}')} | {f('overhead_per_job_s', '{:.3f}')} | "
                          f"{f('cpu_per_job_s', '{:.2f}')} | {f('cores_per_job', '{:.2f}')} | {f('worker_rss_mb', '{:.0f}')} |")
         sp = ", ".join(f"{k} {v:.2f}x" for k, v in res.get("speedup", {}).get(kind, {}).items())

@@ -241,7 +241,7 @@ def _batch_arguments(bb: argparse.ArgumentParser) -> None:
     bb.add_argument("--repeat", type=int, default=default("repeat"),
                     help="each shared video / TrueDepth frame this many times (default %(default)s)")
     bb.add_argument("--max-frames", type=int, default=default("max_frames"),
-                    help="animate: the first N frames of each video (default %(default)s)")
+                    help="animate: the first N frames of each video, 0 the whole videos (default %(default)s)")
     bb.add_argument("--method", default=default("method"), help="reconstruct method (default %(default)s)")
     bb.add_argument("--video", action="store_true", help="animate: also write the preview videos")
     bb.add_argument("--no-loop", action="store_true", help="skip the loop of single commands")
