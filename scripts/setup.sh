@@ -37,6 +37,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
   touch "$stamp"
 fi
+# The editable install's own modules as bytecode, as a wheel install has them: a shell with
+# PYTHONDONTWRITEBYTECODE set would otherwise compile them on every command (about 0.35 s each).
+# A stale file is harmless: Python checks each against its source's time stamp.
+.venv/bin/python -m compileall -q src >/dev/null
 
 # three.js for the viewer and the Khronos glTF validator, from the npm registry (never copied in).
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
