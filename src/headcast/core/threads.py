@@ -171,7 +171,6 @@ def one_blas_thread() -> Iterator[None]:
         set_threads(before)
 
 
-
 _OPEN3D_SERIAL = threading.Lock()
 _open3d_serial = {"depth": 0, "before": 0}  # blocks inside one_open3d_thread now, Open3D's count before the first
 
@@ -202,6 +201,7 @@ def one_open3d_thread() -> Iterator[None]:
             _open3d_serial["depth"] -= 1
             if _open3d_serial["depth"] == 0:
                 o3d.utility.set_max_threads(_open3d_serial["before"])
+
 
 class Job:
     """``fn(*args)`` on a thread of its own when the plan has more than one thread, else run at the first
