@@ -50,7 +50,6 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return fn / np.where(norm > 0, norm, 1.0)
 
 
-
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points (n, 3) drawn uniformly by area on the triangles faces (F, 3) of vertices (V, 3), with
@@ -65,6 +64,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rand
     a, b, c = (v[f[tri, k]] for k in range(3))
     pts = (1 - s)[:, None] * a + (s * (1 - r2))[:, None] * b + (s * r2)[:, None] * c
     return pts, fn[tri] / area[tri, None]
+
 
 def points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     """Even-odd test of points (K, 2) against a closed polygon (P, 2); returns (K,) bool."""

@@ -22,7 +22,6 @@ from headcast.core import threads
 from headcast.core.camera import Intrinsics, depth_to_points
 from headcast.core.geometry import sample_surface
 from headcast.core.rigid import rigid_fit
-from headcast.core.scene import open3d_native
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +128,9 @@ def register_frames(depths: list[np.ndarray | None], K: Intrinsics, landmarks: l
     out = [Registered(None, reason="skipped") for _ in depths]
     out[ref] = Registered(np.eye(4), "reference", 1.0, 0.0, cloud=head_cloud(depths[ref], K, centre, radius, up, below))
     frame = (depths, K, landmarks, centre, radius, up, below)
-    open3d_native()  # loaded first: one_open3d_thread bounds a loaded Open3D only
-    with threads.one_open3d_thread():
-        before = threads.Job(_register_chain, out, range(ref - 1, -1, -1), ref, frame, name="register")
-        _register_chain(out, range(ref + 1, len(depths)), ref, frame)
-        before.result()
+    before = threads.Job(_register_chain, out, range(ref - 1, -1, -1), ref, frame, name="register")
+    _register_chain(out, range(ref + 1, len(depths)), ref, frame)
+    before.result()
     for i, r in enumerate(out):
         if i != ref and depths[i] is not None:
             logger.info(f"register: frame {i}: {r.how if r.pose is not None else r.reason} "
@@ -196,5 +193,5 @@ def refine_to_mesh(clouds: list[np.ndarray | None], poses: list[np.ndarray | Non
         T, fit, _ = icp(pts, target, A)
         return T if fit >= MIN_FITNESS else A
 
-    with threads.one_open3d_thread(), ThreadPoolExecutor(threads.plan().count) as pool:
+    with ThreadPoolExecutor(threads.plan().count) as pool:
         return list(pool.map(refine, clouds, poses))
