@@ -14,7 +14,7 @@ import headcast
 from conftest import shared_path
 from headcast.cli import build_parser, main
 from headcast.model.head_model import load_model, save_model
-from headcast.model.ict import VERSION
+from headcast.model.ict_version import VERSION
 
 
 def _commands(parser, prefix=()):

@@ -27,7 +27,6 @@ from headcast.core.errors import HeadcastError
 from headcast.model.head_model import HeadModel
 from headcast.model.ict_rig import Rig, design_rig, dynamic_contour_table, region_masks, upper_face
 from headcast.model.ict_source import (
-    COMMIT,
     EYE_SOCKET_L,
     EYE_SOCKET_R,
     EYEBALL_L,
@@ -45,12 +44,12 @@ from headcast.model.ict_source import (
     read_source,
     span,
 )
+from headcast.model.ict_version import COMMIT, VERSION
 from headcast.model.interior import CAVITY_RGB, GUMS_RGB, TEETH_RGB, Interior, concat, decimate, depth_shade
 from headcast.model.mesh_geometry import pack_uv, rotation_x, submesh, vertex_embedding
 
 logger = logging.getLogger(__name__)
 
-VERSION = f"ict-facekit-{COMMIT}/headcast-2"
 KEEP = (FACE, HEAD_NECK, EYE_SOCKET_L, EYE_SOCKET_R, EYEBALL_L, EYEBALL_R)
 
 # Upstream UV is UDIM-like (face in u 0..1, back of head and eye sockets in 1..2, each eyeball its

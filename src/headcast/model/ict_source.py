@@ -28,11 +28,11 @@ from headcast.core import paths
 from headcast.core.errors import HeadcastError
 from headcast.core.files import read_json
 from headcast.io.mesh import read_obj, read_obj_vertices
+from headcast.model.ict_version import COMMIT
 
 logger = logging.getLogger(__name__)
 
 UPSTREAM = "ICT-VGL/ICT-FaceKit"
-COMMIT = "da5f95a"
 DOWNLOAD_URL = f"https://codeload.github.com/{UPSTREAM}/tar.gz/{COMMIT}"
 ENV_SRC = "HEADCAST_ICT_SRC"
 N_SOURCE_VERTICES = 26719

@@ -9,6 +9,7 @@ from pathlib import Path
 from headcast.core.errors import HeadcastError
 from headcast.core.paths import models_dir
 from headcast.model.head_model import HeadModel, load_model, save_model
+from headcast.model.ict_version import VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,4 @@ def on_disk(spec: str) -> bool:
 
 def is_current_ict(model: HeadModel) -> bool:
     """Whether ``model`` is the default model as this version of headcast builds it."""
-    from headcast.model.ict import VERSION
-
     return model.meta.get("version") == VERSION

@@ -37,7 +37,7 @@ class VertexSkin:
         groups = (ROOT, *self.joints)
         self.w = model.lbs_weights.astype(np.float64)[:, list(self.joints)].T.copy()  # (G - 1, V)
         self.v_template = model.v_template.astype(np.float64)
-        self.dirs = np.concatenate([model.shapedirs, model.exprdirs], axis=-1).astype(np.float64)  # (V, 3, Z)
+        self.dirs = np.concatenate([model.shapedirs, model.exprdirs], axis=-1, dtype=np.float64)  # (V, 3, Z)
         jr = np.asarray(model.j_regressor, dtype=np.float64)[list(groups)]
         used = np.flatnonzero(np.any(jr != 0, axis=0))
         self.j0 = jr[:, used] @ self.v_template[used]  # (G, 3)
