@@ -229,6 +229,19 @@ def test_rotated_selfie_found_upright():
         assert lm[8, 1] > lm[27, 1] > lm[19, 1] and lm[36, 0] < lm[45, 0]  # chin below nose below brows
 
 
+def test_small_face_turned_upright_by_the_far_model():
+    """A face too small for BlazeFace's near model in every turn: the far model finds the upright turn."""
+    from headcast.preprocess.landmarks import detect_faces
+
+    img = photo("obama")
+    small = cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    canvas = np.full((1200, 1600, 3), 128, np.uint8)
+    canvas[100:100 + small.shape[0], 200:200 + small.shape[1]] = small
+    turned = rotate_image(canvas, 270)
+    assert not any(detect_faces(rotate_image(turned, d), far=False) for d in (0, 90, 180, 270))
+    assert find_upright_rotation(turned)[0] == 90
+
+
 def test_two_faces_largest_with_warning_and_face_option(caplog):
     img = photo("two_people")
     for method in ("mediapipe", "dlib"):

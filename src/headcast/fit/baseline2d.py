@@ -60,8 +60,10 @@ def fit_rgb2d(fitter: BlockRunner, tg: Targets) -> FitResult:
     res = FitResult(HeadParams.neutral(fitter, fitter.model_name))
     t0 = time.perf_counter()
     logger.info("rgb-2d: pose, shape and expression on 2D landmarks")
-    x, _, pose_steps = fitter.run_block("rgb-2d", x, ("root", "t"), cfg.iters_2d_pose, terms)
-    x, cost, steps = fitter.run_block("rgb-2d", x, ("beta", "psi", "root", "jaw", "t"), cfg.iters_2d, terms)
+    x, _, pose_steps = fitter.run_block("rgb-2d", x, ("root", "t"), cfg.iters_2d_pose, terms,
+                                          cfg.lm_damping_2d)
+    x, cost, steps = fitter.run_block("rgb-2d", x, ("beta", "psi", "root", "jaw", "t"), cfg.iters_2d, terms,
+                                        cfg.lm_damping_2d)
     res.blocks.append(BlockReport("rgb2d", pose_steps + steps, time.perf_counter() - t0, loss=cost))
     res.params = fitter.pk.unpack(x, fitter.model_name)
     return res

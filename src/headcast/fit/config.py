@@ -25,13 +25,16 @@ class FitConfig:
     w_jaw: float = 1e-6               # jaw rotation prior (radians^2)
     w_log_scale: float = 1e-4         # placement scale prior (depth is metric: s near 1)
     iters_block1: int = 8
-    iters_block2: int = 30
+    iters_block2: int = 20            # half with the assumed noise, half with the measured (30 until issue 14)
     iters_block3: int = 5             # beta alone on L3D after block 2 has converged: 5 steps suffice
     iters_2d_pose: int = 6            # rgb-2d: pose and translation alone first
     iters_2d: int = 25
+    lm_damping_2d: float = 1e-3       # rgb-2d's blocks start as the paper's comparison always did
     max_points: int = 7000            # face points used per step (random, seeded; 8000 until issue 14)
     trim_mm: float = 10.0             # correspondences farther than this are ignored after block 1
     grow_mm: float = 4.0              # > 0: after block 2, add depth points this close to the fitted face
-    iters_grow: int = 10              # block 2 steps on the grown region
+    iters_grow: int = 6               # block 2 steps on the grown region (10 until issue 14)
+    lm_damping: float = 1e-5          # each block's first Levenberg-Marquardt damping, times the normal
+                                      # matrix's diagonal (1e-3 until issue 14: its first steps were short)
     rel_tol: float = 1e-3             # a block stops when a step lowers its loss by less than this fraction
     seed: int = 0

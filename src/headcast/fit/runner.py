@@ -42,12 +42,13 @@ class BlockRunner(PackedHead):
         self.prior: PriorWeights | None = None  # beside the point cloud, set by fit()
 
     def run_block(self, name: str, x: np.ndarray, active_names: tuple[str, ...], iters: int,
-                  make_terms: Terms) -> tuple[np.ndarray, float, int]:
+                  make_terms: Terms, damping: float | None = None) -> tuple[np.ndarray, float, int]:
         """At most ``iters`` LM steps over the active parameters, stopping early once a step lowers the
         loss by less than ``rel_tol``; ``make_terms(x)`` is called before every step so correspondences
-        follow the mesh. Returns x, the loss and the number of steps run."""
+        follow the mesh. ``damping``: the first step's (default ``lm_damping``). Returns x, the loss and the
+        number of steps run."""
         active = self.pk.mask(*active_names)
-        state = LMState()
+        state = LMState(self.cfg.lm_damping if damping is None else damping)
         cost, steps = float("nan"), 0
         for it in range(iters):
             xa, before, after = lm_step_jac(self._evaluator(x, active, make_terms(x)), x[active], state,

@@ -13,9 +13,10 @@ Evaluate = Callable[[np.ndarray, bool], "np.ndarray | tuple[np.ndarray, np.ndarr
 
 @dataclass
 class LMState:
-    """Damping carried between calls (one call per correspondence update)."""
+    """Damping carried between calls (one call per correspondence update); its start is the caller's
+    (:attr:`headcast.fit.config.FitConfig.lm_damping`)."""
 
-    damping: float = 1e-3
+    damping: float
 
 
 def lm_step_jac(evaluate: Evaluate, x: np.ndarray, state: LMState, lower: np.ndarray | None = None,

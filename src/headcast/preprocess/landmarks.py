@@ -182,18 +182,18 @@ def _dlib_faces(image: np.ndarray) -> list[Face]:
             for r, s in zip(rects, scores)]
 
 
-def detect_faces(image: np.ndarray, method: str = "mediapipe") -> list[Face]:
+def detect_faces(image: np.ndarray, method: str = "mediapipe", far: bool = True) -> list[Face]:
     """Upright faces in an RGB image, sorted left to right.
 
-    mediapipe: BlazeFace short-range model (faces within about 2 m, the depth-camera case), then the
-    full-range model when it finds nothing; faces whose eye line is tilted more than 45 degrees are
-    not upright and are ignored. dlib: the HOG frontal detector (upright faces only by design).
+    mediapipe: BlazeFace short-range model (faces within about 2 m, the depth-camera case), then, with
+    ``far``, the full-range model when it finds nothing; faces whose eye line is tilted more than 45
+    degrees are not upright and are ignored. dlib: the HOG frontal detector (upright faces only by design).
     """
     image = _as_rgb(image)
     if _check_method(method) == "dlib":
         faces = _dlib_faces(image)
     else:
-        faces = _blazeface_faces(image, 0) or _blazeface_faces(image, 1)
+        faces = _blazeface_faces(image, 0) or (_blazeface_faces(image, 1) if far else [])
     return sorted(faces, key=lambda f: f.center_x)
 
 

@@ -48,15 +48,26 @@ def find_upright_rotation(image: np.ndarray, method: str = "mediapipe", name: st
     """The clockwise turn (0, 90, 180, 270) in which the most confident upright face is found, and its score.
 
     Every turn is tried; a detector may also fire on an upside-down face, but with a lower score
-    than on the upright one. None found: HeadcastError.
+    than on the upright one. MediaPipe's far-face model is tried (on every turn) only when its near-face
+    model finds no face in any turn: a near face is not weighed against the far model's looser scores,
+    and the far model is not loaded for a depth camera's frame. None found: HeadcastError.
     """
+    turns = [rotate_image(image, d) for d in ROTATIONS]
+    best = _most_confident(turns, method, far=False) or _most_confident(turns, method, far=True)
+    if best is None:
+        raise HeadcastError(f"no face found in {name}; tried rotations 0, 90, 180, 270")
+    return best
+
+
+def _most_confident(turns: list[np.ndarray], method: str, far: bool) -> tuple[int, float] | None:
+    """(turn, score) of the most confident face over the turned images (in ROTATIONS' order), or None."""
+    if far and method == "dlib":
+        return None  # one detector: already tried
     best = None
-    for d in ROTATIONS:
-        faces = detect_faces(rotate_image(image, d), method)
+    for d, image in zip(ROTATIONS, turns):
+        faces = detect_faces(image, method, far=far)
         if faces:
             score = max(f.score for f in faces)
             if best is None or score > best[1]:
                 best = (d, score)
-    if best is None:
-        raise HeadcastError(f"no face found in {name}; tried rotations 0, 90, 180, 270")
     return best
