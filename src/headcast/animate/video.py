@@ -28,6 +28,7 @@ from headcast.preprocess.native import import_mediapipe, native_logs_shown, quie
 PANEL = 512  # height of the output videos' panels (the input frame, the rendered head), pixels
 MAX_VIDEO_BYTES = 64 << 30  # a video file (it is decoded a frame at a time)
 LEFT_IRIS, RIGHT_IRIS = 473, 468  # FaceMesh iris centres (refined mesh): the subject's left and right eye
+ONE_DECODER_THREAD_PX = 1 << 19  # frames up to this size (480p, 720x720) are decoded on one thread (decoder_threads)
 SHARED_FRAMES_BYTES = 512 << 20  # decoded frames held for the preview video (SharedFrames): 682 frames of 512x512
 _TO_68 = mediapipe_to_ibug68_matrix()
 
@@ -65,18 +66,15 @@ def read_frames(path: str | Path, max_frames: int | None = None, info: VideoInfo
                 ) -> Iterator[np.ndarray]:
     """Decode frames (H, W, 3) uint8 RGB in order, every frame the file holds once (up to ``max_frames``);
     HeadcastError when the file cannot be decoded. ``info``: the file's :func:`video_info` when the caller
-    has it. Decoded in this process by OpenCV's FFmpeg, its decoder on the thread plan's count
-    (:mod:`headcast.core.threads`): the same pixels as the ffmpeg command's rgb24 output (the same
-    libswscale conversion), without a process and a pipe (bench/RESULTS.md, "batchcpu")."""
+    has it. Decoded in this process by OpenCV's FFmpeg: the same pixels as the ffmpeg command's rgb24
+    output (the same libswscale conversion), without a process and a pipe (bench/RESULTS.md, "batchcpu");
+    its decoder on :func:`decoder_threads`."""
     import cv2
 
-    from headcast.core.threads import apply
-
     path = Path(path)
-    if info is None:
-        video_info(path)
+    info = info or video_info(path)
     n = 0
-    with _capture(path, apply().count) as cap:
+    with _capture(path, decoder_threads(info)) as cap:
         try:
             while max_frames is None or n < max_frames:
                 ok, frame = cap.read()
@@ -88,6 +86,18 @@ def read_frames(path: str | Path, max_frames: int | None = None, info: VideoInfo
             raise HeadcastError(f"cannot decode video {path} after {n} frames: {_first_line(e)}") from None
     if n == 0:
         raise HeadcastError(f"video {path} has no frames")
+
+
+def decoder_threads(info: VideoInfo) -> int:
+    """The decoder's threads for a video: one for frames up to :data:`ONE_DECODER_THREAD_PX`, else the
+    thread plan's count (:mod:`headcast.core.threads`). Frame threading costs CPU: the shared videos
+    whole took 0.53 -> 1.00 (d6), 0.78 -> 1.09 (wojtek), 0.28 -> 0.34 CPU s (d0) with two threads instead
+    of one, for a decoder that on one thread (0.5-3.6 ms a 512x512 frame) already keeps ahead of the
+    landmarks it feeds (MediaPipe 3.4-4 ms a frame). A 1280x720 frame took 4.8 ms on one thread, as long
+    as its landmarks (5 ms): larger frames get the plan's threads, lest the decoder hold the landmarks back."""
+    from headcast.core.threads import apply
+
+    return 1 if info.width * info.height <= ONE_DECODER_THREAD_PX else apply().count
 
 
 @contextmanager
