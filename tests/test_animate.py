@@ -78,6 +78,21 @@ def test_rig_points_and_jacobian_match_the_head_layer(ict_model):
         assert np.abs((rig.points(rows, R0, Rg, z2, False) - x) / eps - d_z[:, :, j]).max() < 1e-6
 
 
+def test_the_joints_basis_is_made_once_per_model_and_follows_its_arrays(ict_model):
+    """Every rig of a model shares one joint basis; a model whose blendshapes were replaced gets a new one."""
+    import copy
+
+    from headcast.model.rig import joint_basis
+
+    jb = joint_basis(ict_model)
+    assert joint_basis(ict_model) is jb
+    other = copy.copy(ict_model)
+    assert joint_basis(other) is not jb and np.array_equal(joint_basis(other).JZ_shape, jb.JZ_shape)
+    other.shapedirs = ict_model.shapedirs * 2  # exact in floating point: the basis doubles exactly
+    assert np.array_equal(joint_basis(other).JZ_shape, 2 * jb.JZ_shape)
+    assert np.array_equal(PointRig(other, None, np.arange(3)).JZ[..., :3], 2 * jb.JZ_shape[..., :3])
+
+
 def test_frame_fit_recovers_a_projected_pose_and_expression(ict_model):
     """Noise-free landmarks of a posed, expressive head (orthographic projection): the fit finds them."""
     names = ict_model.meta["expression_names"]

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import shared_path
 from headcast.animate.video import SharedFrames, VideoWriter, read_frames, video_info
 
 
@@ -78,3 +79,18 @@ def test_close_ends_a_wait(clip):
     share.close()
     t.join(5)
     assert not t.is_alive()
+
+
+@pytest.mark.parametrize("name", ["clip", "wojtek.mp4"])
+def test_frames_decoded_in_the_process_are_the_ffmpeg_commands(clip, name):
+    """read_frames (OpenCV's FFmpeg in this process) gives the rgb24 frames the ffmpeg command pipes, bit for
+    bit: the clip (yuv420p) and the first 30 frames of a shared video (yuv444p, another conversion path)."""
+    import imageio_ffmpeg
+
+    path = clip[0] if name == "clip" else shared_path("samples", "video", name)
+    info = video_info(path)
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-frames:v", "30"])
+    w, h = next(gen)["size"]
+    want = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
+    got = list(read_frames(path, 30, info))
+    assert (info.width, info.height) == (w, h) and len(want) > 0 and _same(got, want)

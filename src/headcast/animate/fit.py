@@ -301,17 +301,20 @@ class FrameFitter:
         res.layout = L
         return res
 
-    def _priors(self, st: FrameState, L: dict, prev: FrameState | None, h: float, speed: float = 0.0):
-        """Prior residual rows (r, J) at ``st``; ``speed``: the head's last rotation per frame (rad)."""
+    def _priors(self, st: FrameState, L: dict, prev: FrameState | None, h: float, speed: float = 0.0,
+                jacobian: bool = True):
+        """Prior residual rows (r, J) at ``st`` (J None without ``jacobian``: a cost needs only r);
+        ``speed``: the head's last rotation per frame (rad)."""
         c = self.cfg
         rows_r, rows_J = [], []
 
         def add(res, cols, weight, jac=None):
             res = np.atleast_1d(res)
-            J = np.zeros((len(res), L["n"]))
-            J[:, cols] = np.eye(len(res)) if jac is None else jac
             rows_r.append(np.sqrt(weight) * res)
-            rows_J.append(np.sqrt(weight) * J)
+            if jacobian:
+                J = np.zeros((len(res), L["n"]))
+                J[:, cols] = np.eye(len(res)) if jac is None else jac
+                rows_J.append(np.sqrt(weight) * J)
 
         fz = self.free_z
         add(st.z[fz] * np.sqrt(self.prior[fz] / self.prior[fz].max()), L["z"], self.prior[fz].max(),
@@ -338,7 +341,7 @@ class FrameFitter:
                 add(e, L["eyes"], c.w_smooth_eyes)
             add(st.log_s - prev.log_s, L["log_s"], c.w_smooth_eta)
             add((st.t - prev.t) / h, L["t"], c.w_smooth_eta, np.eye(2) / h)
-        return np.concatenate(rows_r), np.vstack(rows_J)
+        return np.concatenate(rows_r), np.vstack(rows_J) if jacobian else None
 
     def linear_cost(self, st: FrameState) -> float:
         """The exponential prior's cost ``w_psi_linear * (z - lo)`` over the free coefficients it covers."""
@@ -355,7 +358,7 @@ class FrameFitter:
              ) -> tuple[float, float]:
         d = self._data(st, obs, False)
         L = self._layout(self.has_pupils and obs.pupils is not None)
-        rp, _ = self._priors(st, L, prev, obs.half_size, speed)
+        rp, _ = self._priors(st, L, prev, obs.half_size, speed, jacobian=False)
         return float(d.r @ d.r + rp @ rp) + self.linear_cost(st), d.loss5
 
     # -- update --------------------------------------------------------------------------------

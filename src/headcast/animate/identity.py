@@ -59,7 +59,7 @@ class _Problem:
         L = d.layout
         zc = L["z"]
         beta_cols = np.arange(zc.start, zc.start + self.n_id)
-        keep = np.setdiff1d(np.arange(L["n"]), beta_cols)
+        keep = np.r_[: zc.start, zc.start + self.n_id: L["n"]]  # the other columns, in order
         Lf = self.ff._layout(L["eyes"].stop > L["eyes"].start)
         rp, Jp = self.ff._priors(st, Lf, None, obs.half_size)
         r = np.concatenate([d.r, rp])

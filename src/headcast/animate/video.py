@@ -1,4 +1,4 @@
-"""Video frames in, landmarks out: decoding with imageio-ffmpeg and MediaPipe FaceMesh in tracking mode.
+"""Video frames in, landmarks out: decoding with OpenCV's FFmpeg and MediaPipe FaceMesh in tracking mode.
 
 Frames are (H, W, 3) uint8 RGB. Landmark pixels are (x right, y down) with the centre of the
 top-left pixel at (0, 0), as :mod:`headcast.preprocess.landmarks`.
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 import queue
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,18 +23,20 @@ from headcast.core.errors import HeadcastError
 from headcast.core.files import check_input_file
 from headcast.io.validate import MAX_IMAGE_PIXELS
 from headcast.preprocess.ibug68 import mediapipe_to_ibug68_matrix
-from headcast.preprocess.native import import_mediapipe, quiet_graph
+from headcast.preprocess.native import import_mediapipe, native_logs_shown, quiet_graph
 
 PANEL = 512  # height of the output videos' panels (the input frame, the rendered head), pixels
 MAX_VIDEO_BYTES = 64 << 30  # a video file (it is decoded a frame at a time)
 LEFT_IRIS, RIGHT_IRIS = 473, 468  # FaceMesh iris centres (refined mesh): the subject's left and right eye
+ONE_DECODER_THREAD_PX = 1 << 19  # frames up to this size (480p, 720x720) are decoded on one thread (decoder_threads)
 SHARED_FRAMES_BYTES = 512 << 20  # decoded frames held for the preview video (SharedFrames): 682 frames of 512x512
 _TO_68 = mediapipe_to_ibug68_matrix()
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """fps, frame size (width, height) and the duration in seconds (0 when unknown)."""
+    """fps, frame size (width, height, as decoded: upright when the file says it is rotated) and the
+    duration in seconds (the frame count over fps; 0 when unknown)."""
 
     fps: float
     width: int
@@ -41,63 +45,85 @@ class VideoInfo:
 
 
 def video_info(path: str | Path) -> VideoInfo:
-    """Read a video's metadata; HeadcastError when it is missing or not a video. ffmpeg opens the file and
-    decodes nothing (``-frames:v 0``): 0.03-0.05 CPU s, where a probe that starts decoding took 0.05-0.1."""
+    """Read a video's metadata (its container's header, nothing decoded; in this process, about 5 ms);
+    HeadcastError when it is missing or not a video."""
+    import cv2
+
     path = Path(path)
     check_input_file(path, "video", MAX_VIDEO_BYTES)
-    frames = _ffmpeg_frames(path, [], ["-frames:v", "0"])
-    try:
-        meta = next(frames)
-    except Exception as e:  # imageio-ffmpeg raises assorted types for unreadable files
-        raise HeadcastError(f"cannot read video {path}: {_first_line(e)}") from None
-    finally:
-        frames.close()
-    if "size" not in meta or not meta.get("fps"):
+    with _capture(path, 1) as cap:
+        fps, frames = cap.get(cv2.CAP_PROP_FPS), cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if w <= 0 or h <= 0 or not np.isfinite(fps) or fps <= 0:
         raise HeadcastError(f"cannot read video {path}: no video stream")
-    w, h = meta["size"]
-    if int(w) * int(h) > MAX_IMAGE_PIXELS:  # before a frame is decoded
+    if w * h > MAX_IMAGE_PIXELS:  # before a frame is decoded
         raise HeadcastError(f"video {path} has {w}x{h} frames, more than the {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx "
                             "headcast reads")
-    dur = meta.get("duration") or 0.0
-    return VideoInfo(float(meta["fps"]), int(w), int(h), float(dur if np.isfinite(dur) else 0.0))
+    return VideoInfo(float(fps), w, h, float(frames / fps) if np.isfinite(frames) and frames > 0 else 0.0)
 
 
 def read_frames(path: str | Path, max_frames: int | None = None, info: VideoInfo | None = None
                 ) -> Iterator[np.ndarray]:
-    """Decode frames (H, W, 3) uint8 RGB in order (read-only arrays over the bytes ffmpeg piped, no copy);
+    """Decode frames (H, W, 3) uint8 RGB in order, every frame the file holds once (up to ``max_frames``);
     HeadcastError when the file cannot be decoded. ``info``: the file's :func:`video_info` when the caller
-    has it (each probe spawns ffmpeg). One ffmpeg process, its decoder on the thread plan's count
-    (:mod:`headcast.core.threads`), told to stop after ``max_frames``."""
-    from headcast.core.threads import apply
+    has it. Decoded in this process by OpenCV's FFmpeg: the same pixels as the ffmpeg command's rgb24
+    output (the same libswscale conversion), without a process and a pipe (bench/RESULTS.md, "batchcpu");
+    its decoder on :func:`decoder_threads`."""
+    import cv2
 
     path = Path(path)
-    if info is None:
-        video_info(path)
-    frames = _ffmpeg_frames(path, ["-threads", str(apply().count)],
-                            [] if max_frames is None else ["-frames:v", str(int(max_frames))])
+    info = info or video_info(path)
     n = 0
-    try:
-        w, h = next(frames)["size"]
-        for raw in frames:
-            n += 1
-            yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
-    except HeadcastError:
-        raise
-    except Exception as e:
-        raise HeadcastError(f"cannot decode video {path} after {n} frames: {_first_line(e)}") from None
-    finally:
-        frames.close()
+    with _capture(path, decoder_threads(info)) as cap:
+        try:
+            while max_frames is None or n < max_frames:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                n += 1
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=frame)  # OpenCV decodes to BGR
+        except cv2.error as e:
+            raise HeadcastError(f"cannot decode video {path} after {n} frames: {_first_line(e)}") from None
     if n == 0:
         raise HeadcastError(f"video {path} has no frames")
 
 
-def _ffmpeg_frames(path: Path, input_params: list[str], output_params: list[str]) -> Iterator:
-    """imageio-ffmpeg's reader of ``path`` (RGB24 through a pipe): its metadata dict first, then each frame's
-    bytes; its ffmpeg process ends when the iterator is closed."""
-    import imageio_ffmpeg
+def decoder_threads(info: VideoInfo) -> int:
+    """The decoder's threads for a video: one for frames up to :data:`ONE_DECODER_THREAD_PX`, else the
+    thread plan's count (:mod:`headcast.core.threads`). Frame threading costs CPU: the shared videos
+    whole took 0.53 -> 1.00 (d6), 0.78 -> 1.09 (wojtek), 0.28 -> 0.34 CPU s (d0) with two threads instead
+    of one, for a decoder that on one thread (0.5-3.6 ms a 512x512 frame) already keeps ahead of the
+    landmarks it feeds (MediaPipe 3.4-4 ms a frame). A 1280x720 frame took 4.8 ms on one thread, as long
+    as its landmarks (5 ms): larger frames get the plan's threads, lest the decoder hold the landmarks back."""
+    from headcast.core.threads import apply
 
-    return imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", input_params=input_params,
-                                      output_params=output_params)
+    return 1 if info.width * info.height <= ONE_DECODER_THREAD_PX else apply().count
+
+
+@contextmanager
+def _capture(path: Path, threads: int) -> Iterator:
+    """An open ``cv2.VideoCapture`` of ``path`` (OpenCV's FFmpeg reader, ``threads`` decoder threads),
+    released at the end; HeadcastError when it cannot be opened."""
+    quiet = not native_logs_shown()  # FFmpeg's and OpenCV's own lines: the error says what went wrong
+    if quiet:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read at OpenCV's first FFmpeg capture
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    if quiet:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(threads)])
+    except cv2.error as e:
+        raise HeadcastError(f"cannot read video {path}: {_first_line(e)}") from None
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    try:
+        if not cap.isOpened():
+            raise HeadcastError(f"cannot read video {path}: not a video FFmpeg can open")
+        yield cap
+    finally:
+        cap.release()
 
 
 class Prefetched:

@@ -131,9 +131,9 @@ def longest_first(jobs: list[Job]) -> list[Job]:
 
 def _frames(job: Job) -> float:
     """The frames an animate job's video will run, capped by ``max_frames``; infinity when unknown. The
-    count is the container header's, read in this process by OpenCV's FFmpeg (about 5 ms of CPU a video):
-    :func:`headcast.animate.video.video_info` starts an ffmpeg process (0.03-0.05 CPU s) and gives only a
-    duration. The job itself still reads and checks the file as the single command does."""
+    count is the container header's, read in this process by OpenCV's FFmpeg (about 5 ms of CPU a video), as
+    :func:`headcast.animate.video.video_info` reads it (importing that module would add 0.05 s of imports to
+    the driver). The job itself still reads and checks the file as the single command does."""
     import cv2
 
     if Path(job.input).suffix.lower() not in VIDEO_SUFFIXES:

@@ -1,7 +1,7 @@
 """One batch worker: a long-lived process (a Ray actor) that runs jobs one after another with the same
 library calls as the single commands, its threads pinned and its head models and landmark detector
 loaded once (MediaPipe's graphs and dlib's predictor are cached per process by
-:mod:`headcast.preprocess.landmarks`; a video's tracking landmarker is a fresh 0.1 s instance per video,
+:mod:`headcast.preprocess.landmarks`; a video's tracking landmarker is a fresh instance per video (0.02 s),
 as it keeps the track).
 
 A job never raises: a bad input, or any other exception, becomes its row's ``failed`` status and a

@@ -19,6 +19,7 @@ Model frame, metres.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,6 +153,43 @@ class PointSet:
         return np.concatenate(ids)
 
 
+@dataclass(frozen=True)
+class JointBasis:
+    """What every :class:`PointRig` of one model needs of its joints: the regressor's rows of the groups'
+    joints (4, U) over the vertices they use (a fifth of the mesh), those vertices' template (U, 3) and
+    blendshapes (U, 3, S), (U, 3, E) as float64, and the joints' derivatives (4, 3, S), (4, 3, E) by every
+    identity and expression coefficient."""
+
+    regressor: np.ndarray
+    template: np.ndarray
+    shapedirs: np.ndarray
+    exprdirs: np.ndarray
+    JZ_shape: np.ndarray
+    JZ_expr: np.ndarray
+
+
+_JOINT_BASES: dict[int, tuple] = {}  # id(model) -> (the model's arrays it was made of, JointBasis)
+
+
+def joint_basis(model: HeadModel) -> JointBasis:
+    """The model's :class:`JointBasis`, made once per model (about 20 ms for ICT-FaceKit, which a tracked
+    video's three rigs paid each) while its arrays stay the same objects."""
+    key = (model.v_template, model.shapedirs, model.exprdirs, model.j_regressor)
+    hit = _JOINT_BASES.get(id(model))
+    if hit is not None and all(a is b for a, b in zip(hit[0], key)):
+        return hit[1]
+    jr = np.asarray(model.j_regressor, dtype=np.float64)[list(GROUP_JOINTS)]  # (4, V)
+    used = np.flatnonzero(np.any(jr != 0, axis=0))  # the joints' vertices
+    sd, ed = model.shapedirs[used].astype(np.float64), model.exprdirs[used].astype(np.float64)
+    jr = jr[:, used]
+    jb = JointBasis(jr, model.v_template[used].astype(np.float64), sd, ed,
+                    np.einsum("jv,vdz->jdz", jr, sd), np.einsum("jv,vdz->jdz", jr, ed))  # not BLAS: its threads spin
+    if hit is None:
+        weakref.finalize(model, _JOINT_BASES.pop, id(model), None)
+    _JOINT_BASES[id(model)] = (key, jb)
+    return jb
+
+
 class PointRig:
     """Closed-form points and Jacobians for one coefficient layout.
 
@@ -186,11 +224,10 @@ class PointRig:
         self.c = bw.sum(1).T.copy()  # (4, K)
         self.a0 = np.einsum("kcg,kcd->gkd", bw, rest)  # (4, K, 3)
         self.A = np.einsum("kcg,kcdz->kgdz", bw, basis)  # (K, 4, 3, Z): a row's block is one contiguous gather
-        jr = np.asarray(model.j_regressor, dtype=np.float64)[list(GROUP_JOINTS)]  # (4, V)
-        used = np.flatnonzero(np.any(jr != 0, axis=0))  # the joints' vertices (a fifth of the mesh)
-        j_rest, j_basis = self._rest_and_basis(model, used)
-        self.j0 = jr[:, used] @ j_rest  # (4, 3)
-        self.JZ = np.einsum("jv,vdz->jdz", jr[:, used], j_basis)  # (4, 3, Z); not BLAS: its threads spin here
+        jb = joint_basis(model)
+        j_rest = jb.template + jb.shapedirs @ self.beta0 + jb.exprdirs @ self.psi0  # as _rest_and_basis
+        self.j0 = jb.regressor @ j_rest  # (4, 3)
+        self.JZ = np.concatenate([jb.JZ_shape[..., self.id_cols], jb.JZ_expr[..., self.expr_cols]], axis=-1)
         self.offsets = np.zeros((68, 3))
 
     def _rest_and_basis(self, model: HeadModel, vids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
