@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Iterator
 
-from headcast.core import threads
+from headcast.core import memory, threads
 
 threads.apply()  # thread counts into the environment before any library that reads them is loaded
 
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.main_parser.parse_args(argv)
     if program:
         gc.freeze()  # the modules' objects, loaded by now, are never garbage: the collector stops walking them
+        memory.keep_freed_blocks()
     with _signals_unwind(), logs.to_stderr(logs.level(a.verbose, a.quiet, a.debug), native=a.debug):
         logger.debug(threads.apply().describe())
         status = _run(a)
