@@ -13,7 +13,7 @@ import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
 MMAP_THRESHOLD = 32 << 20  # bytes: blocks below this come from the heap and are reused (glibc's largest)
-TRIM_THRESHOLD = 256 << 20  # bytes of free memory at the heap's top kept rather than returned
+TRIM_THRESHOLD = 64 << 20  # bytes of free memory at the heap's top kept rather than returned
 
 
 def keep_freed_blocks() -> bool:
