@@ -29,7 +29,7 @@ class FitConfig:
     iters_block3: int = 5             # beta alone on L3D after block 2 has converged: 5 steps suffice
     iters_2d_pose: int = 6            # rgb-2d: pose and translation alone first
     iters_2d: int = 25
-    lm_damping_2d: float = 1e-3       # rgb-2d's blocks start as the paper's comparison always did
+    lm_damping_2d: float = 1e-3       # rgb-2d keeps the start its figures were measured with
     max_points: int = 7000            # face points used per step (random, seeded; 8000 until issue 14)
     trim_mm: float = 10.0             # correspondences farther than this are ignored after block 1
     grow_mm: float = 4.0              # > 0: after block 2, add depth points this close to the fitted face
