@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from headcast.batch.jobs import FIGURES, Job, figures
+from headcast.core import memory
 from headcast.core.errors import HeadcastError
 from headcast.core.threads import pin
 from headcast.io import recon
@@ -76,6 +77,7 @@ class Worker:
 
     def __init__(self, threads: int = 1):
         pin(threads)
+        memory.keep_freed_blocks()  # as the program does: a worker runs fit after fit
         self.threads = threads
         self.models: dict[str, HeadModel] = {}
         self.node = node_name()

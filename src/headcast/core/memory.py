@@ -3,7 +3,9 @@
 By default glibc hands every block over 128 KiB to its own ``mmap`` and gives it back on ``free``; only once
 such a block has been freed does it raise that threshold (at most to 32 MiB) and keep later ones. The fit's
 arrays (a 7000 x 163 Jacobian is 9 MB) are made and dropped every step, so while the threshold is low each
-one is new memory from the kernel, page-faulted in again: about 0.3 s of system time in a reconstruction.
+one is new memory from the kernel, page-faulted in again: about 0.3 s of system time in a reconstruction,
+and in every further fit of a long-lived process (a batch worker: 85-93 thousand page faults a fit). The
+program (``cli.main``) and each batch worker set the thresholds at start.
 """
 
 from __future__ import annotations
