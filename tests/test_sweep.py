@@ -435,3 +435,40 @@ def test_observation_errors_measure_colours_against_the_head_on_ones(ict_model, 
     assert out["frames"] == 5 and head_on["observations"] > 500
     assert head_on["median"] < 0.03 and head_on["p90"] < 0.06
     assert out["depth"][2]["observations"] > 0.8 * sum(r["observations"] for r in out["depth"])  # within 3 mm
+
+
+def test_views_picture_lights_other_cameras_with_the_rooms_light(ict_model, tmp_path):
+    """The sweep's pictures show the head from its frames' cameras in the still room it was captured in: a
+    surface point keeps its colour from every camera (one Lambertian albedo, one light fixed to the room).
+    Lighting the moved head with the output frame's light as it is carries the light round with the camera
+    (the front frame's pale line under the lower lip)."""
+    from headcast.bench.sweep_views import look_at, render_view
+    from headcast.core.sh import sh_ambient, sh_directional
+    from headcast.io import recon
+    from headcast.render.raycast import raycast
+
+    K = default_intrinsics(320, 240)
+    space = texture_space(ict_model, 128)
+    m = ict_model.v_template
+    T0 = look_at(m.mean(0), np.array([0.0, 0.0, 1.0]), 0.5)  # the output frame's camera, in front of the face
+    v = m @ T0[:3, :3].T + T0[:3, 3]
+    a = space.atlas
+    recon.write_texture(tmp_path, np.full((128, 128, 3), 0.5), v, ict_model.faces, a.uv, a.uv_faces)
+    light = sh_directional(np.array([-0.7, 0.5, 0.5]), np.ones(3)) + sh_ambient(np.full(3, 0.3))
+    recon.write_lighting(tmp_path, recon.Lighting(light))
+    d = Rotation.from_euler("y", 40, degrees=True).apply([0.0, 0.0, 1.0])
+    T1 = look_at(m.mean(0), d, 0.5) @ np.linalg.inv(T0)  # head-to-camera of a camera 40 degrees round
+    colours, seen = [], np.ones(len(v), bool)
+    for T in (np.eye(4), T1):
+        img = render_view(ict_model, tmp_path, v, K, T).astype(np.float64)
+        vc = v @ T[:3, :3].T + T[:3, 3]
+        hits = raycast([(vc, ict_model.faces)], K)
+        uv = np.rint(project(vc, K)).astype(int)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < K.width) & (uv[:, 1] >= 0) & (uv[:, 1] < K.height)
+        uv = np.where(inside[:, None], uv, 0)
+        facing = -np.einsum("nc,nc->n", vertex_normals(vc, ict_model.faces), vc / np.linalg.norm(vc, axis=1)[:, None])
+        seen &= inside & (np.abs(hits.depth[uv[:, 1], uv[:, 0]] - vc[:, 2]) < 5e-4) & (facing > 0.5)
+        colours.append(img[uv[:, 1], uv[:, 0]])
+    lum = [c[seen].mean(1) for c in colours]
+    assert seen.sum() > 1000
+    assert np.median(np.abs(np.log(np.maximum(lum[1], 1) / np.maximum(lum[0], 1)))) < 0.03

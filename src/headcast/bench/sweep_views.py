@@ -11,18 +11,20 @@ from headcast.io import recon
 from headcast.io.mesh import read_obj_vertices
 from headcast.io.validate import read_image
 from headcast.render import images
-from headcast.texture.render import comparison_picture, render_textured
+from headcast.texture.render import comparison_picture, render_textured, seen_from
 
 
-def _render(model, folder: Path, verts: np.ndarray, K) -> np.ndarray:
-    """The mesh (camera frame) textured and lit by its fitted SH light, as the previews and the viewer show
-    it, when the folder has a texture (unlit albedo when it has no lighting.json), else shaded; uint8."""
+def render_view(model, folder: Path, verts: np.ndarray, K, T: np.ndarray) -> np.ndarray:
+    """The mesh (``verts`` (V, 3), output frame) seen by a camera with head-to-camera transform ``T`` (4, 4),
+    textured and lit by its fitted SH light turned into that camera (the room's light stays with the room:
+    :func:`headcast.texture.render.seen_from`), when the folder has a texture (unlit albedo when it has no
+    lighting.json), else shaded; uint8."""
     tex = recon.read_texture(folder, model.faces)
-    if tex is None:
-        return images.render_shaded(verts, model.faces, K)[1]
     light = recon.read_lighting(folder)
-    sh = None if light is None else np.asarray(light.sh)
-    img, _ = render_textured(verts, model.faces, tex.uv, tex.uv_faces, tex.image().astype(np.float32) / 255, sh, K)
+    v, sh = seen_from(verts, None if light is None else np.asarray(light.sh), T)
+    if tex is None:
+        return images.render_shaded(v, model.faces, K)[1]
+    img, _ = render_textured(v, model.faces, tex.uv, tex.uv_faces, tex.image().astype(np.float32) / 255, sh, K)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
@@ -45,16 +47,16 @@ def views_picture(model, folder: Path, out: Path, scale: float = 2.0) -> Path:
     Kb = K.scaled(scale)
     renders, photos, labels = [], [], []
     for f, name in zip(picks, ("left", "front", "right")):
-        T = f["head_to_camera"]
-        renders.append(_render(model, folder, verts @ T[:3, :3].T + T[:3, 3], Kb))
+        renders.append(render_view(model, folder, verts, Kb, f["head_to_camera"]))
         photo = read_image(folder / recon.FRAMES / f"{f['index']:03d}_color.png", "sweep frame", formats=("PNG",))
         photos.append(images.side_by_side([photo], Kb.height))
         labels.append(f"{name}: frame {f['name']}")
-    T = picks[1]["head_to_camera"]
-    v = verts @ T[:3, :3].T + T[:3, 3]
-    c = v.mean(0)
-    R = Rotation.from_euler("x", 55, degrees=True).as_matrix()  # tip the head towards the camera: its top shows
-    renders.append(_render(model, folder, (v - c) @ R.T + c, Kb))
+    T = np.asarray(picks[1]["head_to_camera"], dtype=np.float64)
+    c = verts.mean(0) @ T[:3, :3].T + T[:3, 3]
+    tip = np.eye(4)  # the head tipped towards the camera about its centre: its top shows
+    tip[:3, :3] = Rotation.from_euler("x", 55, degrees=True).as_matrix()
+    tip[:3, 3] = c - tip[:3, :3] @ c
+    renders.append(render_view(model, folder, verts, Kb, tip @ T))
     photos.append(photos[1])
     labels.append("from above")
     top = comparison_picture(renders, labels)

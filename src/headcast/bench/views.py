@@ -26,9 +26,7 @@ import numpy as np
 
 from headcast.bench import machine, truedepth_folder
 from headcast.core import threads
-from headcast.core.camera import FLIP
 from headcast.core.errors import HeadcastError
-from headcast.core.sh import sh_rotate
 
 logger = logging.getLogger(__name__)
 DEPTH_TOL = 0.012  # metres: photo pixels whose depth is farther from the render show something else
@@ -101,7 +99,7 @@ def register(vertices: np.ndarray, depth_points: np.ndarray, start: np.ndarray |
 def compare_view(model, vertices, albedo, uv, uv_faces, light, frame, start: np.ndarray | None = None) -> dict:
     """Register the head to ``frame`` (an RGBDFrame; ICP from ``start`` (4, 4) when given), render it, and
     score it against the photo (see the module docstring)."""
-    from headcast.texture.render import render_textured
+    from headcast.texture.render import render_textured, seen_from
 
     z = frame.depth
     H, W = z.shape
@@ -114,9 +112,8 @@ def compare_view(model, vertices, albedo, uv, uv_faces, light, frame, start: np.
         raise HeadcastError(f"{frame.name}: too little depth near the camera to register the head")
     head = np.setdiff1d(np.arange(model.n_vertices), model.masks.get("neck", []))
     T, fitness = register(vertices[head], pts, start)
-    v = vertices @ T[:3, :3].T + T[:3, 3]
-    R_view = FLIP @ T[:3, :3] @ FLIP
-    img, hits = render_textured(v, model.faces, uv, uv_faces, albedo, sh_rotate(light, R_view), K)
+    v, lit = seen_from(vertices, light, T)
+    img, hits = render_textured(v, model.faces, uv, uv_faces, albedo, lit, K)
     skin = ~np.isin(model.faces, model.masks.get("neck", [])).any(1)
     tri = np.where(hits.hit, hits.tri, 0)
     mask = hits.hit & skin[tri] & (z > 0) & (np.abs(hits.depth - z) < DEPTH_TOL)

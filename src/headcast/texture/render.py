@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from headcast.core.camera import Intrinsics
+from headcast.core.camera import FLIP, Intrinsics
 from headcast.core.geometry import vertex_normals
-from headcast.core.sh import sh_shading, to_view
+from headcast.core.sh import sh_rotate, sh_shading, to_view
 from headcast.render.raycast import RayHits, raycast
 from headcast.texture.atlas import sample, uv_to_texel
 from headcast.texture.observe import interpolate
@@ -37,6 +37,19 @@ def render_textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, uv_
         col = col * sh_shading(to_view(n), light)
     out[hit] = np.clip(col, 0, 1)
     return out, hits
+
+
+def seen_from(vertices: np.ndarray, light: np.ndarray | None, T: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A head (``vertices`` (V, 3) in its output frame, lit by ``light`` (9, 3) there; None: unlit) as another
+    camera of the same still room sees it, whose head-to-camera transform is ``T`` (4, 4): the vertices
+    moved into that camera's frame and the light turned with them (the room's light is fixed to the room,
+    as the head is; :func:`headcast.core.sh.sh_rotate`). Lighting the moved head with ``light`` as it is
+    would carry the light round with the camera: shadows and the albedo's delit folds then show as bands
+    (the sweep's front frame: a pale line under the lower lip, bench/RESULTS.md "look")."""
+    T = np.asarray(T, dtype=np.float64)
+    v = np.asarray(vertices, dtype=np.float64) @ T[:3, :3].T + T[:3, 3]
+    f = FLIP.astype(np.float64)
+    return v, None if light is None else sh_rotate(light, f @ T[:3, :3] @ f)
 
 
 def turned(vertices: np.ndarray, degrees: float) -> np.ndarray:
