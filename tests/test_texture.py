@@ -310,6 +310,26 @@ def test_albedo_model_files(tmp_path, ict_model):
                       albedo_model=a)
 
 
+def test_render_vs_photo_shows_the_uncovered_photo_grey(ict_model, ict_frame):
+    """render_vs_photo.png's render panel: where the mesh does not cover the photo (the body past the fitted
+    shoulders, the background), the photo shows dim and grey, never in colours a render could have."""
+    from scipy.ndimage import binary_dilation
+
+    from headcast.texture.pipeline import PHOTO_BEHIND, picture
+
+    _, frame, res = ict_frame
+    pic = picture(ict_model, frame.vertices, frame.color, K_SMALL, res).astype(int)
+    s = pic.shape[0] // K_SMALL.height
+    W = K_SMALL.width * s
+    panel = pic[:, W + 4: 2 * W + 4]
+    off = ~binary_dilation(res.render.any(-1), iterations=2).repeat(s, 0).repeat(s, 1)
+    off[:30] = False  # the label
+    photo = frame.color.astype(int).repeat(s, 0).repeat(s, 1)
+    assert (np.ptp(photo[off], axis=1) > 20).sum() > 1000  # the photo there has colour (clothes, background)
+    assert np.ptp(panel[off], axis=1).max() <= 1
+    assert np.median(np.abs(panel[off].mean(1) - PHOTO_BEHIND * photo[off].mean(1))) <= 1  # (resized: edges blur)
+
+
 # --- the folder command ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def recon_dir(ict_model, headcast_home, tmp_path_factory):

@@ -5,8 +5,8 @@ Reads params.npz, color.png and intrinsics.json (written by ``headcast reconstru
 - ``albedo.png``: the albedo atlas (``size`` x ``size``, RGB, 0..1 as 0..255);
 - ``mesh_textured.obj`` + ``mesh_textured.mtl``: the fitted mesh (camera frame, metres) with the
   atlas UVs and the albedo as its diffuse map;
-- ``render_vs_photo.png``: the photo, the textured lit model from the photo's camera, and the
-  model turned 60 degrees each way (to judge the sides the camera did not see);
+- ``render_vs_photo.png``: the photo, the textured lit model from the photo's camera (over the photo in
+  dim grey), and the model turned 60 degrees each way (to judge the sides the camera did not see);
 - ``lighting.json``: lambda, the SH light (9 terms x RGB), its convention, and rho when an
   albedo model was used;
 - ``texture_report.json``: Loss4 (the paper's equation 6 over the face pixels), timings, texel
@@ -52,14 +52,22 @@ OUTPUTS = (recon.ALBEDO, recon.TEXTURED_OBJ, recon.TEXTURED_MTL, recon.RENDER_VS
            recon.TEXTURE_REPORT)
 
 
+PHOTO_BEHIND = 0.35  # brightness of the grey photo behind the render, where the mesh does not cover it
+
+
 def picture(model: HeadModel, vertices: np.ndarray, photo: np.ndarray, K: Intrinsics, res: TextureResult) -> np.ndarray:
-    """The render_vs_photo.png picture: photo | render over the dimmed photo | turned -60 | turned +60."""
+    """The render_vs_photo.png picture: photo | render over the photo, dimmed and grey | turned -60 | turned +60.
+
+    The photo behind the render shows what the mesh does not cover (a body past the fitted neck and
+    shoulders, hair beyond the scalp); in grey, so that it cannot be taken for a dark part of the render."""
     a = res.space.atlas
     hit = res.render.any(-1, keepdims=True)
-    over = np.where(hit, res.render, photo.astype(np.float32) / 255 * 0.35)
+    grey = (photo.astype(np.float32) / 255).mean(-1, keepdims=True) * PHOTO_BEHIND
+    over = np.where(hit, res.render, grey)
     side = [render_textured(turned(vertices, deg), model.faces, a.uv, a.uv_faces, res.albedo, res.light, K)[0]
             for deg in (-60, 60)]
-    labels = ["photo", f"textured render, Loss4 {res.loss4:.3f}", "turned: left side", "turned: right side"]
+    labels = ["photo", f"textured render over the photo (grey), Loss4 {res.loss4:.3f}", "turned: left side",
+              "turned: right side"]
     return comparison_picture([photo, over, *side], labels)
 
 
