@@ -22,7 +22,7 @@ from headcast.synth import read_sample, render_rgbd
 from headcast.synth.io import default_intrinsics
 from headcast.synth.subject import random_subject
 from headcast.synth.sweep import bump_offsets, synth_sweep, true_poses
-from headcast.texture.core import texture_space
+from headcast.texture.core import region_faces, texture_space
 from headcast.texture.multiview import SEEN, Seen, blend_frames, observe_frames, replace_weight, shading_trust, sweep_fill
 from headcast.texture.observe import head_texels, interpolate
 
@@ -472,3 +472,22 @@ def test_views_picture_lights_other_cameras_with_the_rooms_light(ict_model, tmp_
     lum = [c[seen].mean(1) for c in colours]
     assert seen.sum() > 1000
     assert np.median(np.abs(np.log(np.maximum(lum[1], 1) / np.maximum(lum[0], 1)))) < 0.03
+
+
+def test_sweep_fill_carries_the_seen_hair_round_the_unseen_back(ict_model):
+    """Hair seen on the front half of the scalp fills the unseen back half in its own colour, not in the
+    face's skin tone (which drew a bald back ringed by a dark smudge); the unseen neck stays skin."""
+    _, tri, bary = texture_space(ict_model, 256).texmap.texels()
+    v, f = ict_model.v_template, ict_model.faces
+    on = np.zeros(len(v))
+    on[ict_model.masks["scalp"]] = 1.0
+    X = interpolate(f, tri, bary, np.hstack([v, on[:, None]]))
+    scalp = X[:, 3] > 0.99
+    skin, hair = np.array([0.62, 0.45, 0.36]), np.array([0.24, 0.16, 0.09])
+    truth = np.where(X[:, 3:] > 0.5, hair, skin)
+    back = X[:, 2] < np.median(X[scalp, 2])  # model frame: z out of the face
+    got = sweep_fill(ict_model, v, tri, bary, np.where(back[:, None], 0.0, truth), np.where(back, 0.0, 1.0))
+    neck = region_faces(ict_model, "neck")[tri] & back
+    assert (scalp & back).sum() > 500 and neck.sum() > 500
+    assert np.median(np.abs(got[scalp & back] - hair)) < 0.03
+    assert np.median(np.abs(got[neck] - skin)) < 0.05

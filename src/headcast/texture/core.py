@@ -40,6 +40,7 @@ SHADING_RAMP = (0.3, 0.6)
 MIRROR_TRUST = 0.9  # a mirrored texel counts a little less than one seen directly
 FILL_DECAY = 0.03  # metres over which the completion fades to the mean skin tone
 PART_DECAY = 0.004  # the same on small separate parts (eyeballs): their unseen side is not their iris
+SCALP_SEEN = 0.1  # share of the scalp's vertices seen that lets its own colour, not the skin tone, fill its unseen rest
 
 
 @dataclass
@@ -233,7 +234,7 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     tot = w_v + w_mv
     data = (w_v[:, None] * a_v + w_mv[:, None] * a_mv) / np.maximum(tot, 1e-9)[:, None]
 
-    prior, decay = part_priors(view.part, data, np.clip(tot, 0, 1), tone)
+    prior, decay = part_priors(view.part, data, np.clip(tot, 0, 1), tone, model.masks.get("scalp"))
     filled_v = fill.inpaint_vertices(data, np.clip(tot, 0, 1), view.vertices, faces, prior, decay=decay)
     per_texel = interpolate(faces, tri, bary, np.hstack([filled_v, low_v[ms], g_v[:, None], shift]))
     a_f, low_m, g, shift_t = per_texel[:, :3], per_texel[:, 3:6], per_texel[:, 6:7], per_texel[:, 7:]
@@ -275,11 +276,15 @@ def _mirror_shift(low: np.ndarray, weight: np.ndarray, sym: np.ndarray, vertices
     return fill.inpaint_vertices(diff, np.clip(both, 0, 1), vertices, faces, np.zeros(3), decay=FILL_DECAY)
 
 
-def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray,
-                tone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np.ndarray,
+                scalp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per vertex, the colour (V, 3) the completion fades to and over how many metres (V,).
 
-    The largest part of the mesh (the head) fades to the skin tone over :data:`FILL_DECAY`.
+    The largest part of the mesh (the head) fades to the skin tone over :data:`FILL_DECAY`, but for the
+    ``scalp`` (vertex ids, the model's mask), which fades to the median of what was seen of it when at least
+    :data:`SCALP_SEEN` of its vertices were: hair seen at the front and sides goes on round the unseen back
+    of the head, where a fade to the face's skin tone drew a bald patch ringed by a dark smudge (the hair's
+    border smoothed into the skin colour), and a bald scalp keeps its own colour.
     Smaller separate parts (eyeballs) fade quickly (:data:`PART_DECAY`) to the brighter end of
     what was seen of them (the 95th percentile by brightness: an eyeball's sclera, not its
     iris), or keep the skin tone when hardly any of them was seen.
@@ -287,6 +292,13 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray,
     prior = np.broadcast_to(tone, data.shape).copy()
     decay = np.full(len(part), FILL_DECAY)
     main = np.argmax(np.bincount(part))
+    if scalp is not None and len(scalp):
+        on = np.zeros(len(part), bool)
+        on[np.asarray(scalp)] = True
+        on &= part == main
+        sel = on & (weight > 0.5)
+        if sel.sum() >= SCALP_SEEN * on.sum():
+            prior[on] = np.median(data[sel], axis=0)
     for p in np.unique(part):
         if p == main:
             continue

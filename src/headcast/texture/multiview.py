@@ -255,8 +255,8 @@ def sweep_fill(model, vertices: np.ndarray, tri: np.ndarray, bary: np.ndarray, a
     """(N, 3) the sweep's own completion where its frames' blend is not trusted: the blended ``albedo`` (N, 3)
     of the texels (triangles ``tri`` (N,), weights ``bary`` (N, 3)) pooled at the vertices of ``model``'s
     mesh ``vertices`` (V, 3) with its confidence ``weight`` (N,) in [0, 1], and inpainted over the mesh as
-    for one photo (:func:`headcast.texture.fill.inpaint_vertices`, fading to the blend's skin tone, the
-    eyeballs to their sclera: :func:`headcast.texture.core.part_priors`).
+    for one photo (:func:`headcast.texture.fill.inpaint_vertices`, fading to the blend's skin tone, the scalp
+    to what was seen of it, the eyeballs to their sclera: :func:`headcast.texture.core.part_priors`).
 
     It replaces the one-photo albedo (the first frame's, mirrored and completed) as the sweep's fill: on
     the real sweep's texels seen head-on but not by the first frame, held out in 5-20 mm holes, it is
@@ -269,7 +269,7 @@ def sweep_fill(model, vertices: np.ndarray, tri: np.ndarray, bary: np.ndarray, a
     w_v = np.clip(den / np.maximum(full, 1e-9), 0, 1)
     skin = region_faces(model, "face", ("eyes", "lips"))[tri] & (weight > SEEN)
     tone = np.median(albedo[skin if skin.sum() >= 20 else weight > SEEN], axis=0)
-    prior, decay = part_priors(mesh_parts(faces, V), a_v, w_v, tone)
+    prior, decay = part_priors(mesh_parts(faces, V), a_v, w_v, tone, model.masks.get("scalp"))
     return interpolate(faces, tri, bary, fill.inpaint_vertices(a_v, w_v, vertices, faces, prior, decay=decay))
 
 
