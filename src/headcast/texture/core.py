@@ -40,7 +40,7 @@ SHADING_RAMP = (0.3, 0.6)
 MIRROR_TRUST = 0.9  # a mirrored texel counts a little less than one seen directly
 FILL_DECAY = 0.03  # metres over which the completion fades to the mean skin tone
 PART_DECAY = 0.004  # the same on small separate parts (eyeballs): their unseen side is not their iris
-SCALP_SEEN = 0.1  # share of the scalp's vertices seen that lets its own colour, not the skin tone, fill its unseen rest
+SCALP_SEEN = 0.1  # share of the scalp's vertices seen that lets its own colour (hair), not the skin tone, fill its unseen rest
 
 
 @dataclass
@@ -281,10 +281,11 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
     """Per vertex, the colour (V, 3) the completion fades to and over how many metres (V,).
 
     The largest part of the mesh (the head) fades to the skin tone over :data:`FILL_DECAY`, but for the
-    ``scalp`` (vertex ids, the model's mask), which fades to the median of what was seen of it when at least
-    :data:`SCALP_SEEN` of its vertices were: hair seen at the front and sides goes on round the unseen back
-    of the head, where a fade to the face's skin tone drew a bald patch ringed by a dark smudge (the hair's
-    border smoothed into the skin colour), and a bald scalp keeps its own colour.
+    ``scalp`` (vertex ids, the model's mask): when at least :data:`SCALP_SEEN` of its vertices were seen and
+    their median colour is not skin-like (:func:`_skin_likeness`: beyond 1.4x of the tone in a channel, in full
+    beyond 2x), the scalp fades to that colour. Hair seen at the front and sides then goes on round the unseen
+    back of the head, where a fade to the face's skin tone drew a bald patch ringed by a dark smudge (the
+    hair's border smoothed into the skin colour); a bald scalp keeps the face's tone, measured on more skin.
     Smaller separate parts (eyeballs) fade quickly (:data:`PART_DECAY`) to the brighter end of
     what was seen of them (the 95th percentile by brightness: an eyeball's sclera, not its
     iris), or keep the skin tone when hardly any of them was seen.
@@ -298,7 +299,8 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
         on &= part == main
         sel = on & (weight > 0.5)
         if sel.sum() >= SCALP_SEEN * on.sum():
-            prior[on] = np.median(data[sel], axis=0)
+            seen = np.median(data[sel], axis=0)
+            prior[on] += (1 - _skin_likeness(seen[None], tone)[0]) * (seen - tone)
     for p in np.unique(part):
         if p == main:
             continue
