@@ -20,7 +20,7 @@ from headcast.synth.appearance import random_lighting
 from headcast.texture import fill
 from headcast.texture.albedo_model import fit_albedo_model, load_albedo_model, save_albedo_model
 from headcast.texture.atlas import bake, build_atlas, rasterize_uv, sample, uv_charts, uv_to_texel
-from headcast.texture.core import region_faces, texture_frame, texture_space
+from headcast.texture.core import region_faces, texture_frame, texture_mirror, texture_space
 from headcast.texture.lighting import fit_light, loss4, normalise_light
 from headcast.texture.observe import View
 from headcast.texture.pipeline import OUTPUTS, texture_reconstruction
@@ -170,13 +170,14 @@ def test_points_behind_an_occluder_are_not_seen_and_colours_are_sampled():
 # --- mirror and completion --------------------------------------------------------------------------
 def test_mirror_texels_land_on_the_reflected_surface(flame_model):
     space = texture_space(flame_model, 128)
-    sym = space.sym
+    mirror = texture_mirror(flame_model, space)
+    sym = mirror.sym
     assert (sym >= 0).mean() > 0.95 and (sym[sym[sym >= 0]] == np.flatnonzero(sym >= 0)).mean() > 0.95
     idx, tri, b = space.texmap.texels()
-    ok = space.mirror_ok
+    ok = mirror.ok
     assert ok.mean() > 0.9
     # the texel at the mirror position lies where the reflected surface point is
-    xy = np.rint(space.mirror_xy[ok]).astype(int)
+    xy = np.rint(mirror.xy[ok]).astype(int)
     S = space.texmap.size
     inside = (xy >= 0).all(1) & (xy < S).all(1)
     t2 = space.texmap.tri[xy[inside, 1], xy[inside, 0]]

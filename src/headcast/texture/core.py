@@ -44,15 +44,22 @@ SCALP_SEEN = 0.1  # share of the scalp's vertices seen that lets its own colour 
 
 
 @dataclass
+class TextureMirror:
+    """The mirror of every covered texel of a :class:`TextureSpace` (the one-photo albedo's)."""
+
+    xy: np.ndarray  # (N, 2) texel position of each covered texel's mirror image
+    ok: np.ndarray  # (N,) bool
+    sym: np.ndarray  # (V,) mirror vertex, -1 none
+    feature: np.ndarray  # (V,) 1 near the inner facial features (mirrored in full detail), 0 away
+
+
+@dataclass
 class TextureSpace:
-    """A model's atlas, its texel map at one size, and the mirror of every covered texel."""
+    """A model's atlas and its texel map at one size; ``mirror`` is made on first use (:func:`texture_mirror`)."""
 
     atlas: Atlas
     texmap: TexelMap
-    mirror_xy: np.ndarray  # (N, 2) texel position of each covered texel's mirror image
-    mirror_ok: np.ndarray  # (N,) bool
-    sym: np.ndarray  # (V,) mirror vertex, -1 none
-    feature: np.ndarray  # (V,) 1 near the inner facial features (mirrored in full detail), 0 away
+    mirror: TextureMirror | None = None
 
 
 _SPACES: dict[str, TextureSpace] = {}
@@ -68,13 +75,20 @@ def texture_space(model: HeadModel, size: int) -> TextureSpace:
     if key not in _SPACES:
         atlas = build_atlas(model.uv, model.uv_faces, model.v_template, model.faces)
         texmap = rasterize_uv(atlas.uv, atlas.uv_faces, size)
-        sym = fill.vertex_symmetry(model.v_template)
-        xy, ok = fill.mirror_texels(texmap, atlas, model.faces, model.v_template, sym)
-        feature = fill.feature_weight(model.v_template, model.landmark_vertices())
         if len(_SPACES) >= 4:
             _SPACES.pop(next(iter(_SPACES)))
-        _SPACES[key] = TextureSpace(atlas, texmap, xy, ok, sym, feature)
+        _SPACES[key] = TextureSpace(atlas, texmap)
     return _SPACES[key]
+
+
+def texture_mirror(model: HeadModel, space: TextureSpace) -> TextureMirror:
+    """The mirror of ``space`` (the model's own :func:`texture_space`), made once and kept on it: only the
+    one-photo albedo uses it (a sweep's blend and an albedo model do not)."""
+    if space.mirror is None:
+        sym = fill.vertex_symmetry(model.v_template)
+        xy, ok = fill.mirror_texels(space.texmap, space.atlas, model.faces, model.v_template, sym)
+        space.mirror = TextureMirror(xy, ok, sym, fill.feature_weight(model.v_template, model.landmark_vertices()))
+    return space.mirror
 
 
 @dataclass
@@ -221,13 +235,14 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     w_v = np.where(neck_v, w_v * _skin_likeness(a_v, tone), w_v)
 
     # mirrored colour: in full near the facial features, smoothed elsewhere (see fill)
-    sym = space.sym
+    mirror = texture_mirror(model, space)
+    sym = mirror.sym
     has = sym >= 0
     ms = np.maximum(sym, 0)
     # the smooth colour leaves out what does not look like skin (a sticker, a mole) where skin is
     # around, yet still follows hair or brows where they are all there is
     low_v, _ = fill.smooth_weighted(a_v, w_v * (0.05 + 0.95 * _skin_likeness(a_v, tone)), faces)
-    g_v = space.feature
+    g_v = mirror.feature
     w_mv = np.where(has, w_v[ms], 0.0) * MIRROR_TRUST
     shift = _mirror_shift(low_v, w_v, sym, view.vertices, faces)
     a_mv = g_v[:, None] * a_v[ms] + (1 - g_v[:, None]) * low_v[ms] + shift
@@ -244,8 +259,8 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     pre = np.zeros((S * S, 4), np.float32)
     pre[idx, :3] = a_s * w[:, None]
     pre[idx, 3] = w
-    m = sample(pre.reshape(S, S, 4), space.mirror_xy)
-    w_m = np.where(space.mirror_ok, m[:, 3], 0.0)
+    m = sample(pre.reshape(S, S, 4), mirror.xy)
+    w_m = np.where(mirror.ok, m[:, 3], 0.0)
     a_m = m[:, :3] / np.maximum(m[:, 3:], 1e-6)
     w_m = np.clip(w_m, 0, 1) * MIRROR_TRUST
     a_m = g * a_m + (1 - g) * low_m + shift_t
