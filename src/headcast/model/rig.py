@@ -225,8 +225,7 @@ class PointRig:
         self.a0 = np.einsum("kcg,kcd->gkd", bw, rest)  # (4, K, 3)
         self.A = np.einsum("kcg,kcdz->kgdz", bw, basis)  # (K, 4, 3, Z): a row's block is one contiguous gather
         jb = joint_basis(model)
-        j_rest = jb.template + jb.shapedirs @ self.beta0 + jb.exprdirs @ self.psi0  # as _rest_and_basis
-        self.j0 = jb.regressor @ j_rest  # (4, 3)
+        self.j0 = jb.regressor @ self._rest(jb.template, jb.shapedirs, jb.exprdirs)  # (4, 3)
         self.JZ = np.concatenate([jb.JZ_shape[..., self.id_cols], jb.JZ_expr[..., self.expr_cols]], axis=-1)
         self.offsets = np.zeros((68, 3))
 
@@ -235,8 +234,13 @@ class PointRig:
         the vertices ``vids`` (only those are converted to float64)."""
         sd = model.shapedirs[vids].astype(np.float64)
         ed = model.exprdirs[vids].astype(np.float64)
-        rest = model.v_template[vids].astype(np.float64) + sd @ self.beta0 + ed @ self.psi0
+        rest = self._rest(model.v_template[vids].astype(np.float64), sd, ed)
         return rest, np.concatenate([sd[..., self.id_cols], ed[..., self.expr_cols]], axis=-1)
+
+    def _rest(self, template: np.ndarray, shapedirs: np.ndarray, exprdirs: np.ndarray) -> np.ndarray:
+        """Rest positions (..., 3) at beta0 / psi0 of vertices with float64 ``template`` (..., 3) and
+        blendshapes (..., 3, S), (..., 3, E): the one formula of the rig's points and its joints."""
+        return template + shapedirs @ self.beta0 + exprdirs @ self.psi0
 
     def set_offsets(self, offsets: np.ndarray) -> None:
         """Move each of the 68 landmarks by a rest-pose offset (68, 3) metres (it then skins with the
