@@ -158,7 +158,7 @@ def _caption(i: int, fps: float, fr, threshold: float) -> tuple[str, bool]:
 
 def expected_frames(info: VideoInfo, max_frames: int | None) -> int:
     """The frame count a video's metadata promises (0 when it does not say), at most ``max_frames``."""
-    n = int(round(info.duration * info.fps))
+    n = info.frames
     return n if max_frames is None else (min(n, max_frames) if n else max_frames)
 
 

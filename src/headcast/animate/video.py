@@ -43,6 +43,11 @@ class VideoInfo:
     height: int
     duration: float
 
+    @property
+    def frames(self) -> int:
+        """The frame count the header gives (0 when it gives none)."""
+        return int(round(self.duration * self.fps))
+
 
 def video_info(path: str | Path) -> VideoInfo:
     """Read a video's metadata (its container's header, nothing decoded; in this process, about 5 ms);

@@ -130,19 +130,17 @@ def longest_first(jobs: list[Job]) -> list[Job]:
 
 
 def _frames(job: Job) -> float:
-    """The frames an animate job's video will run, capped by ``max_frames``; infinity when unknown. The
-    count is the container header's, read in this process by OpenCV's FFmpeg (about 5 ms of CPU a video), as
-    :func:`headcast.animate.video.video_info` reads it (importing that module would add 0.05 s of imports to
-    the driver). The job itself still reads and checks the file as the single command does."""
-    import cv2
+    """The frames an animate job's video will run, capped by ``max_frames``; infinity when unknown (the
+    header gives none, or :func:`headcast.animate.video.video_info` refuses the file). About 5 ms of CPU a
+    video; the job itself still reads and checks the file as the single command does."""
+    from headcast.animate.video import video_info
 
     if Path(job.input).suffix.lower() not in VIDEO_SUFFIXES:
         return math.inf
-    cap = cv2.VideoCapture(job.input)
     try:
-        frames = cap.get(cv2.CAP_PROP_FRAME_COUNT) if cap.isOpened() else 0.0
-    finally:
-        cap.release()
+        frames = video_info(job.input).frames
+    except HeadcastError:
+        return math.inf
     return min(frames, job.options.get("max_frames") or math.inf) if frames > 0 else math.inf
 
 
