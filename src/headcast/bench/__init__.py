@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 from pathlib import Path
 
 from headcast.io.outputs import staged_files
+
+logger = logging.getLogger(__name__)
 
 REAL_FRAMES = ("frame-030", "frame-050", "frame-065")  # the TrueDepth mannequin captures the benches use
 
@@ -36,3 +39,12 @@ def write_results(out: Path, name: str, result: dict, markdown: str | None = Non
     with staged_files([Path(out) / n for n in texts], force=True) as tmps:
         for tmp, text in zip(tmps, texts.values()):
             tmp.write_text(text)
+
+
+def finish(out: Path | None, name: str, result: dict, markdown: str) -> dict:
+    """The end of a benchmark run: its summary ``markdown`` logged and, when ``out`` is given, its figures
+    written (:func:`write_results`); returns ``result``."""
+    logger.info(markdown)
+    if out is not None:
+        write_results(out, name, result, markdown)
+    return result

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
+from headcast.bench import REAL_FRAMES, finish, machine, truedepth_folder
 from headcast.core.errors import HeadcastError
 from headcast.fit.config import FitConfig
 from headcast.fit.evaluate import synthetic_errors
@@ -121,11 +121,7 @@ def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec
         result["real"] = run_real(model, folder, figures, fit_seed)
     else:
         logger.info(f"real frames skipped: {folder} is absent")
-    md = summary_markdown(result)
-    logger.info(md)
-    if out is not None:
-        write_results(out, "reconstruct", result, md)
-    return result
+    return finish(out, "reconstruct", result, summary_markdown(result))
 
 
 def summary_markdown(result: dict) -> str:

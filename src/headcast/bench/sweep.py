@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from headcast.bench import machine, truedepth_folder, write_results
+from headcast.bench import finish, machine, truedepth_folder
 from headcast.bench.sweep_views import seen_shares, views_picture
 from headcast.core.scene import closest_points_on_mesh
 from headcast.fit.detail import detailed_vertices, fit_offsets
@@ -154,11 +154,7 @@ def run_sweep_bench(n: int = 10, views: int = 11, yaw_range: float = 60.0, bump_
     result["summary"]["pose"] = {"deg_max": max(r["pose_deg_max"] for r in rs), "mm_max": max(r["pose_mm_max"] for r in rs),
                                  "deg_median": float(np.median([p["deg"] for r in rs for p in r["poses"]])),
                                  "mm_median": float(np.median([p["mm"] for r in rs for p in r["poses"]]))}
-    md = summary_markdown(result)
-    logger.info(md)
-    if out is not None:
-        write_results(out, "sweep", result, md)
-    return result
+    return finish(out, "sweep", result, summary_markdown(result))
 
 
 def summary_markdown(result: dict) -> str:

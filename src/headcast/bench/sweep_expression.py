@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headcast.bench import machine, write_results
+from headcast.bench import finish, machine
 from headcast.bench.sweep import head_errors
 from headcast.fit.sweep import EXPRESSIONS, SweepConfig, reconstruct_sweep
 from headcast.model.head_model import HeadModel
@@ -87,11 +87,7 @@ def run_expression_bench(n: int = 3, views: int = 7, yaw_range: float = 60.0, ch
                                 **{f"{k}_{s}": mean(lambda r: r[mode][k][s]) for k in ("head", "head_detail")
                                    for s in ("median", "mean", "p95")},
                                 "seconds": mean(lambda r: r[mode]["seconds"])} for mode in EXPRESSIONS}
-    md = summary_markdown(result)
-    logger.info(md)
-    if out is not None:
-        write_results(out, "sweep_expression", result, md)
-    return result
+    return finish(out, "sweep_expression", result, summary_markdown(result))
 
 
 def summary_markdown(result: dict) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headcast.bench import REAL_FRAMES, machine, truedepth_folder, write_results
+from headcast.bench import REAL_FRAMES, finish, machine, truedepth_folder
 from headcast.core.errors import HeadcastError
 from headcast.core.sh import sh_shading, to_view
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
@@ -212,11 +212,7 @@ def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt,fit", m
         result["real"] = run_real(model, folder, figures, size, am)
     elif real:
         logger.info(f"real frames skipped: {folder} is absent")
-    md = summary_markdown(result)
-    logger.info(md)
-    if out is not None:
-        write_results(out, "texture", result, md)
-    return result
+    return finish(out, "texture", result, summary_markdown(result))
 
 
 def summary_markdown(result: dict) -> str:
