@@ -158,9 +158,7 @@ def run_animate(a: argparse.Namespace) -> None:
     with logs.scoped(show=SHOWN):
         res = run_animate_bench(a.videos or None, threshold=a.threshold, builtin=not a.no_builtin,
                                 max_frames=a.max_frames)
-    if a.json:
-        print(json.dumps(res, indent=2, default=str))
-    print(markdown(res))
+    _show(res, markdown(res), a.json)
 
 
 def _stream_arguments(bs: argparse.ArgumentParser) -> None:
@@ -199,9 +197,7 @@ def run_render(a: argparse.Namespace) -> None:
 
     with logs.scoped(show=SHOWN):
         res = run(a.size, a.frames, a.texture, a.model)
-    if a.json:
-        print(json.dumps(res, indent=2))
-    print(markdown(res))
+    _show(res, markdown(res), a.json)
 
 
 def _speed_arguments(bs: argparse.ArgumentParser) -> None:
@@ -225,9 +221,7 @@ def run_speed(a: argparse.Namespace) -> None:
     with logs.scoped(show=SHOWN):
         res = run_speed_bench(Path(a.work), paths, video=Path(a.video) if a.video else None, frames=a.frames,
                               parts=a.parts, model_spec=a.model)
-    if a.json:
-        print(json.dumps(res, indent=2))
-    print(markdown(res))
+    _show(res, markdown(res), a.json)
 
 
 def _batch_arguments(bb: argparse.ArgumentParser) -> None:
@@ -260,9 +254,7 @@ def run_batch(a: argparse.Namespace) -> None:
                               max_frames=a.max_frames, method=a.method, video=a.video, loop=not a.no_loop)
     if a.out:
         write_results(Path(a.out), "batch", res, markdown(res))
-    if a.json:
-        print(json.dumps(res, indent=2, default=str))
-    print(markdown(res))
+    _show(res, markdown(res), a.json)
 
 
 def _views_arguments(bv: argparse.ArgumentParser) -> None:
@@ -285,9 +277,7 @@ def run_views(a: argparse.Namespace) -> None:
     with logs.scoped(show=SHOWN):
         res = run_views_bench(Path(a.work), a.source, a.frames or None, a.texture_size,
                               figures=Path(a.figures) if a.figures else None)
-    if a.json:
-        print(json.dumps(res, indent=2, default=str))
-    print(markdown(res))
+    _show(res, markdown(res), a.json)
 
 
 def _expression_arguments(be: argparse.ArgumentParser) -> None:
@@ -307,9 +297,7 @@ def run_expression(a: argparse.Namespace) -> None:
 
     with logs.scoped(show=SHOWN):
         res = run_expression_bench(a.drivers, spread=a.spread, max_frames=a.max_frames)
-    if a.json:
-        print(json.dumps(res, indent=2, default=str))
-    print(markdown(res))
+    _show(res, markdown(res), a.json)
 
 
 def _mouth_arguments(bm: argparse.ArgumentParser) -> None:
@@ -331,6 +319,12 @@ def run_mouth(a: argparse.Namespace) -> None:
 
     with logs.scoped(show=SHOWN):
         res = run_mouth_bench(a.model, a.seed, a.size, a.duration, Path(a.figures) if a.figures else None)
-    if a.json:
-        print(json.dumps(res, indent=2))
-    print(markdown(res))
+    _show(res, markdown(res), a.json)
+
+
+def _show(res: dict, markdown: str, as_json: bool) -> None:
+    """A bench's figures on stdout: as JSON first with ``--json`` (what JSON cannot hold as its text), then the
+    markdown."""
+    if as_json:
+        print(json.dumps(res, indent=2, default=str))
+    print(markdown)
