@@ -23,9 +23,9 @@ from headcast.core.errors import HeadcastError
 from headcast.core.params import HeadParams
 from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.rgbd_fit import INNER, FitConfig, FitResult, RGBDFitter, Targets
+from headcast.io import recon
 from headcast.io.mesh import write_obj, write_ply
 from headcast.io.outputs import check_output_dir, staged_dir
-from headcast.io.recon import write_params
 from headcast.model.head_model import HeadModel
 from headcast.preprocess.cloud import HULL_MARGIN
 from headcast.preprocess.preprocess import Observation, preprocess
@@ -196,22 +196,22 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
             else:
                 job()
 
-        save(lambda: landmark_picture(obs, project(rec.landmarks, frame.K)), "landmarks.png")
+        save(lambda: landmark_picture(obs, project(rec.landmarks, frame.K)), recon.LANDMARKS_PNG)
         hits, shaded = images.render_shaded(rec.vertices, model.faces, frame.K)
-        save(lambda: images.blend(frame.color, shaded, hits.hit, 0.6), "overlay.png")
+        save(lambda: images.blend(frame.color, shaded, hits.hit, 0.6), recon.OVERLAY_PNG)
         save(lambda: images.depth_residual_image(frame.color, frame.depth, hits.depth, _face_pixels(obs)),
-             "depth_residual.png")
-        write_params(tmp, rec.params, frame.K, rec.offsets)
-        write_obj(tmp / "mesh.obj", rec.vertices, model.faces, model.uv, model.uv_faces)
-        write_ply(tmp / "mesh.ply", rec.vertices, model.faces)
-        frame.K.to_json(tmp / "intrinsics.json")
+             recon.DEPTH_RESIDUAL_PNG)
+        recon.write_params(tmp, rec.params, frame.K, rec.offsets)
+        write_obj(tmp / recon.MESH_OBJ, rec.vertices, model.faces, model.uv, model.uv_faces)
+        write_ply(tmp / recon.MESH_PLY, rec.vertices, model.faces)
+        frame.K.to_json(tmp / recon.INTRINSICS)
         for name, data in pictures.result().items():
             (tmp / name).write_bytes(data)
         report = dict(rec.report, **(extra_report or {}))
         report["input"] = {"color": str(frame.color_path) if frame.color_path else None,
                            "depth": str(frame.depth_path) if frame.depth_path else None,
                            "rotation_deg_cw": frame.rotation, "size": [frame.K.width, frame.K.height]}
-        (tmp / "fit_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / recon.FIT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
         for job in pending:
             job.result()  # re-raises a failed write inside the staging: nothing half-written
     return Path(out_dir)
@@ -219,7 +219,7 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
 
 def input_pictures(frame: RGBDFrame) -> dict[str, bytes]:
     """The reconstruction's copy of its input, PNG-encoded: ``color.png`` and ``depth_mm.png`` (uint16 mm)."""
-    return {"color.png": images.encode_png(frame.color), "depth_mm.png": images.encode_png(images.depth_mm(frame.depth))}
+    return {recon.COLOR: images.encode_png(frame.color), recon.DEPTH: images.encode_png(images.depth_mm(frame.depth))}
 
 
 def landmark_picture(obs: Observation, model_uv: np.ndarray) -> np.ndarray:
