@@ -12,12 +12,11 @@
 from headcast.animate.fit import Observation, TrackConfig
 from headcast.animate.track import TrackedFrame, Tracker
 
-__all__ = ["Observation", "TrackConfig", "TrackedFrame", "Tracker", "animate", "animate_builtin",
-           "builtin_motion_video"]
+__all__ = ["Observation", "TrackConfig", "TrackedFrame", "Tracker", "animate", "builtin_motion_video"]
 
 
 def __getattr__(name):  # the pipeline pulls in MediaPipe, torch and OpenGL: load it on first use
-    if name in ("animate", "animate_builtin"):
+    if name == "animate":
         from headcast.animate import pipeline
 
         return getattr(pipeline, name)

@@ -377,24 +377,6 @@ def summarise(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -
     }
 
 
-def animate_builtin(recon_dir: str | Path, out_dir: str | Path, model_spec: str | None = None, seed: int = 0,
-                    threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
-                    write_video: bool = True, max_frames: int | None = None, force: bool = False,
-                    light: str = DEFAULT_LIGHT) -> dict:
-    """Animate a reconstruction with the built-in scripted motion (rendered with the subject's own shape);
-    the report gets the recovered motion against the script (``ground_truth``). ``headcast demo`` does the
-    same with the texture made meanwhile; the other arguments are :func:`animate`'s."""
-    import tempfile
-
-    threads.apply()
-    with tempfile.TemporaryDirectory(prefix="headcast-motion-") as tmp:
-        video = Path(tmp) / "builtin_motion.mp4"
-        logger.info("animate: rendering the built-in motion (7 s)")
-        truth = render_builtin_motion(recon_dir, video, model_spec, seed)
-        return animate(recon_dir, video, out_dir, model_spec, threshold, max_iters, config, write_video, max_frames,
-                       copy_input=True, truth=truth, force=force, light=light)
-
-
 def render_builtin_motion(recon_dir: str | Path, video: str | Path, model_spec: str | None = None, seed: int = 0):
     """Render the built-in scripted motion of the head in ``recon_dir`` (its shape and detail, not its
     texture: :func:`headcast.animate.builtin.builtin_motion_video`) into ``video``; returns the ground truth

@@ -42,7 +42,6 @@ from headcast.model.head_model import HeadModel
 logger = logging.getLogger(__name__)
 
 JAW_OPEN = ARKIT_NAMES.index("JawOpen")
-ROTATION_JOINTS = ("head", "left_eye", "right_eye")
 CORRESPONDENCE_MM = 5.0  # a model face vertex further than this from ICT's aligned surface is left out
 RIDGE = 1e-4  # relative ridge weight of the least-squares solve (a fraction of the mean basis energy)
 

@@ -48,8 +48,7 @@ REGIONS: dict[str, range] = {
     "inner_lips": range(60, 68),
 }
 
-CONTOUR = np.arange(17)          # the 17 jaw points (the paper's "face oval")
-INNER = np.arange(17, 68)        # everything else
+INNER = np.arange(17, 68)        # every point but the 17 jaw points (the paper's "face oval")
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 36, 45
 CHIN = 8
 BROWS = np.arange(17, 27)

@@ -60,7 +60,6 @@ class Landmarks2D:
     n_faces: int
     face_index: int
     method: str
-    image_size: tuple[int, int]
     visible: np.ndarray
     mesh: np.ndarray | None = None
 
@@ -236,7 +235,7 @@ def detect_landmarks(image: np.ndarray, method: str = "mediapipe", face: int | N
         x0, y0, x1, y1 = faces[i].bbox.round().astype(int)
         shape = predictor(image, dlib.rectangle(int(x0), int(y0), int(x1) - 1, int(y1) - 1))
         pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        return Landmarks2D(pts, faces[i].score, faces[i].bbox, len(faces), i, "dlib", (H, W), np.ones(68, bool))
+        return Landmarks2D(pts, faces[i].score, faces[i].bbox, len(faces), i, "dlib", np.ones(68, bool))
 
     result = _facemesh().process(image)
     meshes = [np.array([(p.x * W, p.y * H, p.z * W) for p in lm.landmark]) for lm in result.multi_face_landmarks or []]
@@ -252,4 +251,4 @@ def detect_landmarks(image: np.ndarray, method: str = "mediapipe", face: int | N
     score = max(overlaps)[1] if overlaps and max(overlaps)[0] > 0.3 else float("nan")
     lm = mediapipe_to_ibug68(meshes[i])
     visible = hidden_depth(meshes[i], lm) <= HIDDEN_LIMIT
-    return Landmarks2D(lm[:, :2], score, boxes[i], len(meshes), i, "mediapipe", (H, W), visible, mesh=meshes[i])
+    return Landmarks2D(lm[:, :2], score, boxes[i], len(meshes), i, "mediapipe", visible, mesh=meshes[i])

@@ -193,7 +193,7 @@ def code_delta(q: np.ndarray, q_prev: np.ndarray, state: np.ndarray, enc: C.Enco
 
 class CompactEncoder:
     """Quantise, predict from the previous frame and arithmetic-code; a keyframe every ``key_interval``
-    frames (or when :meth:`force_key` asks). The Laplace scale of each residual adapts as the frames go
+    frames. The Laplace scale of each residual adapts as the frames go
     (:func:`code_delta`), restarting from :func:`initial_state` at every keyframe (so a keyframe is
     decodable on its own)."""
 
@@ -209,9 +209,6 @@ class CompactEncoder:
         q = np.rint(np.asarray(x, dtype=np.float64) / self.steps)
         self.clipped += int((np.abs(q) > Q_MAX).sum())
         return np.clip(q, -Q_MAX, Q_MAX).astype(np.int64)
-
-    def force_key(self) -> None:
-        self.q_prev = None
 
     def encode(self, x: np.ndarray, seq: int) -> tuple[bytes, bool]:
         """(payload, is_keyframe) for the component vector x (C,) of frame ``seq``."""
@@ -230,9 +227,6 @@ class CompactEncoder:
             q, self.state = code_delta(q, self.q_prev, self.state, enc=enc)
         self.q_prev = q
         return enc.finish(), key
-
-    def hold(self) -> None:
-        """A frame without a face: the state stays (the receiver holds the previous parameters)."""
 
 
 def compact_decode_key(payload: bytes, info: InitInfo) -> tuple[np.ndarray, np.ndarray]:

@@ -20,12 +20,6 @@ def shown(text: object, cap: int = MAX_SHOWN) -> str:
     return repr(s[:cap]) + ("..." if cut else "")
 
 
-def reason_kind(reason: str) -> str:
-    """The reason a message was rejected, as a counter key: its first 48 characters with digits
-    folded to ``#`` (so a sequence number does not make a new kind)."""
-    return "".join("#" if c.isdigit() else c for c in reason[:48])
-
-
 class Bucket:
     """A token bucket: ``rate`` events per second on average, bursts of up to ``burst``."""
 

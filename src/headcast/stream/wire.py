@@ -17,7 +17,7 @@ problem raises :class:`ProtocolError` (a :class:`HeadcastError`).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -107,7 +107,6 @@ class InitInfo:
     receiver_xpub: bytes = b"\0" * 32
     sign_pub: bytes = b"\0" * 32
     flags: int = 0
-    extra: dict = field(default_factory=dict)
     offsets: np.ndarray | None = None  # the detail layer: rest-space vertex offsets (V, 3) metres, or None
 
     @property
