@@ -175,8 +175,7 @@ def paper_losses(blocks: list[dict]) -> dict:
 
 
 def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, model: HeadModel,
-                         extra_report: dict | None = None, force: bool = False,
-                         pictures: threads.Job | None = None) -> Path:
+                         force: bool = False, pictures: threads.Job | None = None) -> Path:
     """Write every output of a reconstruction into ``out_dir`` atomically (``force``: replace an earlier one).
 
     The pictures are drawn and encoded on the thread plan's threads while this one renders the overlay and
@@ -207,7 +206,7 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
         frame.K.to_json(tmp / recon.INTRINSICS)
         for name, data in pictures.result().items():
             (tmp / name).write_bytes(data)
-        report = dict(rec.report, **(extra_report or {}))
+        report = dict(rec.report)
         report["input"] = {"color": str(frame.color_path) if frame.color_path else None,
                            "depth": str(frame.depth_path) if frame.depth_path else None,
                            "rotation_deg_cw": frame.rotation, "size": [frame.K.width, frame.K.height]}

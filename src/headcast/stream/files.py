@@ -137,7 +137,7 @@ def encode_frames(frames: list[K.ParamFrame], info: InitInfo, key) -> tuple[byte
 def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | BinaryIO, key_path: str | Path | None = None,
                 recon_dir: str | Path | None = None, target_mm: float = DEFAULT_TARGET_MM,
                 key_interval: int = DEFAULT_KEY_INTERVAL, sender: str = "default", model=None,
-                measure: bool = True, force: bool = False) -> dict:
+                force: bool = False) -> dict:
     """Encode an animation folder into a signed file stream; returns the report (:func:`stream_report`).
 
     A path ``out_stream`` is written whole or not at all (:func:`headcast.io.outputs.staged_file`; ``force``
@@ -168,9 +168,8 @@ def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | Bin
         with staged_file(out_stream, force=force, inputs=inputs) as tmp:
             tmp.write_bytes(data)
     report = stream_report(data, info)
-    if measure:
-        dec = decode_bytes(data, auth.Trust(auth.public_bytes(key)))
-        report.update(accuracy(model, frames, dec["frames"], info))
+    dec = decode_bytes(data, auth.Trust(auth.public_bytes(key)))
+    report.update(accuracy(model, frames, dec["frames"], info))
     return report
 
 
