@@ -150,3 +150,22 @@ def test_version_has_one_source_and_help_imports_no_stage():
             "print(sorted(m for m in ('torch', 'numpy', 'mediapipe', 'open3d') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["reconstruct", "f", "--out", "o", "--grow-mm", "abc"],
+     "headcast reconstruct: error: argument --grow-mm: invalid float value: 'abc' (see 'headcast reconstruct --help')"),
+    (["texture", "R", "--bogus", "1"],
+     "headcast texture: error: unrecognized arguments: --bogus 1 (see 'headcast texture --help')"),
+    (["model", "import-flame"],
+     "headcast model import-flame: error: the following arguments are required: pkl (see 'headcast model import-flame "
+     "--help')"),
+    (["bench", "render", "--size", "x"],
+     "headcast bench render: error: argument --size: invalid int value: 'x' (see 'headcast bench render --help')"),
+])
+def test_usage_errors_are_one_line(argv, line, capsys):
+    """A mistyped option is one line naming the command (not its whole usage), exit status 2."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == "" and err.splitlines() == [line], err

@@ -321,7 +321,49 @@ OPTION_CASES = {
     "view-port-99999": lambda w: _c(["view", w.recon, "--port", "99999"], "--port", "from 0 to 65535, not 99999"),
     "receive-web-port-99999": lambda w: _c(["receive", "--listen", "127.0.0.1:0", "--web", "--web-port", "99999"],
                                            "--web-port", "from 0 to 65535"),
+    # found by the QA pass: each ran on (or failed inside) instead of refusing
+    "reconstruct-seed-negative": lambda w: _c(rec(w, None, None, None, "--seed", "-1"), "--seed",
+                                              "at least 0, not -1"),
+    "reconstruct-w-beta-negative": lambda w: _c(rec(w, None, None, None, "--w-beta", "-1"), "--w-beta",
+                                                "at least 0, not -1.0"),
+    "reconstruct-w-psi-nan": lambda w: _c(rec(w, None, None, None, "--w-psi", "nan"), "--w-psi", "not nan"),
+    "reconstruct-grow-mm-negative": lambda w: _c(rec(w, None, None, None, "--grow-mm", "-3"), "--grow-mm",
+                                                 "at least 0 mm, not -3.0"),
+    "reconstruct-texture-size-without-texture": lambda w: _c(rec(w, None, None, None, "--texture-size", "512"),
+                                                             "--texture-size", "are for --texture"),
+    "reconstruct-albedo-model-missing": lambda w: _c(rec(w, None, None, None, "--texture", "--albedo-model",
+                                                         w.root / "no_albedo.npz"), "no_albedo.npz", "does not exist"),
+    "reconstruct-third-input-not-a-frame": lambda w: _c(["reconstruct", _frame(w), _frame(w), w.root / "nope", "--out",
+                                                         w.root / "out"], "nope", "is not a frame"),
+    "synth-seed-negative": lambda w: _c(["synth", "--out", w.root / "out", "--seed", "-1"], "--seed", "at least 0"),
+    "demo-seed-negative": lambda w: _c(["demo", "--out", w.root / "out", "--seed", "-1"], "--seed", "at least 0"),
+    "demo-sweep-0": lambda w: _c(["demo", "--out", w.root / "out", "--sweep", "0"], "--sweep", "2..100 views, not 0"),
+    "demo-video-not-a-video": lambda w: _c(["demo", "--out", w.root / "out", "--video", w.video], "talk.mp4",
+                                           "cannot read video"),
+    "encode-target-mm-0": lambda w: _c(["encode", w.prev_anim, "--out", w.root / "x.hcs", "--target-mm", "0"],
+                                       "--target-mm", "from 0.001 to 100 mm, not 0.0"),
+    "encode-recon-missing": lambda w: _c(["encode", w.prev_anim, "--out", w.root / "x.hcs", "--recon",
+                                          w.root / "no-recon"], "no-recon", "does not exist"),
+    "encode-a-reconstruction": lambda w: _c(["encode", w.prev_recon, "--out", w.root / "x.hcs"], w.prev_recon,
+                                            "is a headcast reconstruction folder, not an animation folder"),
+    "export-an-animation-as-the-head": lambda w: _c(["export", w.prev_anim, "--out", w.root / "x.glb"], w.prev_anim,
+                                                    "is a headcast animation folder, not a reconstruction folder"),
+    "view-damaged-glb": lambda w: _c(["view", w.file("bad.glb", b"glTF\x02\0\0\0")], "bad.glb", "too short"),
+    "receive-idle-timeout-negative": lambda w: _c(["receive", "--listen", "127.0.0.1:0", "--out", w.root / "x.mp4",
+                                                   "--idle-timeout", "-1"], "--idle-timeout", "at least 0.1 seconds"),
+    "receive-size-0": lambda w: _c(["receive", "--listen", "127.0.0.1:0", "--out", w.root / "x.mp4", "--size", "0"],
+                                   "--size", "from 16 to 4096 pixels, not 0"),
+    "receive-max-lag-negative": lambda w: _c(["receive", "--listen", "127.0.0.1:0", "--out", w.root / "x.mp4",
+                                              "--max-lag", "-1"], "--max-lag", "at least 0, not -1"),
+    "bench-render-frames-0": lambda w: _c(["bench", "render", "--frames", "0"], "--frames", "at least 1, not 0"),
 }
+
+
+def _frame(w: Workspace) -> Path:
+    """A frame prefix (``f_color.png`` beside it) for command lines that only name frames."""
+    if not (w.root / "f_color.png").exists():
+        w.png("f_color.png", np.zeros((H, W, 3), np.uint8))
+    return w.root / "f"
 
 OUT_CASES = {
     **_out_cases("animate", lambda w, out: ["animate", w.recon, w.video, "--out", out], "is the input",

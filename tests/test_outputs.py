@@ -258,6 +258,22 @@ def test_read_only_folder_is_one_line(mount):
                 pass
 
 
+def test_read_only_out_is_refused_before_the_work(tmp_path, mount, capsys):
+    """The checks made before the work already refuse a folder that cannot be written (not after the fit)."""
+    from headcast.cli import main
+    from headcast.io.outputs import check_output_dir, check_output_file
+
+    fs = mount("ro,size=4k")
+    for check, target in ((lambda p: check_output_dir(p, "reconstruction"), fs / "out" / "r"),
+                          (check_output_file, fs / "x.glb")):
+        with pytest.raises(HeadcastError, match=f"^cannot write {target}: read-only file system$"):
+            check(target)
+    # the frame does not exist: the output is refused before any input is read
+    assert main(["reconstruct", str(tmp_path / "frame-000"), "--out", str(fs / "r")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"headcast: error: cannot write {fs / 'r'}: "
+                                                            "read-only file system"]
+
+
 def _child(code: str, *args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(SRC))
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, text=True,

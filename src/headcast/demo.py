@@ -23,21 +23,26 @@ logger = logging.getLogger(__name__)
 
 
 def run_demo(out: Path, model_spec: str = DEFAULT_MODEL, seed: int = 0, video: Path | None = None,
-             sweep: int = 0, force: bool = False) -> dict:
+             sweep: int | None = None, force: bool = False) -> dict:
     """Make, reconstruct and measure a synthetic subject; returns the headline figures. ``sweep``: that many
-    views fitted as one head (the sweep path, 2..100) instead of one frame; ``force`` replaces an earlier
-    demo in ``out``."""
+    views fitted as one head (the sweep path, 2..100) instead of one frame (None); ``force`` replaces an
+    earlier demo in ``out``. The options, ``out`` and ``video`` are checked before the work."""
+    from headcast.animate.video import video_info
     from headcast.core.errors import HeadcastError
+    from headcast.io.validate import check_number
 
-    if sweep and not 2 <= sweep <= 100:
+    check_number(seed, "--seed", 0, None, integer=True)
+    if sweep is not None and not (isinstance(sweep, int) and 2 <= sweep <= 100):
         raise HeadcastError(f"--sweep must be 2..100 views, not {sweep}")
     check_output_dir(out, "demo", force=force, inputs=(video,))  # refuse before the work
+    if video is not None:
+        video_info(video)
     t0 = time.perf_counter()
     model = resolve_model(model_spec)
     logger.info(f"demo: model '{model.name}' ({model.n_vertices} vertices, {model.n_shape} identity and "
                 f"{model.n_expr} expression components)")
     with staged_dir(out, "demo", force=force, inputs=(video,)) as tmp:
-        rec = _reconstruct_sweep(model, tmp, seed, sweep) if sweep else _reconstruct(model, tmp, seed)
+        rec = _reconstruct_sweep(model, tmp, seed, sweep) if sweep is not None else _reconstruct(model, tmp, seed)
         tex, anim = _texture_and_animate(model, tmp, out, video)
     logger.info(f"demo: outputs in {out}/: input/ (synthetic RGB-D + ground truth), reconstruction/ (mesh.obj, "
                 f"mesh_textured.obj, albedo.png, params.json, fit_report.json, overlay.png, render_vs_photo.png), "

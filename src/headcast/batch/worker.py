@@ -47,7 +47,9 @@ def check_options(kind: str, options: dict) -> None:
     ranges = {"hull_margin": ("--hull-margin", 0, MAX_HULL_MARGIN_M, False),
               "texture_size": ("--texture-size", 16, MAX_TEXTURE_SIZE, True),
               "size": ("--size", 16, MAX_TEXTURE_SIZE, True), "max_frames": ("--max-frames", 1, None, True),
-              "max_iters": ("--max-iters", 1, None, True), "threshold": ("--threshold", 0, 10, False)}
+              "max_iters": ("--max-iters", 1, None, True), "threshold": ("--threshold", 0, 10, False),
+              "seed": ("--seed", 0, None, True), "w_beta": ("--w-beta", 0, None, False),
+              "w_psi": ("--w-psi", 0, None, False), "grow_mm": ("--grow-mm", 0, None, False)}
     if kind == "reconstruct" and options.get("sweep") and (
             options.get("method", "full") != "full" or options.get("face") is not None or options.get("forehead")
             or options.get("depth_scale") is not None):

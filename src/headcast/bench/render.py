@@ -41,9 +41,13 @@ def _frames(model, n: int, seed: int) -> list[np.ndarray]:
 def run(size: int = 512, frames: int = 30, tex: int = 1024, model: str = DEFAULT_MODEL, seed: int = 0,
         raycast_frames: int = 5) -> dict:
     """Time both renderers; returns a dict of figures (milliseconds, fractions)."""
+    from headcast.io.validate import MAX_TEXTURE_SIZE, check_number
     from headcast.render.gl import MeshRenderer, render_head
     from headcast.render.images import render_shaded
 
+    check_number(size, "--size", 16, 4096, integer=True, unit="pixels")
+    check_number(frames, "--frames", 1, None, integer=True)
+    check_number(tex, "--texture", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
     m = resolve_model(model)
     verts = _frames(m, frames, seed)
     K = Intrinsics(fx=1.1 * size, fy=1.1 * size, cx=size / 2 - 0.5, cy=size / 2 - 0.5, width=size, height=size)

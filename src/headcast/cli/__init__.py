@@ -31,12 +31,13 @@ from headcast.core.errors import HeadcastError  # noqa: E402
 from headcast.io.outputs import HELD_SIGNALS, Terminated, install_signal_handlers  # noqa: E402
 
 GROUPS = (model, capture, animate, batch, bench, stream, demo)  # the commands, in the order --help lists them
+SUBCOMMANDS = ("model_command", "bench_command", "batch_kind")  # where the groups' sub-commands are parsed to
 logger = logging.getLogger(__name__)
 
 
 def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     """The whole command line; ``lazy`` leaves each command's options to be added when it is used."""
-    p = argparse.ArgumentParser(prog="headcast", description=(
+    p = CommandParser(prog="headcast", description=(
         "An animatable 3D head from one RGB-D photo, driven by any video, on a CPU."))
     p.add_argument("--version", action="version", version=f"headcast {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (and debug lines, native library logs)")
@@ -60,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(cached)
         sys.exit(0)  # as argparse's --help does
     parser.main_parser = build_parser(lazy=True)
-    a = parser.main_parser.parse_args(argv)
+    a, extra = parser.main_parser.parse_known_args(argv)
+    if extra:  # named with the command they were given to, not the whole program
+        command = " ".join(x for x in (a.command, *(getattr(a, d, None) for d in SUBCOMMANDS)) if x)
+        parser.main_parser.exit(2, f"headcast {command}: error: unrecognized arguments: {' '.join(extra)} "
+                                   f"(see 'headcast {command} --help')\n")
     if program:
         gc.freeze()  # the modules' objects, loaded by now, are never garbage: the collector stops walking them
         memory.keep_freed_blocks()

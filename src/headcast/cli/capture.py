@@ -71,6 +71,7 @@ def run_synth(a: argparse.Namespace) -> None:
     from headcast.synth import load_beta, parse_expressions, synth
 
     w, h = parse_size(a.size)
+    check_number(a.seed, "--seed", 0, None, integer=True)
     if a.skin_tone is not None:
         check_number(a.skin_tone, "--skin-tone", 0, 1)
     check_output_dir(a.out, "synth", force=a.force, inputs=(a.beta_file,))  # refuse before the model loads
@@ -174,13 +175,14 @@ def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
 
 
 def run_reconstruct(a: argparse.Namespace) -> None:
-    from headcast.fit.sweep import is_sweep
+    from headcast.fit.sweep import is_frame, is_sweep
 
     if is_sweep(a.inputs):
         return run_sweep(a)
     if len(a.inputs) > 2:
-        raise HeadcastError(f"{a.inputs[1]} is not a frame (no {a.inputs[1]}_color.png): give frames, or one "
-                            "color image and its depth")
+        bad = next(p for p in a.inputs if not is_frame(p))
+        raise HeadcastError(f"{bad} is not a frame (no {bad}_color.png): give frames, or one color image and its "
+                            "depth")
     if a.expression == "per-frame":
         raise HeadcastError("--expression per-frame is for a sweep (several frames or a folder); one frame has "
                             "one expression")
@@ -189,15 +191,15 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     from headcast.fit.config import FitConfig
     from headcast.fit.reconstruct import prepare_fitter, reconstruct_frame
     from headcast.io.outputs import check_output_dir
-    from headcast.io.validate import MAX_HULL_MARGIN_M, MAX_TEXTURE_SIZE, check_number
+    from headcast.io.validate import MAX_HULL_MARGIN_M, check_number
     from headcast.model.registry import on_disk, resolve_model
     from headcast.preprocess.rgbd import load_rgbd
 
     t0 = time.perf_counter()
     # the options and --out first: refused before anything is read (the stages check them again)
     check_number(a.hull_margin, "--hull-margin", 0, MAX_HULL_MARGIN_M, unit="metres")
-    if a.texture and a.texture_size is not None:
-        check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
+    check_number(a.grow_mm, "--grow-mm", 0, None, unit="mm")
+    check_fit_options(a)
     check_output_dir(a.out, "reconstruction", force=a.force, inputs=(a.color, a.depth, a.intrinsics))
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
     # the model and the fitter are made beside the frame's reading (MediaPipe leaves the GIL); a model to
@@ -230,13 +232,12 @@ def run_sweep(a: argparse.Namespace) -> None:
     """``headcast reconstruct`` on several frames: one head from the sweep (headcast.fit.sweep)."""
     from headcast.fit.config import FitConfig
     from headcast.fit.sweep import SweepConfig, reconstruct_sweep
-    from headcast.io.validate import MAX_TEXTURE_SIZE, check_number
+    from headcast.io.validate import check_number
     from headcast.model.registry import resolve_model
 
     t0 = time.perf_counter()
     check_number(a.max_frames, "--max-frames", 1, 1000, integer=True)
-    if a.texture and a.texture_size is not None:
-        check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
+    check_fit_options(a)
     if a.depth_scale is not None or a.intrinsics is not None:
         raise HeadcastError("--depth-scale and --intrinsics are for one frame; a sweep's frames carry their own")
     if a.method != "full" or a.face is not None or a.forehead:
@@ -257,6 +258,26 @@ def run_sweep(a: argparse.Namespace) -> None:
                 f"{rec.report['seconds_fit']:.1f} s; registered points to mesh: median {pm['median']:.2f} mm, "
                 f"p95 {pm['p95']:.2f} mm")
     logger.info(f"headcast: wrote {a.out}/ (params, mesh.obj/ply, poses.json, fused.ply, frames/, fit_report.json)")
+
+
+def check_fit_options(a: argparse.Namespace) -> None:
+    """The options one frame and a sweep share, refused before anything is read: the seed, the prior weights
+    and the texturing options (which need ``--texture``; its albedo model must be a file)."""
+    from headcast.io.validate import MAX_TEXTURE_SIZE, check_number
+
+    check_number(a.seed, "--seed", 0, None, integer=True)
+    for name, w in (("--w-beta", a.w_beta), ("--w-psi", a.w_psi)):
+        if w is not None:
+            check_number(w, name, 0, None)
+    if not a.texture and (a.texture_size is not None or a.albedo_model is not None):
+        raise HeadcastError("--texture-size and --albedo-model are for --texture")
+    if a.texture_size is not None:
+        check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
+    if a.albedo_model is not None:
+        from headcast.core.files import check_input_file
+        from headcast.texture.albedo_model import MAX_BYTES
+
+        check_input_file(a.albedo_model, "albedo model", MAX_BYTES)
 
 
 # ---------------------------------------------------------------- texture

@@ -39,6 +39,10 @@ class CommandParser(argparse.ArgumentParser):
         self.build()
         return super().format_help()
 
+    def error(self, message: str):
+        """A usage error as one line on stderr (exit status 2), pointing at the command's --help."""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
     def print_help(self, file=None) -> None:
         text = self.format_help()
         if help_cache is not None:

@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 
 def _encode_arguments(en: argparse.ArgumentParser) -> None:
-    from headcast.stream.files import DEFAULT_KEY_INTERVAL, DEFAULT_TARGET_MM, encode_file
+    from headcast.stream.files import DEFAULT_KEY_INTERVAL, DEFAULT_TARGET_MM, MAX_TARGET_MM, MIN_TARGET_MM, encode_file
     from headcast.stream.live import run_sender
     from headcast.stream.wire import MAX_KEY_INTERVAL, PROFILES
 
@@ -37,7 +37,7 @@ def _encode_arguments(en: argparse.ArgumentParser) -> None:
     en.add_argument("--key", help="Ed25519 private key (default: $HEADCAST_HOME/keys, made on first use)")
     en.add_argument("--sender", default=param_default(encode_file, "sender"), help="sender name in the init message")
     en.add_argument("--target-mm", type=float, default=DEFAULT_TARGET_MM,
-                    help="compact: vertex error budget (default %(default)s)")
+                    help=f"compact: vertex error budget, {MIN_TARGET_MM:g}..{MAX_TARGET_MM:g} mm (default %(default)s)")
     en.add_argument("--key-interval", type=int, default=DEFAULT_KEY_INTERVAL,
                     help=f"compact: a keyframe every N frames, 1..{MAX_KEY_INTERVAL} (default %(default)s)")
     en.set_defaults(func=run_encode)
@@ -99,7 +99,7 @@ def run_send(a: argparse.Namespace) -> None:
 
 
 def _receive_arguments(rc: argparse.ArgumentParser) -> None:
-    from headcast.stream.live import run_receiver
+    from headcast.stream.live import MAX_RENDER_SIZE, run_receiver
 
     rc.add_argument("--listen", required=True, help="HOST:PORT to listen on (e.g. 127.0.0.1:8765)")
     rc.add_argument("--out", help="output MP4 (required unless --web); written whole when the receiver stops "
@@ -112,12 +112,14 @@ def _receive_arguments(rc: argparse.ArgumentParser) -> None:
     rc.add_argument("--trust", help="the sender's public key (default: trust on first use: the first sender)")
     rc.add_argument("--accept-new", action="store_true",
                     help="trust on first use: also trust new sender names once others are trusted")
-    rc.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a sender")
+    rc.add_argument("--idle-timeout", type=float,
+                    help="stop after this many seconds without a message from the sender, once one has connected "
+                         "(default: listen until Ctrl-C)")
     rc.add_argument("--model", default=param_default(run_receiver, "model_spec"),
                     help="the head model to have ready (default %(default)s); a stream may name another model "
                          "of the model folder")
     rc.add_argument("--size", type=int, default=param_default(run_receiver, "size"),
-                    help="rendered frame side (default %(default)s)")
+                    help=f"rendered frame side, 16..{MAX_RENDER_SIZE} pixels (default %(default)s)")
     rc.add_argument("--max-lag", type=int,
                     help="frames the renderer may fall behind before it skips to the newest (default: 0.1 s of "
                          "frames; 0 = never skip, the MP4 gets every frame however late)")

@@ -100,18 +100,20 @@ def reconstruct_sweep(inputs: list[str | Path], model: HeadModel, out: Path, *, 
     return rec, sw
 
 
-def is_sweep(inputs: list[str | Path]) -> bool:
-    """Whether the command line's inputs are a sweep: one folder, or several frames (not COLOR DEPTH)."""
+def is_frame(p: str | Path) -> bool:
+    """Whether ``p`` names a frame: a color image (``*_color.png``) or the prefix of one that exists."""
     from headcast.preprocess.rgbd import COLOR_SUFFIXES
 
+    p = Path(p)
+    return any(p.name.endswith(s) for s in COLOR_SUFFIXES) or any(
+        p.with_name(p.name + s).is_file() for s in COLOR_SUFFIXES)
+
+
+def is_sweep(inputs: list[str | Path]) -> bool:
+    """Whether the command line's inputs are a sweep: one folder, or several frames (not COLOR DEPTH)."""
     if len(inputs) == 1:
         return Path(inputs[0]).is_dir()
-
-    def frame(p: str | Path) -> bool:
-        p = Path(p)
-        return any(p.name.endswith(s) for s in COLOR_SUFFIXES) or any(
-            p.with_name(p.name + s).is_file() for s in COLOR_SUFFIXES)
-    return all(frame(p) for p in inputs)
+    return all(is_frame(p) for p in inputs)
 
 
 def _detect(frame: RGBDFrame, method: str, seed: int) -> Observation | None:

@@ -24,6 +24,7 @@ import numpy as np
 from headcast.core.errors import HeadcastError
 from headcast.core.params import N_POSE
 from headcast.io.arrays import need, read_npz, text
+from headcast.io.outputs import check_kind
 from headcast.io.validate import finite_array
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ def _json_value(x, decimals: int):
 
 
 # ---------------------------------------------------------------- reading
+KINDS = ("animation", "decoded")  # the manifest kinds of folders holding an animation (headcast.io.outputs)
+
+
 def read_animation(folder: str | Path, fps: float | None = None, n_expr: int | None = None) -> Animation:
     """The animation in ``folder``/params.npz, checked (shapes, at least one frame, finite values, times).
 
@@ -132,6 +136,7 @@ def read_animation(folder: str | Path, fps: float | None = None, n_expr: int | N
     frame (the first good one before it) and counts as a frame without a face."""
     d = Path(folder)
     path = d / PARAMS
+    check_kind(d, KINDS, "an animation folder (from 'headcast animate' or 'headcast decode')")
     if not os.path.lexists(path):
         raise HeadcastError(f"{d} has no {PARAMS} (is it an animation folder from 'headcast animate'?)")
     z = read_npz(path, "animation parameters", max_bytes=MAX_PARAMS_BYTES)

@@ -97,6 +97,19 @@ def _check_parents(out: Path) -> None:
             raise HeadcastError(f"cannot write {out}: {p} is a file, not a folder")
 
 
+def _check_writable(out: Path) -> None:
+    """One line, before the work, when the folder the output's staging goes in (``out`` itself when it is a
+    folder, else its nearest existing parent) cannot be written: a read-only file system, no permission."""
+    folder = out if out.is_dir() else next((p for p in out.parents if p.is_dir()), None)
+    if folder is None or os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        return
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    raise HeadcastError(f"cannot write {out}: {'read-only file system' if read_only else 'permission denied'}")
+
+
 def _make_parent(out: Path) -> None:
     """Create ``out``'s parent folders."""
     _check_parents(out)
@@ -157,6 +170,15 @@ def read_manifest(folder: str | Path) -> dict | None:
     return m
 
 
+def check_kind(folder: str | Path, kinds: Sequence[str], what: str) -> None:
+    """Refuse an input ``folder`` whose manifest says it is a headcast output of a kind not in ``kinds``, with
+    one line saying so (``what``: what the command wanted). A folder without a manifest passes (older
+    outputs, other tools' folders): its files are checked as they are read."""
+    m = read_manifest(folder)
+    if m is not None and m["kind"] not in kinds:
+        raise HeadcastError(f"{folder} is a headcast {m['kind']} folder, not {what}")
+
+
 def _manifest_bytes(kind: str, names: Sequence[str]) -> bytes:
     return (json.dumps({"format": MANIFEST_FORMAT, "kind": kind, "version": __version__, "files": sorted(names)},
                        indent=2) + "\n").encode()
@@ -186,6 +208,7 @@ def check_output_dir(out: str | Path, kind: str, *, force: bool = False, inputs:
     if out.exists() and not out.is_dir():
         raise HeadcastError(f"output {out} exists and is not a folder")
     _check_parents(out)
+    _check_writable(out)
     for p in ins:
         if out == p or p in out.parents:
             raise HeadcastError(f"output {out} is {'the' if out == p else 'inside the'} input {p}: choose another "
@@ -285,6 +308,7 @@ def check_output_file(path: str | Path, *, force: bool = False, inputs: Iterable
     target = _resolve(path)
     _check_file_target(target, force, [_resolve(p) for p in inputs if p is not None])
     _check_parents(target)
+    _check_writable(target)
     return target
 
 

@@ -21,6 +21,7 @@ from headcast.core.files import read_bytes, read_json
 from headcast.core.params import N_POSE, HeadParams
 from headcast.io.arrays import need, read_npz, text
 from headcast.io.mesh import read_obj, write_obj
+from headcast.io.outputs import check_kind
 from headcast.io.validate import MAX_IMAGE_BYTES, clean_depth, finite_array, image_header, read_depth_raw, read_image
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ SH_CONVENTION = ("shading_c(n) = sum_k sh[k][c] * SH_CONST[k] * b_k(n), b = [1, 
 
 
 # ---------------------------------------------------------------- the folder
+KIND = "reconstruction"  # the kind in the folder's manifest (headcast.io.outputs)
+
+
 def _present(p: Path) -> bool:
     """Whether the folder has an entry ``p`` (a folder, device or dangling link too: its reader refuses it)."""
     return os.path.lexists(p)
@@ -67,6 +71,7 @@ def check_folder(folder: str | Path, required: tuple[str, ...] = (PARAMS,)) -> P
     d = Path(folder)
     if not d.is_dir():
         raise HeadcastError(f"reconstruction folder {d} does not exist")
+    check_kind(d, (KIND,), "a reconstruction folder")
     missing = [f for f in required if not _present(d / f)]
     if missing:
         raise HeadcastError(f"{d} is not a complete reconstruction folder: {', '.join(missing)} missing ({MAKE_HINT})")
@@ -109,6 +114,7 @@ def read_params(folder: str | Path) -> HeadParams:
     """The fitted parameters in ``folder``/params.npz, checked: shapes, finite values, a positive scale."""
     d = Path(folder)
     path = d / PARAMS
+    check_kind(d, (KIND,), "a reconstruction folder")
     if not _present(path):
         raise HeadcastError(f"{d} has no {PARAMS} (is it a reconstruction folder?)")
     z = read_npz(path, "reconstruction parameters", max_bytes=MAX_PARAMS_BYTES)

@@ -20,7 +20,7 @@ from headcast.core.files import read_bytes, size_text
 from headcast.core.params import N_POSE
 from headcast.io.anim import ETA, PARAMS, Animation, read_animation, write_animation
 from headcast.io.outputs import check_output_dir, check_output_file, staged_dir, staged_file
-from headcast.io.recon import read_albedo, read_lighting
+from headcast.io.recon import check_folder, read_albedo, read_lighting
 from headcast.io.validate import MAX_STREAM_BYTES, check_number
 from headcast.stream import auth
 from headcast.stream import codec as K
@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 RAW_FRAME_BYTES = 256 * 256 * 3  # the paper's uncompressed 256x256 RGB frame: 196608 bytes
 DEFAULT_TARGET_MM = 0.4
+MIN_TARGET_MM, MAX_TARGET_MM = 0.001, 100.0  # --target-mm: the compact profile's vertex error budget
 DEFAULT_KEY_INTERVAL = 50  # 2 s at 25 fps: a file can be entered there; live, each session starts with one
 
 
@@ -83,6 +84,7 @@ def read_appearance(recon_dir: str | Path | None) -> dict:
     out = {"lam": None, "rho": None, "albedo_png": None, "offsets": None}
     if recon_dir is None:
         return out
+    check_folder(recon_dir, required=())  # a mistyped --recon is an error, not a stream without its appearance
     out["offsets"] = read_params_offsets(recon_dir)
     light = read_lighting(recon_dir)
     if light is not None:
@@ -143,9 +145,11 @@ def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | Bin
     A path ``out_stream`` is written whole or not at all (:func:`headcast.io.outputs.staged_file`; ``force``
     replaces an existing file); nothing is written unless every frame encodes."""
     check_number(key_interval, "--key-interval", 1, MAX_KEY_INTERVAL, integer=True)
+    check_number(target_mm, "--target-mm", MIN_TARGET_MM, MAX_TARGET_MM, unit="mm")
     inputs = (Path(anim_dir) / PARAMS, key_path)
     if not hasattr(out_stream, "write"):
         check_output_file(out_stream, force=force, inputs=inputs)  # refuse before the work
+    appearance = read_appearance(recon_dir)
     frames, meta = animation_frames(anim_dir)
     _check_sendable(frames, Path(anim_dir) / PARAMS)
     meta["n_expr"] = frames[0].psi.size
@@ -159,7 +163,7 @@ def encode_file(anim_dir: str | Path, profile: str, out_stream: str | Path | Bin
     first = next((f for f in frames if f.face), None)
     if first is None:
         raise HeadcastError(f"{anim_dir}: no frame has a face; nothing to stream")
-    info = make_init(meta, profile, read_appearance(recon_dir), model, sender, target_mm, key_interval, first.eta)
+    info = make_init(meta, profile, appearance, model, sender, target_mm, key_interval, first.eta)
     key = auth.load_private_key(key_path)
     data, sizes = encode_frames(frames, info, key)
     if hasattr(out_stream, "write"):

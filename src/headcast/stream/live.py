@@ -25,6 +25,7 @@ from headcast.stream.sender import send
 from headcast.stream.source import primed, track_source
 
 logger = logging.getLogger(__name__)
+MAX_RENDER_SIZE = 4096  # receive --size: the rendered frame's side in pixels
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -89,6 +90,11 @@ def run_receiver(listen: str, out: str | None, trust_path: str | None = None, id
     if out is None and web is None:
         raise HeadcastError("give --out FILE.mp4, --web, or both")
     host, port = parse_listen(listen)
+    if idle_timeout is not None:
+        check_number(idle_timeout, "--idle-timeout", 0.1, None, unit="seconds")
+    check_number(size, "--size", 16, MAX_RENDER_SIZE, integer=True, unit="pixels")
+    if max_lag is not None:
+        check_number(max_lag, "--max-lag", 0, None, integer=True)
     if out is not None:
         check_output_file(out, force=force, inputs=(trust_path,))  # at the start, not after the session
         if not Path(out).absolute().parent.is_dir():

@@ -206,6 +206,9 @@ def head_glb(target: str | Path, anim_dir: str | Path | None = None, workdir: Pa
     if p.is_file() and p.suffix.lower() == ".glb":
         if anim_dir is not None:
             raise HeadcastError("--anim applies to a reconstruction folder, not to a .glb file")
+        from headcast.io.gltf import read_glb
+
+        read_glb(p)  # its size and framing: a damaged file is refused here, not in the browser
         return p
     if p.is_dir():
         from headcast.export.gltf import export_glb
