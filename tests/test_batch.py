@@ -308,6 +308,9 @@ def test_bad_options_are_refused_before_any_job(tmp_path):
         run("reconstruct", ["x"], tmp_path / "o", options={"sweep": True, "method": "landmarks-3d"})
     with pytest.raises(HeadcastError, match="--hull-margin"):
         run("reconstruct", ["x"], tmp_path / "o", options={"hull_margin": -1.0})
+    for key, flag, value in (("seed", "--seed", -1), ("w_psi", "--w-psi", float("nan")), ("grow_mm", "--grow-mm", -3.0)):
+        with pytest.raises(HeadcastError, match=f"^{flag} must be"):  # as the single command refuses them
+            run("reconstruct", ["x"], tmp_path / "o", options={key: value})
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "summary.csv").write_text("my,own,table\n")
     with pytest.raises(HeadcastError, match="not a headcast batch summary"):

@@ -74,6 +74,7 @@ def run_synth(a: argparse.Namespace) -> None:
     check_number(a.seed, "--seed", 0, None, integer=True)
     if a.skin_tone is not None:
         check_number(a.skin_tone, "--skin-tone", 0, 1)
+    _check_synth_mode(a)
     check_output_dir(a.out, "synth", force=a.force, inputs=(a.beta_file,))  # refuse before the model loads
     model = resolve_model(a.model)
     if a.sweep is not None:
@@ -95,6 +96,26 @@ def run_synth(a: argparse.Namespace) -> None:
     paths = synth(model, Path(a.out), n=a.n, seed=a.seed, profile=a.noise, width=w, height=h,
                   hfov_deg=a.fov, background=not a.no_background, force=a.force, **subject)
     logger.info(f"headcast: wrote {len(paths)} synthetic RGB-D frame(s) to {a.out}")
+
+
+def _check_synth_mode(a: argparse.Namespace) -> None:
+    """Refuse options the chosen mode would leave unused: a sweep is one subject (--seed) turning its head;
+    --expression-change and --bump-mm are the sweep's."""
+    from headcast.synth import synth
+
+    if a.sweep is None:
+        unused = [f for f, v in (("--expression-change", a.expression_change), ("--bump-mm", a.bump_mm)) if v]
+        if unused:
+            raise HeadcastError(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for --sweep")
+        return
+    unused = [f for f, used in (("--n", a.n != param_default(synth, "n")), ("--fov", a.fov is not None),
+                                ("--yaw", a.yaw is not None), ("--pitch", a.pitch is not None),
+                                ("--roll", a.roll is not None), ("--distance", a.distance is not None),
+                                ("--skin-tone", a.skin_tone is not None), ("--beta-file", a.beta_file is not None),
+                                ("--expression", bool(a.expression)), ("--no-background", a.no_background)) if used]
+    if unused:
+        raise HeadcastError(f"{', '.join(unused)}: not for --sweep, which renders one subject (--seed) turning its "
+                            "head over --yaw-range, without background")
 
 
 def parse_size(s: str) -> tuple[int, int]:
