@@ -207,6 +207,10 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     if a.expression == "per-frame":
         raise HeadcastError("--expression per-frame is for a sweep (several frames or a folder); one frame has "
                             "one expression")
+    from headcast.fit.sweep import SweepConfig
+
+    if a.max_frames != field_default(SweepConfig, "max_frames"):
+        raise HeadcastError("--max-frames is for a sweep (several frames or a folder)")
     a.color, a.depth = a.inputs[0], (a.inputs[1] if len(a.inputs) > 1 else None)
     from headcast.core import threads
     from headcast.fit.config import FitConfig
@@ -255,15 +259,17 @@ def run_sweep(a: argparse.Namespace) -> None:
     from headcast.fit.sweep import SweepConfig, reconstruct_sweep
     from headcast.io.validate import check_number
     from headcast.model.registry import resolve_model
+    from headcast.preprocess.cloud import HULL_MARGIN
 
     t0 = time.perf_counter()
     check_number(a.max_frames, "--max-frames", 1, 1000, integer=True)
     check_fit_options(a)
     if a.depth_scale is not None or a.intrinsics is not None:
         raise HeadcastError("--depth-scale and --intrinsics are for one frame; a sweep's frames carry their own")
-    if a.method != "full" or a.face is not None or a.forehead:
-        raise HeadcastError("--method, --face and --forehead are for one frame; a sweep fits the full method "
-                            "to the whole head")
+    if (a.method != "full" or a.face is not None or a.forehead or a.hull_margin != HULL_MARGIN
+            or a.grow_mm != field_default(FitConfig, "grow_mm")):
+        raise HeadcastError("--method, --face, --forehead, --hull-margin and --grow-mm are for one frame; a sweep "
+                            "fits the full method to the whole head")
     model = resolve_model(a.model)
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, seed=a.seed)
     sweep = SweepConfig(max_frames=a.max_frames, detail=a.detail or field_default(SweepConfig, "detail"),
