@@ -272,6 +272,10 @@ def test_read_only_out_is_refused_before_the_work(tmp_path, mount, capsys):
     assert main(["reconstruct", str(tmp_path / "frame-000"), "--out", str(fs / "r")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"headcast: error: cannot write {fs / 'r'}: "
                                                             "read-only file system"]
+    # a batch too (it was an internal error from its mkdir), before Ray starts
+    assert main(["batch", "texture", str(tmp_path), "--out", str(fs / "b")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"headcast: error: cannot write {fs / 'b'}: "
+                                                            "read-only file system"]
 
 
 def _child(code: str, *args: str) -> subprocess.Popen:

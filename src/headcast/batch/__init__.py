@@ -17,6 +17,7 @@ from headcast.batch.jobs import Job, complete, figures, longest_first, make_jobs
 from headcast.batch.summary import check_summary, write_summary
 from headcast.batch.worker import check_options
 from headcast.core.errors import HeadcastError
+from headcast.io.outputs import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def run(kind: str, inputs: list[str], out: str | Path, *, recon_dir: str | Path 
     if out.exists() and not out.is_dir():
         raise HeadcastError(f"output {out} exists and is not a folder")
     check_summary(out)
+    check_writable(out.resolve())  # a read-only --out is one line before any job, not an error in one
     jobs = make_jobs(kind, inputs, out, recon_dir, options)
     out.mkdir(parents=True, exist_ok=True)
     rows = {j.name: r for j in jobs if (r := _skipped(j, force)) is not None}

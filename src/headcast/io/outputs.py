@@ -97,8 +97,8 @@ def _check_parents(out: Path) -> None:
             raise HeadcastError(f"cannot write {out}: {p} is a file, not a folder")
 
 
-def _check_writable(out: Path) -> None:
-    """One line, before the work, when the folder the output's staging goes in (``out`` itself when it is a
+def check_writable(out: Path) -> None:
+    """``out`` resolved: one line, before the work, when the folder the output's staging goes in (``out`` itself when it is a
     folder, else its nearest existing parent) cannot be written: a read-only file system, no permission."""
     folder = out if out.is_dir() else next((p for p in out.parents if p.is_dir()), None)
     if folder is None or os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
@@ -208,7 +208,7 @@ def check_output_dir(out: str | Path, kind: str, *, force: bool = False, inputs:
     if out.exists() and not out.is_dir():
         raise HeadcastError(f"output {out} exists and is not a folder")
     _check_parents(out)
-    _check_writable(out)
+    check_writable(out)
     for p in ins:
         if out == p or p in out.parents:
             raise HeadcastError(f"output {out} is {'the' if out == p else 'inside the'} input {p}: choose another "
@@ -308,7 +308,7 @@ def check_output_file(path: str | Path, *, force: bool = False, inputs: Iterable
     target = _resolve(path)
     _check_file_target(target, force, [_resolve(p) for p in inputs if p is not None])
     _check_parents(target)
-    _check_writable(target)
+    check_writable(target)
     return target
 
 
