@@ -109,6 +109,33 @@ def test_csv_round_trip_same_curves_and_vertices(ict_model, ict_take, capsys):
     assert report["driver"]["kind"] == "livelink" and report["driver"]["arkit_map"]["kind"] == "named"
 
 
+def test_take_drives_with_the_light_asked_for(ict_take, tmp_path, capsys):
+    """--light reaches a take's MP4 as it does a video's (it was ignored); the tracking options are refused."""
+    import imageio.v3 as iio
+
+    from headcast.io.recon import Lighting, write_lighting
+
+    recon = tmp_path / "lit"
+    recon.mkdir()
+    for name in ("params.npz", "params.json"):
+        (recon / name).write_bytes((ict_take / "recon" / name).read_bytes())
+    sh = np.zeros((9, 3))
+    sh[0] = (1.2, 0.3, 0.3)  # a red light: the fitted render is not the neutral one
+    write_lighting(recon, Lighting(sh))
+    stills = {}
+    for light in ("fitted", "neutral"):
+        code, err = _run(capsys, "animate", recon, ict_take / "take.csv", "--out", tmp_path / light, "--max-frames", 2,
+                         "--light", light)
+        assert code == 0, err
+        stills[light] = iio.imread(tmp_path / light / anim_io.PREVIEW).astype(np.float64)
+    red = {k: v[..., 0].mean() - v[..., 1].mean() for k, v in stills.items()}
+    assert red["fitted"] > red["neutral"] + 5, red
+    code, err = _run(capsys, "animate", recon, ict_take / "take.csv", "--out", tmp_path / "t", "--threshold", 0.1)
+    assert code == 2 and _error_line(err).endswith("--threshold and --max-iters are for a video (they stop each "
+                                                   "frame's tracking)")
+    assert not (tmp_path / "t").exists()
+
+
 @pytest.mark.parametrize("edit, says", [
     (lambda lines: [lines[0].replace(",MouthClose", "")] + [",".join(r.split(",")[:20] + r.split(",")[21:])
                                                           for r in lines[1:]], ":1: not a Live Link Face CSV"),

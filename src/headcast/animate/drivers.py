@@ -26,6 +26,7 @@ from headcast.io import anim as anim_io
 from headcast.io import recon
 from headcast.io.outputs import check_output_dir, staged_dir
 from headcast.io.validate import check_number
+from headcast.render.gl import DEFAULT_LIGHT
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ def read_driver(path: str | Path, subject: Subject, camera: Intrinsics, fps: flo
 
 def drive(recon_dir: str | Path, driver: str | Path, out_dir: str | Path, model_spec: str | None = None,
           write_video: bool = True, fps: float | None = None, max_frames: int | None = None,
-          force: bool = False) -> dict:
-    """Animate the head in ``recon_dir`` with the curves in ``driver``; write ``out_dir``; return the report."""
+          force: bool = False, light: str = DEFAULT_LIGHT) -> dict:
+    """Animate the head in ``recon_dir`` with the curves in ``driver``; write ``out_dir``; return the report.
+    ``light``: the MP4's lighting, as ``headcast animate --light`` (fitted or neutral)."""
     t0 = time.perf_counter()
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
@@ -103,14 +105,15 @@ def drive(recon_dir: str | Path, driver: str | Path, out_dir: str | Path, model_
     logger.info(f"animate: {n} frames at {d.fps:g} fps from {d.kind} {driver}")
     with staged_dir(out_dir, "animation", force=force, inputs=(recon_dir, driver)) as tmp:
         if write_video:
-            report["seconds"]["video"] = write_driven_video(tmp, subject, anim, Path(driver).name)
+            report["seconds"]["video"] = write_driven_video(tmp, subject, anim, Path(driver).name, light)
         anim_io.write_animation(tmp, anim, (), report)
     logger.info(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
                 f"{', animation.mp4, preview.png' if write_video else ''})")
     return report
 
 
-def write_driven_video(folder: Path, subject: Subject, anim: anim_io.Animation, source: str) -> float:
+def write_driven_video(folder: Path, subject: Subject, anim: anim_io.Animation, source: str,
+                       light: str = DEFAULT_LIGHT) -> float:
     """animation.mp4 (the head with a caption) and preview.png (four frames) in ``folder``; returns seconds."""
     import cv2
 
@@ -119,7 +122,7 @@ def write_driven_video(folder: Path, subject: Subject, anim: anim_io.Animation, 
     from headcast.render.images import save_png
 
     t0 = time.perf_counter()
-    view = HeadView(subject)
+    view = HeadView(subject, light=light)
     n = anim.n_frames
     keep = set(np.linspace(0, n - 1, 4).round().astype(int).tolist())
     stills = []

@@ -159,7 +159,8 @@ class Worker:
         model = self.model(o.get("model") or params.model)
         if is_driver_file(job.input):  # a Live Link Face .csv take, as 'headcast animate' drives it
             drive(Path(job.recon_dir), Path(job.input), Path(job.target), model_spec=model,
-                  write_video=not o.get("no_video"), force=force, **_pick(o, fps="fps", max_frames="max_frames"))
+                  write_video=not o.get("no_video"), force=force,
+                  **_pick(o, fps="fps", max_frames="max_frames", light="light"))
             return
         if o.get("fps") is not None:
             raise HeadcastError("--fps is for a .csv take (a video states its own frame rate)")

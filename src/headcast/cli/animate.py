@@ -48,8 +48,13 @@ def run_animate(a: argparse.Namespace) -> None:
     from headcast.animate.drivers import drive, is_driver_file
 
     if is_driver_file(a.video):
+        from headcast.animate.fit import TrackConfig
+        from headcast.core.errors import HeadcastError
+
+        if a.threshold != field_default(TrackConfig, "threshold") or a.max_iters is not None:
+            raise HeadcastError("--threshold and --max-iters are for a video (they stop each frame's tracking)")
         rep = drive(Path(a.recon_dir), Path(a.video), Path(a.out), model_spec=a.model, write_video=not a.no_video,
-                    fps=a.fps, max_frames=a.max_frames, force=a.force)
+                    fps=a.fps, max_frames=a.max_frames, force=a.force, light=a.light)
         logger.info(f"headcast: wrote {a.out}/ ({rep['frames']} frames)")
         return
     if a.fps is not None:

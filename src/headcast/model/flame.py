@@ -155,7 +155,7 @@ def template_uvs(obj_path: str | Path, faces: np.ndarray, n_vertices: int) -> tu
         raise HeadcastError(f"{obj_path} has no texture coordinates")
     if len(mesh.vertices) != n_vertices or len(mesh.faces) != len(faces):
         raise HeadcastError(f"{obj_path} has {len(mesh.vertices)} vertices and {len(mesh.faces)} triangles; "
-                            f"the FLAME model has {n_vertices} and {len(faces)}")
+                            f"the model has {n_vertices} and {len(faces)}")
     if np.array_equal(mesh.faces, faces):
         return mesh.uv, mesh.uv_faces
     # same triangles in another order or starting corner: match each by its sorted corners
