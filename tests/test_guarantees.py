@@ -363,6 +363,9 @@ OPTION_CASES = {
                                    "--size", "from 16 to 4096 pixels, not 0"),
     "receive-max-lag-negative": lambda w: _c(["receive", "--listen", "127.0.0.1:0", "--out", w.root / "x.mp4",
                                               "--max-lag", "-1"], "--max-lag", "at least 0, not -1"),
+    "bench-reconstruct-n-negative": lambda w: _c(["bench", "reconstruct", "--n", "-1"], "--n", "at least 0, not -1"),
+    "bench-texture-seed-negative": lambda w: _c(["bench", "texture", "--seed", "-2"], "--seed", "at least 0"),
+    "bench-sweep-max-frames-0": lambda w: _c(["bench", "sweep", "--max-frames", "0"], "--max-frames", "not 0"),
     "bench-render-frames-0": lambda w: _c(["bench", "render", "--frames", "0"], "--frames", "at least 1, not 0"),
 }
 

@@ -23,6 +23,7 @@ from headcast.fit.config import FitConfig
 from headcast.fit.evaluate import synthetic_errors
 from headcast.fit.reconstruct import fit_observation, make_fitter
 from headcast.fit.rgbd_fit import METHODS
+from headcast.io.validate import check_number
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
 from headcast.preprocess.preprocess import preprocess
 from headcast.preprocess.rgbd import RGBDFrame
@@ -108,6 +109,9 @@ def run_reconstruct_bench(n: int = 20, noise: str = "none,truedepth", model_spec
     """Run the benchmark (``methods`` default: every fit method); log a markdown summary; return (and
     write to ``out``) all figures. ``seed``: the first synthetic subject's; ``fit_seed``: which face points
     the fit subsamples (the benchmark's own noise: judge a fit change on several)."""
+    check_number(n, "--n", 0, None, integer=True)  # 0: the real frames alone
+    check_number(seed, "--seed", 0, None, integer=True)
+    check_number(fit_seed, "--fit-seed", 0, None, integer=True)
     methods = methods or list(METHODS)
     model = resolve_model(model_spec)
     result = {"model": model.name, "machine": machine(), "date": time.strftime("%Y-%m-%d"), "synthetic": [],

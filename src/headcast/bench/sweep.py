@@ -30,6 +30,7 @@ from headcast.fit.detail import detailed_vertices, fit_offsets
 from headcast.fit.evaluate import error_stats
 from headcast.fit.reconstruct import reconstruct_frame
 from headcast.fit.sweep import SweepConfig, reconstruct_sweep
+from headcast.io.validate import check_number
 from headcast.model.head_model import HeadModel
 from headcast.model.layer import HeadLayer
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
@@ -138,6 +139,9 @@ def run_sweep_bench(n: int = 10, views: int = 11, yaw_range: float = 60.0, bump_
                     seed: int = 2000, max_frames: int = SweepConfig.max_frames, samples: Path | None = None,
                     figures: Path | None = None, out: Path | None = None, real: bool = True) -> dict:
     """Run the benchmark (module docstring); log a markdown summary; return (and write to ``out``) the figures."""
+    check_number(n, "--n", 0, None, integer=True)  # 0: the real sweep alone
+    check_number(seed, "--seed", 0, None, integer=True)
+    check_number(max_frames, "--max-frames", 1, 1000, integer=True)
     model = resolve_model(model_spec)
     result = {"model": model.name, "machine": machine(), "date": time.strftime("%Y-%m-%d"), "views": views,
               "yaw_range_deg": yaw_range, "bump_mm": bump_mm, "noise": noise, "subjects": [], "real": None}

@@ -32,6 +32,7 @@ import numpy as np
 from headcast.bench import REAL_FRAMES, finish, machine, truedepth_folder
 from headcast.core.errors import HeadcastError
 from headcast.core.sh import sh_shading, to_view
+from headcast.io.validate import check_number
 from headcast.model.registry import DEFAULT_MODEL, resolve_model
 from headcast.synth import default_intrinsics, random_subject, render_rgbd
 from headcast.texture.atlas import bake
@@ -194,7 +195,8 @@ def run_texture_bench(n: int = 10, seed: int = 2000, geometry: str = "gt,fit", m
     ``geometry`` is ``gt``, ``fit`` or both (``gt,fit``). ``albedo_model`` applies to the real
     frames only (synthetic albedos are not drawn from one).
     """
-
+    check_number(n, "--n", 0, None, integer=True)  # 0: the real frames alone
+    check_number(seed, "--seed", 0, None, integer=True)
     model = resolve_model(model_spec)
     am = None
     if albedo_model is not None:
