@@ -18,6 +18,7 @@ def test_demo_runs_every_stage(tmp_path, headcast_home):
     rep = json.loads((out / "reconstruction" / "fit_report.json").read_text())
     assert rep["ground_truth_mm"]["surface"]["median"] < 1.0
     assert "vertex error median" in run.stderr and f"headcast view {out / 'head.glb'}" in run.stderr
+    assert ".staging-" not in run.stderr and f"into {out / 'reconstruction'} in" in run.stderr  # the paths it will have
     assert (out / "head.glb").read_bytes()[:4] == b"glTF"
 
 

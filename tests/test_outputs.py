@@ -258,6 +258,14 @@ def test_read_only_folder_is_one_line(mount):
                 pass
 
 
+def test_staging_paths_are_shown_as_their_outputs():
+    from headcast.io.outputs import shown
+
+    staging = Path("/data") / f".demo{STAGING_MARK}4242-0a1b2c3d"  # as headcast.io.outputs names them
+    assert shown(staging / "reconstruction") == "/data/demo/reconstruction"
+    assert shown("/data/.notes.txt") == "/data/.notes.txt" and shown("rel/x") == "rel/x"
+
+
 def test_read_only_out_is_refused_before_the_work(tmp_path, mount, capsys):
     """The checks made before the work already refuse a folder that cannot be written (not after the fit)."""
     from headcast.cli import main

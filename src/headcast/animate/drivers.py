@@ -24,7 +24,7 @@ from headcast.core.camera import FLIP, Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.io import anim as anim_io
 from headcast.io import recon
-from headcast.io.outputs import check_output_dir, staged_dir
+from headcast.io.outputs import check_output_dir, shown, staged_dir
 from headcast.io.validate import check_number
 from headcast.render.gl import DEFAULT_LIGHT
 
@@ -107,7 +107,7 @@ def drive(recon_dir: str | Path, driver: str | Path, out_dir: str | Path, model_
         if write_video:
             report["seconds"]["video"] = write_driven_video(tmp, subject, anim, Path(driver).name, light)
         anim_io.write_animation(tmp, anim, (), report)
-    logger.info(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
+    logger.info(f"animate: wrote {shown(out_dir)}/ (params.npz, frames.jsonl, report.json"
                 f"{', animation.mp4, preview.png' if write_video else ''})")
     return report
 

@@ -39,7 +39,7 @@ from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.threads import one_blas_thread
 from headcast.io import anim as anim_io
-from headcast.io.outputs import check_output_dir, staged_dir
+from headcast.io.outputs import check_output_dir, shown, staged_dir
 from headcast.io.validate import check_number
 from headcast.model.head_model import HeadModel
 from headcast.render.gl import DEFAULT_LIGHT, LIGHTS
@@ -259,7 +259,7 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
 
             shutil.copyfile(video, tmp / ("input" + (Path(video).suffix or ".mp4")))
         anim_io.write_animation(tmp, animation(subject, det, trk, cfg), ("loss", "iterations"), report)
-    logger.info(f"animate: wrote {out_dir}/ (params.npz, frames.jsonl, report.json"
+    logger.info(f"animate: wrote {shown(out_dir)}/ (params.npz, frames.jsonl, report.json"
                 f"{', animation.mp4, preview.png' if write_video else ''})")
     return report
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -121,6 +122,13 @@ def _make_parent(out: Path) -> None:
 
 def _staging_name(target: Path, folder: Path, suffix: str = "") -> Path:
     return folder / f".{target.name}{STAGING_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as a message should name it: a staging folder on the way (``.OUT.staging-PID-RANDOM``, e.g. the
+    demo's parts while the demo is written) named by the output it becomes."""
+    return os.sep.join(re.sub(rf"^\.(.+){re.escape(STAGING_MARK)}\d+-[0-9a-f]+$", r"\1", part)
+                       for part in str(path).split(os.sep))
 
 
 def _fsync(path: Path, directory: bool = False) -> None:

@@ -36,7 +36,7 @@ from headcast.core.camera import Intrinsics
 from headcast.core.errors import HeadcastError
 from headcast.core.files import reason
 from headcast.io import recon
-from headcast.io.outputs import STAGING_MARK, extend_manifest, read_manifest, staged_files
+from headcast.io.outputs import STAGING_MARK, extend_manifest, read_manifest, shown, staged_files
 from headcast.io.validate import MAX_TEXTURE_SIZE, check_number
 from headcast.model.head_model import HeadModel
 from headcast.model.skinning import camera_vertices
@@ -121,7 +121,7 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
         (folder / recon.TEXTURE_REPORT).write_text(json.dumps(report, indent=2) + "\n")
 
     _write_outputs(d, write, force)
-    logger.info(f"texture: wrote {', '.join(OUTPUTS)} into {d} in {report['seconds']:.1f} s")
+    logger.info(f"texture: wrote {', '.join(OUTPUTS)} into {shown(d)} in {report['seconds']:.1f} s")
     return report
 
 
