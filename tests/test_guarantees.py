@@ -366,6 +366,8 @@ OPTION_CASES = {
     "bench-reconstruct-n-negative": lambda w: _c(["bench", "reconstruct", "--n", "-1"], "--n", "at least 0, not -1"),
     "bench-texture-seed-negative": lambda w: _c(["bench", "texture", "--seed", "-2"], "--seed", "at least 0"),
     "bench-sweep-max-frames-0": lambda w: _c(["bench", "sweep", "--max-frames", "0"], "--max-frames", "not 0"),
+    "send-camera-negative": lambda w: _c(["send", "--camera", "-1", "--to", "ws://127.0.0.1:9"], "--camera",
+                                         "at least 0, not -1"),  # OpenCV crashed on it
     "bench-render-frames-0": lambda w: _c(["bench", "render", "--frames", "0"], "--frames", "at least 1, not 0"),
 }
 

@@ -51,6 +51,8 @@ def run_sender(to: str, video: str | None = None, camera: int | None = None, rec
         raise HeadcastError(f"--to {to!r} must be a ws:// URL")
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
+    if camera is not None:  # OpenCV crashes (SIGSEGV) on a negative index
+        check_number(camera, "--camera", 0, None, integer=True)
     beta, name = None, model_spec
     if recon_dir is not None:
         from headcast.io.recon import read_params

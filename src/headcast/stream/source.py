@@ -43,7 +43,15 @@ def track_source(video: str | int, model, fps_hint: float | None = None, calibra
     if isinstance(video, int):
         import cv2
 
-        cap = cv2.VideoCapture(video)
+        from headcast.preprocess.native import native_logs_shown
+
+        level = cv2.utils.logging.getLogLevel()
+        if not native_logs_shown():  # OpenCV's lines about each backend it tried: the error says it
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            cap = cv2.VideoCapture(video)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not cap.isOpened():
             raise HeadcastError(f"cannot open camera {video}")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or fps_hint or 30.0)
