@@ -261,6 +261,17 @@ def _copy(folder, names, dest):
     return dest
 
 
+def test_two_frame_sweep_prints_no_numpy_warning(tmp_path):
+    """A landmark no used frame lifted is left out quietly (numpy's All-NaN warning reached the user's stderr)."""
+    import subprocess
+    import sys
+
+    d = _copy(shared_path("samples", "rgbd", "truedepth-mannequin"), ["frame-050", "frame-052"], tmp_path / "in")
+    run = subprocess.run([sys.executable, "-m", "headcast.cli", "-q", "reconstruct", str(d), "--out",
+                          str(tmp_path / "head"), "--detail", "none"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
 def _refused(capsys, args, out):
     assert main(["reconstruct", *args, "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,7 +180,8 @@ def sweep_targets(sw: Sweep, n_points: int, seed: int) -> Targets:
     lms = [transform(sw.poses[i], sw.obs[i].landmarks3d) for i in sw.used if sw.obs[i] is not None]
     if not lms:
         raise HeadcastError("none of the frames the fit uses shows a face")
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a landmark no used frame lifted stays NaN (not valid) without a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
         lm = np.nanmedian(np.stack(lms), axis=0)
     valid = np.isfinite(lm).all(1)
     ref = next(i for i in sw.used if sw.obs[i] is not None)
