@@ -350,6 +350,8 @@ OPTION_CASES = {
                                            "cannot read video"),
     "encode-target-mm-0": lambda w: _c(["encode", w.prev_anim, "--out", w.root / "x.hcs", "--target-mm", "0"],
                                        "--target-mm", "from 0.001 to 100 mm, not 0.0"),
+    "encode-paper-target-mm": lambda w: _c(["encode", w.prev_anim, "--out", w.root / "x.hcs", "--profile", "paper",
+                                            "--target-mm", "0.1"], "--target-mm", "are for --profile compact"),
     "encode-recon-missing": lambda w: _c(["encode", w.prev_anim, "--out", w.root / "x.hcs", "--recon",
                                           w.root / "no-recon"], "no-recon", "does not exist"),
     "encode-a-reconstruction": lambda w: _c(["encode", w.prev_recon, "--out", w.root / "x.hcs"], w.prev_recon,

@@ -44,7 +44,10 @@ def _encode_arguments(en: argparse.ArgumentParser) -> None:
 
 
 def run_encode(a: argparse.Namespace) -> None:
-    from headcast.stream.files import encode_file
+    from headcast.stream.files import DEFAULT_KEY_INTERVAL, DEFAULT_TARGET_MM, encode_file
+
+    if a.profile == "paper" and (a.target_mm != DEFAULT_TARGET_MM or a.key_interval != DEFAULT_KEY_INTERVAL):
+        raise HeadcastError("--target-mm and --key-interval are for --profile compact (paper sends raw float32)")
 
     rep = encode_file(Path(a.anim_dir), a.profile, Path(a.out), key_path=a.key, recon_dir=Path(a.recon) if a.recon else None,
                       target_mm=a.target_mm, key_interval=a.key_interval, sender=a.sender, force=a.force)
