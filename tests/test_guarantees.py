@@ -348,6 +348,8 @@ OPTION_CASES = {
     "demo-sweep-0": lambda w: _c(["demo", "--out", w.root / "out", "--sweep", "0"], "--sweep", "2..100 views, not 0"),
     "demo-video-not-a-video": lambda w: _c(["demo", "--out", w.root / "out", "--video", w.video], "talk.mp4",
                                            "cannot read video"),
+    "texture-n-components-without-albedo-model": lambda w: _c(["texture", w.prev_recon, "--n-components", "10"],
+                                                              "--n-components", "is for --albedo-model"),
     "encode-target-mm-0": lambda w: _c(["encode", w.prev_anim, "--out", w.root / "x.hcs", "--target-mm", "0"],
                                        "--target-mm", "from 0.001 to 100 mm, not 0.0"),
     "encode-paper-target-mm": lambda w: _c(["encode", w.prev_anim, "--out", w.root / "x.hcs", "--profile", "paper",

@@ -326,6 +326,10 @@ def _texture_arguments(t: argparse.ArgumentParser) -> None:
 
 
 def run_texture(a: argparse.Namespace) -> None:
+    from headcast.texture.pipeline import texture_reconstruction
+
+    if a.albedo_model is None and a.n_components != param_default(texture_reconstruction, "n_components"):
+        raise HeadcastError("--n-components is for --albedo-model (the photo's per-texel albedo has no components)")
     texture(Path(a.recon_dir), a.albedo_model, a.size, a.model, a.n_components, force=a.force)
 
 
