@@ -239,8 +239,6 @@ def run_reconstruct(a: argparse.Namespace) -> None:
         rec = reconstruct_frame(frame, model, Path(a.out), a.method, landmarks=a.landmarks, face=a.face,
                                 forehead=a.forehead, hull_margin=a.hull_margin, config=cfg, started=t0,
                                 detail=a.detail or param_default(reconstruct_frame, "detail"), force=a.force)
-    if a.texture:
-        texture(Path(a.out), a.albedo_model, a.texture_size, rec.report["model"], force=a.force)
     pm = rec.report["point_to_mesh_mm"]
     logger.info(f"headcast: {a.method} fit in {rec.report['seconds_fit']:.1f} s; face points to mesh: median "
                 f"{pm['median']:.2f} mm, p95 {pm['p95']:.2f} mm; 3D landmarks: mean "
@@ -251,6 +249,8 @@ def run_reconstruct(a: argparse.Namespace) -> None:
                     f"(w_beta {pri['w_beta']:.2g}, w_psi {pri['w_psi']:.2g})")
     logger.info(f"headcast: wrote {a.out}/ (params, mesh.obj/ply, fit_report.json, "
                 "landmarks/overlay/depth_residual.png)")
+    if a.texture:  # the reconstruction is whole on disk by now; the texture adds its files to it
+        texture(Path(a.out), a.albedo_model, a.texture_size, rec.report["model"], force=a.force)
 
 
 def run_sweep(a: argparse.Namespace) -> None:
@@ -277,14 +277,14 @@ def run_sweep(a: argparse.Namespace) -> None:
     with logs.scoped(hide=("headcast.fit",) if a.fit_quiet else ()):  # --quiet: the fit's progress lines
         rec, sw = reconstruct_sweep(a.inputs, model, Path(a.out), rotate=a.rotate, landmarks=a.landmarks, config=cfg,
                                     sweep=sweep, started=t0, force=a.force)
-    if a.texture:
-        texture(Path(a.out), a.albedo_model, a.texture_size, model.name, force=a.force)
     pm = rec.report["registered_points_to_mesh_mm"]
     n_reg = sum(p is not None for p in sw.poses)
     logger.info(f"headcast: {n_reg} of {len(sw.frames)} frames registered, {len(sw.used)} fitted in "
                 f"{rec.report['seconds_fit']:.1f} s; registered points to mesh: median {pm['median']:.2f} mm, "
                 f"p95 {pm['p95']:.2f} mm")
     logger.info(f"headcast: wrote {a.out}/ (params, mesh.obj/ply, poses.json, fused.ply, frames/, fit_report.json)")
+    if a.texture:
+        texture(Path(a.out), a.albedo_model, a.texture_size, model.name, force=a.force)
 
 
 def check_fit_options(a: argparse.Namespace) -> None:
