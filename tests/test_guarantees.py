@@ -335,6 +335,8 @@ OPTION_CASES = {
                                                          w.root / "no_albedo.npz"), "no_albedo.npz", "does not exist"),
     "reconstruct-third-input-not-a-frame": lambda w: _c(["reconstruct", _frame(w), _frame(w), w.root / "nope", "--out",
                                                          w.root / "out"], "nope", "is not a frame"),
+    "reconstruct-unknown-model-before-the-frame": lambda w: _c(rec(w, w.file("cut2.png", b"\x89PNG"), None, None,
+                                                                  "--model", "nosuch"), "nosuch", "no head model"),
     "reconstruct-one-frame-max-frames": lambda w: _c(rec(w, None, None, None, "--max-frames", "3"), "--max-frames",
                                                      "is for a sweep"),
     "reconstruct-sweep-grow-mm": lambda w: _c(["reconstruct", _frame(w), _frame(w), "--out", w.root / "out",

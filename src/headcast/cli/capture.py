@@ -217,7 +217,7 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     from headcast.fit.reconstruct import prepare_fitter, reconstruct_frame
     from headcast.io.outputs import check_output_dir
     from headcast.io.validate import MAX_HULL_MARGIN_M, check_number
-    from headcast.model.registry import on_disk, resolve_model
+    from headcast.model.registry import DEFAULT_MODEL, on_disk, resolve_model
     from headcast.preprocess.rgbd import load_rgbd
 
     t0 = time.perf_counter()
@@ -230,6 +230,8 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     # the model and the fitter are made beside the frame's reading (MediaPipe leaves the GIL); a model to
     # build first (the default one on first use) waits until the frame has been read
     fitter = threads.Job(prepare_fitter, a.model, cfg, name="fitter") if on_disk(a.model) else None
+    if fitter is None and a.model != DEFAULT_MODEL:
+        resolve_model(a.model)  # no such model: refused before the frame is read
     frame = load_rgbd(a.color, a.depth, a.intrinsics, depth_scale=a.depth_scale, rotate=a.rotate,
                       method=a.landmarks)
     if frame.rotation:
