@@ -73,6 +73,18 @@ def ict_take(ict_model, headcast_home, tmp_path_factory):
     return d
 
 
+def test_export_format_follows_the_out_suffix(ict_take, tmp_path, capsys):
+    """Without --format the suffix of --out decides (.csv: Live Link, as the user meant, not a GLB named .csv);
+    a suffix that disagrees with --format is refused in one line, nothing written."""
+    assert main(["export", str(ict_take / "anim"), "--out", str(tmp_path / "take.csv")]) == 0
+    assert (tmp_path / "take.csv").read_bytes() == (ict_take / "take.csv").read_bytes()
+    capsys.readouterr()
+    assert main(["export", str(ict_take / "anim"), "--format", "livelink", "--out", str(tmp_path / "x.glb")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "names a glb file but --format is livelink" in err[0]
+    assert not (tmp_path / "x.glb").exists()
+
+
 def test_livelink_header_is_the_published_one(ict_take):
     from headcast.io.livelink import HEADER
 

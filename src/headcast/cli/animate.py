@@ -9,6 +9,7 @@ from pathlib import Path
 from headcast.cli.parser import add_force, field_default, param_default
 
 logger = logging.getLogger(__name__)
+FORMAT_SUFFIXES = {".glb": "glb", ".csv": "livelink", ".npz": "flame-npz"}  # export --out suffix -> its format
 
 
 def add_parser(sub) -> None:
@@ -69,18 +70,31 @@ def run_animate(a: argparse.Namespace) -> None:
 
 def _export_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("result_dir", help="a reconstruction folder (glb), or an animation folder (livelink, flame-npz)")
-    e.add_argument("--format", choices=("glb", "livelink", "flame-npz"), default="glb",
+    e.add_argument("--format", choices=tuple(FORMAT_SUFFIXES.values()),
                    help="glb: the head as binary glTF; livelink: a Live Link Face CSV take (ARKit curves) of an "
-                        "animation folder; flame-npz: its FLAME parameters (flame_param.npz) (default: %(default)s)")
+                        "animation folder; flame-npz: its FLAME parameters (flame_param.npz) (default: from --out's "
+                        "suffix, .glb / .csv / .npz; glb for any other)")
     e.add_argument("--anim", help="an animation folder (headcast animate) to add as glTF animation")
     e.add_argument("--out", required=True, help="output .glb, .csv or .npz")
     add_force(e, file=True)
     e.set_defaults(func=run_export)
 
 
+def export_format(out: str, given: str | None) -> str:
+    """The format to write ``out`` in: ``given`` (``--format``), else the one its suffix names, else glb;
+    HeadcastError when ``given`` and a known suffix disagree (a CSV named .glb, say)."""
+    from headcast.core.errors import HeadcastError
+
+    named = FORMAT_SUFFIXES.get(Path(out).suffix.lower())
+    if given and named and given != named:
+        raise HeadcastError(f"--out {out} names a {named} file but --format is {given}")
+    return given or named or "glb"
+
+
 def run_export(a: argparse.Namespace) -> None:
     from headcast.export.gltf import export_glb
 
+    a.format = export_format(a.out, a.format)
     if a.format != "glb":
         from headcast.core.errors import HeadcastError
         from headcast.export.livelink import export_flame_npz, export_livelink
