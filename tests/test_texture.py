@@ -331,6 +331,26 @@ def test_render_vs_photo_shows_the_uncovered_photo_grey(ict_model, ict_frame):
     assert np.median(np.abs(panel[off].mean(1) - PHOTO_BEHIND * photo[off].mean(1))) <= 1  # (resized: edges blur)
 
 
+def test_comparison_picture_outlines_its_labels_in_the_labels_own_glyphs():
+    """A label's black outline hugs its white text (within the 1 px outline and the antialiasing): on a light
+    panel no dark ghost of another font or weight shows beside the text. (OpenCV 5 draws a bold face for a
+    stroke thicker than 1: the outline drawn that way ran past the white text by several pixels.)"""
+    import cv2
+    from scipy.ndimage import binary_dilation
+
+    from headcast.texture.render import comparison_picture
+
+    label = "textured render over the photo (grey), Loss4 0.004"
+    pic = comparison_picture([np.full((60, 420, 3), 0.9)], [label], min_height=60).astype(int)
+    white = np.zeros(pic.shape[:2], np.uint8)
+    cv2.putText(white, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1, cv2.LINE_AA)
+    near = binary_dilation(white > 0, iterations=2)
+    dark = pic.mean(-1) < 0.9 * 255 - 40
+    assert dark.sum() > 200  # there is an outline
+    assert (dark & ~near).sum() == 0
+    assert (pic[white > 200].min(-1) > 200).mean() > 0.9  # the text itself stays white
+
+
 # --- the folder command ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def recon_dir(ict_model, headcast_home, tmp_path_factory):
