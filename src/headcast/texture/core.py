@@ -40,7 +40,10 @@ SHADING_RAMP = (0.3, 0.6)
 MIRROR_TRUST = 0.9  # a mirrored texel counts a little less than one seen directly
 FILL_DECAY = 0.03  # metres over which the completion fades to the mean skin tone
 PART_DECAY = 0.004  # the same on small separate parts (eyeballs): their unseen side is not their iris
-SCALP_SEEN = 0.1  # share of the scalp's vertices seen that lets its own colour (hair), not the skin tone, fill its unseen rest
+# share of the seen scalp's vertices whose colour is not skin-like (hair) from which the unseen scalp fades to
+# the hair's colour, not the skin tone; a bald scalp has none (bench/RESULTS.md "scalp")
+HAIR_SEEN = 0.1
+MIN_HAIR = 10  # vertices: the fewest seen hair vertices whose median colour fills the scalp
 
 
 @dataclass
@@ -296,9 +299,8 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
     """Per vertex, the colour (V, 3) the completion fades to and over how many metres (V,).
 
     The largest part of the mesh (the head) fades to the skin tone over :data:`FILL_DECAY`, but for the
-    ``scalp`` (vertex ids, the model's mask): when at least :data:`SCALP_SEEN` of its vertices were seen and
-    their median colour is not skin-like (:func:`_skin_likeness`: beyond 1.4x of the tone in a channel, in full
-    beyond 2x), the scalp fades to that colour. Hair seen at the front and sides then goes on round the unseen
+    ``scalp`` (vertex ids, the model's mask), which fades to the colour of the hair seen on it
+    (:func:`_seen_hair`) when there is some. Hair seen at the front and sides then goes on round the unseen
     back of the head, where a fade to the face's skin tone drew a bald patch ringed by a dark smudge (the
     hair's border smoothed into the skin colour); a bald scalp keeps the face's tone, measured on more skin.
     Smaller separate parts (eyeballs) fade quickly (:data:`PART_DECAY`) to the brighter end of
@@ -312,10 +314,9 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
         on = np.zeros(len(part), bool)
         on[np.asarray(scalp)] = True
         on &= part == main
-        sel = on & (weight > 0.5)
-        if sel.sum() >= SCALP_SEEN * on.sum():
-            seen = np.median(data[sel], axis=0)
-            prior[on] += (1 - _skin_likeness(seen[None], tone)[0]) * (seen - tone)
+        hair = _seen_hair(data[on & (weight > 0.5)], tone)
+        if hair is not None:
+            prior[on] = hair
     for p in np.unique(part):
         if p == main:
             continue
@@ -327,6 +328,25 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
             lum = seen.mean(1)
             prior[on] = seen[np.argsort(lum)[int(0.95 * (len(lum) - 1))]]
     return prior, decay
+
+
+def _seen_hair(seen: np.ndarray, tone: np.ndarray) -> np.ndarray | None:
+    """The hair's colour (3,) among a scalp's seen vertex colours (N, 3), or None (a bald scalp, or a few dark
+    marks on one) unless those that are not skin-like (:func:`_skin_likeness` under 0.5) are at least
+    :data:`HAIR_SEEN` of the seen ones and :data:`MIN_HAIR`. The colour is the median of the least skin-like:
+    those beyond 2x of the skin tone in a channel (likeness 0) when there are :data:`MIN_HAIR` of them, else all
+    the not skin-like ones; the seen hair nearest the hairline is mixed with the skin beneath it.
+
+    How much of the scalp was seen does not decide (bench/RESULTS.md "scalp": over 40 synthetic subjects a
+    bald scalp's seen colours were all skin-like however much of it was seen, and a haired one's 4 % seen
+    already gave its hair); nor does the median of all the seen scalp, which mixes in the skin under the
+    hairline and filled the back with a colour halfway to the skin."""
+    likeness = _skin_likeness(seen, tone)
+    hair = likeness < 0.5
+    if hair.sum() < max(HAIR_SEEN * len(seen), MIN_HAIR):
+        return None
+    purest = likeness == 0
+    return np.median(seen[purest if purest.sum() >= MIN_HAIR else hair], axis=0)
 
 
 def _skin_likeness(albedo: np.ndarray, tone: np.ndarray) -> np.ndarray:
