@@ -236,8 +236,9 @@ def test_synthetic_frame_albedo_light_and_loss4(ict_model, ict_frame):
 
 def test_unseen_texels_look_like_their_truth_not_black(ict_model, ict_frame):
     """The completion: the unseen neck in the skin tone; the unseen back of the scalp in the colour of the hair
-    the photo saw at the front (the subject has hair; the photo sees 8 % of the scalp, where a fade to the skin
-    tone drew a bald back, median |log ratio| to the truth 0.41 there)."""
+    the photo saw at the front (the subject has hair; the photo sees 8 % of the scalp). Median |log ratio| to the
+    truth there: 0.41 with a fade to the skin tone (a bald back), 0.13 with the hair's colour but over the skin's
+    3 cm, 0.05 over :data:`HAIR_DECAY`."""
     subject, _, res = ict_frame
     space = res.space
     cov = space.texmap.covered
@@ -253,7 +254,7 @@ def test_unseen_texels_look_like_their_truth_not_black(ict_model, ict_frame):
     face = region_faces(ict_model, "face")[tri] & (res.seen[cov] > 0.5)
     k = np.median(truth[face] / np.maximum(est[face], 1e-3), axis=0)  # the albedo's scale per channel
     log_ratio = np.abs(np.log(np.maximum(est[scalp] * k, 1e-3) / np.maximum(truth[scalp], 1e-3))).mean(1)
-    assert np.median(log_ratio) < 0.25
+    assert np.median(log_ratio) < 0.1
 
 
 def test_the_scalp_fades_to_the_hair_seen_on_it_not_to_a_bald_scalps_marks(ict_model):

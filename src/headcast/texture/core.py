@@ -44,6 +44,9 @@ PART_DECAY = 0.004  # the same on small separate parts (eyeballs): their unseen 
 # the hair's colour, not the skin tone; a bald scalp has none (bench/RESULTS.md "scalp")
 HAIR_SEEN = 0.1
 MIN_HAIR = 10  # vertices: the fewest seen hair vertices whose median colour fills the scalp
+# metres over which a haired scalp's completion fades to the hair's colour: past the last seen skin under the
+# hairline the hair starts within a centimetre, not 3 (bench/RESULTS.md "scalp": 4 / 10 / 20 / 30 mm measured)
+HAIR_DECAY = 0.01
 
 
 @dataclass
@@ -300,7 +303,7 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
 
     The largest part of the mesh (the head) fades to the skin tone over :data:`FILL_DECAY`, but for the
     ``scalp`` (vertex ids, the model's mask), which fades to the colour of the hair seen on it
-    (:func:`_seen_hair`) when there is some. Hair seen at the front and sides then goes on round the unseen
+    (:func:`_seen_hair`) over :data:`HAIR_DECAY` when there is some. Hair seen at the front and sides then goes on round the unseen
     back of the head, where a fade to the face's skin tone drew a bald patch ringed by a dark smudge (the
     hair's border smoothed into the skin colour); a bald scalp keeps the face's tone, measured on more skin.
     Smaller separate parts (eyeballs) fade quickly (:data:`PART_DECAY`) to the brighter end of
@@ -317,6 +320,7 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
         hair = _seen_hair(data[on & (weight > 0.5)], tone)
         if hair is not None:
             prior[on] = hair
+            decay[on] = HAIR_DECAY
     for p in np.unique(part):
         if p == main:
             continue
