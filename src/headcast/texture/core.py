@@ -246,8 +246,11 @@ def _photo_albedo(model: HeadModel, view: View, space: TextureSpace, light: np.n
     has = sym >= 0
     ms = np.maximum(sym, 0)
     # the smooth colour leaves out what does not look like skin (a sticker, a mole) where skin is
-    # around, yet still follows hair or brows where they are all there is
-    low_v, _ = fill.smooth_weighted(a_v, w_v * (0.05 + 0.95 * _skin_likeness(a_v, tone)), faces)
+    # around, yet still follows hair or brows where they are all there is; on a haired scalp hair is what
+    # is there (left out, the hair mirrored near the hairline came out in the skin's colour)
+    hair_v, hair = haired_scalp(view.part, a_v, w_v, tone, model.masks.get("scalp"))
+    skin_only = np.where(hair_v & (hair is not None), 1.0, 0.05 + 0.95 * _skin_likeness(a_v, tone))
+    low_v, _ = fill.smooth_weighted(a_v, w_v * skin_only, faces)
     g_v = mirror.feature
     w_mv = np.where(has, w_v[ms], 0.0) * MIRROR_TRUST
     shift = _mirror_shift(low_v, w_v, sym, view.vertices, faces)
@@ -313,14 +316,10 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
     prior = np.broadcast_to(tone, data.shape).copy()
     decay = np.full(len(part), FILL_DECAY)
     main = np.argmax(np.bincount(part))
-    if scalp is not None and len(scalp):
-        on = np.zeros(len(part), bool)
-        on[np.asarray(scalp)] = True
-        on &= part == main
-        hair = _seen_hair(data[on & (weight > 0.5)], tone)
-        if hair is not None:
-            prior[on] = hair
-            decay[on] = HAIR_DECAY
+    on, hair = haired_scalp(part, data, weight, tone, scalp)
+    if hair is not None:
+        prior[on] = hair
+        decay[on] = HAIR_DECAY
     for p in np.unique(part):
         if p == main:
             continue
@@ -332,6 +331,19 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
             lum = seen.mean(1)
             prior[on] = seen[np.argsort(lum)[int(0.95 * (len(lum) - 1))]]
     return prior, decay
+
+
+def haired_scalp(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np.ndarray,
+                 scalp: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The scalp's vertices (V,) bool (the model's mask ``scalp``, on the largest part of the mesh) and the
+    colour (3,) of the hair seen on it (:func:`_seen_hair`: colours ``data`` (V, 3) seen with ``weight`` > 0.5),
+    or None for a bald scalp or none."""
+    on = np.zeros(len(part), bool)
+    if scalp is None or not len(scalp):
+        return on, None
+    on[np.asarray(scalp)] = True
+    on &= part == np.argmax(np.bincount(part))
+    return on, _seen_hair(data[on & (weight > 0.5)], tone)
 
 
 def _seen_hair(seen: np.ndarray, tone: np.ndarray) -> np.ndarray | None:
