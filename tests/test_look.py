@@ -294,7 +294,11 @@ def test_albedo_is_continuous_across_uv_seams_and_the_mirror(ict_model):
     assert len(pa) > 500
     jump = seam_jumps(res.albedo, pa, pb)
     step = seam_jumps(res.albedo, pa, pa + [1.5, 0.0])  # neighbouring texels on one side, for scale
-    assert jump.mean() < 0.01 and np.percentile(jump, 95) < max(0.03, 2 * np.percentile(step, 95))
+    # against the texture's own contrast: the subject has hair, and the filled back of the scalp in its colour
+    # (bench/RESULTS.md "scalp") raised both the seams' jumps and the neighbours' steps by half (mean jump
+    # 0.0074 -> 0.0109, steps' 95th percentile 0.019 -> 0.028)
+    assert jump.mean() < 0.5 * np.percentile(step, 95)
+    assert np.percentile(jump, 95) < max(0.03, 2 * np.percentile(step, 95))
     # the face's skin where the mirror takes over from the seen side: no step in colour
     cov = res.space.texmap.covered
     skin = np.zeros(cov.shape, bool)
