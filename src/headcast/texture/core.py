@@ -44,8 +44,9 @@ PART_DECAY = 0.004  # the same on small separate parts (eyeballs): their unseen 
 # the hair's colour, not the skin tone; a bald scalp has none (bench/RESULTS.md "scalp")
 HAIR_SEEN = 0.1
 MIN_HAIR = 10  # vertices: the fewest seen hair vertices whose median colour fills the scalp
-# metres over which a haired scalp's completion fades to the hair's colour: past the last seen skin under the
-# hairline the hair starts within a centimetre, not 3 (bench/RESULTS.md "scalp": 4 / 10 / 20 / 30 mm measured)
+# metres over which a haired head's completion fades to the hair's colour on the scalp and to the skin tone
+# elsewhere: past the last seen skin under the hairline the hair starts within a centimetre, not 3, and a
+# skin fade as slow as 3 cm let the hair reach past the scalp (bench/RESULTS.md "scalp")
 HAIR_DECAY = 0.01
 
 
@@ -306,9 +307,10 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
 
     The largest part of the mesh (the head) fades to the skin tone over :data:`FILL_DECAY`, but for the
     ``scalp`` (vertex ids, the model's mask), which fades to the colour of the hair seen on it
-    (:func:`_seen_hair`) over :data:`HAIR_DECAY` when there is some. Hair seen at the front and sides then goes on round the unseen
-    back of the head, where a fade to the face's skin tone drew a bald patch ringed by a dark smudge (the
-    hair's border smoothed into the skin colour); a bald scalp keeps the face's tone, measured on more skin.
+    (:func:`_seen_hair`) when there is some, the head then over :data:`HAIR_DECAY`. Hair seen at the front and
+    sides then goes on round the unseen back of the head, where a fade to the face's skin tone drew a bald
+    patch ringed by a dark smudge (the hair's border smoothed into the skin colour); a bald scalp keeps the
+    face's tone, measured on more skin.
     Smaller separate parts (eyeballs) fade quickly (:data:`PART_DECAY`) to the brighter end of
     what was seen of them (the 95th percentile by brightness: an eyeball's sclera, not its
     iris), or keep the skin tone when hardly any of them was seen.
@@ -317,9 +319,9 @@ def part_priors(part: np.ndarray, data: np.ndarray, weight: np.ndarray, tone: np
     decay = np.full(len(part), FILL_DECAY)
     main = np.argmax(np.bincount(part))
     on, hair = haired_scalp(part, data, weight, tone, scalp)
-    if hair is not None:
+    if hair is not None:  # the whole head at the hair's pace: else the hair reaches past the scalp
         prior[on] = hair
-        decay[on] = HAIR_DECAY
+        decay[part == main] = HAIR_DECAY
     for p in np.unique(part):
         if p == main:
             continue
