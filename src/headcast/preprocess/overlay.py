@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from headcast.core.camera import Intrinsics, project
+from headcast.core.draw import outlined_text
 from headcast.preprocess.ibug68 import REGIONS
 
 REGION_COLORS = {  # RGB
@@ -57,8 +58,7 @@ def overlay_image(color: np.ndarray, landmarks2d: np.ndarray, valid: np.ndarray 
             cv2.drawMarker(img, p, (255, 0, 0), cv2.MARKER_TILTED_CROSS, 3 * rad, 2)
         if labels:
             at = (p[0] + rad + 1, p[1] - rad)
-            cv2.putText(img, str(k), at, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(img, str(k), at, cv2.FONT_HERSHEY_SIMPLEX, font, _region_color(k), 1, cv2.LINE_AA)
+            outlined_text(img, str(k), at, font, _region_color(k))
     if text:
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
         cv2.rectangle(img, (0, 0), (tw + 16, th + 16), (0, 0, 0), -1)

@@ -7,6 +7,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from headcast.core.camera import FLIP, Intrinsics
+from headcast.core.draw import outlined_text
 from headcast.core.geometry import vertex_normals
 from headcast.core.sh import sh_rotate, sh_shading, to_view
 from headcast.render.raycast import RayHits, raycast
@@ -72,18 +73,7 @@ def comparison_picture(panels: list[np.ndarray], labels: list[str], min_height: 
         a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8) if a.dtype != np.uint8 else a
         a = cv2.resize(a, (a.shape[1] * s, a.shape[0] * s), interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
         a = np.ascontiguousarray(a)
-        _outlined_label(a, label)
+        outlined_text(a, label, (6, 18), 0.5)
         out.append(a)
         out.append(np.full((a.shape[0], 4, 3), 255, np.uint8))
     return np.concatenate(out[:-1], axis=1)
-
-
-def _outlined_label(image: np.ndarray, text: str, org: tuple[int, int] = (6, 18), scale: float = 0.5) -> None:
-    """White ``text`` drawn into the uint8 RGB ``image`` at ``org`` (pixels), readable on any background: a
-    black outline of the same glyphs shifted by one pixel in the 8 directions under it. A thicker stroke
-    would not do: OpenCV 5 draws a bold face, of other glyph widths, for a thickness above 1, and its
-    outline showed beside the white text as a ghost of the label on light backgrounds."""
-    x, y = org
-    for dx, dy in ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)):
-        cv2.putText(image, text, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
