@@ -91,7 +91,7 @@ def drive(recon_dir: str | Path, driver: str | Path, out_dir: str | Path, model_
         check_number(max_frames, "--max-frames", 1, None, integer=True)
     if fps is not None:
         check_number(fps, "--fps", 1, 1000)
-    check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, driver))  # refuse before the work
+    check_output_dir(out_dir, anim_io.KIND, force=force, inputs=(recon_dir, driver))  # refuse before the work
     subject = load_subject(recon_dir, model_spec)
     camera = recon.read_intrinsics(recon_dir) or Intrinsics.nominal(PANEL, PANEL)
     d = read_driver(driver, subject, camera, fps)
@@ -103,7 +103,7 @@ def drive(recon_dir: str | Path, driver: str | Path, out_dir: str | Path, model_
               "model": subject.model.name, "textured": subject.texture is not None,
               "seconds": {"read": time.perf_counter() - t0}}
     logger.info(f"animate: {n} frames at {d.fps:g} fps from {d.kind} {driver}")
-    with staged_dir(out_dir, "animation", force=force, inputs=(recon_dir, driver)) as tmp:
+    with staged_dir(out_dir, anim_io.KIND, force=force, inputs=(recon_dir, driver)) as tmp:
         if write_video:
             report["seconds"]["video"] = write_driven_video(tmp, subject, anim, Path(driver).name, light)
         anim_io.write_animation(tmp, anim, (), report)

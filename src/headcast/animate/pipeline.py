@@ -212,14 +212,14 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
         raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
     if max_frames is not None:
         check_number(max_frames, "--max-frames", 1, None, integer=True)
-    check_output_dir(out_dir, "animation", force=force, inputs=(recon_dir, video))  # refuse before the work
+    check_output_dir(out_dir, anim_io.KIND, force=force, inputs=(recon_dir, video))  # refuse before the work
     subject = load_subject(recon_dir, model_spec, texture=False)  # the video's thread reads the texture
     info = video_info(video)
     cfg = cfg.for_video(info.width, info.height)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
                 f"'{subject.model.name}'")
     import_in_background("headcast.animate.preview" if write_video else None)
-    with staged_dir(out_dir, "animation", force=force, inputs=(recon_dir, video)) as tmp:
+    with staged_dir(out_dir, anim_io.KIND, force=force, inputs=(recon_dir, video)) as tmp:
         preview = None
         if write_video:
             from headcast.animate.preview import PreviewThread, expected_frames

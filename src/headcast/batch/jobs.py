@@ -157,7 +157,7 @@ def report_path(job: Job) -> Path:
 def complete(job: Job) -> bool:
     """Whether ``job``'s output is already there whole (headcast's manifest of its kind lists its report)."""
     m = read_manifest(job.target)
-    kind = "animation" if job.kind == "animate" else "reconstruction"
+    kind = anim.KIND if job.kind == "animate" else recon.KIND
     return (m is not None and m["kind"] == kind and report_path(job).name in m["files"]
             and report_path(job).is_file())
 

@@ -185,7 +185,7 @@ class Worker:
 
 def _fitted(out: Path) -> bool:
     m = read_manifest(out)
-    return m is not None and m["kind"] == "reconstruction" and recon.FIT_REPORT in m["files"]
+    return m is not None and m["kind"] == recon.KIND and recon.FIT_REPORT in m["files"]
 
 
 def node_name() -> str:

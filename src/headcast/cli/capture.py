@@ -215,6 +215,7 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     from headcast.core import threads
     from headcast.fit.config import FitConfig
     from headcast.fit.reconstruct import prepare_fitter, reconstruct_frame
+    from headcast.io import recon
     from headcast.io.outputs import check_output_dir
     from headcast.io.validate import MAX_HULL_MARGIN_M, check_number
     from headcast.model.registry import DEFAULT_MODEL, on_disk, resolve_model
@@ -225,7 +226,7 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     check_number(a.hull_margin, "--hull-margin", 0, MAX_HULL_MARGIN_M, unit="metres")
     check_number(a.grow_mm, "--grow-mm", 0, None, unit="mm")
     check_fit_options(a)
-    check_output_dir(a.out, "reconstruction", force=a.force, inputs=(a.color, a.depth, a.intrinsics))
+    check_output_dir(a.out, recon.KIND, force=a.force, inputs=(a.color, a.depth, a.intrinsics))
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
     # the model and the fitter are made beside the frame's reading (MediaPipe leaves the GIL); a model to
     # build first (the default one on first use) waits until the frame has been read

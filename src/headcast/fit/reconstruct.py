@@ -70,7 +70,7 @@ def reconstruct_frame(frame: RGBDFrame, model: HeadModel | threads.Job, out: Pat
     started = time.perf_counter() if started is None else started
     threads.apply()
     config = config or FitConfig()
-    check_output_dir(out, "reconstruction", force=force, inputs=_inputs(frame))  # refuse before the work
+    check_output_dir(out, recon.KIND, force=force, inputs=_inputs(frame))  # refuse before the work
     job = model if isinstance(model, threads.Job) else threads.Job(prepare_fitter, model, config, name="fitter")
     obs = preprocess(frame, landmarks, face=face, forehead=forehead, hull_margin=hull_margin, seed=config.seed)
     pictures = threads.Job(input_pictures, frame, name="pictures")  # encoded beside the fit
@@ -184,7 +184,7 @@ def write_reconstruction(out_dir: Path, obs: Observation, rec: Reconstruction, m
     frame = obs.frame
     workers = threads.plan().count
     pictures = pictures or threads.Job(input_pictures, frame, name="pictures")
-    with staged_dir(out_dir, "reconstruction", force=force, inputs=_inputs(frame)) as tmp, \
+    with staged_dir(out_dir, recon.KIND, force=force, inputs=_inputs(frame)) as tmp, \
             ThreadPoolExecutor(workers) as pool:
         pending = []
 

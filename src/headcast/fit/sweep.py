@@ -87,12 +87,13 @@ def reconstruct_sweep(inputs: list[str | Path], model: HeadModel, out: Path, *, 
     """Fit one head to the frames ``inputs`` (prefixes or color files, or one folder of them) and write the
     reconstruction folder ``out`` (:func:`headcast.fit.sweep_io.write_sweep`)."""
     from headcast.fit.sweep_io import frame_inputs, write_sweep
+    from headcast.io import recon
     from headcast.io.outputs import check_output_dir
 
     started = time.perf_counter() if started is None else started
     config, sweep = config or FitConfig(), sweep or SweepConfig()
     paths = sweep_inputs(inputs)
-    check_output_dir(out, "reconstruction", force=force, inputs=paths)
+    check_output_dir(out, recon.KIND, force=force, inputs=paths)
     frames = load_frames(paths, rotate, landmarks)
     sw = register_sweep(frames, sweep, landmarks, config.seed)
     rec = fit_sweep(sw, model, config, sweep)

@@ -71,7 +71,7 @@ def write_sweep(out_dir: Path, sw, rec: Reconstruction, model: HeadModel, force:
                 inputs: list = ()) -> Path:
     """The reconstruction folder of a sweep, written whole (``force``: replace an earlier one)."""
     first = sw.frames[sw.first]
-    with staged_dir(out_dir, "reconstruction", force=force, inputs=inputs) as tmp:
+    with staged_dir(out_dir, recon.KIND, force=force, inputs=inputs) as tmp:
         recon.write_params(tmp, rec.params, first.K, rec.offsets)
         write_obj(tmp / recon.MESH_OBJ, rec.vertices, model.faces, model.uv, model.uv_faces)
         write_ply(tmp / recon.MESH_PLY, rec.vertices, model.faces)

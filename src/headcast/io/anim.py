@@ -125,7 +125,8 @@ def _json_value(x, decimals: int):
 
 
 # ---------------------------------------------------------------- reading
-KINDS = ("animation", "decoded")  # the manifest kinds of folders holding an animation (headcast.io.outputs)
+KIND = "animation"  # the kind in an animation folder's manifest (headcast.io.outputs)
+KINDS = (KIND, "decoded")  # the manifest kinds of folders holding an animation (a decoded stream's too)
 
 
 def read_animation(folder: str | Path, fps: float | None = None, n_expr: int | None = None) -> Animation:

@@ -129,7 +129,7 @@ def _check_targets(d: Path, force: bool) -> bool:
     """Refuse to replace a texture file headcast did not write (one ``d``'s manifest does not list) and,
     without ``force``, an earlier texture; True when ``d`` has a reconstruction manifest to list the files in."""
     m = read_manifest(d)
-    tracked = m is not None and m["kind"] == "reconstruction"
+    tracked = m is not None and m["kind"] == recon.KIND
     for name in OUTPUTS:
         if os.path.lexists(d / name):
             if not tracked or name not in m["files"]:
@@ -150,7 +150,7 @@ def _write_outputs(d: Path, write: Callable[[Path], None], force: bool) -> None:
             for name, tmp in zip(OUTPUTS, tmps):
                 os.replace(staging / name, tmp)
             if tracked:  # first: a listed file that is missing is harmless, an unlisted one would be refused
-                extend_manifest(d, "reconstruction", OUTPUTS)
+                extend_manifest(d, recon.KIND, OUTPUTS)
     except OSError as e:
         raise HeadcastError(f"cannot write {d}: {reason(e)}") from None
     finally:
