@@ -25,8 +25,13 @@ the workers ready to the last job done, as direct-1/2 measure theirs), the sched
 overhead per job (median of the driver's time from sending a job to its result, less the job's own
 time), the CPU seconds per job (the worker's threads and its ffmpeg processes) and the cores a job kept
 busy (CPU over wall, summed over the jobs: above 1, one worker already uses part of a second core, and
-two workers cannot double it), and the peak memory per worker (RSS). Targets:
+two workers cannot double it), the peak memory per worker (RSS), and for the batch rows the CPU seconds the
+hypervisor took from this machine during the run (``steal``, from ``/proc/stat``; 0 on bare metal). Targets:
 2 workers >= 1.7 x 1 worker; 1 worker faster than the loop.
+
+A shared host's speed drifts by tens of per cent within minutes, so one 1-worker run then one 2-worker
+run is a noisy ratio. ``rounds`` > 1 runs the batch rows that many times, alternating their order (1, 2,
+then 2, 1, ...) so a drift weighs on both, and gives each round's ratios and their median.
 """
 
 from __future__ import annotations
@@ -55,8 +60,10 @@ FRAMES = ("frame-040", "frame-046", "frame-050", "frame-056")  # near frontal: e
 
 def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruct"), workers: tuple[int, ...] = (1, 2),
                     repeat: int = 2, max_frames: int | None = 100, method: str = "full", video: bool = False,
-                    loop: bool = True) -> dict:
+                    loop: bool = True, rounds: int = 1) -> dict:
     """Run the benchmark in ``work`` (a new or empty folder); returns the figures (module docstring)."""
+    if repeat < 1 or rounds < 1 or not workers or min(workers) < 1:
+        raise HeadcastError("bench batch: --repeat, --rounds and every --workers count must be at least 1")
     samples = shared_samples()
     if not (samples / "video").is_dir() or not truedepth_folder().is_dir():
         raise HeadcastError(f"bench batch needs the shared samples in {samples}")
@@ -84,10 +91,16 @@ def run_batch_bench(work: Path, kinds: tuple[str, ...] = ("animate", "reconstruc
                        else {"method": method})
             for n in (1, 2):
                 runs[f"direct-{n}"] = _direct(kind, inputs, work / kind / f"direct-{n}", head, options, n)
-        for w in workers:
-            runs[f"batch-{w}"] = _batch(kind, inputs, work / kind / f"batch-{w}", head, args, w)
+        per_round = []
+        for r in range(rounds):
+            name = lambda w: f"batch-{w}" + (f" #{r + 1}" if rounds > 1 else "")  # noqa: E731
+            for w in workers if r % 2 == 0 else workers[::-1]:
+                runs[name(w)] = _batch(kind, inputs, work / kind / name(w).replace(" #", "-r"), head, args, w)
+            per_round.append(_speedups({w: runs[name(w)] for w in workers}, workers))
         res["runs"][kind] = runs
-        res.setdefault("speedup", {})[kind] = _speedups(runs, workers)
+        res.setdefault("speedup", {})[kind] = {**_loop_speedups(runs, workers[0]), **_median(per_round)}
+        if rounds > 1:
+            res.setdefault("speedup_rounds", {})[kind] = per_round
     return res
 
 
@@ -210,10 +223,10 @@ def _claim(path: Path) -> bool:
 def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str], workers: int) -> dict:
     """``headcast batch`` (its own process, as a user runs it) on an embedded Ray with ``workers`` workers."""
     logger.info(f"bench batch: {kind} with {workers} worker(s)")
-    t0 = time.perf_counter()
+    t0, steal0 = time.perf_counter(), host_steal_s()
     log = _cli("batch", kind, *([str(head)] if kind == "animate" else []), *inputs, "--out", str(out),
                "--workers", str(workers), *args)
-    wall = time.perf_counter() - t0
+    wall, steal = time.perf_counter() - t0, host_steal_s() - steal0
     with open(out / "summary.csv", encoding="utf-8", newline="") as f:
         r = list(csv.DictReader(f))
     failed = [x["name"] for x in r if x["status"] != "ok"]
@@ -227,7 +240,8 @@ def _batch(kind: str, inputs: list[str], out: Path, head: Path, args: list[str],
            "overhead_per_job_s": statistics.median(float(x["overhead_s"]) for x in r),
            "cpu_per_job_s": statistics.mean(float(x["cpu_s"]) for x in r),
            "cores_per_job": sum(float(x["cpu_s"]) for x in r) / sum(float(x["seconds"]) for x in r),
-           "worker_rss_mb": max(float(x["worker_rss_mb"]) for x in r), "nodes": len({x["node"] for x in r})}
+           "worker_rss_mb": max(float(x["worker_rss_mb"]) for x in r), "nodes": len({x["node"] for x in r}),
+           "steal_s": steal}
     if said["jobs ran"] is not None:  # the jobs alone: from the workers ready to the last job done
         res["jobs_s"] = said["jobs ran"]
         res["fixed_s"] = wall - res["jobs_s"]  # the driver's, Ray's and the workers' start, Ray's stop, the exit
@@ -241,18 +255,41 @@ def _rates(res: dict) -> dict:
     return res
 
 
-def _speedups(runs: dict, workers: tuple[int, ...]) -> dict:
+def host_steal_s() -> float:
+    """CPU seconds the hypervisor has taken from this machine since boot (``steal`` in ``/proc/stat``, all
+    CPUs); 0 where the file or the field is missing."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _speedups(batches: dict, workers: tuple[int, ...]) -> dict:
+    """Ratios of one round's batch runs (``batches``: worker count -> figures), end to end and steady."""
     out = {}
     if len(workers) >= 2:
-        a, b = runs[f"batch-{workers[0]}"], runs[f"batch-{workers[1]}"]
+        a, b = batches[workers[0]], batches[workers[1]]
         out[f"batch-{workers[1]}_over_batch-{workers[0]}"] = a["wall_s"] / b["wall_s"]
         if "jobs_s" in a and "jobs_s" in b:
             out[f"batch-{workers[1]}_over_batch-{workers[0]}_steady"] = a["jobs_s"] / b["jobs_s"]
+    return out
+
+
+def _median(rounds: list[dict]) -> dict:
+    """Each ratio's median over the rounds."""
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]} if rounds else {}
+
+
+def _loop_speedups(runs: dict, first: int) -> dict:
+    """The ceilings without Ray (pair over loop, direct 2 over 1) and the first batch row over the loop."""
+    out = {}
     if "pair-1t" in runs:
         out["pair-1t_over_loop-1t"] = runs["loop-1t"]["wall_s"] / runs["pair-1t"]["wall_s"]
         out["direct-2_over_direct-1_steady"] = runs["direct-1"]["jobs_s"] / runs["direct-2"]["jobs_s"]
-    if "loop" in runs and f"batch-{workers[0]}" in runs:
-        out[f"batch-{workers[0]}_over_loop"] = runs["loop"]["wall_s"] / runs[f"batch-{workers[0]}"]["wall_s"]
+    batch = next((r for n, r in runs.items() if n.split(" #")[0] == f"batch-{first}"), None)
+    if "loop" in runs and batch is not None:
+        out[f"batch-{first}_over_loop"] = runs["loop"]["wall_s"] / batch["wall_s"]
     return out
 
 
@@ -262,15 +299,20 @@ def markdown(res: dict) -> str:
     for kind, runs in res["runs"].items():
         lines += [f"### batch {kind}", "",
                   "| run | jobs | wall s | jobs/min | frames/s | Ray start s | workers start s | Ray stop s | fixed s "
-                  "| steady jobs/min | overhead/job s | CPU s/job | cores/job | MB/worker |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| steady jobs/min | overhead/job s | CPU s/job | cores/job | MB/worker | steal s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in runs.items():
             f = lambda k, fmt="{:.1f}": fmt.format(r[k]) if r.get(k) is not None else "-"  # noqa: E731
             lines.append(f"| {name} | {r['jobs']} | {r['wall_s']:.1f} | {r['jobs_per_min']:.2f} | "
                          f"{r['frames_per_s']:.3g} | {f('ray_start_s')} | {f('workers_ready_s')} | {f('ray_stop_s')} | "
                          f"{f('fixed_s')} | "
                          f"{f('jobs_per_min_steady', '{:.2f}')} | {f('overhead_per_job_s', '{:.3f}')} | "
-                         f"{f('cpu_per_job_s', '{:.2f}')} | {f('cores_per_job', '{:.2f}')} | {f('worker_rss_mb', '{:.0f}')} |")
+                         f"{f('cpu_per_job_s', '{:.2f}')} | {f('cores_per_job', '{:.2f}')} | {f('worker_rss_mb', '{:.0f}')} | "
+                         f"{f('steal_s')} |")
         sp = ", ".join(f"{k} {v:.2f}x" for k, v in res.get("speedup", {}).get(kind, {}).items())
-        lines += ["", f"Speed-ups: {sp}", ""]
+        each = res.get("speedup_rounds", {}).get(kind)
+        lines += ["", f"Speed-ups{' (batch rows: median of the rounds)' if each else ''}: {sp}", ""]
+        if each:
+            lines += ["Each round: " + "; ".join(", ".join(f"{v:.2f}x" for v in r.values()) for r in each)
+                      + f" ({', '.join(each[0])})", ""]
     return "\n".join(lines)

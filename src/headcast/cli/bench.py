@@ -239,6 +239,9 @@ def _batch_arguments(bb: argparse.ArgumentParser) -> None:
     bb.add_argument("--method", default=default("method"), help="reconstruct method (default %(default)s)")
     bb.add_argument("--video", action="store_true", help="animate: also write the preview videos")
     bb.add_argument("--no-loop", action="store_true", help="skip the loop of single commands")
+    bb.add_argument("--rounds", type=int, default=default("rounds"),
+                    help="run the batch rows this many times, alternating their order, and give the median "
+                         "ratios (default %(default)s)")
     bb.add_argument("--out", help="folder for batch.json and batch.md")
     bb.add_argument("--json", action="store_true", help="print the figures as JSON too")
     bb.set_defaults(func=run_batch)
@@ -251,7 +254,8 @@ def run_batch(a: argparse.Namespace) -> None:
     with logs.scoped(show=SHOWN):
         res = run_batch_bench(Path(a.work), kinds=tuple(a.kinds.split(",")),
                               workers=tuple(int(w) for w in a.workers.split(",")), repeat=a.repeat,
-                              max_frames=a.max_frames, method=a.method, video=a.video, loop=not a.no_loop)
+                              max_frames=a.max_frames, method=a.method, video=a.video, loop=not a.no_loop,
+                              rounds=a.rounds)
     if a.out:
         write_results(Path(a.out), "batch", res, markdown(res))
     _show(res, markdown(res), a.json)
