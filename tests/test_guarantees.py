@@ -282,6 +282,11 @@ def _out_cases(command: str, argv, input_match: str, earlier, other, input_path)
     }
 
 
+def _glb_unless_named(out) -> list[str]:
+    """``--format glb`` for an export to a name like notes.txt, whose suffix alone names no format."""
+    return [] if Path(out).suffix in (".glb", ".csv", ".npz") else ["--format", "glb"]
+
+
 def _file_cases(command: str, argv, input_path) -> dict:
     """The --out cases of a single-file command: ``argv(w, out)`` writes the file ``out``."""
     return {
@@ -397,7 +402,10 @@ OUT_CASES = {
                  lambda w: w.prev_demo, lambda w: w.prev_synth, lambda w: w.video),
     **_file_cases("encode", lambda w, out: ["encode", w.prev_anim, "--out", out],
                   lambda w: w.prev_anim / "params.npz"),
-    **_file_cases("export", lambda w, out: ["export", w.recon, "--out", out], lambda w: w.recon / "params.npz"),
+    **_file_cases("export", lambda w, out: ["export", w.recon, "--out", out, *_glb_unless_named(out)],
+                  lambda w: w.recon / "params.npz"),
+    "export-out-unknown-suffix": lambda w: _c(["export", w.recon, "--out", w.root / "head.xyz"], "head.xyz",
+                                              "'.xyz' names no export format; use .glb / .csv / .npz"),
     **_file_cases("keygen", lambda w, out: ["keygen", "--out", out], None),
     **_file_cases("import-flame", lambda w, out: ["model", "import-flame", w.root / "generic_model.pkl", "--out", out],
                   lambda w: w.root / "generic_model.pkl"),

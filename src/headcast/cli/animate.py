@@ -73,7 +73,7 @@ def _export_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--format", choices=tuple(FORMAT_SUFFIXES.values()),
                    help="glb: the head as binary glTF; livelink: a Live Link Face CSV take (ARKit curves) of an "
                         "animation folder; flame-npz: its FLAME parameters (flame_param.npz) (default: from --out's "
-                        "suffix, .glb / .csv / .npz; glb for any other)")
+                        "suffix, .glb / .csv / .npz; another suffix needs --format)")
     e.add_argument("--anim", help="an animation folder (headcast animate) to add as glTF animation")
     e.add_argument("--out", required=True, help="output .glb, .csv or .npz")
     add_force(e, file=True)
@@ -81,14 +81,19 @@ def _export_arguments(e: argparse.ArgumentParser) -> None:
 
 
 def export_format(out: str, given: str | None) -> str:
-    """The format to write ``out`` in: ``given`` (``--format``), else the one its suffix names, else glb;
-    HeadcastError when ``given`` and a known suffix disagree (a CSV named .glb, say)."""
+    """The format to write ``out`` in: ``given`` (``--format``, any file name), else the one its suffix names;
+    HeadcastError when ``given`` and a known suffix disagree (a CSV named .glb, say), and when neither names
+    one (``head.xyz`` is not silently a GLB)."""
     from headcast.core.errors import HeadcastError
 
-    named = FORMAT_SUFFIXES.get(Path(out).suffix.lower())
+    suffix = Path(out).suffix.lower()
+    named = FORMAT_SUFFIXES.get(suffix)
     if given and named and given != named:
         raise HeadcastError(f"--out {out} names a {named} file but --format is {given}")
-    return given or named or "glb"
+    if not given and not named:
+        raise HeadcastError(f"--out {out}: {f'suffix {suffix!r}' if suffix else 'no suffix'} names no export format; "
+                            f"use {' / '.join(FORMAT_SUFFIXES)} or pass --format")
+    return given or named
 
 
 def run_export(a: argparse.Namespace) -> None:
