@@ -318,6 +318,24 @@ def test_bad_options_are_refused_before_any_job(tmp_path):
     assert (tmp_path / "mine" / "summary.csv").read_text() == "my,own,table\n"
 
 
+@pytest.mark.parametrize("flag, value", [("--seed", "-1"), ("--w-psi", "nan"), ("--grow-mm", "-3"),
+                                         ("--hull-margin", "0.5"), ("--texture-size", "8")])
+def test_batch_refuses_an_option_as_the_single_command_does(flag, value, tmp_path, capsys):
+    """One table of ranges (io.validate.OPTION_RANGES): batch reconstruct's line is the single command's, units
+    and all, and nothing is written."""
+    from headcast.cli import main
+
+    more = ["--texture"] if flag == "--texture-size" else []
+    lines = []
+    for argv in (["reconstruct", "x"], ["batch", "reconstruct", "x"]):
+        assert main([*argv, "--out", str(tmp_path / "o"), flag, value, *more]) == 2
+        lines.append(capsys.readouterr().err.strip())
+    assert lines[0] == lines[1] and len(lines[0].splitlines()) == 1, lines
+    assert not (tmp_path / "o").exists()
+    if flag in ("--grow-mm", "--hull-margin", "--texture-size"):
+        assert lines[0].split(", not ")[0].endswith((" mm", " metres", " texels")), lines[0]
+
+
 def test_worker_threads_pinned_whatever_it_inherits():
     """A worker started with core.threads.environment(1) and pinned has one thread in every pool, even when
     the environment it inherited (the driver's, applied for 2 CPUs) said 2."""

@@ -39,17 +39,11 @@ COLUMNS = ("name", "kind", "input", "status", "error", "seconds", "node", "attem
 
 def check_options(kind: str, options: dict) -> None:
     """Refuse option names ``kind``'s single command does not have, and out-of-range values, before any job."""
-    from headcast.io.validate import MAX_HULL_MARGIN_M, MAX_TEXTURE_SIZE, check_number
+    from headcast.io.validate import check_options as check_ranges
 
     unknown = sorted(set(options) - set(OPTIONS[kind]))
     if unknown:
         raise HeadcastError(f"batch {kind} has no option {unknown[0]!r} (it takes {', '.join(OPTIONS[kind])})")
-    ranges = {"hull_margin": ("--hull-margin", 0, MAX_HULL_MARGIN_M, False),
-              "texture_size": ("--texture-size", 16, MAX_TEXTURE_SIZE, True),
-              "size": ("--size", 16, MAX_TEXTURE_SIZE, True), "max_frames": ("--max-frames", 1, None, True),
-              "max_iters": ("--max-iters", 1, None, True), "threshold": ("--threshold", 0, 10, False),
-              "seed": ("--seed", 0, None, True), "w_beta": ("--w-beta", 0, None, False),
-              "w_psi": ("--w-psi", 0, None, False), "grow_mm": ("--grow-mm", 0, None, False)}
     if kind == "reconstruct" and options.get("sweep") and (
             options.get("method", "full") != "full" or options.get("face") is not None or options.get("forehead")
             or options.get("depth_scale") is not None):
@@ -57,9 +51,7 @@ def check_options(kind: str, options: dict) -> None:
                             "the full method to the whole head")
     if kind == "reconstruct" and not options.get("sweep") and options.get("expression") == "per-frame":
         raise HeadcastError("--expression per-frame is for --sweep jobs; one frame has one expression")
-    for key, (flag, lo, hi, integer) in ranges.items():
-        if options.get(key) is not None:
-            check_number(options[key], flag, lo, hi, integer=integer)
+    check_ranges(options)
 
 
 def one_line(e: BaseException) -> str:

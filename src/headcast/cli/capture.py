@@ -217,14 +217,13 @@ def run_reconstruct(a: argparse.Namespace) -> None:
     from headcast.fit.reconstruct import prepare_fitter, reconstruct_frame
     from headcast.io import recon
     from headcast.io.outputs import check_output_dir
-    from headcast.io.validate import MAX_HULL_MARGIN_M, check_number
+    from headcast.io.validate import check_options
     from headcast.model.registry import DEFAULT_MODEL, on_disk, resolve_model
     from headcast.preprocess.rgbd import load_rgbd
 
     t0 = time.perf_counter()
     # the options and --out first: refused before anything is read (the stages check them again)
-    check_number(a.hull_margin, "--hull-margin", 0, MAX_HULL_MARGIN_M, unit="metres")
-    check_number(a.grow_mm, "--grow-mm", 0, None, unit="mm")
+    check_options({"hull_margin": a.hull_margin, "grow_mm": a.grow_mm})
     check_fit_options(a)
     check_output_dir(a.out, recon.KIND, force=a.force, inputs=(a.color, a.depth, a.intrinsics))
     cfg = FitConfig(w_beta=a.w_beta, w_psi=a.w_psi, grow_mm=a.grow_mm, seed=a.seed)
@@ -293,16 +292,12 @@ def run_sweep(a: argparse.Namespace) -> None:
 def check_fit_options(a: argparse.Namespace) -> None:
     """The options one frame and a sweep share, refused before anything is read: the seed, the prior weights
     and the texturing options (which need ``--texture``; its albedo model must be a file)."""
-    from headcast.io.validate import MAX_TEXTURE_SIZE, check_number
+    from headcast.io.validate import check_options
 
-    check_number(a.seed, "--seed", 0, None, integer=True)
-    for name, w in (("--w-beta", a.w_beta), ("--w-psi", a.w_psi)):
-        if w is not None:
-            check_number(w, name, 0, None)
+    check_options({"seed": a.seed, "w_beta": a.w_beta, "w_psi": a.w_psi})
     if not a.texture and (a.texture_size is not None or a.albedo_model is not None):
         raise HeadcastError("--texture-size and --albedo-model are for --texture")
-    if a.texture_size is not None:
-        check_number(a.texture_size, "--texture-size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
+    check_options({"texture_size": a.texture_size})
     if a.albedo_model is not None:
         from headcast.core.files import check_input_file
         from headcast.texture.albedo_model import MAX_BYTES

@@ -58,6 +58,31 @@ def check_number(value, what: str, lo: float | None = None, hi: float | None = N
     return value
 
 
+# The number options of reconstruct, animate and texture, by their argument names: (flag, lo, hi, whole number,
+# unit). The single commands and ``headcast batch`` check them here, so both refuse a value alike.
+OPTION_RANGES = {
+    "seed": ("--seed", 0, None, True, ""),
+    "w_beta": ("--w-beta", 0, None, False, ""),
+    "w_psi": ("--w-psi", 0, None, False, ""),
+    "grow_mm": ("--grow-mm", 0, None, False, "mm"),
+    "hull_margin": ("--hull-margin", 0, MAX_HULL_MARGIN_M, False, "metres"),
+    "texture_size": ("--texture-size", 16, MAX_TEXTURE_SIZE, True, "texels"),
+    "size": ("--size", 16, MAX_TEXTURE_SIZE, True, "texels"),
+    "max_frames": ("--max-frames", 1, None, True, ""),
+    "max_iters": ("--max-iters", 1, None, True, ""),
+    "threshold": ("--threshold", 0, 10, False, ""),
+}
+
+
+def check_options(options: dict) -> None:
+    """Refuse, as :func:`check_number` does, any value in ``options`` (argument name -> value; None: not
+    given) outside its :data:`OPTION_RANGES` range; names the table does not hold are left alone."""
+    for key, value in options.items():
+        if value is not None and key in OPTION_RANGES:
+            flag, lo, hi, integer, unit = OPTION_RANGES[key]
+            check_number(value, flag, lo, hi, integer=integer, unit=unit)
+
+
 def finite_array(a, what: str, shape: tuple | None = None, kinds: str = "biuf", *, dtype=None,
                  finite: bool = True) -> np.ndarray:
     """``a`` as an array whose dtype kind is in ``kinds``, of ``shape`` when given (None matches any
