@@ -76,6 +76,8 @@ def test_embedded_sweeps_bad_inputs_fail_alone_and_rerun_skips(headcast_home, tm
     assert "missing" in rows["missing"]["error"] and "corrupt" in rows["corrupt"]["error"]
     assert "Traceback" not in run.stderr
     assert _complete(out / "three", "reconstruction", "fit_report.json")
+    m = read_manifest(out)  # the batch folder is headcast's: a rerun may resume it
+    assert m["kind"] == "batch" and {"three", "corrupt", "missing", "summary.csv"} <= set(m["files"]), m
     _no_staging(out)
     stamp = (out / "three" / "fit_report.json").stat().st_mtime_ns
 
@@ -313,9 +315,28 @@ def test_bad_options_are_refused_before_any_job(tmp_path):
             run("reconstruct", ["x"], tmp_path / "o", options={key: value})
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "summary.csv").write_text("my,own,table\n")
-    with pytest.raises(HeadcastError, match="not a headcast batch summary"):
+    with pytest.raises(HeadcastError, match="holds files headcast did not write"):
         run("reconstruct", ["x"], tmp_path / "mine")
     assert (tmp_path / "mine" / "summary.csv").read_text() == "my,own,table\n"
+
+
+def test_batch_out_must_be_new_empty_or_a_batch_folder(tmp_path):
+    """--out is refused in one line, exit 2, before Ray and nothing written, when it holds the user's files (a
+    folder named like the job, a notes file) or another headcast output, as every other command's --out."""
+    from headcast.io.outputs import staged_dir
+
+    mine = tmp_path / "mine"
+    (mine / "frame-050").mkdir(parents=True)  # the job's name
+    (mine / "frame-050" / "notes.txt").write_text("mine")
+    (mine / "notes.txt").write_text("mine")
+    with staged_dir(tmp_path / "recon", "reconstruction") as d:
+        (d / "params.npz").write_bytes(b"")
+    for out, says in ((mine, "holds files headcast did not write"), (tmp_path / "recon", "of kind 'reconstruction'")):
+        before = sorted((p, p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*"))
+        run = _headcast("batch", "reconstruct", str(tmp_path / "frame-050"), "--out", str(out), *FAST, timeout=300)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and len(lines) == 1 and says in lines[0] and str(out) in lines[0], run.stderr
+        assert sorted((p, p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*")) == before
 
 
 @pytest.mark.parametrize("flag, value", [("--seed", "-1"), ("--w-psi", "nan"), ("--grow-mm", "-3"),

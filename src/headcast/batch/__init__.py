@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from headcast.batch.jobs import Job, complete, figures, longest_first, make_jobs
-from headcast.batch.summary import check_summary, write_summary
+from headcast.batch.summary import NAMES as SUMMARY_NAMES
+from headcast.batch.summary import write_summary
 from headcast.batch.worker import check_options
 from headcast.core.errors import HeadcastError
-from headcast.io.outputs import check_writable
+from headcast.io.outputs import check_batch_dir, claim_batch_dir
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ def run(kind: str, inputs: list[str], out: str | Path, *, recon_dir: str | Path 
 
     inputs: frame prefixes / videos / reconstruction folders, folders of them, ``@list.txt`` files.
     out: the batch folder (``OUT/<name>/`` per reconstruct or animate job; texture writes into each input
-    folder as ``headcast texture`` does) and its ``summary.csv``. recon_dir: the head every animate job
+    folder as ``headcast texture`` does) and its ``summary.csv``: new, empty or an earlier batch folder (its
+    manifest, :data:`headcast.io.outputs.BATCH`, is written before any job), else refused. recon_dir: the head every animate job
     drives. options: the single command's options by their argument names (see
     :data:`headcast.batch.worker.OPTIONS`; unset ones keep the stage's defaults). address: a Ray cluster
     (``auto``, ``HOST:PORT``, ``ray://...``); None starts an embedded one. workers: how many (default: the
@@ -48,12 +50,9 @@ def run(kind: str, inputs: list[str], out: str | Path, *, recon_dir: str | Path 
         recon.check_folder(recon_dir)
         recon_dir = str(recon_dir)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise HeadcastError(f"output {out} exists and is not a folder")
-    check_summary(out)
-    check_writable(out.resolve())  # a read-only --out is one line before any job, not an error in one
+    check_batch_dir(out)  # another's folder, a file, a read-only one: one line before any job, nothing written
     jobs = make_jobs(kind, inputs, out, recon_dir, options)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_batch_dir(out, [*([j.name for j in jobs] if kind != "texture" else []), *SUMMARY_NAMES])
     rows = {j.name: r for j in jobs if (r := _skipped(j, force)) is not None}
     todo = [j for j in jobs if j.name not in rows]
     logger.info(f"batch {kind}: {len(jobs)} jobs, {len(rows)} already complete (skipped), {len(todo)} to run")

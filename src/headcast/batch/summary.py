@@ -9,25 +9,11 @@ import io
 from pathlib import Path
 
 from headcast.batch.worker import COLUMNS
-from headcast.core.errors import HeadcastError
 from headcast.io.outputs import staged_file
 
 CSV = "summary.csv"
 PARQUET = "summary.parquet"
-
-
-def check_summary(out: Path) -> None:
-    """Refuse an ``out`` whose summary.csv headcast did not write (its first line is not our header)."""
-    p = Path(out) / CSV
-    if not p.exists():
-        return
-    try:
-        with open(p, encoding="utf-8") as f:
-            first = f.readline().strip()
-    except (OSError, UnicodeDecodeError):
-        first = ""
-    if first.split(",")[:4] != list(COLUMNS[:4]):
-        raise HeadcastError(f"{p} is not a headcast batch summary: choose another --out")
+NAMES = (CSV, PARQUET)  # what the summary may write into the batch folder (listed in its manifest)
 
 
 def write_summary(out: Path, rows: list[dict]) -> list[Path]:

@@ -60,8 +60,9 @@ def _common(p: argparse.ArgumentParser, kind: str, single) -> None:
     """The batch's own options, then the single command's (from its parser, minus its inputs and --out)."""
     from headcast.batch.worker import OPTIONS
 
-    p.add_argument("--out", required=True, help="batch folder: OUT/<name>/ per job and OUT/summary.csv"
-                   if kind != "texture" else "folder for summary.csv (the textures go into the input folders)")
+    p.add_argument("--out", required=True, help=("batch folder: OUT/<name>/ per job and OUT/summary.csv"
+                   if kind != "texture" else "batch folder for summary.csv (the textures go into the input folders)")
+                   + "; new, empty or an earlier batch's (its .headcast.json of kind batch: a rerun resumes it)")
     add_force(p)
     p.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
                                      "(default: an embedded local Ray, stopped at the end)")

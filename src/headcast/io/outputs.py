@@ -203,6 +203,35 @@ def extend_manifest(folder: str | Path, kind: str, names: Iterable[str]) -> None
         tmp.write_bytes(_manifest_bytes(kind, set(m["files"]) | set(names)))
 
 
+# --- batch folders -----------------------------------------------------------------------------
+BATCH = "batch"  # the manifest kind of a batch folder (``headcast batch``: OUT/<job>/ and OUT/summary.csv)
+
+
+def check_batch_dir(out: str | Path) -> None:
+    """Refuse ``out`` as a batch folder, in one line, unless it is absent, empty or an earlier batch folder
+    (whose manifest is of kind :data:`BATCH`: a rerun resumes it), as :func:`check_output_dir` refuses a
+    folder of other files, another headcast output, a file, or a folder that cannot be written."""
+    check_output_dir(out, BATCH, force=True)
+
+
+def claim_batch_dir(out: str | Path, names: Iterable[str]) -> None:
+    """Make ``out`` a batch folder before any job writes into it: created with its manifest listing ``names``
+    (the job folders and summary files the run writes) when absent or empty; an earlier batch folder's
+    manifest gets ``names`` added. Refused as :func:`check_batch_dir` refuses, before anything is written."""
+    out = _resolve(out)
+    check_batch_dir(out)
+    _make_parent(out)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        raise _cannot_write(out, e) from None
+    if read_manifest(out) is not None:
+        extend_manifest(out, BATCH, names)
+        return
+    with staged_file(out / MANIFEST) as tmp:
+        tmp.write_bytes(_manifest_bytes(BATCH, sorted(set(names))))
+
+
 # --- folders -----------------------------------------------------------------------------------
 def check_output_dir(out: str | Path, kind: str, *, force: bool = False, inputs: Iterable = (),
                      _ignore: str | None = None) -> list[str]:
