@@ -258,3 +258,17 @@ def test_gl_mesh_renderer_matches_the_ray_caster(ict_model):
     img, mask2 = r.render(v, K)
     r.release()
     assert (mask2 == mask).all() and img[mask][:, 1:].max() == 0 and img[mask][:, 0].mean() > 60
+
+
+def test_a_given_video_header_is_not_read_again(subject_dir, tmp_path, monkeypatch):
+    """The demo checks a --video's header first and hands it to animate (``info``), which then does not read
+    it again: the real video_info, counted, runs once for the whole stage."""
+    import headcast.animate.pipeline as pipeline
+    from headcast.animate.video import video_info
+
+    video = shared_path("samples", "video", "d0.mp4")
+    calls = []
+    monkeypatch.setattr(pipeline, "video_info", lambda p: calls.append(p) or video_info(p))
+    info = video_info(video)
+    rep = animate(subject_dir, video, tmp_path / "out", max_frames=2, write_video=False, info=info)
+    assert rep["frames"] == 2 and calls == []

@@ -395,3 +395,42 @@ def test_track_config_threshold_is_used(ict_model, headcast_home, tmp_path):
     assert rep["threshold"] == 0.02 and rep["config"]["threshold"] == 0.02
     a = A.read_animation(tmp_path / "out")
     assert float(a.extras["threshold"]) == 0.02 and a.n_frames == 6
+
+
+MANIFEST_READS = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from headcast.animate.subject import load_subject
+from headcast.core.params import N_POSE, HeadParams
+from headcast.export.gltf import export_glb
+from headcast.io import recon
+from headcast.io.outputs import MANIFEST, staged_dir
+from headcast.model.registry import resolve_model
+
+root = Path(sys.argv[1])
+m = resolve_model("ict")
+with staged_dir(root / "recon", recon.KIND) as t:
+    recon.write_params(t, HeadParams(np.zeros(m.n_shape), np.zeros(m.n_expr), np.zeros(N_POSE), 1.0,
+                                     np.array([0.0, 0.0, 0.5]), m.name))
+opened = []
+sys.addaudithook(lambda event, args: event == "open" and str(args[0]).endswith(MANIFEST) and opened.append(1))
+load_subject(root / "recon", m, texture=False)
+export_glb(root / "recon", None, root / "head.glb", model=m)
+print(len(opened))
+"""
+
+
+def test_a_reconstruction_folders_manifest_is_read_once_per_stage(headcast_home, tmp_path):
+    """animate's subject and export read the folder's manifest once each (recon.read_checked: the folder's
+    check and its parameters share the read), counted by Python's audit hook on every open."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", MANIFEST_READS, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["2"], run.stdout  # one for load_subject, one for export_glb
+    assert (tmp_path / "head.glb").is_file()

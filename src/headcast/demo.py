@@ -35,15 +35,14 @@ def run_demo(out: Path, model_spec: str = DEFAULT_MODEL, seed: int = 0, video: P
     if sweep is not None and not (isinstance(sweep, int) and 2 <= sweep <= 100):
         raise HeadcastError(f"--sweep must be 2..100 views, not {sweep}")
     check_output_dir(out, "demo", force=force, inputs=(video,))  # refuse before the work
-    if video is not None:
-        video_info(video)
+    info = video_info(video) if video is not None else None  # refused before the work, read once
     t0 = time.perf_counter()
     model = resolve_model(model_spec)
     logger.info(f"demo: model '{model.name}' ({model.n_vertices} vertices, {model.n_shape} identity and "
                 f"{model.n_expr} expression components)")
     with staged_dir(out, "demo", force=force, inputs=(video,)) as tmp:
         rec = _reconstruct_sweep(model, tmp, seed, sweep) if sweep is not None else _reconstruct(model, tmp, seed)
-        tex, anim = _texture_and_animate(model, tmp, out, video)
+        tex, anim = _texture_and_animate(model, tmp, out, video, info)
     logger.info(f"demo: outputs in {out}/: input/ (synthetic RGB-D + ground truth), reconstruction/ (mesh.obj, "
                 f"mesh_textured.obj, albedo.png, params.json, fit_report.json, overlay.png, render_vs_photo.png), "
                 f"animation/ (animation.mp4, frames.jsonl), head.glb; total {time.perf_counter() - t0:.0f} s")
@@ -91,11 +90,11 @@ def _reconstruct_sweep(model, tmp: Path, seed: int, views: int):
     return rec
 
 
-def _texture_and_animate(model, tmp: Path, out: Path, video: Path | None) -> tuple[dict, dict]:
+def _texture_and_animate(model, tmp: Path, out: Path, video: Path | None, info=None) -> tuple[dict, dict]:
     """Texture ``tmp/reconstruction``, animate it into ``tmp/animation`` and export ``tmp/head.glb``
-    (``tmp`` is the staging folder of ``out``). The texture is made in a thread while the built-in motion
-    (or ``video``) is rendered and tracked, which need only the fitted shape; the animation's video waits
-    for the texture (:func:`headcast.animate.animate`'s ``texture_wait``)."""
+    (``tmp`` is the staging folder of ``out``; ``info``: ``video``'s header, read by the caller). The texture is
+    made in a thread while the built-in motion (or ``video``) is rendered and tracked, which need only the fitted
+    shape; the animation's video waits for the texture (:func:`headcast.animate.animate`'s ``texture_wait``)."""
     import contextlib
     import tempfile
 
@@ -116,7 +115,7 @@ def _texture_and_animate(model, tmp: Path, out: Path, video: Path | None) -> tup
                 logger.info("demo: rendering the built-in motion (7 s) while the texture is made")
                 truth = render_builtin_motion(recon, video)
             anim = animate(recon, video, tmp / "animation", copy_input=truth is not None, truth=truth,
-                           texture_wait=texture.result)
+                           texture_wait=texture.result, info=info)
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
                 texture.result()

@@ -188,7 +188,7 @@ def _landmarks(video: str | Path, max_frames: int | None, info: VideoInfo, sec: 
 def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model_spec: str | HeadModel | None = None,
             threshold: float | None = None, max_iters: int | None = None, config: TrackConfig | None = None,
             write_video: bool = True, max_frames: int | None = None, copy_input: bool = False, truth=None,
-            force: bool = False, light: str = DEFAULT_LIGHT, texture_wait=None) -> dict:
+            force: bool = False, light: str = DEFAULT_LIGHT, texture_wait=None, info: VideoInfo | None = None) -> dict:
     """Animate the head in ``recon_dir`` with the face in ``video``; write ``out_dir``; return the report.
 
     ``config`` holds the tracker's settings (default :class:`TrackConfig`); ``threshold`` and ``max_iters``,
@@ -198,15 +198,16 @@ def animate(recon_dir: str | Path, video: str | Path, out_dir: str | Path, model
     motion to the report; ``force`` replaces an earlier animation in ``out_dir``; ``light`` (fitted or
     neutral) lights the video's head (:func:`subject_light`). ``texture_wait``: when the texture stage is
     still making ``recon_dir``'s texture (the demo), a call that returns once it is done (or raises what it
-    raised); the video's thread calls it before it reads the texture, the tracking does not wait."""
+    raised); the video's thread calls it before it reads the texture, the tracking does not wait. ``info``: the
+    video's :func:`video_info` when the caller has read it already (the demo checks a given video first)."""
     threads.apply()
     with one_blas_thread():  # small matrices everywhere; and no BLAS pool at work while threads fork ffmpeg
         return _animate(recon_dir, video, out_dir, model_spec, _config(config, threshold, max_iters), write_video,
-                        max_frames, copy_input, truth, force, light, texture_wait)
+                        max_frames, copy_input, truth, force, light, texture_wait, info)
 
 
 def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_video: bool, max_frames, copy_input: bool,
-             truth, force: bool, light: str, texture_wait) -> dict:
+             truth, force: bool, light: str, texture_wait, info: VideoInfo | None) -> dict:
     """:func:`animate` with its settings checked."""
     if light not in LIGHTS:
         raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
@@ -214,7 +215,7 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
         check_number(max_frames, "--max-frames", 1, None, integer=True)
     check_output_dir(out_dir, anim_io.KIND, force=force, inputs=(recon_dir, video))  # refuse before the work
     subject = load_subject(recon_dir, model_spec, texture=False)  # the video's thread reads the texture
-    info = video_info(video)
+    info = info or video_info(video)
     cfg = cfg.for_video(info.width, info.height)
     logger.info(f"animate: {video} ({info.width}x{info.height}, {info.fps:g} fps); subject model "
                 f"'{subject.model.name}'")

@@ -31,8 +31,7 @@ def load_subject(recon_dir: str | Path, model_spec: str | HeadModel | None = Non
     second to parse; parameters-only runs leave it)."""
     from headcast.model.registry import resolve_model
 
-    d = recon.check_folder(recon_dir)
-    params = recon.read_params(d)
+    d, params = recon.read_checked(recon_dir)
     model = model_spec if isinstance(model_spec, HeadModel) else resolve_model(model_spec or params.model)
     recon.check_model(d, params, model)
     model = recon.with_offsets(model, recon.read_offsets(d, model.n_vertices))  # the detail layer, if any

@@ -147,7 +147,7 @@ class Worker:
         from headcast.animate.pipeline import animate
 
         o = job.options
-        params = recon.read_params(recon.check_folder(job.recon_dir))
+        _, params = recon.read_checked(job.recon_dir)
         model = self.model(o.get("model") or params.model)
         if is_driver_file(job.input):  # a Live Link Face .csv take, as 'headcast animate' drives it
             drive(Path(job.recon_dir), Path(job.input), Path(job.target), model_spec=model,
@@ -164,7 +164,7 @@ class Worker:
         from headcast.texture.pipeline import texture_reconstruction
 
         o = job.options
-        params = recon.read_params(recon.check_folder(job.input))
+        _, params = recon.read_checked(job.input)
         if o.get("model") and o["model"] != params.model:
             raise HeadcastError(f"{job.input} was fitted with model {params.model!r}, not {o['model']!r}")
         texture_reconstruction(job.input, model=self.model(params.model), force=force,

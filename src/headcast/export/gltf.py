@@ -38,7 +38,7 @@ from headcast.io import recon
 from headcast.io.anim import read_animation
 from headcast.io.gltf import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, GlbBuffer, write_glb
 from headcast.io.outputs import check_output_file, staged_file
-from headcast.io.recon import check_folder, check_model, read_intrinsics, read_lighting, read_params, read_texture
+from headcast.io.recon import check_model, read_intrinsics, read_lighting, read_texture
 from headcast.model.head_model import HeadModel
 
 logger = logging.getLogger(__name__)
@@ -304,8 +304,7 @@ def export_glb(result_dir: str | Path, anim_dir: str | Path | None = None, out: 
                                                  recon.LIGHTING)]
     inputs = read + ([Path(anim_dir) / anim_io.PARAMS] if anim_dir is not None else [])
     check_output_file(out, force=force, inputs=inputs)  # refuse before the work
-    d = check_folder(result_dir)
-    params = read_params(d)
+    d, params = recon.read_checked(result_dir)
     m = model if model is not None else resolve_model(params.model)
     check_model(d, params, m)
     m = recon.with_offsets(m, recon.read_offsets(d, m.n_vertices))  # the detail layer, when the folder has one

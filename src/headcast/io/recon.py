@@ -113,8 +113,20 @@ def write_params(folder: str | Path, params: HeadParams, K: Intrinsics | None = 
 def read_params(folder: str | Path) -> HeadParams:
     """The fitted parameters in ``folder``/params.npz, checked: shapes, finite values, a positive scale."""
     d = Path(folder)
-    path = d / PARAMS
     check_kind(d, (KIND,), "a reconstruction folder")
+    return _params(d)
+
+
+def read_checked(folder: str | Path, required: tuple[str, ...] = (PARAMS,)) -> tuple[Path, HeadParams]:
+    """:func:`check_folder` then :func:`read_params`, the folder's manifest read once: ``folder`` as a Path
+    and its parameters, with the same errors."""
+    d = check_folder(folder, required)
+    return d, _params(d)
+
+
+def _params(d: Path) -> HeadParams:
+    """:func:`read_params` once the folder's manifest has been checked."""
+    path = d / PARAMS
     if not _present(path):
         raise HeadcastError(f"{d} has no {PARAMS} (is it a reconstruction folder?)")
     z = read_npz(path, "reconstruction parameters", max_bytes=MAX_PARAMS_BYTES)

@@ -85,8 +85,7 @@ def texture_reconstruction(recon_dir: str | Path, albedo_model: str | Path | Non
 
     t0 = time.perf_counter()
     check_number(size, "--size", 16, MAX_TEXTURE_SIZE, integer=True, unit="texels")
-    d = recon.check_folder(recon_dir, REQUIRED)
-    params = recon.read_params(d)
+    d, params = recon.read_checked(recon_dir, REQUIRED)
     photo = recon.read_photo(d)
     am = load_albedo_model(albedo_model, n_components) if albedo_model is not None else None
     m = model if isinstance(model, HeadModel) else resolve_model(str(model) if model is not None else params.model)
