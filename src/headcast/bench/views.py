@@ -133,12 +133,11 @@ def left_out(fitness: list[float], share: float = LOW_FITNESS) -> list[str]:
 def frame_points(frame) -> np.ndarray:
     """The depth points (N, 3) of an RGBDFrame within 25 cm of its nearest one (camera frame, metres): the
     head and what is just behind it. HeadcastError with fewer than 500."""
-    z, K = frame.depth, frame.K
-    H, W = z.shape
-    vv, uu = np.mgrid[0:H, 0:W]
+    from headcast.core.camera import depth_to_points
+
+    z = frame.depth
     near = z[z > 0].min() if (z > 0).any() else 0
-    sel = (z > 0) & (z < near + 0.25)
-    pts = np.stack([(uu[sel] - K.cx) / K.fx * z[sel], (vv[sel] - K.cy) / K.fy * z[sel], z[sel]], 1)
+    pts = depth_to_points(np.where(z < near + 0.25, z, 0), frame.K)[0]
     if len(pts) < 500:
         raise HeadcastError(f"{frame.name}: too little depth near the camera to register the head")
     return pts
