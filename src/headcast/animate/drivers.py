@@ -25,7 +25,7 @@ from headcast.core.errors import HeadcastError
 from headcast.io import anim as anim_io
 from headcast.io import recon
 from headcast.io.outputs import check_output_dir, shown, staged_dir
-from headcast.io.validate import check_number
+from headcast.io.validate import check_number, check_options
 from headcast.render.gl import DEFAULT_LIGHT
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ def drive(recon_dir: str | Path, driver: str | Path, out_dir: str | Path, model_
     """Animate the head in ``recon_dir`` with the curves in ``driver``; write ``out_dir``; return the report.
     ``light``: the MP4's lighting, as ``headcast animate --light`` (fitted or neutral)."""
     t0 = time.perf_counter()
-    if max_frames is not None:
-        check_number(max_frames, "--max-frames", 1, None, integer=True)
+    check_options({"max_frames": max_frames})  # None: every frame
     if fps is not None:
         check_number(fps, "--fps", 1, 1000)
     check_output_dir(out_dir, anim_io.KIND, force=force, inputs=(recon_dir, driver))  # refuse before the work

@@ -40,7 +40,7 @@ from headcast.core.errors import HeadcastError
 from headcast.core.threads import one_blas_thread
 from headcast.io import anim as anim_io
 from headcast.io.outputs import check_output_dir, shown, staged_dir
-from headcast.io.validate import check_number
+from headcast.io.validate import check_options
 from headcast.model.head_model import HeadModel
 from headcast.render.gl import DEFAULT_LIGHT, LIGHTS
 
@@ -211,8 +211,7 @@ def _animate(recon_dir, video, out_dir, model_spec, cfg: TrackConfig, write_vide
     """:func:`animate` with its settings checked."""
     if light not in LIGHTS:
         raise HeadcastError(f"--light must be one of {', '.join(LIGHTS)}, not {light!r}")
-    if max_frames is not None:
-        check_number(max_frames, "--max-frames", 1, None, integer=True)
+    check_options({"max_frames": max_frames})  # None: every frame
     check_output_dir(out_dir, anim_io.KIND, force=force, inputs=(recon_dir, video))  # refuse before the work
     subject = load_subject(recon_dir, model_spec, texture=False)  # the video's thread reads the texture
     info = info or video_info(video)

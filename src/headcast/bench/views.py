@@ -198,16 +198,16 @@ def run_views_bench(work: Path, source: str = "frame-050", frames: list[str] | N
     ref = np.linalg.inv(poses[front][1]) if front in poses else np.eye(4)
     # the frames the head was built from are not held out
     held = [n for n in names if n != source and not poses.get(n, (False,))[0]]
-    frames_ = [load_rgbd(str(folder / n), rotate=90) for n in held]
+    held_frames = [load_rgbd(str(folder / n), rotate=90) for n in held]
     head = np.setdiff1d(np.arange(model.n_vertices), model.masks.get("neck", []))
-    clouds = [frame_points(f) for f in frames_]
+    clouds = [frame_points(f) for f in held_frames]
     if all(n in poses for n in held):  # the sweep's own poses
         placed = [register(verts[head], c, [poses[n][1]], yaws=()) for n, c in zip(held, clouds)]
     else:
         placed = register_chain(verts[head], clouds, sum(n < source for n in held))
     why = left_out([fit for _, fit in placed])
     rows, shots = [], []
-    for name, frame, (T, fit), reason in zip(held, frames_, placed, why):
+    for name, frame, (T, fit), reason in zip(held, held_frames, placed, why):
         r = dict(compare_view(model, verts, albedo, uv, uvf, light, frame, T), yaw_deg=_yaw(T @ ref), fitness=fit)
         logger.info(f"bench views: {name} yaw {r['yaw_deg']:+.0f} deg, fitness {fit:.2f}, L1 {r['l1']:.3f}, "
                     f"SSIM {r['ssim']:.3f}" + (f", left out: {reason}" if reason else ""))
