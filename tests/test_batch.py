@@ -77,7 +77,7 @@ def test_embedded_sweeps_bad_inputs_fail_alone_and_rerun_skips(headcast_home, tm
     assert "Traceback" not in run.stderr
     assert _complete(out / "three", "reconstruction", "fit_report.json")
     m = read_manifest(out)  # the batch folder is headcast's: a rerun may resume it
-    assert m["kind"] == "batch" and {"three", "corrupt", "missing", "summary.csv"} <= set(m["files"]), m
+    assert m["kind"] == "batch reconstruct" and {"three", "corrupt", "missing", "summary.csv"} <= set(m["files"]), m
     _no_staging(out)
     stamp = (out / "three" / "fit_report.json").stat().st_mtime_ns
 
@@ -322,8 +322,9 @@ def test_bad_options_are_refused_before_any_job(tmp_path):
 
 def test_batch_out_must_be_new_empty_or_a_batch_folder(tmp_path):
     """--out is refused in one line, exit 2, before Ray and nothing written, when it holds the user's files (a
-    folder named like the job, a notes file) or another headcast output, as every other command's --out."""
-    from headcast.io.outputs import staged_dir
+    folder named like the job, a notes file) or another headcast output (a batch of another command too, whose
+    summary.csv it would replace), as every other command's --out."""
+    from headcast.io.outputs import claim_batch_dir, staged_dir
 
     mine = tmp_path / "mine"
     (mine / "frame-050").mkdir(parents=True)  # the job's name
@@ -331,7 +332,10 @@ def test_batch_out_must_be_new_empty_or_a_batch_folder(tmp_path):
     (mine / "notes.txt").write_text("mine")
     with staged_dir(tmp_path / "recon", "reconstruction") as d:
         (d / "params.npz").write_bytes(b"")
-    for out, says in ((mine, "holds files headcast did not write"), (tmp_path / "recon", "of kind 'reconstruction'")):
+    claim_batch_dir(tmp_path / "textured", "texture", ["summary.csv"])
+    (tmp_path / "textured" / "summary.csv").write_text("name,kind\n")
+    for out, says in ((mine, "holds files headcast did not write"), (tmp_path / "recon", "of kind 'reconstruction'"),
+                      (tmp_path / "textured", "of kind 'batch texture', not 'batch reconstruct'")):
         before = sorted((p, p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*"))
         run = _headcast("batch", "reconstruct", str(tmp_path / "frame-050"), "--out", str(out), *FAST, timeout=300)
         lines = run.stderr.strip().splitlines()
@@ -355,6 +359,34 @@ def test_batch_refuses_an_option_as_the_single_command_does(flag, value, tmp_pat
     assert not (tmp_path / "o").exists()
     if flag in ("--grow-mm", "--hull-margin", "--texture-size"):
         assert lines[0].split(", not ")[0].endswith((" mm", " metres", " texels")), lines[0]
+
+
+def test_batch_sweep_refuses_max_frames_as_reconstruct_does(tmp_path, capsys):
+    """A sweep's --max-frames has the single command's cap (io.validate.MAX_SWEEP_FRAMES) in batch --sweep too."""
+    from headcast.cli import main
+    from headcast.io.validate import MAX_SWEEP_FRAMES
+
+    (tmp_path / "sweep").mkdir()
+    lines = []
+    for argv in (["reconstruct"], ["batch", "reconstruct", "--sweep"]):
+        assert main([*argv, str(tmp_path / "sweep"), "--out", str(tmp_path / "o"),
+                     "--max-frames", str(MAX_SWEEP_FRAMES + 1)]) == 2
+        lines.append(capsys.readouterr().err.strip())
+    assert lines[0] == lines[1] and "--max-frames" in lines[0] and len(lines[0].splitlines()) == 1, lines
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--threshold", "11"), ("--threshold", "-0.1"), ("--max-iters", "0")])
+def test_batch_animate_refuses_an_option_as_animate_does(flag, value, tmp_path, capsys):
+    """animate and batch animate check --threshold and --max-iters in the one table, with the same line."""
+    from headcast.cli import main
+
+    lines = []
+    for argv in (["animate"], ["batch", "animate"]):
+        assert main([*argv, str(tmp_path / "r"), str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o"), flag, value]) == 2
+        lines.append(capsys.readouterr().err.strip())
+    assert lines[0] == lines[1] and lines[0].startswith(f"headcast: error: {flag} must be"), lines
+    assert not (tmp_path / "o").exists()
 
 
 def test_worker_threads_pinned_whatever_it_inherits():

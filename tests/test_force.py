@@ -184,10 +184,23 @@ def test_receive_stopped_before_any_frame_writes_nothing(tmp_path):
 def test_bench_results_appear_together_and_replace_their_own(tmp_path):
     from headcast.bench import write_results
 
-    write_results(tmp_path, "b", {"x": 1}, "| x |")
-    write_results(tmp_path, "b", {"x": 2}, "| y |")
-    assert json.loads((tmp_path / "b.json").read_text()) == {"x": 2} and (tmp_path / "b.md").read_text() == "| y |\n"
+    write_results(tmp_path, "b", {"machine": "m", "x": 1}, "| x |")
+    write_results(tmp_path, "b", {"machine": "m", "x": 2}, "| y |")
+    assert json.loads((tmp_path / "b.json").read_text())["x"] == 2 and (tmp_path / "b.md").read_text() == "| y |\n"
     assert sorted(os.listdir(tmp_path)) == ["b.json", "b.md"]
+
+
+@pytest.mark.parametrize("mine", [{"b.json": "[1, 2]"}, {"b.json": "not json"}, {"b.md": "# my notes\n"},
+                                  {"b.json": '{"x": 1}', "b.md": "# my notes\n"}])
+def test_bench_results_never_replace_other_files(tmp_path, mine):
+    """A user's b.json or b.md (not a bench result: no machine line) is refused in one line, untouched."""
+    from headcast.bench import write_results
+
+    for n, text in mine.items():
+        (tmp_path / n).write_text(text)
+    with pytest.raises(HeadcastError, match=r"is not an earlier b benchmark's result: choose another --out$"):
+        write_results(tmp_path, "b", {"machine": "m"}, "| x |")
+    assert {n: (tmp_path / n).read_text() for n in os.listdir(tmp_path)} == mine
 
 
 def test_main_restores_the_signal_handlers(tmp_path):

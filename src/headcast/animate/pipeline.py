@@ -299,14 +299,11 @@ def _config(config: TrackConfig | None, threshold: float | None, max_iters: int 
     """The tracker's settings: ``config`` (default TrackConfig()) with the explicitly given values, checked."""
     cfg = config or TrackConfig()
     if threshold is not None:
-        cfg = replace(cfg, threshold=float(threshold))
+        cfg = replace(cfg, threshold=threshold)
     if max_iters is not None:
-        cfg = replace(cfg, max_iters=int(max_iters))
-    if not (0 < cfg.threshold < 10):
-        raise HeadcastError(f"threshold must be a positive Loss5 value, not {cfg.threshold}")
-    if cfg.max_iters < 1:
-        raise HeadcastError(f"max_iters must be at least 1, not {cfg.max_iters}")
-    return cfg
+        cfg = replace(cfg, max_iters=max_iters)
+    check_options({"threshold": cfg.threshold, "max_iters": cfg.max_iters})  # as batch animate checks them
+    return replace(cfg, threshold=float(cfg.threshold), max_iters=int(cfg.max_iters))
 
 
 def animation(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -> anim_io.Animation:

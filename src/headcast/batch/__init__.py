@@ -31,7 +31,8 @@ def run(kind: str, inputs: list[str], out: str | Path, *, recon_dir: str | Path 
     inputs: frame prefixes / videos / reconstruction folders, folders of them, ``@list.txt`` files.
     out: the batch folder (``OUT/<name>/`` per reconstruct or animate job; texture writes into each input
     folder as ``headcast texture`` does) and its ``summary.csv``: new, empty or an earlier batch folder (its
-    manifest, :data:`headcast.io.outputs.BATCH`, is written before any job), else refused. recon_dir: the head every animate job
+    manifest, of kind ``batch KIND`` (:func:`headcast.io.outputs.batch_kind`), is written before any
+    job), else refused (a batch folder of another kind too). recon_dir: the head every animate job
     drives. options: the single command's options by their argument names (see
     :data:`headcast.batch.worker.OPTIONS`; unset ones keep the stage's defaults). address: a Ray cluster
     (``auto``, ``HOST:PORT``, ``ray://...``); None starts an embedded one. workers: how many (default: the
@@ -50,9 +51,9 @@ def run(kind: str, inputs: list[str], out: str | Path, *, recon_dir: str | Path 
         recon.check_folder(recon_dir)
         recon_dir = str(recon_dir)
     out = Path(out)
-    check_batch_dir(out)  # another's folder, a file, a read-only one: one line before any job, nothing written
+    check_batch_dir(out, kind)  # another's folder, a file, a read-only one: one line before any job, nothing written
     jobs = make_jobs(kind, inputs, out, recon_dir, options)
-    claim_batch_dir(out, [*([j.name for j in jobs] if kind != "texture" else []), *SUMMARY_NAMES])
+    claim_batch_dir(out, kind, [*([j.name for j in jobs] if kind != "texture" else []), *SUMMARY_NAMES])
     rows = {j.name: r for j in jobs if (r := _skipped(j, force)) is not None}
     todo = [j for j in jobs if j.name not in rows]
     logger.info(f"batch {kind}: {len(jobs)} jobs, {len(rows)} already complete (skipped), {len(todo)} to run")

@@ -32,13 +32,33 @@ def truedepth_folder(samples: Path | None = None) -> Path:
 
 def write_results(out: Path, name: str, result: dict, markdown: str | None = None) -> None:
     """A benchmark's figures as ``out/NAME.json`` (and its summary as ``out/NAME.md``), both whole or
-    neither (:func:`staged_files`); they replace the results of an earlier run of the same bench."""
+    neither (:func:`staged_files`); they replace the results of an earlier run of the same bench
+    (:func:`check_replaceable`), never other files of those names."""
+    check_replaceable(Path(out), name)
     texts = {f"{name}.json": json.dumps(result, indent=2, default=float) + "\n"}
     if markdown is not None:
         texts[f"{name}.md"] = markdown + "\n"
     with staged_files([Path(out) / n for n in texts], force=True) as tmps:
         for tmp, text in zip(tmps, texts.values()):
             tmp.write_text(text)
+
+
+def check_replaceable(out: Path, name: str) -> None:
+    """Refuse, in one line, to replace ``out/NAME.json`` or ``out/NAME.md`` unless they are an earlier
+    result of a benchmark: NAME.json a JSON object with its ``machine`` line (every bench's result has
+    one), NAME.md only beside such a NAME.json."""
+    from headcast.core.errors import HeadcastError
+
+    js, md = out / f"{name}.json", out / f"{name}.md"
+    ours = False
+    if js.is_file():
+        try:
+            ours = "machine" in json.loads(js.read_bytes()[: 64 << 20])
+        except (ValueError, TypeError, OSError):
+            ours = False
+    for p in (js, md):
+        if os.path.lexists(p) and not ours:
+            raise HeadcastError(f"{p} exists and is not an earlier {name} benchmark's result: choose another --out")
 
 
 def finish(out: Path | None, name: str, result: dict, markdown: str) -> dict:

@@ -75,6 +75,7 @@ def run_sweep(a: argparse.Namespace) -> None:
     from headcast.io.validate import check_number
 
     check_number(a.expression_change, "--expression-change", 0, 1)
+    _check_out(a, "sweep_expression" if a.expression_change > 0 else "sweep")
     if a.expression_change > 0:
         with logs.scoped(show=SHOWN):
             run_expression_bench(n=a.n, views=a.views, yaw_range=a.yaw_range, change=a.expression_change,
@@ -84,6 +85,14 @@ def run_sweep(a: argparse.Namespace) -> None:
         run_sweep_bench(n=a.n, views=a.views, yaw_range=a.yaw_range, bump_mm=a.bump_mm, max_frames=a.max_frames,
                         seed=a.seed, real=not a.no_real, samples=Path(a.samples) if a.samples else None,
                         figures=Path(a.figures) if a.figures else None, out=Path(a.out) if a.out else None)
+
+
+def _check_out(a: argparse.Namespace, name: str) -> None:
+    """Refuse ``--out`` before the bench runs when its NAME.json / NAME.md are not an earlier result."""
+    from headcast.bench import check_replaceable
+
+    if a.out:
+        check_replaceable(Path(a.out), name)
 
 
 def _reconstruct_arguments(br: argparse.ArgumentParser) -> None:
@@ -108,6 +117,7 @@ def _reconstruct_arguments(br: argparse.ArgumentParser) -> None:
 def run_reconstruct(a: argparse.Namespace) -> None:
     from headcast.bench.reconstruct import run_reconstruct_bench
 
+    _check_out(a, "reconstruct")
     with logs.scoped(show=SHOWN):
         run_reconstruct_bench(n=a.n, noise=a.noise, model_spec=a.model, methods=a.methods.split(","), seed=a.seed,
                               fit_seed=a.fit_seed,
@@ -134,6 +144,7 @@ def _texture_arguments(bt: argparse.ArgumentParser) -> None:
 def run_texture(a: argparse.Namespace) -> None:
     from headcast.bench.texture import run_texture_bench
 
+    _check_out(a, "texture")
     with logs.scoped(show=SHOWN):
         run_texture_bench(n=a.n, seed=a.seed, geometry=a.geometry, model_spec=a.model, size=a.size,
                           albedo_model=a.albedo_model, real=not a.no_real,
@@ -251,6 +262,7 @@ def run_batch(a: argparse.Namespace) -> None:
     from headcast.bench import write_results
     from headcast.bench.batch import markdown, run_batch_bench
 
+    _check_out(a, "batch")
     with logs.scoped(show=SHOWN):
         res = run_batch_bench(Path(a.work), kinds=tuple(a.kinds.split(",")),
                               workers=tuple(int(w) for w in a.workers.split(",")), repeat=a.repeat,

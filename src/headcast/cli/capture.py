@@ -259,12 +259,12 @@ def run_sweep(a: argparse.Namespace) -> None:
     """``headcast reconstruct`` on several frames: one head from the sweep (headcast.fit.sweep)."""
     from headcast.fit.config import FitConfig
     from headcast.fit.sweep import SweepConfig, reconstruct_sweep
-    from headcast.io.validate import check_number
+    from headcast.io.validate import check_options
     from headcast.model.registry import resolve_model
     from headcast.preprocess.cloud import HULL_MARGIN
 
     t0 = time.perf_counter()
-    check_number(a.max_frames, "--max-frames", 1, 1000, integer=True)
+    check_options({"max_frames": a.max_frames, "sweep": True})
     check_fit_options(a)
     if a.depth_scale is not None or a.intrinsics is not None:
         raise HeadcastError("--depth-scale and --intrinsics are for one frame; a sweep's frames carry their own")

@@ -204,32 +204,40 @@ def extend_manifest(folder: str | Path, kind: str, names: Iterable[str]) -> None
 
 
 # --- batch folders -----------------------------------------------------------------------------
-BATCH = "batch"  # the manifest kind of a batch folder (``headcast batch``: OUT/<job>/ and OUT/summary.csv)
+BATCH = "batch"  # the manifest kinds of batch folders: "batch reconstruct", "batch animate", "batch texture"
 
 
-def check_batch_dir(out: str | Path) -> None:
-    """Refuse ``out`` as a batch folder, in one line, unless it is absent, empty or an earlier batch folder
-    (whose manifest is of kind :data:`BATCH`: a rerun resumes it), as :func:`check_output_dir` refuses a
-    folder of other files, another headcast output, a file, or a folder that cannot be written."""
-    check_output_dir(out, BATCH, force=True)
+def batch_kind(command: str) -> str:
+    """The manifest kind of a ``headcast batch COMMAND`` folder (OUT/<job>/ and OUT/summary.csv): one per
+    command, so that a batch of another command is refused rather than replacing the folder's summary."""
+    return f"{BATCH} {command}"
 
 
-def claim_batch_dir(out: str | Path, names: Iterable[str]) -> None:
-    """Make ``out`` a batch folder before any job writes into it: created with its manifest listing ``names``
-    (the job folders and summary files the run writes) when absent or empty; an earlier batch folder's
-    manifest gets ``names`` added. Refused as :func:`check_batch_dir` refuses, before anything is written."""
+def check_batch_dir(out: str | Path, command: str) -> None:
+    """Refuse ``out`` as the folder of ``headcast batch COMMAND``, in one line, unless it is absent, empty or
+    an earlier batch folder of the same command (a rerun resumes it), as :func:`check_output_dir` refuses a
+    folder of other files, another headcast output (a batch of another command too), a file, or a folder
+    that cannot be written."""
+    check_output_dir(out, batch_kind(command), force=True)
+
+
+def claim_batch_dir(out: str | Path, command: str, names: Iterable[str]) -> None:
+    """Make ``out`` the folder of ``headcast batch COMMAND`` before any job writes into it: created with its
+    manifest listing ``names`` (the job folders and summary files the run writes) when absent or empty; an
+    earlier batch folder's manifest gets ``names`` added. Refused as :func:`check_batch_dir` refuses, before
+    anything is written."""
     out = _resolve(out)
-    check_batch_dir(out)
+    check_batch_dir(out, command)
     _make_parent(out)
     try:
         out.mkdir(exist_ok=True)
     except OSError as e:
         raise _cannot_write(out, e) from None
     if read_manifest(out) is not None:
-        extend_manifest(out, BATCH, names)
+        extend_manifest(out, batch_kind(command), names)
         return
     with staged_file(out / MANIFEST) as tmp:
-        tmp.write_bytes(_manifest_bytes(BATCH, sorted(set(names))))
+        tmp.write_bytes(_manifest_bytes(batch_kind(command), sorted(set(names))))
 
 
 # --- folders -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ MAX_PLY_POINTS = 1 << 24              # 16.8 M points in a PLY point cloud
 MAX_STREAM_BYTES = 256 << 20          # 256 MiB: a stream file (an hour at 30 fps is ~20 MB)
 MAX_HULL_MARGIN_M = 0.1               # --hull-margin: metres beyond the landmark hull
 MAX_TEXTURE_SIZE = 2048               # texture --size: texels a side (1.5 GB peak; 4096 takes 4.4 GB)
+MAX_SWEEP_FRAMES = 1000               # a sweep's --max-frames: the frames its fit uses
 DEPTH_SUFFIXES_READ = (".png", ".tif", ".tiff", ".npy", ".exr")
 _CLEAN_ROWS = 512                     # depth rows converted at a time (bounds the float64 temporaries)
 
@@ -76,10 +77,12 @@ OPTION_RANGES = {
 
 def check_options(options: dict) -> None:
     """Refuse, as :func:`check_number` does, any value in ``options`` (argument name -> value; None: not
-    given) outside its :data:`OPTION_RANGES` range; names the table does not hold are left alone."""
+    given) outside its :data:`OPTION_RANGES` range; names the table does not hold are left alone. With
+    ``sweep`` set, ``max_frames`` is a sweep's (at most :data:`MAX_SWEEP_FRAMES`)."""
     for key, value in options.items():
         if value is not None and key in OPTION_RANGES:
             flag, lo, hi, integer, unit = OPTION_RANGES[key]
+            hi = MAX_SWEEP_FRAMES if key == "max_frames" and options.get("sweep") else hi
             check_number(value, flag, lo, hi, integer=integer, unit=unit)
 
 
