@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from headcast.bench import machine, truedepth_folder
-from headcast.core import threads
 from headcast.core.errors import HeadcastError
 
 logger = logging.getLogger(__name__)
@@ -76,6 +75,8 @@ def register(vertices: np.ndarray, depth_points: np.ndarray, starts: list[np.nda
     import open3d as o3d
     from scipy.spatial.transform import Rotation
 
+    from headcast.fit.register import icp
+
     mesh_pts = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(vertices))
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(depth_points))
     cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=0.01, max_nn=30))
@@ -93,13 +94,8 @@ def register(vertices: np.ndarray, depth_points: np.ndarray, starts: list[np.nda
 
     best, fit = np.eye(4), -1.0
     for T, given in tries:
-        candidates = [T] if given else []
-        with threads.one_open3d_thread():  # repeatable (its parallel sums are not)
-            for dist in ICP_FINE if given else ICP_COARSE + ICP_FINE:
-                T = o3d.pipelines.registration.registration_icp(
-                    mesh_pts, cloud, dist, T, o3d.pipelines.registration.TransformationEstimationPointToPlane()
-                ).transformation
-        for T in candidates + [T]:
+        moved, _, _ = icp(vertices, cloud, T, stages=ICP_FINE if given else ICP_COARSE + ICP_FINE, voxel=None)
+        for T in ([T, moved] if given else [moved]):  # a given start competes with its own ICP
             if fitness(T) > fit:
                 best, fit = np.asarray(T), fitness(T)
     return best, float(fit)

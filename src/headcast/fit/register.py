@@ -71,31 +71,35 @@ def head_cloud(depth: np.ndarray, K: Intrinsics, centre: np.ndarray, radius: flo
     return pts[keep]
 
 
-def _cloud(pts: np.ndarray, normals: bool):
-    """An Open3D point cloud of (N, 3) points thinned to VOXEL, with normals estimated when asked."""
+def _cloud(pts: np.ndarray, normals: bool, voxel: float | None = VOXEL):
+    """An Open3D point cloud of (N, 3) points thinned to ``voxel`` (metres; None: all of them), with normals
+    estimated when asked."""
     import open3d as o3d
 
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(pts, np.float64)))
-    pc = pc.voxel_down_sample(VOXEL)
+    if voxel:
+        pc = pc.voxel_down_sample(voxel)
     if normals:
         pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=4 * VOXEL, max_nn=30))
         pc.orient_normals_towards_camera_location(np.zeros(3))
     return pc
 
 
-def icp(source: np.ndarray, target, init: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Point-to-plane ICP of source points (N, 3) onto an Open3D target cloud with normals, from the
-    4x4 ``init``; coarse to fine over ICP_STAGES. Returns the transform, fitness and RMSE (m) of the last stage.
+def icp(source: np.ndarray, target, init: np.ndarray, stages: tuple[float, ...] = ICP_STAGES,
+        voxel: float | None = VOXEL) -> tuple[np.ndarray, float, float]:
+    """Point-to-plane ICP of source points (N, 3), thinned to ``voxel`` (metres; None: all), onto an Open3D
+    target cloud with normals, from the 4x4 ``init``; coarse to fine over the correspondence distances
+    ``stages`` (metres). Returns the transform, fitness and RMSE (m) of the last stage.
     Open3D runs it on one thread: its parallel sums made the result depend on the scheduling
     (:func:`headcast.core.threads.one_open3d_thread`)."""
     import open3d as o3d
 
     reg = o3d.pipelines.registration
-    src = _cloud(source, normals=False)
-    T = init.copy()
+    src = _cloud(source, normals=False, voxel=voxel)
+    T = np.array(init, dtype=np.float64)
     res = None
     with threads.one_open3d_thread():
-        for dist in ICP_STAGES:
+        for dist in stages:
             res = reg.registration_icp(src, target, dist, T, reg.TransformationEstimationPointToPlane(),
                                        reg.ICPConvergenceCriteria(max_iteration=30))
             T = np.asarray(res.transformation)
