@@ -36,6 +36,9 @@ LEAN_RAY = {"prestart_worker_first_driver": False, "enable_metrics_collection": 
 # 8 animate jobs in one Ray-connected process: the resident size grew 307 -> 482 MB with the default and
 # stayed at 267-280 MB with 2 arenas, at the same CPU seconds per job.
 WORKER_MALLOC = {"MALLOC_ARENA_MAX": "2"}
+# Ray's logger that tells, on every new local cluster, that token authentication is on (Ray's default,
+# which the embedded Ray keeps): a line for Ray's users, not headcast's
+AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 PROGRESS_EVERY_S = 10.0  # at most one progress line this often (and one per finished job before that)
 WORKER_START_S = 600.0  # how long jobs wait for every worker to start before going to those ready
 
@@ -62,7 +65,7 @@ def ray_session(address: str | None, workers: int | None, threads: int = 1) -> I
         else:
             cpus = (workers or os.cpu_count() or 1) * threads
             tmp = tempfile.mkdtemp(prefix="hc-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-            with _inherited({**env["env_vars"], "RAY_USAGE_STATS_ENABLED": "0"}), _lean_start():
+            with _inherited({**env["env_vars"], "RAY_USAGE_STATS_ENABLED": "0"}), _lean_start(), _quiet(AUTH_LOGGER):
                 ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
                          logging_level=logging.WARNING, configure_logging=False, _system_config=_lean_config(threads))
         for sig, handler in handlers.items():  # Ray's own handlers abort the process; the CLI's unwind it
@@ -94,6 +97,18 @@ def _inherited(variables: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """The logger ``name`` shows errors only within the block."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _lean_config(threads: int) -> dict:
