@@ -12,6 +12,7 @@ from headcast.io.outputs import staged_files
 
 logger = logging.getLogger(__name__)
 
+RESULT_MAX_BYTES = 256 << 20  # a bench's NAME.json (reconstruct's is about 4 kB a subject)
 REAL_FRAMES = ("frame-030", "frame-050", "frame-065")  # the TrueDepth mannequin captures the benches use
 
 
@@ -48,14 +49,14 @@ def check_replaceable(out: Path, name: str) -> None:
     result of a benchmark: NAME.json a JSON object with its ``machine`` line (every bench's result has
     one), NAME.md only beside such a NAME.json."""
     from headcast.core.errors import HeadcastError
+    from headcast.core.files import read_json
 
     js, md = out / f"{name}.json", out / f"{name}.md"
-    ours = False
-    if js.is_file():
-        try:
-            ours = "machine" in json.loads(js.read_bytes()[: 64 << 20])
-        except (ValueError, TypeError, OSError):
-            ours = False
+    try:
+        found = read_json(js, "bench result", max_bytes=RESULT_MAX_BYTES) if js.is_file() else None
+    except HeadcastError:  # not JSON, too large or too deep: not a bench's result
+        found = None
+    ours = isinstance(found, dict) and "machine" in found
     for p in (js, md):
         if os.path.lexists(p) and not ours:
             raise HeadcastError(f"{p} exists and is not an earlier {name} benchmark's result: choose another --out")
