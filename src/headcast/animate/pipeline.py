@@ -298,12 +298,10 @@ def import_in_background(module: str | None) -> threading.Thread | None:
 def _config(config: TrackConfig | None, threshold: float | None, max_iters: int | None) -> TrackConfig:
     """The tracker's settings: ``config`` (default TrackConfig()) with the explicitly given values, checked."""
     cfg = config or TrackConfig()
-    if threshold is not None:
-        cfg = replace(cfg, threshold=threshold)
-    if max_iters is not None:
-        cfg = replace(cfg, max_iters=max_iters)
-    check_options({"threshold": cfg.threshold, "max_iters": cfg.max_iters})  # as batch animate checks them
-    return replace(cfg, threshold=float(cfg.threshold), max_iters=int(cfg.max_iters))
+    threshold = cfg.threshold if threshold is None else threshold
+    max_iters = cfg.max_iters if max_iters is None else max_iters
+    check_options({"threshold": threshold, "max_iters": max_iters})  # as batch animate checks them
+    return replace(cfg, threshold=float(threshold), max_iters=int(max_iters))
 
 
 def animation(subject: Subject, det: Detections, trk: Track, cfg: TrackConfig) -> anim_io.Animation:

@@ -8,6 +8,8 @@ import os
 import platform
 from pathlib import Path
 
+from headcast.core.errors import HeadcastError
+from headcast.core.files import read_json
 from headcast.io.outputs import staged_files
 
 logger = logging.getLogger(__name__)
@@ -48,9 +50,6 @@ def check_replaceable(out: Path, name: str) -> None:
     """Refuse, in one line, to replace ``out/NAME.json`` or ``out/NAME.md`` unless they are an earlier
     result of a benchmark: NAME.json a JSON object with its ``machine`` line (every bench's result has
     one), NAME.md only beside such a NAME.json."""
-    from headcast.core.errors import HeadcastError
-    from headcast.core.files import read_json
-
     js, md = out / f"{name}.json", out / f"{name}.md"
     try:
         found = read_json(js, "bench result", max_bytes=RESULT_MAX_BYTES) if js.is_file() else None
